@@ -1,0 +1,34 @@
+"""``python -m ccexp``: Hydra entry point. Returns the metric a sweep optimises."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from ccexp.config import ConfigError
+
+# A wheel carries the configs inside the package; a source checkout keeps them in ./conf.
+_PACKAGED = Path(__file__).parent / "conf"
+CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "conf")
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    from ccexp.run import run
+
+    hc = HydraConfig.get()
+    name = ",".join(hc.overrides.task) or "default"
+    try:
+        metrics = run(cfg, Path(hc.runtime.output_dir), run_name=name)
+    except ConfigError as err:
+        print(f"ccexp: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return float(metrics.get("val/loss", float("nan")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The contract every backend fulfils, so one evaluation module scores them all.
+
+A backend owns the model and its adapter. It trains on prepared examples, reports the answer
+tokens' negative log-likelihood, and generates answers, each with the adapter on or off (off =
+the base model, for the baseline). Scoring, metrics and files are the caller's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+
+@dataclass
+class Generation:
+    texts: list[str]
+    """Decoded answers, in the order of the prompts."""
+    seconds: list[float]
+    """Per-prompt wall time (a batch's time shared by its rows)."""
+    new_tokens: list[int] = field(default_factory=list)
+    """Tokens generated per prompt (up to and including EOS)."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
+        """Train the adapter, keep the best by validation loss; return train/* statistics."""
+
+    def nll(self, examples: Sequence[dict], adapter: bool = True) -> tuple[float, int]:
+        """Summed NLL of the answer tokens and their count."""
+
+    def generate(self, prompts: Sequence[list[dict]], max_new_tokens: int, adapter: bool = True) -> Generation:
+        """Greedy answers to chat prompts (message lists ending before the assistant turn)."""
+
+    def save_adapter(self, path: Path) -> None:
+        """Write the adapter in its standard layout (peft for torch)."""
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameters."""

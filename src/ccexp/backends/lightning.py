@@ -1,0 +1,165 @@
+"""The torch backend (cpu and cuda): HF transformers + peft, trained by PyTorch Lightning."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping
+from torch.utils.data import DataLoader
+
+from ccexp.backends.base import Generation
+from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, CompletionLM, Throughput
+from ccexp.config import RunConfig
+from ccexp.data.batching import EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll, prompt_text
+from ccexp.methods import METHODS
+from ccexp.models import load_model, load_tokenizer
+
+
+def cpu_has_bf16() -> bool:
+    """bf16 autocast pays on CPUs with native bf16 dot products (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    if requested != "auto":
+        return requested
+    if device == "cuda":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_has_bf16() else "32-true"
+
+
+class TorchBackend:
+    def __init__(self, cfg: RunConfig, device: str, model_dir: Path):
+        self.name, self.cfg, self.device = device, cfg, device
+        self.precision = resolve_precision(cfg.backend.precision, device)
+        self.autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.precision)
+        self.tokenizer = load_tokenizer(model_dir)
+        spec = METHODS[cfg.method.name](cfg.method, cfg.model, str(model_dir), self.autocast_dtype or torch.float32)
+        # Frozen base weights in bf16 on GPUs (half the memory); fp32 on CPU, where autocast
+        # casts per matmul and optimizer-side math stays exact.
+        dtype = torch.bfloat16 if device == "cuda" and self.precision == "bf16-mixed" else torch.float32
+        base = load_model(model_dir, dtype, spec.quantization_config, device=device)
+        self.model = spec.wrap(base).to(device)
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
+        t = self.cfg.trainer
+        data = ChatDataModule(self.tokenizer, train, val, self.cfg.model.max_seq_len, t.batch_size, self.cfg.seed)
+        batches_per_epoch = math.ceil(len(data.train_set) / t.batch_size)
+        steps_per_epoch = math.ceil(batches_per_epoch / t.grad_accum)
+        total_steps = t.max_steps if t.max_steps > 0 else t.max_epochs * steps_per_epoch
+        module = CompletionLM(self.model, self.cfg.method.lr, t.weight_decay, t.warmup_ratio, total_steps)
+        best, speed = BestAdapter(run_dir / "adapter"), Throughput()
+        callbacks = [best, speed]
+        if t.early_stopping_patience > 0:
+            callbacks.append(EarlyStopping("val/loss", patience=t.early_stopping_patience, mode="min",
+                                           check_on_train_epoch_end=False))
+        trainer = pl.Trainer(
+            accelerator="gpu" if self.device == "cuda" else "cpu",
+            devices=1,
+            precision=self.precision,
+            max_epochs=t.max_epochs if t.max_steps < 0 else -1,
+            max_steps=total_steps,
+            accumulate_grad_batches=t.grad_accum,
+            gradient_clip_val=t.max_grad_norm,
+            # Counted in micro-batches, across epoch boundaries.
+            val_check_interval=t.val_every_n_steps * t.grad_accum,
+            check_val_every_n_epoch=None,
+            limit_val_batches=t.limit_val_batches,
+            num_sanity_val_steps=0,
+            logger=logger if logger is not None else False,
+            callbacks=callbacks,
+            enable_checkpointing=False,  # BestAdapter keeps the adapter, not 500 MB of frozen base
+            use_distributed_sampler=False,
+            log_every_n_steps=1,
+            default_root_dir=run_dir,
+            enable_model_summary=False,
+        )
+        self.model.train()  # from_pretrained leaves eval mode; Lightning keeps submodule modes as found
+        trainer.fit(module, datamodule=data)
+        if not module.history or module.history[-1]["step"] != trainer.global_step:
+            trainer.validate(module, datamodule=data, verbose=False)  # judge the final steps too
+        best.restore(module)
+        return {
+            "train/steps": trainer.global_step,
+            "train/epochs": trainer.current_epoch,
+            "train/best_step": best.best_step,
+            "train/best_val_loss": best.best_loss if best.best_loss is not None else float("nan"),
+            "train/early_stopped": float(trainer.early_stopping_callback is not None
+                                         and trainer.early_stopping_callback.stopped_epoch > 0),
+            "train/seconds": speed.seconds,
+            "train/tokens": module.tokens_seen,
+            "train/tokens_per_s": module.tokens_seen / max(speed.seconds, 1e-9),
+            "train/truncated_examples": data.train_set.truncated,
+            "train/val_history": module.history,
+        }
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device, dtype=self.autocast_dtype)
+
+    @contextlib.contextmanager
+    def _net(self, adapter: bool):
+        """The adapted model, or the base model with the adapter switched off."""
+        self.model.eval()
+        with torch.inference_mode(), self._autocast():
+            if adapter:
+                yield self.model
+            else:
+                with self.model.disable_adapter():
+                    yield self.model.get_base_model()
+
+    def _batches(self, dataset: EncodedDataset, batch_size: int):
+        sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, shuffle=False, seed=0)
+        return DataLoader(dataset, batch_sampler=sampler,
+                          collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id))
+
+    def nll(self, examples: Sequence[dict], adapter: bool = True) -> tuple[float, int]:
+        dataset = EncodedDataset(self.tokenizer, examples, self.cfg.model.max_seq_len)
+        total, count = 0.0, 0
+        with self._net(adapter) as net:
+            for batch in self._batches(dataset, self.cfg.eval.batch_size):
+                nll, n = completion_nll(net, {k: v.to(self.device) for k, v in batch.items()})
+                total, count = total + float(nll), count + int(n)
+        return total, count
+
+    def generate(self, prompts: Sequence[list[dict]], max_new_tokens: int, adapter: bool = True) -> Generation:
+        texts = [prompt_text(self.tokenizer, messages) for messages in prompts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
+        out_texts, seconds, new_tokens = [""] * len(texts), [0.0] * len(texts), [0] * len(texts)
+        eos = self.tokenizer.eos_token_id
+        with self._net(adapter) as net:
+            for start in range(0, len(order), self.cfg.eval.batch_size):
+                rows = order[start : start + self.cfg.eval.batch_size]
+                enc = self.tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
+                                     add_special_tokens=False).to(self.device)
+                tic = time.perf_counter()
+                out = net.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                                   pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos)
+                elapsed = time.perf_counter() - tic
+                generated = out[:, enc["input_ids"].shape[1]:]
+                for row, ids in zip(rows, generated.tolist()):
+                    n = ids.index(eos) + 1 if eos in ids else len(ids)
+                    out_texts[row] = self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
+                    seconds[row], new_tokens[row] = elapsed / len(rows), n
+        return Generation(out_texts, seconds, new_tokens)
+
+    def save_adapter(self, path: Path) -> None:
+        self.model.save_pretrained(path)
+
+    def parameter_counts(self) -> tuple[int, int]:
+        trainable, total = self.model.get_nb_trainable_parameters()
+        return int(trainable), int(total)

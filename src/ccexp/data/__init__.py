@@ -1,0 +1,41 @@
+"""Data: examples are plain dicts ``{id, conversation_id, task, messages, reference}``.
+
+``build_splits`` is the one entry the run uses; every source (today the synthetic generator)
+returns train/val/test lists of such examples, with no conversation in two splits.
+"""
+
+from __future__ import annotations
+
+import random
+
+from ccexp.config import DataConfig, DataSizeConfig, TaskMixConfig
+from ccexp.data.synthetic import generate_conversations
+from ccexp.data.tasks import task_examples
+
+SPLITS = ("train", "val", "test")
+
+
+def allocate(weights: dict[str, float], n: int) -> dict[str, int]:
+    """Split n examples over tasks by weight (largest remainder: counts sum to n exactly)."""
+    total = sum(weights.values())
+    exact = {task: n * w / total for task, w in weights.items()}
+    counts = {task: int(v) for task, v in exact.items()}
+    by_remainder = sorted(exact, key=lambda t: (counts[t] - exact[t], t))
+    for task in by_remainder[: n - sum(counts.values())]:
+        counts[task] += 1
+    return counts
+
+
+def build_splits(data: DataConfig, size: DataSizeConfig, mix: TaskMixConfig) -> dict[str, list[dict]]:
+    """One conversation per example: the most variety for a given token budget, and splits
+    that share no conversation by construction."""
+    sizes = {"train": size.train, "val": size.val, "test": size.test}
+    conversations = generate_conversations(sum(sizes.values()), seed=data.seed)
+    splits, start = {}, 0
+    for split in SPLITS:
+        convs = conversations[start : start + sizes[split]]
+        start += sizes[split]
+        tasks = [t for t, c in allocate(mix.weights, len(convs)).items() for _ in range(c)]
+        random.Random(f"{data.seed}/{split}").shuffle(tasks)
+        splits[split] = [task_examples(conv, [task])[0] for conv, task in zip(convs, tasks)]
+    return splits

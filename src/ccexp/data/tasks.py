@@ -1,0 +1,133 @@
+"""Task views: one conversation -> chat-format training examples.
+
+Analytics tasks ask for a compact JSON object whose keys (``TASK_FIELDS``) and
+allowed values are spelled out in the instruction, so a small model can comply;
+``reply`` asks for the agent's next message, as plain text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+
+from ccexp.data.synthetic import (
+    COACHING_THEMES,
+    EFFECTIVENESS_BANDS,
+    ISSUE_CATEGORIES,
+    JOURNEY_TYPES,
+    MAX_COACHING,
+    Conversation,
+    render_transcript,
+)
+
+ANALYTICS_TASKS = ("quality", "csat", "issue", "churn", "journey", "coaching")
+ALL_TASKS = ANALYTICS_TASKS + ("all_in_one", "reply")
+
+TASK_FIELDS: dict[str, tuple[str, ...]] = {
+    "quality": ("quality_score", "effectiveness"),
+    "csat": ("csat",),
+    "issue": ("issue_category", "secondary_category"),
+    "churn": ("churn_risk",),
+    "journey": ("journey_type",),
+    "coaching": ("coaching",),
+}
+TASK_FIELDS["all_in_one"] = tuple(f for t in ANALYTICS_TASKS for f in TASK_FIELDS[t])
+TASK_FIELDS["reply"] = ("reply",)
+
+SYSTEM_PROMPT = (
+    "You are a contact-center analytics assistant. Read the interaction and answer exactly "
+    "as instructed: a single compact JSON object for analytics questions, or only the "
+    "agent's next message for reply questions."
+)
+
+
+def _quoted(values: Sequence[str]) -> str:
+    return ", ".join(f'"{v}"' for v in values)
+
+
+def _bands() -> str:
+    bounds = [lo for lo, _ in EFFECTIVENESS_BANDS] + [101]
+    return ", ".join(f'"{name}" ({lo}-{bounds[i + 1] - 1})' for i, (lo, name) in enumerate(EFFECTIVENESS_BANDS))
+
+
+# What each JSON key must hold; quoted in the instructions verbatim.
+FIELD_SPECS: dict[str, str] = {
+    "quality_score": "integer 0-100 for how well the agent handled the contact",
+    "effectiveness": f"one of {_bands()}, the band of quality_score",
+    "csat": "integer 1-5, the customer's satisfaction",
+    "issue_category": f"the main issue, one of {_quoted(ISSUE_CATEGORIES)}",
+    "secondary_category": "a second issue the customer raised, from the same list, or null",
+    "churn_risk": "integer 0-100, how likely the customer is to leave",
+    "journey_type": f"one of {_quoted(JOURNEY_TYPES)}",
+    "coaching": (f"list of up to {MAX_COACHING} things the agent missed, from {_quoted(COACHING_THEMES)}, "
+                 "most important first in that order; [] if none"),
+}
+
+_TASK_ASK = {
+    "quality": "Rate the agent's performance in this interaction.",
+    "csat": "Predict the customer's satisfaction score for this interaction.",
+    "issue": "Classify what the customer contacted us about.",
+    "churn": "Estimate the risk that this customer will cancel or leave.",
+    "journey": "Identify where this contact sits in the customer's journey.",
+    "coaching": "List the coaching points for the agent in this interaction.",
+    "all_in_one": "Analyse this interaction.",
+}
+REPLY_INSTRUCTION = (
+    "Continue this contact-center conversation. Write the agent's next message only, "
+    "as plain text."
+)
+
+
+def instruction(task: str) -> str:
+    """The user instruction for ``task``: what to do and the exact answer format."""
+    if task == "reply":
+        return REPLY_INSTRUCTION
+    keys = "; ".join(f'"{name}": {FIELD_SPECS[name]}' for name in TASK_FIELDS[task])
+    return f"{_TASK_ASK[task]} Answer with one JSON object with these keys: {keys}."
+
+
+def reply_turn_index(conv: Conversation) -> int:
+    """The agent turn to predict: an agent turn right after a customer turn,
+    nearest the middle of the call, whose text does not already occur earlier
+    (so the answer cannot be copied from the prompt)."""
+    turns = conv.turns
+    middle = len(turns) / 2
+    candidates = [i for i in range(1, len(turns)) if turns[i][0] == "agent" and turns[i - 1][0] == "customer"]
+    for i in sorted(candidates, key=lambda i: (abs(i - middle), i)):
+        if turns[i][1] not in render_transcript(dataclasses.replace(conv, turns=turns[:i])):
+            return i
+    raise ValueError(f"{conv.id}: no agent turn follows a customer turn")
+
+
+def _answer(task: str, conv: Conversation) -> tuple[dict, str, str]:
+    """(reference, user content, assistant content) for one task."""
+    if task == "reply":
+        i = reply_turn_index(conv)
+        text = conv.turns[i][1]
+        prefix = render_transcript(dataclasses.replace(conv, turns=conv.turns[:i]))
+        return {"reply": text}, f"{REPLY_INSTRUCTION}\n\n{prefix}", text
+    reference = {name: conv.labels[name] for name in TASK_FIELDS[task]}
+    user = f"{instruction(task)}\n\n{render_transcript(conv)}"
+    return reference, user, json.dumps(reference, separators=(",", ": "))
+
+
+def task_examples(conv: Conversation, tasks: Sequence[str]) -> list[dict]:
+    """One chat example per task in ``tasks``, in that order."""
+    examples = []
+    for task in tasks:
+        if task not in TASK_FIELDS:
+            raise ValueError(f"unknown task {task!r}; expected one of {ALL_TASKS}")
+        reference, user, answer = _answer(task, conv)
+        examples.append({
+            "id": f"{conv.id}/{task}",
+            "conversation_id": conv.id,
+            "task": task,
+            "messages": [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": answer},
+            ],
+            "reference": reference,
+        })
+    return examples

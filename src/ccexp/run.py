@@ -1,0 +1,66 @@
+"""One experiment, top to bottom: validate, data, model, train, evaluate, write, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ccexp.backends import build_backend, resolve_backend
+from ccexp.config import RunConfig, validate
+from ccexp.data import build_splits
+from ccexp.evaluate import evaluate
+from ccexp.models import resolve_model_dir
+from ccexp.report import print_summary
+from ccexp.tracking import build_logger, finish_logger
+
+log = logging.getLogger("ccexp")
+
+
+def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | None = None) -> dict:
+    """Train and evaluate one configuration; return its metrics (also written to run_dir)."""
+    rc: RunConfig = validate(cfg)  # every bad key fails here, before any model is loaded
+    device = resolve_backend(rc.backend.name)
+    if rc.backend.num_threads:
+        torch.set_num_threads(rc.backend.num_threads)
+    pl.seed_everything(rc.seed, workers=True, verbose=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    model_dir = resolve_model_dir(rc.model)
+    backend = build_backend(device, rc, model_dir)
+    trainable, total = backend.parameter_counts()
+    log.info("%s on %s (%s): %d train / %d val / %d test examples; %s trainable of %s parameters",
+             rc.method.name, device, getattr(backend, "precision", ""), len(splits["train"]),
+             len(splits["val"]), len(splits["test"]), f"{trainable:,}", f"{total:,}")
+
+    tags = [f"method={rc.method.name}", f"backend={device}", f"task_mix={rc.task_mix.name}",
+            f"data_size={rc.data_size.name}", f"model={rc.model.name}"]
+    logger = build_logger(rc.logger, run_dir, run_name, group or rc.experiment_name,
+                          OmegaConf.to_container(cfg, resolve=True), tags)
+    metrics: dict = {"status": "failed"}
+    try:
+        metrics.update(backend.fit(splits["train"], splits["val"], logger, run_dir))
+        adapter_dir = run_dir / "adapter"
+        backend.save_adapter(adapter_dir)
+        scores, predictions = evaluate(backend, splits, rc.eval)
+        metrics.update(scores)
+        metrics.update({
+            "params/trainable": trainable, "params/total": total, "params/trainable_pct": 100.0 * trainable / total,
+            "adapter/size_mb": sum(f.stat().st_size for f in adapter_dir.rglob("*") if f.is_file()) / 2**20,
+            "status": "finished",
+        })
+        with open(run_dir / "predictions.jsonl", "w") as f:
+            for record in predictions:
+                f.write(json.dumps(record) + "\n")
+        return metrics
+    finally:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        finish_logger(logger, metrics, failed=metrics["status"] != "finished")
+        if metrics["status"] == "finished":
+            print_summary(metrics, run_dir)

@@ -1,0 +1,63 @@
+"""Left-padded batches, length grouping, and the answer-only loss matching the plain HF loss."""
+
+from __future__ import annotations
+
+import torch
+
+from ccexp.data.batching import IGNORE, EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll, encode
+from ccexp.models import load_model
+
+
+def _example(user: str, answer: str) -> dict:
+    return {"messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": user},
+                         {"role": "assistant", "content": answer}]}
+
+
+def test_encode_puts_answer_and_eos_last(tokenizer):
+    enc = encode(tokenizer, _example("hello there", '{"csat": 4}'), 256)
+    answer = tokenizer.decode(enc.input_ids[-enc.n_answer:])
+    assert answer == '{"csat": 4}<|im_end|>'
+    assert tokenizer.decode(enc.input_ids[:-enc.n_answer]).endswith("<|im_start|>assistant\n")
+    assert not enc.truncated
+
+
+def test_long_prompt_is_cut_from_the_left_and_counted(tokenizer):
+    enc = encode(tokenizer, _example("word " * 400, '{"csat": 4}'), 128)
+    assert len(enc.input_ids) == 128 and enc.truncated
+    assert tokenizer.decode(enc.input_ids[-enc.n_answer:]) == '{"csat": 4}<|im_end|>'
+
+
+def test_collate_left_pads_and_masks_prompt(tokenizer):
+    items = EncodedDataset(tokenizer, [_example("hi", "A"), _example("a much longer question " * 3, "BB")], 256).items
+    batch = collate(items, tokenizer.pad_token_id)
+    width = batch["input_ids"].shape[1]
+    assert width == max(len(i.input_ids) for i in items)
+    short = items[0]
+    pad = width - len(short.input_ids)
+    assert batch["attention_mask"][0, :pad].sum() == 0 and batch["attention_mask"][0, pad:].all()
+    labelled = (batch["labels"] != IGNORE).sum(dim=1).tolist()
+    assert labelled == [i.n_answer for i in items]
+    assert int(batch["n_answer"]) == max(i.n_answer for i in items)
+
+
+def test_length_grouped_sampler_covers_everything_once_and_groups():
+    lengths = [((i * 37) % 101) + 1 for i in range(200)]
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=4, shuffle=True, seed=0, group=10)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(200)) and len(batches) == len(sampler)
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    random_padded = sum(max(lengths[i] for i in range(s, s + 4)) * 4 for s in range(0, 200, 4))
+    assert padded < 0.8 * random_padded  # far less padding than arrival order
+    assert list(sampler) != batches  # a new order each epoch
+
+
+def test_answer_only_loss_equals_full_logits_loss(tiny_dir, tokenizer):
+    """The logits_to_keep shortcut computes the same loss as HF's own labels= path."""
+    torch.manual_seed(0)
+    model = load_model(tiny_dir, torch.float32).eval()
+    items = EncodedDataset(tokenizer, [_example("short", '{"a": 1}'), _example("longer prompt " * 5, '{"b": [1, 2, 3]}')], 256).items
+    batch = collate(items, tokenizer.pad_token_id)
+    with torch.no_grad():
+        nll, count = completion_nll(model, batch)
+        reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    torch.testing.assert_close(nll / count, reference, rtol=1e-5, atol=1e-5)

