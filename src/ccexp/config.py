@@ -125,9 +125,9 @@ class TaskMixConfig:
 @dataclass
 class DataSizeConfig:
     name: str = "tiny"
-    train: int = 96
+    train: int = 64
     """Training examples (one conversation each, so conversations never cross splits)."""
-    val: int = 24
+    val: int = 16
     test: int = 24
 
     def __post_init__(self) -> None:

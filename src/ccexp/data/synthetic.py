@@ -37,14 +37,27 @@ from ccexp.data.synthetic_context import (
 from ccexp.data.synthetic_dialogue import render_dialogue
 
 __all__ = [
-    "COACHING_THEMES", "EFFECTIVENESS", "EFFECTIVENESS_BANDS", "EVAL_BANDS", "ISSUE_CATEGORIES",
-    "JOURNEY_TYPES", "LABEL_FIELDS", "N_AGENTS", "NOISE", "Agent", "Conversation", "agent_pool",
-    "effectiveness_for", "generate_conversations", "noise_report", "render_transcript",
+    "COACHING_THEMES",
+    "EFFECTIVENESS",
+    "EFFECTIVENESS_BANDS",
+    "EVAL_BANDS",
+    "ISSUE_CATEGORIES",
+    "JOURNEY_TYPES",
+    "LABEL_FIELDS",
+    "NOISE",
+    "N_AGENTS",
+    "Agent",
+    "Conversation",
+    "agent_pool",
+    "effectiveness_for",
+    "generate_conversations",
+    "noise_report",
+    "render_transcript",
 ]
 
 EFFECTIVENESS = ("poor", "fair", "good", "excellent")
 # Lower bound of each effectiveness band on the 0-100 quality score.
-EFFECTIVENESS_BANDS = ((0, "poor"), (45, "fair"), (65, "good"), (85, "excellent"))
+EFFECTIVENESS_BANDS = ((0, "poor"), (55, "fair"), (70, "good"), (85, "excellent"))
 
 # Ordered by priority: when an agent misses more than MAX_COACHING behaviours,
 # the first ones in this order are kept. Each maps to one behaviour flag.
@@ -62,7 +75,7 @@ MAX_COACHING = 3
 _THEME_FLAG = dict(zip(COACHING_THEMES, (
     "escalation_protocol", "verify", "empathy", "clear_explanation", "confirm", "next_steps",
     "no_long_hold", "ack_wait",
-)))
+), strict=True))
 
 LABEL_FIELDS = (
     "quality_score", "effectiveness", "csat", "issue_category", "secondary_category",
@@ -73,7 +86,7 @@ LABEL_FIELDS = (
 EVAL_BANDS = {"quality_score": 10, "csat": 0.5, "churn_risk": 15}
 
 NOISE: dict[str, dict[str, object]] = {
-    "quality_score": {"kind": "gaussian", "sd": 4.0},
+    "quality_score": {"kind": "gaussian", "sd": 3.0},
     "effectiveness": {"kind": "derived", "from": "quality_score"},
     "csat": {"kind": "flip_adjacent", "p": 0.06},
     "issue_category": {"kind": "flip", "p": 0.03},
@@ -156,14 +169,19 @@ def _tenure_risk(months: int) -> float:
 
 
 def _churn(lat: Latents, csat: int) -> float:
-    """Churn risk from loyalty, threats, outcome, queue wait and repeat contacts."""
+    """Churn risk from loyalty, threats, outcome, queue wait and repeat contacts.
+
+    Every term is readable from the transcript: tenure is stated, threats are
+    spoken, contact history is in the header or the customer's words.
+    """
     c = 12.0 + _tenure_risk(lat.customer.tenure_months)
     c += 28.0 if lat.threat else 0.0
     c += {"resolved": 0.0, "partially": 10.0, "escalated": 10.0, "unresolved": 22.0}[lat.outcome]
     if lat.journey == "retention_save" and lat.outcome == "resolved":
         c -= 12.0  # accepted a retention offer
     c += min(1.5 * max(0.0, _wait_minutes(lat) - 3.0), 15.0)
-    c += min(5.0 * lat.customer.prior_contacts, 20.0)
+    c += 0.0 if lat.temporal["is_first_contact"] else 6.0  # shown in the header
+    c += 10.0 if lat.journey == "repeat_issue" else 0.0  # "this is the third time..."
     c += 5.0 * (3 - csat)
     return min(100.0, max(0.0, c))
 
@@ -204,7 +222,8 @@ def add_noise(labels: dict[str, object], rng: random.Random) -> dict[str, object
         csat = int(labels["csat"])
         out["csat"] = csat + (rng.choice((-1, 1)) if 1 < csat < 5 else (1 if csat == 1 else -1))
     if rng.random() < NOISE["issue_category"]["p"]:
-        out["issue_category"] = rng.choice([c for c in ISSUE_CATEGORIES if c != labels["issue_category"]])
+        taken = (labels["issue_category"], labels["secondary_category"])
+        out["issue_category"] = rng.choice([c for c in ISSUE_CATEGORIES if c not in taken])
     if rng.random() < NOISE["secondary_category"]["p"]:
         options = [None, *ISSUE_CATEGORIES]
         out["secondary_category"] = rng.choice(
@@ -267,7 +286,7 @@ def render_transcript(conv: Conversation) -> str:
     return "\n".join(lines)
 
 
-_CEILING_SEED, _CEILING_N = 20240601, 20000
+_CEILING_SEED, _CEILING_N = 20240601, 10000
 
 
 def _hit(field_name: str, clean: object, noisy: object) -> bool:

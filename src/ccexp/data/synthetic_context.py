@@ -46,7 +46,7 @@ def derive_rng(*parts: object) -> random.Random:
 
 def clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
     """Limit ``x`` to [lo, hi]."""
-    return lo if x < lo else hi if x > hi else x
+    return max(lo, min(x, hi))
 
 
 # --- Agents -----------------------------------------------------------------
@@ -339,7 +339,7 @@ def sample_latents(seed: int, index: int) -> Latents:
     rng = derive_rng(seed, "latent", index)
     issue = rng.choices(ISSUE_CATEGORIES, weights=_ISSUE_WEIGHTS)[0]
     tilt = _JOURNEY_TILT.get(issue, {})
-    weights = [w * tilt.get(j, 1.0) for j, w in zip(JOURNEY_TYPES, _JOURNEY_WEIGHTS)]
+    weights = [w * tilt.get(j, 1.0) for j, w in zip(JOURNEY_TYPES, _JOURNEY_WEIGHTS, strict=True)]
     journey = rng.choices(JOURNEY_TYPES, weights=weights)[0]
     secondary = None
     if rng.random() < 0.25:
@@ -377,5 +377,5 @@ def sample_latents(seed: int, index: int) -> Latents:
         behaviours=sample_behaviours(rng, agent, temporal, outcome),
         holds=sample_holds(rng, agent, complexity),
         fillers=sum(rng.random() < 0.3 * slow for _ in range(3)),
-        steps=min(len(ISSUES[issue]["steps"]), int(complexity * 2.6 + rng.random() * 1.5 + slow)),
+        steps=min(len(ISSUES[issue]["steps"]), int(complexity * 2.2 + rng.random() * 1.4 + 0.8 * slow)),
     )

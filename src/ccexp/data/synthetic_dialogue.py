@@ -20,6 +20,8 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
            "September", "October", "November", "December")
 _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh")
 _NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
+# Issues where a customer might read out a card number.
+_PAYMENT_ISSUES = ("billing_dispute", "refund", "delivery", "product_defect", "cancellation", "plan_upgrade")
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -221,7 +223,7 @@ def _verification(d: _Dialogue) -> None:
     else:
         d.agent(ack, dismiss, d.pick(P.NO_VERIFY_LOOKUP), tenure)
     if not tenure_by_agent:
-        d.customer(d.pick(P.TENURE_CUSTOMER), "Anyway, can we get this sorted?")
+        d.customer(d.pick(P.TENURE_CUSTOMER), d.rng.choice(("Can we sort this out?", "Anyway.", "")))
 
 
 def _investigation(d: _Dialogue) -> None:
@@ -232,7 +234,8 @@ def _investigation(d: _Dialogue) -> None:
     extras += [("hold", minutes) for minutes in lat.holds]
     for event in extras:  # fillers and holds land between steps
         events.insert(d.rng.randint(min(1, len(events)), len(events)), event)
-    card_at = d.rng.randrange(len(events) + 1) if lat.has_pii and d.rng.random() < 0.4 else -1
+    with_card = lat.has_pii and lat.issue in _PAYMENT_ISSUES and d.rng.random() < 0.5
+    card_at = d.rng.randrange(len(events) + 1) if with_card else -1
     returning = ""
     for i, (kind, payload) in enumerate(events):
         if kind == "hold":
@@ -295,7 +298,9 @@ def _wrap_up(d: _Dialogue, csat: int) -> None:
     steps = ""
     if b["next_steps"]:
         escalated = lat.outcome == "escalated"
-        steps = d.pick(P.NEXT_STEPS_ESCALATED if escalated else ISSUES[lat.issue]["next_steps"])
+        cancelled = lat.journey == "retention_save" and lat.outcome == "unresolved"
+        issue = "cancellation" if cancelled else lat.issue
+        steps = d.pick(P.NEXT_STEPS_ESCALATED if escalated else ISSUES[issue]["next_steps"])
     # The customer's last line mostly matches their satisfaction; sometimes
     # they are politely vague, so the score must also be read from the call.
     level = csat - 1

@@ -193,11 +193,11 @@ CARD_MENTION = (
 )
 TENURE_AGENT = (
     "I can see you've been with us for {tenure}.",
-    "I see you've been a customer for {tenure}, thanks for that.",
+    "I see you've been a customer for {tenure}.",
     "Your account shows {tenure} with us.",
 )
 TENURE_CUSTOMER = (
-    "I've been a customer for {tenure}, you know.",
+    "I've been a customer for {tenure}.",
     "I've been with you for {tenure}.",
     "I've had this account for {tenure}.",
 )
@@ -230,9 +230,9 @@ UNRESOLVED = (
     "That's not something I can change, I'm sorry.",
 )
 ESCALATE_PROTOCOL = (
-    "I'm going to escalate this to our {team} team. I've written up everything we went through, so you won't have to repeat yourself, and your reference number is {ref}.",
-    "This needs our {team} specialists. I'll transfer you now and brief them first. Your case number is {ref} in case we get disconnected.",
-    "I'm raising this with {team} as a priority case, reference {ref}. I'll stay on while I hand you over and explain the situation to them.",
+    "I'm escalating this to our {team} team. I've written up everything, so you won't have to repeat yourself. Your reference is {ref}.",
+    "This needs our {team} specialists. I'll brief them before I transfer you, and your case number is {ref}.",
+    "I'm raising this with {team} as a priority case, reference {ref}, and I'll explain everything to them as I hand you over.",
 )
 ESCALATE_COLD = (
     "I can't do this, I'll send you to {team}.",

@@ -22,7 +22,7 @@ from ccexp.data.synthetic import (
 )
 
 ANALYTICS_TASKS = ("quality", "csat", "issue", "churn", "journey", "coaching")
-ALL_TASKS = ANALYTICS_TASKS + ("all_in_one", "reply")
+ALL_TASKS = (*ANALYTICS_TASKS, "all_in_one", "reply")
 
 TASK_FIELDS: dict[str, tuple[str, ...]] = {
     "quality": ("quality_score", "effectiveness"),
@@ -100,6 +100,11 @@ def reply_turn_index(conv: Conversation) -> int:
     raise ValueError(f"{conv.id}: no agent turn follows a customer turn")
 
 
+def _copy(value: object) -> object:
+    """Lists are copied so an example never aliases the conversation's labels."""
+    return list(value) if isinstance(value, list) else value
+
+
 def _answer(task: str, conv: Conversation) -> tuple[dict, str, str]:
     """(reference, user content, assistant content) for one task."""
     if task == "reply":
@@ -107,7 +112,7 @@ def _answer(task: str, conv: Conversation) -> tuple[dict, str, str]:
         text = conv.turns[i][1]
         prefix = render_transcript(dataclasses.replace(conv, turns=conv.turns[:i]))
         return {"reply": text}, f"{REPLY_INSTRUCTION}\n\n{prefix}", text
-    reference = {name: conv.labels[name] for name in TASK_FIELDS[task]}
+    reference = {name: _copy(conv.labels[name]) for name in TASK_FIELDS[task]}
     user = f"{instruction(task)}\n\n{render_transcript(conv)}"
     return reference, user, json.dumps(reference, separators=(",", ": "))
 

@@ -1,0 +1,48 @@
+"""Read a W&B offline run file (``run-*.wandb``) back, for tests.
+
+The file is a LevelDB-style log: a 7-byte header (b":W&B", magic, version), then 32 KiB blocks
+of records, each with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last)
+holding serialized ``wandb_internal_pb2.Record`` messages.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+BLOCK = 32 * 1024
+
+
+def records(path: Path):
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path}: not a W&B run file"
+    pos, parts = 7, []
+    while pos + 7 <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < 7:  # block trailer padding
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pos += 7
+        payload, pos = data[pos : pos + length], pos + length
+        if kind == 0:
+            continue
+        parts = [payload] if kind in (1, 2) else parts + [payload]
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(parts))
+            yield record
+
+
+def summary(path: Path) -> dict:
+    """The run summary as the W&B backend would store it (last value of each key)."""
+    out: dict = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                key = item.key or "/".join(item.nested_key)
+                out[key] = json.loads(item.value_json)
+    return out
