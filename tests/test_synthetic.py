@@ -13,7 +13,13 @@ import pytest
 from ccexp.data import synthetic as S
 from ccexp.data import synthetic_phrases as P
 from ccexp.data.synthetic_context import us_holidays
-from ccexp.data.tasks import ALL_TASKS, ANALYTICS_TASKS, SYSTEM_PROMPT, TASK_FIELDS, task_examples
+from ccexp.data.tasks import (
+    ALL_TASKS,
+    ANALYTICS_TASKS,
+    SYSTEM_PROMPT,
+    TASK_FIELDS,
+    task_examples,
+)
 
 TEMPORAL_KEYS = (
     "timestamp", "date", "time_of_day", "hour", "day_of_week", "day_of_week_num", "week_of_year",
@@ -58,7 +64,7 @@ def test_temporal_context_has_the_18_keys_and_is_consistent(convs):
     for c in convs:
         t = c.temporal
         assert tuple(t) == TEMPORAL_KEYS
-        json.dumps(t)  # serialisable
+        json.dumps(t), json.dumps(c.latents)  # serialisable
         moment = dt.datetime.fromisoformat(str(t["timestamp"]))
         assert t["date"] == moment.date().isoformat() and t["hour"] == moment.hour
         assert t["day_of_week_num"] == moment.weekday() and t["is_weekend"] == (moment.weekday() >= 5)
@@ -139,8 +145,11 @@ def test_long_queue_waits_lower_csat_and_raise_churn(convs):
     short = [c for c in convs if c.temporal["queue_wait_minutes"] < 3]
     long = [c for c in convs if c.temporal["queue_wait_minutes"] >= 7]
     assert len(long) >= 60
-    assert statistics.mean(c.labels["csat"] for c in short) - statistics.mean(c.labels["csat"] for c in long) > 0.4
-    assert statistics.mean(c.labels["churn_risk"] for c in long) - statistics.mean(c.labels["churn_risk"] for c in short) > 8
+    def mean(group: list, field: str) -> float:
+        return statistics.mean(c.labels[field] for c in group)
+
+    assert mean(short, "csat") - mean(long, "csat") > 0.4
+    assert mean(long, "churn_risk") - mean(short, "churn_risk") > 8
 
 
 def test_peak_season_lengthens_waits(convs):
@@ -276,7 +285,7 @@ def test_reply_predicts_a_hidden_mid_call_agent_turn(convs):
         ex = task_examples(conv, ["reply"])[0]
         prompt, answer = ex["messages"][1]["content"], ex["messages"][2]["content"]
         assert ex["reference"] == {"reply": answer}
-        index = [i for i, (s, t) in enumerate(conv.turns) if s == "agent" and t == answer][0]
+        index = next(i for i, (s, t) in enumerate(conv.turns) if s == "agent" and t == answer)
         assert conv.turns[index - 1][0] == "customer"
         assert answer not in prompt
         assert "[TEMPORAL CONTEXT]" in prompt and prompt.endswith(conv.turns[index - 1][1])

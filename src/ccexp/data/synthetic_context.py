@@ -267,7 +267,7 @@ def sample_outcome(rng: random.Random, issue: str, journey: str, agent: Agent, t
 _ISSUE_WEIGHTS = (12, 13, 10, 9, 8, 11, 10, 9, 10, 8)
 # Journey mix, then per-issue tilts: cancellations become save attempts,
 # setup problems come from new customers, faults recur.
-_JOURNEY_WEIGHTS = (24, 16, 14, 16, 14, 16)
+_JOURNEY_WEIGHTS = (22, 16, 14, 16, 14, 16)
 _JOURNEY_TILT = {
     "cancellation": {"retention_save": 3.5},
     "technical_setup": {"onboarding": 2.0},
