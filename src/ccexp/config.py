@@ -127,8 +127,8 @@ class DataSizeConfig:
     name: str = "tiny"
     train: int = 64
     """Training examples (one conversation each, so conversations never cross splits)."""
-    val: int = 16
-    test: int = 24
+    val: int = 12
+    test: int = 18
 
     def __post_init__(self) -> None:
         for split in ("train", "val", "test"):
@@ -179,11 +179,13 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    generate_examples: int = 24
+    generate_examples: int = 18
     """Test examples answered by generation (spread over tasks); 0 = loss/perplexity only."""
     batch_size: int = 8
-    max_new_tokens: int = 96
-    """Generation cap; an all-in-one JSON needs ~90 tokens, a single field ~20."""
+    max_new_tokens: int = 40
+    """Generation cap per answer; a one- or two-field JSON answer needs ~25 tokens."""
+    max_new_tokens_by_task: dict[str, int] = field(default_factory=dict)
+    """Caps for tasks with longer answers (all_in_one, coaching, reply)."""
     baseline: bool = True
     """Also evaluate the base model without adapter, so the run reports its improvement."""
     quality_band: float = 10.0
@@ -195,6 +197,8 @@ class EvalConfig:
         _check(self.generate_examples >= 0, "eval.generate_examples", "an integer >= 0", self.generate_examples)
         _check(self.batch_size >= 1, "eval.batch_size", "an integer >= 1", self.batch_size)
         _check(self.max_new_tokens >= 1, "eval.max_new_tokens", "an integer >= 1", self.max_new_tokens)
+        for task, cap in self.max_new_tokens_by_task.items():
+            _check(cap >= 1, f"eval.max_new_tokens_by_task.{task}", "an integer >= 1", cap)
         for band in ("quality_band", "csat_band", "churn_band"):
             _check(getattr(self, band) >= 0, f"eval.{band}", "a number >= 0", getattr(self, band))
 

@@ -32,6 +32,19 @@ def _perplexity(backend: Backend, examples: Sequence[dict], adapter: bool, prefi
     return {f"{prefix}loss": loss, f"{prefix}ppl": math.exp(min(loss, 50.0)), f"{prefix}answer_tokens": count}
 
 
+def _generate(backend: Backend, examples: list[dict], cfg: EvalConfig, adapter: bool):
+    """(example, answer, seconds, new tokens) in input order; one generate call per task so
+    each task gets its own token cap."""
+    results: dict[int, tuple] = {}
+    for task in sorted({ex["task"] for ex in examples}):
+        rows = [i for i, ex in enumerate(examples) if ex["task"] == task]
+        cap = cfg.max_new_tokens_by_task.get(task, cfg.max_new_tokens)
+        gen = backend.generate([examples[i]["messages"][:-1] for i in rows], cap, adapter=adapter)
+        for i, text, secs, n in zip(rows, gen.texts, gen.seconds, gen.new_tokens):
+            results[i] = (examples[i], text, secs, n)
+    return [results[i] for i in range(len(examples))]
+
+
 def evaluate(backend: Backend, splits: dict[str, list[dict]], cfg: EvalConfig) -> tuple[dict, list[dict]]:
     """Metrics (flat keys; baseline ones under ``baseline/``, gains under ``delta/``) and
     one prediction record per generated answer."""
@@ -44,9 +57,8 @@ def evaluate(backend: Backend, splits: dict[str, list[dict]], cfg: EvalConfig) -
             metrics.update(_perplexity(backend, splits[split], adapter, f"{prefix}{split}/"))
         if not subset:
             continue
-        gen = backend.generate([ex["messages"][:-1] for ex in subset], cfg.max_new_tokens, adapter=adapter)
         records = []
-        for ex, raw, secs, n_new in zip(subset, gen.texts, gen.seconds, gen.new_tokens or [0] * len(subset)):
+        for ex, raw, secs, n_new in _generate(backend, subset, cfg, adapter):
             prompt = "\n".join(m["content"] for m in ex["messages"][:-1])
             records.append({
                 "id": ex["id"], "task": ex["task"], "model": model_name,
