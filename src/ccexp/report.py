@@ -39,4 +39,8 @@ def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) 
         f"({metrics.get('train/tokens_per_s', 0):.0f} tokens/s); best step {metrics.get('train/best_step')}; "
         f"adapter {metrics.get('adapter/size_mb', 0):.2f} MB, {metrics.get('params/trainable', 0):,} trainable params"
     )
+    console.print(
+        f"wall {metrics.get('time/total_s', 0):.0f}s: setup {metrics.get('time/setup_s', 0):.0f}s, "
+        f"training {metrics.get('time/fit_s', 0):.0f}s, evaluation {metrics.get('time/eval_s', 0):.0f}s"
+    )
     console.print(f"files: {run_dir}/metrics.json, predictions.jsonl, adapter/, config.yaml")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -23,6 +24,7 @@ log = logging.getLogger("ccexp")
 
 def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | None = None) -> dict:
     """Train and evaluate one configuration; return its metrics (also written to run_dir)."""
+    start = time.perf_counter()
     rc: RunConfig = validate(cfg)  # every bad key fails here, before any model is loaded
     device = resolve_backend(rc.backend.name)
     if rc.backend.num_threads:
@@ -45,11 +47,15 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
                           OmegaConf.to_container(cfg, resolve=True), tags)
     metrics: dict = {"status": "failed"}
     try:
+        metrics["time/setup_s"] = time.perf_counter() - start
         metrics.update(backend.fit(splits["train"], splits["val"], logger, run_dir))
+        metrics["time/fit_s"] = time.perf_counter() - start - metrics["time/setup_s"]
         adapter_dir = run_dir / "adapter"
         backend.save_adapter(adapter_dir)
         scores, predictions = evaluate(backend, splits, rc.eval)
         metrics.update(scores)
+        metrics["time/total_s"] = time.perf_counter() - start
+        metrics["time/eval_s"] = metrics["time/total_s"] - metrics["time/setup_s"] - metrics["time/fit_s"]
         metrics.update({
             "params/trainable": trainable, "params/total": total, "params/trainable_pct": 100.0 * trainable / total,
             "adapter/size_mb": sum(f.stat().st_size for f in adapter_dir.rglob("*") if f.is_file()) / 2**20,
