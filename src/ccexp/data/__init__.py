@@ -12,6 +12,7 @@ import random
 from ccexp.config import DataConfig, DataSizeConfig, TaskMixConfig
 from ccexp.data.chatml import build_chatml
 from ccexp.data.synthetic import generate_conversations
+from ccexp.data.tabular import build_tabular
 from ccexp.data.tasks import task_examples
 
 SPLITS = ("train", "val", "test")
@@ -31,7 +32,7 @@ def allocate(weights: dict[str, float], n: int) -> dict[str, int]:
 def build_splits(data: DataConfig, size: DataSizeConfig, mix: TaskMixConfig) -> dict[str, list[dict]]:
     """Train/val/test examples from ``data.name``'s source; files are read here, not when
     the config is validated. The importers have one task each and ignore ``mix``."""
-    importers = {"chatml": build_chatml}
+    importers = {"chatml": build_chatml, "csv": build_tabular, "jsonl": build_tabular}
     if data.name in importers:
         return importers[data.name](data, size)
     return build_synthetic(data, size, mix)

@@ -38,4 +38,4 @@ def load_chat(path: str, key: str) -> list[dict]:
 
 
 def build_chatml(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
-    return take(holdout_splits(data, load_chat), size, data.seed, data.train_path)
+    return take(holdout_splits(data, load_chat), size, data)

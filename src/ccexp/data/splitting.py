@@ -53,14 +53,15 @@ def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]]) -> d
     return {s: splits[s] for s in SPLITS}
 
 
-def take(splits: dict[str, list[Row]], size: DataSizeConfig, seed: int, source: str) -> dict[str, list[Row]]:
+def take(splits: dict[str, list[Row]], size: DataSizeConfig, data: DataConfig) -> dict[str, list[Row]]:
     """data_size caps each split: the first N rows after a seeded shuffle (all when fewer)."""
     out = {}
     for split in SPLITS:
         rows, wanted = list(splits[split]), getattr(size, split)
-        random.Random(f"{seed}/{split}").shuffle(rows)
+        random.Random(f"{data.seed}/{split}").shuffle(rows)
         if len(rows) < wanted:
             log.warning("%s: the %s split has %d examples, fewer than data_size.%s=%d; using all %d",
-                        source, split, len(rows), split, wanted, len(rows))
+                        getattr(data, f"{split}_path") or data.train_path, split, len(rows), split, wanted,
+                        len(rows))
         out[split] = rows[:wanted]
     return out
