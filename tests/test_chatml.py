@@ -120,12 +120,16 @@ def test_not_utf8_missing_file_and_empty_split(tmp_path):
         read_chatml(latin)
     with pytest.raises(ConfigError, match=r"^nope\.jsonl: no such file \(data\.train_path; relative paths"):
         build_splits(DataConfig(name="chatml", train_path="nope.jsonl"), BIG, MIX)
-    few = _write(tmp_path / "few.jsonl", GOOD, GOOD, GOOD, GOOD)
+    four = _write(tmp_path / "four.jsonl", GOOD, GOOD, GOOD, GOOD)  # 10% rounds to 0: one row each
+    assert {k: len(v) for k, v in build_splits(DataConfig(name="chatml", train_path=four), BIG, MIX).items()} == \
+        {"train": 2, "val": 1, "test": 1}
+    few = _write(tmp_path / "few.jsonl", GOOD, GOOD)
     with pytest.raises(ConfigError) as err:
         build_splits(DataConfig(name="chatml", train_path=few), BIG, MIX)
-    assert str(err.value) == (f"{few}: 4 usable rows are too few to hold out a val split (10% rounds to 0); "
-                              "give data.val_path")
+    assert str(err.value) == f"{few}: 2 usable rows are too few to hold out val and test rows; give data.val_path / data.test_path"
     empty = _write(tmp_path / "empty.jsonl", "")
+    with pytest.raises(ConfigError, match=r"empty\.jsonl: no usable rows for the train split$"):
+        build_splits(DataConfig(name="chatml", train_path=empty), BIG, MIX)
     with pytest.raises(ConfigError, match=r"empty\.jsonl: no usable rows for the test split$"):
         build_splits(DataConfig(name="chatml", train_path=FIXTURE, val_path=FIXTURE, test_path=empty), BIG, MIX)
 

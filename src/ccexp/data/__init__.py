@@ -13,6 +13,7 @@ from ccexp.config import DataConfig, DataSizeConfig, TaskMixConfig
 from ccexp.data.chatml import build_chatml
 from ccexp.data.synthetic import generate_conversations
 from ccexp.data.tabular import build_tabular
+from ccexp.data.twcs import build_twcs
 from ccexp.data.tasks import task_examples
 
 SPLITS = ("train", "val", "test")
@@ -32,7 +33,7 @@ def allocate(weights: dict[str, float], n: int) -> dict[str, int]:
 def build_splits(data: DataConfig, size: DataSizeConfig, mix: TaskMixConfig) -> dict[str, list[dict]]:
     """Train/val/test examples from ``data.name``'s source; files are read here, not when
     the config is validated. The importers have one task each and ignore ``mix``."""
-    importers = {"chatml": build_chatml, "csv": build_tabular, "jsonl": build_tabular}
+    importers = {"chatml": build_chatml, "csv": build_tabular, "jsonl": build_tabular, "twcs": build_twcs}
     if data.name in importers:
         return importers[data.name](data, size)
     return build_synthetic(data, size, mix)

@@ -19,13 +19,18 @@ ROLES = ("system", "user", "assistant")
 MLX_FILES = {"train": "train.jsonl", "val": "valid.jsonl", "test": "test.jsonl"}
 
 
-def read_text(path: str | Path, key: str = "") -> str:
-    """The whole file as text; a missing file or one that is not UTF-8 fails in one line."""
+def require_file(path: str | Path, key: str = "") -> Path:
+    """The path, or a one-line error naming the config key and where relative paths start."""
     path = Path(path)
     if not path.is_file():
         where = f"{key}; " if key else ""
         raise ConfigError(f"{path}: no such file ({where}relative paths are resolved against {Path.cwd()})")
-    data = path.read_bytes()
+    return path
+
+
+def read_text(path: str | Path, key: str = "") -> str:
+    """The whole file as text; a missing file or one that is not UTF-8 fails in one line."""
+    data = require_file(path, key).read_bytes()
     try:
         return data.decode("utf-8-sig")  # a BOM from a spreadsheet export is harmless
     except UnicodeDecodeError as err:

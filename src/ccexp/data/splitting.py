@@ -22,27 +22,30 @@ HOLDOUT = 0.1  # share of the training file held out for each of val and test wh
 Row = TypeVar("Row")
 
 
-def report_skipped(path: str, skipped: dict[str, int], total: int) -> None:
+def report_skipped(path: str, skipped: dict[str, int], total: int, noun: str = "rows") -> None:
     """One log line for the rows a source could not use (never dropped silently)."""
     if sum(skipped.values()):
         reasons = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
-        log.warning("%s: skipped %d of %d rows (%s)", path, sum(skipped.values()), total, reasons)
+        log.warning("%s: skipped %d of %d %s (%s)", path, sum(skipped.values()), total, noun, reasons)
 
 
 def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]]) -> dict[str, list[Row]]:
     """Rows per split. ``load(path, key)`` reads one file; val/test without a path are
     seeded HOLDOUT slices of the training rows, which keep their file order."""
     train = load(data.train_path, "data.train_path")
+    if not train:
+        raise ConfigError(f"{data.train_path}: no usable rows for the train split")
     splits = {s: load(getattr(data, f"{s}_path"), f"data.{s}_path")
               for s in ("val", "test") if getattr(data, f"{s}_path") is not None}
     held = [s for s in ("val", "test") if s not in splits]
     order = list(range(len(train)))
     random.Random(f"{data.seed}/holdout").shuffle(order)
-    n, start = round(len(train) * HOLDOUT), 0
+    n, start = max(1, round(len(train) * HOLDOUT)), 0  # at least one row, so a small file still splits
+    if held and len(train) <= n * len(held):
+        paths = " / ".join(f"data.{s}_path" for s in held)
+        raise ConfigError(f"{data.train_path}: {len(train)} usable rows are too few to hold out "
+                          f"{' and '.join(held)} rows; give {paths}")
     for split in held:
-        if n == 0:
-            raise ConfigError(f"{data.train_path}: {len(train)} usable rows are too few to hold out a {split} "
-                              f"split ({HOLDOUT:.0%} rounds to 0); give data.{split}_path")
         splits[split] = [train[i] for i in sorted(order[start : start + n])]
         start += n
     splits["train"] = [train[i] for i in sorted(order[start:])]
