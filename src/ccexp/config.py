@@ -223,7 +223,7 @@ class EvalConfig:
     max_new_tokens: int = 40
     """Generation cap per answer; a one- or two-field JSON answer needs ~25 tokens."""
     max_new_tokens_by_task: dict[str, int] = field(default_factory=dict)
-    """Caps for tasks with longer answers (all_in_one, coaching, reply)."""
+    """Caps for tasks with longer answers (all_in_one, coaching, reply, chat)."""
     baseline: bool = True
     """Also evaluate the base model without adapter, so the run reports its improvement."""
     quality_band: float = 10.0
