@@ -60,10 +60,10 @@ def export(splits: dict, out: Path, console: Console) -> None:
     chatml = {split: write_chatml(examples, out / "chatml" / f"{split}.jsonl") for split, examples in splits.items()}
     mlx = write_mlx_layout(splits, out / "mlx")
     for split in splits:
-        console.print(f"{split}: {len(splits[split])} examples -> {chatml[split]}, {mlx[split]}")
+        console.print(f"{split}: {len(splits[split])} examples -> {chatml[split]}, {mlx[split]}", soft_wrap=True)
     console.print(f"train on it: python -m ccexp data=chatml data.train_path={chatml['train']} "
-                  f"data.val_path={chatml['val']} data.test_path={chatml['test']}")
-    console.print(f"or with mlx-lm: mlx_lm.lora --train --data {out / 'mlx'} --model <model>")
+                  f"data.val_path={chatml['val']} data.test_path={chatml['test']}", soft_wrap=True)
+    console.print(f"or with mlx-lm: mlx_lm.lora --train --data {out / 'mlx'} --model <model>", soft_wrap=True)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

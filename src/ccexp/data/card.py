@@ -123,8 +123,8 @@ def print_card(card: dict, title: str, console: Optional[Console] = None) -> Non
     n = sum(card["sizes"].values())
     console.print(f"distinct transcripts: {card['distinct_transcripts']} of {n} "
                   f"(ratio {card['distinct_transcript_ratio']:.3f}); val/test prompts also in train: "
-                  f"{card['eval_in_train']['val']} / {card['eval_in_train']['test']}")
+                  f"{card['eval_in_train']['val']} / {card['eval_in_train']['test']}", soft_wrap=True)
     console.print(f"vocabulary: {card['vocabulary']} distinct words (lower-cased, system prompt excluded)")
     if card.get("noise_ceiling"):
         ceiling = ", ".join(f"{name} {value:.3f}" for name, value in card["noise_ceiling"].items())
-        console.print(f"label-noise ceiling (best accuracy a perfect reader reaches): {ceiling}")
+        console.print(f"label-noise ceiling (best accuracy a perfect reader reaches): {ceiling}", soft_wrap=True)
