@@ -136,15 +136,53 @@ class DataSizeConfig:
             _check(value >= 1, f"data_size.{split}", "an integer >= 1", value)
 
 
+DATA_SOURCES = ("synthetic", "chatml", "csv", "jsonl", "twcs")
+
+
 @dataclass
 class DataConfig:
+    """Where examples come from. The importers (every source but synthetic) read files only
+    in ``build_splits``, never here; relative paths are resolved against the current
+    directory (Hydra does not chdir), and they ignore task_mix: each has one task."""
+
     name: str = "synthetic"
-    """synthetic (the built-in generator)."""
+    """synthetic (built-in generator) | chatml (ChatML JSONL) | csv / jsonl (text
+    classification) | twcs (Kaggle "Customer Support on Twitter" reply generation)."""
     seed: int = 1234
-    """Generator seed: the same seed gives byte-identical data."""
+    """Generator seed, and for the importers the seed of the 80/10/10 split and the
+    data_size shuffle: the same seed gives byte-identical data."""
+    train_path: Optional[str] = None
+    """Importers: the training file (required)."""
+    val_path: Optional[str] = None
+    """Importers: validation file; null = 10% of the training file's rows (seeded)."""
+    test_path: Optional[str] = None
+    """Importers: test file; null = another 10% of the training file's rows (seeded)."""
+    text_column: str = "text"
+    """csv/jsonl: the column holding the text to classify."""
+    label_column: str = "category"
+    """csv/jsonl: the column holding its label."""
+    task_name: str = "intent"
+    """csv/jsonl: what the label is (named in the instruction and the example ids)."""
+    instruction: str = "Classify the customer's message."
+    """csv/jsonl: the request that opens each prompt; the allowed labels follow it."""
+    top_brands: int = 5
+    """twcs: keep the brands with the most replies (answering many brands at once blurs
+    each one's voice)."""
 
     def __post_init__(self) -> None:
-        _check(self.name == "synthetic", "data.name", "synthetic", self.name)
+        _check(self.name in DATA_SOURCES, "data.name", f"one of {DATA_SOURCES}", self.name)
+        if self.name != "synthetic":
+            _check(bool(self.train_path), "data.train_path", f"a file path for data.name={self.name}",
+                   self.train_path)
+        for key in ("val_path", "test_path"):
+            value = getattr(self, key)
+            _check(value is None or bool(value), f"data.{key}", "a file path or null", value)
+        if self.name in ("csv", "jsonl"):
+            for key in ("text_column", "label_column", "task_name", "instruction"):
+                _check(bool(getattr(self, key).strip()), f"data.{key}", "a non-empty string", getattr(self, key))
+            _check(self.text_column != self.label_column, "data.label_column",
+                   f"a column other than text_column={self.text_column!r}", self.label_column)
+        _check(self.top_brands >= 1, "data.top_brands", "an integer >= 1", self.top_brands)
 
 
 @dataclass
@@ -185,7 +223,7 @@ class EvalConfig:
     max_new_tokens: int = 40
     """Generation cap per answer; a one- or two-field JSON answer needs ~25 tokens."""
     max_new_tokens_by_task: dict[str, int] = field(default_factory=dict)
-    """Caps for tasks with longer answers (all_in_one, coaching, reply)."""
+    """Caps for tasks with longer answers (all_in_one, coaching, reply, chat)."""
     baseline: bool = True
     """Also evaluate the base model without adapter, so the run reports its improvement."""
     quality_band: float = 10.0

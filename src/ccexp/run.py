@@ -42,7 +42,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
              len(splits["val"]), len(splits["test"]), f"{trainable:,}", f"{total:,}")
 
     tags = [f"method={rc.method.name}", f"backend={device}", f"task_mix={rc.task_mix.name}",
-            f"data_size={rc.data_size.name}", f"model={rc.model.name}"]
+            f"data_size={rc.data_size.name}", f"data={rc.data.name}", f"model={rc.model.name}"]
     logger = build_logger(rc.logger, run_dir, run_name, group or rc.experiment_name,
                           OmegaConf.to_container(cfg, resolve=True), tags)
     metrics: dict = {"status": "failed"}

@@ -11,7 +11,7 @@ import re
 from typing import Any, Optional
 
 from ccexp.config import EvalConfig
-from ccexp.data.tasks import TASK_FIELDS
+from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -89,6 +89,7 @@ def field_checks(cfg: EvalConfig) -> dict[str, Any]:
         "journey_type": _same_label,
         "coaching": _same_set,
         "reply": lambda pred, ref: " ".join(str(pred).split()) == " ".join(str(ref).split()),
+        "label": lambda pred, ref: pred is not None and str(pred).strip() == str(ref),  # exact: labels are the user's
     }
 
 
@@ -96,8 +97,8 @@ def score(example: dict, raw: str, cfg: EvalConfig) -> dict:
     """One prediction record: the parsed fields and which of them are correct."""
     task, reference = example["task"], example["reference"]
     checks = field_checks(cfg)
-    if task == "reply":
-        parsed: Optional[dict] = {"reply": raw}
+    if task in FREE_TEXT_TASKS:
+        parsed: Optional[dict] = {TASK_FIELDS[task][0]: raw}
     else:
         parsed = parse_json_answer(raw)
     correct = {}
@@ -110,7 +111,7 @@ def score(example: dict, raw: str, cfg: EvalConfig) -> dict:
 def summarize(records: list[dict], prefix: str) -> dict[str, float]:
     """Rates over prediction records: JSON validity, per-field and per-task accuracy."""
     metrics: dict[str, float] = {}
-    json_records = [r for r in records if r["task"] != "reply"]
+    json_records = [r for r in records if r["task"] not in FREE_TEXT_TASKS]
     if json_records:
         metrics[f"{prefix}json_valid"] = sum(r["json_valid"] for r in json_records) / len(json_records)
     fields: dict[str, list[bool]] = {}

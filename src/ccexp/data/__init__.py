@@ -1,7 +1,8 @@
 """Data: examples are plain dicts ``{id, conversation_id, task, messages, reference}``.
 
-``build_splits`` is the one entry the run uses; every source (today the synthetic generator)
-returns train/val/test lists of such examples, with no conversation in two splits.
+``build_splits`` is the one entry the run uses; every source (the synthetic generator, or an
+importer of the user's files: one module each) returns train/val/test lists of such
+examples, with no conversation in two splits.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import random
 
 from ccexp.config import DataConfig, DataSizeConfig, TaskMixConfig
+from ccexp.data.chatml import build_chatml
 from ccexp.data.synthetic import generate_conversations
+from ccexp.data.tabular import build_tabular
+from ccexp.data.twcs import build_twcs
 from ccexp.data.tasks import task_examples
 
 SPLITS = ("train", "val", "test")
@@ -27,6 +31,15 @@ def allocate(weights: dict[str, float], n: int) -> dict[str, int]:
 
 
 def build_splits(data: DataConfig, size: DataSizeConfig, mix: TaskMixConfig) -> dict[str, list[dict]]:
+    """Train/val/test examples from ``data.name``'s source; files are read here, not when
+    the config is validated. The importers have one task each and ignore ``mix``."""
+    importers = {"chatml": build_chatml, "csv": build_tabular, "jsonl": build_tabular, "twcs": build_twcs}
+    if data.name in importers:
+        return importers[data.name](data, size)
+    return build_synthetic(data, size, mix)
+
+
+def build_synthetic(data: DataConfig, size: DataSizeConfig, mix: TaskMixConfig) -> dict[str, list[dict]]:
     """One conversation per example: the most variety for a given token budget, and splits
     that share no conversation by construction."""
     sizes = {"train": size.train, "val": size.val, "test": size.test}

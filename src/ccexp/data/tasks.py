@@ -35,6 +35,14 @@ TASK_FIELDS: dict[str, tuple[str, ...]] = {
 TASK_FIELDS["all_in_one"] = tuple(f for t in ANALYTICS_TASKS for f in TASK_FIELDS[t])
 TASK_FIELDS["reply"] = ("reply",)
 
+# Tasks of the file importers (ccexp.data.chatml, tabular, twcs; twcs uses ``reply``):
+# ``chat`` = the last assistant turn of a user's ChatML file, ``classify`` = one label per text.
+IMPORTER_TASKS = ("chat", "classify")
+TASK_FIELDS["chat"] = ("reply",)
+TASK_FIELDS["classify"] = ("label",)
+# Answered in plain text, scored on the whole answer; every other task answers in JSON.
+FREE_TEXT_TASKS = ("reply", "chat")
+
 SYSTEM_PROMPT = (
     "You are a contact-center analytics assistant. Read the interaction and answer exactly "
     "as instructed: a single compact JSON object for analytics questions, or only the "
@@ -121,7 +129,7 @@ def task_examples(conv: Conversation, tasks: Sequence[str]) -> list[dict]:
     """One chat example per task in ``tasks``, in that order."""
     examples = []
     for task in tasks:
-        if task not in TASK_FIELDS:
+        if task not in ALL_TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {ALL_TASKS}")
         reference, user, answer = _answer(task, conv)
         examples.append({

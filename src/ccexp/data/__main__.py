@@ -1,0 +1,95 @@
+"""``python -m ccexp.data describe|export [overrides...] [--out DIR]``: look at the data a run
+would use, or write it out, with the same configs and overrides as ``python -m ccexp``.
+
+    python -m ccexp.data describe data=csv model=tiny
+    python -m ccexp.data export data=jsonl data_size=small --out exports/dstc11
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from rich.console import Console
+
+from ccexp.__main__ import CONFIG_DIR
+from ccexp.config import ConfigError, RunConfig, validate
+from ccexp.data import build_splits
+from ccexp.data.card import dataset_card, print_card
+from ccexp.data.formats import write_chatml, write_mlx_layout
+
+USAGE = "usage: python -m ccexp.data {describe,export} [key=value ...] [--out DIR]"
+
+
+def _parse(args: list[str]) -> tuple[list[str], Optional[str]]:
+    overrides, out = [], None
+    while args:
+        arg = args.pop(0)
+        if arg == "--out":
+            if not args:
+                raise ConfigError("--out: expected a directory")
+            out = args.pop(0)
+        elif arg.startswith("--out="):
+            out = arg.split("=", 1)[1]
+        elif arg.startswith("-"):
+            raise ConfigError(f"{arg}: unknown option ({USAGE})")
+        else:
+            overrides.append(arg)
+    return overrides, out
+
+
+def describe(rc: RunConfig, splits: dict, console: Console) -> dict:
+    from ccexp.models import load_tokenizer, resolve_model_dir
+
+    noise = None
+    if rc.data.name == "synthetic":
+        from ccexp.data.synthetic import noise_report
+
+        noise = noise_report()
+    tokenizer = load_tokenizer(resolve_model_dir(rc.model))
+    card = dataset_card(splits, tokenizer, rc.model.max_seq_len, noise)
+    print_card(card, f"data={rc.data.name} data_size={rc.data_size.name} model={rc.model.name}", console)
+    return card
+
+
+def export(splits: dict, out: Path, console: Console) -> None:
+    chatml = {split: write_chatml(examples, out / "chatml" / f"{split}.jsonl") for split, examples in splits.items()}
+    mlx = write_mlx_layout(splits, out / "mlx")
+    for split in splits:
+        console.print(f"{split}: {len(splits[split])} examples -> {chatml[split]}, {mlx[split]}", soft_wrap=True)
+    console.print(f"train on it: python -m ccexp data=chatml data.train_path={chatml['train']} "
+                  f"data.val_path={chatml['val']} data.test_path={chatml['test']}", soft_wrap=True)
+    console.print(f"or with mlx-lm: mlx_lm.lora --train --data {out / 'mlx'} --model <model>", soft_wrap=True)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in ("describe", "export"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    console = Console()
+    try:
+        overrides, out = _parse(args[1:])
+        if args[0] == "export" and not out:
+            raise ConfigError("export: --out DIR is required")
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        rc = validate(cfg)
+        splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+        if args[0] == "describe":
+            describe(rc, splits, console)
+        else:
+            export(splits, Path(out), console)
+    except (ConfigError, HydraException) as err:
+        print(f"ccexp.data: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

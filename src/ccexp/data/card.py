@@ -1,0 +1,130 @@
+"""A dataset card: what a run would train and test on, before any model is trained.
+
+``dataset_card`` measures the splits (sizes, tasks, label distributions, token lengths with
+the run's tokenizer, duplicates, vocabulary, and for synthetic data the label-noise ceiling);
+``print_card`` shows it with rich. Plain dicts in, plain dicts out, so tests assert numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Optional, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from ccexp.data.batching import prompt_text
+from ccexp.data.splitting import SPLITS
+from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS
+
+TOP_LABELS = 12  # values shown per field; the rest are summed into one row
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_FREE_TEXT_FIELDS = {f for t in FREE_TEXT_TASKS for f in TASK_FIELDS[t]}
+
+
+def percentiles(values: Sequence[int]) -> dict[str, int]:
+    """p10/p50/p90 (nearest rank) and max; zeros for no values."""
+    if not values:
+        return {"p10": 0, "p50": 0, "p90": 0, "max": 0}
+    ordered = sorted(values)
+    rank = lambda q: ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]  # noqa: E731
+    return {"p10": rank(0.1), "p50": rank(0.5), "p90": rank(0.9), "max": ordered[-1]}
+
+
+def _label_key(value) -> str:
+    return "null" if value is None else str(value)
+
+
+def label_counts(splits: dict[str, list[dict]]) -> dict[str, dict[str, Counter]]:
+    """field -> split -> Counter of values (list values count each item; free text skipped)."""
+    fields: dict[str, dict[str, Counter]] = {}
+    for split in SPLITS:
+        for ex in splits[split]:
+            for name, value in ex["reference"].items():
+                if name in _FREE_TEXT_FIELDS:
+                    continue
+                counts = fields.setdefault(name, {s: Counter() for s in SPLITS})[split]
+                counts.update(_label_key(v) for v in value) if isinstance(value, list) else counts.update(
+                    [_label_key(value)])
+    return fields
+
+
+def token_lengths(examples: list[dict], tokenizer) -> dict[str, list[int]]:
+    prompts = [prompt_text(tokenizer, ex["messages"][:-1]) for ex in examples]
+    answers = [ex["messages"][-1]["content"] + tokenizer.eos_token for ex in examples]
+    encode = lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]  # noqa: E731
+    return {"prompt": encode(prompts) if prompts else [], "answer": encode(answers) if answers else []}
+
+
+def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Optional[int] = None,
+                 noise: Optional[dict] = None) -> dict:
+    """Numbers about the splits; token lengths only with a tokenizer, the noise ceiling only
+    when ``noise`` (synthetic.noise_report()) is given."""
+    examples = [ex for split in SPLITS for ex in splits[split]]
+    transcripts = [ex["messages"][-2]["content"] for ex in examples]
+    train_prompts = {ex["messages"][-2]["content"] for ex in splits["train"]}
+    words = Counter(w for ex in examples for m in ex["messages"] if m["role"] != "system"
+                    for w in _WORD.findall(m["content"].lower()))
+    card = {
+        "sizes": {s: len(splits[s]) for s in SPLITS},
+        "tasks": {s: dict(sorted(Counter(ex["task"] for ex in splits[s]).items())) for s in SPLITS},
+        "labels": label_counts(splits),
+        "distinct_transcripts": len(set(transcripts)),
+        "distinct_transcript_ratio": round(len(set(transcripts)) / max(1, len(transcripts)), 4),
+        "eval_in_train": {s: sum(ex["messages"][-2]["content"] in train_prompts for ex in splits[s])
+                          for s in ("val", "test")},
+        "vocabulary": len(words),
+    }
+    if tokenizer is not None:
+        lengths = token_lengths(examples, tokenizer)
+        card["tokens"] = {kind: percentiles(values) for kind, values in lengths.items()}
+        if max_seq_len:
+            totals = [p + a for p, a in zip(lengths["prompt"], lengths["answer"])]
+            card["over_max_seq_len"] = sum(t > max_seq_len for t in totals)
+    if noise is not None:
+        card["noise_ceiling"] = {name: noise[name]["ceiling"] for name in card["labels"] if name in noise}
+    return card
+
+
+def print_card(card: dict, title: str, console: Optional[Console] = None) -> None:
+    console = console or Console()
+    sizes = Table(title=f"dataset card: {title}")
+    sizes.add_column("split")
+    sizes.add_column("examples", justify="right")
+    sizes.add_column("tasks")
+    for split in SPLITS:
+        tasks = ", ".join(f"{t} {n}" for t, n in card["tasks"][split].items())
+        sizes.add_row(split, str(card["sizes"][split]), tasks)
+    console.print(sizes)
+    for name, by_split in card["labels"].items():
+        table = Table(title=f"{name}: {len(set().union(*by_split.values()))} distinct values")
+        table.add_column("value")
+        for split in SPLITS:
+            table.add_column(split, justify="right")
+        total = sum(by_split.values(), Counter())
+        shown = [v for v, _ in total.most_common(TOP_LABELS)]
+        for value in shown:
+            table.add_row(value, *(str(by_split[s][value]) for s in SPLITS))
+        if len(total) > len(shown):
+            rest = [sum(n for v, n in by_split[s].items() if v not in shown) for s in SPLITS]
+            table.add_row(f"({len(total) - len(shown)} more)", *map(str, rest))
+        console.print(table)
+    if "tokens" in card:
+        table = Table(title="tokens per example (model's tokenizer, chat template applied)")
+        for col in ("", "p10", "p50", "p90", "max"):
+            table.add_column(col, justify="right" if col else "left")
+        for kind, p in card["tokens"].items():
+            table.add_row(kind, *(str(p[k]) for k in ("p10", "p50", "p90", "max")))
+        console.print(table)
+        if "over_max_seq_len" in card:
+            console.print(f"examples longer than model.max_seq_len (prompt cut from the left): "
+                          f"{card['over_max_seq_len']}")
+    n = sum(card["sizes"].values())
+    console.print(f"distinct transcripts: {card['distinct_transcripts']} of {n} "
+                  f"(ratio {card['distinct_transcript_ratio']:.3f}); val/test prompts also in train: "
+                  f"{card['eval_in_train']['val']} / {card['eval_in_train']['test']}", soft_wrap=True)
+    console.print(f"vocabulary: {card['vocabulary']} distinct words (lower-cased, system prompt excluded)")
+    if card.get("noise_ceiling"):
+        ceiling = ", ".join(f"{name} {value:.3f}" for name, value in card["noise_ceiling"].items())
+        console.print(f"label-noise ceiling (best accuracy a perfect reader reaches): {ceiling}", soft_wrap=True)

@@ -1,0 +1,70 @@
+"""Splits for the file importers: which rows go to train/val/test, and how many are kept.
+
+A source hands over its rows (already parsed, with unusable ones counted and reported);
+``holdout_splits`` reads val/test from their files or holds out seeded 10% slices of the
+training file, and ``take`` applies data_size: the first N of a seeded shuffle, saying so
+when a split has fewer rows than asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Callable, TypeVar
+
+from ccexp.config import ConfigError, DataConfig, DataSizeConfig
+
+log = logging.getLogger("ccexp.data")
+
+SPLITS = ("train", "val", "test")
+HOLDOUT = 0.1  # share of the training file held out for each of val and test when their path is null
+
+Row = TypeVar("Row")
+
+
+def report_skipped(path: str, skipped: dict[str, int], total: int, noun: str = "rows") -> None:
+    """One log line for the rows a source could not use (never dropped silently)."""
+    if sum(skipped.values()):
+        reasons = ", ".join(f"{n} {why}" for why, n in skipped.items() if n)
+        log.warning("%s: skipped %d of %d %s (%s)", path, sum(skipped.values()), total, noun, reasons)
+
+
+def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]]) -> dict[str, list[Row]]:
+    """Rows per split. ``load(path, key)`` reads one file; val/test without a path are
+    seeded HOLDOUT slices of the training rows, which keep their file order."""
+    train = load(data.train_path, "data.train_path")
+    if not train:
+        raise ConfigError(f"{data.train_path}: no usable rows for the train split")
+    splits = {s: load(getattr(data, f"{s}_path"), f"data.{s}_path")
+              for s in ("val", "test") if getattr(data, f"{s}_path") is not None}
+    held = [s for s in ("val", "test") if s not in splits]
+    order = list(range(len(train)))
+    random.Random(f"{data.seed}/holdout").shuffle(order)
+    n, start = max(1, round(len(train) * HOLDOUT)), 0  # at least one row, so a small file still splits
+    if held and len(train) <= n * len(held):
+        paths = " / ".join(f"data.{s}_path" for s in held)
+        raise ConfigError(f"{data.train_path}: {len(train)} usable rows are too few to hold out "
+                          f"{' and '.join(held)} rows; give {paths}")
+    for split in held:
+        splits[split] = [train[i] for i in sorted(order[start : start + n])]
+        start += n
+    splits["train"] = [train[i] for i in sorted(order[start:])]
+    for split in SPLITS:
+        if not splits[split]:
+            path = getattr(data, f"{split}_path") or data.train_path
+            raise ConfigError(f"{path}: no usable rows for the {split} split")
+    return {s: splits[s] for s in SPLITS}
+
+
+def take(splits: dict[str, list[Row]], size: DataSizeConfig, data: DataConfig) -> dict[str, list[Row]]:
+    """data_size caps each split: the first N rows after a seeded shuffle (all when fewer)."""
+    out = {}
+    for split in SPLITS:
+        rows, wanted = list(splits[split]), getattr(size, split)
+        random.Random(f"{data.seed}/{split}").shuffle(rows)
+        if len(rows) < wanted:
+            log.warning("%s: the %s split has %d examples, fewer than data_size.%s=%d; using all %d",
+                        getattr(data, f"{split}_path") or data.train_path, split, len(rows), split, wanted,
+                        len(rows))
+        out[split] = rows[:wanted]
+    return out

@@ -1,0 +1,98 @@
+"""``data=csv`` / ``data=jsonl``: text classification from a table with a column mapping.
+
+Each row becomes one ``classify`` example: the instruction, the allowed labels (the sorted
+distinct labels of the train split, so the model is never asked for a label it cannot have
+seen) and the text; the answer is ``{"label": "<label>"}``, scored by exact match.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+from ccexp.config import ConfigError, DataConfig, DataSizeConfig
+from ccexp.data.formats import read_jsonl, read_text
+from ccexp.data.splitting import holdout_splits, report_skipped, take
+from ccexp.data.tasks import SYSTEM_PROMPT
+
+log = logging.getLogger("ccexp.data")
+
+
+class Row(NamedTuple):
+    id: str
+    text: str
+    label: str
+
+
+def _no_column(where: str, column: str, columns) -> ConfigError:
+    return ConfigError(f"{where}: no column {column!r} (columns: {', '.join(map(str, columns))})")
+
+
+def _csv_records(path: str, key: str, needed: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    reader = csv.DictReader(io.StringIO(read_text(path, key), newline=""))
+    columns = reader.fieldnames or []
+    for column in needed:
+        if column not in columns:
+            raise _no_column(path, column, columns)
+    try:
+        yield from enumerate(reader, start=1)
+    except csv.Error as err:
+        raise ConfigError(f"{path}:{reader.line_num}: invalid CSV ({err})") from None
+
+
+def _jsonl_records(path: str, key: str, needed: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    for number, row in read_jsonl(path, key):
+        for column in needed:
+            if column not in row:
+                raise _no_column(path if number == 1 else f"{path}:{number}", column, row)
+        yield number, row
+
+
+def _cell(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def load_rows(data: DataConfig, path: str, key: str) -> list[Row]:
+    """Rows of one file with a text and a label; others are skipped and counted."""
+    records = _csv_records if data.name == "csv" else _jsonl_records
+    rows, skipped, total = [], {"with empty text": 0, "with no label": 0}, 0
+    for number, record in records(path, key, (data.text_column, data.label_column)):
+        total += 1
+        text, label = _cell(record.get(data.text_column)), _cell(record.get(data.label_column))
+        if not text or not label:
+            skipped["with empty text" if not text else "with no label"] += 1
+            continue
+        rows.append(Row(f"{data.task_name}/{Path(path).name}:{number}", text, label))
+    report_skipped(path, skipped, total)
+    return rows
+
+
+def classify_prompt(data: DataConfig, labels: list[str], text: str) -> str:
+    allowed = ", ".join(f'"{label}"' for label in labels)
+    return (f'{data.instruction} Answer with one JSON object {{"label": <the {data.task_name}>}}, '
+            f"the {data.task_name} being one of {allowed}.\n\nCustomer: {text}")
+
+
+def classify_example(data: DataConfig, labels: list[str], row: Row) -> dict:
+    reference = {"label": row.label}
+    return {"id": row.id, "conversation_id": row.id, "task": "classify", "messages": [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": classify_prompt(data, labels, row.text)},
+        {"role": "assistant", "content": json.dumps(reference, separators=(",", ": "), ensure_ascii=False)},
+    ], "reference": reference}
+
+
+def build_tabular(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
+    splits = holdout_splits(data, lambda path, key: load_rows(data, path, key))
+    labels = sorted({row.label for row in splits["train"]})
+    for split in ("val", "test"):
+        unseen = sum(row.label not in labels for row in splits[split])
+        if unseen:
+            log.warning("%s: %d %s examples have a label the train split lacks (they cannot be answered)",
+                        data.train_path, unseen, split)
+    kept = take(splits, size, data)
+    return {split: [classify_example(data, labels, row) for row in rows] for split, rows in kept.items()}

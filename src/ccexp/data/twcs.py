@@ -1,0 +1,118 @@
+"""``data=twcs``: reply generation from Kaggle's "Customer Support on Twitter" (twcs.csv).
+
+Columns ``tweet_id, author_id, inbound, created_at, text, response_tweet_id,
+in_response_to_tweet_id``. Each brand reply (``inbound`` False) is paired with the customer
+tweet it answers; the ``top_brands`` brands with the most pairs are kept, and each pair
+becomes a ``reply`` example whose instruction names the brand. Handles and links carry no
+signal a model can learn (and handles identify people), so they become ``@user`` / ``<url>``.
+The file (2.8M tweets) is streamed, keeping only customer tweets and brand replies.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import logging
+import re
+from collections import Counter
+from typing import NamedTuple
+
+from ccexp.config import ConfigError, DataConfig, DataSizeConfig
+from ccexp.data.formats import read_text, require_file
+from ccexp.data.splitting import holdout_splits, report_skipped, take
+from ccexp.data.tasks import SYSTEM_PROMPT
+
+log = logging.getLogger("ccexp.data")
+
+COLUMNS = ("tweet_id", "author_id", "inbound", "text", "in_response_to_tweet_id")
+_URL = re.compile(r"https?://\S+")
+_HANDLE = re.compile(r"@\w+")
+
+
+class Pair(NamedTuple):
+    id: str
+    brand: str
+    customer: str
+    reply: str
+
+
+def clean_tweet(text: str) -> str:
+    """Entities decoded, links -> <url>, handles -> @user, whitespace collapsed."""
+    text = _HANDLE.sub("@user", _URL.sub("<url>", html.unescape(text)))
+    return " ".join(text.split())
+
+
+def _has_words(cleaned: str) -> bool:
+    return bool(cleaned.replace("@user", "").replace("<url>", "").strip())
+
+
+def _tweet_id(value: str) -> str:
+    return value.strip().removesuffix(".0")  # pandas wrote the id column as floats ("3.0")
+
+
+def _read(path: str, key: str) -> tuple[dict[str, str], list[dict]]:
+    """(customer tweet id -> text, brand replies in file order), streamed."""
+    customers, replies = {}, []
+    try:
+        with open(require_file(path, key), encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            for column in COLUMNS:
+                if column not in (reader.fieldnames or []):
+                    raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(reader.fieldnames or [])})")
+            for row in reader:
+                if row["inbound"].strip().lower() == "true":
+                    customers[_tweet_id(row["tweet_id"])] = row["text"] or ""
+                elif row["in_response_to_tweet_id"]:
+                    replies.append(row)
+    except UnicodeDecodeError:
+        read_text(path, key)  # raises with the byte offset
+    except csv.Error as err:
+        raise ConfigError(f"{path}:{reader.line_num}: invalid CSV ({err})") from None
+    return customers, replies
+
+
+def load_pairs(data: DataConfig, path: str, key: str) -> list[Pair]:
+    """Customer tweet + first brand reply, for the top_brands brands; the rest counted."""
+    customers, replies = _read(path, key)
+    pairs, answered = [], set()
+    skipped = {"answering a tweet not in the file or not from a customer": 0,
+               "extra replies to an answered tweet": 0, "with no text besides handles and links": 0}
+    for row in replies:
+        asked = _tweet_id(row["in_response_to_tweet_id"])
+        if asked not in customers:
+            skipped["answering a tweet not in the file or not from a customer"] += 1
+            continue
+        if asked in answered:
+            skipped["extra replies to an answered tweet"] += 1
+            continue
+        answered.add(asked)
+        customer, reply = clean_tweet(customers[asked]), clean_tweet(row["text"] or "")
+        if not (_has_words(customer) and _has_words(reply)):
+            skipped["with no text besides handles and links"] += 1
+            continue
+        pairs.append(Pair(f"twcs/{_tweet_id(row['tweet_id'])}", row["author_id"].strip(), customer, reply))
+    report_skipped(path, skipped, len(replies), noun="brand replies")
+    counts = Counter(p.brand for p in pairs)
+    brands = sorted(counts, key=lambda b: (-counts[b], b.lower()))[: data.top_brands]
+    kept = [p for p in pairs if p.brand in brands]
+    log.info("%s: %d brands, kept the top %d by replies (%s): %d of %d pairs", path, len(counts), len(brands),
+             ", ".join(f"{b} {counts[b]}" for b in brands), len(kept), len(pairs))
+    return kept
+
+
+def reply_instruction(brand: str) -> str:
+    return (f"You answer customer tweets for {brand} on Twitter. Write {brand}'s reply to this tweet, "
+            "as plain text.")
+
+
+def reply_example(pair: Pair) -> dict:
+    return {"id": pair.id, "conversation_id": pair.id, "task": "reply", "messages": [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"{reply_instruction(pair.brand)}\n\nCustomer: {pair.customer}"},
+        {"role": "assistant", "content": pair.reply},
+    ], "reference": {"reply": pair.reply}}
+
+
+def build_twcs(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
+    splits = take(holdout_splits(data, lambda path, key: load_pairs(data, path, key)), size, data)
+    return {split: [reply_example(p) for p in pairs] for split, pairs in splits.items()}

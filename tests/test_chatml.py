@@ -1,0 +1,141 @@
+"""ChatML JSONL and the MLX layout: round trips, data=chatml splits, bad files in one line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from ccexp.config import ConfigError, DataConfig, DataSizeConfig, EvalConfig, TaskMixConfig
+from ccexp.data import build_splits
+from ccexp.data.formats import read_chatml, write_chatml, write_mlx_layout
+from ccexp.scoring import score, summarize
+
+FIXTURE = str(Path(__file__).parent / "fixtures" / "chatml_train.jsonl")
+MIX = TaskMixConfig(weights={"issue": 1})
+BIG = DataSizeConfig(train=1000, val=1000, test=1000)
+
+
+def _chatml(**kw) -> DataConfig:
+    return DataConfig(name="chatml", train_path=FIXTURE, **kw)
+
+
+def _msgs(*pairs):
+    return [{"role": r, "content": c} for r, c in pairs]
+
+
+def _write(path: Path, *lines: str) -> str:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return str(path)
+
+
+GOOD = json.dumps({"messages": _msgs(("user", "hi"), ("assistant", "hello"))})
+
+
+def test_round_trip_keeps_extra_keys(tmp_path):
+    examples = build_splits(DataConfig(seed=3), DataSizeConfig(train=5, val=1, test=1), MIX)["train"]
+    path = write_chatml(examples, tmp_path / "x.jsonl")
+    rows = read_chatml(path)
+    assert [{k: v for k, v in r.items() if k != "line"} for r in rows] == examples
+    assert [r["line"] for r in rows] == [1, 2, 3, 4, 5]
+
+
+def test_mlx_layout_has_only_messages(tmp_path):
+    splits = build_splits(DataConfig(seed=3), DataSizeConfig(train=4, val=2, test=3), MIX)
+    files = write_mlx_layout(splits, tmp_path / "mlx")
+    assert sorted(p.name for p in (tmp_path / "mlx").iterdir()) == ["test.jsonl", "train.jsonl", "valid.jsonl"]
+    assert files["val"].name == "valid.jsonl"
+    lines = files["test"].read_text().splitlines()
+    assert len(lines) == 3
+    assert [json.loads(line) for line in lines] == [{"messages": ex["messages"]} for ex in splits["test"]]
+
+
+def test_chatml_splits_80_10_10_and_chat_task():
+    splits = build_splits(_chatml(), BIG, MIX)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 16, "val": 2, "test": 2}
+    ids = [ex["id"] for split in splits.values() for ex in split]
+    assert sorted(ids) == sorted(f"chatml_train.jsonl:{i}" for i in range(1, 21))
+    ex = splits["train"][0]
+    assert ex["task"] == "chat" and ex["reference"] == {"reply": ex["messages"][-1]["content"]}
+    assert build_splits(_chatml(), BIG, MIX) == splits
+    assert build_splits(_chatml(seed=9), BIG, MIX) != splits
+
+
+def test_data_size_caps_and_says_when_short(caplog):
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        splits = build_splits(_chatml(), DataSizeConfig(train=5, val=12, test=1), MIX)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 5, "val": 2, "test": 1}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{FIXTURE}: the val split has 2 examples, fewer than data_size.val=12; using all 2"]
+    full = build_splits(_chatml(), BIG, MIX)
+    assert {ex["id"] for ex in splits["train"]} < {ex["id"] for ex in full["train"]}
+
+
+def test_given_val_and_test_files_are_used_whole(tmp_path):
+    val = _write(tmp_path / "val.jsonl", GOOD, GOOD.replace("hello", "hey"))
+    splits = build_splits(_chatml(val_path=val, test_path=val), BIG, MIX)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 20, "val": 2, "test": 2}
+    assert splits["val"][0]["id"] in ("val.jsonl:1", "val.jsonl:2")
+
+
+def test_chat_answers_are_scored_as_text():
+    ex = {"task": "chat", "reference": {"reply": "Dial 121."}}
+    assert score(ex, "  Dial\n121. ", EvalConfig())["correct"] == {"reply": True}
+    assert score(ex, "Dial 112.", EvalConfig())["correct"] == {"reply": False}
+    records = [{"task": "chat", **score(ex, "Dial 121.", EvalConfig())}]
+    assert summarize(records, "test/") == {"test/reply/acc": 1.0, "test/task/chat/acc": 1.0, "test/acc": 1.0}
+
+
+def test_empty_messages_are_skipped_and_reported(tmp_path, caplog):
+    empty = json.dumps({"messages": _msgs(("user", "hi"), ("assistant", "  "))})
+    path = _write(tmp_path / "t.jsonl", *([GOOD] * 10), empty, "")
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        splits = build_splits(DataConfig(name="chatml", train_path=path), BIG, MIX)
+    assert sum(map(len, splits.values())) == 10
+    assert f"{path}: skipped 1 of 11 rows (1 with an empty message)" in [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("line,message", [
+    ('{"messages": [', ":2: invalid JSON (Expecting value at column 15)"),
+    ('{"text": "hi"}', ":2: no 'messages' list"),
+    (json.dumps({"messages": _msgs(("bot", "hi"), ("assistant", "x"))}),
+     ":2: unknown role 'bot' (expected system, user or assistant)"),
+    (json.dumps({"messages": _msgs(("assistant", "hi"), ("user", "x"))}),
+     ":2: last message is from 'user', expected 'assistant'"),
+    ('[1, 2]', ":2: expected a JSON object, got list"),
+])
+def test_bad_lines_fail_in_one_line(tmp_path, line, message):
+    path = _write(tmp_path / "bad.jsonl", GOOD, line)
+    with pytest.raises(ConfigError) as err:
+        build_splits(DataConfig(name="chatml", train_path=path), BIG, MIX)
+    assert str(err.value) == path + message
+
+
+def test_not_utf8_missing_file_and_empty_split(tmp_path):
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"messages": [{"role": "user", "content": "caf\xe9"}]}\n')  # Latin-1 e-acute at offset 46
+    with pytest.raises(ConfigError, match=r"^" + str(latin) + r": not UTF-8 text \(byte 46\)$"):
+        read_chatml(latin)
+    with pytest.raises(ConfigError, match=r"^nope\.jsonl: no such file \(data\.train_path; relative paths"):
+        build_splits(DataConfig(name="chatml", train_path="nope.jsonl"), BIG, MIX)
+    four = _write(tmp_path / "four.jsonl", GOOD, GOOD, GOOD, GOOD)  # 10% rounds to 0: one row each
+    assert {k: len(v) for k, v in build_splits(DataConfig(name="chatml", train_path=four), BIG, MIX).items()} == \
+        {"train": 2, "val": 1, "test": 1}
+    few = _write(tmp_path / "few.jsonl", GOOD, GOOD)
+    with pytest.raises(ConfigError) as err:
+        build_splits(DataConfig(name="chatml", train_path=few), BIG, MIX)
+    assert str(err.value) == f"{few}: 2 usable rows are too few to hold out val and test rows; give data.val_path / data.test_path"
+    empty = _write(tmp_path / "empty.jsonl", "")
+    with pytest.raises(ConfigError, match=r"empty\.jsonl: no usable rows for the train split$"):
+        build_splits(DataConfig(name="chatml", train_path=empty), BIG, MIX)
+    with pytest.raises(ConfigError, match=r"empty\.jsonl: no usable rows for the test split$"):
+        build_splits(DataConfig(name="chatml", train_path=FIXTURE, val_path=FIXTURE, test_path=empty), BIG, MIX)
+
+
+def test_config_requires_a_train_path():
+    with pytest.raises(ConfigError, match=r"^data\.train_path: expected a file path for data\.name=chatml"):
+        DataConfig(name="chatml")
+    with pytest.raises(ConfigError, match=r"^data\.name: expected one of"):
+        DataConfig(name="parquet")

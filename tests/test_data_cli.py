@@ -1,0 +1,101 @@
+"""Dataset card and export: exact numbers on known splits, the CLI in-process, round trips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import compose_cfg
+
+from ccexp.config import DataConfig, DataSizeConfig, TaskMixConfig, validate
+from ccexp.data import build_splits
+from ccexp.data.__main__ import main
+from ccexp.data.card import dataset_card, percentiles
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MIX = TaskMixConfig(weights={"issue": 1})
+
+
+def _ex(task, user, answer, **reference):
+    return {"task": task, "reference": reference, "messages": [
+        {"role": "system", "content": "sys"}, {"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+
+def test_percentiles():
+    assert percentiles(list(range(1, 11))) == {"p10": 1, "p50": 5, "p90": 9, "max": 10}
+    assert percentiles([7]) == {"p10": 7, "p50": 7, "p90": 7, "max": 7}
+    assert percentiles([]) == {"p10": 0, "p50": 0, "p90": 0, "max": 0}
+
+
+def test_card_numbers(tokenizer):
+    splits = {
+        "train": [_ex("classify", "Card lost", '{"label": "lost"}', label="lost"),
+                  _ex("classify", "Card lost", '{"label": "lost"}', label="lost"),
+                  _ex("classify", "Where is my card?", '{"label": "arrival"}', label="arrival")],
+        "val": [_ex("classify", "Where is my card?", '{"label": "arrival"}', label="arrival")],
+        "test": [_ex("chat", "Hi there", "Hello!", reply="Hello!")],
+    }
+    card = dataset_card(splits, tokenizer, max_seq_len=64)
+    assert card["sizes"] == {"train": 3, "val": 1, "test": 1}
+    assert card["tasks"] == {"train": {"classify": 3}, "val": {"classify": 1}, "test": {"chat": 1}}
+    assert {s: dict(c) for s, c in card["labels"]["label"].items()} == {
+        "train": {"lost": 2, "arrival": 1}, "val": {"arrival": 1}, "test": {}}
+    assert "reply" not in card["labels"]  # free text is not a label
+    assert (card["distinct_transcripts"], card["distinct_transcript_ratio"]) == (3, 0.6)
+    assert card["eval_in_train"] == {"val": 1, "test": 0}
+    # card lost label where is my arrival hi there hello
+    assert card["vocabulary"] == 10
+    answer = len(tokenizer('{"label": "lost"}' + tokenizer.eos_token, add_special_tokens=False)["input_ids"])
+    assert card["tokens"]["answer"]["max"] >= answer and card["tokens"]["prompt"]["p10"] > 0
+    assert card["over_max_seq_len"] == 0
+
+
+def test_synthetic_card_has_the_noise_ceiling():
+    from ccexp.data.synthetic import noise_report
+
+    splits = build_splits(DataConfig(seed=1), DataSizeConfig(train=6, val=2, test=2),
+                          TaskMixConfig(weights={"issue": 1, "csat": 1}))
+    card = dataset_card(splits, noise=noise_report())
+    assert set(card["noise_ceiling"]) == {"issue_category", "secondary_category", "csat"}
+    assert all(0.5 < v <= 1.0 for v in card["noise_ceiling"].values())
+    assert "tokens" not in card
+
+
+def test_describe_cli(monkeypatch, capsys):
+    monkeypatch.chdir(FIXTURES.parent.parent)
+    assert main(["describe", "data=csv", "model=tiny", "data_size.test=10"]) == 0
+    out = capsys.readouterr().out
+    for text in ("classify 49", "classify 10", "Refund_not_showing_up", "prompt", "answer", "distinct transcripts",
+                 "vocabulary"):
+        assert text in out
+
+
+def test_export_round_trips_through_data_chatml(tmp_path, capsys):
+    csv = ["data=csv", f"data.train_path={FIXTURES / 'banking77_train.csv'}",
+           f"data.test_path={FIXTURES / 'banking77_test.csv'}"]
+    assert main(["export", *csv, "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in (tmp_path / "mlx").iterdir()) == ["test.jsonl", "train.jsonl", "valid.jsonl"]
+    first = json.loads((tmp_path / "mlx" / "valid.jsonl").read_text().splitlines()[0])
+    assert list(first) == ["messages"] and first["messages"][-1]["role"] == "assistant"
+    rc = validate(compose_cfg(*csv))
+    original = build_splits(rc.data, rc.data_size, rc.task_mix)
+    paths = {f"{s}_path": str(tmp_path / "chatml" / f"{s}.jsonl") for s in ("train", "val", "test")}
+    again = build_splits(DataConfig(name="chatml", **paths), DataSizeConfig(train=1000, val=1000, test=1000), MIX)
+    key = lambda ex: ex["id"]  # noqa: E731 (data=chatml reshuffles for data_size)
+    assert {s: sorted(v, key=key) for s, v in again.items()} == {s: sorted(v, key=key) for s, v in original.items()}
+    assert "train on it: python -m ccexp data=chatml" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,error", [
+    (["describe", "data=csv", "data.train_path=nope.csv", "model=tiny"],
+     "ccexp.data: error: nope.csv: no such file (data.train_path; relative paths are resolved against"),
+    (["export", "data=csv"], "ccexp.data: error: export: --out DIR is required"),
+    (["describe", "data=parquet"], "ccexp.data: error: In 'config': Could not find 'data/parquet'"),
+    (["describe", "--verbose"], "ccexp.data: error: --verbose: unknown option"),
+    (["summarize"], "usage: python -m ccexp.data {describe,export}"),
+])
+def test_cli_errors_are_one_line(argv, error, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(error)

@@ -1,0 +1,118 @@
+"""data=csv / data=jsonl: column mapping, label prompt, holdout, bad tables in one line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import compose_cfg
+
+from ccexp.config import ConfigError, DataConfig, DataSizeConfig, EvalConfig, TaskMixConfig, validate
+from ccexp.data import build_splits
+from ccexp.scoring import score
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MIX = TaskMixConfig(weights={"issue": 1})
+BIG = DataSizeConfig(train=1000, val=1000, test=1000)
+BANKING = ["Refund_not_showing_up", "card_arrival", "exchange_rate", "lost_or_stolen_card", "pin_blocked",
+           "top_up_failed"]
+
+
+def _banking(**kw) -> DataConfig:
+    paths = {"train_path": str(FIXTURES / "banking77_train.csv"), "test_path": str(FIXTURES / "banking77_test.csv")}
+    return DataConfig(name="csv", **{**paths, **kw})
+
+
+def _dstc(**kw) -> DataConfig:
+    fields = {"train_path": str(FIXTURES / "dstc11_insurance.jsonl"), "text_column": "utterance",
+              "label_column": "intent"}
+    return DataConfig(name="jsonl", **{**fields, **kw})
+
+
+def test_banking77_csv_examples():
+    splits = build_splits(_banking(), BIG, MIX)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 49, "val": 6, "test": 30}
+    ex = next(e for e in splits["test"] if e["id"] == "intent/banking77_test.csv:1")
+    assert ex["task"] == "classify" and ex["reference"] == {"label": "card_arrival"}
+    assert ex["messages"][2]["content"] == '{"label": "card_arrival"}'
+    allowed = ", ".join(f'"{label}"' for label in BANKING)
+    assert ex["messages"][1]["content"] == (
+        "Classify the customer's message. Answer with one JSON object {\"label\": <the intent>}, "
+        f"the intent being one of {allowed}.\n\nCustomer: How do I locate my card?")
+    # the quoted multi-line row is one example, its text stripped
+    texts = [e["messages"][1]["content"].split("Customer: ")[1] for s in splits.values() for e in s]
+    assert "I put the wrong pin too many times and now it is blocked. Can you help me unblock it?" in texts
+
+
+def test_dstc11_jsonl_one_file_is_split_80_10_10():
+    splits = build_splits(_dstc(), BIG, MIX)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 48, "val": 6, "test": 6}
+    ids = [ex["id"] for s in splits.values() for ex in s]
+    assert len(set(ids)) == 60
+    labels = {ex["reference"]["label"] for ex in splits["train"]}
+    assert labels == {"CancelPlan", "ChangeAddress", "FileClaim", "FindAgent", "PayBill", "ResetPassword"}
+
+
+def test_yaml_defaults_build_from_the_repo_root(monkeypatch):
+    monkeypatch.chdir(FIXTURES.parent.parent)  # relative paths are resolved against the current directory
+    for name, sizes in (("csv", {"train": 5, "val": 5, "test": 5}), ("jsonl", {"train": 5, "val": 5, "test": 5})):
+        rc = validate(compose_cfg(f"data={name}", "data_size.train=5", "data_size.val=5", "data_size.test=5"))
+        assert rc.data.instruction == "Classify the customer's message by its intent."
+        splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+        assert {k: len(v) for k, v in splits.items()} == sizes
+
+
+def test_validation_reads_no_file():
+    rc = validate(compose_cfg("data=csv", "data.train_path=/nowhere/train.csv", "data.task_name=topic"))
+    assert rc.data.instruction == "Classify the customer's message by its topic."
+    with pytest.raises(ConfigError, match=r"^/nowhere/train\.csv: no such file \(data\.train_path; "):
+        build_splits(rc.data, rc.data_size, rc.task_mix)
+
+
+def test_label_is_exact_match():
+    ex = {"task": "classify", "reference": {"label": "Refund_not_showing_up"}}
+    assert score(ex, '{"label": "Refund_not_showing_up"}', EvalConfig())["correct"] == {"label": True}
+    assert score(ex, '{"label": "refund_not_showing_up"}', EvalConfig())["correct"] == {"label": False}
+    assert score(ex, "Refund_not_showing_up", EvalConfig())["json_valid"] is False
+
+
+def test_missing_column_names_the_columns(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\nhello,a\n")
+    with pytest.raises(ConfigError) as err:
+        build_splits(DataConfig(name="csv", train_path=str(path)), BIG, MIX)
+    assert str(err.value) == f"{path}: no column 'category' (columns: text, label)"
+    jl = tmp_path / "t.jsonl"
+    jl.write_text(json.dumps({"utterance": "hi", "intent": "A"}) + "\n" + json.dumps({"utterance": "yo"}) + "\n")
+    with pytest.raises(ConfigError) as err:
+        build_splits(_dstc(train_path=str(jl)), BIG, MIX)
+    assert str(err.value) == f"{jl}:2: no column 'intent' (columns: utterance)"
+
+
+def test_empty_rows_are_counted_and_reported(tmp_path, caplog):
+    path = tmp_path / "t.csv"
+    rows = [f"message {i},{'ab'[i % 2]}" for i in range(20)] + ["  ,a", "no label,", ","]
+    path.write_text("text,category\n" + "\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        splits = build_splits(DataConfig(name="csv", train_path=str(path)), BIG, MIX)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 16, "val": 2, "test": 2}
+    assert f"{path}: skipped 3 of 23 rows (2 with empty text, 1 with no label)" in [
+        r.getMessage() for r in caplog.records]
+
+
+def test_unseen_test_labels_are_reported(tmp_path, caplog):
+    test = tmp_path / "test.csv"
+    test.write_text("text,category\nwhere is my card,card_arrival\nhello,greeting\n")
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        splits = build_splits(_banking(test_path=str(test)), BIG, MIX)
+    assert len(splits["test"]) == 2
+    assert any("1 test examples have a label the train split lacks" in r.getMessage() for r in caplog.records)
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match=r"^data\.label_column: expected a column other than text_column"):
+        DataConfig(name="csv", train_path="x.csv", label_column="text")
+    with pytest.raises(ConfigError, match=r"^data\.text_column: expected a non-empty string"):
+        DataConfig(name="jsonl", train_path="x.jsonl", text_column=" ")

@@ -1,0 +1,72 @@
+"""data=twcs: customer tweet / brand reply pairs, top brands, cleaning, one-line errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from ccexp.config import ConfigError, DataConfig, DataSizeConfig, TaskMixConfig
+from ccexp.data import build_splits
+from ccexp.data.twcs import clean_tweet
+
+FIXTURE = str(Path(__file__).parent / "fixtures" / "twcs_sample.csv")
+MIX = TaskMixConfig(weights={"issue": 1})
+BIG = DataSizeConfig(train=100, val=100, test=100)
+
+
+def _twcs(**kw) -> DataConfig:
+    return DataConfig(name="twcs", **{"train_path": FIXTURE, **kw})
+
+
+def test_clean_tweet():
+    assert clean_tweet("@AmazonHelp my order https://t.co/x1 &amp; @Bob_2 hi\n there") == \
+        "@user my order <url> & @user hi there"
+
+
+def test_pairs_top_brands_and_split(caplog):
+    with caplog.at_level(logging.INFO, logger="ccexp.data"):
+        splits = build_splits(_twcs(), BIG, MIX)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 13, "val": 2, "test": 2}
+    examples = [ex for s in splits.values() for ex in s]
+    brands = {ex["messages"][1]["content"].split(" for ")[1].split(" on ")[0] for ex in examples}
+    assert brands == {"AmazonHelp", "AppleSupport", "SpotifyCares", "Uber_Support", "comcastcares"}
+    ex = next(e for e in examples if e["id"] == "twcs/102")
+    assert ex["task"] == "reply" and ex["conversation_id"] == "twcs/102"
+    assert ex["messages"][1]["content"] == (
+        "You answer customer tweets for AppleSupport on Twitter. Write AppleSupport's reply to this tweet, as plain "
+        "text.\n\nCustomer: @user my iPhone battery drains from 100 to 20 in two hours since the update <url>")
+    assert ex["reference"] == {"reply": "@user We'd like to help with your battery. Which iOS version are you on? "
+                                        "Let's continue in DM <url>"}
+    assert ex["messages"][2]["content"] == ex["reference"]["reply"]
+    refund = next(e for e in examples if e["id"] == "twcs/140")  # the first of two replies is kept
+    assert "twcs/141" not in {e["id"] for e in examples} and "Refunds can take" in refund["reference"]["reply"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert (f"{FIXTURE}: skipped 3 of 22 brand replies (1 answering a tweet not in the file or not from a customer, "
+            "1 extra replies to an answered tweet, 1 with no text besides handles and links)") in messages
+    assert (f"{FIXTURE}: 7 brands, kept the top 5 by replies (AmazonHelp 5, AppleSupport 4, SpotifyCares 3, "
+            "Uber_Support 3, comcastcares 2): 17 of 19 pairs") in messages
+
+
+def test_top_brands_and_data_size():
+    splits = build_splits(_twcs(top_brands=1), DataSizeConfig(train=3, val=1, test=1), MIX)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 3, "val": 1, "test": 1}
+    assert all("for AmazonHelp on" in ex["messages"][1]["content"] for s in splits.values() for ex in s)
+    assert build_splits(_twcs(), BIG, MIX) == build_splits(_twcs(), BIG, MIX)
+
+
+def test_bad_files(tmp_path):
+    bad = tmp_path / "t.csv"
+    bad.write_text("tweet_id,author_id,text\n1,a,hi\n")
+    with pytest.raises(ConfigError) as err:
+        build_splits(_twcs(train_path=str(bad)), BIG, MIX)
+    assert str(err.value) == f"{bad}: no column 'inbound' (columns: tweet_id, author_id, text)"
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(Path(FIXTURE).read_bytes().replace(b"the update", b"the upd\xe2te"))
+    with pytest.raises(ConfigError, match=r"latin\.csv: not UTF-8 text \(byte \d+\)$"):
+        build_splits(_twcs(train_path=str(latin)), BIG, MIX)
+    with pytest.raises(ConfigError, match=r"^missing\.csv: no such file \(data\.train_path; "):
+        build_splits(_twcs(train_path="missing.csv"), BIG, MIX)
+    with pytest.raises(ConfigError, match=r"^data\.top_brands: expected an integer >= 1, got 0$"):
+        _twcs(top_brands=0)
