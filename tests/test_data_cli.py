@@ -87,10 +87,20 @@ def test_export_round_trips_through_data_chatml(tmp_path, capsys):
     assert "train on it: python -m ccexp data=chatml" in capsys.readouterr().out
 
 
+def test_export_defaults_to_the_data_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv = ["data=csv", f"data.train_path={FIXTURES / 'banking77_train.csv'}",
+           f"data.test_path={FIXTURES / 'banking77_test.csv'}"]
+    assert main(["export", *csv]) == 0
+    out = tmp_path / "data" / "csv-tiny"
+    assert sorted(p.name for p in (out / "chatml").iterdir()) == ["test.jsonl", "train.jsonl", "val.jsonl"]
+    assert sorted(p.name for p in (out / "mlx").iterdir()) == ["test.jsonl", "train.jsonl", "valid.jsonl"]
+
+
 @pytest.mark.parametrize("argv,error", [
     (["describe", "data=csv", "data.train_path=nope.csv", "model=tiny"],
      "ccexp.data: error: nope.csv: no such file (data.train_path; relative paths are resolved against"),
-    (["export", "data=csv"], "ccexp.data: error: export: --out DIR is required"),
+    (["export", "data=csv", "--out"], "ccexp.data: error: --out: expected a directory"),
     (["describe", "data=parquet"], "ccexp.data: error: In 'config': Could not find 'data/parquet'"),
     (["describe", "--verbose"], "ccexp.data: error: --verbose: unknown option"),
     (["summarize"], "usage: python -m ccexp.data {describe,export}"),

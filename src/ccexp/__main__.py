@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -18,6 +19,9 @@ CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().p
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    # bitsandbytes warns at import that it cannot fetch optional CPU kernels from the hub;
+    # we never download at run time, and its built-in CPU path is what runs.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from ccexp.run import run
 
     hc = HydraConfig.get()

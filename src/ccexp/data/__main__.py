@@ -22,7 +22,7 @@ from ccexp.data import build_splits
 from ccexp.data.card import dataset_card, print_card
 from ccexp.data.formats import write_chatml, write_mlx_layout
 
-USAGE = "usage: python -m ccexp.data {describe,export} [key=value ...] [--out DIR]"
+USAGE = "usage: python -m ccexp.data {describe,export} [key=value ...] [--out DIR (default data/<data>-<size>)]"
 
 
 def _parse(args: list[str]) -> tuple[list[str], Optional[str]]:
@@ -75,8 +75,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     console = Console()
     try:
         overrides, out = _parse(args[1:])
-        if args[0] == "export" and not out:
-            raise ConfigError("export: --out DIR is required")
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
         rc = validate(cfg)
@@ -84,7 +82,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args[0] == "describe":
             describe(rc, splits, console)
         else:
-            export(splits, Path(out), console)
+            # Default: the repo's data/ folder, one directory per source and size.
+            export(splits, Path(out or f"data/{rc.data.name}-{rc.data_size.name}"), console)
     except (ConfigError, HydraException) as err:
         print(f"ccexp.data: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
