@@ -71,3 +71,24 @@ def test_embedded_model_end_to_end(tmp_path):
     assert metrics["status"] == "finished"
     assert metrics["val/loss"] < metrics["baseline/val/loss"]  # even 4 steps help on answer tokens
     assert metrics["params/trainable"] == 30 * 16 * ((576 + 576) * 2 + (576 + 192) * 2)
+
+
+def test_early_stopping_and_best_adapter(tmp_path):
+    """With a vanishing learning rate validation never improves: training stops after
+    `patience` checks, and the adapter kept is the one from the first validation."""
+    metrics = run(compose_cfg(*FAST, "trainer.max_steps=50", "trainer.val_every_n_steps=1",
+                              "trainer.early_stopping_patience=2", "method.lr=1e-12",
+                              "eval.generate_examples=0", "eval.baseline=false"), tmp_path)
+    assert metrics["train/early_stopped"] == 1.0
+    assert metrics["train/steps"] == 3  # validations at steps 1 (best), 2 and 3 (no improvement)
+    assert metrics["train/best_step"] == 1
+    assert [h["step"] for h in metrics["train/val_history"]] == [1, 2, 3]
+
+
+def test_same_seed_same_run(tmp_path):
+    overrides = (*FAST, "eval.generate_examples=0", "eval.baseline=false")
+    a = run(compose_cfg(*overrides), tmp_path / "a")
+    b = run(compose_cfg(*overrides), tmp_path / "b")
+    c = run(compose_cfg(*overrides, "seed=7"), tmp_path / "c")
+    assert a["val/loss"] == b["val/loss"] and a["train/val_history"] == b["train/val_history"]
+    assert c["val/loss"] != a["val/loss"]

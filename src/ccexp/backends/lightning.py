@@ -91,13 +91,13 @@ class TorchBackend:
         if not module.history or module.history[-1]["step"] != trainer.global_step:
             trainer.validate(module, datamodule=data, verbose=False)  # judge the final steps too
         best.restore(module)
+        stopper = trainer.early_stopping_callback
         return {
             "train/steps": trainer.global_step,
             "train/epochs": trainer.current_epoch,
             "train/best_step": best.best_step,
             "train/best_val_loss": best.best_loss if best.best_loss is not None else float("nan"),
-            "train/early_stopped": float(trainer.early_stopping_callback is not None
-                                         and trainer.early_stopping_callback.stopped_epoch > 0),
+            "train/early_stopped": float(stopper is not None and stopper.wait_count >= stopper.patience),
             "train/seconds": speed.seconds,
             "train/tokens": module.tokens_seen,
             "train/tokens_per_s": module.tokens_seen / max(speed.seconds, 1e-9),
