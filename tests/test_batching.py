@@ -61,3 +61,9 @@ def test_answer_only_loss_equals_full_logits_loss(tiny_dir, tokenizer):
         nll, count = completion_nll(model, batch)
         reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     torch.testing.assert_close(nll / count, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_sampler_keeps_whole_accumulation_groups():
+    sampler = LengthGroupedBatchSampler([10] * 22, batch_size=4, shuffle=True, seed=0, multiple_of=4)
+    assert len(sampler) == 4 and len(list(sampler)) == 4  # 6 batches -> 4, the tail drops
+    assert len(LengthGroupedBatchSampler([10] * 5, batch_size=4, shuffle=True, seed=0, multiple_of=4)) == 2

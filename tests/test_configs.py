@@ -48,6 +48,8 @@ def test_qlora_is_lora_with_a_4bit_base():
     ("data_size.train=0", "data_size.train"),
     ("eval.csat_band=-1", "eval.csat_band"),
     ("+task_mix.weights.bogus=1", "task_mix.weights.bogus"),
+    ("trainer.limit_val_batches=0", "trainer.limit_val_batches"),
+    ("+eval.max_new_tokens_by_task.replyy=5", "eval.max_new_tokens_by_task.replyy"),
 ])
 def test_bad_value_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -83,3 +85,18 @@ def test_cli_cuda_without_gpu_is_one_line():
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "backend=cuda" in lines[0] and "no CUDA GPU" in lines[0]
+
+
+def test_method_names_match_the_registry():
+    from ccexp.config import METHOD_NAMES
+    from ccexp.methods import METHODS
+
+    assert set(METHOD_NAMES) == set(METHODS)
+
+
+def test_fp16_autocast_is_refused_on_cpu():
+    from ccexp.backends.lightning import resolve_precision
+
+    with pytest.raises(ConfigError, match=r"backend\.precision=16-mixed"):
+        resolve_precision("16-mixed", "cpu")
+    assert resolve_precision("32-true", "cpu") == "32-true"

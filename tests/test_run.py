@@ -92,3 +92,12 @@ def test_same_seed_same_run(tmp_path):
     c = run(compose_cfg(*overrides, "seed=7"), tmp_path / "c")
     assert a["val/loss"] == b["val/loss"] and a["train/val_history"] == b["train/val_history"]
     assert c["val/loss"] != a["val/loss"]
+
+
+def test_bad_sweep_point_does_not_stop_the_sweep(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ccexp", "-m", *FAST, "eval.baseline=false", "eval.generate_examples=0",
+                           "method.r=-1,8", f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ccexp: error: method.r: expected an integer >= 1, got -1" in proc.stderr
+    assert not (tmp_path / "0" / "metrics.json").exists()
+    assert json.loads((tmp_path / "1" / "metrics.json").read_text())["status"] == "finished"

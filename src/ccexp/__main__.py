@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ccexp.config import ConfigError
@@ -26,10 +27,15 @@ def main(cfg: DictConfig) -> float:
 
     hc = HydraConfig.get()
     name = ",".join(hc.overrides.task) or "default"
+    sweep = hc.mode == RunMode.MULTIRUN
+    # In a sweep every job of one multirun shares a W&B group named after its sweep dir.
+    group = Path(hc.sweep.dir).name if sweep else None
     try:
-        metrics = run(cfg, Path(hc.runtime.output_dir), run_name=name)
+        metrics = run(cfg, Path(hc.runtime.output_dir), run_name=name, group=group)
     except ConfigError as err:
         print(f"ccexp: error: {err}", file=sys.stderr)
+        if sweep:  # one bad sweep point must not stop the other jobs
+            return float("nan")
         sys.exit(2)
     return float(metrics.get("val/loss", float("nan")))
 

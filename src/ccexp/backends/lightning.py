@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from ccexp.backends.base import Generation
 from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, CompletionLM, Throughput
-from ccexp.config import RunConfig
+from ccexp.config import ConfigError, RunConfig
 from ccexp.data.batching import EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll, prompt_text
 from ccexp.methods import METHODS
 from ccexp.models import load_model, load_tokenizer
@@ -32,6 +32,8 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_precision(requested: str, device: str) -> str:
+    if requested == "16-mixed" and device != "cuda":
+        raise ConfigError("backend.precision=16-mixed: fp16 autocast needs CUDA; use bf16-mixed or 32-true on CPU")
     if requested != "auto":
         return requested
     if device == "cuda":
@@ -55,9 +57,9 @@ class TorchBackend:
     # -- training ---------------------------------------------------------------------------
     def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
         t = self.cfg.trainer
-        data = ChatDataModule(self.tokenizer, train, val, self.cfg.model.max_seq_len, t.batch_size, self.cfg.seed)
-        batches_per_epoch = math.ceil(len(data.train_set) / t.batch_size)
-        steps_per_epoch = math.ceil(batches_per_epoch / t.grad_accum)
+        data = ChatDataModule(self.tokenizer, train, val, self.cfg.model.max_seq_len, t.batch_size,
+                              self.cfg.seed, t.grad_accum)
+        steps_per_epoch = math.ceil(len(data.train_sampler()) / t.grad_accum)
         total_steps = t.max_steps if t.max_steps > 0 else t.max_epochs * steps_per_epoch
         module = CompletionLM(self.model, self.cfg.method.lr, t.weight_decay, t.warmup_ratio, total_steps)
         best, speed = BestAdapter(run_dir / "adapter"), Throughput()
@@ -144,8 +146,10 @@ class TorchBackend:
         with self._net(adapter) as net:
             for start in range(0, len(order), self.cfg.eval.batch_size):
                 rows = order[start : start + self.cfg.eval.batch_size]
+                # Over-long prompts lose their oldest tokens, as in training (tokenizer truncates left).
                 enc = self.tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
-                                     add_special_tokens=False).to(self.device)
+                                     add_special_tokens=False, truncation=True,
+                                     max_length=max(self.cfg.model.max_seq_len - max_new_tokens, 1)).to(self.device)
                 tic = time.perf_counter()
                 out = net.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos)

@@ -22,22 +22,23 @@ from ccexp.data.batching import EncodedDataset, LengthGroupedBatchSampler, colla
 
 class ChatDataModule(pl.LightningDataModule):
     def __init__(self, tokenizer, train: Sequence[dict], val: Sequence[dict], max_len: int,
-                 batch_size: int, seed: int):
+                 batch_size: int, seed: int, grad_accum: int = 1):
         super().__init__()
         self.train_set = EncodedDataset(tokenizer, train, max_len)
         self.val_set = EncodedDataset(tokenizer, val, max_len)
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.grad_accum = batch_size, seed, grad_accum
         self._collate = partial(collate, pad_id=tokenizer.pad_token_id)
 
-    def _loader(self, dataset: EncodedDataset, shuffle: bool) -> DataLoader:
-        sampler = LengthGroupedBatchSampler(dataset.lengths, self.batch_size, shuffle=shuffle, seed=self.seed)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self._collate)
+    def train_sampler(self) -> LengthGroupedBatchSampler:
+        return LengthGroupedBatchSampler(self.train_set.lengths, self.batch_size, shuffle=True, seed=self.seed,
+                                         multiple_of=self.grad_accum)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return DataLoader(self.train_set, batch_sampler=self.train_sampler(), collate_fn=self._collate)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        sampler = LengthGroupedBatchSampler(self.val_set.lengths, self.batch_size, shuffle=False, seed=self.seed)
+        return DataLoader(self.val_set, batch_sampler=sampler, collate_fn=self._collate)
 
 
 class CompletionLM(pl.LightningModule):

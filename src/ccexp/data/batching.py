@@ -30,14 +30,16 @@ class Encoded:
 
 
 def encode(tokenizer, example: dict, max_len: int) -> Encoded:
-    """Prompt tokens + answer tokens + EOS; an over-long prompt loses its oldest tokens,
-    the answer is never cut (it is what the model learns)."""
+    """Prompt tokens + answer tokens + EOS; an over-long prompt loses its oldest tokens, and an
+    answer longer than half of ``max_len`` keeps its start and EOS. Both count as truncated."""
     messages = example["messages"]
     prompt = tokenizer(prompt_text(tokenizer, messages[:-1]), add_special_tokens=False)["input_ids"]
     answer = tokenizer(messages[-1]["content"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-    answer = answer[: max_len // 2]
+    cut_answer = len(answer) > max_len // 2
+    if cut_answer:  # keep EOS: a model trained on answers without it never learns to stop
+        answer = answer[: max_len // 2 - 1] + answer[-1:]
     room = max_len - len(answer)
-    truncated = len(prompt) > room
+    truncated = cut_answer or len(prompt) > room
     return Encoded(prompt[-room:] + answer, len(answer), truncated)
 
 
@@ -61,15 +63,23 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Shuffle, cut into mega-batches of ``group`` batches, sort each by length, batch, and
     shuffle the batches: random order, yet rows in a batch have similar lengths."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, group: int = 16):
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, group: int = 16,
+                 multiple_of: int = 1):
         self.lengths, self.batch_size, self.shuffle, self.seed, self.group = list(lengths), batch_size, shuffle, seed, group
+        # With gradient accumulation, whole groups of micro-batches per epoch keep every optimizer
+        # step the same size and validation on the step grid; the dropped tail is reshuffled
+        # into the next epoch.
+        self.multiple_of = multiple_of
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        return self._keep((len(self.lengths) + self.batch_size - 1) // self.batch_size)
+
+    def _keep(self, n_batches: int) -> int:
+        return n_batches - n_batches % self.multiple_of if n_batches >= self.multiple_of else n_batches
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = random.Random(self.seed + self.epoch)
@@ -84,7 +94,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         if self.shuffle:
             rng.shuffle(batches)
         self.epoch += 1
-        return iter(batches)
+        return iter(batches[: self._keep(len(batches))])
 
 
 def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
