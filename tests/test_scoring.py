@@ -66,3 +66,10 @@ def test_summarize_rates():
     assert m["test/csat/acc"] == 0.5 and m["test/effectiveness/acc"] == 0.0
     assert m["test/task/quality/acc"] == 0.0 and m["test/task/csat/acc"] == 0.5
     assert m["test/acc"] == pytest.approx((0.5 + 0.0 + 0.0) / 3)
+
+
+def test_generation_lists_must_line_up():
+    from ccexp.backends.base import Generation
+
+    with pytest.raises(ValueError, match="expected one of each per prompt"):
+        Generation(texts=["a", "b"], seconds=[0.1, 0.1], new_tokens=[])

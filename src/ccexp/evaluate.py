@@ -40,7 +40,7 @@ def _generate(backend: Backend, examples: list[dict], cfg: EvalConfig, adapter: 
         rows = [i for i, ex in enumerate(examples) if ex["task"] == task]
         cap = cfg.max_new_tokens_by_task.get(task, cfg.max_new_tokens)
         gen = backend.generate([examples[i]["messages"][:-1] for i in rows], cap, adapter=adapter)
-        for i, text, secs, n in zip(rows, gen.texts, gen.seconds, gen.new_tokens):
+        for i, text, secs, n in zip(rows, gen.texts, gen.seconds, gen.new_tokens, strict=True):
             results[i] = (examples[i], text, secs, n)
     return [results[i] for i in range(len(examples))]
 

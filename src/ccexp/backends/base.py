@@ -7,7 +7,7 @@ the base model, for the baseline). Scoring, metrics and files are the caller's b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -18,8 +18,14 @@ class Generation:
     """Decoded answers, in the order of the prompts."""
     seconds: list[float]
     """Per-prompt wall time (a batch's time shared by its rows)."""
-    new_tokens: list[int] = field(default_factory=list)
+    new_tokens: list[int]
     """Tokens generated per prompt (up to and including EOS)."""
+
+    def __post_init__(self) -> None:
+        # Evaluation zips these lists with its examples: a short one would drop predictions.
+        if not len(self.texts) == len(self.seconds) == len(self.new_tokens):
+            raise ValueError(f"Generation: {len(self.texts)} texts, {len(self.seconds)} timings, "
+                             f"{len(self.new_tokens)} token counts; expected one of each per prompt")
 
 
 class Backend(Protocol):
