@@ -7,9 +7,17 @@ the base model, for the baseline). Scoring, metrics and files are the caller's b
 
 from __future__ import annotations
 
+import resource
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 @dataclass
@@ -45,3 +53,6 @@ class Backend(Protocol):
 
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total) parameters."""
+
+    def peak_memory_mb(self) -> float:
+        """Peak memory so far in MiB: accelerator memory on a GPU, resident set size on a CPU."""

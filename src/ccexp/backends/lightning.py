@@ -14,7 +14,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.data import DataLoader
 
-from ccexp.backends.base import Generation
+from ccexp.backends.base import Generation, peak_rss_mb
 from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, CompletionLM, Throughput
 from ccexp.config import ConfigError, RunConfig
 from ccexp.data.batching import EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll, prompt_text
@@ -167,3 +167,8 @@ class TorchBackend:
     def parameter_counts(self) -> tuple[int, int]:
         trainable, total = self.model.get_nb_trainable_parameters()
         return int(trainable), int(total)
+
+    def peak_memory_mb(self) -> float:
+        if self.device == "cuda":
+            return torch.cuda.max_memory_allocated() / 2**20
+        return peak_rss_mb()
