@@ -11,7 +11,8 @@ import pytest
 from ccexp.config import ConfigError, DataConfig, DataSizeConfig, EvalConfig, TaskMixConfig
 from ccexp.data import build_splits
 from ccexp.data.formats import read_chatml, write_chatml, write_mlx_layout
-from ccexp.scoring import score, summarize
+from ccexp.metrics import summarize
+from ccexp.scoring import score
 
 FIXTURE = str(Path(__file__).parent / "fixtures" / "chatml_train.jsonl")
 MIX = TaskMixConfig(weights={"issue": 1})
@@ -84,8 +85,9 @@ def test_chat_answers_are_scored_as_text():
     ex = {"task": "chat", "reference": {"reply": "Dial 121."}}
     assert score(ex, "  Dial\n121. ", EvalConfig())["correct"] == {"reply": True}
     assert score(ex, "Dial 112.", EvalConfig())["correct"] == {"reply": False}
-    records = [{"task": "chat", **score(ex, "Dial 121.", EvalConfig())}]
-    assert summarize(records, "test/") == {"test/reply/acc": 1.0, "test/task/chat/acc": 1.0, "test/acc": 1.0}
+    records = [{"task": "chat", "reference": ex["reference"], **score(ex, "Dial 121.", EvalConfig())}]
+    m = summarize(records, "test/", EvalConfig())
+    assert (m["test/reply/acc"], m["test/reply/exact_match"], m["test/task/chat/acc"], m["test/acc"]) == (1, 1, 1, 1)
 
 
 def test_empty_messages_are_skipped_and_reported(tmp_path, caplog):

@@ -27,8 +27,13 @@ def test_run_each_method_on_tiny(method, tmp_path, tiny_dir):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["status"] == "finished" and saved["train/steps"] == 4
     for key in ("val/loss", "val/ppl", "test/ppl", "baseline/test/ppl", "test/json_valid",
-                "baseline/test/json_valid", "delta/val/loss", "adapter/size_mb", "params/trainable"):
+                "baseline/test/json_valid", "delta/val/loss", "adapter/size_mb", "params/trainable",
+                "test/quality_score/mae", "test/quality_score/within_10", "test/csat/within_15_of_100",
+                "test/issue_category/macro_f1", "test/coaching/rougeL", "test/coaching/theme_coverage",
+                "test/churn_risk/parse_rate", "test/latency/p50_s", "test/latency/p95_s",
+                "test/latency/ttft_p50_s", "test/latency/tokens_per_s", "memory/peak_mb", "train/tokens_per_s"):
         assert key in saved, key
+    assert saved["test/latency/p95_s"] >= saved["test/latency/p50_s"] > saved["test/latency/ttft_p50_s"] > 0
     predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 12  # 6 generated answers x (adapter, baseline)
     assert {p["model"] for p in predictions} == {"adapter", "baseline"}
@@ -45,14 +50,18 @@ def test_wandb_offline_run_is_stored_under_the_run_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    metrics = run(compose_cfg(*FAST, "logger=wandb", "eval.baseline=false"), tmp_path)
+    metrics = run(compose_cfg(*FAST, "logger=wandb", "eval.baseline=false", "logger.adapter_artifact=true"), tmp_path)
     offline = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
-    summary = wandb_records.summary(next(offline[0].glob("run-*.wandb")))
-    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    run_file = next(offline[0].glob("run-*.wandb"))
+    summary = wandb_records.summary(run_file)
+    assert summary["predictions/_type"] == "table-file" and summary["predictions/nrows"] == 6  # the wandb.Table
+    assert any(r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"
+               for r in wandb_records.records(run_file))
+    scalars = {k: v for k, v in metrics.items() if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)}
     assert len(scalars) > 20
     for key, value in scalars.items():
-        assert summary[key] == pytest.approx(value, nan_ok=True), key
+        assert summary[key] == (None if value is None else pytest.approx(value, nan_ok=True)), key
 
 
 def test_cli_writes_a_run_dir(tmp_path):

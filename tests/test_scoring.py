@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ccexp.config import EvalConfig
-from ccexp.scoring import parse_json_answer, score, summarize
+from ccexp.scoring import parse_json_answer, score
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -42,7 +42,16 @@ def test_bands_are_inclusive():
 
 def test_invalid_answer_scores_wrong_without_crashing():
     record = score(_ex("issue", issue_category="refund", secondary_category=None), "I think it is a refund", EvalConfig())
-    assert record == {"parsed": None, "json_valid": False, "correct": {"issue_category": False, "secondary_category": False}}
+    assert record == {"parsed": None, "json_valid": False,
+                      "field_parsed": {"issue_category": False, "secondary_category": False},
+                      "correct": {"issue_category": False, "secondary_category": False}}
+
+
+def test_field_parse_checks_the_kind_of_value():
+    record = score(_ex("quality", quality_score=70, effectiveness="good"),
+                   '{"quality_score": "high", "effectiveness": "good"}', EvalConfig())
+    assert record["field_parsed"] == {"quality_score": False, "effectiveness": True}
+    assert score(_ex("coaching", coaching=[]), '{"coaching": "none"}', EvalConfig())["field_parsed"] == {"coaching": False}
 
 
 def test_coaching_is_a_set_and_null_matches_null():
@@ -52,24 +61,3 @@ def test_coaching_is_a_set_and_null_matches_null():
     issue = score(_ex("issue", issue_category="refund", secondary_category=None),
                   '{"issue_category": "refund", "secondary_category": null}', cfg)
     assert all(issue["correct"].values())
-
-
-def test_summarize_rates():
-    records = [
-        {"task": "csat", "json_valid": True, "correct": {"csat": True}},
-        {"task": "csat", "json_valid": False, "correct": {"csat": False}},
-        {"task": "quality", "json_valid": True, "correct": {"quality_score": True, "effectiveness": False}},
-        {"task": "reply", "json_valid": True, "correct": {"reply": False}},
-    ]
-    m = summarize(records, "test/")
-    assert m["test/json_valid"] == pytest.approx(2 / 3)  # the reply task is free text, not JSON
-    assert m["test/csat/acc"] == 0.5 and m["test/effectiveness/acc"] == 0.0
-    assert m["test/task/quality/acc"] == 0.0 and m["test/task/csat/acc"] == 0.5
-    assert m["test/acc"] == pytest.approx((0.5 + 0.0 + 0.0) / 3)
-
-
-def test_generation_lists_must_line_up():
-    from ccexp.backends.base import Generation
-
-    with pytest.raises(ValueError, match="expected one of each per prompt"):
-        Generation(texts=["a", "b"], seconds=[0.1, 0.1], new_tokens=[])

@@ -235,7 +235,13 @@ class EvalConfig:
     quality_band: float = 10.0
     """|predicted - true| quality score counted correct within this band."""
     csat_band: float = 0.5
+    """|predicted - true| CSAT (1-5) counted correct within this band."""
+    csat_band_100: float = 15.0
+    """The same on the 0-100 scale (1..5 -> 0, 25, .., 100) some teams report CSAT in."""
     churn_band: float = 15.0
+    latency_examples: int = 8
+    """Test answers re-generated one at a time, after a warm-up, for latency p50/p95 and
+    time to first token; 0 = skip."""
 
     def __post_init__(self) -> None:
         _check(self.generate_examples >= 0, "eval.generate_examples", "an integer >= 0", self.generate_examples)
@@ -247,7 +253,8 @@ class EvalConfig:
             _check(task in ALL_TASKS + IMPORTER_TASKS, f"eval.max_new_tokens_by_task.{task}",
                    f"a task in {ALL_TASKS + IMPORTER_TASKS}", task)
             _check(cap >= 1, f"eval.max_new_tokens_by_task.{task}", "an integer >= 1", cap)
-        for band in ("quality_band", "csat_band", "churn_band"):
+        _check(self.latency_examples >= 0, "eval.latency_examples", "an integer >= 0", self.latency_examples)
+        for band in ("quality_band", "csat_band", "csat_band_100", "churn_band"):
             _check(getattr(self, band) >= 0, f"eval.{band}", "a number >= 0", getattr(self, band))
 
 
@@ -259,6 +266,8 @@ class LoggerConfig:
     entity: Optional[str] = None
     mode: str = "auto"
     """auto = online when an API key is configured, else offline under the run dir."""
+    adapter_artifact: Optional[bool] = None
+    """Upload the adapter as a W&B model artifact; null = only when online."""
 
     def __post_init__(self) -> None:
         _check(self.name in ("wandb", "csv", "none"), "logger.name", "wandb, csv or none", self.name)

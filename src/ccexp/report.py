@@ -14,6 +14,26 @@ HEADLINE = [
     ("test/json_valid", "valid JSON rate", True),
     ("test/acc", "task accuracy (mean)", True),
 ]
+# Shown when the run has them (which depends on the task mix and data).
+FIELDS = [
+    ("test/quality_score/mae", "quality score MAE", False),
+    ("test/csat/mae", "CSAT MAE", False),
+    ("test/churn_risk/mae", "churn risk MAE", False),
+    ("test/issue_category/macro_f1", "issue category macro-F1", True),
+    ("test/journey_type/macro_f1", "journey type macro-F1", True),
+    ("test/coaching/rougeL", "coaching ROUGE-L", True),
+    ("test/coaching/theme_coverage", "coaching theme coverage", True),
+    ("test/reply/bleu", "reply BLEU", True),
+    ("test/reply/rougeL", "reply ROUGE-L", True),
+    ("test/label/acc", "label accuracy", True),
+    ("test/label/macro_f1", "label macro-F1", True),
+]
+
+
+def _number(metrics: dict, key: str) -> float | None:
+    """The metric, or None when absent or NaN (e.g. an MAE when no answer gave a number)."""
+    value = metrics.get(key)
+    return None if value is None or value != value else value
 
 
 def _fmt(value) -> str:
@@ -26,12 +46,12 @@ def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) 
     for col in ("metric", "base", "fine-tuned", "change"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     task_keys = sorted(k for k in metrics if k.startswith("test/task/") and k.endswith("/acc"))
-    rows = HEADLINE + [(k, f"  {k.split('/')[2]} accuracy", True) for k in task_keys]
+    rows = HEADLINE + [(k, f"  {k.split('/')[2]} accuracy", True) for k in task_keys] + FIELDS
     for key, label, higher in rows:
         if key not in metrics:
             continue
-        base, tuned = metrics.get(f"baseline/{key}"), metrics[key]
-        change = "" if base is None else f"{tuned - base:+.3f}" + (" ✓" if (tuned > base) == higher and tuned != base else "")
+        base, tuned = _number(metrics, f"baseline/{key}"), _number(metrics, key)
+        change = "" if base is None or tuned is None else f"{tuned - base:+.3f}" + (" ✓" if (tuned > base) == higher and tuned != base else "")
         table.add_row(label, _fmt(base), _fmt(tuned), change)
     console.print(table)
     console.print(
@@ -43,4 +63,10 @@ def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) 
         f"wall {metrics.get('time/total_s', 0):.0f}s: setup {metrics.get('time/setup_s', 0):.0f}s, "
         f"training {metrics.get('time/fit_s', 0):.0f}s, evaluation {metrics.get('time/eval_s', 0):.0f}s"
     )
+    if "test/latency/p50_s" in metrics:
+        console.print(
+            f"latency, one request at a time: p50 {metrics['test/latency/p50_s']:.2f}s, "
+            f"p95 {metrics['test/latency/p95_s']:.2f}s, first token p50 {metrics['test/latency/ttft_p50_s']:.2f}s, "
+            f"{metrics['test/latency/tokens_per_s']:.1f} tokens/s; peak memory {metrics.get('memory/peak_mb', 0):.0f} MB"
+        )
     console.print(f"files: {run_dir}/metrics.json, predictions.jsonl, adapter/, config.yaml")

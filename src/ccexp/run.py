@@ -17,13 +17,15 @@ from ccexp.data import build_splits
 from ccexp.evaluate import evaluate
 from ccexp.models import resolve_model_dir
 from ccexp.report import print_summary
-from ccexp.tracking import build_logger, finish_logger
+from ccexp.tracking import build_logger, finish_logger, log_adapter, log_predictions
 
 log = logging.getLogger("ccexp")
 
 
-def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | None = None) -> dict:
-    """Train and evaluate one configuration; return its metrics (also written to run_dir)."""
+def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | None = None,
+        adapter: Path | None = None) -> dict:
+    """Train and evaluate one configuration; return its metrics (also written to run_dir).
+    With ``adapter`` (a saved adapter dir) nothing is trained: that adapter is evaluated."""
     start = time.perf_counter()
     rc: RunConfig = validate(cfg)  # every bad key fails here, before any model is loaded
     device = resolve_backend(rc.backend.name)
@@ -48,12 +50,18 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     metrics: dict = {"status": "failed"}
     try:
         metrics["time/setup_s"] = time.perf_counter() - start
-        metrics.update(backend.fit(splits["train"], splits["val"], logger, run_dir))
+        if adapter is None:
+            metrics.update(backend.fit(splits["train"], splits["val"], logger, run_dir))
+            adapter_dir = run_dir / "adapter"
+            backend.save_adapter(adapter_dir)
+        else:
+            backend.load_adapter(adapter)
+            adapter_dir = adapter
         metrics["time/fit_s"] = time.perf_counter() - start - metrics["time/setup_s"]
-        adapter_dir = run_dir / "adapter"
-        backend.save_adapter(adapter_dir)
+        metrics["memory/train_peak_mb"] = backend.peak_memory_mb()
         scores, predictions = evaluate(backend, splits, rc.eval)
         metrics.update(scores)
+        metrics["memory/peak_mb"] = backend.peak_memory_mb()
         metrics["time/total_s"] = time.perf_counter() - start
         metrics["time/eval_s"] = metrics["time/total_s"] - metrics["time/setup_s"] - metrics["time/fit_s"]
         metrics.update({
@@ -64,6 +72,9 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         with open(run_dir / "predictions.jsonl", "w") as f:
             for record in predictions:
                 f.write(json.dumps(record) + "\n")
+        log_predictions(logger, predictions)
+        if adapter is None:
+            log_adapter(logger, rc.logger, adapter_dir, run_name)
         return metrics
     finally:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))

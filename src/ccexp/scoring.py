@@ -40,7 +40,7 @@ def parse_json_answer(text: str) -> Optional[dict]:
     return objects[0] if len(objects) == 1 else None
 
 
-def _number(value: Any) -> Optional[float]:
+def as_number(value: Any) -> Optional[float]:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -61,7 +61,7 @@ def _label(value: Any) -> Optional[str]:
 
 def _within(band: float):
     def check(pred: Any, ref: Any) -> bool:
-        p, r = _number(pred), _number(ref)
+        p, r = as_number(pred), as_number(ref)
         return p is not None and r is not None and abs(p - r) <= band + 1e-9
 
     return check
@@ -71,10 +71,39 @@ def _same_label(pred: Any, ref: Any) -> bool:
     return _label(pred) == _label(ref)
 
 
+def canonical_label(field: str, value: Any) -> str:
+    """The form two labels are compared in: the user's own labels (``label``) exactly, ours
+    case-, space- and hyphen-insensitively; null (no secondary issue) is a class of its own."""
+    if value is None:
+        return "<null>"
+    return str(value).strip() if field == "label" else str(_label(value))
+
+
 def _same_set(pred: Any, ref: Any) -> bool:
     if not isinstance(pred, list):
         return False
     return {_label(x) for x in pred} == {_label(x) for x in ref}
+
+
+# What each answer field holds; decides its parse check and which aggregate metrics it gets.
+FIELD_KINDS: dict[str, str] = {
+    "quality_score": "number", "csat": "number", "churn_risk": "number",
+    "effectiveness": "label", "issue_category": "label", "secondary_category": "label",
+    "journey_type": "label", "label": "label",
+    "coaching": "set", "reply": "text",
+}
+
+
+def parses(kind: str, value: Any) -> bool:
+    """Whether a parsed field has a usable value of its kind (a number, a label, a list, text).
+    ``secondary_category`` may be null: null is a label there ("no second issue")."""
+    if kind == "number":
+        return as_number(value) is not None
+    if kind == "label":
+        return value is None or isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    if kind == "set":
+        return isinstance(value, list)
+    return isinstance(value, str)
 
 
 def field_checks(cfg: EvalConfig) -> dict[str, Any]:
@@ -89,41 +118,21 @@ def field_checks(cfg: EvalConfig) -> dict[str, Any]:
         "journey_type": _same_label,
         "coaching": _same_set,
         "reply": lambda pred, ref: " ".join(str(pred).split()) == " ".join(str(ref).split()),
-        "label": lambda pred, ref: pred is not None and str(pred).strip() == str(ref),  # exact: labels are the user's
+        "label": lambda pred, ref: pred is not None and canonical_label("label", pred) == str(ref),
     }
 
 
 def score(example: dict, raw: str, cfg: EvalConfig) -> dict:
-    """One prediction record: the parsed fields and which of them are correct."""
+    """One prediction record: the parsed fields, which of them parse, which are correct."""
     task, reference = example["task"], example["reference"]
     checks = field_checks(cfg)
     if task in FREE_TEXT_TASKS:
         parsed: Optional[dict] = {TASK_FIELDS[task][0]: raw}
     else:
         parsed = parse_json_answer(raw)
-    correct = {}
+    field_parsed, correct = {}, {}
     for name in TASK_FIELDS[task]:
         present = parsed is not None and name in parsed
+        field_parsed[name] = bool(present and parses(FIELD_KINDS[name], parsed[name]))
         correct[name] = bool(present and checks[name](parsed[name], reference.get(name)))
-    return {"parsed": parsed, "json_valid": parsed is not None, "correct": correct}
-
-
-def summarize(records: list[dict], prefix: str) -> dict[str, float]:
-    """Rates over prediction records: JSON validity, per-field and per-task accuracy."""
-    metrics: dict[str, float] = {}
-    json_records = [r for r in records if r["task"] not in FREE_TEXT_TASKS]
-    if json_records:
-        metrics[f"{prefix}json_valid"] = sum(r["json_valid"] for r in json_records) / len(json_records)
-    fields: dict[str, list[bool]] = {}
-    tasks: dict[str, list[bool]] = {}
-    for r in records:
-        for name, ok in r["correct"].items():
-            fields.setdefault(name, []).append(ok)
-        tasks.setdefault(r["task"], []).append(all(r["correct"].values()))
-    for name, oks in sorted(fields.items()):
-        metrics[f"{prefix}{name}/acc"] = sum(oks) / len(oks)
-    for task, oks in sorted(tasks.items()):
-        metrics[f"{prefix}task/{task}/acc"] = sum(oks) / len(oks)
-    if tasks:
-        metrics[f"{prefix}acc"] = sum(sum(o) / len(o) for o in tasks.values()) / len(tasks)
-    return metrics
+    return {"parsed": parsed, "json_valid": parsed is not None, "field_parsed": field_parsed, "correct": correct}

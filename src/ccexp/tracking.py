@@ -6,6 +6,7 @@ which ``wandb sync`` uploads later.
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
 from pathlib import Path
@@ -59,9 +60,40 @@ def finish_logger(logger: Optional[Any], metrics: dict[str, Any], failed: bool) 
 
     if isinstance(logger, WandbLogger):
         run = logger.experiment
-        run.summary.update(scalars)
+        # null metrics (e.g. an MAE with no numeric answer) stay visible as null, as in metrics.json
+        run.summary.update({**scalars, **{k: None for k, v in metrics.items() if v is None}})
         run.finish(exit_code=1 if failed else 0)
     else:
         if scalars:
             logger.log_metrics(scalars)
         logger.save()
+
+
+def log_predictions(logger: Optional[Any], predictions: list[dict]) -> None:
+    """The prediction records as a W&B table (``predictions.jsonl`` has them for every logger)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger) or not predictions:
+        return
+    columns = ["id", "task", "model", "reference", "raw", "json_valid", "correct", "seconds"]
+    rows = [[r["id"], r["task"], r["model"], json.dumps(r["reference"]), r["raw"], r["json_valid"],
+             json.dumps(r["correct"]), r["seconds"]] for r in predictions]
+    logger.log_table(key="predictions", columns=columns, data=rows)
+
+
+def log_adapter(logger: Optional[Any], cfg: LoggerConfig, adapter_dir: Path, run_name: str) -> None:
+    """The adapter as a W&B model artifact: by default only when online (offline runs keep it
+    in the run dir, and ``wandb sync`` would upload megabytes nobody asked for)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    wanted = cfg.adapter_artifact if cfg.adapter_artifact is not None else wandb_mode(cfg) == "online"
+    if not wanted:
+        return
+    import wandb
+
+    run = logger.experiment
+    artifact = wandb.Artifact(name=f"adapter-{run.id}", type="model", metadata={"run_name": run_name})
+    artifact.add_dir(str(adapter_dir))
+    run.log_artifact(artifact)

@@ -51,6 +51,10 @@ class Backend(Protocol):
     def save_adapter(self, path: Path) -> None:
         """Write the adapter in its standard layout (peft for torch)."""
 
+    def load_adapter(self, path: Path) -> None:
+        """Load weights written by save_adapter into this backend's adapter (same method and
+        settings); a mismatch is a ConfigError naming the file."""
+
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total) parameters."""
 

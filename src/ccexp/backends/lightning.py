@@ -11,7 +11,9 @@ from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
+from peft import set_peft_model_state_dict
 from pytorch_lightning.callbacks import EarlyStopping
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from ccexp.backends.base import Generation, peak_rss_mb
@@ -98,7 +100,7 @@ class TorchBackend:
             "train/steps": trainer.global_step,
             "train/epochs": trainer.current_epoch,
             "train/best_step": best.best_step,
-            "train/best_val_loss": best.best_loss if best.best_loss is not None else float("nan"),
+            "train/best_val_loss": best.best_loss,  # None (null) when no validation ran
             "train/early_stopped": float(stopper is not None and stopper.wait_count >= stopper.patience),
             "train/seconds": speed.seconds,
             "train/tokens": module.tokens_seen,
@@ -163,6 +165,19 @@ class TorchBackend:
 
     def save_adapter(self, path: Path) -> None:
         self.model.save_pretrained(path)
+
+    def load_adapter(self, path: Path) -> None:
+        weights = Path(path) / "adapter_model.safetensors"
+        if not weights.is_file():
+            raise ConfigError(f"{weights}: no such file; expected an adapter saved by ccexp (peft layout)")
+        try:
+            result = set_peft_model_state_dict(self.model, load_file(weights, device=self.device))
+        except RuntimeError as err:  # shapes differ: saved with another rank or virtual-token count
+            raise ConfigError(f"{weights}: does not fit method={self.cfg.method.name} on model="
+                              f"{self.cfg.model.name}: {str(err).splitlines()[-1].strip()}") from None
+        if result.unexpected_keys:
+            raise ConfigError(f"{weights}: {len(result.unexpected_keys)} tensors this method/model does not have, "
+                              f"e.g. {result.unexpected_keys[0]}; expected an adapter of method={self.cfg.method.name}")
 
     def parameter_counts(self) -> tuple[int, int]:
         trainable, total = self.model.get_nb_trainable_parameters()

@@ -1,0 +1,139 @@
+"""Evaluation through the backend contract, shared by every backend: loss/perplexity on answer
+tokens, batched generation on a test subset scored per field (``ccexp.metrics``), and latency
+measured one request at a time — for the adapter and (optionally) the base model without it."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ccexp.backends.base import Backend
+from ccexp.config import EvalConfig
+from ccexp.metrics import summarize
+from ccexp.scoring import score
+
+# Keys that describe the work or the speed, not the quality: no delta/ for them.
+_NO_DELTA = ("answer_tokens", "generated", "tokens_per_s")
+
+
+def generation_subset(examples: Sequence[dict], n: int) -> list[dict]:
+    """Up to n test examples, taken round-robin over tasks so every task is represented."""
+    by_task: dict[str, list[dict]] = {}
+    for ex in examples:
+        by_task.setdefault(ex["task"], []).append(ex)
+    picked, queues = [], [list(v) for _, v in sorted(by_task.items())]
+    while len(picked) < n and any(queues):
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(queue.pop(0))
+    return picked
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), q in [0, 1]."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _cap(cfg: EvalConfig, task: str) -> int:
+    return cfg.max_new_tokens_by_task.get(task, cfg.max_new_tokens)
+
+
+def _prompt(ex: dict) -> list[dict]:
+    return ex["messages"][:-1]
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Progress]:
+    """A progress bar on stderr while generating; nothing is left behind in logs."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        progress.add_task("evaluating", total=total)
+        yield progress
+
+
+def _perplexity(backend: Backend, examples: Sequence[dict], adapter: bool, prefix: str) -> dict[str, float]:
+    total, count = backend.nll(examples, adapter=adapter)
+    loss = total / max(count, 1)
+    return {f"{prefix}loss": loss, f"{prefix}ppl": math.exp(min(loss, 50.0)), f"{prefix}answer_tokens": count}
+
+
+def _generate(backend: Backend, examples: list[dict], cfg: EvalConfig, adapter: bool, progress: Progress):
+    """(example, answer, seconds, new tokens) in input order. Batches hold one task (each task
+    has its own token cap) and prompts of similar length (less padding)."""
+    results: dict[int, tuple] = {}
+    for task in sorted({ex["task"] for ex in examples}):
+        rows = sorted((i for i, ex in enumerate(examples) if ex["task"] == task),
+                      key=lambda i: sum(len(m["content"]) for m in _prompt(examples[i])))
+        for start in range(0, len(rows), cfg.batch_size):
+            batch = rows[start : start + cfg.batch_size]
+            gen = backend.generate([_prompt(examples[i]) for i in batch], _cap(cfg, task), adapter=adapter)
+            for i, text, secs, n in zip(batch, gen.texts, gen.seconds, gen.new_tokens, strict=True):
+                results[i] = (examples[i], text, secs, n)
+            progress.advance(progress.task_ids[0], len(batch))
+    return [results[i] for i in range(len(examples))]
+
+
+def measure_latency(backend: Backend, examples: list[dict], cfg: EvalConfig, progress: Progress) -> dict[str, float]:
+    """What a caller scoring one interaction waits: each example generated alone (batch of 1)
+    after a warm-up call; time to first token = a generation capped at one token."""
+    sample = examples[: cfg.latency_examples]
+    if not sample:
+        return {}
+    backend.generate([_prompt(sample[0])], 2)  # warm-up: first-call allocations and caches
+    seconds, first, tokens = [], [], 0
+    for ex in sample:
+        first.append(backend.generate([_prompt(ex)], 1).seconds[0])
+        gen = backend.generate([_prompt(ex)], _cap(cfg, ex["task"]))
+        seconds.append(gen.seconds[0])
+        tokens += gen.new_tokens[0]
+        progress.advance(progress.task_ids[0], 1)
+    return {
+        "test/latency/p50_s": percentile(seconds, 0.5), "test/latency/p95_s": percentile(seconds, 0.95),
+        "test/latency/ttft_p50_s": percentile(first, 0.5), "test/latency/ttft_p95_s": percentile(first, 0.95),
+        "test/latency/tokens_per_s": tokens / max(sum(seconds), 1e-9), "test/latency/examples": len(sample),
+    }
+
+
+def evaluate(backend: Backend, splits: dict[str, list[dict]], cfg: EvalConfig) -> tuple[dict, list[dict]]:
+    """Metrics (flat keys; baseline ones under ``baseline/``, gains under ``delta/``) and
+    one prediction record per generated answer."""
+    metrics: dict[str, float] = {}
+    predictions: list[dict] = []
+    subset = generation_subset(splits["test"], cfg.generate_examples)
+    variants = [("adapter", True, "")] + ([("baseline", False, "baseline/")] if cfg.baseline else [])
+    with _progress(len(subset) * len(variants) + min(cfg.latency_examples, len(subset))) as progress:
+        for model_name, adapter, prefix in variants:
+            for split in ("val", "test"):
+                metrics.update(_perplexity(backend, splits[split], adapter, f"{prefix}{split}/"))
+            if not subset:
+                continue
+            records = []
+            for ex, raw, secs, n_new in _generate(backend, subset, cfg, adapter, progress):
+                prompt = "\n".join(m["content"] for m in _prompt(ex))
+                records.append({
+                    "id": ex["id"], "task": ex["task"], "model": model_name,
+                    "prompt_sha1": hashlib.sha1(prompt.encode()).hexdigest()[:12],
+                    "reference": ex["reference"], "raw": raw, "seconds": secs, "new_tokens": n_new,
+                    **score(ex, raw, cfg),
+                })
+            metrics.update(summarize(records, f"{prefix}test/", cfg))
+            # Batched throughput: a batch's time is shared by its rows.
+            metrics[f"{prefix}test/batch_tokens_per_s"] = (sum(r["new_tokens"] for r in records)
+                                                           / max(sum(r["seconds"] for r in records), 1e-9))
+            predictions += records
+        metrics.update(measure_latency(backend, subset, cfg, progress))
+    if cfg.baseline:
+        for key in [k for k in metrics if not k.startswith("baseline/")]:
+            base = metrics.get(f"baseline/{key}")
+            if base is not None and metrics[key] is not None and not key.endswith(_NO_DELTA):
+                metrics[f"delta/{key}"] = metrics[key] - base
+    return metrics, predictions

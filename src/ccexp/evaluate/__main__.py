@@ -1,0 +1,70 @@
+"""``python -m ccexp.evaluate adapter=<run dir> [key=value ...]``: evaluate a saved adapter again.
+
+The run's own ``config.yaml`` rebuilds the model, method and data; ``key=value`` overrides
+change fields of it (e.g. a real test file and a bigger generation sample:
+``data.test_path=… data_size.test=3080 eval.generate_examples=3080``). Results go to
+``<run dir>/eval/<timestamp>/`` (or ``out=<dir>``): metrics.json, predictions.jsonl, config.yaml.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ccexp.config import ConfigError
+
+USAGE = "usage: python -m ccexp.evaluate adapter=<run dir> [out=<dir>] [group.key=value ...]"
+_GROUPS = ("model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval", "logger")
+
+
+def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
+    """(run dir, output dir or None, config overrides)."""
+    run_dir, out, overrides = None, None, []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ConfigError(f"argument {arg!r}: expected key=value; {USAGE}")
+        if key == "adapter":
+            run_dir = Path(value)
+        elif key == "out":
+            out = Path(value)
+        elif key in _GROUPS:
+            # The saved config is resolved: there is no group file to swap in, only fields.
+            raise ConfigError(f"argument {arg!r}: a saved run's groups cannot be swapped; "
+                              f"override their fields instead, e.g. {key}.<field>={value}")
+        else:
+            overrides.append(arg)
+    if run_dir is None:
+        raise ConfigError(f"missing adapter=<run dir>; {USAGE}")
+    for name in ("config.yaml", "adapter"):
+        if not (run_dir / name).exists():
+            raise ConfigError(f"{run_dir / name}: not found; expected a run dir written by python -m ccexp")
+    return run_dir, out, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    try:
+        run_dir, out, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+        try:
+            cfg = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), OmegaConf.from_dotlist(overrides))
+        except (OmegaConfBaseException, ValueError) as err:
+            raise ConfigError(f"{run_dir / 'config.yaml'} + {overrides}: {str(err).splitlines()[0]}") from None
+        from ccexp.run import run
+
+        out = out or run_dir / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S")
+        metrics = run(cfg, out, run_name=f"eval:{run_dir.name}", adapter=run_dir / "adapter")
+    except ConfigError as err:
+        print(f"ccexp.evaluate: error: {err}", file=sys.stderr)
+        return 2
+    return 0 if metrics.get("status") == "finished" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The evaluation module end to end: its metrics agree with an independent recomputation from
+predictions.jsonl, and a saved adapter evaluates again through ``python -m ccexp.evaluate``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import FAST, compose_cfg
+from torchmetrics.functional.text import bleu_score
+
+from ccexp.backends.base import Generation
+from ccexp.config import validate
+from ccexp.data import build_splits
+from ccexp.evaluate import evaluate
+from ccexp.evaluate.__main__ import main as evaluate_main
+from ccexp.run import run
+
+
+class ScriptedBackend:
+    """Answers from the references, spoiled in known ways, so every metric has work to do."""
+
+    name = "scripted"
+
+    def __init__(self, examples: list[dict]):
+        self.by_prompt = {ex["messages"][1]["content"]: ex for ex in examples}
+        self.calls = 0
+
+    def nll(self, examples, adapter=True):
+        return 0.5 * len(examples), len(examples)
+
+    def generate(self, prompts, max_new_tokens, adapter=True):
+        texts = []
+        for messages in prompts:
+            ex, self.calls = self.by_prompt[messages[1]["content"]], self.calls + 1
+            ref = dict(ex["reference"])
+            style = self.calls % 5
+            if ex["task"] == "reply":
+                texts.append(ref["reply"] if style < 2 else " ".join(ref["reply"].split()[:4]))
+                continue
+            for key, value in ref.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    ref[key] = value + (0, 7, 12, 30, 0)[style]  # inside and outside the bands
+                elif style == 2 and isinstance(value, str):
+                    ref[key] = "wrong_label"
+            text = json.dumps(ref)
+            texts.append([text, f"Sure: ```json\n{text}\n```", text, "I cannot tell.", text[:-3]][style])
+        return Generation(texts, [0.01] * len(texts), [5] * len(texts))
+
+
+def _recompute(records: list[dict], bands: dict[str, float]) -> dict[str, float]:
+    """Independent of ccexp.metrics: straight from the records' raw parsed values."""
+    out: dict[str, float] = {}
+    json_recs = [r for r in records if r["task"] != "reply"]
+    out["json_valid"] = sum(r["parsed"] is not None for r in json_recs) / len(json_recs)
+    for field, band in bands.items():
+        rows = [r for r in records if field in r["reference"]]
+        given = [(r["parsed"] or {}).get(field) for r in rows]
+        numbers = [(float(g), r["reference"][field]) for g, r in zip(given, rows)
+                   if isinstance(g, (int, float)) and not isinstance(g, bool)]
+        out[f"{field}/mae"] = sum(abs(g - ref) for g, ref in numbers) / len(numbers)
+        out[f"{field}/within_{band:g}"] = sum(abs(g - ref) <= band for g, ref in numbers) / len(rows)
+    rows = [r for r in records if "issue_category" in r["reference"]]
+    refs = [r["reference"]["issue_category"] for r in rows]
+    preds = [(r["parsed"] or {}).get("issue_category", "?") for r in rows]
+    f1s = []
+    for c in set(refs):
+        tp = sum(p == c and t == c for p, t in zip(preds, refs))
+        fp, fn = Counter(preds)[c] - tp, Counter(refs)[c] - tp
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    out["issue_category/macro_f1"] = sum(f1s) / len(f1s)
+    replies = [r for r in records if r["task"] == "reply"]
+    out["reply/bleu"] = float(bleu_score([r["raw"] for r in replies], [[r["reference"]["reply"]] for r in replies]))
+    out["reply/exact_match"] = sum(r["raw"] == r["reference"]["reply"] for r in replies) / len(replies)
+    return out
+
+
+def test_metrics_agree_with_an_independent_recomputation():
+    rc = validate(compose_cfg(*FAST, "+task_mix.weights.reply=1", "+task_mix.weights.all_in_one=1",
+                              "data_size.test=40", "eval.generate_examples=40", "eval.baseline=false",
+                              "eval.latency_examples=3"))
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    metrics, predictions = evaluate(ScriptedBackend(splits["test"]), splits, rc.eval)
+    bands = {"quality_score": rc.eval.quality_band, "csat": rc.eval.csat_band, "churn_risk": rc.eval.churn_band}
+    expected = _recompute(predictions, bands)
+    for key, value in expected.items():
+        assert metrics[f"test/{key}"] == pytest.approx(value), key
+    # The spoiled answers really exercise the metrics (not all 0 or all 1).
+    for key in ("json_valid", "quality_score/within_10", "issue_category/macro_f1", "reply/exact_match"):
+        assert 0 < metrics[f"test/{key}"] < 1, key
+    assert metrics["test/latency/examples"] == 3
+
+
+def test_saved_adapter_evaluates_again(tmp_path):
+    trained = run(compose_cfg(*FAST, "eval.baseline=false", "eval.generate_examples=2"), tmp_path / "run")
+    code = evaluate_main([f"adapter={tmp_path / 'run'}", f"out={tmp_path / 'again'}", "eval.generate_examples=3",
+                          "eval.latency_examples=0"])
+    assert code == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    # The same adapter on the same validation split: the same loss (not the untrained one).
+    assert again["val/loss"] == pytest.approx(trained["val/loss"], rel=1e-4)
+    assert again["test/generated"] == 3 and "train/steps" not in again
+    assert len((tmp_path / "again" / "predictions.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "missing adapter=<run dir>"),
+    (["adapter=/nonexistent"], "/nonexistent/config.yaml: not found"),
+    (["adapter=x", "data=csv"], "a saved run's groups cannot be swapped"),
+    (["verbose"], "argument 'verbose': expected key=value"),
+])
+def test_evaluate_cli_errors_are_one_line(args, message, capsys):
+    assert evaluate_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ccexp.evaluate: error:") and message in err and "\n" not in err
+
+
+def test_evaluate_cli_bad_override_in_a_subprocess(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("seed: 1\n")  # a config without its groups
+    proc = subprocess.run([sys.executable, "-m", "ccexp.evaluate", f"adapter={run_dir}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "ccexp.evaluate: error: model: missing config group (expected one of the files in conf/model/)")

@@ -1,0 +1,105 @@
+"""Aggregate metrics on hand-computed cases: BLEU/ROUGE-L edges, band edges, MAE, macro-F1 on a
+known confusion matrix, parse rates, coaching coverage."""
+
+from __future__ import annotations
+
+import pytest
+
+from ccexp.config import EvalConfig
+from ccexp.evaluate import percentile
+from ccexp.metrics import macro_f1, summarize, text_scores
+from ccexp.scoring import score
+
+
+def test_identical_text_scores_one_and_disjoint_text_zero():
+    same = text_scores(["the agent resets your router now"], ["the agent resets your router now"])
+    assert same == {"bleu": pytest.approx(1.0), "rougeL": pytest.approx(1.0), "exact_match": 1.0}
+    other = text_scores(["the agent resets your router now"], ["refund issued to card"])
+    assert other == {"bleu": 0.0, "rougeL": 0.0, "exact_match": 0.0}
+
+
+def test_rouge_l_is_the_longest_common_subsequence_f1():
+    # LCS("a b c d", "a c d e") = "a c d": precision 3/4, recall 3/4 -> F1 0.75.
+    assert text_scores(["a c d e"], ["a b c d"])["rougeL"] == pytest.approx(0.75)
+    # Exact match ignores whitespace differences only.
+    assert text_scores(["Dial  121.\n"], ["Dial 121."])["exact_match"] == 1.0
+
+
+def test_macro_f1_on_a_known_confusion_matrix():
+    # refs:  a a a b b c ; preds: a a b b c c
+    # a: tp2 fp0 fn1 -> 0.8 ; b: tp1 fp1 fn1 -> 0.5 ; c: tp1 fp1 fn0 -> 2/3
+    f1 = macro_f1(list("aaabbc"), list("aabbcc"))
+    assert f1 == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    # A predicted class the references never use lowers recall, not the class count.
+    assert macro_f1(["a", "b"], ["a", "x"]) == pytest.approx((1.0 + 0.0) / 2)
+
+
+def _records(task: str, reference: dict, answers: list[str], cfg: EvalConfig) -> list[dict]:
+    return [{"task": task, "reference": reference, **score({"task": task, "reference": reference}, a, cfg)}
+            for a in answers]
+
+
+def test_numeric_fields_get_bands_mae_and_parse_rate():
+    cfg = EvalConfig(quality_band=10, csat_band=0.5, csat_band_100=15, churn_band=15)
+    ref = {"quality_score": 70, "effectiveness": "good"}
+    recs = _records("quality", ref, ['{"quality_score": 80, "effectiveness": "good"}',    # edge: +10 is in
+                                     '{"quality_score": 50, "effectiveness": "poor"}',
+                                     '{"quality_score": "n/a", "effectiveness": "good"}',  # not a number
+                                     'no json'], cfg)
+    m = summarize(recs, "test/", cfg)
+    assert m["test/quality_score/within_10"] == m["test/quality_score/acc"] == 0.25
+    assert m["test/quality_score/mae"] == pytest.approx((10 + 20) / 2)  # over the two numbers given
+    assert m["test/quality_score/parse_rate"] == 0.5
+    assert m["test/effectiveness/parse_rate"] == 0.75
+    assert m["test/json_valid"] == 0.75
+    assert m["test/generated"] == 4
+    csat = _records("csat", {"csat": 3}, ['{"csat": 3}', '{"csat": 4}', '{"csat": 3.5}'], cfg)
+    m = summarize(csat, "test/", cfg)
+    assert m["test/csat/within_0.5"] == pytest.approx(2 / 3)  # 3.5 is on the edge
+    # 0-100 view: 1 CSAT point = 25 > 15, half a point = 12.5 <= 15.
+    assert m["test/csat/within_15_of_100"] == pytest.approx(2 / 3)
+    assert m["test/csat/mae"] == pytest.approx(0.5)
+
+
+def test_mae_is_null_when_no_answer_gives_a_number():
+    cfg = EvalConfig()
+    m = summarize(_records("churn", {"churn_risk": 40}, ["high"], cfg), "test/", cfg)
+    assert m["test/churn_risk/mae"] is None and m["test/churn_risk/parse_rate"] == 0
+
+
+def test_label_fields_get_macro_f1_with_unparsed_answers_as_misses():
+    cfg = EvalConfig()
+    recs = []
+    for ref, answer in [("refund", '{"journey_type": "refund"}'), ("refund", "garbage"),
+                        ("escalation", '{"journey_type": "Escalation"}')]:
+        recs += _records("journey", {"journey_type": ref}, [answer], cfg)
+    m = summarize(recs, "test/", cfg)
+    # refund: tp1 fn1 -> 2/3 ; escalation: tp1 -> 1
+    assert m["test/journey_type/macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
+    assert m["test/journey_type/acc"] == pytest.approx(2 / 3)
+
+
+def test_coaching_gets_text_scores_and_theme_coverage():
+    cfg = EvalConfig()
+    ref = {"coaching": ["show more empathy", "offer the next steps"]}
+    recs = _records("coaching", ref, ['{"coaching": ["offer the next steps", "show more empathy"]}',  # same set
+                                      '{"coaching": ["show more empathy"]}'], cfg)
+    m = summarize(recs, "test/", cfg)
+    assert m["test/coaching/exact_match"] == m["test/coaching/acc"] == 0.5
+    assert m["test/coaching/theme_coverage"] == pytest.approx((1.0 + 0.5) / 2)
+    assert 0 < m["test/coaching/rougeL"] < 1 and 0 <= m["test/coaching/bleu"] <= 1
+
+
+def test_reply_gets_bleu_rouge_and_exact_match():
+    cfg = EvalConfig()
+    recs = _records("reply", {"reply": "I have reset your router for you."},
+                    ["I have reset your router for you.", "Goodbye."], cfg)
+    m = summarize(recs, "test/", cfg)
+    assert m["test/reply/exact_match"] == 0.5 and "test/json_valid" not in m
+    assert 0 < m["test/reply/bleu"] < 1 and 0.5 <= m["test/reply/rougeL"] < 1
+
+
+def test_percentile_interpolates_like_numpy():
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.95) == pytest.approx(3.85)
+    assert percentile([7.0], 0.95) == 7.0
