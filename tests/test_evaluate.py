@@ -128,3 +128,12 @@ def test_evaluate_cli_bad_override_in_a_subprocess(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         "ccexp.evaluate: error: model: missing config group (expected one of the files in conf/model/)")
+
+
+def test_text_classifier_reports_accuracy_and_macro_f1(tmp_path):
+    """data=csv (BANKING77 sample): the intent label gets accuracy and macro-F1, for the
+    adapter and the base model; the README shows the same on the real test split."""
+    metrics = run(compose_cfg(*FAST, "data=csv", "eval.latency_examples=1"), tmp_path)
+    for prefix in ("test/", "baseline/test/"):
+        for key in ("label/acc", "label/macro_f1", "label/parse_rate", "json_valid", "task/classify/acc"):
+            assert 0 <= metrics[prefix + key] <= 1, prefix + key
