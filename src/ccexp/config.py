@@ -100,12 +100,16 @@ class BackendConfig:
     """auto = bf16-mixed where the hardware has bf16 (CUDA, AVX512-BF16/AMX CPUs), else 32-true."""
     num_threads: Optional[int] = None
     """CPU threads for torch; null = all cores."""
+    base_dtype: str = "auto"
+    """Frozen base weights: auto (bf16 under bf16-mixed, else float32) | float32 | bfloat16."""
 
     def __post_init__(self) -> None:
         names = ("auto", "cpu", "cuda", "mlx")
         _check(self.name in names, "backend.name", f"one of {names}", self.name)
         precisions = ("auto", "bf16-mixed", "16-mixed", "32-true")
         _check(self.precision in precisions, "backend.precision", f"one of {precisions}", self.precision)
+        _check(self.base_dtype in ("auto", "float32", "bfloat16"), "backend.base_dtype",
+               "auto, float32 or bfloat16", self.base_dtype)
         _check(self.num_threads is None or self.num_threads >= 1, "backend.num_threads",
                "null or an integer >= 1", self.num_threads)
 

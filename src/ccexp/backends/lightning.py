@@ -43,6 +43,16 @@ def resolve_precision(requested: str, device: str) -> str:
     return "bf16-mixed" if cpu_has_bf16() else "32-true"
 
 
+def resolve_base_dtype(requested: str, precision: str) -> torch.dtype:
+    """The frozen base weights' dtype. auto = bf16 under bf16 autocast: autocast would cast
+    every fp32 weight to bf16 at every matmul anyway, so storing them in bf16 skips those
+    casts (~10% of a CPU step) and halves weight memory. The trainable adapter stays fp32
+    (peft's autocast_adapter_dtype), so optimizer math is unchanged."""
+    if requested == "auto":
+        return torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[requested]
+
+
 class TorchBackend:
     def __init__(self, cfg: RunConfig, device: str, model_dir: Path):
         self.name, self.cfg, self.device = device, cfg, device
@@ -50,11 +60,10 @@ class TorchBackend:
         self.autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.precision)
         self.tokenizer = load_tokenizer(model_dir)
         spec = METHODS[cfg.method.name](cfg.method, cfg.model, str(model_dir), self.autocast_dtype or torch.float32)
-        # Frozen base weights in bf16 on GPUs (half the memory); fp32 on CPU, where autocast
-        # casts per matmul and optimizer-side math stays exact.
-        dtype = torch.bfloat16 if device == "cuda" and self.precision == "bf16-mixed" else torch.float32
+        dtype = resolve_base_dtype(cfg.backend.base_dtype, self.precision)
         base = load_model(model_dir, dtype, spec.quantization_config, device=device)
         self.model = spec.wrap(base).to(device)
+        self.fit_batches: list[tuple[float, int]] = []  # (seconds, non-pad tokens) per training batch
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
@@ -95,6 +104,7 @@ class TorchBackend:
         if not module.history or module.history[-1]["step"] != trainer.global_step:
             trainer.validate(module, datamodule=data, verbose=False)  # judge the final steps too
         best.restore(module)
+        self.fit_batches = speed.batches
         stopper = trainer.early_stopping_callback
         return {
             "train/steps": trainer.global_step,

@@ -109,13 +109,18 @@ class BestAdapter(pl.Callback):
 
 
 class Throughput(pl.Callback):
-    """Time spent in training batches (forward, backward, optimizer; validation excluded)."""
+    """Time spent in training batches (forward, backward, optimizer; validation excluded),
+    per batch with its non-pad tokens, so a benchmark can leave out the warm-up."""
 
     def __init__(self):
-        self.seconds = 0.0
+        self.batches: list[tuple[float, int]] = []
+
+    @property
+    def seconds(self) -> float:
+        return sum(s for s, _ in self.batches)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.seconds += time.perf_counter() - self._start
+        self.batches.append((time.perf_counter() - self._start, int(batch["attention_mask"].sum())))

@@ -1,0 +1,1 @@
+"""Benchmarks: ccexp against the plain Hugging Face path (python -m ccexp.bench)."""

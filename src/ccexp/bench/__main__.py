@@ -1,0 +1,134 @@
+"""``python -m ccexp.bench``: ccexp against the plain Hugging Face path, side by side in one run.
+
+Same model (embedded SmolLM2 by default), same synthetic data, seed and optimizer steps; warm-up
+steps excluded; pad tokens never counted. Prints each ratio with its goal and writes a JSON
+file so later runs can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ccexp.bench import inference, memory, training
+from ccexp.bench.setup import compose_run_config
+from ccexp.data import build_splits
+from ccexp.models import load_model, resolve_model_dir
+
+
+def _args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ccexp.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2_135m", help="model config (default: the embedded SmolLM2)")
+    p.add_argument("--steps", type=int, default=5, help="timed optimizer steps per side (after warm-up)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed first steps per side")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--prompts", type=int, default=8, help="prompts for the generation comparisons")
+    p.add_argument("--json", type=Path, default=None, help="results file (default: benchmarks/results/<time>.json)")
+    return p.parse_args(argv)
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def main(argv=None) -> None:
+    args = _args(argv)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    console = Console()
+    steps = args.warmup + args.steps
+    overrides = [f"model={args.model}", "backend=cpu", "logger=none", f"trainer.max_steps={steps}",
+                 f"trainer.batch_size={args.batch_size}", f"trainer.val_every_n_steps={steps}",
+                 "trainer.early_stopping_patience=0", "trainer.limit_val_batches=1",
+                 f"data_size.train={args.batch_size * steps}", "data_size.val=8", f"data_size.test={args.prompts}"]
+    rc = compose_run_config(overrides)
+    model_dir = resolve_model_dir(rc.model)
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    results: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "when": time.strftime("%F %T")}
+
+    console.print(f"[bold]training[/]: {args.steps} timed steps (+{args.warmup} warm-up) of {args.batch_size} examples per side")
+    peak = training.matmul_peak_flops(torch.bfloat16 if training._bf16(rc) else torch.float32)
+    ours = training.run_ccexp(rc, model_dir, splits["train"], splits["val"], args.warmup)
+    bare = training.run_bare_loop(rc, model_dir, splits["train"], splits["val"], args.warmup)
+    hf = training.run_hf_trainer(rc, model_dir, splits["train"], splits["val"], args.warmup)
+    backend = ours.pop("backend")
+    trainable, total = backend.parameter_counts()
+    results["training"] = {"ccexp": ours, "bare_loop": bare, "hf_trainer": hf, "matmul_peak_flops": peak,
+                           "frozen_params": total - trainable}
+
+    console.print("[bold]generation[/]")
+    prompts = [ex["messages"][:-1] for ex in splits["test"]]
+    results["generation"] = inference.batched_vs_single(backend, prompts, rc.eval.max_new_tokens)
+    aio_cfg = compose_run_config([*overrides, "task_mix=analytics_json", "data_size.test=5"])
+    aio = build_splits(aio_cfg.data, aio_cfg.data_size, aio_cfg.task_mix)["test"]
+    results["all_in_one"] = inference.answer_latency(backend, aio)
+    base = load_model(model_dir, torch.float32)
+    results["merged"] = inference.merged_vs_base(backend, base, splits["test"][:4], 32)
+    del backend, base
+
+    console.print("[bold]memory[/]: a fresh process per method")
+    mem_overrides = [*overrides, "trainer.max_steps=2", "trainer.val_every_n_steps=2", f"data_size.train={2 * args.batch_size}"]
+    results["memory"] = {m: memory.measure([*mem_overrides, f"method={m}"]) for m in ("lora", "qlora")}
+
+    rows = report_rows(results)
+    results["ratios"] = {name: {"value": value, "goal": goal, "met": met} for name, value, goal, met, _ in rows}
+    print_table(console, rows, results)
+    out = args.json or Path("benchmarks/results") / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    console.print(f"results: {out}")
+
+
+def report_rows(r: dict) -> list[tuple[str, float, str, bool, str]]:
+    """(name, value, goal, met, evidence) per headline ratio."""
+    t, g, m = r["training"], r["generation"], r["memory"]
+    mfu = training.mfu(t["ccexp"]["tokens_per_s"], t["frozen_params"], t["matmul_peak_flops"])
+    loss_gap = abs(t["ccexp"]["val_loss"] - t["hf_trainer"]["val_loss"]) / t["hf_trainer"]["val_loss"]
+    speedup = t["ccexp"]["tokens_per_s"] / t["hf_trainer"]["tokens_per_s"]
+    batch_ratio = g["batched_tokens_per_s"] / g["single_tokens_per_s"]
+    mem_ratio = m["qlora"]["peak_rss_mb"] / m["lora"]["peak_rss_mb"]
+    merged_ratio = r["merged"]["merged_p50_s"] / r["merged"]["base_p50_s"]
+    overhead = t["ccexp"]["tokens_per_s"] / t["bare_loop"]["tokens_per_s"]
+    return [
+        ("training tokens/s vs HF Trainer", speedup, ">= 2.0", speedup >= 2.0,
+         f"{t['ccexp']['tokens_per_s']:.0f} vs {t['hf_trainer']['tokens_per_s']:.0f} tok/s"),
+        ("final val loss gap vs HF Trainer", loss_gap, "<= 0.05", loss_gap <= 0.05,
+         f"{t['ccexp']['val_loss']:.3f} vs {t['hf_trainer']['val_loss']:.3f}"),
+        ("MFU (4·N·tok/s ÷ matmul peak)", mfu, ">= 0.5", mfu >= 0.5,
+         f"N={t['frozen_params'] / 1e6:.1f}M, peak {t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s"),
+        ("batched vs one-at-a-time generation", batch_ratio, ">= 5", batch_ratio >= 5,
+         f"{g['batched_tokens_per_s']:.0f} vs {g['single_tokens_per_s']:.0f} tok/s, {g['prompts']} prompts"),
+        ("all-in-one analysis p50 latency (s)", r["all_in_one"]["p50_s"], "<= 1.0", r["all_in_one"]["p50_s"] <= 1.0,
+         f"{r['all_in_one']['prompt_tokens_p50']:.0f} prompt + {r['all_in_one']['answer_tokens_p50']:.0f} answer tokens"),
+        ("QLoRA vs LoRA peak memory", mem_ratio, "<= 0.5", mem_ratio <= 0.5,
+         f"{m['qlora']['peak_rss_mb']:.0f} vs {m['lora']['peak_rss_mb']:.0f} MB RSS; weights "
+         f"{m['qlora']['weights_mb']:.0f} vs {m['lora']['weights_mb']:.0f} MB"),
+        ("merged adapter vs base latency", merged_ratio, "<= 1.05", merged_ratio <= 1.05,
+         f"{r['merged']['merged_p50_s']:.2f} vs {r['merged']['base_p50_s']:.2f} s"),
+        ("Lightning path vs bare PyTorch loop", overhead, ">= 0.95", overhead >= 0.95,
+         f"{t['ccexp']['tokens_per_s']:.0f} vs {t['bare_loop']['tokens_per_s']:.0f} tok/s"),
+    ]
+
+
+def print_table(console: Console, rows, results: dict) -> None:
+    table = Table(title=f"ccexp.bench on {results['machine']['cpu']} ({results['machine']['threads']} threads)")
+    for col in ("measure", "value", "goal", "met", "evidence"):
+        table.add_column(col, justify="right" if col in ("value", "goal") else "left")
+    for name, value, goal, met, evidence in rows:
+        table.add_row(name, f"{value:.2f}", goal, "yes" if met else "NO", evidence)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Peak memory of a few training steps, in a fresh process per method (peak RSS never goes
+down, so two methods cannot share a process). ``python -m ccexp.bench.memory <overrides>``
+prints one JSON line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def measure(overrides: list[str]) -> dict:
+    """Run in a child process: build the backend, train, report memory."""
+    proc = subprocess.run([sys.executable, "-m", "ccexp.bench.memory", *overrides], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe {overrides} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(overrides: list[str]) -> None:
+    import torch
+
+    from ccexp.backends.lightning import TorchBackend
+    from ccexp.bench.setup import compose_run_config
+    from ccexp.data import build_splits
+    from ccexp.models import resolve_model_dir
+
+    rc = compose_run_config(overrides)
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    model_dir = resolve_model_dir(rc.model)
+    before = current_rss_mb()
+    backend = TorchBackend(rc, "cpu", model_dir)
+    weights = sum(t.numel() * t.element_size() for t in [*backend.model.parameters(), *backend.model.buffers()])
+    with tempfile.TemporaryDirectory() as tmp:
+        backend.fit(splits["train"], splits["val"], None, Path(tmp))
+    print(json.dumps({"peak_rss_mb": backend.peak_memory_mb(), "before_model_mb": before,
+                      "weights_mb": weights / 2**20, "torch_threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

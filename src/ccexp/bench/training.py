@@ -1,0 +1,161 @@
+"""Training throughput, measured side by side on the same model, data, seed and steps:
+ccexp's Lightning path, a bare PyTorch loop with the same kernels, and HF ``Trainer`` + peft
+with the collator HF's causal-LM fine-tuning examples use. Warm-up steps are left out; tokens
+are non-pad tokens; every side's adapter is then scored on the same validation examples."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from ccexp.backends.lightning import TorchBackend
+from ccexp.config import RunConfig
+from ccexp.data.batching import IGNORE, EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll
+
+
+def matmul_peak_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 8) -> float:
+    """Dense matmul FLOP/s on this device in ``dtype``: the ceiling MFU is measured against."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    tic = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - tic)
+
+
+def val_loss(model, tokenizer, val: list[dict], max_len: int, autocast_dtype) -> float:
+    """Answer-token loss on the validation examples, the same way for every side."""
+    dataset = EncodedDataset(tokenizer, val, max_len)
+    total = count = 0.0
+    model.eval()
+    ctx = torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype else torch.autocast("cpu", enabled=False)
+    with torch.inference_mode(), ctx:
+        for start in range(0, len(dataset), 4):
+            batch = collate([dataset[i] for i in range(start, min(start + 4, len(dataset)))], tokenizer.pad_token_id)
+            nll, n = completion_nll(model, batch)
+            total, count = total + float(nll), count + int(n)
+    return total / max(count, 1)
+
+
+def _rate(batches: list[tuple[float, int]], warmup: int) -> tuple[float, float]:
+    """(tokens/s, mean step seconds) over the batches after warm-up."""
+    timed = batches[warmup:]
+    seconds = sum(s for s, _ in timed)
+    return sum(t for _, t in timed) / seconds, seconds / len(timed)
+
+
+def run_ccexp(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int) -> dict:
+    backend = TorchBackend(rc, "cpu", model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        backend.fit(train, val, None, Path(tmp))
+    tps, step_s = _rate(backend.fit_batches, warmup)
+    return {"tokens_per_s": tps, "step_s": step_s, "steps": len(backend.fit_batches),
+            "val_loss": val_loss(backend.model, backend.tokenizer, val, rc.model.max_seq_len, backend.autocast_dtype),
+            "backend": backend}
+
+
+def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int) -> dict:
+    """The same model, batches, optimizer and loss as ccexp, without Lightning."""
+    from transformers import get_linear_schedule_with_warmup
+
+    backend = TorchBackend(rc, "cpu", model_dir)  # builds the identical wrapped model
+    model, tok, t = backend.model, backend.tokenizer, rc.trainer
+    torch.manual_seed(rc.seed)
+    data = EncodedDataset(tok, train, rc.model.max_seq_len)
+    sampler = LengthGroupedBatchSampler(data.lengths, t.batch_size, shuffle=True, seed=rc.seed)
+    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=partial(collate, pad_id=tok.pad_token_id))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=rc.method.lr, weight_decay=t.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * t.max_steps), t.max_steps)
+    model.train()
+    batches = []
+    for step, batch in enumerate(loader):
+        if step == t.max_steps:
+            break
+        tic = time.perf_counter()
+        with torch.autocast("cpu", dtype=backend.autocast_dtype, enabled=backend.autocast_dtype is not None):
+            nll, count = completion_nll(model, batch)
+            loss = nll / count.clamp(min=1)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        batches.append((time.perf_counter() - tic, int(batch["attention_mask"].sum())))
+    tps, step_s = _rate(batches, warmup)
+    return {"tokens_per_s": tps, "step_s": step_s, "steps": len(batches),
+            "val_loss": val_loss(model, tok, val, rc.model.max_seq_len, backend.autocast_dtype)}
+
+
+def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int) -> dict:
+    """HF Trainer + peft as its docs set it up: a tokenizer with its default (right) padding,
+    random batches, ``DataCollatorForSeq2Seq`` padding labels with -100 (loss on answer tokens
+    only, like ccexp), logits for every position; same dtype (bf16 autocast) and optimizer."""
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+    from ccexp.methods import METHODS
+    from ccexp.models import load_model, load_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    ours = load_tokenizer(model_dir)
+    rows = []  # the very same token ids ccexp trains on
+    for item in EncodedDataset(ours, train, rc.model.max_seq_len).items:
+        ids = item.input_ids
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids),
+                     "labels": [IGNORE] * (len(ids) - item.n_answer) + ids[-item.n_answer:]})
+    tokens: list[int] = []
+    base_collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE)
+
+    def collator(features):
+        batch = base_collator(features)
+        tokens.append(int(batch["attention_mask"].sum()))
+        return batch
+
+    times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.tic = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.tic)
+
+    spec = METHODS[rc.method.name](rc.method, rc.model, str(model_dir), torch.bfloat16)
+    model = get_peft_model(load_model(model_dir, torch.float32), spec.peft_config)
+    t = rc.trainer
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=t.batch_size, max_steps=t.max_steps,
+            learning_rate=rc.method.lr, warmup_steps=int(t.warmup_ratio * t.max_steps), lr_scheduler_type="linear",
+            weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, bf16=_bf16(rc), use_cpu=True,
+            logging_strategy="no", log_level="error", save_strategy="no", report_to=[], seed=rc.seed, dataloader_num_workers=0,
+            remove_unused_columns=False, disable_tqdm=True,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collator,
+                          callbacks=[StepTimer()])
+        trainer.train()
+    batches = list(zip(times, tokens))
+    tps, step_s = _rate(batches, warmup)
+    return {"tokens_per_s": tps, "step_s": step_s, "steps": len(times),
+            "val_loss": val_loss(model, ours, val, rc.model.max_seq_len, torch.bfloat16 if _bf16(rc) else None)}
+
+
+def _bf16(rc: RunConfig) -> bool:
+    from ccexp.backends.lightning import resolve_precision
+
+    return resolve_precision(rc.backend.precision, "cpu") == "bf16-mixed"
+
+
+def mfu(tokens_per_s: float, frozen_params: int, peak_flops: float) -> float:
+    """Model FLOPs utilisation with a frozen base: forward 2N + input-gradient backward 2N per token."""
+    return 4 * frozen_params * tokens_per_s / peak_flops if peak_flops > 0 and not math.isnan(tokens_per_s) else 0.0
