@@ -50,6 +50,7 @@ def test_qlora_is_lora_with_a_4bit_base():
     ("+task_mix.weights.bogus=1", "task_mix.weights.bogus"),
     ("trainer.limit_val_batches=0", "trainer.limit_val_batches"),
     ("+eval.max_new_tokens_by_task.replyy=5", "eval.max_new_tokens_by_task.replyy"),
+    ("trainer.save_every_n_steps=0", "trainer.save_every_n_steps"),
 ])
 def test_bad_value_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -205,6 +205,9 @@ class TrainerConfig:
     """Validations without improvement before stopping; 0 disables early stopping."""
     limit_val_batches: Optional[int] = None
     """Cap validation batches per check (null = the whole val split)."""
+    save_every_n_steps: Optional[int] = None
+    """Also keep the adapter every N optimizer steps in <run dir>/checkpoints/step_NNNNNNN
+    (null = only the best one, in <run dir>/adapter)."""
 
     def __post_init__(self) -> None:
         _check(self.max_epochs >= 1, "trainer.max_epochs", "an integer >= 1", self.max_epochs)
@@ -219,6 +222,8 @@ class TrainerConfig:
                "null or an integer >= 1", self.limit_val_batches)
         _check(self.early_stopping_patience >= 0, "trainer.early_stopping_patience", "an integer >= 0",
                self.early_stopping_patience)
+        _check(self.save_every_n_steps is None or self.save_every_n_steps >= 1, "trainer.save_every_n_steps",
+               "null or an integer >= 1", self.save_every_n_steps)
 
 
 @dataclass
