@@ -100,6 +100,8 @@ class BackendConfig:
     """auto = bf16-mixed where the hardware has bf16 (CUDA, AVX512-BF16/AMX CPUs), else 32-true."""
     num_threads: Optional[int] = None
     """CPU threads for torch; null = all cores."""
+    fuse: bool = False
+    """mlx: also write the adapter merged into the base, a plain mlx-lm model in <run dir>/fused."""
 
     def __post_init__(self) -> None:
         names = ("auto", "cpu", "cuda", "mlx")
@@ -108,6 +110,8 @@ class BackendConfig:
         _check(self.precision in precisions, "backend.precision", f"one of {precisions}", self.precision)
         _check(self.num_threads is None or self.num_threads >= 1, "backend.num_threads",
                "null or an integer >= 1", self.num_threads)
+        _check(not self.fuse or self.name == "mlx", "backend.fuse", f"false for backend={self.name} "
+               "(only the mlx backend writes a fused model)", self.fuse)
 
 
 @dataclass
@@ -283,6 +287,11 @@ class RunConfig:
     logger: LoggerConfig
     seed: int = 42
     experiment_name: str = "default"
+
+    def __post_init__(self) -> None:
+        # Combinations across groups; each group checks its own fields.
+        _check(not (self.backend.fuse and self.method.name == "prompt_tuning"), "backend.fuse",
+               "false for method=prompt_tuning (a soft prompt has no weights to merge)", self.backend.fuse)
 
 
 _SCHEMAS = {
