@@ -1,5 +1,5 @@
 """backend=mlx on the tiny model: parity with the torch path, each method end to end, the
-adapters opened by mlx-lm itself, fuse, one-line config errors."""
+adapters opened by mlx-lm itself, fuse, the seed_mlx_small experiment, one-line config errors."""
 
 from __future__ import annotations
 
@@ -122,6 +122,22 @@ def test_prompt_tuning_adapter_reloads(mlx_run, tiny_dir):
     assert mx.allclose(_logits(net), _logits(backend.net), atol=1e-6).item()
     _, tokenizer = mlx_lm.load(str(tiny_dir))
     _same_answers(backend, net, tokenizer)  # the reloaded soft prompt runs in mlx_lm.generate too
+
+
+def test_seed_mlx_small_under_fast_overrides(tmp_path, tiny_dir):
+    """The experiment's own values, cut to a few steps; a vanishing learning rate never improves
+    validation, so early stopping ends it and the first adapter is the one kept."""
+    rc = validate(compose_cfg("experiment=seed_mlx_small"))
+    assert (rc.backend.name, rc.data_size.name, rc.trainer.max_steps, rc.trainer.batch_size, rc.method.lr,
+            rc.trainer.val_every_n_steps, rc.trainer.save_every_n_steps) == ("mlx", "small", 1500, 4, 1e-5, 100, 300)
+    assert rc.trainer.early_stopping_patience > 0 and rc.experiment_name == "seed_mlx_small"
+    metrics = run(compose_cfg(*SHORT, "experiment=seed_mlx_small", "trainer.max_steps=50", "trainer.batch_size=2",
+                              "trainer.val_every_n_steps=1", "trainer.save_every_n_steps=2",
+                              "trainer.early_stopping_patience=2", "method.lr=1e-12", "eval.generate_examples=0",
+                              "eval.baseline=false"), tmp_path)
+    assert metrics["train/early_stopped"] == 1.0 and metrics["train/steps"] == 3 and metrics["train/best_step"] == 1
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000002"]
+    mlx_lm.load(str(tiny_dir), adapter_path=str(tmp_path / "checkpoints" / "step_0000002"))  # each checkpoint opens
 
 
 @pytest.mark.parametrize("overrides,key", [
