@@ -15,6 +15,7 @@ from mlx_lm.utils import load_model
 from ccexp.backends import build_backend, mlx_prompt
 from ccexp.config import ConfigError, validate
 from ccexp.data import build_splits
+from ccexp.models import resolve_model_dir
 from ccexp.run import run
 
 # MLX's Linux CPU backend runs on reference BLAS: shorter rows keep each run to seconds.
@@ -95,6 +96,14 @@ def test_same_experiment_on_torch_and_mlx(mlx_run, tmp_path):
     # The untouched base scores the same answer tokens alike (torch may run bf16 autocast).
     assert mlx["baseline/val/loss"] == pytest.approx(cpu["baseline/val/loss"], rel=1e-3)
     assert mlx["baseline/test/loss"] == pytest.approx(cpu["baseline/test/loss"], rel=1e-3)
+
+
+def test_same_seed_same_mlx_run(mlx_run, tmp_path):
+    _, metrics, _ = mlx_run("lora")
+    rc = validate(compose_cfg(*MLX))
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    again = build_backend("mlx", rc, resolve_model_dir(rc.model)).fit(splits["train"], splits["val"], None, tmp_path)
+    assert again["train/val_history"] == metrics["train/val_history"]
 
 
 def test_lora_adapter_opens_with_mlx_lm(mlx_run, tiny_dir):
