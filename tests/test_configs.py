@@ -14,6 +14,9 @@ from ccexp.config import ConfigError, validate
 
 GROUPS = ["model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval", "logger"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONFIG_DIR) / g).glob("*.yaml"))]
+# Experiments are global overlays, composed here; each also runs under fast settings in its
+# backend's tests (seed_mlx_small: tests/test_mlx.py).
+EXPERIMENTS = [p.stem for p in sorted((Path(CONFIG_DIR) / "experiment").glob("*.yaml"))]
 
 
 def test_every_group_has_options():
@@ -21,12 +24,19 @@ def test_every_group_has_options():
     assert {o for g, o in OPTIONS if g == "method"} == {"lora", "qlora", "prompt_tuning"}
     assert {o for g, o in OPTIONS if g == "backend"} == {"auto", "cpu", "cuda", "mlx"}
     assert {o for g, o in OPTIONS if g == "model"} >= {"smollm2_135m", "tiny", "mistral_7b", "llama3_8b", "qwen2_5_7b"}
+    assert "seed_mlx_small" in EXPERIMENTS
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_validates(group, option):
     rc = validate(compose_cfg(f"{group}={option}"))
     assert group in ("trainer", "eval") or getattr(rc, group).name == option
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_validates(experiment):
+    rc = validate(compose_cfg(f"experiment={experiment}"))
+    assert rc.experiment_name == experiment  # its W&B group
 
 
 def test_defaults():
@@ -50,6 +60,7 @@ def test_qlora_is_lora_with_a_4bit_base():
     ("+task_mix.weights.bogus=1", "task_mix.weights.bogus"),
     ("trainer.limit_val_batches=0", "trainer.limit_val_batches"),
     ("+eval.max_new_tokens_by_task.replyy=5", "eval.max_new_tokens_by_task.replyy"),
+    ("trainer.save_every_n_steps=0", "trainer.save_every_n_steps"),
 ])
 def test_bad_value_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

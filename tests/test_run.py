@@ -86,12 +86,13 @@ def test_early_stopping_and_best_adapter(tmp_path):
     """With a vanishing learning rate validation never improves: training stops after
     `patience` checks, and the adapter kept is the one from the first validation."""
     metrics = run(compose_cfg(*FAST, "trainer.max_steps=50", "trainer.val_every_n_steps=1",
-                              "trainer.early_stopping_patience=2", "method.lr=1e-12",
+                              "trainer.early_stopping_patience=2", "method.lr=1e-12", "trainer.save_every_n_steps=2",
                               "eval.generate_examples=0", "eval.baseline=false"), tmp_path)
     assert metrics["train/early_stopped"] == 1.0
     assert metrics["train/steps"] == 3  # validations at steps 1 (best), 2 and 3 (no improvement)
     assert metrics["train/best_step"] == 1
     assert [h["step"] for h in metrics["train/val_history"]] == [1, 2, 3]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_0000002"]
 
 
 def test_same_seed_same_run(tmp_path):

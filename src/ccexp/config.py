@@ -102,6 +102,8 @@ class BackendConfig:
     """CPU threads for torch; null = all cores."""
     base_dtype: str = "auto"
     """Frozen base weights: auto (bf16 under bf16-mixed, else float32) | float32 | bfloat16."""
+    fuse: bool = False
+    """mlx: also write the adapter merged into the base, a plain mlx-lm model in <run dir>/fused."""
 
     def __post_init__(self) -> None:
         names = ("auto", "cpu", "cuda", "mlx")
@@ -112,6 +114,8 @@ class BackendConfig:
                "auto, float32 or bfloat16", self.base_dtype)
         _check(self.num_threads is None or self.num_threads >= 1, "backend.num_threads",
                "null or an integer >= 1", self.num_threads)
+        _check(not self.fuse or self.name == "mlx", "backend.fuse", f"false for backend={self.name} "
+               "(only the mlx backend writes a fused model)", self.fuse)
 
 
 @dataclass
@@ -209,6 +213,9 @@ class TrainerConfig:
     """Validations without improvement before stopping; 0 disables early stopping."""
     limit_val_batches: Optional[int] = None
     """Cap validation batches per check (null = the whole val split)."""
+    save_every_n_steps: Optional[int] = None
+    """Also keep the adapter every N optimizer steps in <run dir>/checkpoints/step_NNNNNNN
+    (null = only the best one, in <run dir>/adapter)."""
 
     def __post_init__(self) -> None:
         _check(self.max_epochs >= 1, "trainer.max_epochs", "an integer >= 1", self.max_epochs)
@@ -223,6 +230,8 @@ class TrainerConfig:
                "null or an integer >= 1", self.limit_val_batches)
         _check(self.early_stopping_patience >= 0, "trainer.early_stopping_patience", "an integer >= 0",
                self.early_stopping_patience)
+        _check(self.save_every_n_steps is None or self.save_every_n_steps >= 1, "trainer.save_every_n_steps",
+               "null or an integer >= 1", self.save_every_n_steps)
 
 
 @dataclass
@@ -291,6 +300,11 @@ class RunConfig:
     logger: LoggerConfig
     seed: int = 42
     experiment_name: str = "default"
+
+    def __post_init__(self) -> None:
+        # Combinations across groups; each group checks its own fields.
+        _check(not (self.backend.fuse and self.method.name == "prompt_tuning"), "backend.fuse",
+               "false for method=prompt_tuning (a soft prompt has no weights to merge)", self.backend.fuse)
 
 
 _SCHEMAS = {

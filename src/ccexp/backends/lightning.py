@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from ccexp.backends.base import Generation, peak_rss_mb
-from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, CompletionLM, Throughput
+from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, Checkpoints, CompletionLM, Throughput
 from ccexp.config import ConfigError, RunConfig
 from ccexp.data.batching import EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll, prompt_text
 from ccexp.methods import METHODS
@@ -75,6 +75,8 @@ class TorchBackend:
         module = CompletionLM(self.model, self.cfg.method.lr, t.weight_decay, t.warmup_ratio, total_steps)
         best, speed = BestAdapter(run_dir / "adapter"), Throughput()
         callbacks = [best, speed]
+        if t.save_every_n_steps:
+            callbacks.append(Checkpoints(run_dir / "checkpoints", t.save_every_n_steps))
         if t.early_stopping_patience > 0:
             callbacks.append(EarlyStopping("val/loss", patience=t.early_stopping_patience, mode="min",
                                            check_on_train_epoch_end=False))

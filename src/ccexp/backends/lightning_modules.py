@@ -1,4 +1,4 @@
-"""The Lightning pieces of the torch backend: data module, training module, best-adapter callback.
+"""The Lightning pieces of the torch backend: data module, training module, adapter callbacks.
 
 Nothing here knows which PEFT method is in use: the module trains whatever parameters the
 wrapped model leaves trainable.
@@ -106,6 +106,19 @@ class BestAdapter(pl.Callback):
             with torch.no_grad():
                 for name, value in self._best_state.items():
                     params[name].copy_(value)
+
+
+class Checkpoints(pl.Callback):
+    """The adapter every N optimizer steps, in ``<directory>/step_NNNNNNN`` (peft layout)."""
+
+    def __init__(self, directory: Path, every: int):
+        self.directory, self.every, self._last = directory, every, 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        step = trainer.global_step  # with accumulation, several micro-batches end on one step
+        if step % self.every == 0 and step != self._last:
+            self._last = step
+            module.model.save_pretrained(self.directory / f"step_{step:07d}")
 
 
 class Throughput(pl.Callback):

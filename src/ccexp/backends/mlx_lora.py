@@ -1,0 +1,110 @@
+"""LoRA (and, with ``quantize_base=True``, QLoRA) for MLX, with mlx-lm's own layers and files.
+
+The layers come from ``mlx_lm.tuner.utils.linear_to_lora_layers`` and the adapter directory is
+what ``mlx_lm.lora`` writes (``adapters.safetensors`` + ``adapter_config.json``), so
+``mlx_lm.load(model_dir, adapter_path=...)`` and ``mlx_lm.generate --adapter-path`` open it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Iterator
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten, tree_unflatten
+from mlx_lm.tuner.lora import LoRALinear
+from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
+from mlx_lm.utils import load_model, load_tokenizer, save
+
+from ccexp.backends.mlx_prompt import PromptedLM, check_supported
+from ccexp.config import ConfigError, MethodConfig, ModelConfig
+
+# QLoRA's base: MLX affine 4-bit, 64 weights per scale (mlx-lm's default quantization).
+QUANT = {"group_size": 64, "bits": 4, "mode": "affine"}
+
+
+def quantize_linear_layers(model: nn.Module, model_name: str) -> int:
+    """Quantize the linear layers to 4 bits with ``nn.quantize``; return how many. Embeddings
+    (and so a tied output head) stay full precision, like bitsandbytes on the torch path."""
+    def linear(path: str, module: nn.Module) -> bool:
+        return isinstance(module, nn.Linear) and module.weight.shape[-1] % QUANT["group_size"] == 0
+
+    count = sum(linear(p, m) for p, m in model.named_modules())
+    if count == 0:
+        raise ConfigError(f"method=qlora: no linear layer of model={model_name} has an input width divisible "
+                          f"by the group size {QUANT['group_size']}; use method=lora")
+    nn.quantize(model, QUANT["group_size"], QUANT["bits"], mode=QUANT["mode"], class_predicate=linear)
+    return count
+
+
+def lora_keys(model: nn.Module, targets: list[str], model_name: str) -> list[str]:
+    """Paths inside one transformer block (mlx-lm's ``keys``) whose last name is a target,
+    as peft matches ``target_modules``."""
+    found = {path for path, m in model.layers[0].named_modules()
+             if path.rsplit(".", 1)[-1] in targets and isinstance(m, (nn.Linear, nn.QuantizedLinear))}
+    missing = [t for t in targets if not any(p.rsplit(".", 1)[-1] == t for p in found)]
+    if missing:
+        raise ConfigError(f"method.target_modules: {missing} name no linear layer of model={model_name} "
+                          f"(model.lora_targets / method.target_modules)")
+    return sorted(found)
+
+
+class LoRA:
+    """The LoRA adapter: LoRALinear layers inside the model, in every transformer block."""
+
+    def __init__(self, net: PromptedLM, config: dict):
+        self.net, self.config = net, config
+
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[None]:
+        """The base model: each LoRALinear swapped for its frozen linear layer, then back."""
+        lora = [(name, m) for name, m in self.net.model.named_modules() if isinstance(m, LoRALinear)]
+        self.net.model.update_modules(tree_unflatten([(name, m.linear) for name, m in lora]))
+        try:
+            yield
+        finally:
+            self.net.model.update_modules(tree_unflatten(lora))
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        weights = dict(tree_flatten(self.net.model.trainable_parameters()))  # model.layers.N...lora_a/b
+        mx.save_safetensors(str(path / "adapters.safetensors"), weights)
+        (path / "adapter_config.json").write_text(json.dumps(self.config, indent=2))
+
+    def fuse(self, adapter_dir: Path, out: Path) -> None:
+        fuse(Path(self.config["model"]), adapter_dir, out, quantized=self.config["base_quantization"] is not None)
+
+
+def attach(net: PromptedLM, method: MethodConfig, model: ModelConfig, model_dir: Path, tokenizer,
+           quantize_base: bool = False) -> LoRA:
+    """Freeze the model (quantizing it first for QLoRA) and put LoRA on the target linear
+    layers of every block: rank r, scale alpha / r, dropout on the LoRA input."""
+    del tokenizer  # LoRA needs nothing from it
+    check_supported(net.model, model.name)
+    if quantize_base:
+        quantize_linear_layers(net.model, model.name)
+    net.freeze()
+    params = {"rank": method.r, "scale": method.alpha / method.r, "dropout": method.dropout,
+              "keys": lora_keys(net.model, list(method.target_modules or model.lora_targets), model.name)}
+    num_layers = len(net.model.layers)
+    linear_to_lora_layers(net.model, num_layers, params)
+    # mlx_lm.lora's adapter_config.json fields that load_adapters reads, plus where it came from.
+    config = {"fine_tune_type": "lora", "num_layers": num_layers, "lora_parameters": params,
+              "model": str(model_dir), "base_quantization": QUANT if quantize_base else None}
+    return LoRA(net, config)
+
+
+def fuse(model_dir: Path, adapter_dir: Path, out: Path, quantized: bool = False) -> None:
+    """``mlx_lm.fuse`` in-process: base (4-bit again for QLoRA) + adapter merged, saved as an
+    mlx-lm model directory that ``mlx_lm.load(out)`` opens with no adapter."""
+    model, config = load_model(model_dir)
+    if quantized:
+        quantize_linear_layers(model, str(model_dir))
+        config["quantization"] = dict(QUANT)
+    load_adapters(model, str(adapter_dir))
+    fused = [(name, m.fuse()) for name, m in model.named_modules() if hasattr(m, "fuse")]
+    model.update_modules(tree_unflatten(fused))
+    save(out, model_dir, model, load_tokenizer(model_dir), config, donate_model=False)

@@ -1,0 +1,142 @@
+"""Prompt tuning for MLX (mlx-lm has none): trainable soft-prompt vectors in front of every input.
+
+``PromptedLM`` wraps an mlx-lm model: with no soft prompt it is the model itself, with one it
+prepends the vectors on the first forward pass of a sequence. It keeps mlx-lm's model call
+(tokens, cache, input_embeddings), so ``mlx_lm.generate`` runs a prompt-tuned model unchanged.
+
+The adapter directory holds ``prompt_embeddings.safetensors`` (one ``[virtual tokens, hidden]``
+array) and ``prompt_config.json``; ``load(model, path)`` puts them back on a loaded model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+from pathlib import Path
+from typing import Iterator, Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.models.cache import make_prompt_cache
+
+from ccexp.config import ConfigError, MethodConfig, ModelConfig
+
+WEIGHTS, CONFIG = "prompt_embeddings.safetensors", "prompt_config.json"
+
+
+class PromptedLM(nn.Module):
+    """An mlx-lm model behind an optional soft prompt (the trainable ``prompt`` array).
+
+    The loss needs the hidden states and the output head separately (vocabulary logits only
+    where an answer token is predicted), so it reaches into the llama-style layout every
+    supported architecture shares: ``model.model`` (embeddings, layers, norm) + ``lm_head``
+    or tied embeddings.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    @property
+    def n_prefix(self) -> int:
+        return self["prompt"].shape[0] if "prompt" in self else 0
+
+    @property
+    def layers(self):
+        return self.model.layers
+
+    def make_cache(self) -> list:
+        return make_prompt_cache(self.model)
+
+    def _embeddings(self, tokens: mx.array) -> Optional[mx.array]:
+        """Soft prompt + token embeddings, or None without a soft prompt."""
+        if "prompt" not in self:
+            return None
+        embedded = self.model.model.embed_tokens(tokens)
+        prefix = mx.broadcast_to(self.prompt.astype(embedded.dtype), (tokens.shape[0], *self.prompt.shape))
+        return mx.concatenate([prefix, embedded], axis=1)
+
+    def hidden(self, tokens: mx.array) -> mx.array:
+        """Final hidden states [batch, prefix + length, hidden] (normed, before the head)."""
+        embeddings = self._embeddings(tokens)
+        if embeddings is None:
+            return self.model.model(tokens)
+        return self.model.model(tokens, input_embeddings=embeddings)
+
+    def head(self, hidden: mx.array) -> mx.array:
+        if "lm_head" in self.model:
+            return self.model.lm_head(hidden)
+        return self.model.model.embed_tokens.as_linear(hidden)
+
+    def __call__(self, inputs: mx.array, cache=None, input_embeddings=None) -> mx.array:
+        # The prefix goes in once per sequence: on its first chunk, when the cache is empty.
+        if input_embeddings is None and (cache is None or cache[0].offset == 0):
+            input_embeddings = self._embeddings(inputs)
+        if input_embeddings is None:
+            return self.model(inputs, cache=cache)
+        return self.model(inputs, cache=cache, input_embeddings=input_embeddings)
+
+
+def check_supported(model: nn.Module, model_name: str) -> None:
+    """The llama-style layout PromptedLM relies on, or a one-line error naming the model."""
+    inner = getattr(model, "model", None)
+    if inner is None or "embed_tokens" not in inner or "input_embeddings" not in inspect.signature(inner).parameters:
+        raise ConfigError(f"model={model_name}: backend=mlx supports llama-style mlx-lm models "
+                          f"(llama, mistral, qwen2, ...); {type(model).__module__} has another layout")
+
+
+class SoftPrompt:
+    """The prompt-tuning adapter: the ``prompt`` array on a PromptedLM."""
+
+    def __init__(self, net: PromptedLM, info: dict):
+        self.net, self.info = net, info
+
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[None]:
+        """The base model: the soft prompt taken off, then put back."""
+        prompt = self.net.pop("prompt")
+        try:
+            yield
+        finally:
+            self.net.prompt = prompt
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        mx.save_safetensors(str(path / WEIGHTS), {"prompt_embeddings": self.net.prompt})
+        (path / CONFIG).write_text(json.dumps(self.info, indent=2))
+
+    def fuse(self, adapter_dir: Path, out: Path) -> None:
+        raise ConfigError("backend.fuse: a soft prompt has no weights to merge")  # RunConfig refuses it first
+
+
+def attach(net: PromptedLM, method: MethodConfig, model: ModelConfig, model_dir: Path, tokenizer) -> SoftPrompt:
+    """Freeze the model; add ``method.num_virtual_tokens`` trainable vectors, initialised like
+    peft: from ``init_text``'s token embeddings (repeated to length), else N(0, 1)."""
+    check_supported(net.model, model.name)
+    net.freeze()
+    n = method.num_virtual_tokens
+    embed = net.model.model.embed_tokens
+    if method.init_text:
+        ids = tokenizer(method.init_text, add_special_tokens=False)["input_ids"]
+        ids = (ids * math.ceil(n / len(ids)))[:n]
+        prompt = embed(mx.array(ids)).astype(mx.float32)
+    else:
+        prompt = mx.random.normal((n, embed.weight.shape[1]))
+    net.prompt = prompt
+    net.unfreeze(keys=["prompt"], recurse=False)
+    info = {"method": "prompt_tuning", "num_virtual_tokens": n, "hidden_size": int(prompt.shape[1]),
+            "init_text": method.init_text, "model": str(model_dir)}
+    return SoftPrompt(net, info)
+
+
+def load(model: nn.Module, path: str | Path) -> PromptedLM:
+    """A loaded mlx-lm model with the soft prompt saved in ``path`` in front of it."""
+    path = Path(path)
+    info = json.loads((path / CONFIG).read_text())
+    net = PromptedLM(model)
+    net.prompt = mx.load(str(path / WEIGHTS))["prompt_embeddings"]
+    if net.prompt.shape != (info["num_virtual_tokens"], info["hidden_size"]):
+        raise ValueError(f"{path}: prompt shape {net.prompt.shape} does not match {CONFIG}")
+    return net

@@ -1,0 +1,170 @@
+"""backend=mlx on the tiny model: parity with the torch path, each method end to end, the
+adapters opened by mlx-lm itself, fuse, the seed_mlx_small experiment, one-line config errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import mlx.core as mx
+import mlx_lm
+import pytest
+from conftest import FAST, compose_cfg
+from mlx_lm.utils import load_model
+
+from ccexp.backends import build_backend, mlx_prompt
+from ccexp.config import ConfigError, validate
+from ccexp.data import build_splits
+from ccexp.models import resolve_model_dir
+from ccexp.run import run
+
+# MLX's Linux CPU backend runs on reference BLAS: shorter rows keep each run to seconds.
+SHORT = (*FAST, "model.max_seq_len=256")
+MLX = (*SHORT, "backend=mlx")
+# tiny: hidden 64, q,o: 64->64, k,v: 64->32, 2 layers (as in test_methods).
+EXPECTED_TRAINABLE = {"lora": 2 * 16 * ((64 + 64) * 2 + (64 + 32) * 2), "qlora": 2 * 16 * ((64 + 64) * 2 + (64 + 32) * 2),
+                      "prompt_tuning": 20 * 64}
+ADAPTER_FILES = {"lora": ("adapters.safetensors", "adapter_config.json"),
+                 "qlora": ("adapters.safetensors", "adapter_config.json"),
+                 "prompt_tuning": (mlx_prompt.WEIGHTS, mlx_prompt.CONFIG)}
+
+
+@pytest.fixture(scope="module")
+def mlx_run(tmp_path_factory):
+    """(run dir, metrics, backend) per method, each trained once per module; LoRA also fuses."""
+    runs = {}
+
+    def get(method: str):
+        if method not in runs:
+            run_dir, built = tmp_path_factory.mktemp(f"mlx-{method}"), []
+            fuse = ("backend.fuse=true",) if method == "lora" else ()
+            with pytest.MonkeyPatch.context() as mp:  # keep the trained backend to compare against
+                mp.setattr("ccexp.run.build_backend", lambda *args: built.append(build_backend(*args)) or built[-1])
+                metrics = run(compose_cfg(*MLX, f"method={method}", *fuse), run_dir)
+            runs[method] = run_dir, metrics, built[0]
+        return runs[method]
+
+    return get
+
+
+def _prompts(n: int = 3) -> list[list[dict]]:
+    rc = validate(compose_cfg(*MLX))
+    return [ex["messages"][:-1] for ex in build_splits(rc.data, rc.data_size, rc.task_mix)["test"][:n]]
+
+
+def _same_answers(backend, model, tokenizer, max_tokens: int = 8) -> None:
+    """backend.generate and mlx_lm.generate on ``model`` agree on every prompt. The random tiny
+    model echoes whitespace, so the token counts carry the comparison as much as the texts."""
+    prompts, room = _prompts(), backend.cfg.model.max_seq_len - max_tokens
+    ours = backend.generate(prompts, max_tokens)
+    for messages, text, n in zip(prompts, ours.texts, ours.new_tokens):
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)[-room:]  # cut as the backend does
+        theirs = [r.token for r in mlx_lm.stream_generate(model, tokenizer, ids, max_tokens=max_tokens)]
+        assert n == len(theirs) and text == tokenizer.decode(theirs, skip_special_tokens=True).strip()
+
+
+def _logits(model) -> mx.array:
+    return model(mx.array([[1, 9690, 198, 4093, 1323, 28, 260, 2642, 436, 9141, 30, 2, 198]]))  # any ids
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "prompt_tuning"])
+def test_each_method_end_to_end(method, mlx_run):
+    run_dir, metrics, _ = mlx_run(method)
+    for name in ("config.yaml", "metrics.json", "predictions.jsonl", *(f"adapter/{f}" for f in ADAPTER_FILES[method])):
+        assert (run_dir / name).is_file(), name
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["status"] == "finished" and saved["train/steps"] == 4
+    assert [h["step"] for h in saved["train/val_history"]] == [2, 4]
+    assert saved["params/trainable"] == EXPECTED_TRAINABLE[method]
+    assert saved["val/loss"] < saved["baseline/val/loss"] - 0.01  # a random model: tenths of a nat at most
+    predictions = (run_dir / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 12  # 6 answers x (adapter, baseline)
+    assert metrics["val/loss"] == saved["val/loss"]
+
+
+def test_same_experiment_on_torch_and_mlx(mlx_run, tmp_path):
+    """Same seed, data and LoRA settings: same examples, batches and loss on both backends."""
+    _, mlx, _ = mlx_run("lora")
+    cpu = run(compose_cfg(*SHORT, "backend=cpu"), tmp_path)
+    assert set(mlx) == set(cpu)
+    for metrics in (mlx, cpu):
+        assert metrics["val/loss"] < metrics["baseline/val/loss"] - 0.01
+        assert metrics["train/val_history"][-1]["val_loss"] < metrics["train/val_history"][0]["val_loss"]
+    for key in ("train/steps", "train/epochs", "train/tokens", "train/truncated_examples", "val/answer_tokens",
+                "test/answer_tokens", "params/trainable", "params/total"):
+        assert mlx[key] == cpu[key], key
+    # The untouched base scores the same answer tokens alike (torch may run bf16 autocast).
+    assert mlx["baseline/val/loss"] == pytest.approx(cpu["baseline/val/loss"], rel=1e-3)
+    assert mlx["baseline/test/loss"] == pytest.approx(cpu["baseline/test/loss"], rel=1e-3)
+
+
+def test_same_seed_same_mlx_run(mlx_run, tmp_path):
+    _, metrics, _ = mlx_run("lora")
+    rc = validate(compose_cfg(*MLX))
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    again = build_backend("mlx", rc, resolve_model_dir(rc.model)).fit(splits["train"], splits["val"], None, tmp_path)
+    assert again["train/val_history"] == metrics["train/val_history"]
+
+
+def test_lora_adapter_opens_with_mlx_lm(mlx_run, tiny_dir):
+    run_dir, _, backend = mlx_run("lora")
+    config = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
+    assert (config["lora_parameters"]["rank"], config["lora_parameters"]["scale"]) == (16, 2.0)
+    model, tokenizer = mlx_lm.load(str(tiny_dir), adapter_path=str(run_dir / "adapter"))
+    base, _ = mlx_lm.load(str(tiny_dir))
+    assert mx.allclose(_logits(model), _logits(backend.net), atol=1e-6).item()
+    assert not mx.allclose(_logits(model), _logits(base), atol=1e-4).item()  # the adapter does something
+    _same_answers(backend, model, tokenizer)
+
+
+def test_fused_model_matches_the_adapter(mlx_run, tiny_dir):
+    run_dir, _, backend = mlx_run("lora")
+    fused, _ = mlx_lm.load(str(run_dir / "fused"))
+    assert not any("lora" in name for name, _ in fused.named_modules())
+    assert mx.allclose(_logits(fused), _logits(backend.net), atol=1e-4).item()
+
+
+def test_prompt_tuning_adapter_reloads(mlx_run, tiny_dir):
+    run_dir, _, backend = mlx_run("prompt_tuning")
+    net = mlx_prompt.load(load_model(tiny_dir)[0], run_dir / "adapter")
+    assert net.n_prefix == 20
+    assert mx.allclose(_logits(net), _logits(backend.net), atol=1e-6).item()
+    _, tokenizer = mlx_lm.load(str(tiny_dir))
+    _same_answers(backend, net, tokenizer)  # the reloaded soft prompt runs in mlx_lm.generate too
+
+
+def test_seed_mlx_small_under_fast_overrides(tmp_path, tiny_dir):
+    """The experiment's own values, cut to a few steps; a vanishing learning rate never improves
+    validation, so early stopping ends it and the first adapter is the one kept."""
+    rc = validate(compose_cfg("experiment=seed_mlx_small"))
+    assert (rc.backend.name, rc.data_size.name, rc.trainer.max_steps, rc.trainer.batch_size, rc.method.lr,
+            rc.trainer.val_every_n_steps, rc.trainer.save_every_n_steps) == ("mlx", "small", 1500, 4, 1e-5, 100, 300)
+    assert rc.trainer.early_stopping_patience > 0 and rc.experiment_name == "seed_mlx_small"
+    metrics = run(compose_cfg(*SHORT, "experiment=seed_mlx_small", "trainer.max_steps=50", "trainer.batch_size=2",
+                              "trainer.val_every_n_steps=1", "trainer.save_every_n_steps=2",
+                              "trainer.early_stopping_patience=2", "method.lr=1e-12", "eval.generate_examples=0",
+                              "eval.baseline=false"), tmp_path)
+    assert metrics["train/early_stopped"] == 1.0 and metrics["train/steps"] == 3 and metrics["train/best_step"] == 1
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000002"]
+    mlx_lm.load(str(tiny_dir), adapter_path=str(tmp_path / "checkpoints" / "step_0000002"))  # each checkpoint opens
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (("method=prompt_tuning", "backend.fuse=true"), "backend.fuse"),
+    (("backend=cpu", "+backend.fuse=true"), "backend.fuse"),
+    (("method.target_modules=[q_proj,qq_proj]",), "method.target_modules"),
+])
+def test_mlx_config_errors_name_the_key(overrides, key, tmp_path):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
+        run(compose_cfg(*MLX, *overrides), tmp_path)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "metrics.json").exists()  # refused before training
+
+
+def test_backend_mlx_without_mlx_is_one_line(monkeypatch):
+    from ccexp.backends import resolve_backend
+
+    monkeypatch.setitem(sys.modules, "mlx_lm", None)  # import mlx_lm -> ImportError
+    with pytest.raises(ConfigError, match=r"^backend=mlx: cannot import") as err:
+        resolve_backend("mlx")
+    assert "\n" not in str(err.value)
