@@ -168,3 +168,14 @@ def test_backend_mlx_without_mlx_is_one_line(monkeypatch):
     with pytest.raises(ConfigError, match=r"^backend=mlx: cannot import") as err:
         resolve_backend("mlx")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
+def test_saved_mlx_adapter_evaluates_again(method, mlx_run, tmp_path):
+    from ccexp.evaluate.__main__ import main as evaluate_main
+
+    run_dir, metrics, _ = mlx_run(method)
+    assert evaluate_main([f"adapter={run_dir}", f"out={tmp_path}", "eval.generate_examples=2",
+                          "eval.latency_examples=0", "eval.baseline=false"]) == 0
+    again = json.loads((tmp_path / "metrics.json").read_text())
+    assert again["val/loss"] == pytest.approx(metrics["val/loss"], rel=1e-4)  # the trained adapter, not a fresh one

@@ -290,6 +290,9 @@ class MLXBackend:
     def save_adapter(self, path: Path) -> None:
         self.adapter.save(path)
 
+    def load_adapter(self, path: Path) -> None:
+        self.adapter.load(path)
+
     def parameter_counts(self) -> tuple[int, int]:
         trainable = sum(v.size for _, v in tree_flatten(self.net.trainable_parameters()))
         # mlx-lm counts leaf layers (4-bit weights at their true count); adapters sit outside them.

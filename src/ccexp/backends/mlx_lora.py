@@ -19,7 +19,7 @@ from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 from mlx_lm.utils import load_model, load_tokenizer, save
 
-from ccexp.backends.mlx_prompt import PromptedLM, check_supported
+from ccexp.backends.mlx_prompt import PromptedLM, check_supported, load_weights_checked
 from ccexp.config import ConfigError, MethodConfig, ModelConfig
 
 # QLoRA's base: MLX affine 4-bit, 64 weights per scale (mlx-lm's default quantization).
@@ -73,6 +73,11 @@ class LoRA:
         weights = dict(tree_flatten(self.net.model.trainable_parameters()))  # model.layers.N...lora_a/b
         mx.save_safetensors(str(path / "adapters.safetensors"), weights)
         (path / "adapter_config.json").write_text(json.dumps(self.config, indent=2))
+
+    def load(self, path: Path) -> None:
+        expected = dict(tree_flatten(self.net.model.trainable_parameters()))
+        saved = load_weights_checked(Path(path) / "adapters.safetensors", expected)
+        self.net.model.load_weights(list(saved.items()), strict=False)
 
     def fuse(self, adapter_dir: Path, out: Path) -> None:
         fuse(Path(self.config["model"]), adapter_dir, out, quantized=self.config["base_quantization"] is not None)

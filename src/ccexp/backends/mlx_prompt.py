@@ -26,6 +26,21 @@ from ccexp.config import ConfigError, MethodConfig, ModelConfig
 WEIGHTS, CONFIG = "prompt_embeddings.safetensors", "prompt_config.json"
 
 
+def load_weights_checked(file: Path, expected: dict[str, mx.array]) -> dict[str, mx.array]:
+    """Adapter weights saved by ccexp, checked name by name and shape by shape against the
+    adapter this run built (same method and settings), or a ConfigError naming the file."""
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such file; expected an adapter saved by ccexp's mlx backend")
+    saved = mx.load(str(file))
+    if set(saved) != set(expected):
+        odd = sorted(set(saved) ^ set(expected))[0]
+        raise ConfigError(f"{file}: tensors differ from this method's adapter (e.g. {odd})")
+    for name, value in saved.items():
+        if value.shape != expected[name].shape:
+            raise ConfigError(f"{file}: {name} has shape {value.shape}, expected {expected[name].shape}")
+    return saved
+
+
 class PromptedLM(nn.Module):
     """An mlx-lm model behind an optional soft prompt (the trainable ``prompt`` array).
 
@@ -106,6 +121,10 @@ class SoftPrompt:
         path.mkdir(parents=True, exist_ok=True)
         mx.save_safetensors(str(path / WEIGHTS), {"prompt_embeddings": self.net.prompt})
         (path / CONFIG).write_text(json.dumps(self.info, indent=2))
+
+    def load(self, path: Path) -> None:
+        saved = load_weights_checked(Path(path) / WEIGHTS, {"prompt_embeddings": self.net.prompt})
+        self.net.prompt = saved["prompt_embeddings"]
 
     def fuse(self, adapter_dir: Path, out: Path) -> None:
         raise ConfigError("backend.fuse: a soft prompt has no weights to merge")  # RunConfig refuses it first
