@@ -71,6 +71,7 @@ def test_sweep_experiments_declare_their_sweep():
     cfg = compose_with_hydra("experiment=qlora_vs_prompt_tuning")
     assert dict(cfg.hydra.sweeper.params) == {"method": "qlora,prompt_tuning"}
     assert cfg.task_mix.name == "reply" and cfg.compare.metric == "test/reply/rougeL"
+    assert cfg.method.name == "qlora"  # without -m: one run of the first swept method
     assert "test/reply/*" in cfg.compare.headline and "adapter/size_mb" in cfg.compare.headline
     cfg = compose_with_hydra("experiment=method_comparison")
     assert dict(cfg.hydra.sweeper.params) == {"method": "lora,qlora,prompt_tuning", "task_mix": "all,classification"}
