@@ -255,14 +255,22 @@ def _violations(run: Run, constraints: list[tuple[str, str, float]]) -> list[str
         if value is None:
             out.append(f"lacks {key}")
         elif not OPS[op](value, limit):
-            out.append(f"{key} {fmt(value)} {NEGATED[op]} {fmt(limit)}")
+            out.append(f"{key} {fmt(value)} {NEGATED[op]} {limit:g}")
     return out
 
 
+TIE_BREAKS = ("val/loss", "adapter/size_mb")  # lower wins, in this order
+
+
+def _or_inf(value: Optional[float]) -> float:
+    return math.inf if value is None else value
+
+
 def _tie_note(best: Run, up: Run, method: str) -> str:
-    a, b = best.value("adapter/size_mb"), up.value("adapter/size_mb")
-    if a is not None and b is not None and a < b:
-        return f", a tie: {method} is picked for its smaller adapter ({fmt(a)} vs {fmt(b)} MB)."
+    for key in TIE_BREAKS:
+        a, b = best.value(key), up.value(key)
+        if a is not None and b is not None and a < b:
+            return f", a tie: {method} is picked for its lower {key} ({fmt(a)} vs {fmt(b)})."
     return ", a tie: the runs give no reason to prefer one (picked by run order)."
 
 
@@ -281,19 +289,19 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
     constraints = [parse_constraint(c) for c in cc.constraints]
     checked = [c for c in constraints if any(r.value(c[0]) is not None for r in finished)]
     unchecked = [c for c in constraints if c not in checked]
-    unchecked_note = "".join(f" Not checked: `{k} {op} {fmt(v)}`, no run reports {k}." for k, op, v in unchecked)
+    unchecked_note = "".join(f" Not checked: `{k} {op} {v:g}`, no run reports {k}." for k, op, v in unchecked)
     scored = [r for r in finished if r.value(metric) is not None]
     if not scored:
         return head + (f"No recommendation: no finished run reports {metric} (compare.metric)."
                        + failed_note + unchecked_note)
 
-    def rank(rs: list[Run]) -> list[Run]:  # ties go to the smaller adapter
-        by_size = sorted(rs, key=lambda r: r.value("adapter/size_mb") or math.inf)
-        return sorted(by_size, key=lambda r: r.value(metric), reverse=maximize)
+    def rank(rs: list[Run]) -> list[Run]:  # ties go to the lower val/loss, then the smaller adapter
+        rs = sorted(rs, key=lambda r: [_or_inf(r.value(k)) for k in TIE_BREAKS])
+        return sorted(rs, key=lambda r: r.value(metric), reverse=maximize)
 
     eligible = rank([r for r in scored if not _violations(r, checked)])
     excluded = [r for r in rank(scored) if _violations(r, checked)]
-    limits = ", ".join(f"{k} {op} {fmt(v)}" for k, op, v in checked)
+    limits = ", ".join(f"{k} {op} {v:g}" for k, op, v in checked)
     excluded_note = "" if not excluded else " Outside the constraints: " + "; ".join(
         f"`{r.name}` ({describe(r, swept)}): {', '.join(_violations(r, checked))}" for r in excluded) + "."
     if not eligible:
@@ -392,16 +400,28 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def print_table(runs, swept, columns, best, paragraphs, console: Console) -> None:
-    table = Table(title="ccexp: runs side by side (bold = best)")
-    for label in ["run", "status"] + [column_label(k) for k in swept]:
-        table.add_column(label, no_wrap=True)
-    for key in columns:  # fold, never cut: a narrow terminal wraps a number rather than hiding it
-        table.add_column(key + _arrow(key), justify="right", overflow="fold")
-    for r in runs:
-        cells = [fmt(r.value(k)) for k in columns]
-        cells = [f"[bold green]{c}[/]" if r.name in best[k] else c for c, k in zip(cells, columns)]
-        status = r.status if r.finished else f"[red]{r.status}[/]"
-        table.add_row(r.name, status, *[fmt(r.flat.get(k)) for k in swept], *cells)
+    """Runs as columns and metrics as rows (a terminal is narrow; a sweep has few runs), or
+    runs as rows when there are many of them (an Optuna study)."""
+    title = "ccexp: runs side by side (bold = best)"
+    labels = [("status", lambda r: r.status if r.finished else f"[red]{r.status}[/]")]
+    labels += [(column_label(k), lambda r, k=k: fmt(r.flat.get(k))) for k in swept]
+    metrics = [(k + _arrow(k), lambda r, k=k: f"[bold green]{fmt(r.value(k))}[/]" if r.name in best[k]
+                else fmt(r.value(k))) for k in columns]
+    if len(runs) <= 8:
+        table = Table(title=title)
+        table.add_column("run")
+        for r in runs:
+            table.add_column(r.name, justify="right")
+        for label, cell in labels + metrics:
+            table.add_row(label, *[cell(r) for r in runs])
+    else:
+        table = Table(title=title)
+        for label, _ in [("run", None)] + labels:
+            table.add_column(label, no_wrap=True)
+        for label, _ in metrics:  # fold, never cut: a narrow terminal wraps a number rather than hiding it
+            table.add_column(label, justify="right", overflow="fold")
+        for r in runs:
+            table.add_row(r.name, *[cell(r) for _, cell in labels + metrics])
     console.print(table)
     for paragraph in paragraphs:
         console.print(paragraph.replace("**", "").replace("`", ""), highlight=False)
