@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ccexp.config import CompareConfig, ConfigError, parse_constraint
+from ccexp.sweep import natural_key
 
 
 class CompareError(Exception):
@@ -93,7 +94,7 @@ def find_run_dirs(path: Path) -> list[Path]:
     dirs = {p.parent for name in ("metrics.json", "error.txt") for p in path.rglob(name)}
     if not dirs:
         raise CompareError(f"{path}: no runs found (no metrics.json or error.txt below it)")
-    return sorted(dirs, key=lambda d: [int(s) if s.isdigit() else s for s in d.parts])
+    return sorted(dirs, key=natural_key)
 
 
 def _read_json(path: Path) -> dict:

@@ -51,7 +51,12 @@ def record_failure(job_dir: Path, err: BaseException) -> str:
 def _job_dirs(sweep_dir: Path, since: float) -> list[Path]:
     """Job dirs written by this launch (an Optuna study's dir also holds earlier launches)."""
     dirs = [p.parent for p in sweep_dir.rglob("metrics.json") if p.stat().st_mtime >= since]
-    return sorted(dirs, key=lambda d: [int(s) if s.isdigit() else s for s in d.relative_to(sweep_dir).parts])
+    return sorted(dirs, key=lambda d: natural_key(d.relative_to(sweep_dir)))
+
+
+def natural_key(path: Path) -> list[tuple]:
+    """Job dirs in job order: 2 before 10, numbers before names."""
+    return [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in path.parts]
 
 
 class SweepSummary(Callback):
