@@ -9,7 +9,6 @@ and the comparison report, prints one line, and exits 1 when any job failed.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 import traceback
@@ -20,8 +19,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ccexp.config import ConfigError
-
-log = logging.getLogger("ccexp")
 
 
 def sweep_group(sweep_dir: str) -> str:
