@@ -17,7 +17,7 @@ def compose_cfg(*overrides: str):
 
 # Small enough that a test trains in seconds; every run-level test starts from these.
 FAST = ("model=tiny", "trainer=fast", "data_size=tiny", "data_size.train=12", "data_size.val=4",
-        "data_size.test=6", "eval.generate_examples=6", "eval.max_new_tokens=8", "eval.max_new_tokens_by_task={}",
+        "data_size.test=6", "eval.generate_examples=6", "eval.max_new_tokens=8", "~eval.max_new_tokens_by_task",
         "logger=none")
 
 

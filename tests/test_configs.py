@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from conftest import compose_cfg
 from ccexp.__main__ import CONFIG_DIR
 from ccexp.config import ConfigError, validate
 
-GROUPS = ["model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval", "logger"]
+GROUPS = ["model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval", "logger", "compare"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONFIG_DIR) / g).glob("*.yaml"))]
 # Experiments are global overlays, composed here; each also runs under fast settings in its
 # backend's tests (seed_mlx_small: tests/test_mlx.py).
@@ -30,7 +31,7 @@ def test_every_group_has_options():
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_validates(group, option):
     rc = validate(compose_cfg(f"{group}={option}"))
-    assert group in ("trainer", "eval") or getattr(rc, group).name == option
+    assert group in ("trainer", "eval", "compare") or getattr(rc, group).name == option
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -41,6 +42,10 @@ def test_experiment_composes_and_validates(experiment):
 
 def test_defaults():
     rc = validate(compose_cfg())
+    assert (rc.objective.metric, rc.objective.direction) == ("val/loss", "minimize")
+    assert (rc.compare.metric, rc.compare.direction) == ("test/acc", "maximize")
+    assert rc.compare.constraints == ["test/latency/p50_s <= 1.0", "adapter/size_mb <= 100"]
+    assert rc.backend.num_threads is None  # outside a parallel launcher: all cores
     assert (rc.model.name, rc.method.name, rc.backend.name, rc.data_size.name) == ("smollm2_135m", "lora", "auto", "tiny")
     assert (rc.method.r, rc.method.alpha, rc.method.dropout) == (16, 32, 0.05)
     assert rc.model.lora_targets == ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -61,9 +66,12 @@ def test_qlora_is_lora_with_a_4bit_base():
     ("trainer.limit_val_batches=0", "trainer.limit_val_batches"),
     ("+eval.max_new_tokens_by_task.replyy=5", "eval.max_new_tokens_by_task.replyy"),
     ("trainer.save_every_n_steps=0", "trainer.save_every_n_steps"),
+    ("objective.direction=down", "objective.direction"),
+    ("compare.direction=best", "compare.direction"),
+    ("compare.constraints=[latency is low]", "compare.constraints[0]"),
 ])
 def test_bad_value_names_the_key(override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(key)):
         validate(compose_cfg(override))
 
 

@@ -104,10 +104,34 @@ def test_same_seed_same_run(tmp_path):
     assert c["val/loss"] != a["val/loss"]
 
 
-def test_bad_sweep_point_does_not_stop_the_sweep(tmp_path):
+def test_failed_jobs_do_not_stop_the_sweep(tmp_path):
+    """A config error (r=-1) and a runtime error (peft finds no nope_proj) each leave a failed
+    job dir with its error; the other job finishes; the sweep says how many failed and exits 1."""
     proc = subprocess.run([sys.executable, "-m", "ccexp", "-m", *FAST, "eval.baseline=false", "eval.generate_examples=0",
-                           "method.r=-1,8", f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "ccexp: error: method.r: expected an integer >= 1, got -1" in proc.stderr
-    assert not (tmp_path / "0" / "metrics.json").exists()
-    assert json.loads((tmp_path / "1" / "metrics.json").read_text())["status"] == "finished"
+                           "method.target_modules=[q_proj],[nope_proj]", "method.r=-1,8", f"hydra.sweep.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    status = {job: json.loads((tmp_path / job / "metrics.json").read_text())["status"] for job in "0123"}
+    assert status == {"0": "failed", "1": "finished", "2": "failed", "3": "failed"}
+    assert (tmp_path / "0" / "error.txt").read_text() == "method.r: expected an integer >= 1, got -1\n"
+    assert "Target modules {'nope_proj'} not found" in (tmp_path / "3" / "error.txt").read_text()
+    assert "Traceback" in (tmp_path / "3" / "traceback.txt").read_text()
+    assert f"ccexp: error: method.r: expected an integer >= 1, got -1 (job 0, {tmp_path / '0'})" in proc.stderr
+    assert f"ccexp: sweep {tmp_path}: 4 jobs: 1 finished, 3 failed (job 0: method.r" in proc.stderr
+    summary = json.loads((tmp_path / "sweep_summary.json").read_text())
+    assert (summary["jobs"], summary["finished"], summary["failed"]) == (4, 1, 3)
+    assert "## Failed runs" in (tmp_path / "compare.md").read_text()
+
+
+def test_failed_run_closes_wandb_as_failed(tmp_path, monkeypatch):
+    def broken_evaluation(*args, **kwargs):
+        raise RuntimeError("evaluation broke")
+
+    monkeypatch.setattr("ccexp.run.evaluate", broken_evaluation)
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        run(compose_cfg(*FAST, "logger=wandb", "logger.mode=offline", "eval.baseline=false"), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["train/steps"] == 4  # what it did before failing is kept
+    run_file = next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    exits = [r.exit.exit_code for r in wandb_records.records(run_file) if r.WhichOneof("record_type") == "exit"]
+    assert exits == [1]

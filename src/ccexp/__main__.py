@@ -1,10 +1,12 @@
-"""``python -m ccexp``: Hydra entry point. Returns the metric a sweep optimises."""
+"""``python -m ccexp``: Hydra entry point. Returns the metric a sweep optimises (``objective``)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,25 +21,33 @@ CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().p
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> Optional[float]:
     # bitsandbytes warns at import that it cannot fetch optional CPU kernels from the hub;
     # we never download at run time, and its built-in CPU path is what runs.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from ccexp.run import run
+    from ccexp.sweep import record_failure, sweep_group
 
     hc = HydraConfig.get()
     name = ",".join(hc.overrides.task) or "default"
     sweep = hc.mode == RunMode.MULTIRUN
-    # In a sweep every job of one multirun shares a W&B group named after its sweep dir.
-    group = Path(hc.sweep.dir).name if sweep else None
+    run_dir = Path(hc.runtime.output_dir)
     try:
-        metrics = run(cfg, Path(hc.runtime.output_dir), run_name=name, group=group)
-    except ConfigError as err:
-        print(f"ccexp: error: {err}", file=sys.stderr)
-        if sweep:  # one bad sweep point must not stop the other jobs
-            return float("nan")
-        sys.exit(2)
-    return float(metrics.get("val/loss", float("nan")))
+        # In a sweep every job shares one W&B group, named after its sweep dir.
+        metrics = run(cfg, run_dir, run_name=name, group=sweep_group(hc.sweep.dir) if sweep else None)
+    except Exception as err:  # noqa: BLE001 - recorded in the job dir; KeyboardInterrupt still stops all
+        line = record_failure(run_dir, err)
+        if sweep:  # one failed job must not stop the others; the sweep summary counts it
+            print(f"ccexp: error: {line} (job {hc.job.num}, {run_dir})", file=sys.stderr)
+            return None
+        if isinstance(err, ConfigError):
+            print(f"ccexp: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    value = metrics.get(cfg.objective.metric)
+    # No value (failed, metric missing, NaN) is None: the Optuna sweeper records a failed trial
+    # and goes on, where a NaN would stop it (optuna 2.10 refuses to tell a NaN).
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ its schema (type errors come from OmegaConf) and returns a ``RunConfig``.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -287,6 +289,82 @@ class LoggerConfig:
         _check(self.mode in ("auto", "online", "offline"), "logger.mode", "auto, online or offline", self.mode)
 
 
+DIRECTIONS = ("minimize", "maximize")
+
+
+@dataclass
+class ObjectiveConfig:
+    """What ``python -m ccexp`` returns: the number a sweep (Optuna) optimises."""
+
+    metric: str = "val/loss"
+    """A key of metrics.json; a job that fails or lacks it returns None (a failed Optuna trial)."""
+    direction: str = "minimize"
+    """minimize | maximize; hparams_search passes it to the Optuna sweeper."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.metric.strip()), "objective.metric", "a metrics.json key such as val/loss", self.metric)
+        _check(self.direction in DIRECTIONS, "objective.direction", f"one of {DIRECTIONS}", self.direction)
+
+
+_CONSTRAINT = re.compile(r"^\s*(?P<key>[^<>=\s]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[-+0-9.eE]+)\s*$")
+
+
+def parse_constraint(text: str, key: str = "compare.constraints") -> tuple[str, str, float]:
+    """'test/latency/p50_s <= 1.0' -> ('test/latency/p50_s', '<=', 1.0); ConfigError otherwise."""
+    match = _CONSTRAINT.match(str(text))
+    try:
+        if match:
+            return match["key"], match["op"], float(match["value"])
+    except ValueError:
+        pass
+    raise ConfigError(f"{key}: expected 'METRIC <= NUMBER' (or <, >=, >), got {text!r}")
+
+
+@dataclass
+class CompareConfig:
+    """How ``python -m ccexp.compare`` judges the runs of a sweep; each run records it in its
+    config.yaml, so an experiment states what it is judged on."""
+
+    metric: str = "test/acc"
+    """The metric the recommendation ranks by (held-out test; the sweep objective stays on val)."""
+    direction: str = "maximize"
+    """maximize | minimize."""
+    constraints: list[str] = field(default_factory=list)
+    """Business limits a recommended run must meet, 'METRIC OP NUMBER' with OP one of <=, <, >=, >."""
+    headline: list[str] = field(default_factory=lambda: ["test/acc"])
+    """Table columns: metric keys or shell-style patterns (test/*/macro_f1), in this order."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.metric.strip()), "compare.metric", "a metrics.json key such as test/acc", self.metric)
+        _check(self.direction in DIRECTIONS, "compare.direction", f"one of {DIRECTIONS}", self.direction)
+        for i, text in enumerate(self.constraints):
+            parse_constraint(text, f"compare.constraints[{i}]")
+        _check(len(self.headline) > 0, "compare.headline", "at least one metric key or pattern", self.headline)
+
+
+def threads_per_job() -> Optional[int]:
+    """``${threads_per_job:}``: CPU threads for one job. null (torch's default: every core) unless
+    a launcher runs jobs side by side on this machine (joblib's n_jobs; -1 = one per core), then
+    each job gets cores // n_jobs, so parallel jobs do not fight over the same cores; under SLURM,
+    the job's cpus_per_task."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None  # composed outside a Hydra run (tests, python -m ccexp.data)
+    launcher = HydraConfig.get().launcher
+    if launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    n_jobs = launcher.get("n_jobs")
+    if not n_jobs:
+        return None  # one job at a time (the basic launcher has no n_jobs)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    parallel = cores + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib: -1 = all cores, -2 = all but one
+    return max(1, cores // min(max(parallel, 1), cores))
+
+
+OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
+
+
 @dataclass
 class RunConfig:
     model: ModelConfig
@@ -298,6 +376,8 @@ class RunConfig:
     trainer: TrainerConfig
     eval: EvalConfig
     logger: LoggerConfig
+    objective: ObjectiveConfig
+    compare: CompareConfig
     seed: int = 42
     experiment_name: str = "default"
 
@@ -310,7 +390,7 @@ class RunConfig:
 _SCHEMAS = {
     "model": ModelConfig, "method": MethodConfig, "backend": BackendConfig, "task_mix": TaskMixConfig,
     "data_size": DataSizeConfig, "data": DataConfig, "trainer": TrainerConfig, "eval": EvalConfig,
-    "logger": LoggerConfig,
+    "logger": LoggerConfig, "objective": ObjectiveConfig, "compare": CompareConfig,
 }
 
 
@@ -319,7 +399,8 @@ def validate(cfg: DictConfig) -> RunConfig:
     groups = {}
     for name, schema in _SCHEMAS.items():
         if name not in cfg:
-            raise ConfigError(f"{name}: missing config group (expected one of the files in conf/{name}/)")
+            where = "a top-level key in conf/config.yaml" if name == "objective" else f"one of the files in conf/{name}/"
+            raise ConfigError(f"{name}: missing config group (expected {where})")
         try:
             merged = OmegaConf.merge(OmegaConf.structured(schema), cfg[name])
             groups[name] = OmegaConf.to_object(merged)

@@ -1,0 +1,500 @@
+"""``python -m ccexp.compare <sweep dir | run dirs> [--out DIR]``: the runs side by side, and a
+recommendation for a stated business constraint.
+
+Reads each run dir's ``metrics.json`` and ``config.yaml`` (no tracker account needed) and
+writes ``compare.md``, ``compare.csv`` and PNG plots; prints the table. Columns are the config
+values that differ between runs and the headline metrics (``compare.headline`` patterns);
+a metric a run lacks shows "-". Failed runs are listed with their error and never recommended.
+What is judged comes from the runs' ``compare`` config (conf/compare/), or from the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import operator
+import os
+import sys
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+from rich.table import Table
+
+from ccexp.config import CompareConfig, ConfigError, parse_constraint
+from ccexp.sweep import natural_key
+
+
+class CompareError(Exception):
+    """Bad input (no runs, unreadable files): one line naming the file, exit 2."""
+
+
+OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
+NEGATED = {"<=": ">", "<": ">=", ">=": "<", ">": "<="}
+GROUP_ORDER = ["model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval"]
+
+
+@dataclass
+class Run:
+    dir: Path
+    name: str = ""
+    metrics: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # nested, as in config.yaml
+    flat: dict = field(default_factory=dict)    # dotted keys
+
+    @property
+    def status(self) -> str:
+        return str(self.metrics.get("status", "unknown"))
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def error(self) -> str:
+        path = self.dir / "error.txt"
+        if path.is_file():
+            return path.read_text(errors="replace").strip()
+        return str(self.metrics.get("error", "" if self.finished else "no error recorded"))
+
+    @property
+    def error_sentence(self) -> str:
+        return self.error.rstrip(". ")
+
+    def value(self, key: str) -> Optional[float]:
+        """The metric as a finite number, or None (missing, NaN, not a number)."""
+        v = self.metrics.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return None
+        return float(v)
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / "metrics.json").is_file() or (path / "error.txt").is_file()
+
+
+def find_run_dirs(path: Path) -> list[Path]:
+    if not path.exists():
+        raise CompareError(f"{path}: no such file or directory")
+    if path.is_file():
+        if path.name != "metrics.json":
+            raise CompareError(f"{path}: expected a run dir, a sweep dir or a metrics.json")
+        path = path.parent
+    if _is_run_dir(path):
+        return [path]
+    dirs = {p.parent for name in ("metrics.json", "error.txt") for p in path.rglob(name)}
+    if not dirs:
+        raise CompareError(f"{path}: no runs found (no metrics.json or error.txt below it)")
+    return sorted(dirs, key=natural_key)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CompareError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise CompareError(f"{path}: cannot read ({err})") from None
+    if not isinstance(data, dict):
+        raise CompareError(f"{path}: expected a JSON object of metrics, got {type(data).__name__}")
+    return data
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+        raise CompareError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CompareError(f"{path}: expected a mapping of config groups, got {type(data).__name__}")
+    return data
+
+
+def _resolved(tree: dict) -> dict:
+    """Hydra's copy of a job config still holds interpolations; resolve what can be."""
+    try:
+        return OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
+    except OmegaConfBaseException:
+        return tree
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = ",".join(map(str, value)) if isinstance(value, list) else value
+    return flat
+
+
+def load_run(run_dir: Path) -> Run:
+    path = run_dir / "metrics.json"
+    metrics = _read_json(path) if path.is_file() else {"status": "failed"}
+    run = Run(dir=run_dir, metrics=metrics)
+    if (run_dir / "config.yaml").is_file():
+        run.config = _read_yaml(run_dir / "config.yaml")
+    elif (run_dir / ".hydra" / "config.yaml").is_file():  # the job failed before run() wrote its own
+        run.config = _resolved(_read_yaml(run_dir / ".hydra" / "config.yaml"))
+    run.flat = _flatten(run.config)
+    return run
+
+
+def load_runs(paths: Sequence[Path]) -> list[Run]:
+    dirs = list(dict.fromkeys(d.resolve() for p in paths for d in find_run_dirs(Path(p))))
+    runs = [load_run(d) for d in dirs]
+    root = Path(os.path.commonpath(dirs)) if len(dirs) > 1 else dirs[0].parent
+    for run in runs:
+        run.name = str(run.dir.relative_to(root))
+    return runs
+
+
+# -- what to show -----------------------------------------------------------------------------
+
+def _key_rank(key: str) -> tuple:
+    group = key.split(".")[0]
+    return (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER), not key.endswith(".name"), key)
+
+
+def swept_keys(runs: list[Run]) -> list[str]:
+    """Config keys whose values differ between runs (a run that failed before writing
+    config.yaml counts with Hydra's copy of its config). A group's fields that follow from its
+    choice (method.lr when method.name differs and each method has one lr) are left out."""
+    def known(run: Run, key: str) -> bool:  # an unresolved ${...} says nothing about the value
+        return "${" not in str(run.flat.get(key, ""))
+
+    keys = sorted({k for r in runs for k in r.flat})
+    differing = [k for k in keys if len({repr(r.flat.get(k)) for r in runs if known(r, k)}) > 1]
+    chosen = {k[: -len(".name")] for k in differing if k.endswith(".name")}
+    shown = []
+    for key in differing:
+        group = key.rsplit(".", 1)[0]
+        if group in chosen and not key.endswith(".name"):
+            by_choice: dict[str, set] = {}
+            for r in runs:
+                by_choice.setdefault(repr(r.flat.get(f"{group}.name")), set()).add(repr(r.flat.get(key)))
+            if all(len(v) == 1 for v in by_choice.values()):
+                continue
+        shown.append(key)
+    return sorted(shown, key=_key_rank)
+
+
+def column_label(key: str) -> str:
+    return key[: -len(".name")] if key.endswith(".name") else key
+
+
+def higher_is_better(key: str) -> Optional[bool]:
+    """Direction of a metric from its key: None = neither (parameter counts, unknown keys)."""
+    last = key.rsplit("/", 1)[-1].lower()
+    if key.startswith("params/"):
+        return None
+    if last.endswith("per_s"):
+        return True
+    if key.startswith("time/") or last.endswith(("loss", "ppl", "mae", "rmse", "_s", "_mb", "seconds")) \
+            or "seconds" in last:
+        return False
+    if last in ("acc", "json_valid", "em", "exact_match") or last.startswith(("bleu", "rouge")) or last.endswith("f1"):
+        return True
+    return None
+
+
+def headline_columns(runs: list[Run], patterns: Sequence[str]) -> list[str]:
+    present = sorted({k for r in runs for k, v in r.metrics.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    columns: list[str] = []
+    for pattern in patterns:
+        columns += [k for k in present if fnmatchcase(k, pattern) and k not in columns]
+    return columns
+
+
+def best_runs(runs: list[Run], key: str) -> set[str]:
+    """Names of the finished runs holding the best value of key (ties all marked)."""
+    higher = higher_is_better(key)
+    values = {r.name: r.value(key) for r in runs if r.finished and r.value(key) is not None}
+    if higher is None or len(values) < 2:
+        return set()
+    if len(set(values.values())) == 1:
+        return set()  # all equal: nothing to single out
+    best = (max if higher else min)(values.values())
+    return {name for name, v in values.items() if v == best}
+
+
+def fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if abs(value) >= 100:
+        return f"{value:,.1f}"
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.001 else f"{value:.2e}"
+
+
+def describe(run: Run, swept: list[str]) -> str:
+    """'method=lora, task_mix=all': the run's swept values."""
+    return ", ".join(f"{column_label(k)}={fmt(run.flat.get(k))}" for k in swept) or run.name
+
+
+# -- recommendation -----------------------------------------------------------------------------
+
+def _violations(run: Run, constraints: list[tuple[str, str, float]]) -> list[str]:
+    out = []
+    for key, op, limit in constraints:
+        value = run.value(key)
+        if value is None:
+            out.append(f"lacks {key}")
+        elif not OPS[op](value, limit):
+            out.append(f"{key} {fmt(value)} {NEGATED[op]} {limit:g}")
+    return out
+
+
+TIE_BREAKS = ("val/loss", "adapter/size_mb")  # lower wins, in this order
+
+
+def _or_inf(value: Optional[float]) -> float:
+    return math.inf if value is None else value
+
+
+def _tie_note(best: Run, up: Run, method: str) -> str:
+    for key in TIE_BREAKS:
+        a, b = best.value(key), up.value(key)
+        if a is not None and b is not None and a < b:
+            return f", a tie: {method} is picked for its lower {key} ({fmt(a)} vs {fmt(b)})."
+    return ", a tie: the runs give no reason to prefer one (picked by run order)."
+
+
+def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], scenario: str) -> str:
+    metric, maximize = cc.metric, cc.direction == "maximize"
+    finished = [r for r in runs if r.finished]
+    failed = [r for r in runs if not r.finished]
+    head = f"**{scenario}:** " if scenario else ""
+    failed_note = ""
+    if failed:
+        failed_note = (f" {len(failed)} run{'s' if len(failed) > 1 else ''} failed and "
+                       f"{'are' if len(failed) > 1 else 'is'} excluded: "
+                       + "; ".join(f"`{r.name}` ({describe(r, swept)}): {r.error_sentence}" for r in failed) + ".")
+    if not finished:
+        return head + f"No recommendation: all {len(runs)} runs failed.{failed_note}"
+    constraints = [parse_constraint(c) for c in cc.constraints]
+    checked = [c for c in constraints if any(r.value(c[0]) is not None for r in finished)]
+    unchecked = [c for c in constraints if c not in checked]
+    unchecked_note = "".join(f" Not checked: `{k} {op} {v:g}`, no run reports {k}." for k, op, v in unchecked)
+    scored = [r for r in finished if r.value(metric) is not None]
+    if not scored:
+        return head + (f"No recommendation: no finished run reports {metric} (compare.metric)."
+                       + failed_note + unchecked_note)
+
+    def rank(rs: list[Run]) -> list[Run]:  # ties go to the lower val/loss, then the smaller adapter
+        rs = sorted(rs, key=lambda r: [_or_inf(r.value(k)) for k in TIE_BREAKS])
+        return sorted(rs, key=lambda r: r.value(metric), reverse=maximize)
+
+    eligible = rank([r for r in scored if not _violations(r, checked)])
+    excluded = [r for r in rank(scored) if _violations(r, checked)]
+    limits = ", ".join(f"{k} {op} {v:g}" for k, op, v in checked)
+    excluded_note = "" if not excluded else " Outside the constraints: " + "; ".join(
+        f"`{r.name}` ({describe(r, swept)}): {', '.join(_violations(r, checked))}" for r in excluded) + "."
+    if not eligible:
+        top = rank(scored)[0]
+        return head + (f"**No run meets the constraints** ({limits}).{excluded_note} Without them the best "
+                       f"would be {top.flat.get('method.name', top.name)} (`{top.name}`, {metric} "
+                       f"{fmt(top.value(metric))}).{failed_note}{unchecked_note}")
+    best = eligible[0]
+    method = best.flat.get("method.name", "?")
+    others = [r for r in eligible[1:] if r.flat.get("method.name") != method] or eligible[1:]
+    text = (f"{head}**Recommend {method}** — run `{best.name}` ({describe(best, swept)}) has the "
+            f"{'highest' if maximize else 'lowest'} {metric}, {fmt(best.value(metric))}")
+    if checked:
+        text += ", and meets " + " and ".join(f"{k} {fmt(best.value(k))} {op} {v:g}" for k, op, v in checked)
+    text += f"; {len(scored)} finished run{'s' if len(scored) > 1 else ''} compared."
+    if others:
+        up = others[0]
+        gap = best.value(metric) - up.value(metric)
+        text += (f" Runner-up: {up.flat.get('method.name', '?')} (`{up.name}`, {describe(up, swept)}) with "
+                 f"{fmt(up.value(metric))}" + (f", {abs(gap):.3f} {'lower' if maximize else 'higher'}." if gap else
+                 _tie_note(best, up, method)))
+    else:
+        text += " No other run meets the constraints, so there is no runner-up."
+    n = best.flat.get("eval.generate_examples")
+    if metric.startswith("test/") and isinstance(n, int) and n > 0 and metric.endswith(("acc", "json_valid")):
+        text += f" {metric} comes from {n} generated test answers per run: one answer moves it by {1 / n:.3f} or more."
+    return text + excluded_note + failed_note + unchecked_note
+
+
+def recommend(runs: list[Run], cc: CompareConfig, swept: list[str]) -> list[str]:
+    """One paragraph per scenario (the swept values other than the method's)."""
+    scenario_keys = [k for k in swept if not k.startswith("method.")]
+    scenarios: dict[str, list[Run]] = {}
+    for run in runs:
+        label = ", ".join(f"{column_label(k)}={fmt(run.flat.get(k))}" for k in scenario_keys)
+        scenarios.setdefault(f"For {label}" if label else "", []).append(run)
+    return [_recommend_scenario(rs, cc, swept, label) for label, rs in scenarios.items()]
+
+
+# -- output -------------------------------------------------------------------------------------
+
+def _rows(runs: list[Run], swept: list[str], columns: list[str], best: dict[str, set]) -> list[dict]:
+    rows = []
+    for r in runs:
+        row = {"run": r.name, "status": r.status}
+        row.update({column_label(k): fmt(r.flat.get(k)) for k in swept})
+        row.update({k: r.value(k) for k in columns})
+        row["error"] = "" if r.finished else r.error
+        row["best_in"] = ";".join(k for k in columns if r.name in best[k])
+        rows.append(row)
+    return rows
+
+
+def _arrow(key: str) -> str:
+    return {True: " ↑", False: " ↓", None: ""}[higher_is_better(key)]
+
+
+def write_markdown(path: Path, runs, swept, columns, best, paragraphs, plots, sources, cc) -> None:
+    finished = sum(r.finished for r in runs)
+    lines = [f"# Comparison: {', '.join(f'`{s}`' for s in sources)}", "",
+             f"{len(runs)} runs: {finished} finished, {len(runs) - finished} failed. "
+             f"Ranked by `{cc.metric}` ({cc.direction})"
+             + (f" within {', '.join(f'`{c}`' for c in cc.constraints)}." if cc.constraints else "."), "",
+             "## Recommendation", ""]
+    for paragraph in paragraphs:
+        lines += [paragraph, ""]
+    header = ["run", "status"] + [column_label(k) for k in swept] + [k + _arrow(k) for k in columns]
+    lines += ["## Runs", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in runs:
+        cells = [f"`{r.name}`", r.status] + [fmt(r.flat.get(k)) for k in swept]
+        cells += [f"**{fmt(r.value(k))}**" if r.name in best[k] else fmt(r.value(k)) for k in columns]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "Bold: the best finished run per column (↑ higher is better, ↓ lower). "
+              "\"-\": the run did not report it.", ""]
+    failed = [r for r in runs if not r.finished]
+    if failed:
+        lines += ["## Failed runs", ""]
+        for r in failed:
+            tb = r.dir / "traceback.txt"
+            lines.append(f"- `{r.name}` ({describe(r, swept)}): {r.error_sentence}"
+                         + (f" (traceback: `{r.name}/traceback.txt`)" if tb.is_file() else ""))
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""]
+        for title, filename in plots:
+            lines += [f"### {title}", "", f"![{title}]({filename})", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+def print_table(runs, swept, columns, best, paragraphs, console: Console) -> None:
+    """Runs as columns and metrics as rows (a terminal is narrow; a sweep has few runs), or
+    runs as rows when there are many of them (an Optuna study)."""
+    title = "ccexp: runs side by side (bold = best)"
+    labels = [("status", lambda r: r.status if r.finished else f"[red]{r.status}[/]")]
+    labels += [(column_label(k), lambda r, k=k: fmt(r.flat.get(k))) for k in swept]
+    metrics = [(k + _arrow(k), lambda r, k=k: f"[bold green]{fmt(r.value(k))}[/]" if r.name in best[k]
+                else fmt(r.value(k))) for k in columns]
+    if len(runs) <= 8:
+        table = Table(title=title)
+        table.add_column("run")
+        for r in runs:
+            table.add_column(r.name, justify="right")
+        for label, cell in labels + metrics:
+            table.add_row(label, *[cell(r) for r in runs])
+    else:
+        table = Table(title=title)
+        for label, _ in [("run", None)] + labels:
+            table.add_column(label, no_wrap=True)
+        for label, _ in metrics:  # fold, never cut: a narrow terminal wraps a number rather than hiding it
+            table.add_column(label, justify="right", overflow="fold")
+        for r in runs:
+            table.add_row(r.name, *[cell(r) for _, cell in labels + metrics])
+    console.print(table)
+    for paragraph in paragraphs:
+        console.print(paragraph.replace("**", "").replace("`", ""), highlight=False)
+
+
+def recorded_compare_config(runs: list[Run]) -> dict:
+    """The compare block the runs recorded in config.yaml; runs from before it existed (or
+    hand-written ones) get conf/compare/default.yaml."""
+    for run in runs:
+        if isinstance(run.config.get("compare"), dict):
+            return run.config["compare"]
+    from ccexp.__main__ import CONFIG_DIR
+
+    return _read_yaml(Path(CONFIG_DIR) / "compare" / "default.yaml")
+
+
+def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[CompareConfig] = None,
+            plots: bool = True, console: Optional[Console] = None) -> dict:
+    """Read the runs under paths, write compare.md/.csv and plots to out, print the table.
+    cc defaults to the compare config the runs recorded. Returns what was written."""
+    runs = load_runs(paths)
+    if cc is None:
+        try:
+            cc = CompareConfig(**recorded_compare_config(runs))
+        except (TypeError, ConfigError) as err:
+            raise CompareError(f"compare config recorded in the runs' config.yaml: {err}") from None
+    out = Path(out) if out is not None else (Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir()
+                                             else Path("compare"))
+    out.mkdir(parents=True, exist_ok=True)
+    swept = swept_keys(runs)
+    columns = headline_columns(runs, cc.headline)
+    best = {k: best_runs(runs, k) for k in columns}
+    paragraphs = recommend(runs, cc, swept)
+    written_plots = []
+    if plots:
+        from ccexp.compare_plots import write_plots
+
+        written_plots = write_plots(runs, out, cc, swept)
+    write_markdown(out / "compare.md", runs, swept, columns, best, paragraphs, written_plots,
+                   [str(p) for p in paths], cc)
+    write_csv(out / "compare.csv", _rows(runs, swept, columns, best))
+    print_table(runs, swept, columns, best, paragraphs, console or Console())
+    return {"runs": runs, "swept": swept, "columns": columns, "best": best, "recommendation": paragraphs,
+            "plots": [out / f for _, f in written_plots], "markdown": out / "compare.md", "csv": out / "compare.csv"}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ccexp.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="a sweep dir (multirun/<date>/<time>) or run dirs")
+    parser.add_argument("--out", type=Path, help="where compare.md/.csv and the plots go (default: the sweep dir)")
+    parser.add_argument("--metric", help="rank by this metric (default: the runs' compare.metric, test/acc)")
+    parser.add_argument("--direction", choices=["maximize", "minimize"], help="default: compare.direction")
+    parser.add_argument("--constraint", action="append", metavar="'METRIC<=N'",
+                        help="a limit a recommended run must meet; repeat for several (replaces compare.constraints)")
+    parser.add_argument("--no-constraints", action="store_true", help="ignore compare.constraints")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        for text in args.constraint or []:
+            parse_constraint(text, "--constraint")  # a bad flag fails before any file is read
+        runs_cc = None
+        if args.metric or args.direction or args.constraint or args.no_constraints:
+            recorded = recorded_compare_config(load_runs(args.paths))
+            overrides = {"metric": args.metric, "direction": args.direction,
+                         "constraints": [] if args.no_constraints else args.constraint}
+            runs_cc = CompareConfig(**{**recorded, **{k: v for k, v in overrides.items() if v is not None}})
+        compare(args.paths, args.out, runs_cc, plots=not args.no_plots)
+    except (CompareError, ConfigError) as err:
+        print(f"ccexp.compare: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

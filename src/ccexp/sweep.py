@@ -1,0 +1,102 @@
+"""Sweep bookkeeping: what a failed job leaves in its dir, and the summary after a multirun.
+
+A job that raises writes ``error.txt`` (one line) and ``traceback.txt`` next to its
+``metrics.json`` (``status: failed``); the sweep goes on. After the last job the
+``SweepSummary`` callback counts the jobs of this launch, writes ``<sweep dir>/sweep_summary.json``
+and the comparison report, prints one line, and exits 1 when any job failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from ccexp.config import ConfigError
+
+
+def sweep_group(sweep_dir: str) -> str:
+    """The W&B group of a sweep: its dir's last two parts, multirun/<date>/<time> -> <date>_<time>
+    (unique per sweep; an Optuna study's fixed dir gives all its launches one group)."""
+    return "_".join(Path(sweep_dir).parts[-2:])
+
+
+def record_failure(job_dir: Path, err: BaseException) -> str:
+    """Write error.txt and traceback.txt, mark metrics.json failed (creating it when the job
+    died before run() wrote one); return the one-line error."""
+    text = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}".rstrip(": ")
+    line = text.splitlines()[0] if text else type(err).__name__
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "error.txt").write_text(line + "\n")
+    (job_dir / "traceback.txt").write_text("".join(traceback.format_exception(err)))
+    path = job_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        metrics = {}
+    metrics.update(status="failed", error=line)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return line
+
+
+def _job_dirs(sweep_dir: Path, since: float) -> list[Path]:
+    """Job dirs written by this launch (an Optuna study's dir also holds earlier launches)."""
+    dirs = [p.parent for p in sweep_dir.rglob("metrics.json") if p.stat().st_mtime >= since]
+    return sorted(dirs, key=lambda d: natural_key(d.relative_to(sweep_dir)))
+
+
+def natural_key(path: Path) -> list[tuple]:
+    """Job dirs in job order: 2 before 10, numbers before names."""
+    return [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in path.parts]
+
+
+class SweepSummary(Callback):
+    """hydra.callbacks.sweep_summary: counts finished and failed jobs after a multirun."""
+
+    def __init__(self, report: bool = True) -> None:
+        self.report = report
+        self.started = time.time()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time() - 1.0  # file mtimes can trail the clock by a tick
+        # The Optuna sweeper opens its SQLite study in the sweep dir before any job creates it.
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = []
+        for job_dir in _job_dirs(sweep_dir, self.started):
+            metrics = json.loads((job_dir / "metrics.json").read_text())
+            job = {"dir": str(job_dir.relative_to(sweep_dir)), "status": metrics.get("status", "unknown")}
+            if job["status"] != "finished":
+                job["error"] = metrics.get("error", "stopped without an error (killed?)")
+            jobs.append(job)
+        failed = [j for j in jobs if j["status"] != "finished"]
+        summary = {"sweep_dir": str(sweep_dir), "jobs": len(jobs), "finished": len(jobs) - len(failed),
+                   "failed": len(failed), "runs": jobs}
+        (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2))
+        if self.report and jobs:
+            self._write_report(sweep_dir)
+        line = (f"ccexp: sweep {sweep_dir}: {len(jobs)} job{'s' if len(jobs) != 1 else ''}: "
+                f"{summary['finished']} finished, {len(failed)} failed")
+        if failed:
+            first = failed[0]
+            line += f" (job {first['dir']}: {first['error']}; see {sweep_dir / first['dir'] / 'error.txt'})"
+        print(line, file=sys.stderr if failed else sys.stdout, flush=True)
+        if failed:
+            sys.exit(1)  # a sweep with failed jobs is not a success, even though the others ran
+
+    @staticmethod
+    def _write_report(sweep_dir: Path) -> None:
+        from ccexp.compare import CompareError, compare
+
+        try:
+            compare([sweep_dir], out=sweep_dir)
+        except CompareError as err:  # the jobs' results stand; the report is a convenience
+            print(f"ccexp: compare: {err}", file=sys.stderr)

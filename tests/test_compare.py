@@ -1,0 +1,162 @@
+"""python -m ccexp.compare on hand-written run dirs: known numbers, known best marks and
+recommendation; missing metrics, failed runs and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ccexp.compare import higher_is_better, main
+
+METHODS = {  # the fields each method's config carries, as run() writes them
+    "lora": {"name": "lora", "lr": 1e-3, "r": 16, "alpha": 32},
+    "qlora": {"name": "qlora", "lr": 1e-3, "r": 16, "alpha": 32, "quant_type": "nf4"},
+    "prompt_tuning": {"name": "prompt_tuning", "lr": 3e-2, "num_virtual_tokens": 20},
+}
+COMPARE = {"metric": "test/acc", "direction": "maximize",
+           "constraints": ["test/latency/p50_s <= 1.0", "adapter/size_mb <= 100"],
+           "headline": ["test/acc", "test/*/macro_f1", "val/loss", "test/latency/p50_s", "adapter/size_mb",
+                        "memory/peak_mb"]}
+
+
+def make_run(path: Path, method: str, metrics: dict, task_mix: str = "all", compare: dict = COMPARE) -> Path:
+    path.mkdir(parents=True)
+    config = {"model": {"name": "tiny"}, "method": METHODS[method], "task_mix": {"name": task_mix},
+              "eval": {"generate_examples": 18}, "seed": 42, "compare": compare}
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / "metrics.json").write_text(json.dumps({"status": "finished", **metrics}))
+    return path
+
+
+def history(*losses: float) -> list[dict]:
+    return [{"step": 2 * (i + 1), "val_loss": v} for i, v in enumerate(losses)]
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """Three finished runs and a failed one. qlora is the most accurate but over the latency
+    budget; lora is the best within it; prompt_tuning is fastest and smallest."""
+    root = tmp_path / "sweep"
+    make_run(root / "0", "lora", {
+        "test/acc": 0.60, "test/issue_category/acc": 0.7, "test/quality_score/acc": 0.5,
+        "test/issue_category/macro_f1": 0.55, "val/loss": 1.2, "test/latency/p50_s": 0.8,
+        "adapter/size_mb": 7.07, "memory/peak_mb": 900.0, "train/val_history": history(2.0, 1.5, 1.2)})
+    make_run(root / "1", "qlora", {
+        "test/acc": 0.65, "test/issue_category/acc": 0.8, "test/quality_score/acc": 0.5,
+        "test/issue_category/macro_f1": 0.61, "val/loss": 1.1, "test/latency/p50_s": 1.4,
+        "adapter/size_mb": 7.07, "memory/peak_mb": 600.0, "train/val_history": history(2.1, 1.4, 1.1)})
+    make_run(root / "2", "prompt_tuning", {  # no memory/peak_mb, no macro F1: shown as "-"
+        "test/acc": 0.40, "test/issue_category/acc": 0.4, "test/quality_score/acc": 0.3, "val/loss": 2.0,
+        "test/latency/p50_s": 0.5, "adapter/size_mb": 0.05, "train/val_history": history(2.5, 2.2, 2.0)})
+    failed = make_run(root / "3", "qlora", {"val/loss": float("nan")})
+    (failed / "metrics.json").write_text(json.dumps({"status": "failed", "error": "RuntimeError: boom"}))
+    (failed / "error.txt").write_text("RuntimeError: boom\n")
+    (failed / "traceback.txt").write_text("Traceback (most recent call last):\nRuntimeError: boom\n")
+    return root
+
+
+def test_report_marks_the_best_and_recommends_within_the_constraints(sweep, capsys):
+    assert main([str(sweep)]) == 0
+    md = (sweep / "compare.md").read_text()
+    table = {line.split(" | ")[0].strip("| `"): line for line in md.splitlines() if line.startswith("| `")}
+    # columns: run, status, method, then the headline metrics that some run reports
+    header = next(line for line in md.splitlines() if line.startswith("| run"))
+    assert header == ("| run | status | method | test/acc ↑ | test/issue_category/macro_f1 ↑ | val/loss ↓ | "
+                      "test/latency/p50_s ↓ | adapter/size_mb ↓ | memory/peak_mb ↓ |")
+    assert table["0"] == "| `0` | finished | lora | 0.600 | 0.550 | 1.200 | 0.800 | 7.070 | 900.0 |"
+    assert table["1"] == "| `1` | finished | qlora | **0.650** | **0.610** | **1.100** | 1.400 | 7.070 | **600.0** |"
+    assert table["2"] == "| `2` | finished | prompt_tuning | 0.400 | - | 2.000 | **0.500** | **0.050** | - |"
+    assert table["3"] == "| `3` | failed | qlora | - | - | - | - | - | - |"
+
+    recommendation = md.split("## Recommendation")[1].split("## Runs")[0]
+    assert "**Recommend lora** — run `0` (method=lora) has the highest test/acc, 0.600" in recommendation
+    assert "meets test/latency/p50_s 0.800 <= 1 and adapter/size_mb 7.070 <= 100" in recommendation
+    assert "Runner-up: prompt_tuning (`2`, method=prompt_tuning) with 0.400, 0.200 lower." in recommendation
+    assert "Outside the constraints: `1` (method=qlora): test/latency/p50_s 1.400 > 1" in recommendation
+    assert "1 run failed and is excluded: `3` (method=qlora): RuntimeError: boom." in recommendation
+    assert "- `3` (method=qlora): RuntimeError: boom (traceback: `3/traceback.txt`)" in md
+
+    rows = {r["run"]: r for r in csv.DictReader((sweep / "compare.csv").open())}
+    assert rows["1"]["best_in"] == "test/acc;test/issue_category/macro_f1;val/loss;memory/peak_mb"
+    assert rows["2"]["memory/peak_mb"] == "" and float(rows["2"]["adapter/size_mb"]) == 0.05
+    assert rows["3"]["status"] == "failed" and rows["3"]["error"] == "RuntimeError: boom"
+    for png in ("per_field_accuracy.png", "tradeoff.png", "training_curves.png"):
+        assert (sweep / png).stat().st_size > 10_000, png
+        assert f"]({png})" in md
+    out = capsys.readouterr().out
+    assert "Recommend lora" in out and "runs side by side" in out
+
+
+def test_flags_override_the_recorded_constraints(sweep, tmp_path):
+    assert main([str(sweep), "--out", str(tmp_path / "a"), "--no-constraints", "--no-plots"]) == 0
+    md = (tmp_path / "a" / "compare.md").read_text()
+    assert "**Recommend qlora** — run `1`" in md and "Runner-up: lora (`0`" in md
+    assert not list((tmp_path / "a").glob("*.png"))
+    assert main([str(sweep), "--out", str(tmp_path / "b"), "--constraint", "adapter/size_mb<=0.01"]) == 0
+    md = (tmp_path / "b" / "compare.md").read_text()
+    assert "**No run meets the constraints** (adapter/size_mb <= 0.01)" in md
+    assert "Without them the best would be qlora (`1`, test/acc 0.650)" in md
+    assert main([str(sweep), "--out", str(tmp_path / "c"), "--metric", "val/loss", "--direction", "minimize",
+                 "--constraint", "test/latency/p50_s<=1", "--constraint", "test/bleu>=0.2"]) == 0
+    md = (tmp_path / "c" / "compare.md").read_text()
+    assert "**Recommend lora** — run `0` (method=lora) has the lowest val/loss, 1.200" in md
+    assert "Not checked: `test/bleu >= 0.2`, no run reports test/bleu." in md
+
+
+def test_one_recommendation_per_scenario(tmp_path):
+    """Methods swept over two task mixes: the method is picked per task mix."""
+    root = tmp_path / "sweep"
+    for i, (method, mix, acc) in enumerate([("lora", "all", 0.5), ("prompt_tuning", "all", 0.6),
+                                            ("lora", "classification", 0.9), ("prompt_tuning", "classification", 0.7)]):
+        make_run(root / str(i), method, {"test/acc": acc, "adapter/size_mb": 1.0}, task_mix=mix,
+                 compare={**COMPARE, "constraints": []})
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    assert "**For task_mix=all:** **Recommend prompt_tuning** — run `1`" in md
+    assert "**For task_mix=classification:** **Recommend lora** — run `2`" in md
+    assert "| run | status | method | task_mix | test/acc ↑ | adapter/size_mb ↓ |" in md
+
+
+def test_all_failed_or_objective_missing_says_so(tmp_path):
+    root = tmp_path / "sweep"
+    make_run(root / "0", "lora", {"val/loss": 1.0})
+    make_run(root / "1", "qlora", {"val/loss": 1.1})
+    assert main([str(root), "--no-plots"]) == 0
+    assert "No recommendation: no finished run reports test/acc (compare.metric)." in (root / "compare.md").read_text()
+    for run in ("0", "1"):
+        (root / run / "metrics.json").write_text(json.dumps({"status": "failed", "error": "ValueError: x"}))
+    assert main([str(root), "--no-plots"]) == 0
+    assert "No recommendation: all 2 runs failed." in (root / "compare.md").read_text()
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err == f"ccexp.compare: error: {tmp_path / 'empty'}: no runs found (no metrics.json or error.txt below it)\n"
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "missing: no such file or directory" in capsys.readouterr().err
+    assert main([str(tmp_path), "--constraint", "latency is low"]) == 2
+    assert "expected 'METRIC <= NUMBER'" in capsys.readouterr().err
+    bad = make_run(tmp_path / "sweep" / "0", "lora", {"test/acc": 0.5})
+    (bad / "metrics.json").write_text('{"test/acc": 0.5,')
+    proc = subprocess.run([sys.executable, "-m", "ccexp.compare", str(tmp_path / "sweep")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"ccexp.compare: error: {bad / 'metrics.json'}: not valid JSON "
+                                        "(Expecting property name enclosed in double quotes at line 1 column 18)"]
+
+
+def test_metric_directions_from_key_names():
+    lower = ["val/loss", "val/ppl", "test/quality_score/mae", "test/latency/p50_s", "test/latency/p95_s",
+             "adapter/size_mb", "memory/peak_mb", "time/total_s", "test/answer_seconds_p50"]
+    higher = ["test/acc", "test/json_valid", "test/reply/bleu", "test/reply/rougeL", "test/issue_category/macro_f1",
+              "train/tokens_per_s", "test/task/csat/acc"]
+    assert [higher_is_better(k) for k in lower] == [False] * len(lower)
+    assert [higher_is_better(k) for k in higher] == [True] * len(higher)
+    assert higher_is_better("params/trainable") is None

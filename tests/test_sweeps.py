@@ -1,0 +1,166 @@
+"""Sweeps: every experiment= and hparams_search= composes and runs on the tiny model, a
+multirun shares one W&B group and ends with a report, an Optuna study resumes and survives a
+failed trial, and the launcher configs (joblib thread share, SLURM) compose."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import wandb_records
+import yaml
+from conftest import FAST, compose_cfg
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from ccexp.__main__ import CONFIG_DIR
+from ccexp.compare import compare
+from ccexp.config import validate
+from ccexp.run import run
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+SEARCHES = sorted(p.stem for p in (Path(CONFIG_DIR) / "hparams_search").glob("*.yaml"))
+QUICK = ("eval.baseline=false", "eval.generate_examples=2")  # on top of FAST: a job in seconds
+
+
+def compose_with_hydra(*overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ccexp", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def as_hydra_job():
+    """Resolve a composed config as a job would: with its Hydra config set."""
+    def resolve(cfg):
+        HydraConfig.instance().set_config(cfg)
+        return OmegaConf.to_container(cfg.backend, resolve=True)
+    yield resolve
+    HydraConfig.instance().cfg = None
+
+
+def test_experiment_and_search_groups_are_populated():
+    assert set(EXPERIMENTS) == {"seed_hf_recipe", "qlora_vs_prompt_tuning", "method_comparison"}
+    assert set(SEARCHES) == {"lora_optuna", "prompt_tuning_optuna"}
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_validates(name):
+    rc = validate(compose_cfg(f"experiment={name}"))
+    assert rc.experiment_name == name
+
+
+def test_seed_hf_recipe_is_seed_000():
+    rc = validate(compose_cfg("experiment=seed_hf_recipe"))
+    assert (rc.method.name, rc.method.r, rc.method.alpha, rc.method.dropout, rc.method.lr) == ("lora", 16, 32, 0.05, 2e-5)
+    assert rc.method.target_modules is None and rc.model.lora_targets == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    t = rc.trainer
+    assert (t.max_epochs, t.batch_size, t.grad_accum, t.warmup_ratio, t.weight_decay) == (3, 4, 4, 0.03, 0.01)
+
+
+def test_sweep_experiments_declare_their_sweep():
+    cfg = compose_with_hydra("experiment=qlora_vs_prompt_tuning")
+    assert dict(cfg.hydra.sweeper.params) == {"method": "qlora,prompt_tuning"}
+    assert cfg.task_mix.name == "reply" and cfg.compare.metric == "test/reply/rougeL"
+    assert cfg.method.name == "qlora"  # without -m: one run of the first swept method
+    assert "test/reply/*" in cfg.compare.headline and "adapter/size_mb" in cfg.compare.headline
+    cfg = compose_with_hydra("experiment=method_comparison")
+    assert dict(cfg.hydra.sweeper.params) == {"method": "lora,qlora,prompt_tuning", "task_mix": "all,classification"}
+
+
+def test_seed_hf_recipe_runs(tmp_path):
+    metrics = run(compose_cfg("experiment=seed_hf_recipe", *FAST, *QUICK, "trainer.max_steps=1"), tmp_path)
+    assert metrics["status"] == "finished" and metrics["train/steps"] == 1
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["trainer"]["grad_accum"] == 4
+
+
+def test_qlora_vs_prompt_tuning_jobs_run_and_compare(tmp_path):
+    """Each job of the sweep, run in-process, then the report over both."""
+    methods = compose_with_hydra("experiment=qlora_vs_prompt_tuning").hydra.sweeper.params.method.split(",")
+    for method in methods:
+        metrics = run(compose_cfg("experiment=qlora_vs_prompt_tuning", f"method={method}", *FAST, *QUICK,
+                                  "trainer.max_steps=2"), tmp_path / method)
+        assert metrics["status"] == "finished" and "test/reply/acc" in metrics
+    report = compare([tmp_path], plots=False)
+    assert report["swept"] == ["method.name"]
+    assert {"test/reply/acc", "val/loss", "adapter/size_mb"} <= set(report["columns"])
+    assert report["best"]["adapter/size_mb"] == {"prompt_tuning"}  # a soft prompt is the smaller adapter
+
+
+def test_method_comparison_sweep(tmp_path):
+    """The three methods as one multirun: a job dir each, one W&B group (offline), a report."""
+    sweep_dir = tmp_path / "multirun" / "2026-01-01" / "10-00-00"
+    proc = cli("-m", "experiment=method_comparison", "task_mix=classification", *FAST, *QUICK,
+               "logger=wandb", "logger.mode=offline", f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"ccexp: sweep {sweep_dir}: 3 jobs: 3 finished, 0 failed" in proc.stdout
+    groups, methods = set(), []
+    for job in ("0", "1", "2"):
+        metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
+        assert metrics["status"] == "finished"
+        run_file = next((sweep_dir / job / "wandb").glob("offline-run-*/run-*.wandb"))
+        record = next(r.run for r in wandb_records.records(run_file) if r.WhichOneof("record_type") == "run")
+        groups.add(record.run_group)
+        methods += [t for t in record.tags if t.startswith("method=")]
+    assert groups == {"2026-01-01_10-00-00"}
+    assert methods == ["method=lora", "method=qlora", "method=prompt_tuning"]
+    summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert (summary["jobs"], summary["finished"], summary["failed"]) == (3, 3, 0)
+    md = (sweep_dir / "compare.md").read_text()
+    assert "## Recommendation" in md and "| `2` | finished | prompt_tuning |" in md
+    for png in ("per_field_accuracy.png", "tradeoff.png", "training_curves.png"):
+        assert (sweep_dir / png).is_file(), png
+
+
+@pytest.mark.parametrize("name", SEARCHES)
+def test_hparams_search_composes(name):
+    cfg = compose_with_hydra(f"hparams_search={name}")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper.direction == "minimize" and sweeper.max_failure_rate == 1.0
+    assert sweeper.storage == f"sqlite:///multirun/optuna/{sweeper.study_name}/optuna.db"
+    assert "method.lr" in sweeper.params and cfg.method.name == name.removesuffix("_optuna")
+    validate(cfg)
+    assert compose_with_hydra(f"hparams_search={name}", "objective.direction=maximize").hydra.sweeper.direction == "maximize"
+
+
+def test_optuna_study_resumes_and_survives_a_failed_trial(tmp_path):
+    """Two trials; the same command again adds a third (here a failing one) to the same study."""
+    common = ("-m", "hparams_search=lora_optuna", *FAST, "eval.baseline=false", "eval.generate_examples=0",
+              f"hydra.sweep.dir={tmp_path}")
+    first = cli(*common, "hydra.sweeper.n_trials=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = cli(*common, "hydra.sweeper.n_trials=1", "method.r=-1")
+    assert second.returncode == 1, second.stderr[-3000:]
+    assert f"ccexp: sweep {tmp_path}: 1 job: 0 finished, 1 failed" in second.stderr
+    study = optuna.load_study(study_name="lora", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())["best_value"] == study.best_value
+    statuses = sorted(json.loads(p.read_text())["status"] for p in tmp_path.glob("*/metrics.json"))
+    assert statuses == ["failed", "finished", "finished"]  # one dir per trial, none overwritten
+
+
+def test_joblib_launcher_shares_the_cores(as_hydra_job):
+    cores = len(os.sched_getaffinity(0))
+    backend = as_hydra_job(compose_with_hydra("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"))
+    assert backend["num_threads"] == max(1, cores // min(2, cores))
+    assert as_hydra_job(compose_with_hydra("hydra/launcher=joblib"))["num_threads"] == 1  # n_jobs -1: a job per core
+    assert as_hydra_job(compose_with_hydra())["num_threads"] is None  # one job at a time: all cores
+    assert as_hydra_job(compose_with_hydra("hydra/launcher=joblib", "backend.num_threads=3"))["num_threads"] == 3
+
+
+def test_slurm_launcher_composes(as_hydra_job):
+    cfg = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node, launcher.mem_gb) == ("gpu", 240, 1, 64)
+    assert as_hydra_job(cfg)["num_threads"] == launcher.cpus_per_task == 8
