@@ -154,7 +154,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_metric_directions_from_key_names():
     lower = ["val/loss", "val/ppl", "test/quality_score/mae", "test/latency/p50_s", "test/latency/p95_s",
-             "adapter/size_mb", "memory/peak_mb", "time/total_s", "test/answer_seconds_p50"]
+             "adapter/size_mb", "memory/peak_mb", "time/total_s"]
     higher = ["test/acc", "test/json_valid", "test/reply/bleu", "test/reply/rougeL", "test/issue_category/macro_f1",
               "train/tokens_per_s", "test/task/csat/acc"]
     assert [higher_is_better(k) for k in lower] == [False] * len(lower)

@@ -15,7 +15,7 @@ from ccexp.compare import Run, fmt
 from ccexp.config import CompareConfig, parse_constraint
 
 FIELD_ACC = re.compile(r"^test/(?!task/)([^/]+)/acc$")  # test/<field>/acc, not test/task/<task>/acc
-LATENCY_KEYS = ("test/latency/p50_s", "test/answer_seconds_p50", "time/eval_s")  # first one reported wins
+LATENCY_KEYS = ("test/latency/p50_s", "time/eval_s")  # first one reported wins
 
 
 def _label(run: Run, swept: list[str]) -> str:

@@ -15,9 +15,15 @@ from typing import Any, Protocol, Sequence
 
 
 def peak_rss_mb() -> float:
-    """The process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+    """The process's peak resident set size. Linux: VmHWM, which starts afresh at exec;
+    ru_maxrss would carry over the peak of the parent that forked us (a sweep launcher, a
+    benchmark). Elsewhere ru_maxrss (bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**10
+    except (OSError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 @dataclass

@@ -12,26 +12,24 @@ from ccexp.backends.lightning import TorchBackend
 from ccexp.data.batching import prompt_text
 
 
-def batched_vs_single(backend: TorchBackend, prompts: list[list[dict]], cap: int) -> dict:
-    """Tokens/s answering the same prompts in one batch and one at a time (after a warm-up)."""
-    backend.generate(prompts[:1], 2)
-    tic = time.perf_counter()
-    batched = backend.generate(prompts, cap)
-    batched_s = time.perf_counter() - tic
-    single_s, single_tokens = 0.0, 0
-    for prompt in prompts:
-        tic = time.perf_counter()
-        gen = backend.generate([prompt], cap)
-        single_s += time.perf_counter() - tic
-        single_tokens += gen.new_tokens[0]
-    return {"batched_tokens_per_s": sum(batched.new_tokens) / batched_s,
-            "single_tokens_per_s": single_tokens / single_s, "prompts": len(prompts)}
+def batched_vs_single(backend: TorchBackend, prompts: list[list[dict]], n_tokens: int) -> dict:
+    """Tokens/s producing exactly ``n_tokens`` per prompt for the same prompts, in one batch and
+    one at a time (after a warm-up): the same work on both sides, whatever the model says."""
+    tok, model = backend.tokenizer, backend.model
+    model.eval()
+    texts = [prompt_text(tok, messages) for messages in prompts]
+    _generate_exactly(model, tok, texts[:1], 2, backend.autocast_dtype)
+    batched_s = _generate_exactly(model, tok, texts, n_tokens, backend.autocast_dtype)
+    single_s = sum(_generate_exactly(model, tok, [t], n_tokens, backend.autocast_dtype) for t in texts)
+    work = len(texts) * n_tokens
+    return {"batched_tokens_per_s": work / batched_s, "single_tokens_per_s": work / single_s,
+            "prompts": len(texts), "new_tokens_each": n_tokens}
 
 
-def _generate_exactly(model, tokenizer, text: str, n_tokens: int, autocast_dtype) -> float:
-    """Seconds to produce exactly ``n_tokens`` (EOS ignored): the cost of an answer of that
-    length, whatever the model would say."""
-    enc = tokenizer([text], return_tensors="pt", add_special_tokens=False)
+def _generate_exactly(model, tokenizer, texts: list[str], n_tokens: int, autocast_dtype) -> float:
+    """Seconds to produce exactly ``n_tokens`` per prompt (EOS ignored), left-padded as one
+    batch: the cost of answers of that length, whatever the model would say."""
+    enc = tokenizer(texts, return_tensors="pt", add_special_tokens=False, padding=True)
     ctx = torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None)
     with torch.inference_mode(), ctx:
         tic = time.perf_counter()
@@ -47,8 +45,8 @@ def answer_latency(backend: TorchBackend, examples: list[dict], repeats: int = 1
     texts = [prompt_text(tok, ex["messages"][:-1]) for ex in examples]
     lengths = [len(tok(ex["messages"][-1]["content"] + tok.eos_token, add_special_tokens=False)["input_ids"])
                for ex in examples]
-    _generate_exactly(model, tok, texts[0], 2, backend.autocast_dtype)  # warm-up
-    seconds = [_generate_exactly(model, tok, t, n, backend.autocast_dtype)
+    _generate_exactly(model, tok, texts[:1], 2, backend.autocast_dtype)  # warm-up
+    seconds = [_generate_exactly(model, tok, [t], n, backend.autocast_dtype)
                for _ in range(repeats) for t, n in zip(texts, lengths)]
     return {"p50_s": statistics.median(seconds), "answer_tokens_p50": statistics.median(lengths),
             "prompt_tokens_p50": statistics.median(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)}
@@ -63,9 +61,9 @@ def merged_vs_base(backend: TorchBackend, base, examples: list[dict], n_tokens: 
     base.eval()
     texts = [prompt_text(tok, ex["messages"][:-1]) for ex in examples]
     for model in (merged, base):
-        _generate_exactly(model, tok, texts[0], 2, backend.autocast_dtype)
+        _generate_exactly(model, tok, texts[:1], 2, backend.autocast_dtype)
     base_s, merged_s = [], []
     for text in texts:
-        base_s.append(_generate_exactly(base, tok, text, n_tokens, backend.autocast_dtype))
-        merged_s.append(_generate_exactly(merged, tok, text, n_tokens, backend.autocast_dtype))
+        base_s.append(_generate_exactly(base, tok, [text], n_tokens, backend.autocast_dtype))
+        merged_s.append(_generate_exactly(merged, tok, [text], n_tokens, backend.autocast_dtype))
     return {"base_p50_s": statistics.median(base_s), "merged_p50_s": statistics.median(merged_s)}
