@@ -31,7 +31,8 @@ def test_run_each_method_on_tiny(method, tmp_path, tiny_dir):
                 "test/quality_score/mae", "test/quality_score/within_10", "test/csat/within_15_of_100",
                 "test/issue_category/macro_f1", "test/coaching/rougeL", "test/coaching/theme_coverage",
                 "test/churn_risk/parse_rate", "test/latency/p50_s", "test/latency/p95_s",
-                "test/latency/ttft_p50_s", "test/latency/tokens_per_s", "memory/peak_mb", "train/tokens_per_s"):
+                "test/latency/ttft_p50_s", "test/latency/tokens_per_s", "memory/peak_mb", "train/tokens_per_s",
+                "baseline/test/latency/p50_s", "baseline/test/coaching/rougeL", "baseline/test/csat/within_15_of_100"):
         assert key in saved, key
     assert saved["test/latency/p95_s"] >= saved["test/latency/p50_s"] > saved["test/latency/ttft_p50_s"] > 0
     predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]

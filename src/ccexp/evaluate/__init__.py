@@ -18,7 +18,7 @@ from ccexp.metrics import summarize
 from ccexp.scoring import score
 
 # Keys that describe the work or the speed, not the quality: no delta/ for them.
-_NO_DELTA = ("answer_tokens", "generated", "tokens_per_s")
+_NO_DELTA = ("answer_tokens", "generated", "tokens_per_s", "examples")
 
 
 def generation_subset(examples: Sequence[dict], n: int) -> list[dict]:
@@ -82,25 +82,27 @@ def _generate(backend: Backend, examples: list[dict], cfg: EvalConfig, adapter: 
     return [results[i] for i in range(len(examples))]
 
 
-def measure_latency(backend: Backend, examples: list[dict], cfg: EvalConfig, progress: Progress) -> dict[str, float]:
+def measure_latency(backend: Backend, examples: list[dict], cfg: EvalConfig, adapter: bool, prefix: str,
+                    progress: Progress) -> dict[str, float]:
     """What a caller scoring one interaction waits: each example generated alone (batch of 1)
     after a warm-up call; time to first token = a generation capped at one token."""
     sample = examples[: cfg.latency_examples]
     if not sample:
         return {}
-    backend.generate([_prompt(sample[0])], 2)  # warm-up: first-call allocations and caches
+    backend.generate([_prompt(sample[0])], 2, adapter=adapter)  # warm-up: first-call allocations and caches
     seconds, first, tokens = [], [], 0
     for ex in sample:
-        first.append(backend.generate([_prompt(ex)], 1).seconds[0])
-        gen = backend.generate([_prompt(ex)], _cap(cfg, ex["task"]))
+        first.append(backend.generate([_prompt(ex)], 1, adapter=adapter).seconds[0])
+        gen = backend.generate([_prompt(ex)], _cap(cfg, ex["task"]), adapter=adapter)
         seconds.append(gen.seconds[0])
         tokens += gen.new_tokens[0]
         progress.advance(progress.task_ids[0], 1)
-    return {
-        "test/latency/p50_s": percentile(seconds, 0.5), "test/latency/p95_s": percentile(seconds, 0.95),
-        "test/latency/ttft_p50_s": percentile(first, 0.5), "test/latency/ttft_p95_s": percentile(first, 0.95),
-        "test/latency/tokens_per_s": tokens / max(sum(seconds), 1e-9), "test/latency/examples": len(sample),
+    latency = {
+        "p50_s": percentile(seconds, 0.5), "p95_s": percentile(seconds, 0.95),
+        "ttft_p50_s": percentile(first, 0.5), "ttft_p95_s": percentile(first, 0.95),
+        "tokens_per_s": tokens / max(sum(seconds), 1e-9), "examples": len(sample),
     }
+    return {f"{prefix}test/latency/{k}": v for k, v in latency.items()}
 
 
 def evaluate(backend: Backend, splits: dict[str, list[dict]], cfg: EvalConfig) -> tuple[dict, list[dict]]:
@@ -110,7 +112,7 @@ def evaluate(backend: Backend, splits: dict[str, list[dict]], cfg: EvalConfig) -
     predictions: list[dict] = []
     subset = generation_subset(splits["test"], cfg.generate_examples)
     variants = [("adapter", True, "")] + ([("baseline", False, "baseline/")] if cfg.baseline else [])
-    with _progress(len(subset) * len(variants) + min(cfg.latency_examples, len(subset))) as progress:
+    with _progress((len(subset) + min(cfg.latency_examples, len(subset))) * len(variants)) as progress:
         for model_name, adapter, prefix in variants:
             for split in ("val", "test"):
                 metrics.update(_perplexity(backend, splits[split], adapter, f"{prefix}{split}/"))
@@ -130,7 +132,8 @@ def evaluate(backend: Backend, splits: dict[str, list[dict]], cfg: EvalConfig) -
             metrics[f"{prefix}test/batch_tokens_per_s"] = (sum(r["new_tokens"] for r in records)
                                                            / max(sum(r["seconds"] for r in records), 1e-9))
             predictions += records
-        metrics.update(measure_latency(backend, subset, cfg, progress))
+            # The base model's latency too: it often talks until the cap, which is part of its cost.
+            metrics.update(measure_latency(backend, subset, cfg, adapter, prefix, progress))
     if cfg.baseline:
         for key in [k for k in metrics if not k.startswith("baseline/")]:
             base = metrics.get(f"baseline/{key}")
