@@ -9,6 +9,7 @@ import math
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -36,11 +37,7 @@ def generation_subset(examples: Sequence[dict], n: int) -> list[dict]:
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default), q in [0, 1]."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+    return float(torch.quantile(torch.tensor(values, dtype=torch.float64), q))
 
 
 def _cap(cfg: EvalConfig, task: str) -> int:
