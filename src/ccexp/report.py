@@ -54,11 +54,12 @@ def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) 
         change = "" if base is None or tuned is None else f"{tuned - base:+.3f}" + (" ✓" if (tuned > base) == higher and tuned != base else "")
         table.add_row(label, _fmt(base), _fmt(tuned), change)
     console.print(table)
-    console.print(
-        f"trained {metrics.get('train/steps', 0)} steps in {metrics.get('train/seconds', 0):.0f}s "
-        f"({metrics.get('train/tokens_per_s', 0):.0f} tokens/s); best step {metrics.get('train/best_step')}; "
-        f"adapter {metrics.get('adapter/size_mb', 0):.2f} MB, {metrics.get('params/trainable', 0):,} trainable params"
-    )
+    if "train/steps" in metrics:  # absent when a saved adapter was evaluated (python -m ccexp.evaluate)
+        console.print(
+            f"trained {metrics['train/steps']} steps in {metrics.get('train/seconds', 0):.0f}s "
+            f"({metrics.get('train/tokens_per_s', 0):.0f} tokens/s); best step {metrics.get('train/best_step')}; "
+            f"adapter {metrics.get('adapter/size_mb', 0):.2f} MB, {metrics.get('params/trainable', 0):,} trainable params"
+        )
     console.print(
         f"wall {metrics.get('time/total_s', 0):.0f}s: setup {metrics.get('time/setup_s', 0):.0f}s, "
         f"training {metrics.get('time/fit_s', 0):.0f}s, evaluation {metrics.get('time/eval_s', 0):.0f}s"
