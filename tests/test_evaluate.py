@@ -49,7 +49,7 @@ class ScriptedBackend:
                     ref[key] = "wrong_label"
             text = json.dumps(ref)
             texts.append([text, f"Sure: ```json\n{text}\n```", text, "I cannot tell.", text[:-3]][style])
-        return Generation(texts, [0.01] * len(texts), [5] * len(texts))
+        return Generation(texts, [0.01] * len(texts), [5] * len(texts), [0.002] * len(texts))
 
 
 def _recompute(records: list[dict], bands: dict[str, float]) -> dict[str, float]:

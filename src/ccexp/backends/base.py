@@ -34,12 +34,16 @@ class Generation:
     """Per-prompt wall time (a batch's time shared by its rows)."""
     new_tokens: list[int]
     """Tokens generated per prompt (up to and including EOS)."""
+    first_token_seconds: list[float]
+    """Per-prompt wall time until its batch's first new token (prefill + one step)."""
 
     def __post_init__(self) -> None:
         # Evaluation zips these lists with its examples: a short one would drop predictions.
-        if not len(self.texts) == len(self.seconds) == len(self.new_tokens):
+        counts = {len(self.texts), len(self.seconds), len(self.new_tokens), len(self.first_token_seconds)}
+        if len(counts) != 1:
             raise ValueError(f"Generation: {len(self.texts)} texts, {len(self.seconds)} timings, "
-                             f"{len(self.new_tokens)} token counts; expected one of each per prompt")
+                             f"{len(self.new_tokens)} token counts, {len(self.first_token_seconds)} first-token "
+                             "timings; expected one of each per prompt")
 
 
 class Backend(Protocol):

@@ -53,6 +53,23 @@ def resolve_base_dtype(requested: str, precision: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[requested]
 
 
+class FirstTokenClock:
+    """A ``generate`` streamer that only keeps time: its first ``put`` is the prompt, its second
+    the first new token, so one call gives both time to first token and total time."""
+
+    def __init__(self):
+        self.start, self.first_token, self._puts = time.perf_counter(), 0.0, 0
+
+    def put(self, value) -> None:
+        self._puts += 1
+        if self._puts == 2:
+            self.first_token = time.perf_counter()
+
+    def end(self) -> None:
+        if not self.first_token:  # nothing generated (max_new_tokens reached at once)
+            self.first_token = time.perf_counter()
+
+
 class TorchBackend:
     def __init__(self, cfg: RunConfig, device: str, model_dir: Path):
         self.name, self.cfg, self.device = device, cfg, device
@@ -156,6 +173,7 @@ class TorchBackend:
         texts = [prompt_text(self.tokenizer, messages) for messages in prompts]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
         out_texts, seconds, new_tokens = [""] * len(texts), [0.0] * len(texts), [0] * len(texts)
+        first = [0.0] * len(texts)
         eos = self.tokenizer.eos_token_id
         with self._net(adapter) as net:
             for start in range(0, len(order), self.cfg.eval.batch_size):
@@ -164,16 +182,17 @@ class TorchBackend:
                 enc = self.tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
                                      add_special_tokens=False, truncation=True,
                                      max_length=max(self.cfg.model.max_seq_len - max_new_tokens, 1)).to(self.device)
-                tic = time.perf_counter()
+                clock = FirstTokenClock()
                 out = net.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                                   pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos)
-                elapsed = time.perf_counter() - tic
+                                   pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos, streamer=clock)
+                elapsed = time.perf_counter() - clock.start
                 generated = out[:, enc["input_ids"].shape[1]:]
                 for row, ids in zip(rows, generated.tolist()):
                     n = ids.index(eos) + 1 if eos in ids else len(ids)
                     out_texts[row] = self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
                     seconds[row], new_tokens[row] = elapsed / len(rows), n
-        return Generation(out_texts, seconds, new_tokens)
+                    first[row] = clock.first_token - clock.start
+        return Generation(out_texts, seconds, new_tokens, first)
 
     def save_adapter(self, path: Path) -> None:
         self.model.save_pretrained(path)

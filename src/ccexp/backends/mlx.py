@@ -271,7 +271,7 @@ class MLXBackend:
         """Greedy, one prompt at a time through mlx-lm's generate_step (what mlx_lm.generate
         runs): exact per-answer latency, and the soft prompt rides along in the model call."""
         eos = self.tokenizer.eos_token_id
-        texts, seconds, new_tokens = [], [], []
+        texts, seconds, new_tokens, first = [], [], [], []
         with self._net(adapter) as net:
             for messages in prompts:
                 # Over-long prompts lose their oldest tokens, as in training (the tokenizer truncates left).
@@ -279,13 +279,17 @@ class MLXBackend:
                                      max_length=max(self.cfg.model.max_seq_len - max_new_tokens, 1))["input_ids"]
                 tic, out = time.perf_counter(), []
                 for token, _ in generate_step(mx.array(ids), net, max_tokens=max_new_tokens):
+                    if not out:
+                        first.append(time.perf_counter() - tic)
                     out.append(token)
                     if token == eos:
                         break
                 seconds.append(time.perf_counter() - tic)
+                if not out:  # no token at all: the first-token time is the whole call
+                    first.append(seconds[-1])
                 texts.append(self.tokenizer.decode(out, skip_special_tokens=True).strip())
                 new_tokens.append(len(out))
-        return Generation(texts, seconds, new_tokens)
+        return Generation(texts, seconds, new_tokens, first)
 
     def save_adapter(self, path: Path) -> None:
         self.adapter.save(path)

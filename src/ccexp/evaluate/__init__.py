@@ -82,15 +82,15 @@ def _generate(backend: Backend, examples: list[dict], cfg: EvalConfig, adapter: 
 def measure_latency(backend: Backend, examples: list[dict], cfg: EvalConfig, adapter: bool, prefix: str,
                     progress: Progress) -> dict[str, float]:
     """What a caller scoring one interaction waits: each example generated alone (batch of 1)
-    after a warm-up call; time to first token = a generation capped at one token."""
+    after a warm-up call; time to first token from the same call."""
     sample = examples[: cfg.latency_examples]
     if not sample:
         return {}
     backend.generate([_prompt(sample[0])], 2, adapter=adapter)  # warm-up: first-call allocations and caches
     seconds, first, tokens = [], [], 0
     for ex in sample:
-        first.append(backend.generate([_prompt(ex)], 1, adapter=adapter).seconds[0])
         gen = backend.generate([_prompt(ex)], _cap(cfg, ex["task"]), adapter=adapter)
+        first.append(gen.first_token_seconds[0])
         seconds.append(gen.seconds[0])
         tokens += gen.new_tokens[0]
         progress.advance(progress.task_ids[0], 1)
