@@ -20,3 +20,12 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir):
     # The three sides did the same number of optimizer steps on the same examples.
     assert training["ccexp"]["steps"] == training["bare_loop"]["steps"] == training["hf_trainer"]["steps"] == 3
     assert results["memory"]["qlora"]["peak_rss_mb"] > results["memory"]["qlora"]["before_model_mb"]
+
+
+def test_bench_unknown_model_is_one_line(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "nosuch"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "ccexp.bench: error: In 'config': Could not find 'model/nosuch'"

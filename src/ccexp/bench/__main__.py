@@ -11,16 +11,19 @@ import argparse
 import json
 import logging
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from hydra.errors import HydraException
 from rich.console import Console
 from rich.table import Table
 
 from ccexp.bench import inference, memory, training
 from ccexp.bench.setup import compose_run_config
+from ccexp.config import ConfigError
 from ccexp.data import build_splits
 from ccexp.models import load_model, resolve_model_dir
 
@@ -45,6 +48,14 @@ def machine() -> dict:
 
 def main(argv=None) -> None:
     args = _args(argv)
+    try:
+        run_bench(args)
+    except (ConfigError, HydraException) as err:  # e.g. --model nosuch: one line, not a traceback
+        print(f"ccexp.bench: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_bench(args: argparse.Namespace) -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     console = Console()
