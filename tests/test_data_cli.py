@@ -109,3 +109,16 @@ def test_cli_errors_are_one_line(argv, error, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(error)
+
+
+def test_export_writes_a_dataset_dict_that_data_hf_reads(tmp_path, capsys):
+    csv = ["data=csv", f"data.train_path={FIXTURES / 'banking77_train.csv'}",
+           f"data.test_path={FIXTURES / 'banking77_test.csv'}"]
+    assert main(["export", *csv, "--out", str(tmp_path)]) == 0
+    rc = validate(compose_cfg(*csv))
+    original = build_splits(rc.data, rc.data_size, rc.task_mix)
+    again = build_splits(DataConfig(name="hf", train_path=str(tmp_path / "hf")),
+                         DataSizeConfig(train=1000, val=1000, test=1000), MIX)
+    key = lambda ex: ex["id"]  # noqa: E731
+    assert {s: sorted(v, key=key) for s, v in again.items()} == {s: sorted(v, key=key) for s, v in original.items()}
+    assert f"data=hf data.train_path={tmp_path / 'hf'}" in capsys.readouterr().out

@@ -78,3 +78,10 @@ def test_qlora_base_is_4bit(tiny_dir):
     q_proj = model.get_base_model().model.layers[0].self_attn.q_proj
     assert isinstance(q_proj.base_layer, bnb.nn.Linear4bit)
     assert q_proj.base_layer.weight.quant_type == "nf4"
+
+
+def test_qlora_checkpoints_activations_and_lora_does_not(tiny_dir):
+    """QLoRA's recipe (as in the paper) recomputes activations; LoRA keeps them by default."""
+    for method, expected in (("qlora", True), ("lora", False)):
+        _, model = _wrapped(method, tiny_dir)
+        assert model.get_base_model().is_gradient_checkpointing is expected, method

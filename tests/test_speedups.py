@@ -4,6 +4,7 @@ on the tiny model within a tolerance (bf16 rounding), and the benchmark's sides 
 from __future__ import annotations
 
 import pytest
+import torch
 from conftest import FAST, compose_cfg
 
 from ccexp.run import run
@@ -20,3 +21,93 @@ def test_bf16_base_weights_match_fp32_weights_under_autocast(tmp_path):
     assert len(a) == len(b) == 4
     assert b == pytest.approx(a, rel=2e-3)
     assert a[-1] < a[0] and b[-1] < b[0]  # both still learn
+
+
+def _loss_curve(tmp_path, name, *overrides):
+    result = run(compose_cfg(*QUIET, "trainer.max_steps=6", *overrides), tmp_path / name)
+    return [h["val_loss"] for h in result["train/val_history"]]
+
+
+def test_varlen_attention_and_shared_dropout_keep_the_loss_curve(tmp_path, monkeypatch):
+    """The defaults (varlen attention, one q/k/v dropout mask, contiguous head input, no LoRA input
+    casts) against transformers' SDPA with peft's independent masks and none of the rewrites."""
+    fast = _loss_curve(tmp_path, "fast")
+    import ccexp.backends.speedups as speedups
+
+    monkeypatch.setattr(speedups, "apply", lambda *args, **kwargs: None)  # none of the rewrites
+    plain = _loss_curve(tmp_path, "plain", "backend.attention=sdpa", "method.shared_dropout=false")
+    assert len(fast) == len(plain) == 6
+    # Different dropout masks (shared vs independent) and bf16 rounding: close, not equal.
+    assert fast == pytest.approx(plain, rel=0.02)
+    assert fast[-1] < fast[0] and plain[-1] < plain[0]
+
+
+def _left_padded(batch: int = 3, length: int = 24):
+    ids = torch.randint(5, 1000, (batch, length), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[0, :7] = 0
+    mask[1, :2] = 0
+    return ids, mask
+
+
+def test_varlen_attention_equals_sdpa_on_real_tokens(tiny_dir):
+    """Exact up to float rounding: same logits on every real token, same greedy generation."""
+    from ccexp.backends import attention
+    from ccexp.models import load_model
+
+    plain = load_model(tiny_dir, torch.float32, attention="sdpa").eval()
+    varlen = load_model(tiny_dir, torch.float32, attention="varlen").eval()
+    ids, mask = _left_padded()
+    with torch.no_grad():
+        a = plain(input_ids=ids, attention_mask=mask).logits
+        b = varlen(input_ids=ids, attention_mask=mask).logits
+    assert attention._checked[1].tolist() == [7, 2, 0]  # the per-row path ran, with these starts
+    real = mask.bool()
+    assert torch.allclose(a[real], b[real], atol=1e-5)
+    for model in (plain, varlen):
+        model.config.use_cache = True
+        model.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        gen_a = plain.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+        gen_b = varlen.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+    assert torch.equal(gen_a, gen_b)
+
+
+def test_varlen_attention_falls_back_on_any_other_mask():
+    from ccexp.backends.attention import left_pad_starts
+
+    length = 6
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    left = causal.clone()[None, None].repeat(2, 1, 1, 1)
+    left[0, 0, :, :2] = False
+    assert left_pad_starts(left, length, length).tolist() == [2, 0]
+    right = causal.clone()[None, None].repeat(2, 1, 1, 1)
+    right[0, 0, :, 4:] = False  # right padding: real queries would lose nothing, keys differ
+    right[0, 0, 4:, :] = False
+    assert left_pad_starts(right, length, length) is None
+    window = causal.clone()
+    window[5, 0] = False  # a sliding window
+    assert left_pad_starts(window[None, None], length, length) is None
+    assert left_pad_starts(left[:, :, -1:], 1, length) is None  # a decode step
+    assert left_pad_starts(None, length, length) is None
+
+
+def test_shared_dropout_reuses_its_mask_only_for_the_same_tensor():
+    from ccexp.backends.speedups import SharedDropout
+
+    torch.manual_seed(0)
+    drop = SharedDropout(0.5).train()
+    x = torch.ones(64, 64)
+    first, again, other = drop(x), drop(x), drop(x.clone())
+    assert first is again
+    assert not torch.equal(first, other)
+    assert set(first.unique().tolist()) == {0.0, 2.0}  # inverted dropout: kept values scaled by 1/(1-p)
+    assert 0.4 < (first == 0).float().mean() < 0.6
+    assert drop.eval()(x) is x
+
+
+def test_gradient_checkpointing_keeps_the_loss_curve(tmp_path):
+    """Recomputed layers draw the same dropout masks (RNG state kept), so the curve is the same."""
+    plain = _loss_curve(tmp_path, "plain")
+    checkpointed = _loss_curve(tmp_path, "gc", "method.gradient_checkpointing=true")
+    assert checkpointed == pytest.approx(plain, rel=1e-3)

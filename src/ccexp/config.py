@@ -72,6 +72,12 @@ class MethodConfig:
     """LoRA scaling numerator (scale = alpha / r)."""
     dropout: float = 0.05
     """Dropout on the LoRA input path."""
+    shared_dropout: bool = True
+    gradient_checkpointing: bool = False
+    """Keep only each layer's input for backward and recompute the rest: activations shrink to
+    ~1/10 for ~1/3 more compute (QLoRA's recipe: qlora turns it on, as the QLoRA paper does)."""
+    """torch: projections that read the same tensor (q/k/v) share one dropout mask, as a fused-QKV
+    LoRA does (random numbers are ~10% of a CPU step); false = peft's independent masks."""
     target_modules: Optional[list[str]] = None
     """Override the model's lora_targets; null = use model.lora_targets."""
     quant_type: str = "nf4"
@@ -104,6 +110,9 @@ class BackendConfig:
     """CPU threads for torch; null = all cores."""
     base_dtype: str = "auto"
     """Frozen base weights: auto (bf16 under bf16-mixed, else float32) | float32 | bfloat16."""
+    attention: str = "varlen"
+    """torch: varlen (causal attention per row over its real tokens: no compute on padding) | sdpa
+    (transformers' SDPA with a padding mask) | eager. Ignored by mlx."""
     fuse: bool = False
     """mlx: also write the adapter merged into the base, a plain mlx-lm model in <run dir>/fused."""
 
@@ -114,6 +123,8 @@ class BackendConfig:
         _check(self.precision in precisions, "backend.precision", f"one of {precisions}", self.precision)
         _check(self.base_dtype in ("auto", "float32", "bfloat16"), "backend.base_dtype",
                "auto, float32 or bfloat16", self.base_dtype)
+        _check(self.attention in ("varlen", "sdpa", "eager"), "backend.attention", "varlen, sdpa or eager",
+               self.attention)
         _check(self.num_threads is None or self.num_threads >= 1, "backend.num_threads",
                "null or an integer >= 1", self.num_threads)
         _check(not self.fuse or self.name == "mlx", "backend.fuse", f"false for backend={self.name} "
@@ -149,7 +160,7 @@ class DataSizeConfig:
             _check(value >= 1, f"data_size.{split}", "an integer >= 1", value)
 
 
-DATA_SOURCES = ("synthetic", "chatml", "csv", "jsonl", "twcs")
+DATA_SOURCES = ("synthetic", "chatml", "hf", "csv", "jsonl", "twcs")
 
 
 @dataclass
@@ -159,13 +170,14 @@ class DataConfig:
     directory (Hydra does not chdir), and they ignore task_mix: each has one task."""
 
     name: str = "synthetic"
-    """synthetic (built-in generator) | chatml (ChatML JSONL) | csv / jsonl (text
+    """synthetic (built-in generator) | chatml (ChatML JSONL) | hf (a datasets DatasetDict saved with
+    save_to_disk, or parquet files, with a ``messages`` column) | csv / jsonl (text
     classification) | twcs (Kaggle "Customer Support on Twitter" reply generation)."""
     seed: int = 1234
     """Generator seed, and for the importers the seed of the 80/10/10 split and the
     data_size shuffle: the same seed gives byte-identical data."""
     train_path: Optional[str] = None
-    """Importers: the training file (required)."""
+    """Importers: the training file (required); hf: a save_to_disk directory or a .parquet file."""
     val_path: Optional[str] = None
     """Importers: validation file; null = 10% of the training file's rows (seeded)."""
     test_path: Optional[str] = None

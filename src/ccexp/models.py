@@ -170,10 +170,16 @@ def load_tokenizer(model_dir: Path):
     return tokenizer
 
 
-def load_model(model_dir: Path, dtype: torch.dtype, quantization_config=None, device: str = "cpu"):
+def load_model(model_dir: Path, dtype: torch.dtype, quantization_config=None, device: str = "cpu",
+               attention: str = "sdpa"):
+    """``attention``: sdpa (transformers' own) | varlen (ccexp's, see backends/attention.py) | eager."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": dtype}
+    if attention == "varlen":
+        from ccexp.backends.attention import register
+
+        attention = register()
+    kwargs = {"dtype": dtype, "attn_implementation": attention}
     if quantization_config is not None:
         # bitsandbytes quantizes while placing weights, so the device is chosen at load time.
         kwargs.update(quantization_config=quantization_config, device_map={"": device})

@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import EarlyStopping
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
+from ccexp.backends import speedups
 from ccexp.backends.base import Generation, peak_rss_mb
 from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, Checkpoints, CompletionLM, Throughput
 from ccexp.config import ConfigError, RunConfig
@@ -78,8 +79,9 @@ class TorchBackend:
         self.tokenizer = load_tokenizer(model_dir)
         spec = METHODS[cfg.method.name](cfg.method, cfg.model, str(model_dir), self.autocast_dtype or torch.float32)
         dtype = resolve_base_dtype(cfg.backend.base_dtype, self.precision)
-        base = load_model(model_dir, dtype, spec.quantization_config, device=device)
+        base = load_model(model_dir, dtype, spec.quantization_config, device=device, attention=cfg.backend.attention)
         self.model = spec.wrap(base).to(device)
+        speedups.apply(self.model, autocast=self.autocast_dtype is not None, shared_dropout=cfg.method.shared_dropout)
         self.fit_batches: list[tuple[float, int]] = []  # (seconds, non-pad tokens) per training batch
 
     # -- training ---------------------------------------------------------------------------

@@ -128,12 +128,17 @@ def report_rows(r: dict) -> list[tuple[str, float, str, bool, str]]:
          f"{r['all_in_one']['prompt_tokens_p50']:.0f} prompt + {r['all_in_one']['answer_tokens_p50']:.0f} answer tokens"),
         ("QLoRA vs LoRA peak memory", mem_ratio, "<= 0.5", mem_ratio <= 0.5,
          f"{m['qlora']['peak_rss_mb']:.0f} vs {m['lora']['peak_rss_mb']:.0f} MB RSS; weights "
-         f"{m['qlora']['weights_mb']:.0f} vs {m['lora']['weights_mb']:.0f} MB"),
+         f"{m['qlora']['weights_mb']:.0f} vs {m['lora']['weights_mb']:.0f} MB; gradient checkpointing "
+         f"{_on(m['qlora'])} vs {_on(m['lora'])} (each method's default)"),
         ("merged adapter vs base latency", merged_ratio, "<= 1.05", merged_ratio <= 1.05,
          f"{r['merged']['merged_p50_s']:.2f} vs {r['merged']['base_p50_s']:.2f} s"),
         ("Lightning path vs bare PyTorch loop", overhead, ">= 0.95", overhead >= 0.95,
          f"{t['ccexp']['tokens_per_s']:.0f} vs {t['bare_loop']['tokens_per_s']:.0f} tok/s"),
     ]
+
+
+def _on(probe: dict) -> str:
+    return "on" if probe.get("gradient_checkpointing") else "off"
 
 
 def print_table(console: Console, rows, results: dict) -> None:

@@ -41,7 +41,8 @@ def main(overrides: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         backend.fit(splits["train"], splits["val"], None, Path(tmp))
     print(json.dumps({"peak_rss_mb": backend.peak_memory_mb(), "before_model_mb": before,
-                      "weights_mb": weights / 2**20, "torch_threads": torch.get_num_threads()}))
+                      "weights_mb": weights / 2**20, "torch_threads": torch.get_num_threads(),
+                      "gradient_checkpointing": rc.method.gradient_checkpointing}))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
 """Data: examples are plain dicts ``{id, conversation_id, task, messages, reference}``.
 
+Plain dicts, not an Arrow table, because each task's ``reference`` has its own fields (a
+``datasets`` column would null-fill every task's fields into every row); ``to_dataset_dict``
+gives the same splits as a ``datasets.DatasetDict`` (reference as JSON) for notebooks and the
+Hub, and ``data=hf`` reads one back.
+
 ``build_splits`` is the one entry the run uses; every source (the synthetic generator, or an
 importer of the user's files: one module each) returns train/val/test lists of such
 examples, with no conversation in two splits.
@@ -11,12 +16,14 @@ import random
 
 from ccexp.config import DataConfig, DataSizeConfig, TaskMixConfig
 from ccexp.data.chatml import build_chatml
+from ccexp.data.hf import build_hf, to_dataset_dict
 from ccexp.data.synthetic import generate_conversations
 from ccexp.data.tabular import build_tabular
 from ccexp.data.twcs import build_twcs
 from ccexp.data.tasks import task_examples
 
 SPLITS = ("train", "val", "test")
+__all__ = ["SPLITS", "build_splits", "to_dataset_dict"]
 
 
 def allocate(weights: dict[str, float], n: int) -> dict[str, int]:
@@ -33,7 +40,7 @@ def allocate(weights: dict[str, float], n: int) -> dict[str, int]:
 def build_splits(data: DataConfig, size: DataSizeConfig, mix: TaskMixConfig) -> dict[str, list[dict]]:
     """Train/val/test examples from ``data.name``'s source; files are read here, not when
     the config is validated. The importers have one task each and ignore ``mix``."""
-    importers = {"chatml": build_chatml, "csv": build_tabular, "jsonl": build_tabular, "twcs": build_twcs}
+    importers = {"chatml": build_chatml, "hf": build_hf, "csv": build_tabular, "jsonl": build_tabular, "twcs": build_twcs}
     if data.name in importers:
         return importers[data.name](data, size)
     return build_synthetic(data, size, mix)

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from ccexp.__main__ import CONFIG_DIR
 from ccexp.config import ConfigError, RunConfig, validate
-from ccexp.data import build_splits
+from ccexp.data import build_splits, to_dataset_dict
 from ccexp.data.card import dataset_card, print_card
 from ccexp.data.formats import write_chatml, write_mlx_layout
 
@@ -59,8 +59,14 @@ def describe(rc: RunConfig, splits: dict, console: Console) -> dict:
 def export(splits: dict, out: Path, console: Console) -> None:
     chatml = {split: write_chatml(examples, out / "chatml" / f"{split}.jsonl") for split, examples in splits.items()}
     mlx = write_mlx_layout(splits, out / "mlx")
+    import datasets
+
+    datasets.disable_progress_bars()
+    to_dataset_dict(splits).save_to_disk(str(out / "hf"))
     for split in splits:
         console.print(f"{split}: {len(splits[split])} examples -> {chatml[split]}, {mlx[split]}", soft_wrap=True)
+    console.print(f"as a datasets.DatasetDict: datasets.load_from_disk({str(out / 'hf')!r}), or "
+                  f"python -m ccexp data=hf data.train_path={out / 'hf'}", soft_wrap=True)
     console.print(f"train on it: python -m ccexp data=chatml data.train_path={chatml['train']} "
                   f"data.val_path={chatml['val']} data.test_path={chatml['test']}", soft_wrap=True)
     console.print(f"or with mlx-lm: mlx_lm.lora --train --data {out / 'mlx'} --model <model>", soft_wrap=True)

@@ -15,10 +15,17 @@ class MethodSpec:
 
     peft_config: PeftConfig
     quantization_config: Optional[BitsAndBytesConfig] = None
+    gradient_checkpointing: bool = False
 
     def wrap(self, model: PreTrainedModel) -> PeftModel:
         if self.quantization_config is not None:
-            # Casts norms/embeddings to fp32 and enables input grads for the 4-bit base;
-            # gradient checkpointing stays off: these models are small enough without it.
+            # Casts norms/embeddings to fp32 for the 4-bit base; checkpointing is set up below.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if self.gradient_checkpointing:
+            # Non-reentrant: needs no input grads, and keeps the RNG state, so a recomputed
+            # layer draws the very dropout masks of its first forward.
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return get_peft_model(model, self.peft_config)

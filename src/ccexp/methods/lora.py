@@ -29,4 +29,5 @@ def build(cfg: MethodConfig, model: ModelConfig, model_dir: str, compute_dtype: 
             bnb_4bit_use_double_quant=cfg.double_quant,
             bnb_4bit_compute_dtype=compute_dtype,
         )
-    return MethodSpec(peft_config=peft_config, quantization_config=quantization)
+    return MethodSpec(peft_config=peft_config, quantization_config=quantization,
+                      gradient_checkpointing=cfg.gradient_checkpointing)

@@ -22,4 +22,4 @@ def build(cfg: MethodConfig, model: ModelConfig, model_dir: str, compute_dtype: 
     else:
         peft_config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.num_virtual_tokens,
                                          prompt_tuning_init=PromptTuningInit.RANDOM)
-    return MethodSpec(peft_config=peft_config)
+    return MethodSpec(peft_config=peft_config, gradient_checkpointing=cfg.gradient_checkpointing)

@@ -1,0 +1,87 @@
+"""Rewrites of the wrapped torch model that remove work the plain HF + peft path does for nothing.
+
+Each is exact or, for the shared dropout mask, equivalent in distribution; tests/test_speedups.py
+compares loss curves with and without them on the tiny model, and ``python -m ccexp.bench``
+measures what they are worth.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def contiguous_head_input(model: nn.Module) -> None:
+    """The loss asks for logits of the last few positions only (``logits_to_keep``). HF slices
+    the hidden states, and a slice of a batch is not contiguous, so ``F.linear`` falls back to a
+    batched matmul that copies the whole (vocabulary × hidden) head once per row, forward and
+    backward: ~0.7 s of a 9 s SmolLM2 step on 2 cores. A contiguous copy of the few kept
+    positions is kilobytes."""
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
+
+
+def skip_lora_input_casts(model: nn.Module) -> None:
+    """Under autocast, peft casts every LoRA input to the adapter's fp32 and autocast casts it
+    straight back to bf16 for the matmul: two full copies of the activations per adapted
+    projection. Without the first cast the values reaching the matmul are the same."""
+    from peft.tuners.lora import LoraLayer
+
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.cast_input_dtype_enabled = False
+
+
+class SharedDropout(nn.Module):
+    """Dropout that reuses its mask while it is handed the very same input tensor.
+
+    q_proj, k_proj and v_proj read one hidden-state tensor; peft draws three masks for it,
+    and on the CPU the random numbers cost more than the three LoRA matmuls they feed (the
+    generator is single-threaded: ~10% of a SmolLM2 step). One mask for the three is what a
+    fused-QKV LoRA does: every projection still sees inverted dropout with probability ``p``;
+    only the masks are no longer independent across q, k and v.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self._input: torch.Tensor | None = None
+        self._output: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            self._input = self._output = None
+            return x
+        if x is not self._input:
+            # Kept in fp32 so the 1/(1-p) scale is exact; autocast rounds once at the matmul.
+            mask = torch.empty(x.shape, dtype=torch.float32, device=x.device).bernoulli_(1 - self.p)
+            self._input, self._output = x, x * mask.mul_(1 / (1 - self.p))
+        return self._output
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def share_lora_dropout(model: nn.Module) -> int:
+    """Give every LoRA layer one SharedDropout per probability; returns how many were replaced."""
+    from peft.tuners.lora import LoraLayer
+
+    shared: dict[float, SharedDropout] = {}
+    replaced = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for name, dropout in module.lora_dropout.items():
+            if isinstance(dropout, nn.Dropout) and dropout.p > 0:
+                module.lora_dropout[name] = shared.setdefault(dropout.p, SharedDropout(dropout.p))
+                replaced += 1
+    return replaced
+
+
+def apply(model: nn.Module, autocast: bool, shared_dropout: bool) -> None:
+    contiguous_head_input(model)
+    if autocast:
+        skip_lora_input_casts(model)
+    if shared_dropout:
+        share_lora_dropout(model)

@@ -1,0 +1,103 @@
+"""Hugging Face ``datasets`` in and out: ``data=hf`` trains on a ``DatasetDict`` saved with
+``save_to_disk`` (or parquet files, the Hub's format); ``to_dataset_dict`` turns any source's
+splits into one, which ``python -m ccexp.data export`` saves beside the JSONL files.
+
+Rows need a ``messages`` column (the chat format of the Hub's SFT datasets), checked like a
+ChatML line. ``reference`` is stored as a JSON string: each task has its own fields, and an
+Arrow column would give every row every task's fields, null-filled — a different reference.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ccexp.config import ConfigError, DataConfig, DataSizeConfig
+from ccexp.data.chatml import chat_example
+from ccexp.data.formats import check_messages
+from ccexp.data.splitting import SPLITS, holdout_splits, report_skipped, take
+
+# What save_to_disk / the Hub call our splits.
+SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid"), "test": ("test",)}
+
+
+def to_dataset_dict(splits: dict[str, list[dict]]):
+    """A ``datasets.DatasetDict`` (train / validation / test) of ccexp examples."""
+    from datasets import Dataset, DatasetDict
+
+    def rows(examples: list[dict]) -> dict[str, list]:
+        return {"id": [ex["id"] for ex in examples],
+                "conversation_id": [ex["conversation_id"] for ex in examples],
+                "task": [ex["task"] for ex in examples],
+                "messages": [ex["messages"] for ex in examples],
+                "reference": [json.dumps(ex["reference"], ensure_ascii=False) for ex in examples]}
+
+    return DatasetDict({SPLIT_NAMES[s][0]: Dataset.from_dict(rows(splits[s])) for s in SPLITS})
+
+
+def _open(path: str, key: str):
+    """A Dataset or DatasetDict from a save_to_disk directory or a parquet file."""
+    from datasets import Dataset, load_from_disk
+
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "dataset_dict.json").exists() and not (p / "dataset_info.json").exists():
+            raise ConfigError(f"{path}: not a directory written by datasets' save_to_disk ({key}: expected "
+                              "dataset_dict.json or dataset_info.json inside)")
+        return load_from_disk(str(p))
+    if p.is_file() and p.suffix == ".parquet":
+        try:
+            return Dataset.from_parquet(str(p))
+        except Exception as err:  # pyarrow's many error types; the first line says what broke
+            raise ConfigError(f"{path}: unreadable parquet ({str(err).splitlines()[0]})") from None
+    if p.is_file():
+        raise ConfigError(f"{path}: expected a save_to_disk directory or a .parquet file ({key})")
+    raise ConfigError(f"{path}: no such file or directory ({key}; relative paths are resolved against {Path.cwd()})")
+
+
+def _rows(dataset, path: str) -> list[dict]:
+    if "messages" not in dataset.column_names:
+        raise ConfigError(f"{path}: no 'messages' column (columns: {', '.join(dataset.column_names)})")
+    rows = []
+    for number, row in enumerate(dataset, start=1):
+        where = f"{path}: row {number}"
+        reference: Any = row.get("reference")
+        if isinstance(reference, str):
+            try:
+                reference = json.loads(reference)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{where}: 'reference' is not JSON ({reference[:40]!r})") from None
+        rows.append({**row, "reference": reference, "messages": check_messages(row, where), "line": number})
+    return rows
+
+
+def load_split(path: str, key: str, split: str | None = None) -> list[dict]:
+    """Examples of one split: ``split`` picks it from a DatasetDict (None = the training split)."""
+    opened = _open(path, key)
+    if hasattr(opened, "keys"):  # a DatasetDict
+        names = SPLIT_NAMES[split or "train"]
+        name = next((n for n in names if n in opened), None)
+        if name is None:
+            raise ConfigError(f"{path}: no {' / '.join(names)} split (has: {', '.join(opened)}; {key})")
+        opened, path = opened[name], f"{path}[{name}]"
+    rows = _rows(opened, path)
+    usable = [r for r in rows if all(m["content"].strip() for m in r["messages"])]
+    report_skipped(path, {"with an empty message": len(rows) - len(usable)}, len(rows))
+    return [chat_example(row, path) for row in usable]
+
+
+def build_hf(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
+    """A DatasetDict directory gives its own validation/test splits when data.val_path /
+    data.test_path are null; what it lacks is held out of train as for every importer."""
+    opened = _open(data.train_path, "data.train_path")
+    if hasattr(opened, "keys"):
+        own = {f"{s}_path": data.train_path for s in ("val", "test")
+               if getattr(data, f"{s}_path") is None and any(n in opened for n in SPLIT_NAMES[s])}
+        data = replace(data, **own)
+
+    def load(path: str, key: str) -> list[dict]:
+        return load_split(path, key, next((s for s in ("val", "test") if key == f"data.{s}_path"), None))
+
+    return take(holdout_splits(data, load), size, data)

@@ -1,0 +1,80 @@
+"""data=hf and to_dataset_dict: a datasets DatasetDict in and out, with the same examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ccexp.config import ConfigError, DataConfig, DataSizeConfig, TaskMixConfig
+from ccexp.data import build_splits, to_dataset_dict
+
+FIXTURE = str(Path(__file__).parent / "fixtures" / "hf_chat")
+ALL = DataSizeConfig(train=1000, val=1000, test=1000)
+MIX = TaskMixConfig(weights={"quality": 1, "csat": 1, "issue": 1, "churn": 1, "journey": 1, "coaching": 1})
+by_id = lambda examples: sorted(examples, key=lambda ex: ex["id"])  # noqa: E731 (take() reshuffles)
+
+
+def _hf(path: str = FIXTURE, **kw) -> DataConfig:
+    return DataConfig(name="hf", train_path=path, **kw)
+
+
+def test_dataset_dict_round_trip_keeps_every_example(tmp_path):
+    original = build_splits(DataConfig(seed=5), DataSizeConfig(train=12, val=3, test=4), MIX)
+    dd = to_dataset_dict(original)
+    assert list(dd) == ["train", "validation", "test"]
+    assert dd["train"].column_names == ["id", "conversation_id", "task", "messages", "reference"]
+    dd.save_to_disk(str(tmp_path / "dd"))
+    again = build_splits(_hf(str(tmp_path / "dd")), ALL, MIX)
+    # Per-task references survive as they were (not null-filled with the other tasks' fields).
+    assert {s: by_id(v) for s, v in again.items()} == {s: by_id(v) for s, v in original.items()}
+
+
+def test_the_committed_fixture_trains_as_it_is():
+    splits = build_splits(_hf(), ALL, MIX)
+    assert {s: len(v) for s, v in splits.items()} == {"train": 10, "val": 3, "test": 3}
+    assert {ex["task"] for ex in splits["train"]} <= set(MIX.weights)
+
+
+def test_a_plain_dataset_gets_held_out_splits_and_the_chat_task(tmp_path):
+    from datasets import Dataset
+
+    rows = [{"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]}
+            for i in range(20)]
+    Dataset.from_list(rows).to_parquet(str(tmp_path / "chats.parquet"))
+    splits = build_splits(_hf(str(tmp_path / "chats.parquet")), ALL, MIX)
+    assert {s: len(v) for s, v in splits.items()} == {"train": 16, "val": 2, "test": 2}
+    example = splits["test"][0]
+    assert example["task"] == "chat" and example["reference"] == {"reply": example["messages"][-1]["content"]}
+    assert example["id"].startswith("chats.parquet:")
+
+
+def _save(tmp_path, rows, name="bad"):
+    from datasets import Dataset
+
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / name))
+    return str(tmp_path / name)
+
+
+@pytest.mark.parametrize("rows,error", [
+    ([{"text": "hi"}], "no 'messages' column (columns: text)"),
+    ([{"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}]}],
+     "row 1: unknown role 'robot'"),
+    ([{"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "x"}]}],
+     "row 1: last message is from 'user', expected 'assistant'"),
+])
+def test_bad_datasets_fail_in_one_line_naming_the_row(tmp_path, rows, error):
+    path = _save(tmp_path, rows)
+    with pytest.raises(ConfigError, match=None) as err:
+        build_splits(_hf(path), ALL, MIX)
+    assert error in str(err.value) and str(err.value).startswith(path) and "\n" not in str(err.value)
+
+
+def test_not_a_dataset_directory_or_file(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "x.csv").write_text("a\n1\n")
+    for path, error in ((tmp_path / "empty", "not a directory written by datasets' save_to_disk"),
+                        (tmp_path / "x.csv", "expected a save_to_disk directory or a .parquet file"),
+                        (tmp_path / "nope", "no such file or directory")):
+        with pytest.raises(ConfigError, match=error):
+            build_splits(_hf(str(path)), ALL, MIX)
