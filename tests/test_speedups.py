@@ -111,3 +111,13 @@ def test_gradient_checkpointing_keeps_the_loss_curve(tmp_path):
     plain = _loss_curve(tmp_path, "plain")
     checkpointed = _loss_curve(tmp_path, "gc", "method.gradient_checkpointing=true")
     assert checkpointed == pytest.approx(plain, rel=1e-3)
+
+
+def test_release_freed_memory_sets_glibcs_threshold_in_its_own_process():
+    """In a child: the setting is per process and would slow the rest of the suite."""
+    import subprocess
+    import sys
+
+    code = "from ccexp.backends.speedups import release_freed_memory as r; print(r())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ("True" if sys.platform == "linux" else "False")

@@ -7,6 +7,8 @@ measures what they are worth.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
@@ -77,6 +79,28 @@ def share_lora_dropout(model: nn.Module) -> int:
                 module.lora_dropout[name] = shared.setdefault(dropout.p, SharedDropout(dropout.p))
                 replaced += 1
     return replaced
+
+
+def release_freed_memory() -> bool:
+    """glibc grows its mmap threshold up to 32 MB as big blocks are freed, after which activation
+    tensors come from the heap, and freed heap memory stays in the process: RSS climbs with
+    fragmentation, not with live tensors (a QLoRA step on 2 cores: 2.9 GB RSS for ~1 GB of live
+    tensors). A fixed 256 KB threshold gives every tensor pages that go back to the OS when it is
+    freed. Returns False where there is no glibc (macOS, musl): nothing to do there."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if sys.platform != "linux" or not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024))
+    except (OSError, AttributeError):
+        return False
+
+
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 def apply(model: nn.Module, autocast: bool, shared_dropout: bool) -> None:

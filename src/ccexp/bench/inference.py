@@ -48,7 +48,11 @@ def answer_latency(backend: TorchBackend, examples: list[dict], repeats: int = 1
     _generate_exactly(model, tok, texts[:1], 2, backend.autocast_dtype)  # warm-up
     seconds = [_generate_exactly(model, tok, [t], n, backend.autocast_dtype)
                for _ in range(repeats) for t, n in zip(texts, lengths)]
+    # Where the time goes: the prompt's forward pass (one token generated) and each token after it.
+    prefill = [_generate_exactly(model, tok, [t], 1, backend.autocast_dtype) for t in texts]
+    per_token = [(s - p) / max(n - 1, 1) for s, p, n in zip(seconds[: len(texts)], prefill, lengths)]
     return {"p50_s": statistics.median(seconds), "answer_tokens_p50": statistics.median(lengths),
+            "prefill_p50_s": statistics.median(prefill), "decode_token_p50_s": statistics.median(per_token),
             "prompt_tokens_p50": statistics.median(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)}
 
 

@@ -42,7 +42,8 @@ def main(overrides: list[str]) -> None:
         backend.fit(splits["train"], splits["val"], None, Path(tmp))
     print(json.dumps({"peak_rss_mb": backend.peak_memory_mb(), "before_model_mb": before,
                       "weights_mb": weights / 2**20, "torch_threads": torch.get_num_threads(),
-                      "gradient_checkpointing": rc.method.gradient_checkpointing}))
+                      "gradient_checkpointing": rc.method.gradient_checkpointing,
+                      "release_freed_memory": rc.backend.release_freed_memory}))
 
 
 if __name__ == "__main__":
