@@ -49,7 +49,8 @@ def as_hydra_job():
 
 
 def test_experiment_and_search_groups_are_populated():
-    assert set(EXPERIMENTS) == {"seed_hf_recipe", "qlora_vs_prompt_tuning", "method_comparison", "seed_mlx_small"}
+    assert set(EXPERIMENTS) == {"seed_hf_recipe", "qlora_vs_prompt_tuning", "method_comparison", "seed_mlx_small",
+                                "small_vs_base"}
     assert set(SEARCHES) == {"lora_optuna", "prompt_tuning_optuna"}
 
 
