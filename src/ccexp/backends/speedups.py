@@ -81,6 +81,9 @@ def share_lora_dropout(model: nn.Module) -> int:
     return replaced
 
 
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+
+
 def release_freed_memory() -> bool:
     """glibc grows its mmap threshold up to 32 MB as big blocks are freed, after which activation
     tensors come from the heap, and freed heap memory stays in the process: RSS climbs with
@@ -98,9 +101,6 @@ def release_freed_memory() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024))
     except (OSError, AttributeError):
         return False
-
-
-M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 def apply(model: nn.Module, autocast: bool, shared_dropout: bool) -> None:
