@@ -92,6 +92,85 @@ def test_varlen_attention_falls_back_on_any_other_mask():
     assert left_pad_starts(None, length, length) is None
 
 
+def _qkv(batch, heads, kv_heads, q_len, k_len, dim=8, grad=False):
+    g = torch.Generator().manual_seed(0)
+    make = lambda h, n: torch.randn(batch, h, n, dim, generator=g, dtype=torch.float64, requires_grad=grad)  # noqa: E731
+    return make(heads, q_len), make(kv_heads, k_len), make(kv_heads, k_len)
+
+
+def test_explicit_attention_equals_sdpa_values_and_gradients():
+    """The matmul kernel (grouped KV heads, additive causal bias, custom softmax backward) against
+    SDPA with repeated K/V: outputs and all three gradients."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from ccexp.backends.attention import explicit_attention
+
+    q, k, v = _qkv(1, 6, 2, 11, 11, grad=True)
+    out = explicit_attention(q, k, v, 0.3, causal=True)  # [B, q, heads, dim]
+    ref = torch.nn.functional.scaled_dot_product_attention(q, repeat_kv(k, 3), repeat_kv(v, 3), is_causal=True, scale=0.3)
+    assert torch.allclose(out, ref.transpose(1, 2), atol=1e-12)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_decode_steps_take_the_explicit_path_with_the_padding_mask():
+    """A decode step (one new query per row against the cache, left padding in row 0) gives what
+    HF's SDPA gives, through the explicit kernel, not the fallback."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from ccexp.backends import attention
+
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    q, k, v = _qkv(2, 6, 2, 1, 9)
+    mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+    mask[0, ..., :4] = False
+    calls = []
+    original = attention.explicit_attention
+    try:
+        attention.explicit_attention = lambda *a, **kw: calls.append(1) or original(*a, **kw)
+        with torch.no_grad():
+            ours, _ = attention.varlen_attention_forward(module, q, k, v, mask, scaling=0.35)
+            unpadded, _ = attention.varlen_attention_forward(module, q[1:], k[1:], v[1:], None, scaling=0.35)
+    finally:
+        attention.explicit_attention = original
+    theirs, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.35)
+    assert calls == [1, 1]
+    assert torch.allclose(ours, theirs, atol=1e-12)
+    assert torch.allclose(unpadded, theirs[1:], atol=1e-12)
+
+
+def test_long_rows_use_the_fused_kernel_with_the_same_result(tiny_dir, monkeypatch):
+    """Rows over EXPLICIT_MAX_LEN go to SDPA (memory linear in length): same logits either way."""
+    from ccexp.backends import attention
+    from ccexp.models import load_model
+
+    model = load_model(tiny_dir, torch.float32, attention="varlen").eval()
+    ids, mask = _left_padded()
+    with torch.no_grad():
+        explicit = model(input_ids=ids, attention_mask=mask).logits
+        monkeypatch.setattr(attention, "EXPLICIT_MAX_LEN", 20)  # rows of 22 and 24 tokens go fused, 17 stays
+        fused = model(input_ids=ids, attention_mask=mask).logits
+    real = mask.bool()
+    assert torch.allclose(explicit[real], fused[real], atol=1e-5)
+
+
+def test_keep_mask_has_the_dropout_rate_and_follows_the_seed():
+    from ccexp.backends.speedups import keep_mask
+
+    torch.manual_seed(3)
+    a = keep_mask(torch.Size([300, 701]), 0.05, torch.device("cpu"))
+    torch.manual_seed(3)
+    b = keep_mask(torch.Size([300, 701]), 0.05, torch.device("cpu"))
+    assert a.shape == (300, 701) and a.dtype == torch.bool
+    assert torch.equal(a, b)
+    assert abs((~a).float().mean().item() - 0.05) < 0.003  # 210,300 draws: ±6 standard errors
+    assert abs((~keep_mask(torch.Size([100_000]), 0.5, "cpu")).float().mean().item() - 0.5) < 0.01
+    assert keep_mask(torch.Size([1000]), 0.0, "cpu").all()
+
+
 def test_shared_dropout_reuses_its_mask_only_for_the_same_tensor():
     from ccexp.backends.speedups import SharedDropout
 

@@ -8,9 +8,23 @@ attention over its own suffix, so this runs SDPA once per row on that suffix wit
 no real token ever reads), a third less attention time on the CPU (``python -m ccexp.bench``)
 and no B×T×T mask traffic. Any mask that is not exactly "causal + left padding" (a decode
 step, right padding, sliding windows, a packed batch) falls back to HF's SDPA, unchanged.
+
+Two kernels, picked by shape, because the CPU's fused (flash) kernel runs at ~40 GFLOP/s
+where a plain matmul runs at ~350:
+- rows up to ``EXPLICIT_MAX_LEN`` tokens: scores = Q·Kᵀ as one matmul per KV-head group (no
+  repeated K/V), masked softmax, ·V — the numerics of transformers' own "eager" attention (bf16
+  scores, softmax computed in fp32 internally). It does twice the flash kernel's FLOPs (the
+  upper triangle) at ~8× its rate: a 700-token row's forward+backward takes ~15 ms instead of
+  ~24 ms. The price is the L×L probabilities kept for backward (9 MB per layer per 700-token
+  row in bf16), which is why longer rows go to the fused kernel, whose memory is linear in L.
+- decode steps (a few new queries against the KV cache, no gradient): the same explicit
+  matmuls with the cache's padding mask; the fused kernel spends ~0.6 ms per call on a single
+  query, ~17 ms of a 55 ms SmolLM2 decode step.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from transformers import AttentionInterface, AttentionMaskInterface
@@ -18,6 +32,12 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import sdpa_mask
 
 NAME = "ccexp_varlen"
+# Longest row (tokens) for the explicit-matmul kernel; longer rows use the fused SDPA kernel,
+# whose memory does not grow with L². 1024 tokens keep the kept probabilities at ≤ 19 MB per
+# layer per row for a 9-head model.
+EXPLICIT_MAX_LEN = 1024
+# Most new tokens per row that the explicit decode path takes (decode steps are 1).
+DECODE_MAX_QUERIES = 16
 
 # The model builds one mask per forward and hands the same tensor to every layer, so the
 # pattern check runs once per forward, not once per layer.
@@ -47,21 +67,91 @@ def left_pad_starts(mask: torch.Tensor | None, q_len: int, k_len: int) -> torch.
 
 def varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
                              is_causal=None, **kwargs):
-    starts = left_pad_starts(attention_mask, query.shape[2], key.shape[2])
-    if starts is None or dropout > 0 or kwargs.get("position_bias") is not None or kwargs.get("cache") is not None:
+    if dropout > 0 or kwargs.get("position_bias") is not None or kwargs.get("cache") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    groups = getattr(module, "num_key_value_groups", 1)
-    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    q_len, k_len = query.shape[2], key.shape[2]
+    if q_len < k_len and q_len <= DECODE_MAX_QUERIES and not torch.is_grad_enabled():
+        mask = decode_mask(attention_mask, query.shape[0], q_len, k_len)
+        if mask is not False:
+            return explicit_attention(query, key, value, scaling, mask), None
+    starts = left_pad_starts(attention_mask, q_len, k_len)
+    if starts is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
     batch, heads, length, dim = query.shape
     out = query.new_zeros(batch, length, heads, value.shape[-1])
     for row, start in enumerate(starts.tolist()):
-        part = torch.nn.functional.scaled_dot_product_attention(
-            query[row : row + 1, :, start:], key[row : row + 1, :, start:], value[row : row + 1, :, start:],
-            is_causal=True, scale=scaling,
-        )
-        out[row, start:] = part[0].transpose(0, 1)
+        q, k, v = query[row : row + 1, :, start:], key[row : row + 1, :, start:], value[row : row + 1, :, start:]
+        if length - start <= EXPLICIT_MAX_LEN:
+            part = explicit_attention(q, k, v, scaling, causal=True)
+        else:
+            groups = heads // key.shape[1]
+            part = torch.nn.functional.scaled_dot_product_attention(
+                q, repeat_kv(k, groups), repeat_kv(v, groups), is_causal=True, scale=scaling).transpose(1, 2)
+        out[row, start:] = part[0]
     return out, None
+
+
+def decode_mask(mask: torch.Tensor | None, batch: int, q_len: int, k_len: int):
+    """The keys each new query may see, as a [B, 1, q, k] boolean mask; None when it sees every
+    key (one query, no padding: HF passes no mask then); False when the mask is of a kind this
+    path does not take (float masks, or none for several queries, where causality is implied)."""
+    if mask is None:
+        return None if q_len == 1 else False
+    if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != (q_len, k_len):
+        return False
+    return mask
+
+
+def explicit_attention(query, key, value, scaling: float, mask: torch.Tensor | None = None, causal: bool = False):
+    """softmax(Q·Kᵀ·scaling + mask)·V with plain matmuls, grouped-query heads sharing their K/V
+    without copies; returns [B, q, heads, dim] like HF's attention functions. ``mask``: boolean
+    [B, 1, q, k] (True = may attend); ``causal``: q and k are the same positions."""
+    batch, heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    # [B, kv, groups·q, dim]: each KV head's query group as one matrix, so one matmul per KV head.
+    q = (query * scaling).reshape(batch, kv_heads, groups * q_len, dim)
+    scores = torch.matmul(q, key.transpose(-1, -2)).view(batch, kv_heads, groups, q_len, k_len)
+    if causal:
+        bias = causal_bias(q_len, k_len, scores.dtype, query.device)
+    elif mask is not None:
+        bias = torch.zeros(mask.shape, dtype=scores.dtype, device=query.device).masked_fill_(~mask, float("-inf"))[:, :, None]
+    else:
+        bias = None
+    probs = BiasedSoftmax.apply(scores, bias).view(batch, kv_heads, groups * q_len, k_len)
+    out = torch.matmul(probs, value).view(batch, heads, q_len, value.shape[-1])
+    return out.transpose(1, 2)
+
+
+@functools.lru_cache(maxsize=64)
+def causal_bias(q_len: int, k_len: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """0 where query i (the last ``q_len`` of ``k_len`` positions) may see key j, -inf above."""
+    hidden = torch.ones(q_len, k_len, dtype=torch.bool, device=device).triu_(k_len - q_len + 1)
+    return torch.zeros(q_len, k_len, dtype=dtype, device=device).masked_fill_(hidden, float("-inf"))
+
+
+class BiasedSoftmax(torch.autograd.Function):
+    """softmax(scores + bias), adding the mask's 0/-inf bias to the matmul's output in place:
+    a broadcast add costs a seventh of a broadcast ``masked_fill`` over the L×L scores, and
+    autograd's version would pass over them again on the way back, where the softmax gradient
+    is already zero at zero probability. The CPU softmax kernels compute bf16 in fp32
+    internally (as eager's ``dtype=float32`` does)."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if bias is not None:
+            scores = scores.add_(bias)
+        probs = torch.softmax(scores, dim=-1)
+        ctx.save_for_backward(probs)
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (probs,) = ctx.saved_tensors
+        return torch._softmax_backward_data(grad, probs, -1, probs.dtype), None
 
 
 def register() -> str:
