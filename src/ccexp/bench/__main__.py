@@ -88,7 +88,7 @@ def run_bench(args: argparse.Namespace) -> None:
     results["all_in_one"] = inference.answer_latency(backend, aio)
     # The base in the merged model's own dtype and attention, so the ratio is the adapter's cost only.
     base = load_model(model_dir, resolve_base_dtype(rc.backend.base_dtype, backend.precision), attention=rc.backend.attention)
-    results["merged"] = inference.merged_vs_base(backend, base, splits["test"][:4], args.new_tokens)
+    results["merged"] = inference.merged_vs_base(backend, base, splits["test"], args.new_tokens)
     del backend, base
 
     console.print("[bold]memory[/]: a fresh process per method")

@@ -58,7 +58,8 @@ def answer_latency(backend: TorchBackend, examples: list[dict], repeats: int = 1
 
 def merged_vs_base(backend: TorchBackend, base, examples: list[dict], n_tokens: int) -> dict:
     """Single-request latency of the LoRA adapter merged into the weights vs the untouched base,
-    interleaved prompt by prompt so drift in machine load hits both alike."""
+    interleaved prompt by prompt, who goes first alternating, so drift in machine load and
+    whatever the previous request left in the caches hit both alike."""
     tok = backend.tokenizer
     merged = backend.model.merge_and_unload()
     merged.eval()
@@ -66,8 +67,10 @@ def merged_vs_base(backend: TorchBackend, base, examples: list[dict], n_tokens: 
     texts = [prompt_text(tok, ex["messages"][:-1]) for ex in examples]
     for model in (merged, base):
         _generate_exactly(model, tok, texts[:1], 2, backend.autocast_dtype)
-    base_s, merged_s = [], []
-    for text in texts:
-        base_s.append(_generate_exactly(base, tok, [text], n_tokens, backend.autocast_dtype))
-        merged_s.append(_generate_exactly(merged, tok, [text], n_tokens, backend.autocast_dtype))
-    return {"base_p50_s": statistics.median(base_s), "merged_p50_s": statistics.median(merged_s)}
+    seconds: dict[str, list[float]] = {"base": [], "merged": []}
+    for i, text in enumerate(texts):
+        for name in ("base", "merged") if i % 2 == 0 else ("merged", "base"):
+            model = base if name == "base" else merged
+            seconds[name].append(_generate_exactly(model, tok, [text], n_tokens, backend.autocast_dtype))
+    return {"base_p50_s": statistics.median(seconds["base"]), "merged_p50_s": statistics.median(seconds["merged"]),
+            "prompts": len(texts)}
