@@ -115,6 +115,33 @@ def test_explicit_attention_equals_sdpa_values_and_gradients():
         assert torch.allclose(a, b, atol=1e-10)
 
 
+def test_causal_query_blocks_give_the_same_values_and_gradients(monkeypatch):
+    """Rows split into query blocks (each against the keys up to its end), with left padding:
+    the real rows' outputs and gradients equal SDPA's on the unpadded rows."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from ccexp.backends import attention
+
+    monkeypatch.setattr(attention, "BLOCK_ROWS", 3)  # 11 real tokens: 3 blocks; 13: 4 blocks
+    module = torch.nn.Module()
+    module.num_key_value_groups = 3
+    q, k, v = _qkv(2, 6, 2, 13, 13, grad=True)
+    mask = torch.ones(13, 13, dtype=torch.bool).tril()[None, None].repeat(2, 1, 1, 1)
+    mask[0, ..., :2] = False
+    out, _ = attention.varlen_attention_forward(module, q, k, v, mask, scaling=0.3)
+    assert attention._checked[1].tolist() == [2, 0]
+    loss = out[0, 2:].square().sum() + out[1].square().sum()
+    grads = torch.autograd.grad(loss, (q, k, v))
+    for row, start in ((0, 2), (1, 0)):
+        qr, kr, vr = (t[row : row + 1, :, start:].detach().requires_grad_() for t in (q, k, v))
+        ref = torch.nn.functional.scaled_dot_product_attention(qr, repeat_kv(kr, 3), repeat_kv(vr, 3), is_causal=True,
+                                                               scale=0.3)
+        assert torch.allclose(out[row, start:], ref[0].transpose(0, 1), atol=1e-12)
+        ref_grads = torch.autograd.grad(ref.square().sum(), (qr, kr, vr))
+        for got, want in zip(grads, ref_grads):
+            assert torch.allclose(got[row : row + 1, :, start:], want, atol=1e-10)
+
+
 def test_decode_steps_take_the_explicit_path_with_the_padding_mask():
     """A decode step (one new query per row against the cache, left padding in row 0) gives what
     HF's SDPA gives, through the explicit kernel, not the fallback."""
