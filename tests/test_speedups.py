@@ -73,6 +73,37 @@ def test_varlen_attention_equals_sdpa_on_real_tokens(tiny_dir):
     assert torch.equal(gen_a, gen_b)
 
 
+def test_unpadded_batches_take_the_explicit_path_too(tiny_dir, monkeypatch):
+    """No padding: HF passes no mask at all (SDPA's is_causal); the rows still go through the
+    matmul kernel, with SDPA's logits."""
+    from ccexp.backends import attention
+    from ccexp.models import load_model
+
+    plain = load_model(tiny_dir, torch.float32, attention="sdpa").eval()
+    varlen = load_model(tiny_dir, torch.float32, attention="varlen").eval()
+    ids = torch.randint(5, 1000, (2, 20), generator=torch.Generator().manual_seed(1))
+    calls = []
+    original = attention.explicit_attention
+    monkeypatch.setattr(attention, "explicit_attention", lambda *a, **kw: calls.append(a[0].shape) or original(*a, **kw))
+    with torch.no_grad():
+        a = plain(input_ids=ids).logits
+        b = varlen(input_ids=ids).logits
+    assert len(calls) == 2 * plain.config.num_hidden_layers  # one per row per layer
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_dense_copies_only_when_strides_are_not_row_major():
+    from ccexp.backends.speedups import dense
+
+    hidden = torch.randn(1, 9, 4)
+    last = hidden[:, -1:, :]  # "contiguous" to PyTorch, yet a batch stride of 36
+    assert last.is_contiguous() and last.stride() == (36, 4, 1)
+    assert dense(last).stride() == (4, 4, 1) and torch.equal(dense(last), last)
+    fresh = torch.randn(2, 3, 4)
+    assert dense(fresh) is fresh
+    assert dense(fresh[:, 1:]).is_contiguous()
+
+
 def test_varlen_attention_falls_back_on_any_other_mask():
     from ccexp.backends.attention import left_pad_starts
 

@@ -85,6 +85,9 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
         if mask is not False:
             return explicit_attention(query, key, value, scaling, mask), None
     starts = left_pad_starts(attention_mask, q_len, k_len)
+    if starts is None and attention_mask is None and 1 < q_len == k_len and getattr(module, "is_causal", True):
+        # No padding anywhere: HF drops the mask (SDPA's is_causal), and every row starts at 0.
+        starts = torch.zeros(query.shape[0], dtype=torch.long)
     if starts is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
