@@ -92,6 +92,24 @@ def test_unpadded_batches_take_the_explicit_path_too(tiny_dir, monkeypatch):
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_explicit_kernel_only_on_the_cpu(monkeypatch, device):
+    """Other devices (a GPU; here the meta device stands in) keep SDPA per row and per step."""
+    from ccexp.backends import attention
+
+    calls = []
+    original = attention.explicit_attention
+    monkeypatch.setattr(attention, "explicit_attention", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    q, k, v = (t.to(device) for t in _qkv(2, 6, 2, 5, 5))
+    with torch.no_grad():
+        out, _ = attention.varlen_attention_forward(module, q, k, v, None, scaling=0.3)  # two unpadded rows
+        step, _ = attention.varlen_attention_forward(module, q[:, :, -1:], k, v, None, scaling=0.3)  # a decode step
+    assert out.shape == (2, 5, 6, 8) and step.shape == (2, 1, 6, 8)
+    assert len(calls) == (3 if device == "cpu" else 0)
+
+
 def test_dense_copies_only_when_strides_are_not_row_major():
     from ccexp.backends.speedups import dense
 

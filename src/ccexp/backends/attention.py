@@ -9,8 +9,9 @@ no real token ever reads), a third less attention time on the CPU (``python -m c
 and no B×T×T mask traffic. Any mask that is not exactly "causal + left padding" (a decode
 step, right padding, sliding windows, a packed batch) falls back to HF's SDPA, unchanged.
 
-Two kernels, picked by shape, because the CPU's fused (flash) kernel runs at ~40 GFLOP/s
-where a plain matmul runs at ~350:
+On the CPU, two kernels, picked by shape, because its fused (flash) kernel runs at ~40 GFLOP/s
+where a plain matmul runs at ~350 (GPUs keep SDPA per row: their fused kernels are fast, and
+their memory stays linear in L):
 - rows up to ``EXPLICIT_MAX_LEN`` tokens: scores = Q·Kᵀ as one matmul per KV-head group (no
   repeated K/V), masked softmax, ·V — the numerics of transformers' own "eager" attention (bf16
   scores, softmax computed in fp32 internally), in query blocks of ``BLOCK_ROWS`` or more that
@@ -80,7 +81,9 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
                                       is_causal=is_causal, **kwargs)
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     q_len, k_len = query.shape[2], key.shape[2]
-    if q_len < k_len and q_len <= DECODE_MAX_QUERIES and not torch.is_grad_enabled():
+    # The explicit kernel is for CPUs: GPU flash kernels are fast, and their memory is linear in L.
+    explicit = query.device.type == "cpu"
+    if explicit and q_len < k_len and q_len <= DECODE_MAX_QUERIES and not torch.is_grad_enabled():
         mask = decode_mask(attention_mask, query.shape[0], q_len, k_len)
         if mask is not False:
             return explicit_attention(query, key, value, scaling, mask), None
@@ -95,7 +98,7 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
     out = query.new_zeros(batch, length, heads, value.shape[-1])
     for row, start in enumerate(starts.tolist()):
         q, k, v = query[row : row + 1, :, start:], key[row : row + 1, :, start:], value[row : row + 1, :, start:]
-        if length - start <= EXPLICIT_MAX_LEN:
+        if explicit and length - start <= EXPLICIT_MAX_LEN:
             n, blocks = length - start, max(1, (length - start) // BLOCK_ROWS)
             edges = [n * i // blocks for i in range(blocks + 1)]
             part = torch.cat([explicit_attention(q[:, :, a:b], k[:, :, :b], v[:, :, :b], scaling, causal=True)
