@@ -84,7 +84,7 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
     # The explicit kernel is for CPUs: GPU flash kernels are fast, and their memory is linear in L.
     explicit = query.device.type == "cpu"
     if explicit and q_len < k_len and q_len <= DECODE_MAX_QUERIES and not torch.is_grad_enabled():
-        mask = decode_mask(attention_mask, query.shape[0], q_len, k_len)
+        mask = decode_mask(attention_mask, q_len, k_len)
         if mask is not False:
             return explicit_attention(query, key, value, scaling, mask), None
     starts = left_pad_starts(attention_mask, q_len, k_len)
@@ -111,7 +111,7 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
     return out, None
 
 
-def decode_mask(mask: torch.Tensor | None, batch: int, q_len: int, k_len: int):
+def decode_mask(mask: torch.Tensor | None, q_len: int, k_len: int):
     """The keys each new query may see, as a [B, 1, q, k] boolean mask; None when it sees every
     key (one query, no padding: HF passes no mask then); False when the mask is of a kind this
     path does not take (float masks, or none for several queries, where causality is implied)."""
@@ -132,13 +132,11 @@ def explicit_attention(query, key, value, scaling: float, mask: torch.Tensor | N
     # [B, kv, groups·q, dim]: each KV head's query group as one matrix, so one matmul per KV head.
     q = (query * scaling).reshape(batch, kv_heads, groups * q_len, dim)
     scores = torch.matmul(q, key.transpose(-1, -2)).view(batch, kv_heads, groups, q_len, k_len)
-    if causal:
-        bias = causal_bias(q_len, k_len, scores.dtype, query.device)
-    elif mask is not None:
-        bias = torch.zeros(mask.shape, dtype=scores.dtype, device=query.device).masked_fill_(~mask, float("-inf"))[:, :, None]
+    if mask is not None:  # inference only; masked_fill, unlike a bias, also hides non-finite pad keys
+        probs = torch.softmax(scores.masked_fill_(~mask[:, :, None], float("-inf")), dim=-1)
     else:
-        bias = None
-    probs = BiasedSoftmax.apply(scores, bias).view(batch, kv_heads, groups * q_len, k_len)
+        probs = BiasedSoftmax.apply(scores, causal_bias(q_len, k_len, scores.dtype, query.device) if causal else None)
+    probs = probs.view(batch, kv_heads, groups * q_len, k_len)
     out = torch.matmul(probs, value).view(batch, heads, q_len, value.shape[-1])
     return out.transpose(1, 2)
 

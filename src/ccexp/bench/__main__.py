@@ -82,8 +82,8 @@ def run_bench(args: argparse.Namespace) -> None:
     peaks = [peak, training.matmul_peak_flops(dtype)]
     peak = max(peaks)
     trainable, total = backend.parameter_counts()
-    results["training"] = {"ccexp": ours, "bare_loop": bare, "hf_trainer": hf, "matmul_peak_flops": peak, "matmul_peak_readings": peaks,
-                           "frozen_params": total - trainable}
+    results["training"] = {"ccexp": ours, "bare_loop": bare, "hf_trainer": hf, "matmul_peak_flops": peak,
+                           "matmul_peak_readings": peaks, "frozen_params": total - trainable}
 
     console.print("[bold]generation[/]")
     prompts = [ex["messages"][:-1] for ex in splits["test"]]
