@@ -136,6 +136,7 @@ def test_varlen_attention_falls_back_on_any_other_mask():
     window[5, 0] = False  # a sliding window
     assert left_pad_starts(window[None, None], length, length) is None
     assert left_pad_starts(left[:, :, -1:], 1, length) is None  # a decode step
+    assert left_pad_starts(left[:, :, 2:], length - 2, length).tolist() == [2, 0]  # a suffix after a cache
     assert left_pad_starts(None, length, length) is None
 
 
@@ -187,6 +188,31 @@ def test_causal_query_blocks_give_the_same_values_and_gradients(monkeypatch):
         ref_grads = torch.autograd.grad(ref.square().sum(), (qr, kr, vr))
         for got, want in zip(grads, ref_grads):
             assert torch.allclose(got[row : row + 1, :, start:], want, atol=1e-10)
+
+
+@pytest.mark.parametrize("max_len", [64, 8])
+def test_prompt_suffix_over_a_cached_prefix(monkeypatch, max_len):
+    """Queries = the last 9 of 14 positions (a prompt's suffix after its cached prefix), row 0
+    left-padded into the suffix: per row through the blocked kernel (or SDPA with a
+    bottom-right causal bias for long rows), equal to HF's SDPA with the full mask."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from ccexp.backends import attention
+
+    monkeypatch.setattr(attention, "BLOCK_ROWS", 3)
+    monkeypatch.setattr(attention, "EXPLICIT_MAX_LEN", max_len)
+    monkeypatch.setattr(attention, "DECODE_MAX_QUERIES", 4)  # 9 queries: not a decode step
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    q, k, v = _qkv(2, 6, 2, 9, 14)
+    mask = torch.ones(14, 14, dtype=torch.bool).tril()[None, None, 5:].repeat(2, 1, 1, 1)
+    mask[0, ..., :7] = False  # row 0's first real token is position 7: its first 2 queries are pads
+    with torch.no_grad():
+        ours, _ = attention.varlen_attention_forward(module, q, k, v, mask, scaling=0.3)
+    assert attention._checked[1].tolist() == [7, 0]
+    theirs, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.3)
+    assert torch.allclose(ours[0, 2:], theirs[0, 2:], atol=1e-12)
+    assert torch.allclose(ours[1], theirs[1], atol=1e-12)
 
 
 def test_decode_steps_take_the_explicit_path_with_the_padding_mask():

@@ -119,6 +119,13 @@ class BackendConfig:
     -> ~1 GB); costs page faults, so training is slower."""
     fuse: bool = False
     """mlx: also write the adapter merged into the base, a plain mlx-lm model in <run dir>/fused."""
+    draft_tokens: int = 10
+    """torch, one request at a time (latency): up to this many tokens drafted per step from
+    n-grams of the prompt and the training answers, checked in one forward pass; the answer
+    stays the greedy one. 0 = one token per step. Ignored by mlx."""
+    prefix_cache: bool = True
+    """torch, one request at a time: reuse the keys/values of the prompt prefix (system prompt,
+    task instruction) shared with a recent request. Ignored by mlx."""
 
     def __post_init__(self) -> None:
         names = ("auto", "cpu", "cuda", "mlx")
@@ -131,6 +138,7 @@ class BackendConfig:
                self.attention)
         _check(self.num_threads is None or self.num_threads >= 1, "backend.num_threads",
                "null or an integer >= 1", self.num_threads)
+        _check(0 <= self.draft_tokens <= 64, "backend.draft_tokens", "an integer from 0 to 64", self.draft_tokens)
         _check(not self.fuse or self.name == "mlx", "backend.fuse", f"false for backend={self.name} "
                "(only the mlx backend writes a fused model)", self.fuse)
 

@@ -37,7 +37,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
 
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     model_dir = resolve_model_dir(rc.model)
-    backend = build_backend(device, rc, model_dir)
+    backend = build_backend(device, rc, model_dir, [ex["messages"][-1]["content"] for ex in splits["train"]])
     trainable, total = backend.parameter_counts()
     log.info("%s on %s (%s): %d train / %d val / %d test examples; %s trainable of %s parameters",
              rc.method.name, device, getattr(backend, "precision", ""), len(splits["train"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -27,14 +28,15 @@ def resolve_backend(name: str) -> str:
     return name
 
 
-def build_backend(name: str, cfg: RunConfig, model_dir: Path) -> Backend:
+def build_backend(name: str, cfg: RunConfig, model_dir: Path, draft_answers: Sequence[str] = ()) -> Backend:
+    """``draft_answers``: typical answers (the training split's), for the torch backend's drafts."""
     if name == "mlx":
         from ccexp.backends.mlx import MLXBackend
 
         return MLXBackend(cfg, model_dir)
     from ccexp.backends.lightning import TorchBackend
 
-    return TorchBackend(cfg, device=name, model_dir=model_dir)
+    return TorchBackend(cfg, device=name, model_dir=model_dir, draft_answers=draft_answers)
 
 
 __all__ = ["Backend", "Generation", "build_backend", "resolve_backend"]

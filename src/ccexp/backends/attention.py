@@ -20,6 +20,9 @@ their memory stays linear in L):
   ~16 ms instead of ~24 ms. The price is the probabilities kept for backward (up to 9 MB per
   layer per 700-token row in bf16), which is why longer rows go to the fused kernel, whose
   memory is linear in L.
+- a prompt's suffix over a cached prefix (queries = the last q of k positions, as when a
+  single request reuses the KV of the prompt it shares with the previous one): the same
+  per-row kernel, each query block against the keys up to its own last position.
 - decode steps (a few new queries against the KV cache, no gradient): the same explicit
   matmuls with the cache's padding mask; the fused kernel spends ~0.6 ms per call on a single
   query, ~17 ms of a 55 ms SmolLM2 decode step.
@@ -54,18 +57,21 @@ _checked: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
 
 
 def left_pad_starts(mask: torch.Tensor | None, q_len: int, k_len: int) -> torch.Tensor | None:
-    """First real position of each row when ``mask`` is exactly causal + left padding, else None."""
+    """First real key position of each row when ``mask`` is exactly causal + left padding, the
+    queries being the last ``q_len`` of the ``k_len`` positions (all of them, or a prompt's
+    suffix after a cached prefix); else None."""
     global _checked
-    if mask is None or mask.dtype != torch.bool or mask.dim() != 4 or q_len != k_len or q_len < 2 or mask.shape[1] != 1:
+    if mask is None or mask.dtype != torch.bool or mask.dim() != 4 or q_len > k_len or q_len < 2 or mask.shape[1] != 1:
         return None
     if _checked[0] is mask:
         return _checked[1]
     starts = k_len - mask[:, 0, -1, :].sum(-1)  # the last query sees every real key of its row
     # (and must be real itself: a right-padded row's last query sees nothing)
     pos = torch.arange(k_len, device=mask.device)
-    causal = pos[None, :, None] >= pos[None, None, :]                   # [1, q, k]
+    qpos = pos[k_len - q_len :]
+    causal = qpos[None, :, None] >= pos[None, None, :]                   # [1, q, k]
     real = pos[None, None, :] >= starts[:, None, None]                   # [B, 1, k]
-    real_query = pos[None, :, None] >= starts[:, None, None]             # [B, q, 1]
+    real_query = qpos[None, :, None] >= starts[:, None, None]            # [B, q, 1]
     expected = causal & real
     # Pad queries see nothing real; HF may let them see anything (to keep the softmax finite):
     # their outputs are never read by a real token, so only real query rows must match.
@@ -94,20 +100,26 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
     if starts is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    batch, heads, length, dim = query.shape
-    out = query.new_zeros(batch, length, heads, value.shape[-1])
+    batch, heads = query.shape[:2]
+    offset = k_len - q_len  # cached positions before the first query
+    out = query.new_zeros(batch, q_len, heads, value.shape[-1])
     for row, start in enumerate(starts.tolist()):
-        q, k, v = query[row : row + 1, :, start:], key[row : row + 1, :, start:], value[row : row + 1, :, start:]
-        if explicit and length - start <= EXPLICIT_MAX_LEN:
-            n, blocks = length - start, max(1, (length - start) // BLOCK_ROWS)
-            edges = [n * i // blocks for i in range(blocks + 1)]
-            part = torch.cat([explicit_attention(q[:, :, a:b], k[:, :, :b], v[:, :, :b], scaling, causal=True)
-                              for a, b in zip(edges, edges[1:])], dim=1)
+        first = max(start - offset, 0)  # this row's first real query
+        q, k, v = query[row : row + 1, :, first:], key[row : row + 1, :, start:], value[row : row + 1, :, start:]
+        n_q, n_k = q_len - first, k_len - start
+        if explicit and n_k <= EXPLICIT_MAX_LEN:
+            blocks = max(1, n_q // BLOCK_ROWS)
+            edges = [n_q * i // blocks for i in range(blocks + 1)]
+            part = torch.cat([explicit_attention(q[:, :, a:b], k[:, :, : n_k - n_q + b], v[:, :, : n_k - n_q + b],
+                                                 scaling, causal=True) for a, b in zip(edges, edges[1:])], dim=1)
         else:
             groups = heads // key.shape[1]
+            # SDPA's is_causal aligns the triangle top-left: right only when q and k are the same positions.
+            bias = None if n_q == n_k else causal_bias(n_q, n_k, q.dtype, q.device)
             part = torch.nn.functional.scaled_dot_product_attention(
-                q, repeat_kv(k, groups), repeat_kv(v, groups), is_causal=True, scale=scaling).transpose(1, 2)
-        out[row, start:] = part[0]
+                q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=bias, is_causal=bias is None,
+                scale=scaling).transpose(1, 2)
+        out[row, first:] = part[0]
     return out, None
 
 

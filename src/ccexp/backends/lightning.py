@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import EarlyStopping
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from ccexp.backends import speedups
+from ccexp.backends import decoding, speedups
 from ccexp.backends.base import Generation, peak_rss_mb
 from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, Checkpoints, CompletionLM, Throughput
 from ccexp.config import ConfigError, RunConfig
@@ -72,7 +72,7 @@ class FirstTokenClock:
 
 
 class TorchBackend:
-    def __init__(self, cfg: RunConfig, device: str, model_dir: Path):
+    def __init__(self, cfg: RunConfig, device: str, model_dir: Path, draft_answers: Sequence[str] = ()):
         self.name, self.cfg, self.device = device, cfg, device
         self.precision = resolve_precision(cfg.backend.precision, device)
         self.autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.precision)
@@ -85,6 +85,9 @@ class TorchBackend:
         self.model = spec.wrap(base).to(device)
         speedups.apply(self.model, autocast=self.autocast_dtype is not None, shared_dropout=cfg.method.shared_dropout)
         self.fit_batches: list[tuple[float, int]] = []  # (seconds, non-pad tokens) per training batch
+        # Single requests: drafts from the training answers, and the shared prompt prefix's keys/values.
+        self._draft_answers, self._drafter = list(draft_answers), None
+        self.prefix_cache = decoding.PrefixCache() if cfg.backend.prefix_cache else None
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
@@ -123,6 +126,8 @@ class TorchBackend:
             enable_model_summary=False,
         )
         self.model.train()  # from_pretrained leaves eval mode; Lightning keeps submodule modes as found
+        if self.prefix_cache:
+            self.prefix_cache.clear()  # keys/values of the old weights
         trainer.fit(module, datamodule=data)
         if not module.history or module.history[-1]["step"] != trainer.global_step:
             trainer.validate(module, datamodule=data, verbose=False)  # judge the final steps too
@@ -180,6 +185,15 @@ class TorchBackend:
         first = [0.0] * len(texts)
         eos = self.tokenizer.eos_token_id
         with self._net(adapter) as net:
+            if len(texts) == 1 and self._decodes_alone(net):
+                ids = self.tokenizer(texts[0], add_special_tokens=False, truncation=True,
+                                     max_length=max(self.cfg.model.max_seq_len - max_new_tokens, 1))["input_ids"]
+                tic = time.perf_counter()
+                answer, first_s, _ = decoding.greedy_decode(
+                    net, ids, max_new_tokens, eos, drafter=self.drafter(), draft_tokens=self.cfg.backend.draft_tokens,
+                    prefix_cache=self.prefix_cache, cache_key=adapter)
+                text = self.tokenizer.decode(answer, skip_special_tokens=True).strip()
+                return Generation([text], [time.perf_counter() - tic], [len(answer)], [first_s])
             for start in range(0, len(order), self.cfg.eval.batch_size):
                 rows = order[start : start + self.cfg.eval.batch_size]
                 # Over-long prompts lose their oldest tokens, as in training (tokenizer truncates left).
@@ -198,6 +212,18 @@ class TorchBackend:
                     first[row] = clock.first_token - clock.start
         return Generation(out_texts, seconds, new_tokens, first)
 
+    def _decodes_alone(self, net) -> bool:
+        """One prompt goes through ``decoding.greedy_decode`` (n-gram drafts, prefix cache);
+        prompt tuning keeps ``generate``, where peft adds the virtual tokens to the first step only."""
+        config = getattr(net, "active_peft_config", None)
+        return not (config is not None and config.is_prompt_learning)
+
+    def drafter(self) -> decoding.NgramDrafter | None:
+        """Built on first use: tokenizing the training answers costs a second or so."""
+        if self.cfg.backend.draft_tokens and self._drafter is None:
+            self._drafter = decoding.drafter_from_answers(self.tokenizer, self._draft_answers)
+        return self._drafter
+
     def save_adapter(self, path: Path) -> None:
         self.model.save_pretrained(path)
 
@@ -210,6 +236,8 @@ class TorchBackend:
         except RuntimeError as err:  # shapes differ: saved with another rank or virtual-token count
             raise ConfigError(f"{weights}: does not fit method={self.cfg.method.name} on model="
                               f"{self.cfg.model.name}: {str(err).splitlines()[-1].strip()}") from None
+        if self.prefix_cache:
+            self.prefix_cache.clear()
         if result.unexpected_keys:
             raise ConfigError(f"{weights}: {len(result.unexpected_keys)} tensors this method/model does not have, "
                               f"e.g. {result.unexpected_keys[0]}; expected an adapter of method={self.cfg.method.name}")

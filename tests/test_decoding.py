@@ -1,0 +1,123 @@
+"""Single-request decoding (n-gram drafts, prompt-prefix cache) gives generate's greedy answer,
+in fewer forward passes when the drafts are right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ccexp.backends.decoding import NgramDrafter, PrefixCache, greedy_decode
+
+EOS = 2
+
+
+def test_drafter_prefers_the_longest_match_and_the_request_over_the_corpus():
+    drafter = NgramDrafter([[7, 8, 9, 10, EOS], [5, 6, 11, 12, EOS]], stop_id=EOS, max_ngram=3)
+    # The request ends in "5 6": the corpus knows "5 6 -> 11 12 EOS"; the request's own
+    # earlier "5 6 -> 40 41" is as long a match and wins (this conversation's own words).
+    assert drafter.start([1, 5, 6, 40, 41, 3, 5, 6]).propose(4) == [40, 41, 3, 5]
+    # Only the corpus has "8 9": its continuation, cut after EOS (the next answer is unrelated).
+    assert drafter.start([1, 8, 9]).propose(6) == [10, EOS]
+    # A longer corpus match beats a shorter request match.
+    assert drafter.start([6, 30, 5, 6]).propose(2) == [11, 12]
+    assert drafter.start([99, 98]).propose(3) == []
+    request = drafter.start([4, 3])
+    request.extend([77, 4])  # the index follows accepted tokens: "3 77" is new
+    assert request.propose(2) == [3, 77]
+    request.extend([3])
+    assert request.propose(2) == [77, 4]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    from ccexp.models import load_model
+
+    net = load_model(tiny_dir, torch.float32, attention="varlen").eval()
+    net.generation_config.pad_token_id = 0
+    return net
+
+
+def _generate(model, prompt: list[int], n: int) -> list[int]:
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=n, do_sample=False, use_cache=True,
+                             eos_token_id=EOS)
+    return out[0, len(prompt):].tolist()
+
+
+def _prompts():
+    g = torch.Generator().manual_seed(4)
+    shared = torch.randint(5, 500, (30,), generator=g).tolist()  # a "system prompt" both share
+    return [shared + torch.randint(5, 500, (n,), generator=g).tolist() for n in (9, 14, 3)]
+
+
+@pytest.mark.parametrize("draft_tokens", [0, 6])
+def test_greedy_decode_equals_generate(model, draft_tokens):
+    """float32, so one-token and several-token steps round alike: the very same tokens, whether
+    the drafts came from the corpus (right) or not, with the prompt prefix reused or not."""
+    prompts = _prompts()
+    expected = [_generate(model, p, 24) for p in prompts]
+    # The corpus holds the first answer: its drafts are right for prompt 0, arbitrary for the rest.
+    drafter = NgramDrafter([expected[0]], stop_id=EOS)
+    cache = PrefixCache()
+    for i, (prompt, want) in enumerate(zip(prompts, expected)):
+        got, first_s, stats = greedy_decode(model, prompt, 24, EOS, drafter=drafter, draft_tokens=draft_tokens,
+                                            prefix_cache=cache, cache_key=True)
+        assert got == want
+        assert first_s > 0
+        assert stats["prefix_tokens_reused"] == (0 if i == 0 else 30)
+        if draft_tokens == 0:
+            assert stats["forward_passes"] == len(want)
+    again = greedy_decode(model, prompts[0], 24, EOS, drafter=drafter, draft_tokens=draft_tokens)
+    assert again[0] == expected[0]
+    if draft_tokens:  # every draft right: ~len/7 passes instead of len
+        assert again[2]["forward_passes"] <= len(expected[0]) // 3
+
+
+def test_prefix_cache_is_per_key_and_cleared():
+    cache = PrefixCache(min_shared=2)
+    from transformers import DynamicCache
+
+    kv = DynamicCache()
+    kv.update(torch.zeros(1, 1, 5, 4), torch.ones(1, 1, 5, 4), 0)
+    cache.store(True, [1, 2, 3, 4, 5], kv)
+    hit, n = cache.lookup(True, [1, 2, 3, 9, 9])
+    assert n == 3 and hit.get_seq_length() == 3
+    assert cache.lookup(False, [1, 2, 3, 9])[1] == 0  # the base model's keys differ from the adapter's
+    assert cache.lookup(True, [1, 2, 3, 4, 5])[1] == 4  # the last token always runs: its logits are needed
+    cache.clear()
+    assert cache.lookup(True, [1, 2, 3, 9])[1] == 0
+
+
+def test_teacher_forced_decoding_replays_the_given_answer(model):
+    """Benchmarks time an answer of a given content: the loop follows it, drafts and all."""
+    prompt = _prompts()[0]
+    teacher = [11, 12, 13, 14, 11, 12, 13, 14, 11, 12, 13, EOS]
+    drafter = NgramDrafter([teacher], stop_id=EOS)
+    got, _, stats = greedy_decode(model, prompt, len(teacher), EOS, drafter=drafter, draft_tokens=10, teacher=teacher)
+    assert got == teacher
+    assert stats["forward_passes"] == 2  # the prompt's pass, then one pass checks the rest
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
+def test_backend_single_request_matches_its_batched_answer(method):
+    """TorchBackend.generate with one prompt (latency: drafts + prefix cache; prompt tuning keeps
+    generate) gives the answer the batched path gives for that prompt."""
+    from conftest import FAST, compose_cfg
+
+    from ccexp.backends.lightning import TorchBackend
+    from ccexp.config import validate
+    from ccexp.data import build_splits
+    from ccexp.models import resolve_model_dir
+
+    rc = validate(compose_cfg(*FAST, "backend=cpu", "backend.precision=32-true", f"method={method}"))
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    backend = TorchBackend(rc, "cpu", resolve_model_dir(rc.model), [ex["messages"][-1]["content"] for ex in splits["train"]])
+    prompts = [ex["messages"][:-1] for ex in splits["test"][:3]]
+    batched = backend.generate(prompts, 12)
+    for i, prompt in enumerate(prompts):
+        single = backend.generate([prompt], 12)
+        assert single.texts == [batched.texts[i]] and single.new_tokens == [batched.new_tokens[i]]
+        assert single.first_token_seconds[0] <= single.seconds[0]
+    stored = len(backend.prefix_cache._store)
+    assert stored == (3 if method == "lora" else 0)  # prompt tuning: generate, no prefix cache
+    assert backend.generate([prompts[1]], 12, adapter=False).texts[0] == backend.generate(prompts, 12, adapter=False).texts[1]
