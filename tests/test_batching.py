@@ -67,3 +67,14 @@ def test_sampler_keeps_whole_accumulation_groups():
     sampler = LengthGroupedBatchSampler([10] * 22, batch_size=4, shuffle=True, seed=0, multiple_of=4)
     assert len(sampler) == 4 and len(list(sampler)) == 4  # 6 batches -> 4, the tail drops
     assert len(LengthGroupedBatchSampler([10] * 5, batch_size=4, shuffle=True, seed=0, multiple_of=4)) == 2
+
+
+def test_generation_keeps_as_much_prompt_as_training():
+    from ccexp.data.batching import generation_prompt_room
+
+    # Training keeps up to max_seq_len - 1 prompt tokens; so does generation, whatever the cap...
+    assert generation_prompt_room(1024, 160, 8192) == 1023
+    assert generation_prompt_room(1024, 160, None) == 1023
+    # ...unless the model's own context cannot hold prompt + answer cap.
+    assert generation_prompt_room(1024, 160, 1100) == 940
+    assert generation_prompt_room(64, 500, 256) == 1

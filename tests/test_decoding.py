@@ -121,3 +121,25 @@ def test_backend_single_request_matches_its_batched_answer(method):
     stored = len(backend.prefix_cache._store)
     assert stored == (3 if method == "lora" else 0)  # prompt tuning: generate, no prefix cache
     assert backend.generate([prompts[1]], 12, adapter=False).texts[0] == backend.generate(prompts, 12, adapter=False).texts[1]
+
+
+def test_generation_prompts_are_cut_as_in_training(monkeypatch):
+    """A prompt over max_seq_len keeps its last max_seq_len - 1 tokens, as training keeps it,
+    not max_seq_len - the answer cap (which cut all-in-one prompts' system prompt)."""
+    from conftest import FAST, compose_cfg
+
+    from ccexp.backends import decoding
+    from ccexp.backends.lightning import TorchBackend
+    from ccexp.config import validate
+    from ccexp.data import build_splits
+    from ccexp.models import resolve_model_dir
+
+    rc = validate(compose_cfg(*FAST, "backend=cpu", "model.max_seq_len=64"))
+    backend = TorchBackend(rc, "cpu", resolve_model_dir(rc.model))
+    prompt = build_splits(rc.data, rc.data_size, rc.task_mix)["test"][0]["messages"][:-1]
+    seen = []
+    original = decoding.greedy_decode
+    monkeypatch.setattr(decoding, "greedy_decode", lambda net, ids, *a, **kw: seen.append(ids) or original(net, ids, *a, **kw))
+    backend.generate([prompt], 12)
+    full = backend.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert len(full) > 63 and seen[0] == list(full[-63:])

@@ -20,7 +20,8 @@ from ccexp.backends import decoding, speedups
 from ccexp.backends.base import Generation, peak_rss_mb
 from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, Checkpoints, CompletionLM, Throughput
 from ccexp.config import ConfigError, RunConfig
-from ccexp.data.batching import EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll, prompt_text
+from ccexp.data.batching import (EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll,
+                                 generation_prompt_room, prompt_text)
 from ccexp.methods import METHODS
 from ccexp.models import load_model, load_tokenizer
 
@@ -184,10 +185,11 @@ class TorchBackend:
         out_texts, seconds, new_tokens = [""] * len(texts), [0.0] * len(texts), [0] * len(texts)
         first = [0.0] * len(texts)
         eos = self.tokenizer.eos_token_id
+        room = generation_prompt_room(self.cfg.model.max_seq_len, max_new_tokens,
+                                      getattr(self.model.config, "max_position_embeddings", None))
         with self._net(adapter) as net:
             if len(texts) == 1 and self._decodes_alone(net):
-                ids = self.tokenizer(texts[0], add_special_tokens=False, truncation=True,
-                                     max_length=max(self.cfg.model.max_seq_len - max_new_tokens, 1))["input_ids"]
+                ids = self.tokenizer(texts[0], add_special_tokens=False, truncation=True, max_length=room)["input_ids"]
                 tic = time.perf_counter()
                 answer, first_s, _ = decoding.greedy_decode(
                     net, ids, max_new_tokens, eos, drafter=self.drafter(), draft_tokens=self.cfg.backend.draft_tokens,
@@ -198,8 +200,7 @@ class TorchBackend:
                 rows = order[start : start + self.cfg.eval.batch_size]
                 # Over-long prompts lose their oldest tokens, as in training (tokenizer truncates left).
                 enc = self.tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
-                                     add_special_tokens=False, truncation=True,
-                                     max_length=max(self.cfg.model.max_seq_len - max_new_tokens, 1)).to(self.device)
+                                     add_special_tokens=False, truncation=True, max_length=room).to(self.device)
                 clock = FirstTokenClock()
                 out = net.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                                    pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos, streamer=clock)

@@ -36,7 +36,7 @@ from ccexp.backends import mlx_lora, mlx_prompt
 from ccexp.backends.base import Generation, peak_rss_mb
 from ccexp.backends.mlx_prompt import PromptedLM
 from ccexp.config import ConfigError, RunConfig
-from ccexp.data.batching import Encoded, EncodedDataset, LengthGroupedBatchSampler, prompt_text
+from ccexp.data.batching import Encoded, EncodedDataset, LengthGroupedBatchSampler, generation_prompt_room, prompt_text
 from ccexp.models import load_tokenizer
 
 log = logging.getLogger("ccexp")
@@ -272,11 +272,13 @@ class MLXBackend:
         runs): exact per-answer latency, and the soft prompt rides along in the model call."""
         eos = self.tokenizer.eos_token_id
         texts, seconds, new_tokens, first = [], [], [], []
+        context = getattr(getattr(self.net.model, "args", None), "max_position_embeddings", None)
+        room = generation_prompt_room(self.cfg.model.max_seq_len, max_new_tokens, context)
         with self._net(adapter) as net:
             for messages in prompts:
                 # Over-long prompts lose their oldest tokens, as in training (the tokenizer truncates left).
                 ids = self.tokenizer(prompt_text(self.tokenizer, messages), add_special_tokens=False, truncation=True,
-                                     max_length=max(self.cfg.model.max_seq_len - max_new_tokens, 1))["input_ids"]
+                                     max_length=room)["input_ids"]
                 tic, out = time.perf_counter(), []
                 for token, _ in generate_step(mx.array(ids), net, max_tokens=max_new_tokens):
                     if not out:

@@ -43,6 +43,19 @@ def encode(tokenizer, example: dict, max_len: int) -> Encoded:
     return Encoded(prompt[-room:] + answer, len(answer), truncated)
 
 
+def generation_prompt_room(max_seq_len: int, max_new_tokens: int, context: int | None) -> int:
+    """Most prompt tokens kept when generating (over-long prompts lose their oldest tokens).
+    Training keeps up to ``max_seq_len - 1`` prompt tokens (``encode``: max_seq_len minus the
+    answer), so generation keeps as many: reserving the whole answer cap inside max_seq_len
+    instead (prompt ≤ 1024 - 160 for an all-in-one analysis) cut the system prompt and task
+    instruction off prompts the model was trained on whole. Only the model's own context
+    (``max_position_embeddings``) must hold prompt + answer cap."""
+    room = max_seq_len - 1
+    if context:
+        room = min(room, context - max_new_tokens)
+    return max(room, 1)
+
+
 class EncodedDataset(Dataset):
     def __init__(self, tokenizer, examples: Sequence[dict], max_len: int):
         self.items = [encode(tokenizer, ex, max_len) for ex in examples]
