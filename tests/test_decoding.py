@@ -80,12 +80,12 @@ def test_prefix_cache_is_per_key_and_cleared():
     kv = DynamicCache()
     kv.update(torch.zeros(1, 1, 5, 4), torch.ones(1, 1, 5, 4), 0)
     cache.store(True, [1, 2, 3, 4, 5], kv)
-    hit, n = cache.lookup(True, [1, 2, 3, 9, 9])
-    assert n == 3 and hit.get_seq_length() == 3
-    assert cache.lookup(False, [1, 2, 3, 9])[1] == 0  # the base model's keys differ from the adapter's
-    assert cache.lookup(True, [1, 2, 3, 4, 5])[1] == 4  # the last token always runs: its logits are needed
+    hit = DynamicCache()
+    assert cache.lookup(True, [1, 2, 3, 9, 9], hit) == 3 and hit.get_seq_length() == 3
+    assert cache.lookup(False, [1, 2, 3, 9], DynamicCache()) == 0  # the base model's keys differ from the adapter's
+    assert cache.lookup(True, [1, 2, 3, 4, 5], DynamicCache()) == 4  # the last token always runs: its logits are needed
     cache.clear()
-    assert cache.lookup(True, [1, 2, 3, 9])[1] == 0
+    assert cache.lookup(True, [1, 2, 3, 9], DynamicCache()) == 0
 
 
 def test_teacher_forced_decoding_replays_the_given_answer(model):

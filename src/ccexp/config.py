@@ -125,7 +125,8 @@ class BackendConfig:
     stays the greedy one. 0 = one token per step. Ignored by mlx."""
     prefix_cache: bool = True
     """torch, one request at a time: reuse the keys/values of the prompt prefix (system prompt,
-    task instruction) shared with a recent request. Ignored by mlx."""
+    task instruction) shared with one of the last 4 requests, whose keys/values it keeps (~20 MB
+    per 900-token prompt for SmolLM2-135M). Ignored by mlx."""
 
     def __post_init__(self) -> None:
         names = ("auto", "cpu", "cuda", "mlx")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -95,25 +95,27 @@ class PrefixCache:
         """After the weights change: cached keys/values belong to the old ones."""
         self._store.clear()
 
-    def lookup(self, key: tuple, prompt: Sequence[int]) -> tuple[DynamicCache, int]:
-        """A cache holding the longest prefix this prompt shares with a stored one (at most all
-        but its last token, whose logits the caller needs), and that prefix's length."""
+    def lookup(self, key: Hashable, prompt: Sequence[int], cache: DynamicCache) -> int:
+        """Fill the empty ``cache`` with the longest prefix this prompt shares with a stored one
+        (at most all but its last token, whose logits the caller needs); that prefix's length.
+        ``key`` tells apart keys/values of different weights (the adapter on or off)."""
         best, best_len = None, 0
-        for entry_key, (ids, layers) in self._store.items():
+        for entry_key, (ids, _) in self._store.items():
             if entry_key[0] != key:
                 continue
             shared = _common_prefix(ids, prompt, len(prompt) - 1)
             if shared > best_len:
                 best, best_len = entry_key, shared
-        cache = DynamicCache()
         if best is None or best_len < self.min_shared:
-            return cache, 0
+            return 0
         self._store.move_to_end(best)
         for layer, (k, v) in enumerate(self._store[best][1]):
             cache.update(k[:, :, :best_len], v[:, :, :best_len], layer)
-        return cache, best_len
+        return best_len
 
-    def store(self, key: tuple, prompt: Sequence[int], cache: DynamicCache) -> None:
+    def store(self, key: Hashable, prompt: Sequence[int], cache: DynamicCache) -> None:
+        if any(layer.is_sliding for layer in cache.layers):
+            return  # a sliding window keeps only recent keys: no prefix to cut from them
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         self._store[(key, tuple(prompt))] = (list(prompt), layers)
         while len(self._store) > self.entries:
@@ -137,12 +139,12 @@ def greedy_decode(net, prompt: Sequence[int], max_new_tokens: int, eos_id: int |
     """Greedy answer to one tokenized prompt: (new token ids up to and including EOS, seconds to
     the first new token, statistics). ``teacher`` (benchmarks only) stands in for the model's
     choices, so the cost of producing exactly that answer is measured whatever this model says."""
-    start = time.perf_counter()
-    device = next(net.parameters()).device
-    cache, reused = prefix_cache.lookup(cache_key, prompt) if prefix_cache else (DynamicCache(), 0)
-
     if max_new_tokens < 1:
         return [], 0.0, {"forward_passes": 0, "prefix_tokens_reused": 0}
+    start = time.perf_counter()
+    device = next(net.parameters()).device
+    cache = DynamicCache(config=net.config)  # the model's layer kinds (full or sliding-window attention)
+    reused = prefix_cache.lookup(cache_key, prompt, cache) if prefix_cache else 0
     logits = net(input_ids=torch.tensor([list(prompt[reused:])], device=device), past_key_values=cache,
                  use_cache=True, logits_to_keep=1).logits[0]
     if prefix_cache is not None:
