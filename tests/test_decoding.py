@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ccexp.backends.decoding import NgramDrafter, PrefixCache, greedy_decode
+from ccexp.backends.decoding import NgramDrafter, PrefixCache, greedy_decode, greedy_decode_batch
 
 EOS = 2
 
@@ -73,6 +73,23 @@ def test_greedy_decode_equals_generate(model, draft_tokens):
         assert again[2]["forward_passes"] <= len(expected[0]) // 3
 
 
+@pytest.mark.parametrize("share", [True, False])
+def test_batched_decode_equals_generate(model, share):
+    """Three prompts of different lengths sharing a 30-token start: computed once (or not),
+    each prompt's own tokens unpadded, decoded as a left-padded batch: generate's answers (EOS
+    ends a row; the others go on)."""
+    prompts = _prompts()
+    expected = []
+    for prompt in prompts:
+        answer = _generate(model, prompt, 24)
+        expected.append(answer[: answer.index(EOS) + 1] if EOS in answer else answer)
+    got, first_s = greedy_decode_batch(model, prompts, 24, EOS, share_prefix=share)
+    assert got == expected and first_s > 0
+    forced, _ = greedy_decode_batch(model, prompts, 24, None, share_prefix=share)  # no EOS: exactly 24 each
+    assert [len(a) for a in forced] == [24, 24, 24]
+    assert greedy_decode_batch(model, prompts, 0, EOS)[0] == [[], [], []]
+
+
 def test_prefix_cache_is_per_key_and_cleared():
     cache = PrefixCache(min_shared=2)
     from transformers import DynamicCache
@@ -100,13 +117,15 @@ def test_teacher_forced_decoding_replays_the_given_answer(model):
 
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
 def test_backend_single_request_matches_its_batched_answer(method):
-    """TorchBackend.generate with one prompt (latency: drafts + prefix cache; prompt tuning keeps
-    generate) gives the answer the batched path gives for that prompt."""
+    """TorchBackend.generate: a batch (shared start once, rows unpadded) gives transformers'
+    generate's answers, and one prompt alone (drafts + prefix cache) its batched answer; prompt
+    tuning keeps generate for both."""
     from conftest import FAST, compose_cfg
 
     from ccexp.backends.lightning import TorchBackend
     from ccexp.config import validate
     from ccexp.data import build_splits
+    from ccexp.data.batching import prompt_text
     from ccexp.models import resolve_model_dir
 
     rc = validate(compose_cfg(*FAST, "backend=cpu", "backend.precision=32-true", f"method={method}"))
@@ -114,6 +133,11 @@ def test_backend_single_request_matches_its_batched_answer(method):
     backend = TorchBackend(rc, "cpu", resolve_model_dir(rc.model), [ex["messages"][-1]["content"] for ex in splits["train"]])
     prompts = [ex["messages"][:-1] for ex in splits["test"][:3]]
     batched = backend.generate(prompts, 12)
+    ids = [backend.tokenizer(backend_prompt, add_special_tokens=False)["input_ids"]
+           for backend_prompt in (prompt_text(backend.tokenizer, p) for p in prompts)]
+    with backend._net(True) as net:  # transformers' generate on the same prompts
+        reference, _ = backend._generate(net, ids, 12)
+    assert batched.texts == [backend.tokenizer.decode(a, skip_special_tokens=True).strip() for a in reference]
     for i, prompt in enumerate(prompts):
         single = backend.generate([prompt], 12)
         assert single.texts == [batched.texts[i]] and single.new_tokens == [batched.new_tokens[i]]

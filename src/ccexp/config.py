@@ -124,9 +124,10 @@ class BackendConfig:
     n-grams of the prompt and the training answers, checked in one forward pass; the answer
     stays the greedy one. 0 = one token per step. Ignored by mlx."""
     prefix_cache: bool = True
-    """torch, one request at a time: reuse the keys/values of the prompt prefix (system prompt,
-    task instruction) shared with one of the last 4 requests, whose keys/values it keeps (~20 MB
-    per 900-token prompt for SmolLM2-135M). Ignored by mlx."""
+    """torch: reuse the keys/values of a prompt start (system prompt, task instruction) — one
+    request at a time, the start shared with one of the last 4 requests, whose keys/values it
+    keeps (~20 MB per 900-token prompt for SmolLM2-135M); in a batch, the start all its prompts
+    share is computed once. Ignored by mlx."""
 
     def __post_init__(self) -> None:
         names = ("auto", "cpu", "cuda", "mlx")

@@ -182,3 +182,67 @@ def drafter_from_answers(tokenizer, answers: Sequence[str]) -> NgramDrafter:
     texts = [answer + tokenizer.eos_token for answer in answers]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     return NgramDrafter(ids, tokenizer.eos_token_id)
+
+
+@torch.inference_mode()
+def greedy_decode_batch(net, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_id: int | None, *,
+                        share_prefix: bool = True, min_shared: int = 16) -> tuple[list[list[int]], float]:
+    """Greedy answers to several tokenized prompts: (new token ids per prompt, up to and
+    including EOS; seconds to the first new tokens). ``generate`` runs a left-padded batch
+    through the prompt pass, so every row pays for the longest prompt and for the start all
+    prompts share (system prompt, task instruction). Here the shared start runs once, each
+    prompt's own tokens run unpadded against it, and the keys/values are then left-padded into
+    one batch for the decode steps."""
+    if max_new_tokens < 1:
+        return [[] for _ in prompts], 0.0
+    start = time.perf_counter()
+    device = next(net.parameters()).device
+    lengths = [len(p) for p in prompts]
+    shared = _common_prefix_all(prompts, min(lengths) - 1) if share_prefix else 0
+    base = DynamicCache(config=net.config)
+    if shared >= min_shared and not any(layer.is_sliding for layer in base.layers):
+        net(input_ids=torch.tensor([list(prompts[0][:shared])], device=device), past_key_values=base, use_cache=True,
+            logits_to_keep=1)
+    else:
+        shared = 0
+    caches, first = [], []
+    for prompt in prompts:
+        cache = DynamicCache(config=net.config)
+        for i, layer in enumerate(base.layers if shared else []):
+            cache.update(layer.keys, layer.values, i)
+        first.append(net(input_ids=torch.tensor([list(prompt[shared:])], device=device), past_key_values=cache,
+                         use_cache=True, logits_to_keep=1).logits[0, -1])
+        caches.append(cache)
+    longest = max(lengths)
+    batch = DynamicCache(config=net.config)
+    for i in range(len(caches[0].layers)):
+        pad = lambda t, n: torch.nn.functional.pad(t, (0, 0, longest - n, 0))  # noqa: E731 - left, on the sequence axis
+        batch.update(torch.cat([pad(c.layers[i].keys, n) for c, n in zip(caches, lengths)]),
+                     torch.cat([pad(c.layers[i].values, n) for c, n in zip(caches, lengths)]), i)
+    del caches
+    mask = torch.tensor([[0] * (longest - n) + [1] * n for n in lengths], device=device)
+    positions = torch.tensor(lengths, device=device)[:, None]
+    tokens = torch.stack(first).argmax(-1)
+    first_token = time.perf_counter() - start
+    answers = [[t] for t in tokens.tolist()]
+    done = [t == eos_id for t in tokens.tolist()]
+    for _ in range(max_new_tokens - 1):
+        if all(done):
+            break
+        mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
+        logits = net(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, past_key_values=batch,
+                     use_cache=True, logits_to_keep=1).logits[:, -1]
+        positions = positions + 1
+        tokens = logits.argmax(-1)
+        for row, token in enumerate(tokens.tolist()):
+            if not done[row]:
+                answers[row].append(token)
+                done[row] = token == eos_id
+    return answers, first_token
+
+
+def _common_prefix_all(prompts: Sequence[Sequence[int]], limit: int) -> int:
+    n = limit
+    for prompt in prompts[1:]:
+        n = _common_prefix(prompts[0], prompt, n)
+    return n

@@ -188,36 +188,45 @@ class TorchBackend:
         room = generation_prompt_room(self.cfg.model.max_seq_len, max_new_tokens,
                                       getattr(self.model.config, "max_position_embeddings", None))
         with self._net(adapter) as net:
-            if len(texts) == 1 and self._decodes_alone(net):
-                ids = self.tokenizer(texts[0], add_special_tokens=False, truncation=True, max_length=room)["input_ids"]
-                tic = time.perf_counter()
-                answer, first_s, _ = decoding.greedy_decode(
-                    net, ids, max_new_tokens, eos, drafter=self.drafter(), draft_tokens=self.cfg.backend.draft_tokens,
-                    prefix_cache=self.prefix_cache, cache_key=adapter)
-                text = self.tokenizer.decode(answer, skip_special_tokens=True).strip()
-                return Generation([text], [time.perf_counter() - tic], [len(answer)], [first_s])
+            own = self._own_decoding(net)
             for start in range(0, len(order), self.cfg.eval.batch_size):
                 rows = order[start : start + self.cfg.eval.batch_size]
                 # Over-long prompts lose their oldest tokens, as in training (tokenizer truncates left).
-                enc = self.tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
-                                     add_special_tokens=False, truncation=True, max_length=room).to(self.device)
-                clock = FirstTokenClock()
-                out = net.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                                   pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos, streamer=clock)
-                elapsed = time.perf_counter() - clock.start
-                generated = out[:, enc["input_ids"].shape[1]:]
-                for row, ids in zip(rows, generated.tolist()):
-                    n = ids.index(eos) + 1 if eos in ids else len(ids)
-                    out_texts[row] = self.tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
-                    seconds[row], new_tokens[row] = elapsed / len(rows), n
-                    first[row] = clock.first_token - clock.start
+                ids = self.tokenizer([texts[i] for i in rows], add_special_tokens=False, truncation=True,
+                                     max_length=room)["input_ids"]
+                tic = time.perf_counter()
+                if own and len(rows) == 1:  # one request: drafts and the prefix cache
+                    answer, first_s, _ = decoding.greedy_decode(
+                        net, ids[0], max_new_tokens, eos, drafter=self.drafter(),
+                        draft_tokens=self.cfg.backend.draft_tokens, prefix_cache=self.prefix_cache, cache_key=adapter)
+                    answers = [answer]
+                elif own:  # the shared prompt start once, each prompt's own tokens unpadded
+                    answers, first_s = decoding.greedy_decode_batch(net, ids, max_new_tokens, eos,
+                                                                   share_prefix=self.cfg.backend.prefix_cache)
+                else:
+                    answers, first_s = self._generate(net, ids, max_new_tokens)
+                elapsed = time.perf_counter() - tic
+                for row, answer in zip(rows, answers):
+                    out_texts[row] = self.tokenizer.decode(answer, skip_special_tokens=True).strip()
+                    seconds[row], new_tokens[row], first[row] = elapsed / len(rows), len(answer), first_s
         return Generation(out_texts, seconds, new_tokens, first)
 
-    def _decodes_alone(self, net) -> bool:
-        """One prompt goes through ``decoding.greedy_decode`` (n-gram drafts, prefix cache);
-        prompt tuning keeps ``generate``, where peft adds the virtual tokens to the first step only."""
+    def _own_decoding(self, net) -> bool:
+        """ccexp's greedy loops (``backends/decoding.py``) for everything but prompt tuning,
+        which keeps ``generate``: peft adds the virtual tokens to the first step only there."""
         config = getattr(net, "active_peft_config", None)
         return not (config is not None and config.is_prompt_learning)
+
+    def _generate(self, net, ids: list[list[int]], max_new_tokens: int) -> tuple[list[list[int]], float]:
+        """transformers' generate on a left-padded batch: (answers up to EOS, seconds to first token)."""
+        eos = self.tokenizer.eos_token_id
+        enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
+        clock = FirstTokenClock()
+        out = net.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                           pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos, streamer=clock)
+        answers = [row[: row.index(eos) + 1] if eos in row else row
+                   for row in out[:, enc["input_ids"].shape[1]:].tolist()]
+        return answers, clock.first_token - clock.start
 
     def drafter(self) -> decoding.NgramDrafter | None:
         """Built on first use: tokenizing the training answers costs a second or so."""
