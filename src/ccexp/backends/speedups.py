@@ -21,7 +21,7 @@ def contiguous_head_input(model: nn.Module) -> None:
     backward: ~0.7 s of a 9 s SmolLM2 step on 2 cores. A contiguous copy of the few kept
     positions is kilobytes. Generation keeps one position of one row: PyTorch calls that slice
     contiguous, but its batch stride still sends ``F.linear`` down the copying path (76 ms per
-    prompt for SmolLM2's head, 6 ms from a fresh tensor), so the copy goes by strides."""
+    prompt for SmolLM2's head, 6 ms from a fresh tensor), so the input is always copied."""
     head = model.get_output_embeddings()
     if head is not None:
         head.register_forward_pre_hook(lambda _module, args: (row_major(args[0]), *args[1:]))

@@ -91,8 +91,7 @@ def run_bench(args: argparse.Namespace) -> None:
     # 200 training answers for the drafts: a small run's worth (data_size=small has 1,500).
     aio_cfg = compose_run_config([*overrides, "task_mix=analytics_json", "data_size.test=5", "data_size.train=200"])
     aio = build_splits(aio_cfg.data, aio_cfg.data_size, aio_cfg.task_mix)
-    results["all_in_one"] = inference.answer_latency(backend, aio["test"],
-                                                     [ex["messages"][-1]["content"] for ex in aio["train"]])
+    results["all_in_one"] = inference.answer_latency(backend, aio["test"], aio["train"])
     # The base in the merged model's own dtype and attention, so the ratio is the adapter's cost only.
     base = load_model(model_dir, resolve_base_dtype(rc.backend.base_dtype, backend.precision), attention=rc.backend.attention)
     results["merged"] = inference.merged_vs_base(backend, base, splits["test"], args.new_tokens)

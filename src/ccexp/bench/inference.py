@@ -39,41 +39,43 @@ def _generate_exactly(model, tokenizer, texts: list[str], n_tokens: int, autocas
         return time.perf_counter() - tic
 
 
-def answer_latency(backend: TorchBackend, examples: list[dict], train_answers: list[str]) -> dict:
+def answer_latency(backend: TorchBackend, examples: list[dict], train: list[dict]) -> dict:
     """p50 seconds for one answer as long and as worded as its reference (e.g. one all-in-one
     analysis), one request at a time, two ways:
 
     - ``generate``: transformers' greedy loop, exactly the reference's token count;
     - ccexp's single-request path (``decoding.greedy_decode``): n-gram drafts from the prompt and
-      ``train_answers``, the prompt prefix shared with the previous request reused. Its cost
+      the ``train`` answers, the prompt prefix shared with an earlier request reused. Its cost
       depends on what the model says (a right draft saves steps), so the reference stands in for
       the model's choices: the time of a model that answers like the reference, which this
       briefly trained adapter does not yet do.
-    Both after a warm-up request; every forward pass is real."""
+    Both after a warm-up request on a training prompt (so no timed prompt finds itself in the
+    prefix cache); every forward pass is real."""
     tok, model = backend.tokenizer, backend.model
     model.eval()
-    texts = [prompt_text(tok, ex["messages"][:-1]) for ex in examples]
+    texts = [prompt_text(tok, ex["messages"][:-1]) for ex in [*examples, train[0]]]
     answers = [tok(ex["messages"][-1]["content"] + tok.eos_token, add_special_tokens=False)["input_ids"]
-               for ex in examples]
+               for ex in [*examples, train[0]]]
+    warm_text, warm_answer = texts.pop(), answers.pop()
     lengths = [len(a) for a in answers]
-    _generate_exactly(model, tok, texts[:1], 2, backend.autocast_dtype)  # warm-up
+    _generate_exactly(model, tok, [warm_text], 2, backend.autocast_dtype)
     seconds = [_generate_exactly(model, tok, [t], n, backend.autocast_dtype) for t, n in zip(texts, lengths)]
     # Where generate's time goes: the prompt's forward pass (one token generated) and each token after it.
     prefill = [_generate_exactly(model, tok, [t], 1, backend.autocast_dtype) for t in texts]
     per_token = [(s - p) / max(n - 1, 1) for s, p, n in zip(seconds, prefill, lengths)]
 
-    drafter = decoding.drafter_from_answers(tok, train_answers)
+    drafter = decoding.drafter_from_answers(tok, [ex["messages"][-1]["content"] for ex in train])
     cache = decoding.PrefixCache()
     ctx = torch.autocast("cpu", dtype=backend.autocast_dtype, enabled=backend.autocast_dtype is not None)
     ours, passes, reused = [], [], []
     with ctx:
-        for i in range(-1, len(texts)):  # -1: the warm-up, the last prompt (it fills the prefix cache)
-            ids = tok(texts[i], add_special_tokens=False)["input_ids"]
+        for i, (text, answer) in enumerate([(warm_text, warm_answer), *zip(texts, answers)]):
+            ids = tok(text, add_special_tokens=False)["input_ids"]
             tic = time.perf_counter()
-            _, _, stats = decoding.greedy_decode(model, ids, lengths[i], tok.eos_token_id, drafter=drafter,
+            _, _, stats = decoding.greedy_decode(model, ids, len(answer), tok.eos_token_id, drafter=drafter,
                                                  draft_tokens=backend.cfg.backend.draft_tokens, prefix_cache=cache,
-                                                 cache_key=True, teacher=answers[i])
-            if i >= 0:
+                                                 cache_key=True, teacher=answer)
+            if i > 0:  # 0: the warm-up
                 ours.append(time.perf_counter() - tic)
                 passes.append(stats["forward_passes"])
                 reused.append(stats["prefix_tokens_reused"])
