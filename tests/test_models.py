@@ -38,8 +38,30 @@ def test_missing_embedded_package_names_the_install_command(monkeypatch):
 def test_tiny_model_is_small_and_deterministic(tiny_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
-    again = models.tiny_model_dir(tiny_dir.parent, {})
+    again = models.random_model_dir(tiny_dir.parent, {})  # tiny's arch is RANDOM_ARCH's defaults
     assert again == tiny_dir
+
+
+def test_random_mistral_architecture(tiny_dir):
+    """model=mistral_7b_random's family and settings, at a size that builds in a second."""
+    arch = {"family": "mistral", "layers": 2, "hidden": 64, "heads": 4, "kv_heads": 2, "intermediate": 96,
+            "rope_theta": 1e6, "tie_embeddings": False, "dtype": "bfloat16"}
+    model = AutoModelForCausalLM.from_pretrained(models.random_model_dir(tiny_dir.parent, arch))
+    assert type(model).__name__ == "MistralForCausalLM" and model.dtype == torch.bfloat16
+    assert model.config.sliding_window is None and model.config.rope_parameters["rope_theta"] == 1e6
+    assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
+
+
+@pytest.mark.parametrize("arch, message", [
+    ({"family": "gpt2"}, "model.arch.family: expected one of ('llama', 'mistral'), got 'gpt2'"),
+    ({"layer": 2}, "model.arch.layer: expected one of ["),
+    ({"layers": 0}, "model.arch.layers: expected a positive number, got 0"),
+    ({"tie_embeddings": "no"}, "model.arch.tie_embeddings: expected true or false, got 'no'"),
+])
+def test_random_arch_is_checked(arch, message):
+    with pytest.raises(ConfigError) as err:
+        ModelConfig(name="x", source="random", arch=arch)
+    assert str(err.value).startswith(message)
 
 
 def test_unreachable_hub_model_fails_in_one_line(monkeypatch, tmp_path):

