@@ -10,32 +10,48 @@ import torch
 
 from ccexp.backends import decoding
 from ccexp.backends.lightning import TorchBackend
+from ccexp.bench.training import autocast, sync
 from ccexp.data.batching import prompt_text
 
 
 def batched_vs_single(backend: TorchBackend, prompts: list[list[dict]], n_tokens: int) -> dict:
     """Tokens/s producing exactly ``n_tokens`` per prompt for the same prompts, in one batch and
-    one at a time (after a warm-up): the same work on both sides, whatever the model says."""
+    one at a time (after a warm-up): the same work on both sides, whatever the model says. The
+    prompt passes alone (one new token) are timed too: batching can only save decode steps where
+    one prompt's pass already keeps the hardware busy."""
     tok, model = backend.tokenizer, backend.model
     model.eval()
     texts = [prompt_text(tok, messages) for messages in prompts]
-    _generate_exactly(model, tok, texts[:1], 2, backend.autocast_dtype)
-    batched_s = _generate_exactly(model, tok, texts, n_tokens, backend.autocast_dtype)
-    single_s = sum(_generate_exactly(model, tok, [t], n_tokens, backend.autocast_dtype) for t in texts)
+    _generate_exactly(backend, texts[:1], 2)
+
+    def timed(n: int) -> tuple[float, float]:  # (batched, one at a time) seconds
+        return _generate_exactly(backend, texts, n), sum(_generate_exactly(backend, [t], n) for t in texts)
+
+    batched_s, single_s = timed(n_tokens)
+    batched_prefill_s, single_prefill_s = timed(1)
     work = len(texts) * n_tokens
     return {"batched_tokens_per_s": work / batched_s, "single_tokens_per_s": work / single_s,
+            "batched_prefill_s": batched_prefill_s, "single_prefill_s": single_prefill_s,
+            "decode_ratio": (single_s - single_prefill_s) / max(batched_s - batched_prefill_s, 1e-9),
             "prompts": len(texts), "new_tokens_each": n_tokens}
 
 
-def _generate_exactly(model, tokenizer, texts: list[str], n_tokens: int, autocast_dtype) -> float:
-    """Seconds to produce exactly ``n_tokens`` per prompt (EOS ignored), left-padded as one
-    batch: the cost of answers of that length, whatever the model would say."""
-    enc = tokenizer(texts, return_tensors="pt", add_special_tokens=False, padding=True)
-    ctx = torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None)
-    with torch.inference_mode(), ctx:
+def _autocast(backend: TorchBackend) -> torch.autocast:
+    return autocast(backend.device, backend.autocast_dtype)
+
+
+def _generate_exactly(backend: TorchBackend, texts: list[str], n_tokens: int, model=None) -> float:
+    """Seconds for ``model`` (default: the backend's) to produce exactly ``n_tokens`` per prompt
+    (EOS ignored), left-padded as one batch: the cost of answers of that length, whatever the
+    model would say."""
+    model, tokenizer = model or backend.model, backend.tokenizer
+    enc = tokenizer(texts, return_tensors="pt", add_special_tokens=False, padding=True).to(backend.device)
+    with torch.inference_mode(), _autocast(backend):
+        sync(backend.device)
         tic = time.perf_counter()
         model.generate(**enc, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False, use_cache=True,
                        pad_token_id=tokenizer.pad_token_id)
+        sync(backend.device)
         return time.perf_counter() - tic
 
 
@@ -58,23 +74,24 @@ def answer_latency(backend: TorchBackend, examples: list[dict], train: list[dict
                for ex in [*examples, train[0]]]
     warm_text, warm_answer = texts.pop(), answers.pop()
     lengths = [len(a) for a in answers]
-    _generate_exactly(model, tok, [warm_text], 2, backend.autocast_dtype)
-    seconds = [_generate_exactly(model, tok, [t], n, backend.autocast_dtype) for t, n in zip(texts, lengths)]
+    _generate_exactly(backend, [warm_text], 2)
+    seconds = [_generate_exactly(backend, [t], n) for t, n in zip(texts, lengths)]
     # Where generate's time goes: the prompt's forward pass (one token generated) and each token after it.
-    prefill = [_generate_exactly(model, tok, [t], 1, backend.autocast_dtype) for t in texts]
+    prefill = [_generate_exactly(backend, [t], 1) for t in texts]
     per_token = [(s - p) / max(n - 1, 1) for s, p, n in zip(seconds, prefill, lengths)]
 
     drafter = decoding.drafter_from_answers(tok, [ex["messages"][-1]["content"] for ex in train])
     cache = decoding.PrefixCache()
-    ctx = torch.autocast("cpu", dtype=backend.autocast_dtype, enabled=backend.autocast_dtype is not None)
     ours, passes, reused = [], [], []
-    with ctx:
+    with _autocast(backend):
         for i, (text, answer) in enumerate([(warm_text, warm_answer), *zip(texts, answers)]):
             ids = tok(text, add_special_tokens=False)["input_ids"]
+            sync(backend.device)
             tic = time.perf_counter()
             _, _, stats = decoding.greedy_decode(model, ids, len(answer), tok.eos_token_id, drafter=drafter,
                                                  draft_tokens=backend.cfg.backend.draft_tokens, prefix_cache=cache,
                                                  cache_key=True, teacher=answer)
+            sync(backend.device)
             if i > 0:  # 0: the warm-up
                 ours.append(time.perf_counter() - tic)
                 passes.append(stats["forward_passes"])
@@ -96,11 +113,11 @@ def merged_vs_base(backend: TorchBackend, base, examples: list[dict], n_tokens: 
     base.eval()
     texts = [prompt_text(tok, ex["messages"][:-1]) for ex in examples]
     for model in (merged, base):
-        _generate_exactly(model, tok, texts[:1], 2, backend.autocast_dtype)
+        _generate_exactly(backend, texts[:1], 2, model)
     seconds: dict[str, list[float]] = {"base": [], "merged": []}
     for i, text in enumerate(texts):
         for name in ("base", "merged") if i % 2 == 0 else ("merged", "base"):
             model = base if name == "base" else merged
-            seconds[name].append(_generate_exactly(model, tok, [text], n_tokens, backend.autocast_dtype))
+            seconds[name].append(_generate_exactly(backend, [text], n_tokens, model))
     return {"base_p50_s": statistics.median(seconds["base"]), "merged_p50_s": statistics.median(seconds["merged"]),
             "prompts": len(texts)}

@@ -1,6 +1,6 @@
 """Peak memory of a few training steps, in a fresh process per method (peak RSS never goes
-down, so two methods cannot share a process). ``python -m ccexp.bench.memory <overrides>``
-prints one JSON line."""
+down, so two methods cannot share a process): peak RSS on the CPU, peak allocated GPU memory
+on CUDA. ``python -m ccexp.bench.memory <overrides>`` prints one JSON line."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def measure(overrides: list[str]) -> dict:
 def main(overrides: list[str]) -> None:
     import torch
 
+    from ccexp.backends import resolve_backend
     from ccexp.backends.lightning import TorchBackend
     from ccexp.bench.setup import compose_run_config
     from ccexp.data import build_splits
@@ -35,15 +36,17 @@ def main(overrides: list[str]) -> None:
     rc = compose_run_config(overrides)
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     model_dir = resolve_model_dir(rc.model)
-    before = current_rss_mb()
-    backend = TorchBackend(rc, "cpu", model_dir)
+    device = resolve_backend(rc.backend.name)
+    before = torch.cuda.memory_allocated() / 2**20 if device == "cuda" else current_rss_mb()
+    backend = TorchBackend(rc, device, model_dir)
     weights = sum(t.numel() * t.element_size() for t in [*backend.model.parameters(), *backend.model.buffers()])
     with tempfile.TemporaryDirectory() as tmp:
         backend.fit(splits["train"], splits["val"], None, Path(tmp))
-    print(json.dumps({"peak_rss_mb": backend.peak_memory_mb(), "before_model_mb": before,
+    print(json.dumps({"peak_mb": backend.peak_memory_mb(), "before_model_mb": before,
+                      "measure": "peak allocated GPU memory" if device == "cuda" else "peak RSS",
                       "weights_mb": weights / 2**20, "torch_threads": torch.get_num_threads(),
                       "gradient_checkpointing": rc.method.gradient_checkpointing,
-                      "release_freed_memory": rc.backend.release_freed_memory}))
+                      "release_freed_memory": rc.backend.release_freed_memory and device == "cpu"}))
 
 
 if __name__ == "__main__":

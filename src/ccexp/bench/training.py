@@ -18,27 +18,40 @@ from ccexp.config import RunConfig
 from ccexp.data.batching import IGNORE, EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll
 
 
-def matmul_peak_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 8) -> float:
-    """Dense matmul FLOP/s on this device in ``dtype``: the ceiling MFU is measured against."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_peak_flops(dtype: torch.dtype, device: str = "cpu") -> float:
+    """Dense matmul FLOP/s on ``device`` in ``dtype``: the ceiling MFU is measured against. A GPU
+    needs larger matrices and more of them to reach its peak than two CPU cores do."""
+    n, repeats = (8192, 50) if device == "cuda" else (2048, 8)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(2):
         a @ b
+    sync(device)
     tic = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    sync(device)
     return 2 * n**3 * repeats / (time.perf_counter() - tic)
 
 
-def val_loss(model, tokenizer, val: list[dict], max_len: int, autocast_dtype) -> float:
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so a clock read after it covers that work."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def autocast(device: str, dtype) -> torch.autocast:
+    return torch.autocast(device, dtype=dtype, enabled=dtype is not None)
+
+
+def val_loss(model, tokenizer, val: list[dict], max_len: int, autocast_dtype, device: str) -> float:
     """Answer-token loss on the validation examples, the same way for every side."""
     dataset = EncodedDataset(tokenizer, val, max_len)
     total = count = 0.0
     model.eval()
-    ctx = torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype else torch.autocast("cpu", enabled=False)
-    with torch.inference_mode(), ctx:
+    with torch.inference_mode(), autocast(device, autocast_dtype):
         for start in range(0, len(dataset), 4):
             batch = collate([dataset[i] for i in range(start, min(start + 4, len(dataset)))], tokenizer.pad_token_id)
-            nll, n = completion_nll(model, batch)
+            nll, n = completion_nll(model, _to(batch, device))
             total, count = total + float(nll), count + int(n)
     return total / max(count, 1)
 
@@ -50,21 +63,37 @@ def _rate(batches: list[tuple[float, int]], warmup: int) -> tuple[float, float]:
     return sum(t for _, t in timed) / seconds, seconds / len(timed)
 
 
-def run_ccexp(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int) -> dict:
-    backend = TorchBackend(rc, "cpu", model_dir)
+def base_weights(model) -> str:
+    """What the frozen base's linear weights are: "4-bit" or their dtype, so the results show
+    every side trained the same model."""
+    for module in model.modules():
+        if type(module).__name__ == "Linear4bit":
+            return "4-bit"
+    return str(next(p.dtype for p in model.parameters() if not p.requires_grad)).removeprefix("torch.")
+
+
+def _to(batch: dict, device: str) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def run_ccexp(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int, device: str) -> dict:
+    backend = TorchBackend(rc, device, model_dir)
     with tempfile.TemporaryDirectory() as tmp:
         backend.fit(train, val, None, Path(tmp))
     tps, step_s = _rate(backend.fit_batches, warmup)
     return {"tokens_per_s": tps, "step_s": step_s, "steps": len(backend.fit_batches),
-            "val_loss": val_loss(backend.model, backend.tokenizer, val, rc.model.max_seq_len, backend.autocast_dtype),
+            "base_weights": base_weights(backend.model),
+            "val_loss": val_loss(backend.model, backend.tokenizer, val, rc.model.max_seq_len, backend.autocast_dtype,
+                                 device),
             "backend": backend}
 
 
-def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int) -> dict:
+def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int,
+                  device: str) -> dict:
     """The same model, batches, optimizer and loss as ccexp, without Lightning."""
     from transformers import get_linear_schedule_with_warmup
 
-    backend = TorchBackend(rc, "cpu", model_dir)  # builds the identical wrapped model
+    backend = TorchBackend(rc, device, model_dir)  # builds the identical wrapped model
     model, tok, t = backend.model, backend.tokenizer, rc.trainer
     torch.manual_seed(rc.seed)
     data = EncodedDataset(tok, train, rc.model.max_seq_len)
@@ -79,26 +108,30 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
         if step == t.max_steps:
             break
         tic = time.perf_counter()
-        with torch.autocast("cpu", dtype=backend.autocast_dtype, enabled=backend.autocast_dtype is not None):
-            nll, count = completion_nll(model, batch)
+        with autocast(device, backend.autocast_dtype):
+            nll, count = completion_nll(model, _to(batch, device))
             loss = nll / count.clamp(min=1)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        sync(device)
         batches.append((time.perf_counter() - tic, int(batch["attention_mask"].sum())))
     tps, step_s = _rate(batches, warmup)
-    return {"tokens_per_s": tps, "step_s": step_s, "steps": len(batches),
-            "val_loss": val_loss(model, tok, val, rc.model.max_seq_len, backend.autocast_dtype)}
+    return {"tokens_per_s": tps, "step_s": step_s, "steps": len(batches), "base_weights": base_weights(model),
+            "val_loss": val_loss(model, tok, val, rc.model.max_seq_len, backend.autocast_dtype, device)}
 
 
-def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int) -> dict:
+def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int,
+                   device: str) -> dict:
     """HF Trainer + peft as its docs set it up: a tokenizer with its default (right) padding,
     random batches, ``DataCollatorForSeq2Seq`` padding labels with -100 (loss on answer tokens
-    only, like ccexp), logits for every position; same dtype (bf16 autocast) and optimizer."""
+    only, like ccexp), logits for every position; same dtype (bf16 autocast) and optimizer.
+    QLoRA as peft's guide has it: the base loaded in 4 bits (the method's quantization config)
+    in bf16, ``prepare_model_for_kbit_training`` (norms in fp32, gradient checkpointing)."""
     from datasets import Dataset
-    from peft import get_peft_model
+    from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
     from ccexp.methods import METHODS
@@ -128,17 +161,23 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
             self.tic = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
+            sync(device)
             times.append(time.perf_counter() - self.tic)
 
     spec = METHODS[rc.method.name](rc.method, rc.model, str(model_dir), torch.bfloat16)
-    model = get_peft_model(load_model(model_dir, torch.float32), spec.peft_config)
-    t = rc.trainer
+    if spec.quantization_config is not None:
+        base = prepare_model_for_kbit_training(load_model(model_dir, torch.bfloat16, spec.quantization_config, device))
+    else:
+        base = load_model(model_dir, torch.float32, device=device)
+    model = get_peft_model(base, spec.peft_config)
+    t, precision = rc.trainer, _precision(rc, device)
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=t.batch_size, max_steps=t.max_steps,
             learning_rate=rc.method.lr, warmup_steps=int(t.warmup_ratio * t.max_steps), lr_scheduler_type="linear",
-            weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, bf16=_bf16(rc), use_cpu=True,
-            logging_strategy="no", log_level="error", save_strategy="no", report_to=[], seed=rc.seed, dataloader_num_workers=0,
+            weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, bf16=precision == "bf16-mixed",
+            fp16=precision == "16-mixed", use_cpu=device == "cpu", logging_strategy="no", log_level="error",
+            save_strategy="no", report_to=[], seed=rc.seed, dataloader_num_workers=0,
             remove_unused_columns=False, disable_tqdm=True,
         )
         trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collator,
@@ -146,14 +185,19 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
         trainer.train()
     batches = list(zip(times, tokens))
     tps, step_s = _rate(batches, warmup)
-    return {"tokens_per_s": tps, "step_s": step_s, "steps": len(times),
-            "val_loss": val_loss(model, ours, val, rc.model.max_seq_len, torch.bfloat16 if _bf16(rc) else None)}
+    return {"tokens_per_s": tps, "step_s": step_s, "steps": len(times), "base_weights": base_weights(model),
+            "val_loss": val_loss(model, ours, val, rc.model.max_seq_len, autocast_dtype(rc, device), device)}
 
 
-def _bf16(rc: RunConfig) -> bool:
+def _precision(rc: RunConfig, device: str) -> str:
     from ccexp.backends.lightning import resolve_precision
 
-    return resolve_precision(rc.backend.precision, "cpu") == "bf16-mixed"
+    return resolve_precision(rc.backend.precision, device)
+
+
+def autocast_dtype(rc: RunConfig, device: str) -> torch.dtype | None:
+    """The autocast dtype of ccexp's side, which every side trains and is scored in."""
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(_precision(rc, device))
 
 
 def mfu(tokens_per_s: float, frozen_params: int, peak_flops: float) -> float:
