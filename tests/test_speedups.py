@@ -61,7 +61,7 @@ def test_varlen_attention_equals_sdpa_on_real_tokens(tiny_dir):
     with torch.no_grad():
         a = plain(input_ids=ids, attention_mask=mask).logits
         b = varlen(input_ids=ids, attention_mask=mask).logits
-    assert attention._checked[1].tolist() == [7, 2, 0]  # the per-row path ran, with these starts
+    assert attention._checked[1] == [7, 2, 0]  # the per-row path ran, with these starts
     real = mask.bool()
     assert torch.allclose(a[real], b[real], atol=1e-5)
     for model in (plain, varlen):
@@ -127,7 +127,7 @@ def test_varlen_attention_falls_back_on_any_other_mask():
     causal = torch.ones(length, length, dtype=torch.bool).tril()
     left = causal.clone()[None, None].repeat(2, 1, 1, 1)
     left[0, 0, :, :2] = False
-    assert left_pad_starts(left, length, length).tolist() == [2, 0]
+    assert left_pad_starts(left, length, length) == [2, 0]
     right = causal.clone()[None, None].repeat(2, 1, 1, 1)
     right[0, 0, :, 4:] = False  # right padding: real queries would lose nothing, keys differ
     right[0, 0, 4:, :] = False
@@ -136,7 +136,7 @@ def test_varlen_attention_falls_back_on_any_other_mask():
     window[5, 0] = False  # a sliding window
     assert left_pad_starts(window[None, None], length, length) is None
     assert left_pad_starts(left[:, :, -1:], 1, length) is None  # a decode step
-    assert left_pad_starts(left[:, :, 2:], length - 2, length).tolist() == [2, 0]  # a suffix after a cache
+    assert left_pad_starts(left[:, :, 2:], length - 2, length) == [2, 0]  # a suffix after a cache
     assert left_pad_starts(None, length, length) is None
 
 
@@ -177,7 +177,7 @@ def test_causal_query_blocks_give_the_same_values_and_gradients(monkeypatch):
     mask = torch.ones(13, 13, dtype=torch.bool).tril()[None, None].repeat(2, 1, 1, 1)
     mask[0, ..., :2] = False
     out, _ = attention.varlen_attention_forward(module, q, k, v, mask, scaling=0.3)
-    assert attention._checked[1].tolist() == [2, 0]
+    assert attention._checked[1] == [2, 0]
     loss = out[0, 2:].square().sum() + out[1].square().sum()
     grads = torch.autograd.grad(loss, (q, k, v))
     for row, start in ((0, 2), (1, 0)):
@@ -209,7 +209,7 @@ def test_prompt_suffix_over_a_cached_prefix(monkeypatch, max_len):
     mask[0, ..., :7] = False  # row 0's first real token is position 7: its first 2 queries are pads
     with torch.no_grad():
         ours, _ = attention.varlen_attention_forward(module, q, k, v, mask, scaling=0.3)
-    assert attention._checked[1].tolist() == [7, 0]
+    assert attention._checked[1] == [7, 0]
     theirs, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.3)
     assert torch.allclose(ours[0, 2:], theirs[0, 2:], atol=1e-12)
     assert torch.allclose(ours[1], theirs[1], atol=1e-12)

@@ -179,9 +179,10 @@ def load_tokenizer(model_dir: Path):
     return tokenizer
 
 
-def load_model(model_dir: Path, dtype: torch.dtype, quantization_config=None, device: str = "cpu",
+def load_model(model_dir: Path, dtype: torch.dtype | str, quantization_config=None, device: str = "cpu",
                attention: str = "sdpa"):
-    """``attention``: sdpa (transformers' own) | varlen (ccexp's, see backends/attention.py) | eager."""
+    """``dtype``: a torch dtype, or "auto" (the checkpoint's own). ``attention``: sdpa
+    (transformers' own) | varlen (ccexp's, see backends/attention.py) | eager."""
     from transformers import AutoModelForCausalLM
 
     if attention == "varlen":

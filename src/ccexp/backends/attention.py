@@ -53,10 +53,11 @@ DECODE_MAX_QUERIES = 16
 
 # The model builds one mask per forward and hands the same tensor to every layer, so the
 # pattern check runs once per forward, not once per layer.
-_checked: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+# The result is a Python list, so on a GPU the layers do not each wait to read it back.
+_checked: tuple[torch.Tensor | None, list[int] | None] = (None, None)
 
 
-def left_pad_starts(mask: torch.Tensor | None, q_len: int, k_len: int) -> torch.Tensor | None:
+def left_pad_starts(mask: torch.Tensor | None, q_len: int, k_len: int) -> list[int] | None:
     """First real key position of each row when ``mask`` is exactly causal + left padding, the
     queries being the last ``q_len`` of the ``k_len`` positions (all of them, or a prompt's
     suffix after a cached prefix); else None."""
@@ -76,7 +77,7 @@ def left_pad_starts(mask: torch.Tensor | None, q_len: int, k_len: int) -> torch.
     # Pad queries see nothing real; HF may let them see anything (to keep the softmax finite):
     # their outputs are never read by a real token, so only real query rows must match.
     ok = bool((starts < k_len).all()) and bool(((mask[:, 0] == expected) | ~real_query).all())
-    _checked = (mask, starts if ok else None)
+    _checked = (mask, starts.tolist() if ok else None)
     return _checked[1]
 
 
@@ -96,14 +97,14 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
     starts = left_pad_starts(attention_mask, q_len, k_len)
     if starts is None and attention_mask is None and 1 < q_len == k_len and getattr(module, "is_causal", True):
         # No padding anywhere: HF drops the mask (SDPA's is_causal), and every row starts at 0.
-        starts = torch.zeros(query.shape[0], dtype=torch.long)
+        starts = [0] * query.shape[0]
     if starts is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     batch, heads = query.shape[:2]
     offset = k_len - q_len  # cached positions before the first query
     out = query.new_zeros(batch, q_len, heads, value.shape[-1])
-    for row, start in enumerate(starts.tolist()):
+    for row, start in enumerate(starts):
         first = max(start - offset, 0)  # this row's first real query
         q, k, v = query[row : row + 1, :, first:], key[row : row + 1, :, start:], value[row : row + 1, :, start:]
         n_q, n_k = q_len - first, k_len - start

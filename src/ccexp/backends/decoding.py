@@ -228,8 +228,8 @@ def greedy_decode_batch(net, prompts: Sequence[Sequence[int]], max_new_tokens: i
     mask = torch.tensor([[0] * (longest - n) + [1] * n for n in lengths], device=device)
     positions = torch.tensor(lengths, device=device)[:, None]
     tokens = torch.stack(first).argmax(-1)
+    answers = [[t] for t in tokens.tolist()]  # reading them back waits for a GPU to finish
     first_token = time.perf_counter() - start
-    answers = [[t] for t in tokens.tolist()]
     done = [t == eos_id for t in tokens.tolist()]
     for _ in range(max_new_tokens - 1):
         if all(done):

@@ -122,18 +122,33 @@ class Checkpoints(pl.Callback):
 
 
 class Throughput(pl.Callback):
-    """Time spent in training batches (forward, backward, optimizer; validation excluded),
-    per batch with its non-pad tokens, so a benchmark can leave out the warm-up."""
+    """Wall time per training batch with its non-pad tokens, so a benchmark can leave out the
+    warm-up: from the end of the previous batch (or the epoch's start, or the end of a
+    validation) to the end of this one — fetching and moving the batch, forward, backward,
+    optimizer, scheduler and Lightning's own hooks; validation excluded."""
 
     def __init__(self):
         self.batches: list[tuple[float, int]] = []
+        self._since = 0.0
 
     @property
     def seconds(self) -> float:
         return sum(s for s, _ in self.batches)
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self._start = time.perf_counter()
+    def on_train_epoch_start(self, trainer, module):
+        self._since = _now(module)
+
+    def on_validation_end(self, trainer, module):
+        self._since = _now(module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.batches.append((time.perf_counter() - self._start, int(batch["attention_mask"].sum())))
+        now = _now(module)  # a GPU may still be running the step's backward and optimizer
+        self.batches.append((now - self._since, int(batch["attention_mask"].sum())))
+        self._since = now
+
+
+def _now(module) -> float:
+    """The clock once the module's queued GPU work is done."""
+    if module.device.type == "cuda":
+        torch.cuda.synchronize(module.device)
+    return time.perf_counter()

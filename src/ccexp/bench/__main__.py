@@ -8,6 +8,7 @@ file so later runs can be compared.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import platform
@@ -106,7 +107,9 @@ def run_bench(args: argparse.Namespace) -> None:
         ours = training.run_ccexp(rc, model_dir, train, val, args.warmup, device)
         backend = ours.pop("backend")
         bare = training.run_bare_loop(rc, model_dir, train, val, args.warmup, device)
+        release_memory()  # the bare loop's model, before the next side loads its own
         hf = training.run_hf_trainer(rc, model_dir, train, val, args.warmup, device)
+        release_memory()
         # Measured again after training, the higher one kept: one reading taken while the machine
         # happened to be slow would flatter MFU (runs here read 378 to 420 GFLOP/s).
         peaks = [peak, training.matmul_peak_flops(dtype, device)]
@@ -118,7 +121,8 @@ def run_bench(args: argparse.Namespace) -> None:
         if backend is None:  # an adapter to generate with: ccexp's side trained alone
             backend = training.run_ccexp(rc, model_dir, train, val, args.warmup, device)["backend"]
         _generation(results, console, backend, rc, [*overrides, f"method={args.method}"], model_dir, splits, args)
-        backend = None
+    backend = None
+    release_memory()  # before the memory probes, which measure a GPU's allocations in other processes
 
     if "memory" in args.parts:
         console.print("[bold]memory[/]: a fresh process per method")
@@ -138,6 +142,14 @@ def run_bench(args: argparse.Namespace) -> None:
     console.print(f"results: {out}")
 
 
+def release_memory() -> None:
+    """Free models no longer referenced (a 4-bit weight and its layer refer to each other, so
+    only the cycle collector frees them), and hand a GPU's cached blocks back."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _generation(results: dict, console: Console, backend, rc, overrides: list[str], model_dir: Path, splits: dict,
                 args: argparse.Namespace) -> None:
     console.print("[bold]generation[/]")
@@ -147,8 +159,8 @@ def _generation(results: dict, console: Console, backend, rc, overrides: list[st
     aio_cfg = compose_run_config([*overrides, "task_mix=analytics_json", "data_size.test=5", "data_size.train=200"])
     aio = build_splits(aio_cfg.data, aio_cfg.data_size, aio_cfg.task_mix)
     results["all_in_one"] = inference.answer_latency(backend, aio["test"], aio["train"])
-    # The base in the merged model's own dtype, attention and quantization (a merged QLoRA
-    # adapter stays 4-bit), so the ratio is the adapter's cost only.
+    # The base as ccexp loads it (dtype, attention, quantization: a merged QLoRA adapter stays
+    # 4-bit), the merged model cast to its dtype, so the ratio is the adapter's cost only.
     spec = METHODS[rc.method.name](rc.method, rc.model, str(model_dir), backend.autocast_dtype or torch.float32)
     base = load_model(model_dir, resolve_base_dtype(rc.backend.base_dtype, backend.precision), spec.quantization_config,
                       device=backend.device, attention=rc.backend.attention).to(backend.device)

@@ -109,6 +109,12 @@ def merged_vs_base(backend: TorchBackend, base, examples: list[dict], n_tokens: 
     whatever the previous request left in the caches hit both alike."""
     tok = backend.tokenizer
     merged = backend.model.merge_and_unload()
+    # As it would be served: a QLoRA model's norms and head were kept in fp32 for training
+    # (prepare_model_for_kbit_training); back in the base's dtype, as the base has them.
+    dtype = next(p.dtype for p in base.parameters() if p.is_floating_point())
+    for param in merged.parameters():
+        if param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
     merged.eval()
     base.eval()
     texts = [prompt_text(tok, ex["messages"][:-1]) for ex in examples]

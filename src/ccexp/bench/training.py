@@ -104,10 +104,10 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * t.max_steps), t.max_steps)
     model.train()
     batches = []
+    since = time.perf_counter()  # each batch timed from the previous one's end, as ccexp's and HF's sides
     for step, batch in enumerate(loader):
         if step == t.max_steps:
             break
-        tic = time.perf_counter()
         with autocast(device, backend.autocast_dtype):
             nll, count = completion_nll(model, _to(batch, device))
             loss = nll / count.clamp(min=1)
@@ -117,7 +117,9 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         sync(device)
-        batches.append((time.perf_counter() - tic, int(batch["attention_mask"].sum())))
+        now = time.perf_counter()
+        batches.append((now - since, int(batch["attention_mask"].sum())))
+        since = now
     tps, step_s = _rate(batches, warmup)
     return {"tokens_per_s": tps, "step_s": step_s, "steps": len(batches), "base_weights": base_weights(model),
             "val_loss": val_loss(model, tok, val, rc.model.max_seq_len, backend.autocast_dtype, device)}
@@ -127,7 +129,8 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
                    device: str) -> dict:
     """HF Trainer + peft as its docs set it up: a tokenizer with its default (right) padding,
     random batches, ``DataCollatorForSeq2Seq`` padding labels with -100 (loss on answer tokens
-    only, like ccexp), logits for every position; same dtype (bf16 autocast) and optimizer.
+    only, like ccexp), logits for every position, the base in its saved dtype; the same compute
+    dtype (bf16 autocast) and optimizer.
     QLoRA as peft's guide has it: the base loaded in 4 bits (the method's quantization config)
     in bf16, ``prepare_model_for_kbit_training`` (norms in fp32, gradient checkpointing)."""
     from datasets import Dataset
@@ -157,18 +160,23 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
     times: list[float] = []
 
     class StepTimer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            self.tic = time.perf_counter()
+        """From the previous step's end (or the epoch's start): fetching and collating the
+        batch included, as on the other sides."""
+
+        def on_epoch_begin(self, args, state, control, **kw):
+            self.since = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
             sync(device)
-            times.append(time.perf_counter() - self.tic)
+            now = time.perf_counter()
+            times.append(now - self.since)
+            self.since = now
 
     spec = METHODS[rc.method.name](rc.method, rc.model, str(model_dir), torch.bfloat16)
     if spec.quantization_config is not None:
         base = prepare_model_for_kbit_training(load_model(model_dir, torch.bfloat16, spec.quantization_config, device))
-    else:
-        base = load_model(model_dir, torch.float32, device=device)
+    else:  # transformers' default: the dtype the checkpoint was saved in (fp32 for the converted SmolLM2)
+        base = load_model(model_dir, "auto", device=device)
     model = get_peft_model(base, spec.peft_config)
     t, precision = rc.trainer, _precision(rc, device)
     with tempfile.TemporaryDirectory() as tmp:
