@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import EarlyStopping
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from ccexp.backends import decoding, speedups
+from ccexp.backends import decoding, packed, speedups
 from ccexp.backends.base import Generation, peak_rss_mb
 from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, Checkpoints, CompletionLM, Throughput
 from ccexp.config import ConfigError, RunConfig
@@ -89,6 +89,9 @@ class TorchBackend:
         # Single requests: drafts from the training answers, and the shared prompt prefix's keys/values.
         self._draft_answers, self._drafter = list(draft_answers), None
         self.prefix_cache = decoding.PrefixCache() if cfg.backend.prefix_cache else None
+        # Generation on weights laid out for oneDNN, the adapter merged in (CPU, bf16 bases).
+        use_packed = cfg.backend.packed_weights and device == "cpu" and packed.available()
+        self.packed = packed.PackedWeights(self.model) if use_packed else None
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
@@ -127,8 +130,7 @@ class TorchBackend:
             enable_model_summary=False,
         )
         self.model.train()  # from_pretrained leaves eval mode; Lightning keeps submodule modes as found
-        if self.prefix_cache:
-            self.prefix_cache.clear()  # keys/values of the old weights
+        self.weights_changed()  # and the packed copies' memory is free for training
         trainer.fit(module, datamodule=data)
         if not module.history or module.history[-1]["step"] != trainer.global_step:
             trainer.validate(module, datamodule=data, verbose=False)  # judge the final steps too
@@ -165,6 +167,18 @@ class TorchBackend:
                 with self.model.disable_adapter():
                     yield self.model.get_base_model()
 
+    def inference_weights(self, adapter: bool):
+        """Generation's weights: packed, LoRA merged per ``adapter`` (``backends/packed.py``), or
+        the model's own where ``backend.packed_weights`` is off or does not apply."""
+        return self.packed.active(adapter) if self.packed else contextlib.nullcontext()
+
+    def weights_changed(self) -> None:
+        """Cached keys/values and packed weights belong to the weights before the change."""
+        if self.prefix_cache:
+            self.prefix_cache.clear()
+        if self.packed:
+            self.packed.clear()
+
     def _batches(self, dataset: EncodedDataset, batch_size: int):
         sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, shuffle=False, seed=0)
         return DataLoader(dataset, batch_sampler=sampler,
@@ -187,7 +201,7 @@ class TorchBackend:
         eos = self.tokenizer.eos_token_id
         room = generation_prompt_room(self.cfg.model.max_seq_len, max_new_tokens,
                                       getattr(self.model.config, "max_position_embeddings", None))
-        with self._net(adapter) as net:
+        with self._net(adapter) as net, self.inference_weights(adapter):
             own = self._own_decoding(net)
             for start in range(0, len(order), self.cfg.eval.batch_size):
                 rows = order[start : start + self.cfg.eval.batch_size]
@@ -246,8 +260,7 @@ class TorchBackend:
         except RuntimeError as err:  # shapes differ: saved with another rank or virtual-token count
             raise ConfigError(f"{weights}: does not fit method={self.cfg.method.name} on model="
                               f"{self.cfg.model.name}: {str(err).splitlines()[-1].strip()}") from None
-        if self.prefix_cache:
-            self.prefix_cache.clear()
+        self.weights_changed()
         if result.unexpected_keys:
             raise ConfigError(f"{weights}: {len(result.unexpected_keys)} tensors this method/model does not have, "
                               f"e.g. {result.unexpected_keys[0]}; expected an adapter of method={self.cfg.method.name}")

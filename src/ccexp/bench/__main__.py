@@ -197,7 +197,8 @@ def report_rows(r: dict) -> list[tuple[str, float, str, bool, str]]:
              f"{g['single_prefill_s']:.1f} s, decode steps alone {g['decode_ratio']:.1f}x"),
             ("all-in-one analysis p50 latency (s)", a["p50_s"], "<= 1.0", a["p50_s"] <= 1.0,
              f"{a['prompt_tokens_p50']:.0f} prompt + {a['answer_tokens_p50']:.0f} answer tokens in "
-             f"{a['forward_passes_p50']:.0f} forward passes ({a['prefix_reused_p50']:.0f} prompt tokens reused); "
+             f"{a['forward_passes_p50']:.0f} forward passes ({a['prefix_reused_p50']:.0f} prompt tokens reused"
+             f"{', packed weights, LoRA merged' if a.get('packed_weights') else ''}); "
              f"generate: {a['generate_p50_s']:.2f} s = prefill {a['prefill_p50_s']:.2f} s + "
              f"{1000 * a['decode_token_p50_s']:.0f} ms/token"),
             ("merged adapter vs base latency", merged_ratio, "<= 1.05", merged_ratio <= 1.05,

@@ -61,7 +61,8 @@ def answer_latency(backend: TorchBackend, examples: list[dict], train: list[dict
 
     - ``generate``: transformers' greedy loop, exactly the reference's token count;
     - ccexp's single-request path (``decoding.greedy_decode``): n-gram drafts from the prompt and
-      the ``train`` answers, the prompt prefix shared with an earlier request reused. Its cost
+      the ``train`` answers, the prompt prefix shared with an earlier request reused, the
+      weights packed with the adapter merged in where ``backend.packed_weights`` applies. Its cost
       depends on what the model says (a right draft saves steps), so the reference stands in for
       the model's choices: the time of a model that answers like the reference, which this
       briefly trained adapter does not yet do.
@@ -83,7 +84,7 @@ def answer_latency(backend: TorchBackend, examples: list[dict], train: list[dict
     drafter = decoding.drafter_from_answers(tok, [ex["messages"][-1]["content"] for ex in train])
     cache = decoding.PrefixCache()
     ours, passes, reused = [], [], []
-    with _autocast(backend):
+    with _autocast(backend), backend.inference_weights(adapter=True):
         for i, (text, answer) in enumerate([(warm_text, warm_answer), *zip(texts, answers)]):
             ids = tok(text, add_special_tokens=False)["input_ids"]
             sync(backend.device)
@@ -100,7 +101,8 @@ def answer_latency(backend: TorchBackend, examples: list[dict], train: list[dict
             "answer_tokens_p50": statistics.median(lengths), "forward_passes_p50": statistics.median(passes),
             "prefix_reused_p50": statistics.median(reused), "prefill_p50_s": statistics.median(prefill),
             "decode_token_p50_s": statistics.median(per_token),
-            "prompt_tokens_p50": statistics.median(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)}
+            "prompt_tokens_p50": statistics.median(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts),
+            "packed_weights": backend.packed is not None}
 
 
 def merged_vs_base(backend: TorchBackend, base, examples: list[dict], n_tokens: int) -> dict:
