@@ -12,7 +12,9 @@ With the adapter on, each LoRA projection's ``W + scale·B·A`` is computed in f
 one weight, as the adapter is served once merged: peft's per-layer Python and its two small
 matmuls cost ~100 µs per adapted projection, 12 of a 63 ms SmolLM2 decode step. The merged
 weight is rounded to bf16 once, so answers match the unmerged adapter's up to bf16 rounding
-(the same order as the rounding a change of batch shape causes), not bit for bit.
+(the same order as the rounding a change of batch shape causes), not bit for bit. peft's own
+``merge_adapter``/``unmerge_adapter`` would write into the bf16 base and subtract back, which
+does not restore it exactly; here the merged weight is a copy and the base is never written.
 
 The packed copies cost as much memory as the bf16 weights they copy; they are built on the first
 generation after the weights change (~0.2 s for SmolLM2) and dropped when training starts.
