@@ -1,5 +1,5 @@
 """backend.packed_weights: generation on oneDNN-prepacked weights with the adapter merged in
-gives the adapted model's logits (up to bf16 rounding), and the model is untouched after it."""
+gives the adapted model's logits (up to bf16 or fp32 rounding), and the model is untouched after it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import torch
 
 from ccexp.backends import packed
 
-pytestmark = pytest.mark.skipif(not packed.available(), reason="needs oneDNN bf16 kernels (AVX512-BF16 or AMX)")
+pytestmark = pytest.mark.skipif(not packed.available(), reason="needs oneDNN on an x86 CPU")
+BF16 = torch.bfloat16 in packed._dtypes() if packed.available() else False
+# fp32 packs on any x86 CPU; bf16 only where the CPU has bf16 dot products.
+PRECISIONS = ["32-true", pytest.param("bf16-mixed", marks=pytest.mark.skipif(not BF16, reason="no AVX512-BF16/AMX"))]
+# How far packed logits may sit from the unpacked model's, relative to the adapter's effect
+# (merged) or absolutely (the base alone): one rounding of the merged weight, products in another order.
+TOLERANCE = {"32-true": (1e-4, 1e-4), "bf16-mixed": (0.05, 0.02)}
 
 
 def _backend(*overrides: str):
@@ -18,7 +24,7 @@ def _backend(*overrides: str):
     from ccexp.config import validate
     from ccexp.models import resolve_model_dir
 
-    rc = validate(compose_cfg(*FAST, "backend=cpu", "backend.precision=bf16-mixed", *overrides))
+    rc = validate(compose_cfg(*FAST, "backend=cpu", *overrides))
     return TorchBackend(rc, "cpu", resolve_model_dir(rc.model))
 
 
@@ -35,18 +41,21 @@ def _logits(backend, ids: torch.Tensor, adapter: bool, packed_on: bool) -> torch
         return net(input_ids=ids).logits.float()
 
 
-def test_packed_weights_give_the_adapted_model():
-    backend = _backend("method=lora")
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("rows", [40, 90])  # 2 × 90 rows: fp32 takes the plain (merged) weight
+def test_packed_weights_give_the_adapted_model(precision, rows):
+    backend = _backend("method=lora", f"backend.precision={precision}")
     _train_a_little(backend.model, 0)
-    ids = torch.randint(3, backend.model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(3, backend.model.config.vocab_size, (2, rows), generator=torch.Generator().manual_seed(1))
     on, off = _logits(backend, ids, True, False), _logits(backend, ids, False, False)
     packed_on, packed_off = _logits(backend, ids, True, True), _logits(backend, ids, False, True)
     adapter_effect = (on - off).norm()
     assert adapter_effect > 1.0
-    # Merged: the adapter's effect is there, off by bf16 rounding only.
-    assert (packed_on - on).norm() < 0.05 * adapter_effect
+    merged_tol, base_tol = TOLERANCE[precision]
+    # Merged: the adapter's effect is there, off by rounding only.
+    assert (packed_on - on).norm() < merged_tol * adapter_effect
     # The base alone: the same products on a different weight layout.
-    torch.testing.assert_close(packed_off, off, rtol=0.02, atol=0.02)
+    torch.testing.assert_close(packed_off, off, rtol=base_tol, atol=base_tol)
     # Every projection ran packed, and the model's own forwards are back afterwards.
     frozen = [m for m in backend.model.modules() if type(m) is torch.nn.Linear and not m.weight.requires_grad]
     loras = [m for m in backend.model.modules() if hasattr(m, "lora_A")]
@@ -55,23 +64,41 @@ def test_packed_weights_give_the_adapted_model():
     torch.testing.assert_close(_logits(backend, ids, True, False), on, rtol=0, atol=0)
 
 
+def test_fp32_packed_generation_gives_the_same_answers():
+    """In fp32 the merged, packed weights change the logits by float rounding only: the greedy
+    answers (batched and one at a time) are the unpacked adapter's."""
+    prompts = [[{"role": "user", "content": f"Rate call {i}: the agent fixed the billing error."}] for i in range(3)]
+    backend = _backend("method=lora", "backend.precision=32-true")
+    _train_a_little(backend.model, 3)
+
+    def answers() -> list[str]:  # a batch of 3, then each alone
+        return backend.generate(prompts, 12).texts + [backend.generate([p], 12).texts[0] for p in prompts]
+
+    packed_answers = answers()
+    assert backend.packed._packed  # it ran packed
+    backend.weights_changed()  # no keys/values of the packed run reused
+    backend.packed = None
+    assert packed_answers == answers()
+
+
 def test_packed_weights_follow_weight_changes():
     """A changed adapter (training, load_adapter) is merged anew, not served stale."""
-    backend = _backend("method=lora")
+    backend = _backend("method=lora", "backend.precision=32-true")
     ids = torch.randint(3, backend.model.config.vocab_size, (1, 30), generator=torch.Generator().manual_seed(2))
     _train_a_little(backend.model, 0)
     _logits(backend, ids, True, True)
     _train_a_little(backend.model, 1)
     backend.weights_changed()
     on = _logits(backend, ids, True, False)
-    assert (_logits(backend, ids, True, True) - on).norm() < 0.05 * (on - _logits(backend, ids, False, False)).norm()
+    assert (_logits(backend, ids, True, True) - on).norm() < 1e-4 * (on - _logits(backend, ids, False, False)).norm()
 
 
-def test_packing_applies_to_bf16_cpu_weights_only():
+def test_packing_applies_to_plain_cpu_linears_of_a_packable_dtype():
     assert _backend("method=lora", "backend.packed_weights=false").packed is None
-    fp32 = _backend("method=lora", "backend.precision=32-true")  # fp32 base: nothing to pack, answers exact
-    with fp32.inference_weights(True):
-        assert fp32.packed._packed == {}
+    if not BF16:  # emulated bf16 products run ~100x slower than fp32: a bf16 base is left as it is
+        bf16 = _backend("method=lora", "backend.precision=bf16-mixed")
+        with bf16.inference_weights(True):
+            assert bf16.packed._packed == {}
     qlora = _backend("method=qlora")  # 4-bit projections stay bitsandbytes'; LoRA over them stays peft's
     with qlora.inference_weights(True):
         assert not any(hasattr(m, "lora_A") for m in qlora.packed._packed)

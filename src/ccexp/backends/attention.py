@@ -14,8 +14,8 @@ where a plain matmul runs at ~350 (GPUs keep SDPA per row: their fused kernels a
 their memory stays linear in L):
 - rows up to ``EXPLICIT_MAX_LEN`` tokens: scores = Q·Kᵀ as one matmul per KV-head group (no
   repeated K/V), masked softmax, ·V — the numerics of transformers' own "eager" attention (bf16
-  scores, softmax computed in fp32 internally), in query blocks of ``BLOCK_ROWS`` or more that
-  each stop at their own last key. It computes more scores than the flash kernel (2/3 to 3/4 of
+  scores, softmax computed in fp32 internally), in query blocks of ``BLOCK_ROWS`` (fp32:
+  ``FP32_BLOCK_ROWS``) or more that each stop at their own last key. It computes more scores than the flash kernel (2/3 to 3/4 of
   the L×L square against its ~1/2) at ~8× its rate: a 735-token row's forward+backward takes
   ~16 ms instead of ~24 ms. The price is the probabilities kept for backward (up to 9 MB per
   layer per 700-token row in bf16), which is why longer rows go to the fused kernel, whose
@@ -46,8 +46,13 @@ EXPLICIT_MAX_LEN = 1024
 # keys up to its end, so the upper triangle's blocks are skipped: 2 blocks compute 3/4 of the
 # L×L scores, 3 blocks 2/3. Smaller blocks cost more in overhead than they save (forward +
 # backward of one 9-head row here: 735 tokens 18.6 → 16.4 ms with 3 blocks, 1,000 tokens
-# 51 → 25 ms; 300 tokens: no gain).
+# 51 → 25 ms; 300 tokens: no gain). Measured in bf16 on an AVX512-BF16 EPYC.
 BLOCK_ROWS = 256
+# fp32 (CPUs without bf16 dot products): fp32 scores are twice the bytes, and the score matmuls
+# (inner dimension 64) are bound by writing them, so blocks that stay in cache win: forward +
+# backward of one 9-head row on an AVX2 EPYC, 64-row vs 256-row blocks: 300 tokens 10.7 → 7.5 ms,
+# 700 tokens 40 → 29 ms, 1,000 tokens 62 → 58 ms; a 550-token prompt suffix over 942 keys 15.6 → 12.4 ms.
+FP32_BLOCK_ROWS = 64
 # Most new tokens per row that the explicit decode path takes (decode steps are 1).
 DECODE_MAX_QUERIES = 16
 
@@ -109,7 +114,7 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
         q, k, v = query[row : row + 1, :, first:], key[row : row + 1, :, start:], value[row : row + 1, :, start:]
         n_q, n_k = q_len - first, k_len - start
         if explicit and n_k <= EXPLICIT_MAX_LEN:
-            blocks = max(1, n_q // BLOCK_ROWS)
+            blocks = max(1, n_q // (FP32_BLOCK_ROWS if q.dtype == torch.float32 else BLOCK_ROWS))
             edges = [n_q * i // blocks for i in range(blocks + 1)]
             part = torch.cat([explicit_attention(q[:, :, a:b], k[:, :, : n_k - n_q + b], v[:, :, : n_k - n_q + b],
                                                  scaling, causal=True) for a, b in zip(edges, edges[1:])], dim=1)

@@ -16,13 +16,23 @@ weight is rounded to bf16 once, so answers match the unmerged adapter's up to bf
 ``merge_adapter``/``unmerge_adapter`` would write into the bf16 base and subtract back, which
 does not restore it exactly; here the merged weight is a copy and the base is never written.
 
-The packed copies cost as much memory as the bf16 weights they copy; they are built on the first
-generation after the weights change (~0.2 s for SmolLM2) and dropped when training starts.
+float32 bases (CPUs without bf16 dot products, where ccexp trains in fp32) get the same treatment
+with oneDNN's fp32 kernels, which lay out the weight once too: on a 2-core AVX2 EPYC an 11-row
+product runs 1.9× faster packed (576→1536: 355 → 180 µs; SmolLM2's 49k-row head 31 → 9 ms), one
+row about as fast. From ~128 rows on, MKL's own sgemm on the plain row-major weight is the faster
+one there (a 524-token prompt's 1536×576 product: 5.3 vs 6.1 ms), so fp32 products of many rows
+keep ``F.linear`` — on a merged copy where the adapter is merged in. The merged fp32 weight is
+the exact fp32 sum: answers equal the unmerged adapter's up to fp32 rounding.
+
+The packed copies cost as much memory as the weights they copy (fp32 with an adapter: the merged
+plain copies of the adapted projections too); they are built on the first generation after the
+weights change (~0.2 s for SmolLM2) and dropped when training starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Iterator
 
 import torch
@@ -31,15 +41,26 @@ from torch import nn
 # oneDNN picks the blocked layout for a row-count hint; any hint from ~32 to ~1,000 rows serves
 # decode steps (1–16 rows) and prompt passes (hundreds) alike (measured on SmolLM2's shapes).
 ROWS_HINT = 128
+# fp32 products of at least this many rows run on the plain weight (MKL's sgemm): the crossover
+# measured on SmolLM2's shapes on an AVX2 EPYC (64 rows: packed 5–10% faster; 256: 10–15% slower).
+FP32_PLAIN_ROWS = 128
 
 
 def available() -> bool:
-    """oneDNN with bf16 kernels on this CPU (AVX512-BF16 or AMX; emulated bf16 would be slower)."""
-    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """oneDNN on an x86 CPU: fp32 kernels on any of them, bf16 ones with AVX512-BF16 or AMX (Arm
+    builds run oneDNN through ACL, whose packed kernels these measurements did not cover)."""
+    return torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _dtypes() -> tuple[torch.dtype, ...]:
+    """Weight dtypes packed here: bf16 only where the CPU has bf16 dot products (emulated bf16
+    runs ~100× slower than fp32)."""
+    bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
 
 
 def _packable(linear: nn.Module) -> bool:
-    return (type(linear) is nn.Linear and linear.weight.dtype == torch.bfloat16 and linear.weight.device.type == "cpu"
+    return (type(linear) is nn.Linear and linear.weight.dtype in _dtypes() and linear.weight.device.type == "cpu"
             and not linear.weight.requires_grad)
 
 
@@ -74,22 +95,23 @@ class PackedWeights:
         from peft.tuners.lora import LoraLayer
 
         self.clear()
-        wrapped = set()  # base layers of LoRA layers: the LoRA layer's packed forward replaces them
+        # Base layers of LoRA layers (the LoRA layer's packed forward replaces them) and the
+        # adapters' own A/B linears (an fp32 A/B frozen by a disabled adapter is not a projection).
+        wrapped = set()
         for module in self.model.modules():
             if isinstance(module, LoraLayer):
                 delta = _lora_delta(module, adapter)
-                wrapped.add(module.base_layer)
+                wrapped.update(module.modules())
                 if delta is False:
                     continue
                 base = module.base_layer
                 weight = base.weight.detach()
                 if delta is not None:
-                    weight = (weight.float() + delta).to(torch.bfloat16)
-                self._packed[module] = (torch.ops.mkldnn._reorder_linear_weight(weight, ROWS_HINT), _bias(base))
+                    weight = (weight.float() + delta).to(weight.dtype)
+                self._packed[module] = _PackedForward(weight, base.bias)
         for module in self.model.modules():
             if module not in wrapped and _packable(module):
-                self._packed[module] = (torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), ROWS_HINT),
-                                        _bias(module))
+                self._packed[module] = _PackedForward(module.weight.detach(), module.bias)
         self._key = adapter
 
     @contextlib.contextmanager
@@ -100,10 +122,10 @@ class PackedWeights:
             self._build(adapter)
         patched = []
         try:
-            for module, (weight, bias) in self._packed.items():
+            for module, forward in self._packed.items():
                 if "forward" in module.__dict__:  # patched by someone else: leave it to them
                     continue
-                module.forward = _PackedForward(weight, bias)
+                module.forward = forward
                 patched.append(module)
             yield
         finally:
@@ -111,17 +133,22 @@ class PackedWeights:
                 del module.forward
 
 
-def _bias(linear: nn.Linear) -> torch.Tensor | None:
-    return None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
-
-
 class _PackedForward:
-    """``F.linear(x, W, b)`` on a packed W; bf16 in, bf16 out (as under bf16 autocast)."""
+    """``F.linear(x, W, b)`` on W packed for oneDNN, in W's dtype (bf16 in, bf16 out, as under
+    bf16 autocast); fp32 products of many rows on the plain W instead (``FP32_PLAIN_ROWS``)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
-        self.weight, self.bias = weight, bias
+        self.dtype = weight.dtype
+        self.bias = None if bias is None else bias.detach().to(self.dtype)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, ROWS_HINT)
+        # A reference to the model's own weight, or the merged copy: bf16 products are faster
+        # packed at every row count, fp32 ones only below the crossover.
+        self.plain = weight if self.dtype == torch.float32 else None
 
     def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
-        y = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")
+        rows = x.reshape(-1, x.shape[-1]).to(self.dtype)
+        if self.plain is not None and rows.shape[0] >= FP32_PLAIN_ROWS:
+            y = torch.nn.functional.linear(rows, self.plain, self.bias)
+        else:
+            y = torch.ops.mkldnn._linear_pointwise(rows.contiguous(), self.packed, self.bias, "none", [], "")
         return y.view(*x.shape[:-1], y.shape[-1])
