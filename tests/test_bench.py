@@ -24,6 +24,12 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir):
     assert training["hf_trainer"]["base_weights"] == "float32"
     # The three sides did the same number of optimizer steps on the same examples.
     assert training["ccexp"]["steps"] == training["bare_loop"]["steps"] == training["hf_trainer"]["steps"] == 3
+    sides = [training[side] for side in ("ccexp", "bare_loop", "hf_trainer")]
+    assert all(len(side["step_seconds"]) == 3 and min(side["step_seconds"]) > 0 for side in sides)
+    # The same batches for ccexp and the bare loop; HF's random batches cover the same examples' tokens.
+    assert training["ccexp"]["step_tokens"] == training["bare_loop"]["step_tokens"]
+    assert sum(training["ccexp"]["step_tokens"]) == sum(training["hf_trainer"]["step_tokens"])
+    assert results["machine"]["cpu_isa"] and isinstance(results["machine"]["cpu_bf16"], bool)
     assert results["memory"]["qlora"]["peak_mb"] > results["memory"]["qlora"]["before_model_mb"]
     assert results["memory"]["qlora"]["measure"] == "peak RSS"
     generation = results["generation"]

@@ -95,10 +95,14 @@ def test_packed_weights_follow_weight_changes():
 
 def test_packing_applies_to_plain_cpu_linears_of_a_packable_dtype():
     assert _backend("method=lora", "backend.packed_weights=false").packed is None
+    # An fp32 base under bf16 autocast: the products stay autocast's bf16 ones, nothing packed.
+    unpacked = [("backend.precision=bf16-mixed", "backend.base_dtype=float32")]
     if not BF16:  # emulated bf16 products run ~100x slower than fp32: a bf16 base is left as it is
-        bf16 = _backend("method=lora", "backend.precision=bf16-mixed")
-        with bf16.inference_weights(True):
-            assert bf16.packed._packed == {}
+        unpacked.append(("backend.precision=bf16-mixed",))
+    for overrides in unpacked:
+        backend = _backend("method=lora", *overrides)
+        with backend.inference_weights(True):
+            assert backend.packed._packed == {}, overrides
     qlora = _backend("method=qlora")  # 4-bit projections stay bitsandbytes'; LoRA over them stays peft's
     with qlora.inference_weights(True):
         assert not any(hasattr(m, "lora_A") for m in qlora.packed._packed)

@@ -91,7 +91,7 @@ class TorchBackend:
         self.prefix_cache = decoding.PrefixCache() if cfg.backend.prefix_cache else None
         # Generation on weights laid out for oneDNN, the adapter merged in (CPU, bf16 bases).
         use_packed = cfg.backend.packed_weights and device == "cpu" and packed.available()
-        self.packed = packed.PackedWeights(self.model) if use_packed else None
+        self.packed = packed.PackedWeights(self.model, self.autocast_dtype or torch.float32) if use_packed else None
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:

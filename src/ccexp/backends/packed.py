@@ -59,15 +59,15 @@ def _dtypes() -> tuple[torch.dtype, ...]:
     return (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
 
 
-def _packable(linear: nn.Module) -> bool:
-    return (type(linear) is nn.Linear and linear.weight.dtype in _dtypes() and linear.weight.device.type == "cpu"
-            and not linear.weight.requires_grad)
+def _packable(linear: nn.Module, dtype: torch.dtype) -> bool:
+    return (type(linear) is nn.Linear and linear.weight.dtype == dtype and dtype in _dtypes()
+            and linear.weight.device.type == "cpu" and not linear.weight.requires_grad)
 
 
-def _lora_delta(layer, adapter: bool) -> torch.Tensor | None | bool:
+def _lora_delta(layer, adapter: bool, dtype: torch.dtype) -> torch.Tensor | None | bool:
     """The float32 ``scale·B·A`` of ``layer``'s active adapters (None: none active or ``adapter``
     off); False where the layer cannot be merged here (DoRA, already merged, not a plain linear)."""
-    if not _packable(layer.base_layer) or layer.merged:
+    if not _packable(layer.base_layer, dtype) or layer.merged:
         return False
     names = [n for n in layer.active_adapters if n in layer.lora_A] if adapter and not layer.disable_adapters else []
     if any(layer.use_dora.get(n, False) for n in names):
@@ -80,10 +80,12 @@ def _lora_delta(layer, adapter: bool) -> torch.Tensor | None | bool:
 
 
 class PackedWeights:
-    """The packed weights of one model, for the adapter on or off (one of the two kept at a time)."""
+    """The packed weights of one model, for the adapter on or off (one of the two kept at a time).
+    ``dtype``: the products' dtype (bf16 under bf16 autocast, else fp32); weights stored in another
+    dtype (an fp32 base under bf16 autocast, 4-bit) keep their own path."""
 
-    def __init__(self, model: nn.Module):
-        self.model = model
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        self.model, self.dtype = model, dtype
         self._key: bool | None = None
         self._packed: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
@@ -100,7 +102,7 @@ class PackedWeights:
         wrapped = set()
         for module in self.model.modules():
             if isinstance(module, LoraLayer):
-                delta = _lora_delta(module, adapter)
+                delta = _lora_delta(module, adapter, self.dtype)
                 wrapped.update(module.modules())
                 if delta is False:
                     continue
@@ -110,7 +112,7 @@ class PackedWeights:
                     weight = (weight.float() + delta).to(weight.dtype)
                 self._packed[module] = _PackedForward(weight, base.bias)
         for module in self.model.modules():
-            if module not in wrapped and _packable(module):
+            if module not in wrapped and _packable(module, self.dtype):
                 self._packed[module] = _PackedForward(module.weight.detach(), module.bias)
         self._key = adapter
 

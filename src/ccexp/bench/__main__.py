@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ccexp.backends import resolve_backend
-from ccexp.backends.lightning import resolve_base_dtype
+from ccexp.backends.lightning import cpu_has_bf16, resolve_base_dtype
 from ccexp.bench import inference, memory, training
 from ccexp.bench.setup import compose_run_config
 from ccexp.config import ConfigError
@@ -67,8 +67,10 @@ def machine(device: str) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     gpu = {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda} if device == "cuda" else {}
-    return {"cpu": cpu, "threads": torch.get_num_threads(), **gpu, "torch": torch.__version__,
-            "python": platform.python_version()}
+    # Two CPUs of one name can differ in what decides the numbers: the vector ISA PyTorch's
+    # kernels use and whether bf16 dot products exist (without them ccexp trains in fp32).
+    return {"cpu": cpu, "cpu_isa": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_has_bf16(),
+            "threads": torch.get_num_threads(), **gpu, "torch": torch.__version__, "python": platform.python_version()}
 
 
 def main(argv=None) -> None:
@@ -226,7 +228,9 @@ def _on(probe: dict) -> str:
 
 
 def print_table(console: Console, rows, results: dict) -> None:
-    where = results["machine"].get("gpu") or f"{results['machine']['cpu']} ({results['machine']['threads']} threads)"
+    m = results["machine"]
+    where = m.get("gpu") or (f"{m['cpu']} ({m['threads']} threads, {m['cpu_isa']}, "
+                             f"{'bf16' if m['cpu_bf16'] else 'no bf16 dot products: fp32'})")
     table = Table(title=f"ccexp.bench on {where}, {results['args']['model']}, {results['args']['method']}")
     for col in ("measure", "value", "goal", "met", "evidence"):
         table.add_column(col, justify="right" if col in ("value", "goal") else "left")

@@ -56,11 +56,14 @@ def val_loss(model, tokenizer, val: list[dict], max_len: int, autocast_dtype, de
     return total / max(count, 1)
 
 
-def _rate(batches: list[tuple[float, int]], warmup: int) -> tuple[float, float]:
-    """(tokens/s, mean step seconds) over the batches after warm-up."""
+def _speed(batches: list[tuple[float, int]], warmup: int) -> dict:
+    """Tokens/s and mean step seconds over the batches after warm-up, and every step's seconds
+    and tokens (warm-up included), so a later reader can tell one slow step from a slow side."""
     timed = batches[warmup:]
     seconds = sum(s for s, _ in timed)
-    return sum(t for _, t in timed) / seconds, seconds / len(timed)
+    return {"tokens_per_s": sum(t for _, t in timed) / seconds, "step_s": seconds / len(timed),
+            "steps": len(batches), "step_seconds": [round(s, 3) for s, _ in batches],
+            "step_tokens": [t for _, t in batches]}
 
 
 def base_weights(model) -> str:
@@ -80,9 +83,7 @@ def run_ccexp(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict]
     backend = TorchBackend(rc, device, model_dir)
     with tempfile.TemporaryDirectory() as tmp:
         backend.fit(train, val, None, Path(tmp))
-    tps, step_s = _rate(backend.fit_batches, warmup)
-    return {"tokens_per_s": tps, "step_s": step_s, "steps": len(backend.fit_batches),
-            "base_weights": base_weights(backend.model),
+    return {**_speed(backend.fit_batches, warmup), "base_weights": base_weights(backend.model),
             "val_loss": val_loss(backend.model, backend.tokenizer, val, rc.model.max_seq_len, backend.autocast_dtype,
                                  device),
             "backend": backend}
@@ -120,8 +121,7 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
         now = time.perf_counter()
         batches.append((now - since, int(batch["attention_mask"].sum())))
         since = now
-    tps, step_s = _rate(batches, warmup)
-    return {"tokens_per_s": tps, "step_s": step_s, "steps": len(batches), "base_weights": base_weights(model),
+    return {**_speed(batches, warmup), "base_weights": base_weights(model),
             "val_loss": val_loss(model, tok, val, rc.model.max_seq_len, backend.autocast_dtype, device)}
 
 
@@ -191,9 +191,7 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
         trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collator,
                           callbacks=[StepTimer()])
         trainer.train()
-    batches = list(zip(times, tokens))
-    tps, step_s = _rate(batches, warmup)
-    return {"tokens_per_s": tps, "step_s": step_s, "steps": len(times), "base_weights": base_weights(model),
+    return {**_speed(list(zip(times, tokens)), warmup), "base_weights": base_weights(model),
             "val_loss": val_loss(model, ours, val, rc.model.max_seq_len, autocast_dtype(rc, device), device)}
 
 
