@@ -15,11 +15,11 @@ their memory stays linear in L):
 - rows up to ``EXPLICIT_MAX_LEN`` tokens: scores = Q·Kᵀ as one matmul per KV-head group (no
   repeated K/V), masked softmax, ·V — the numerics of transformers' own "eager" attention (bf16
   scores, softmax computed in fp32 internally), in query blocks of ``BLOCK_ROWS`` (fp32:
-  ``FP32_BLOCK_ROWS``) or more that each stop at their own last key. It computes more scores than the flash kernel (2/3 to 3/4 of
-  the L×L square against its ~1/2) at ~8× its rate: a 735-token row's forward+backward takes
-  ~16 ms instead of ~24 ms. The price is the probabilities kept for backward (up to 9 MB per
-  layer per 700-token row in bf16), which is why longer rows go to the fused kernel, whose
-  memory is linear in L.
+  ``FP32_BLOCK_ROWS``) or more that each stop at their own last key. It computes more scores
+  than the flash kernel (2/3 to 3/4 of the L×L square against its ~1/2) at ~8× its rate (bf16):
+  a 735-token row's forward+backward takes ~16 ms instead of ~24 ms. The price is the
+  probabilities kept for backward (up to 9 MB per layer per 700-token row in bf16), which is why
+  longer rows go to the fused kernel, whose memory is linear in L.
 - a prompt's suffix over a cached prefix (queries = the last q of k positions, as when a
   single request reuses the KV of the prompt it shares with the previous one): the same
   per-row kernel, each query block against the keys up to its own last position.
@@ -50,8 +50,9 @@ EXPLICIT_MAX_LEN = 1024
 BLOCK_ROWS = 256
 # fp32 (CPUs without bf16 dot products): fp32 scores are twice the bytes, and the score matmuls
 # (inner dimension 64) are bound by writing them, so blocks that stay in cache win: forward +
-# backward of one 9-head row on an AVX2 EPYC, 64-row vs 256-row blocks: 300 tokens 10.7 → 7.5 ms,
-# 700 tokens 40 → 29 ms, 1,000 tokens 62 → 58 ms; a 550-token prompt suffix over 942 keys 15.6 → 12.4 ms.
+# backward of one 9-head row on an AVX2 EPYC, 64-row vs 256-row blocks: 300 tokens 10.7 → 7.5
+# ms, 700 tokens 40 → 29 ms, 1,000 tokens 62 → 58 ms (whole training steps: within noise); a
+# 550-token prompt suffix over 942 keys 15.6 → 12.4 ms.
 FP32_BLOCK_ROWS = 64
 # Most new tokens per row that the explicit decode path takes (decode steps are 1).
 DECODE_MAX_QUERIES = 16

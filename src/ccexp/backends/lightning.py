@@ -89,7 +89,7 @@ class TorchBackend:
         # Single requests: drafts from the training answers, and the shared prompt prefix's keys/values.
         self._draft_answers, self._drafter = list(draft_answers), None
         self.prefix_cache = decoding.PrefixCache() if cfg.backend.prefix_cache else None
-        # Generation on weights laid out for oneDNN, the adapter merged in (CPU, bf16 bases).
+        # Generation on weights laid out for oneDNN, the adapter merged in (x86 CPUs, bf16 or fp32 bases).
         use_packed = cfg.backend.packed_weights and device == "cpu" and packed.available()
         self.packed = packed.PackedWeights(self.model, self.autocast_dtype or torch.float32) if use_packed else None
 
