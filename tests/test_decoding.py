@@ -115,6 +115,21 @@ def test_teacher_forced_decoding_replays_the_given_answer(model):
     assert stats["forward_passes"] == 2  # the prompt's pass, then one pass checks the rest
 
 
+def test_decoding_passes_the_cache_by_the_name_the_model_takes(model):
+    """transformers 5.2x renamed forward's past_key_values to cache and drops the old name in
+    5.40: both loops use whichever this model's forward takes, so no deprecation fires."""
+    import inspect
+    import warnings
+
+    from ccexp.backends.decoding import _cache_arg
+
+    assert _cache_arg(type(model)) in inspect.signature(type(model).forward).parameters
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        greedy_decode(model, _prompts()[0], 4, EOS, drafter=NgramDrafter([], stop_id=EOS), draft_tokens=3)
+        greedy_decode_batch(model, _prompts()[:2], 4, EOS)
+
+
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
 def test_backend_single_request_matches_its_batched_answer(method):
     """TorchBackend.generate: a batch (shared start once, rows unpadded) gives transformers'

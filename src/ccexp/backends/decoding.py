@@ -22,12 +22,30 @@ only the decode steps are batched.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 
 import torch
 from transformers import DynamicCache
+
+
+def _forward(net, cache: DynamicCache, **inputs):
+    """One forward pass that reads and extends ``cache``. transformers 5.2x renamed the
+    forward's ``past_key_values`` to ``cache`` (the old name goes in 5.40); pass the one this
+    model's forward takes."""
+    return net(**inputs, **{_cache_arg(type(_hf_model(net))): cache}, use_cache=True)
+
+
+def _hf_model(net):
+    return net.get_base_model() if hasattr(net, "get_base_model") else net  # peft wraps it
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_arg(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 class NgramDrafter:
@@ -148,8 +166,8 @@ def greedy_decode(net, prompt: Sequence[int], max_new_tokens: int, eos_id: int |
     device = next(net.parameters()).device
     cache = DynamicCache(config=net.config)  # the model's layer kinds (full or sliding-window attention)
     reused = prefix_cache.lookup(cache_key, prompt, cache) if prefix_cache else 0
-    logits = net(input_ids=torch.tensor([list(prompt[reused:])], device=device), past_key_values=cache,
-                 use_cache=True, logits_to_keep=1).logits[0]
+    logits = _forward(net, cache, input_ids=torch.tensor([list(prompt[reused:])], device=device),
+                      logits_to_keep=1).logits[0]
     if prefix_cache is not None:
         prefix_cache.store(cache_key, prompt, cache)
     choose = (lambda at, scores: list(teacher[at : at + len(scores)])) if teacher is not None else \
@@ -161,8 +179,8 @@ def greedy_decode(net, prompt: Sequence[int], max_new_tokens: int, eos_id: int |
     while answer[-1] != eos_id and len(answer) < max_new_tokens:
         proposal = draft.propose(min(draft_tokens, max_new_tokens - len(answer) - 1)) if draft else []
         tokens = [answer[-1], *proposal]
-        logits = net(input_ids=torch.tensor([tokens], device=device), past_key_values=cache, use_cache=True,
-                     logits_to_keep=len(tokens)).logits[0]
+        logits = _forward(net, cache, input_ids=torch.tensor([tokens], device=device),
+                          logits_to_keep=len(tokens)).logits[0]
         steps += 1
         picked = choose(len(answer), logits)  # picked[i]: the greedy token after tokens[i]
         kept = 0
@@ -204,8 +222,7 @@ def greedy_decode_batch(net, prompts: Sequence[Sequence[int]], max_new_tokens: i
     shared = _common_prefix_all(prompts, min(lengths) - 1) if share_prefix else 0
     base = DynamicCache(config=net.config)
     if shared >= min_shared and not any(layer.is_sliding for layer in base.layers):
-        net(input_ids=torch.tensor([list(prompts[0][:shared])], device=device), past_key_values=base, use_cache=True,
-            logits_to_keep=1)
+        _forward(net, base, input_ids=torch.tensor([list(prompts[0][:shared])], device=device), logits_to_keep=1)
     else:
         shared = 0
     caches, first = [], []
@@ -213,8 +230,8 @@ def greedy_decode_batch(net, prompts: Sequence[Sequence[int]], max_new_tokens: i
         cache = DynamicCache(config=net.config)
         for i, layer in enumerate(base.layers if shared else []):
             cache.update(layer.keys, layer.values, i)
-        first.append(net(input_ids=torch.tensor([list(prompt[shared:])], device=device), past_key_values=cache,
-                         use_cache=True, logits_to_keep=1).logits[0, -1])
+        first.append(_forward(net, cache, input_ids=torch.tensor([list(prompt[shared:])], device=device),
+                              logits_to_keep=1).logits[0, -1])
         caches.append(cache)
     longest = max(lengths)
 
@@ -235,8 +252,8 @@ def greedy_decode_batch(net, prompts: Sequence[Sequence[int]], max_new_tokens: i
         if all(done):
             break
         mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
-        logits = net(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions, past_key_values=batch,
-                     use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = _forward(net, batch, input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
+                          logits_to_keep=1).logits[:, -1]
         positions = positions + 1
         tokens = logits.argmax(-1)
         for row, token in enumerate(tokens.tolist()):
