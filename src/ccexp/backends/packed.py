@@ -60,8 +60,8 @@ def _dtypes() -> tuple[torch.dtype, ...]:
 
 
 def _packable(linear: nn.Module, dtype: torch.dtype) -> bool:
-    return (type(linear) is nn.Linear and linear.weight.dtype == dtype and dtype in _dtypes()
-            and linear.weight.device.type == "cpu" and not linear.weight.requires_grad)
+    return (type(linear) is nn.Linear and linear.weight.dtype == dtype and linear.weight.device.type == "cpu"
+            and not linear.weight.requires_grad)
 
 
 def _lora_delta(layer, adapter: bool, dtype: torch.dtype) -> torch.Tensor | None | bool:
@@ -87,7 +87,7 @@ class PackedWeights:
     def __init__(self, model: nn.Module, dtype: torch.dtype):
         self.model, self.dtype = model, dtype
         self._key: bool | None = None
-        self._packed: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._packed: dict[nn.Module, _PackedForward] = {}
 
     def clear(self) -> None:
         """After the weights change (training, a loaded adapter): the packed copies are stale."""
@@ -97,6 +97,9 @@ class PackedWeights:
         from peft.tuners.lora import LoraLayer
 
         self.clear()
+        self._key = adapter
+        if self.dtype not in _dtypes():  # e.g. bf16 products on a CPU that emulates them
+            return
         # Base layers of LoRA layers (the LoRA layer's packed forward replaces them) and the
         # adapters' own A/B linears (an fp32 A/B frozen by a disabled adapter is not a projection).
         wrapped = set()
@@ -114,7 +117,6 @@ class PackedWeights:
         for module in self.model.modules():
             if module not in wrapped and _packable(module, self.dtype):
                 self._packed[module] = _PackedForward(module.weight.detach(), module.bias)
-        self._key = adapter
 
     @contextlib.contextmanager
     def active(self, adapter: bool) -> Iterator[None]:
