@@ -29,7 +29,10 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir):
     # The same batches for ccexp and the bare loop; HF's random batches cover the same examples' tokens.
     assert training["ccexp"]["step_tokens"] == training["bare_loop"]["step_tokens"]
     assert sum(training["ccexp"]["step_tokens"]) == sum(training["hf_trainer"]["step_tokens"])
+    # In turns, one optimizer step each, so drift of the machine's speed hits every side alike.
+    assert training["turns"] == ["ccexp", "bare_loop", "hf_trainer"] * 3
     assert results["machine"]["cpu_isa"] and isinstance(results["machine"]["cpu_bf16"], bool)
+    assert "malloc_arena_max" in results["machine"]
     assert results["memory"]["qlora"]["peak_mb"] > results["memory"]["qlora"]["before_model_mb"]
     assert results["memory"]["qlora"]["measure"] == "peak RSS"
     generation = results["generation"]
@@ -75,3 +78,35 @@ def test_bench_without_gpu_is_one_line(capsys):
         main(["--device", "cuda"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("ccexp.bench: error: backend=cuda: torch sees no CUDA GPU")
+
+
+def test_lightning_vs_bare_reports_the_step_by_step_spread():
+    """Same batches in turns: each step's bare/ccexp time ratio after warm-up shows the noise."""
+    from ccexp.bench.__main__ import report_rows
+
+    side = {"val_loss": 1.0}
+    results = {"machine": {}, "args": {"warmup": "1"}, "training": {
+        "ccexp": {**side, "tokens_per_s": 100.0, "step_seconds": [9.0, 2.0, 4.0]},
+        "bare_loop": {**side, "tokens_per_s": 95.0, "step_seconds": [1.0, 1.9, 4.4]},
+        "hf_trainer": {**side, "tokens_per_s": 50.0}, "frozen_params": 10, "matmul_peak_flops": 1e9}}
+    row = next(r for r in report_rows(results) if r[0] == "Lightning path vs bare PyTorch loop")
+    assert row[4] == "100 vs 95 tok/s; step by step 0.95–1.10"
+
+
+def test_the_bench_command_restarts_with_one_malloc_arena():
+    """``python -m ccexp.bench`` re-executes itself with MALLOC_ARENA_MAX=1 (the training sides'
+    threads would each keep their freed memory), its arguments intact; not again once it is set."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['ccexp.bench', '--parts', 'speed']; "
+            "from ccexp.bench.__main__ import _one_malloc_arena; _one_malloc_arena(); print('not re-executed')")
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    # Re-executed as the bench, which parsed the arguments it was given.
+    assert out.returncode == 2 and "not re-executed" not in out.stdout, out.stderr
+    assert "--parts: expected a comma-separated subset of training,generation,memory, got 'speed'" in out.stderr
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "MALLOC_ARENA_MAX": "1"}, capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "not re-executed", out.stderr

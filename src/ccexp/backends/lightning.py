@@ -86,6 +86,7 @@ class TorchBackend:
         self.model = spec.wrap(base).to(device)
         speedups.apply(self.model, autocast=self.autocast_dtype is not None, shared_dropout=cfg.method.shared_dropout)
         self.fit_batches: list[tuple[float, int]] = []  # (seconds, non-pad tokens) per training batch
+        self.fit_callbacks: list[pl.Callback] = []  # more Lightning callbacks for fit (a benchmark's turns)
         # Single requests: drafts from the training answers, and the shared prompt prefix's keys/values.
         self._draft_answers, self._drafter = list(draft_answers), None
         self.prefix_cache = decoding.PrefixCache() if cfg.backend.prefix_cache else None
@@ -102,7 +103,7 @@ class TorchBackend:
         total_steps = t.max_steps if t.max_steps > 0 else t.max_epochs * steps_per_epoch
         module = CompletionLM(self.model, self.cfg.method.lr, t.weight_decay, t.warmup_ratio, total_steps)
         best, speed = BestAdapter(run_dir / "adapter"), Throughput()
-        callbacks = [best, speed]
+        callbacks = [best, speed, *self.fit_callbacks]
         if t.save_every_n_steps:
             callbacks.append(Checkpoints(run_dir / "checkpoints", t.save_every_n_steps))
         if t.early_stopping_patience > 0:

@@ -141,6 +141,11 @@ class Throughput(pl.Callback):
     def on_validation_end(self, trainer, module):
         self._since = _now(module)
 
+    def restart(self) -> None:
+        """Restart the clock: time spent away from training since the last batch's end (a
+        benchmark's other sides taking their turns) is not this run's."""
+        self._since = time.perf_counter()
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         now = _now(module)  # a GPU may still be running the step's backward and optimizer
         self.batches.append((now - self._since, int(batch["attention_mask"].sum())))

@@ -108,7 +108,7 @@ def share_lora_dropout(model: nn.Module) -> int:
     return replaced
 
 
-M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's malloc.h
 
 
 def release_freed_memory() -> bool:
@@ -117,6 +117,11 @@ def release_freed_memory() -> bool:
     fragmentation, not with live tensors (a QLoRA step on 2 cores: 2.9 GB RSS for ~1 GB of live
     tensors). A fixed 256 KB threshold gives every tensor pages that go back to the OS when it is
     freed. Returns False where there is no glibc (macOS, musl): nothing to do there."""
+    return mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+
+
+def mallopt(option: int, value: int) -> bool:
+    """glibc's ``mallopt``; False where there is no glibc (macOS, musl) or it refused."""
     import ctypes
     import ctypes.util
 
@@ -124,8 +129,7 @@ def release_freed_memory() -> bool:
     if sys.platform != "linux" or not name:
         return False
     try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024))
+        return bool(ctypes.CDLL(name).mallopt(option, value))
     except (OSError, AttributeError):
         return False
 

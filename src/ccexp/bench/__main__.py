@@ -11,6 +11,7 @@ import argparse
 import gc
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -70,7 +71,7 @@ def machine(device: str) -> dict:
     # Two CPUs of one name can differ in what decides the numbers: the vector ISA PyTorch's
     # kernels use and whether bf16 dot products exist (without them ccexp trains in fp32).
     return {"cpu": cpu, "cpu_isa": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_has_bf16(),
-            "threads": torch.get_num_threads(), **gpu, "torch": torch.__version__, "python": platform.python_version()}
+            "threads": torch.get_num_threads(), "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"), **gpu, "torch": torch.__version__, "python": platform.python_version()}
 
 
 def main(argv=None) -> None:
@@ -106,18 +107,18 @@ def run_bench(args: argparse.Namespace) -> None:
                       f"examples per side, {args.method} on {device}")
         dtype = training.autocast_dtype(rc, device) or torch.float32
         peak = training.matmul_peak_flops(dtype, device)
-        ours = training.run_ccexp(rc, model_dir, train, val, args.warmup, device)
+        sides, order = training.run_sides(rc, model_dir, train, val, args.warmup, device)
+        ours, bare, hf = sides["ccexp"], sides["bare_loop"], sides["hf_trainer"]
         backend = ours.pop("backend")
-        bare = training.run_bare_loop(rc, model_dir, train, val, args.warmup, device)
-        release_memory()  # the bare loop's model, before the next side loads its own
-        hf = training.run_hf_trainer(rc, model_dir, train, val, args.warmup, device)
-        release_memory()
+        del sides
+        release_memory()  # the other sides' models
         # Measured again after training, the higher one kept: one reading taken while the machine
         # happened to be slow would flatter MFU (runs here read 378 to 420 GFLOP/s).
         peaks = [peak, training.matmul_peak_flops(dtype, device)]
         trainable, total = backend.parameter_counts()
         results["training"] = {"ccexp": ours, "bare_loop": bare, "hf_trainer": hf, "matmul_peak_flops": max(peaks),
-                               "matmul_peak_readings": peaks, "frozen_params": total - trainable}
+                               "matmul_peak_readings": peaks, "frozen_params": total - trainable,
+                               "turns": order}
 
     if "generation" in args.parts:
         if backend is None:  # an adapter to generate with: ccexp's side trained alone
@@ -218,8 +219,13 @@ def report_rows(r: dict) -> list[tuple[str, float, str, bool, str]]:
     if "training" in r:
         t = r["training"]
         overhead = t["ccexp"]["tokens_per_s"] / t["bare_loop"]["tokens_per_s"]
+        # The two ran the same batches in turns: step by step, the spread of the ratio is the noise.
+        warmup = int(r["args"]["warmup"])
+        per_step = [b / c for c, b in zip(t["ccexp"]["step_seconds"][warmup:], t["bare_loop"]["step_seconds"][warmup:])
+                    if c > 0]
+        spread = f"; step by step {min(per_step):.2f}–{max(per_step):.2f}" if per_step else ""
         rows.append(("Lightning path vs bare PyTorch loop", overhead, ">= 0.95", overhead >= 0.95,
-                     f"{t['ccexp']['tokens_per_s']:.0f} vs {t['bare_loop']['tokens_per_s']:.0f} tok/s"))
+                     f"{t['ccexp']['tokens_per_s']:.0f} vs {t['bare_loop']['tokens_per_s']:.0f} tok/s{spread}"))
     return rows
 
 
@@ -239,5 +245,16 @@ def print_table(console: Console, rows, results: dict) -> None:
     console.print(table)
 
 
+def _one_malloc_arena() -> None:
+    """Start again with ``MALLOC_ARENA_MAX=1`` (glibc), unless already set: the training sides
+    run in threads of their own (``turns.py``), and with an arena per thread each kept ~5 GB
+    that it had freed, which ran a 24 GB VM out of memory. ``mallopt`` at run time comes too
+    late once PyTorch's threads have made arenas of their own (peak 19.8 GB against 14.7 GB)."""
+    if sys.platform == "linux" and "MALLOC_ARENA_MAX" not in os.environ:
+        env = {**os.environ, "MALLOC_ARENA_MAX": "1"}
+        os.execve(sys.executable, [sys.executable, "-m", "ccexp.bench", *sys.argv[1:]], env)
+
+
 if __name__ == "__main__":
+    _one_malloc_arena()
     main()

@@ -1,19 +1,25 @@
 """Training throughput, measured side by side on the same model, data, seed and steps:
 ccexp's Lightning path, a bare PyTorch loop with the same kernels, and HF ``Trainer`` + peft
-with the collator HF's causal-LM fine-tuning examples use. Warm-up steps are left out; tokens
-are non-pad tokens; every side's adapter is then scored on the same validation examples."""
+with the collator HF's causal-LM fine-tuning examples use. The sides take turns, one optimizer
+step each (``turns.py``), so drift of the machine's speed hits them alike. Warm-up steps are
+left out; tokens are non-pad tokens; every side's adapter is then scored on the same validation
+examples."""
 
 from __future__ import annotations
 
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 
 from ccexp.backends.lightning import TorchBackend
+from ccexp.backends.lightning_modules import Throughput
+from ccexp.bench.turns import StepClock, Turns
 from ccexp.config import RunConfig
 from ccexp.data.batching import IGNORE, EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll
 
@@ -79,18 +85,46 @@ def _to(batch: dict, device: str) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def run_ccexp(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int, device: str) -> dict:
+def run_ccexp(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int, device: str,
+              pass_turn: Callable[[], None] = lambda: None) -> dict:
     backend = TorchBackend(rc, device, model_dir)
+    backend.fit_callbacks.append(_TakeTurns(pass_turn))
     with tempfile.TemporaryDirectory() as tmp:
         backend.fit(train, val, None, Path(tmp))
+    backend.fit_callbacks.clear()
     return {**_speed(backend.fit_batches, warmup), "base_weights": base_weights(backend.model),
             "val_loss": val_loss(backend.model, backend.tokenizer, val, rc.model.max_seq_len, backend.autocast_dtype,
                                  device),
             "backend": backend}
 
 
+class _TakeTurns(pl.Callback):
+    """Hands the turn on at the end of every training batch (after ``Throughput`` has timed
+    it) and restarts ``Throughput``'s clock once the turn is back."""
+
+    def __init__(self, pass_turn: Callable[[], None]):
+        self.pass_turn = pass_turn
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.pass_turn()
+        for callback in trainer.callbacks:
+            if isinstance(callback, Throughput):
+                callback.restart()
+
+
+def run_sides(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int,
+              device: str) -> tuple[dict, list[str]]:
+    """ccexp, the bare loop and HF Trainer in turns, one optimizer step each (``turns.py``):
+    their results by side, and the order the steps ran in."""
+    sides = {"ccexp": run_ccexp, "bare_loop": run_bare_loop, "hf_trainer": run_hf_trainer}
+    turns = Turns(list(sides))
+    results = turns.run({name: partial(side, rc, model_dir, train, val, warmup, device) for name, side in sides.items()},
+                        seed=rc.seed)
+    return results, turns.order
+
+
 def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int,
-                  device: str) -> dict:
+                  device: str, pass_turn: Callable[[], None] = lambda: None) -> dict:
     """The same model, batches, optimizer and loss as ccexp, without Lightning."""
     from transformers import get_linear_schedule_with_warmup
 
@@ -104,8 +138,8 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
     optimizer = torch.optim.AdamW(params, lr=rc.method.lr, weight_decay=t.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * t.max_steps), t.max_steps)
     model.train()
-    batches = []
-    since = time.perf_counter()  # each batch timed from the previous one's end, as ccexp's and HF's sides
+    tokens = []
+    clock = StepClock(partial(sync, device))  # each batch timed from the previous one's end, as on the other sides
     for step, batch in enumerate(loader):
         if step == t.max_steps:
             break
@@ -117,16 +151,14 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        sync(device)
-        now = time.perf_counter()
-        batches.append((now - since, int(batch["attention_mask"].sum())))
-        since = now
-    return {**_speed(batches, warmup), "base_weights": base_weights(model),
+        tokens.append(int(batch["attention_mask"].sum()))
+        clock.step_end(pass_turn)
+    return {**_speed(list(zip(clock.seconds, tokens)), warmup), "base_weights": base_weights(model),
             "val_loss": val_loss(model, tok, val, rc.model.max_seq_len, backend.autocast_dtype, device)}
 
 
 def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int,
-                   device: str) -> dict:
+                   device: str, pass_turn: Callable[[], None] = lambda: None) -> dict:
     """HF Trainer + peft as its docs set it up: a tokenizer with its default (right) padding,
     random batches, ``DataCollatorForSeq2Seq`` padding labels with -100 (loss on answer tokens
     only, like ccexp), logits for every position, the base in its saved dtype; the same compute
@@ -157,20 +189,17 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
         tokens.append(int(batch["attention_mask"].sum()))
         return batch
 
-    times: list[float] = []
+    clock = StepClock(partial(sync, device))
 
     class StepTimer(TrainerCallback):
         """From the previous step's end (or the epoch's start): fetching and collating the
         batch included, as on the other sides."""
 
         def on_epoch_begin(self, args, state, control, **kw):
-            self.since = time.perf_counter()
+            clock.start()
 
         def on_step_end(self, args, state, control, **kw):
-            sync(device)
-            now = time.perf_counter()
-            times.append(now - self.since)
-            self.since = now
+            clock.step_end(pass_turn)
 
     spec = METHODS[rc.method.name](rc.method, rc.model, str(model_dir), torch.bfloat16)
     if spec.quantization_config is not None:
@@ -191,7 +220,7 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
         trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collator,
                           callbacks=[StepTimer()])
         trainer.train()
-    return {**_speed(list(zip(times, tokens)), warmup), "base_weights": base_weights(model),
+    return {**_speed(list(zip(clock.seconds, tokens)), warmup), "base_weights": base_weights(model),
             "val_loss": val_loss(model, ours, val, rc.model.max_seq_len, autocast_dtype(rc, device), device)}
 
 
