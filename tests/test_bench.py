@@ -110,3 +110,19 @@ def test_the_bench_command_restarts_with_one_malloc_arena():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "MALLOC_ARENA_MAX": "1"}, capture_output=True,
                          text=True)
     assert out.returncode == 0 and out.stdout.strip() == "not re-executed", out.stderr
+
+
+def test_a_config_error_in_one_side_is_still_one_line(capsys, monkeypatch, tiny_dir):
+    """The sides run in threads: an error in one reaches the bench as itself, not wrapped."""
+    from ccexp.bench import training
+    from ccexp.config import ConfigError
+
+    def bare_loop(*args, **kwargs):
+        raise ConfigError("trainer.batch_size: expected an integer >= 1, got 0")
+
+    monkeypatch.setattr(training, "run_bare_loop", bare_loop)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "tiny", "--parts", "training", "--steps", "1", "--warmup", "1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "ccexp.bench: error: trainer.batch_size: expected an integer >= 1, got 0"  # after the model's loading bar

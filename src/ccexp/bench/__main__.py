@@ -71,7 +71,8 @@ def machine(device: str) -> dict:
     # Two CPUs of one name can differ in what decides the numbers: the vector ISA PyTorch's
     # kernels use and whether bf16 dot products exist (without them ccexp trains in fp32).
     return {"cpu": cpu, "cpu_isa": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_has_bf16(),
-            "threads": torch.get_num_threads(), "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"), **gpu, "torch": torch.__version__, "python": platform.python_version()}
+            "threads": torch.get_num_threads(), "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"), **gpu,
+            "torch": torch.__version__, "python": platform.python_version()}
 
 
 def main(argv=None) -> None:
@@ -110,8 +111,7 @@ def run_bench(args: argparse.Namespace) -> None:
         sides, order = training.run_sides(rc, model_dir, train, val, args.warmup, device)
         ours, bare, hf = sides["ccexp"], sides["bare_loop"], sides["hf_trainer"]
         backend = ours.pop("backend")
-        del sides
-        release_memory()  # the other sides' models
+        release_memory()  # the other sides' models, gone with their threads
         # Measured again after training, the higher one kept: one reading taken while the machine
         # happened to be slow would flatter MFU (runs here read 378 to 420 GFLOP/s).
         peaks = [peak, training.matmul_peak_flops(dtype, device)]

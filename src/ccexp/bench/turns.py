@@ -67,7 +67,8 @@ class Turns:
 
     def run(self, sides: dict[str, Callable[[Callable[[], None]], object]], seed: int) -> dict[str, object]:
         """Run ``sides[name](pass_turn)`` for every name, in turns; their results by name. Every
-        side starts from the random state ``seed`` gives. The first failure is raised here, named."""
+        side starts from the random state ``seed`` gives. The first failure is raised here as it
+        was (a ConfigError stays one, for the bench's one-line errors), with a note naming the side."""
         if list(sides) != self.names:
             raise ValueError(f"Turns: sides {list(sides)} are not the ones named, {self.names}")
         mallopt(M_ARENA_MAX, 1)  # before the threads start: new threads then share the main arena
@@ -100,7 +101,9 @@ class Turns:
                 thread.join(timeout=1.0)
         if self._failed is not None:
             name, err = self._failed
-            raise RuntimeError(f"benchmark side {name!r} failed: {type(err).__name__}: {err}") from err
+            if hasattr(err, "add_note"):  # Python 3.11+
+                err.add_note(f"raised by the benchmark side {name!r}")
+            raise err
         return results
 
     def pass_turn(self, name: str) -> None:
