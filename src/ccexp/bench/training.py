@@ -165,7 +165,6 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
     dtype (bf16 autocast) and optimizer.
     QLoRA as peft's guide has it: the base loaded in 4 bits (the method's quantization config)
     in bf16, ``prepare_model_for_kbit_training`` (norms in fp32, gradient checkpointing)."""
-    from datasets import Dataset
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
@@ -217,7 +216,9 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
             save_strategy="no", report_to=[], seed=rc.seed, dataloader_num_workers=0,
             remove_unused_columns=False, disable_tqdm=True,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collator,
+        # A list of dicts is a map-style dataset to Trainer (``datasets`` is not needed to run the
+        # bench, e.g. on an offline GPU machine that lacks it); the same random batches.
+        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator,
                           callbacks=[StepTimer()])
         trainer.train()
     return {**_speed(list(zip(clock.seconds, tokens)), warmup), "base_weights": base_weights(model),
