@@ -126,3 +126,20 @@ def test_a_config_error_in_one_side_is_still_one_line(capsys, monkeypatch, tiny_
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         "ccexp.bench: error: trainer.batch_size: expected an integer >= 1, got 0"  # after the model's loading bar
+
+
+def test_offline_gpu_run_without_its_bundle_is_one_line(tmp_path):
+    """benchmarks/offline/run.sh (the GPU bench on a machine without pip access) names the
+    missing bundle and the script that makes it, before it installs or builds anything."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    script = tmp_path / "benchmarks" / "offline" / "run.sh"
+    script.parent.mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "benchmarks" / "offline" / "run.sh", script)
+    out = subprocess.run(["bash", str(script), str(tmp_path / "results")], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip() == (f"run.sh: no .offline/ bundle in {tmp_path}: run benchmarks/offline/bundle.sh "
+                                  "where pip works, and copy it along")
+    assert not (tmp_path / "results").exists()
