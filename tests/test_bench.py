@@ -37,6 +37,10 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir):
     assert results["memory"]["qlora"]["measure"] == "peak RSS"
     generation = results["generation"]
     assert 0 < generation["batched_prefill_s"] and 0 < generation["single_prefill_s"] and generation["decode_ratio"] > 0
+    # Wall time per part, and of the whole run (the issue's < 10 minutes), models and data included.
+    seconds = results["seconds"]
+    assert list(seconds) == ["training", "generation", "memory", "total"] and min(seconds.values()) > 0
+    assert seconds["total"] >= seconds["training"] + seconds["generation"] + seconds["memory"]
 
 
 def test_bench_parts_and_method(tmp_path, tiny_dir):
@@ -55,6 +59,7 @@ def test_bench_parts_and_method(tmp_path, tiny_dir):
     sides = [results["training"][side] for side in ("ccexp", "bare_loop", "hf_trainer")]
     assert [side["base_weights"] for side in sides] == ["4-bit"] * 3
     assert all(math.isfinite(side["val_loss"]) for side in sides)
+    assert list(results["seconds"]) == ["training", "total"]
 
 
 def test_bench_unknown_model_is_one_line(capsys):
