@@ -270,7 +270,7 @@ class _PartClock:
         self.parts[part], self.last = now - self.last, now
 
     def seconds(self) -> dict[str, float]:
-        return {**{k: round(v, 1) for k, v in self.parts.items()}, "total": round(time.perf_counter() - self.start, 1)}
+        return {**self.parts, "total": time.perf_counter() - self.start}
 
 
 def _one_malloc_arena() -> None:
