@@ -6,10 +6,14 @@
 # $CCEXP_CACHE_DIR (default /tmp/ccexp-cache, 14.5 GB), so a second call on the same machine
 # starts at once. Writes RESULTS_DIR/bench-<parts>.json and the GPU's nvidia-smi line.
 set -euo pipefail
+results=$(realpath -m -- "${1:?usage: benchmarks/offline/run.sh RESULTS_DIR [PARTS] [bench arguments]}")
+shift
+parts=training
+if [ $# -gt 0 ] && [[ $1 != -* && $1 != *=* ]]; then  # not an option or an override: the parts
+  parts=$1
+  shift
+fi
 cd "$(dirname "$0")/../.."
-results=${1:?usage: benchmarks/offline/run.sh RESULTS_DIR [PARTS] [bench arguments]}
-parts=${2:-training}
-shift $(( $# < 2 ? $# : 2 ))
 [ -d .offline/wheels ] && [ -f .offline/tokenizer/tokenizer.json ] ||
   { echo "run.sh: no .offline/ bundle in $PWD: run benchmarks/offline/bundle.sh where pip works, and copy it along" >&2; exit 2; }
 site=${CCEXP_OFFLINE_SITE:-/tmp/ccexp-site}
