@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ccexp.data.batching import IGNORE, EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll, encode
+from ccexp.data.batching import IGNORE, EncodedDataset, GroupedBatchSampler, collate, completion_nll, encode
 from ccexp.models import load_model
 
 
@@ -42,7 +42,7 @@ def test_collate_left_pads_and_masks_prompt(tokenizer):
 
 def test_length_grouped_sampler_covers_everything_once_and_groups():
     lengths = [((i * 37) % 101) + 1 for i in range(200)]
-    sampler = LengthGroupedBatchSampler(lengths, batch_size=4, shuffle=True, seed=0, group=10)
+    sampler = GroupedBatchSampler([-n for n in lengths], batch_size=4, shuffle=True, seed=0, group=10)
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(200)) and len(batches) == len(sampler)
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
@@ -64,9 +64,9 @@ def test_answer_only_loss_equals_full_logits_loss(tiny_dir, tokenizer):
 
 
 def test_sampler_keeps_whole_accumulation_groups():
-    sampler = LengthGroupedBatchSampler([10] * 22, batch_size=4, shuffle=True, seed=0, multiple_of=4)
+    sampler = GroupedBatchSampler([10] * 22, batch_size=4, shuffle=True, seed=0, multiple_of=4)
     assert len(sampler) == 4 and len(list(sampler)) == 4  # 6 batches -> 4, the tail drops
-    assert len(LengthGroupedBatchSampler([10] * 5, batch_size=4, shuffle=True, seed=0, multiple_of=4)) == 2
+    assert len(GroupedBatchSampler([10] * 5, batch_size=4, shuffle=True, seed=0, multiple_of=4)) == 2
 
 
 def test_generation_keeps_as_much_prompt_as_training():

@@ -30,12 +30,14 @@ def _loss_curve(tmp_path, name, *overrides):
 
 def test_varlen_attention_and_shared_dropout_keep_the_loss_curve(tmp_path, monkeypatch):
     """The defaults (varlen attention, one q/k/v dropout mask, contiguous head input, no LoRA input
-    casts) against transformers' SDPA with peft's independent masks and none of the rewrites."""
-    fast = _loss_curve(tmp_path, "fast")
+    casts) against transformers' SDPA with peft's independent masks and none of the rewrites, on
+    the same padded batches (packing: tests/test_packing.py)."""
+    fast = _loss_curve(tmp_path, "fast", "backend.packing=false")
     import ccexp.backends.speedups as speedups
 
     monkeypatch.setattr(speedups, "apply", lambda *args, **kwargs: None)  # none of the rewrites
-    plain = _loss_curve(tmp_path, "plain", "backend.attention=sdpa", "method.shared_dropout=false")
+    plain = _loss_curve(tmp_path, "plain", "backend.attention=sdpa", "backend.packing=false",
+                        "method.shared_dropout=false")
     assert len(fast) == len(plain) == 6
     # Different dropout masks (shared vs independent) and bf16 rounding: close, not equal.
     assert fast == pytest.approx(plain, rel=0.02)

@@ -135,6 +135,13 @@ class BackendConfig:
     attention: str = "varlen"
     """torch: varlen (causal attention per row over its real tokens: no compute on padding) | sdpa
     (transformers' SDPA with a padding mask) | eager. Ignored by mlx."""
+    packing: bool = True
+    """torch, lora/qlora: each training and validation batch is one packed row, with the prompt
+    start its examples share (system prompt, task instruction) computed once and no padding;
+    batches group examples by prompt, so they share more. Losses and gradients are the padded
+    batch's (the examples never see each other). Needs attention=varlen; prompt tuning keeps
+    padded rows (its virtual tokens go before each one). false = left-padded rows grouped by
+    length. Ignored by mlx."""
     release_freed_memory: bool = False
     """cpu, glibc: allocations of 256 KB and more get pages of their own, returned to the OS when
     freed, so peak RSS follows live tensors instead of heap fragmentation (a QLoRA step: ~2.9 GB
@@ -168,6 +175,9 @@ class BackendConfig:
                "auto, float32 or bfloat16", self.base_dtype)
         _check(self.attention in ("varlen", "sdpa", "eager"), "backend.attention", "varlen, sdpa or eager",
                self.attention)
+        _check(not self.packing or self.attention == "varlen" or self.name == "mlx", "backend.packing",
+               f"false with backend.attention={self.attention} (only varlen attention keeps packed examples "
+               "apart)", self.packing)
         _check(self.num_threads is None or self.num_threads >= 1, "backend.num_threads",
                "null or an integer >= 1", self.num_threads)
         _check(0 <= self.draft_tokens <= 64, "backend.draft_tokens", "an integer from 0 to 64", self.draft_tokens)

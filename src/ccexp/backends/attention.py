@@ -7,7 +7,11 @@ attention over its own suffix, so this runs SDPA once per row on that suffix wit
 ``is_causal=True``: the same result for every real token (pad positions get zeros, which
 no real token ever reads), a third less attention time on the CPU (``python -m ccexp.bench``)
 and no B×T×T mask traffic. Any mask that is not exactly "causal + left padding" (a decode
-step, right padding, sliding windows, a packed batch) falls back to HF's SDPA, unchanged.
+step, right padding, sliding windows, HF's own packed format) falls back to HF's SDPA, unchanged.
+
+ccexp's packed batches (``backend.packing``) are one row: the prompt start the batch's
+examples share, then each example's own tokens; the model call names the segments
+(``SEGMENTS``), and each example attends to the shared start and to its own tokens only.
 
 On the CPU, two kernels, picked by shape, because its fused (flash) kernel runs at ~40 GFLOP/s
 where a plain matmul runs at ~350 (GPUs keep SDPA per row: their fused kernels are fast, and
@@ -31,6 +35,7 @@ their memory stays linear in L):
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import torch
 from transformers import AttentionInterface, AttentionMaskInterface
@@ -38,6 +43,10 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import sdpa_mask
 
 NAME = "ccexp_varlen"
+# The model-call keyword that marks a packed row, (shared prefix length, each example's own
+# length): transformers hands extra keywords through every layer to the attention function
+# (gradient checkpointing's recomputation included).
+SEGMENTS = "packed_segments"
 # Longest row (tokens) for the explicit-matmul kernel; longer rows use the fused SDPA kernel,
 # whose memory does not grow with L². 1024 tokens keep the kept probabilities at ≤ 19 MB per
 # layer per row for a 9-head model.
@@ -89,14 +98,18 @@ def left_pad_starts(mask: torch.Tensor | None, q_len: int, k_len: int) -> list[i
 
 def varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
                              is_causal=None, **kwargs):
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    segments = kwargs.get(SEGMENTS)
+    if segments is not None:  # a packed row: the batch's shared prompt start, then each example
+        if dropout > 0:  # no fallback could keep the examples apart (TorchBackend refuses such models)
+            raise ValueError("packed batches need attention dropout 0")
+        return packed_attention(query, key, value, scaling, *segments), None
     if dropout > 0 or kwargs.get("position_bias") is not None or kwargs.get("cache") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     q_len, k_len = query.shape[2], key.shape[2]
     # The explicit kernel is for CPUs: GPU flash kernels are fast, and their memory is linear in L.
-    explicit = query.device.type == "cpu"
-    if explicit and q_len < k_len and q_len <= DECODE_MAX_QUERIES and not torch.is_grad_enabled():
+    if query.device.type == "cpu" and q_len < k_len and q_len <= DECODE_MAX_QUERIES and not torch.is_grad_enabled():
         mask = decode_mask(attention_mask, q_len, k_len)
         if mask is not False:
             return explicit_attention(query, key, value, scaling, mask), None
@@ -107,27 +120,49 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
     if starts is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    batch, heads = query.shape[:2]
     offset = k_len - q_len  # cached positions before the first query
-    out = query.new_zeros(batch, q_len, heads, value.shape[-1])
+    out = query.new_zeros(query.shape[0], q_len, query.shape[1], value.shape[-1])
     for row, start in enumerate(starts):
         first = max(start - offset, 0)  # this row's first real query
-        q, k, v = query[row : row + 1, :, first:], key[row : row + 1, :, start:], value[row : row + 1, :, start:]
-        n_q, n_k = q_len - first, k_len - start
-        if explicit and n_k <= EXPLICIT_MAX_LEN:
-            blocks = max(1, n_q // (FP32_BLOCK_ROWS if q.dtype == torch.float32 else BLOCK_ROWS))
-            edges = [n_q * i // blocks for i in range(blocks + 1)]
-            part = torch.cat([explicit_attention(q[:, :, a:b], k[:, :, : n_k - n_q + b], v[:, :, : n_k - n_q + b],
-                                                 scaling, causal=True) for a, b in zip(edges, edges[1:])], dim=1)
-        else:
-            groups = heads // key.shape[1]
-            # SDPA's is_causal aligns the triangle top-left: right only when q and k are the same positions.
-            bias = None if n_q == n_k else causal_bias(n_q, n_k, q.dtype, q.device)
-            part = torch.nn.functional.scaled_dot_product_attention(
-                q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=bias, is_causal=bias is None,
-                scale=scaling).transpose(1, 2)
-        out[row, first:] = part[0]
+        out[row, first:] = causal_rows(query[row : row + 1, :, first:], key[row : row + 1, :, start:],
+                                       value[row : row + 1, :, start:], scaling)[0]
     return out, None
+
+
+def packed_attention(query, key, value, scaling: float, prefix: int, lengths: Sequence[int]) -> torch.Tensor:
+    """Attention for one packed row (``data/batching.py``, ``collate_packed``): a prompt start of
+    ``prefix`` tokens that every example in the batch shares, then each example's own tokens,
+    ``lengths`` of them. The start attends causally to itself; each example's tokens attend to
+    the start and causally to their own, never to another example's. That is exactly what each
+    example would see in a row of its own, so losses and gradients are those of the padded
+    batch, with the start computed once instead of once per example. Returns [1, T, heads, dim]."""
+    parts = [causal_rows(query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix], scaling)] if prefix else []
+    start = prefix
+    for n in lengths:
+        own = slice(start, start + n)
+        k, v = key[:, :, own], value[:, :, own]
+        if prefix:
+            k, v = torch.cat([key[:, :, :prefix], k], dim=2), torch.cat([value[:, :, :prefix], v], dim=2)
+        parts.append(causal_rows(query[:, :, own], k, v, scaling))
+        start += n
+    return torch.cat(parts, dim=1)
+
+
+def causal_rows(q, k, v, scaling: float) -> torch.Tensor:
+    """Causal attention of one row's queries, the last n_q of its n_k key positions, ->
+    [1, n_q, heads, dim]: the explicit kernel in query blocks on the CPU, else fused SDPA."""
+    n_q, n_k = q.shape[2], k.shape[2]
+    if q.device.type == "cpu" and n_k <= EXPLICIT_MAX_LEN:
+        blocks = max(1, n_q // (FP32_BLOCK_ROWS if q.dtype == torch.float32 else BLOCK_ROWS))
+        edges = [n_q * i // blocks for i in range(blocks + 1)]
+        return torch.cat([explicit_attention(q[:, :, a:b], k[:, :, : n_k - n_q + b], v[:, :, : n_k - n_q + b],
+                                             scaling, causal=True) for a, b in zip(edges, edges[1:])], dim=1)
+    groups = q.shape[1] // k.shape[1]
+    # SDPA's is_causal aligns the triangle top-left: right only when q and k are the same positions.
+    bias = None if n_q == n_k else causal_bias(n_q, n_k, q.dtype, q.device)
+    return torch.nn.functional.scaled_dot_product_attention(
+        q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=bias, is_causal=bias is None,
+        scale=scaling).transpose(1, 2)
 
 
 def decode_mask(mask: torch.Tensor | None, q_len: int, k_len: int):

@@ -31,6 +31,8 @@ from collections.abc import Hashable, Sequence
 import torch
 from transformers import DynamicCache
 
+from ccexp.data.batching import common_prefix, common_prefix_all
+
 
 def _forward(net, cache: DynamicCache, **inputs):
     """One forward pass that reads and extends ``cache``. transformers 5.2x renamed the
@@ -124,7 +126,7 @@ class PrefixCache:
         for entry_key, (ids, _) in self._store.items():
             if entry_key[0] != key:
                 continue
-            shared = _common_prefix(ids, prompt, len(prompt) - 1)
+            shared = common_prefix(ids, prompt, len(prompt) - 1)
             if shared > best_len:
                 best, best_len = entry_key, shared
         if best is None or best_len < self.min_shared:
@@ -141,15 +143,6 @@ class PrefixCache:
         self._store[(key, tuple(prompt))] = (list(prompt), layers)
         while len(self._store) > self.entries:
             self._store.popitem(last=False)
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
-    n = 0
-    for x, y in zip(a[:limit], b[:limit]):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 @torch.inference_mode()
@@ -219,7 +212,7 @@ def greedy_decode_batch(net, prompts: Sequence[Sequence[int]], max_new_tokens: i
     start = time.perf_counter()
     device = next(net.parameters()).device
     lengths = [len(p) for p in prompts]
-    shared = _common_prefix_all(prompts, min(lengths) - 1) if share_prefix else 0
+    shared = common_prefix_all(prompts, min(lengths) - 1) if share_prefix else 0
     base = DynamicCache(config=net.config)
     if shared >= min_shared and not any(layer.is_sliding for layer in base.layers):
         _forward(net, base, input_ids=torch.tensor([list(prompts[0][:shared])], device=device), logits_to_keep=1)
@@ -261,10 +254,3 @@ def greedy_decode_batch(net, prompts: Sequence[Sequence[int]], max_new_tokens: i
                 answers[row].append(token)
                 done[row] = token == eos_id
     return answers, first_token
-
-
-def _common_prefix_all(prompts: Sequence[Sequence[int]], limit: int) -> int:
-    n = limit
-    for prompt in prompts[1:]:
-        n = _common_prefix(prompts[0], prompt, n)
-    return n

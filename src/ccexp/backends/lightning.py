@@ -15,13 +15,14 @@ from peft import set_peft_model_state_dict
 from pytorch_lightning.callbacks import EarlyStopping
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
+from transformers import DynamicCache
 
 from ccexp.backends import decoding, packed, speedups
 from ccexp.backends.base import Generation, peak_rss_mb
 from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, Checkpoints, CompletionLM, Throughput
 from ccexp.config import ConfigError, RunConfig
-from ccexp.data.batching import (EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll,
-                                 generation_prompt_room, prompt_text)
+from ccexp.data.batching import (EncodedDataset, GroupedBatchSampler, collate, collate_packed, completion_nll,
+                                 generation_prompt_room, prompt_text, to_device)
 from ccexp.methods import METHODS
 from ccexp.models import load_model, load_tokenizer
 
@@ -55,6 +56,24 @@ def resolve_base_dtype(requested: str, precision: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[requested]
 
 
+def packing_applies(cfg: RunConfig, model) -> bool:
+    """Whether training and validation batches are packed rows (``backend.packing``). Prompt
+    tuning keeps padded rows: peft puts its virtual tokens before each row and drops position
+    ids. A model the packed attention would get wrong is refused in one line."""
+    peft_config = getattr(model, "active_peft_config", None)
+    if not cfg.backend.packing or (peft_config is not None and peft_config.is_prompt_learning):
+        return False
+    config = model.config
+    window = getattr(config, "sliding_window", None)
+    if window and window < cfg.model.max_seq_len and any(layer.is_sliding for layer in DynamicCache(config=config).layers):
+        raise ConfigError(f"backend.packing=true: model {cfg.model.name} attends within a sliding window of {window} "
+                          f"tokens, shorter than model.max_seq_len={cfg.model.max_seq_len}; set backend.packing=false")
+    if getattr(config, "attention_dropout", 0.0) > 0:
+        raise ConfigError(f"backend.packing=true: model {cfg.model.name} has attention dropout "
+                          f"{config.attention_dropout}; set backend.packing=false")
+    return True
+
+
 class FirstTokenClock:
     """A ``generate`` streamer that only keeps time: its first ``put`` is the prompt, its second
     the first new token, so one call gives both time to first token and total time."""
@@ -85,6 +104,7 @@ class TorchBackend:
         base = load_model(model_dir, dtype, spec.quantization_config, device=device, attention=cfg.backend.attention)
         self.model = spec.wrap(base).to(device)
         speedups.apply(self.model, autocast=self.autocast_dtype is not None, shared_dropout=cfg.method.shared_dropout)
+        self.packing = packing_applies(cfg, self.model)
         self.fit_batches: list[tuple[float, int]] = []  # (seconds, non-pad tokens) per training batch
         self.fit_callbacks: list[pl.Callback] = []  # more Lightning callbacks for fit (a benchmark's turns)
         # Single requests: drafts from the training answers, and the shared prompt prefix's keys/values.
@@ -98,7 +118,7 @@ class TorchBackend:
     def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
         t = self.cfg.trainer
         data = ChatDataModule(self.tokenizer, train, val, self.cfg.model.max_seq_len, t.batch_size,
-                              self.cfg.seed, t.grad_accum)
+                              self.cfg.seed, t.grad_accum, packed=self.packing)
         steps_per_epoch = math.ceil(len(data.train_sampler()) / t.grad_accum)
         total_steps = t.max_steps if t.max_steps > 0 else t.max_epochs * steps_per_epoch
         module = CompletionLM(self.model, self.cfg.method.lr, t.weight_decay, t.warmup_ratio, total_steps)
@@ -181,16 +201,16 @@ class TorchBackend:
             self.packed.clear()
 
     def _batches(self, dataset: EncodedDataset, batch_size: int):
-        sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, shuffle=False, seed=0)
-        return DataLoader(dataset, batch_sampler=sampler,
-                          collate_fn=partial(collate, pad_id=self.tokenizer.pad_token_id))
+        sampler = GroupedBatchSampler(dataset.sort_keys(self.packing), batch_size, shuffle=False, seed=0)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_packed if self.packing else
+                          partial(collate, pad_id=self.tokenizer.pad_token_id))
 
     def nll(self, examples: Sequence[dict], adapter: bool = True) -> tuple[float, int]:
         dataset = EncodedDataset(self.tokenizer, examples, self.cfg.model.max_seq_len)
         total, count = 0.0, 0
         with self._net(adapter) as net:
             for batch in self._batches(dataset, self.cfg.eval.batch_size):
-                nll, n = completion_nll(net, {k: v.to(self.device) for k, v in batch.items()})
+                nll, n = completion_nll(net, to_device(batch, self.device))
                 total, count = total + float(nll), count + int(n)
         return total, count
 

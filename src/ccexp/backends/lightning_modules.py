@@ -17,27 +17,31 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
-from ccexp.data.batching import EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll
+from ccexp.data.batching import EncodedDataset, GroupedBatchSampler, collate, collate_packed, completion_nll
 
 
 class ChatDataModule(pl.LightningDataModule):
+    """Training and validation batches: left-padded rows grouped by length, or with ``packed``
+    one row per batch, examples grouped by prompt (``data/batching.py``)."""
+
     def __init__(self, tokenizer, train: Sequence[dict], val: Sequence[dict], max_len: int,
-                 batch_size: int, seed: int, grad_accum: int = 1):
+                 batch_size: int, seed: int, grad_accum: int = 1, packed: bool = False):
         super().__init__()
         self.train_set = EncodedDataset(tokenizer, train, max_len)
         self.val_set = EncodedDataset(tokenizer, val, max_len)
-        self.batch_size, self.seed, self.grad_accum = batch_size, seed, grad_accum
-        self._collate = partial(collate, pad_id=tokenizer.pad_token_id)
+        self.batch_size, self.seed, self.grad_accum, self.packed = batch_size, seed, grad_accum, packed
+        self._collate = collate_packed if packed else partial(collate, pad_id=tokenizer.pad_token_id)
 
-    def train_sampler(self) -> LengthGroupedBatchSampler:
-        return LengthGroupedBatchSampler(self.train_set.lengths, self.batch_size, shuffle=True, seed=self.seed,
-                                         multiple_of=self.grad_accum)
+    def train_sampler(self) -> GroupedBatchSampler:
+        return GroupedBatchSampler(self.train_set.sort_keys(self.packed), self.batch_size, shuffle=True,
+                                   seed=self.seed, multiple_of=self.grad_accum)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_sampler=self.train_sampler(), collate_fn=self._collate)
 
     def val_dataloader(self) -> DataLoader:
-        sampler = LengthGroupedBatchSampler(self.val_set.lengths, self.batch_size, shuffle=False, seed=self.seed)
+        sampler = GroupedBatchSampler(self.val_set.sort_keys(self.packed), self.batch_size, shuffle=False,
+                                      seed=self.seed)
         return DataLoader(self.val_set, batch_sampler=sampler, collate_fn=self._collate)
 
 
@@ -48,15 +52,15 @@ class CompletionLM(pl.LightningModule):
         super().__init__()
         self.model = model
         self.lr, self.weight_decay, self.warmup_ratio, self.total_steps = lr, weight_decay, warmup_ratio, total_steps
-        self.tokens_seen = 0  # non-pad tokens through training forward passes
+        self.tokens_seen = 0  # the examples' tokens through training forward passes (no padding)
         self._val_nll = self._val_count = 0.0
         self.history: list[dict] = []
 
     def training_step(self, batch, batch_idx):
         nll, count = completion_nll(self.model, batch)
         loss = nll / count.clamp(min=1)
-        self.tokens_seen += int(batch["attention_mask"].sum())
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.tokens_seen += batch["n_tokens"]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_rows(batch))
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -122,7 +126,8 @@ class Checkpoints(pl.Callback):
 
 
 class Throughput(pl.Callback):
-    """Wall time per training batch with its non-pad tokens, so a benchmark can leave out the
+    """Wall time per training batch with its examples' tokens (no padding; a packed batch's
+    shared prompt start counted once per example, as each example has it), so a benchmark can leave out the
     warm-up: from the end of the previous batch (or the epoch's start, or the end of a
     validation) to the end of this one — fetching and moving the batch, forward, backward,
     optimizer, scheduler and Lightning's own hooks; validation excluded."""
@@ -148,8 +153,13 @@ class Throughput(pl.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         now = _now(module)  # a GPU may still be running the step's backward and optimizer
-        self.batches.append((now - self._since, int(batch["attention_mask"].sum())))
+        self.batches.append((now - self._since, batch["n_tokens"]))
         self._since = now
+
+
+def batch_rows(batch: dict) -> int:
+    """How many examples a batch holds, padded or packed."""
+    return len(batch["segments"][1]) if "segments" in batch else batch["input_ids"].shape[0]
 
 
 def _now(module) -> float:

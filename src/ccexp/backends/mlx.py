@@ -36,7 +36,7 @@ from ccexp.backends import mlx_lora, mlx_prompt
 from ccexp.backends.base import Generation, peak_rss_mb
 from ccexp.backends.mlx_prompt import PromptedLM
 from ccexp.config import ConfigError, RunConfig
-from ccexp.data.batching import Encoded, EncodedDataset, LengthGroupedBatchSampler, generation_prompt_room, prompt_text
+from ccexp.data.batching import Encoded, EncodedDataset, GroupedBatchSampler, generation_prompt_room, prompt_text
 from ccexp.models import load_tokenizer
 
 log = logging.getLogger("ccexp")
@@ -175,8 +175,8 @@ class MLXBackend:
     def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
         t, max_len = self.cfg.trainer, self.cfg.model.max_seq_len
         train_set, val_set = EncodedDataset(self.tokenizer, train, max_len), EncodedDataset(self.tokenizer, val, max_len)
-        sampler = LengthGroupedBatchSampler(train_set.lengths, t.batch_size, shuffle=True, seed=self.cfg.seed,
-                                            multiple_of=t.grad_accum)
+        sampler = GroupedBatchSampler(train_set.sort_keys(packed=False), t.batch_size, shuffle=True,
+                                      seed=self.cfg.seed, multiple_of=t.grad_accum)
         total = t.max_steps if t.max_steps > 0 else t.max_epochs * math.ceil(len(sampler) / t.grad_accum)
         optimizer = optim.AdamW(  # bias_correction: torch.optim.AdamW's update, not mlx-lm's default
             learning_rate=warmup_linear_decay(self.cfg.method.lr, int(t.warmup_ratio * total), total),
@@ -252,7 +252,7 @@ class MLXBackend:
             yield self.net
 
     def _nll(self, dataset: EncodedDataset, batch_size: int, limit: Optional[int] = None) -> tuple[float, int]:
-        sampler = LengthGroupedBatchSampler(dataset.lengths, batch_size, shuffle=False, seed=0)
+        sampler = GroupedBatchSampler(dataset.sort_keys(packed=False), batch_size, shuffle=False, seed=0)
         total, count = 0.0, 0
         for i, rows in enumerate(sampler):
             if limit is not None and i >= limit:

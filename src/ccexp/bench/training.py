@@ -18,10 +18,10 @@ import pytorch_lightning as pl
 import torch
 
 from ccexp.backends.lightning import TorchBackend
-from ccexp.backends.lightning_modules import Throughput
+from ccexp.backends.lightning_modules import ChatDataModule, Throughput
 from ccexp.bench.turns import StepClock, Turns
 from ccexp.config import RunConfig
-from ccexp.data.batching import IGNORE, EncodedDataset, LengthGroupedBatchSampler, collate, completion_nll
+from ccexp.data.batching import IGNORE, EncodedDataset, collate, completion_nll, to_device
 
 
 def matmul_peak_flops(dtype: torch.dtype, device: str = "cpu") -> float:
@@ -57,7 +57,7 @@ def val_loss(model, tokenizer, val: list[dict], max_len: int, autocast_dtype, de
     with torch.inference_mode(), autocast(device, autocast_dtype):
         for start in range(0, len(dataset), 4):
             batch = collate([dataset[i] for i in range(start, min(start + 4, len(dataset)))], tokenizer.pad_token_id)
-            nll, n = completion_nll(model, _to(batch, device))
+            nll, n = completion_nll(model, to_device(batch, device))
             total, count = total + float(nll), count + int(n)
     return total / max(count, 1)
 
@@ -79,10 +79,6 @@ def base_weights(model) -> str:
         if type(module).__name__ == "Linear4bit":
             return "4-bit"
     return str(next(p.dtype for p in model.parameters() if not p.requires_grad)).removeprefix("torch.")
-
-
-def _to(batch: dict, device: str) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def run_ccexp(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int, device: str,
@@ -131,9 +127,8 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
     backend = TorchBackend(rc, device, model_dir)  # builds the identical wrapped model
     model, tok, t = backend.model, backend.tokenizer, rc.trainer
     torch.manual_seed(rc.seed)
-    data = EncodedDataset(tok, train, rc.model.max_seq_len)
-    sampler = LengthGroupedBatchSampler(data.lengths, t.batch_size, shuffle=True, seed=rc.seed)
-    loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=partial(collate, pad_id=tok.pad_token_id))
+    loader = ChatDataModule(tok, train, val, rc.model.max_seq_len, t.batch_size, rc.seed,
+                            packed=backend.packing).train_dataloader()  # ccexp's batches
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=rc.method.lr, weight_decay=t.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * t.max_steps), t.max_steps)
@@ -144,14 +139,14 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
         if step == t.max_steps:
             break
         with autocast(device, backend.autocast_dtype):
-            nll, count = completion_nll(model, _to(batch, device))
+            nll, count = completion_nll(model, to_device(batch, device))
             loss = nll / count.clamp(min=1)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens.append(int(batch["attention_mask"].sum()))
+        tokens.append(batch["n_tokens"])
         clock.step_end(pass_turn)
     return {**_speed(list(zip(clock.seconds, tokens)), warmup), "base_weights": base_weights(model),
             "val_loss": val_loss(model, tok, val, rc.model.max_seq_len, backend.autocast_dtype, device)}

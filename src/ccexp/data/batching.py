@@ -1,8 +1,13 @@
-"""Tokenized examples, length-grouped batches and left-padded collation for causal LMs.
+"""Tokenized examples, grouped batches and their collation for causal LMs, two layouts:
 
-Left padding puts every answer at the end of its row, so the loss needs vocabulary logits
-for the last ``max answer + 1`` positions only (``logits_to_keep``), and generation uses the
-same layout. Batches group examples of similar length, so little compute goes to padding.
+- left-padded rows (``collate``): every answer at the end of its row, so the loss needs
+  vocabulary logits for the last ``max answer + 1`` positions only (``logits_to_keep``), as
+  generation does. Batches group examples of similar length, so little compute goes to padding.
+- one packed row (``collate_packed``, ``backend.packing``): the prompt start that all the
+  batch's examples share (system prompt, task instruction), once, then each example's own
+  tokens, no padding. Attention keeps the examples apart (``backends/attention.py``), so the
+  loss and its gradients are the padded batch's, and the shared start is computed once per
+  batch instead of once per example. Batches group examples by prompt, so they share more.
 """
 
 from __future__ import annotations
@@ -71,14 +76,23 @@ class EncodedDataset(Dataset):
     def lengths(self) -> list[int]:
         return [len(item.input_ids) for item in self.items]
 
+    def sort_keys(self, packed: bool) -> list:
+        """What a batch sampler groups by: length, longest first, for padded rows (little
+        padding); the prompt's tokens for packed rows, so examples with the same prompt start
+        (the same task's instruction) land in one batch and share it."""
+        if packed:
+            return [item.input_ids[: len(item.input_ids) - item.n_answer] for item in self.items]
+        return [-n for n in self.lengths]
 
-class LengthGroupedBatchSampler(Sampler[list[int]]):
-    """Shuffle, cut into mega-batches of ``group`` batches, sort each by length, batch, and
-    shuffle the batches: random order, yet rows in a batch have similar lengths."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int, group: int = 16,
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Shuffle, cut into mega-batches of ``group`` batches, sort each by ``keys``
+    (``EncodedDataset.sort_keys``), batch, and shuffle the batches: random order, yet the rows
+    of a batch are alike (similar lengths, or the same prompt start)."""
+
+    def __init__(self, keys: Sequence, batch_size: int, shuffle: bool, seed: int, group: int = 16,
                  multiple_of: int = 1):
-        self.lengths, self.batch_size, self.shuffle, self.seed, self.group = list(lengths), batch_size, shuffle, seed, group
+        self.keys, self.batch_size, self.shuffle, self.seed, self.group = list(keys), batch_size, shuffle, seed, group
         # With gradient accumulation, whole groups of micro-batches per epoch keep every optimizer
         # step the same size and validation on the step grid; the dropped tail is reshuffled
         # into the next epoch.
@@ -89,20 +103,20 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self._keep((len(self.lengths) + self.batch_size - 1) // self.batch_size)
+        return self._keep((len(self.keys) + self.batch_size - 1) // self.batch_size)
 
     def _keep(self, n_batches: int) -> int:
         return n_batches - n_batches % self.multiple_of if n_batches >= self.multiple_of else n_batches
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = random.Random(self.seed + self.epoch)
-        order = list(range(len(self.lengths)))
+        order = list(range(len(self.keys)))
         if self.shuffle:
             rng.shuffle(order)
         mega = self.batch_size * self.group if self.shuffle else len(order)
         batches = []
         for start in range(0, len(order), mega):
-            chunk = sorted(order[start : start + mega], key=lambda i: self.lengths[i], reverse=True)
+            chunk = sorted(order[start : start + mega], key=lambda i: self.keys[i])
             batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
         if self.shuffle:
             rng.shuffle(batches)
@@ -121,7 +135,56 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         attention_mask[row, width - len(ids):] = 1
         labels[row, width - item.n_answer:] = ids[len(ids) - item.n_answer:]
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-            "n_answer": torch.tensor(max(item.n_answer for item in items))}
+            "n_answer": torch.tensor(max(item.n_answer for item in items)), "n_tokens": int(attention_mask.sum())}
+
+
+def collate_packed(items: Sequence[Encoded], pad_id: int | None = None) -> dict:
+    """One row: the prompt start every item shares, then each item's own tokens (module docstring).
+
+    Position ids restart after the shared start for each item, as if it had a row of its own.
+    The start stops short of every item's last prompt token, so each item's own tokens include
+    the position that predicts its first answer token. ``keep`` lists the positions whose logits
+    the loss needs (each one predicts the answer token after it, in ``labels``); ``segments``
+    goes to the attention function. ``pad_id`` is unused: nothing is padded."""
+    prompts = [item.input_ids[: len(item.input_ids) - item.n_answer] for item in items]
+    shared = common_prefix_all(prompts, min(len(p) for p in prompts) - 1) if len(items) > 1 else 0
+    ids, positions, keep, targets, lengths = list(items[0].input_ids[:shared]), list(range(shared)), [], [], []
+    for item in items:
+        own = item.input_ids[shared:]
+        start = len(ids)
+        ids += own
+        positions += range(shared, len(item.input_ids))
+        end = len(ids)
+        keep += range(end - item.n_answer - 1, end - 1)
+        targets += own[len(own) - item.n_answer :]
+        lengths.append(len(own))
+    return {"input_ids": torch.tensor([ids]), "position_ids": torch.tensor([positions]),
+            "attention_mask": torch.ones(1, len(ids), dtype=torch.long), "keep": torch.tensor(keep),
+            "labels": torch.tensor(targets), "segments": (shared, tuple(lengths)),
+            "n_tokens": sum(len(item.input_ids) for item in items)}
+
+
+def to_device(batch: dict, device) -> dict:
+    """A batch's tensors on ``device``; its plain values (token counts, segments) as they are."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """How many leading tokens ``a`` and ``b`` share, at most ``limit``."""
+    n = 0
+    for x, y in zip(a[:limit], b[:limit]):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def common_prefix_all(rows: Sequence[Sequence[int]], limit: int) -> int:
+    """How many leading tokens all ``rows`` share, at most ``limit``."""
+    n = max(limit, 0)
+    for row in rows[1:]:
+        n = common_prefix(rows[0], row, n)
+    return n
 
 
 def completion_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,6 +193,13 @@ def completion_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     Logits are computed only where an answer token is predicted: on a 49k vocabulary the
     full-sequence logits would cost more than a transformer layer and most of the memory.
     """
+    if "segments" in batch:  # one packed row: the logits at ``keep`` predict ``labels``
+        from ccexp.backends.attention import SEGMENTS
+
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"], logits_to_keep=batch["keep"], **{SEGMENTS: batch["segments"]})
+        nll = torch.nn.functional.cross_entropy(out.logits[0].float(), batch["labels"], reduction="sum")
+        return nll, batch["labels"].new_tensor(batch["labels"].numel())
     keep = int(batch["n_answer"]) + 1
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
     logits = out.logits[:, :-1].float()
