@@ -112,10 +112,10 @@ def test_prompt_sort_keys_put_a_tasks_examples_together(tokenizer):
     examples = [_example(f"{task} Transcript: call number {i} " + "words " * (i % 5), '{"x": 1}')
                 for i in range(24) for task in ("Rate the agent.", "Predict the churn risk.")]
     data = EncodedDataset(tokenizer, examples, 256)
-    batches = list(GroupedBatchSampler(data.sort_keys(packed=True), 4, shuffle=True, seed=0, group=12))
+    batches = list(GroupedBatchSampler(data.sort_keys("prompt"), 4, shuffle=True, seed=0, group=12))
     tasks = [{examples[i]["messages"][1]["content"].split(" Transcript")[0] for i in b} for b in batches]
     assert sorted(i for b in batches for i in b) == list(range(48))
-    assert all(len(t) == 1 for t in tasks)  # 48 = 4 mega-batches of 12 per task... each batch one task
+    assert all(len(t) == 1 for t in tasks)  # each batch holds one task's examples
     shared = [collate_packed([data[i] for i in b])["segments"][0] for b in batches]
     alone = len(tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM}], tokenize=False))
     assert min(shared) > 0 and max(shared) < alone + 40
@@ -126,13 +126,12 @@ QUIET = (*FAST, "eval.generate_examples=0", "eval.baseline=false", "trainer.val_
          "trainer.max_steps=4")
 
 
-def test_packed_training_keeps_the_loss_curve_on_the_same_batches(tmp_path, monkeypatch):
-    """With the batches made the same (both sorted by length) and no dropout, the packed run's
-    validation losses are the padded run's up to float32 rounding, and it counts the same tokens."""
+def test_packed_training_keeps_the_loss_curve(tmp_path, monkeypatch):
+    """Batches grouped by length, packed or not, are the same batches: without dropout, the packed
+    run's validation losses are the padded run's up to float32 rounding, with the same tokens."""
     padded = run(compose_cfg(*QUIET, "backend.packing=false"), tmp_path / "padded")
     from ccexp.backends import attention
 
-    monkeypatch.setattr(EncodedDataset, "sort_keys", lambda self, packed: [-n for n in self.lengths])
     calls = []
     original = attention.packed_attention
     monkeypatch.setattr(attention, "packed_attention", lambda *a, **kw: calls.append(a[-2]) or original(*a, **kw))
@@ -143,6 +142,17 @@ def test_packed_training_keeps_the_loss_curve_on_the_same_batches(tmp_path, monk
     assert len(a) == len(b) == 4 and a[-1] < a[0]
     assert b == pytest.approx(a, rel=1e-4)
     assert packed["train/tokens"] == padded["train/tokens"]
+    assert packed["test/ppl"] == pytest.approx(padded["test/ppl"], rel=1e-4)  # evaluation's batches are packed too
+
+
+def test_batches_grouped_by_prompt_train_and_count_every_token(tmp_path):
+    by_length = run(compose_cfg(*QUIET), tmp_path / "length")
+    by_prompt = run(compose_cfg(*QUIET, "trainer.group_by=prompt"), tmp_path / "prompt")
+    assert by_prompt["train/tokens"] == by_length["train/tokens"]  # the same examples, each counted whole
+    losses = [h["val_loss"] for h in by_prompt["train/val_history"]]
+    assert losses[-1] < losses[0]
+    with pytest.raises(ConfigError, match=r"trainer.group_by: expected length or prompt, got 'task'"):
+        validate(compose_cfg("model=tiny", "trainer.group_by=task"))
 
 
 def test_packing_needs_varlen_attention():

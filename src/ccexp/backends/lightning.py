@@ -105,7 +105,7 @@ class TorchBackend:
         self.model = spec.wrap(base).to(device)
         speedups.apply(self.model, autocast=self.autocast_dtype is not None, shared_dropout=cfg.method.shared_dropout)
         self.packing = packing_applies(cfg, self.model)
-        self.fit_batches: list[tuple[float, int]] = []  # (seconds, non-pad tokens) per training batch
+        self.fit_batches: list[tuple[float, int, int]] = []  # (seconds, n_tokens, n_computed) per training batch
         self.fit_callbacks: list[pl.Callback] = []  # more Lightning callbacks for fit (a benchmark's turns)
         # Single requests: drafts from the training answers, and the shared prompt prefix's keys/values.
         self._draft_answers, self._drafter = list(draft_answers), None
@@ -118,7 +118,7 @@ class TorchBackend:
     def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
         t = self.cfg.trainer
         data = ChatDataModule(self.tokenizer, train, val, self.cfg.model.max_seq_len, t.batch_size,
-                              self.cfg.seed, t.grad_accum, packed=self.packing)
+                              self.cfg.seed, t.grad_accum, packed=self.packing, group_by=t.group_by)
         steps_per_epoch = math.ceil(len(data.train_sampler()) / t.grad_accum)
         total_steps = t.max_steps if t.max_steps > 0 else t.max_epochs * steps_per_epoch
         module = CompletionLM(self.model, self.cfg.method.lr, t.weight_decay, t.warmup_ratio, total_steps)
@@ -201,7 +201,9 @@ class TorchBackend:
             self.packed.clear()
 
     def _batches(self, dataset: EncodedDataset, batch_size: int):
-        sampler = GroupedBatchSampler(dataset.sort_keys(self.packing), batch_size, shuffle=False, seed=0)
+        # A sum over the whole split: packed, the batches may as well share the most.
+        sampler = GroupedBatchSampler(dataset.sort_keys("prompt" if self.packing else "length"), batch_size,
+                                      shuffle=False, seed=0)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_packed if self.packing else
                           partial(collate, pad_id=self.tokenizer.pad_token_id))
 

@@ -21,26 +21,27 @@ from ccexp.data.batching import EncodedDataset, GroupedBatchSampler, collate, co
 
 
 class ChatDataModule(pl.LightningDataModule):
-    """Training and validation batches: left-padded rows grouped by length, or with ``packed``
-    one row per batch, examples grouped by prompt (``data/batching.py``)."""
+    """Training and validation batches: left-padded rows, or with ``packed`` one row per batch
+    (``data/batching.py``); training batches grouped by ``group_by`` (``trainer.group_by``)."""
 
     def __init__(self, tokenizer, train: Sequence[dict], val: Sequence[dict], max_len: int,
-                 batch_size: int, seed: int, grad_accum: int = 1, packed: bool = False):
+                 batch_size: int, seed: int, grad_accum: int = 1, packed: bool = False, group_by: str = "length"):
         super().__init__()
         self.train_set = EncodedDataset(tokenizer, train, max_len)
         self.val_set = EncodedDataset(tokenizer, val, max_len)
-        self.batch_size, self.seed, self.grad_accum, self.packed = batch_size, seed, grad_accum, packed
+        self.batch_size, self.seed, self.grad_accum, self.group_by = batch_size, seed, grad_accum, group_by
         self._collate = collate_packed if packed else partial(collate, pad_id=tokenizer.pad_token_id)
 
     def train_sampler(self) -> GroupedBatchSampler:
-        return GroupedBatchSampler(self.train_set.sort_keys(self.packed), self.batch_size, shuffle=True,
+        return GroupedBatchSampler(self.train_set.sort_keys(self.group_by), self.batch_size, shuffle=True,
                                    seed=self.seed, multiple_of=self.grad_accum)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_sampler=self.train_sampler(), collate_fn=self._collate)
 
     def val_dataloader(self) -> DataLoader:
-        sampler = GroupedBatchSampler(self.val_set.sort_keys(self.packed), self.batch_size, shuffle=False,
+        # By length, packed or not: trainer.limit_val_batches then checks the same examples.
+        sampler = GroupedBatchSampler(self.val_set.sort_keys("length"), self.batch_size, shuffle=False,
                                       seed=self.seed)
         return DataLoader(self.val_set, batch_sampler=sampler, collate_fn=self._collate)
 
@@ -133,12 +134,12 @@ class Throughput(pl.Callback):
     optimizer, scheduler and Lightning's own hooks; validation excluded."""
 
     def __init__(self):
-        self.batches: list[tuple[float, int]] = []
+        self.batches: list[tuple[float, int, int]] = []  # (seconds, n_tokens, n_computed) per batch
         self._since = 0.0
 
     @property
     def seconds(self) -> float:
-        return sum(s for s, _ in self.batches)
+        return sum(batch[0] for batch in self.batches)
 
     def on_train_epoch_start(self, trainer, module):
         self._since = _now(module)
@@ -153,7 +154,7 @@ class Throughput(pl.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         now = _now(module)  # a GPU may still be running the step's backward and optimizer
-        self.batches.append((now - self._since, batch["n_tokens"]))
+        self.batches.append((now - self._since, batch["n_tokens"], batch["n_computed"]))
         self._since = now
 
 

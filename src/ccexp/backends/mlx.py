@@ -175,7 +175,7 @@ class MLXBackend:
     def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
         t, max_len = self.cfg.trainer, self.cfg.model.max_seq_len
         train_set, val_set = EncodedDataset(self.tokenizer, train, max_len), EncodedDataset(self.tokenizer, val, max_len)
-        sampler = GroupedBatchSampler(train_set.sort_keys(packed=False), t.batch_size, shuffle=True,
+        sampler = GroupedBatchSampler(train_set.sort_keys(t.group_by), t.batch_size, shuffle=True,
                                       seed=self.cfg.seed, multiple_of=t.grad_accum)
         total = t.max_steps if t.max_steps > 0 else t.max_epochs * math.ceil(len(sampler) / t.grad_accum)
         optimizer = optim.AdamW(  # bias_correction: torch.optim.AdamW's update, not mlx-lm's default
@@ -252,7 +252,7 @@ class MLXBackend:
             yield self.net
 
     def _nll(self, dataset: EncodedDataset, batch_size: int, limit: Optional[int] = None) -> tuple[float, int]:
-        sampler = GroupedBatchSampler(dataset.sort_keys(packed=False), batch_size, shuffle=False, seed=0)
+        sampler = GroupedBatchSampler(dataset.sort_keys("length"), batch_size, shuffle=False, seed=0)
         total, count = 0.0, 0
         for i, rows in enumerate(sampler):
             if limit is not None and i >= limit:

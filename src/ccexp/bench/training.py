@@ -62,14 +62,17 @@ def val_loss(model, tokenizer, val: list[dict], max_len: int, autocast_dtype, de
     return total / max(count, 1)
 
 
-def _speed(batches: list[tuple[float, int]], warmup: int) -> dict:
-    """Tokens/s and mean step seconds over the batches after warm-up, and every step's seconds
-    and tokens (warm-up included), so a later reader can tell one slow step from a slow side."""
+def _speed(batches: list[tuple[float, int, int]], warmup: int) -> dict:
+    """Over the batches after warm-up: tokens/s (the examples' tokens, each counted as its
+    example has it), computed tokens/s (those the model ran on: a packed batch's shared prompt
+    start once; what MFU counts) and mean step seconds; and every step's seconds and tokens
+    (warm-up included), so a later reader can tell one slow step from a slow side."""
     timed = batches[warmup:]
-    seconds = sum(s for s, _ in timed)
-    return {"tokens_per_s": sum(t for _, t in timed) / seconds, "step_s": seconds / len(timed),
-            "steps": len(batches), "step_seconds": [round(s, 3) for s, _ in batches],
-            "step_tokens": [t for _, t in batches]}
+    seconds = sum(s for s, _, _ in timed)
+    return {"tokens_per_s": sum(t for _, t, _ in timed) / seconds,
+            "computed_tokens_per_s": sum(c for _, _, c in timed) / seconds, "step_s": seconds / len(timed),
+            "steps": len(batches), "step_seconds": [round(s, 3) for s, _, _ in batches],
+            "step_tokens": [t for _, t, _ in batches], "step_computed_tokens": [c for _, _, c in batches]}
 
 
 def base_weights(model) -> str:
@@ -146,9 +149,9 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens.append(batch["n_tokens"])
+        tokens.append((batch["n_tokens"], batch["n_computed"]))
         clock.step_end(pass_turn)
-    return {**_speed(list(zip(clock.seconds, tokens)), warmup), "base_weights": base_weights(model),
+    return {**_speed([(s, *t) for s, t in zip(clock.seconds, tokens)], warmup), "base_weights": base_weights(model),
             "val_loss": val_loss(model, tok, val, rc.model.max_seq_len, backend.autocast_dtype, device)}
 
 
@@ -216,7 +219,8 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
         trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator,
                           callbacks=[StepTimer()])
         trainer.train()
-    return {**_speed(list(zip(clock.seconds, tokens)), warmup), "base_weights": base_weights(model),
+    # Padded rows: the model runs on every pad token too, but MFU counts real ones, as on ccexp's side.
+    return {**_speed([(s, t, t) for s, t in zip(clock.seconds, tokens)], warmup), "base_weights": base_weights(model),
             "val_loss": val_loss(model, ours, val, rc.model.max_seq_len, autocast_dtype(rc, device), device)}
 
 

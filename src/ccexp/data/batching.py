@@ -4,10 +4,10 @@
   vocabulary logits for the last ``max answer + 1`` positions only (``logits_to_keep``), as
   generation does. Batches group examples of similar length, so little compute goes to padding.
 - one packed row (``collate_packed``, ``backend.packing``): the prompt start that all the
-  batch's examples share (system prompt, task instruction), once, then each example's own
-  tokens, no padding. Attention keeps the examples apart (``backends/attention.py``), so the
-  loss and its gradients are the padded batch's, and the shared start is computed once per
-  batch instead of once per example. Batches group examples by prompt, so they share more.
+  batch's examples share (system prompt; the task instruction too in batches grouped by
+  prompt), once, then each example's own tokens, no padding. Attention keeps the examples
+  apart (``backends/attention.py``), so the loss and its gradients are the padded batch's, and
+  the shared start is computed once per batch instead of once per example.
 """
 
 from __future__ import annotations
@@ -76,11 +76,11 @@ class EncodedDataset(Dataset):
     def lengths(self) -> list[int]:
         return [len(item.input_ids) for item in self.items]
 
-    def sort_keys(self, packed: bool) -> list:
-        """What a batch sampler groups by: length, longest first, for padded rows (little
-        padding); the prompt's tokens for packed rows, so examples with the same prompt start
-        (the same task's instruction) land in one batch and share it."""
-        if packed:
+    def sort_keys(self, by: str) -> list:
+        """What a batch sampler groups by (``trainer.group_by``): ``length``, longest first
+        (little padding), or the ``prompt``'s tokens, so examples with the same prompt start
+        (the same task's instruction) land in one batch, which a packed row computes once."""
+        if by == "prompt":
             return [item.input_ids[: len(item.input_ids) - item.n_answer] for item in self.items]
         return [-n for n in self.lengths]
 
@@ -135,7 +135,7 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         attention_mask[row, width - len(ids):] = 1
         labels[row, width - item.n_answer:] = ids[len(ids) - item.n_answer:]
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-            "n_answer": torch.tensor(max(item.n_answer for item in items)), "n_tokens": int(attention_mask.sum())}
+            "n_answer": torch.tensor(max(item.n_answer for item in items)), **_counts(items, int(attention_mask.sum()))}
 
 
 def collate_packed(items: Sequence[Encoded], pad_id: int | None = None) -> dict:
@@ -160,8 +160,14 @@ def collate_packed(items: Sequence[Encoded], pad_id: int | None = None) -> dict:
         lengths.append(len(own))
     return {"input_ids": torch.tensor([ids]), "position_ids": torch.tensor([positions]),
             "attention_mask": torch.ones(1, len(ids), dtype=torch.long), "keep": torch.tensor(keep),
-            "labels": torch.tensor(targets), "segments": (shared, tuple(lengths)),
-            "n_tokens": sum(len(item.input_ids) for item in items)}
+            "labels": torch.tensor(targets), "segments": (shared, tuple(lengths)), **_counts(items, len(ids))}
+
+
+def _counts(items: Sequence[Encoded], computed: int) -> dict[str, int]:
+    """``n_tokens``: the examples' tokens, each counted as its example has it (what throughput
+    counts, padded or packed alike); ``n_computed``: the tokens the model runs on, padding aside
+    (a packed row's shared start once), what hardware efficiency counts."""
+    return {"n_tokens": sum(len(item.input_ids) for item in items), "n_computed": computed}
 
 
 def to_device(batch: dict, device) -> dict:
