@@ -9,7 +9,7 @@ import torch
 from conftest import FAST, compose_cfg
 
 from ccexp.config import ConfigError, validate
-from ccexp.data.batching import EncodedDataset, GroupedBatchSampler, collate, collate_packed, completion_nll
+from ccexp.data.batching import Encoded, EncodedDataset, GroupedBatchSampler, collate, collate_packed, completion_nll
 from ccexp.run import run
 
 SYSTEM = "You are a contact-center analytics assistant. Answer with one JSON object."
@@ -90,8 +90,8 @@ def test_packed_examples_do_not_see_each_other(tiny_dir, tokenizer):
     model = _lora(tiny_dir).eval()
     items = _items(tokenizer)
     batch = collate_packed(items)
-    other = collate_packed([items[0], type(items[1])([*items[1].input_ids[:-12], *([7] * 8), *items[1].input_ids[-4:]],
-                                                     items[1].n_answer, False), items[2]])
+    changed = Encoded([*items[1].input_ids[:-12], *([7] * 8), *items[1].input_ids[-4:]], items[1].n_answer, False)
+    other = collate_packed([items[0], changed, items[2]])
     assert other["segments"] == batch["segments"]
     from ccexp.backends.attention import SEGMENTS
 

@@ -2,8 +2,9 @@
 ccexp's Lightning path, a bare PyTorch loop with the same kernels, and HF ``Trainer`` + peft
 with the collator HF's causal-LM fine-tuning examples use. The sides take turns, one optimizer
 step each (``turns.py``), so drift of the machine's speed hits them alike. Warm-up steps are
-left out; tokens are non-pad tokens; every side's adapter is then scored on the same validation
-examples."""
+left out; tokens are the examples' tokens without padding (a packed batch's shared prompt start
+counted for each example; MFU counts it once); every side's adapter is then scored on the same
+validation examples."""
 
 from __future__ import annotations
 

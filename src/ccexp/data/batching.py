@@ -138,20 +138,19 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
             "n_answer": torch.tensor(max(item.n_answer for item in items)), **_counts(items, int(attention_mask.sum()))}
 
 
-def collate_packed(items: Sequence[Encoded], pad_id: int | None = None) -> dict:
+def collate_packed(items: Sequence[Encoded]) -> dict:
     """One row: the prompt start every item shares, then each item's own tokens (module docstring).
 
     Position ids restart after the shared start for each item, as if it had a row of its own.
     The start stops short of every item's last prompt token, so each item's own tokens include
     the position that predicts its first answer token. ``keep`` lists the positions whose logits
     the loss needs (each one predicts the answer token after it, in ``labels``); ``segments``
-    goes to the attention function. ``pad_id`` is unused: nothing is padded."""
+    goes to the attention function."""
     prompts = [item.input_ids[: len(item.input_ids) - item.n_answer] for item in items]
     shared = common_prefix_all(prompts, min(len(p) for p in prompts) - 1) if len(items) > 1 else 0
     ids, positions, keep, targets, lengths = list(items[0].input_ids[:shared]), list(range(shared)), [], [], []
     for item in items:
         own = item.input_ids[shared:]
-        start = len(ids)
         ids += own
         positions += range(shared, len(item.input_ids))
         end = len(ids)
