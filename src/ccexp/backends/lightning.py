@@ -65,7 +65,8 @@ def packing_applies(cfg: RunConfig, model) -> bool:
         return False
     config = model.config
     window = getattr(config, "sliding_window", None)
-    if window and window < cfg.model.max_seq_len and any(layer.is_sliding for layer in DynamicCache(config=config).layers):
+    sliding = any(layer.is_sliding for layer in DynamicCache(config=config).layers)
+    if sliding and window and window < cfg.model.max_seq_len:
         raise ConfigError(f"backend.packing=true: model {cfg.model.name} attends within a sliding window of {window} "
                           f"tokens, shorter than model.max_seq_len={cfg.model.max_seq_len}; set backend.packing=false")
     if getattr(config, "attention_dropout", 0.0) > 0:

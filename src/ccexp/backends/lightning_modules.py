@@ -128,10 +128,10 @@ class Checkpoints(pl.Callback):
 
 class Throughput(pl.Callback):
     """Wall time per training batch with its examples' tokens (no padding; a packed batch's
-    shared prompt start counted once per example, as each example has it), so a benchmark can leave out the
-    warm-up: from the end of the previous batch (or the epoch's start, or the end of a
-    validation) to the end of this one — fetching and moving the batch, forward, backward,
-    optimizer, scheduler and Lightning's own hooks; validation excluded."""
+    shared prompt start counted for each example, as each has it) and the tokens computed, so a
+    benchmark can leave out the warm-up: from the end of the previous batch (or the epoch's
+    start, or the end of a validation) to the end of this one — fetching and moving the batch,
+    forward, backward, optimizer, scheduler and Lightning's own hooks; validation excluded."""
 
     def __init__(self):
         self.batches: list[tuple[float, int, int]] = []  # (seconds, n_tokens, n_computed) per batch

@@ -132,7 +132,7 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
     model, tok, t = backend.model, backend.tokenizer, rc.trainer
     torch.manual_seed(rc.seed)
     loader = ChatDataModule(tok, train, val, rc.model.max_seq_len, t.batch_size, rc.seed,
-                            packed=backend.packing).train_dataloader()  # ccexp's batches
+                            packed=backend.packing, group_by=t.group_by).train_dataloader()  # ccexp's batches
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=rc.method.lr, weight_decay=t.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * t.max_steps), t.max_steps)
