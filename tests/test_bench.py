@@ -36,7 +36,10 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir):
     assert results["memory"]["qlora"]["peak_mb"] > results["memory"]["qlora"]["before_model_mb"]
     assert results["memory"]["qlora"]["measure"] == "peak RSS"
     generation = results["generation"]
-    assert 0 < generation["batched_prefill_s"] and 0 < generation["single_prefill_s"] and generation["decode_ratio"] > 0
+    assert 0 < generation["batched_prefill_s"] and 0 < generation["single_prefill_s"]
+    # A ratio of two differences of timings: on the tiny model's 4 tokens, machine load can flip
+    # either sign (seen with another job running), so only that it was computed is checked.
+    assert math.isfinite(generation["decode_ratio"])
     # Wall time per part, and of the whole run (the issue's < 10 minutes), models and data included.
     seconds = results["seconds"]
     assert list(seconds) == ["training", "generation", "memory", "total"] and min(seconds.values()) > 0
@@ -45,12 +48,14 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir):
 
 def test_bench_parts_and_method(tmp_path, tiny_dir):
     """The GPU run (--model mistral_7b_random --method qlora) shrunk to two small layers, training
-    only: all three sides train the 4-bit base, and only the training rows are reported."""
+    only: all three sides train the 4-bit base, and only the training rows are reported. Batches
+    grouped by prompt: the bare loop gets ccexp's, and packed rows compute fewer tokens than the
+    examples have."""
     out = tmp_path / "bench.json"
     small = ["model.arch.layers=2", "model.arch.hidden=64", "model.arch.heads=4", "model.arch.kv_heads=2",
              "model.arch.intermediate=128", "model.max_seq_len=512", f"model.cache_dir={tiny_dir.parent}"]
     main(["--model", "mistral_7b_random", "--method", "qlora", "--parts", "training", "--steps", "1", "--warmup", "1",
-          "--json", str(out), *small])
+          "--json", str(out), *small, "trainer.group_by=prompt"])
     results = json.loads(out.read_text())
     assert set(results) >= {"training", "ratios"} and not set(results) & {"generation", "memory", "merged"}
     assert sorted(results["ratios"]) == sorted(["training tokens/s vs HF Trainer", "final val loss gap vs HF Trainer",
@@ -60,6 +65,10 @@ def test_bench_parts_and_method(tmp_path, tiny_dir):
     assert [side["base_weights"] for side in sides] == ["4-bit"] * 3
     assert all(math.isfinite(side["val_loss"]) for side in sides)
     assert list(results["seconds"]) == ["training", "total"]
+    ours, bare, hf = sides
+    assert ours["step_tokens"] == bare["step_tokens"] and ours["step_computed_tokens"] == bare["step_computed_tokens"]
+    assert sum(ours["step_computed_tokens"]) < sum(ours["step_tokens"]) == sum(hf["step_tokens"])
+    assert hf["step_computed_tokens"] == hf["step_tokens"]
 
 
 def test_bench_unknown_model_is_one_line(capsys):
