@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,7 +20,7 @@ from ccexp.backends import decoding, packed, speedups
 from ccexp.backends.base import Generation, peak_rss_mb
 from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, Checkpoints, CompletionLM, Throughput
 from ccexp.config import ConfigError, RunConfig
-from ccexp.data.batching import (EncodedDataset, GroupedBatchSampler, collate, collate_packed, completion_nll,
+from ccexp.data.batching import (EncodedDataset, GroupedBatchSampler, collator, completion_nll,
                                  generation_prompt_room, prompt_text, to_device)
 from ccexp.methods import METHODS
 from ccexp.models import load_model, load_tokenizer
@@ -205,8 +204,8 @@ class TorchBackend:
         # A sum over the whole split: packed, the batches may as well share the most.
         sampler = GroupedBatchSampler(dataset.sort_keys("prompt" if self.packing else "length"), batch_size,
                                       shuffle=False, seed=0)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_packed if self.packing else
-                          partial(collate, pad_id=self.tokenizer.pad_token_id))
+        return DataLoader(dataset, batch_sampler=sampler,
+                          collate_fn=collator(self.packing, self.tokenizer.pad_token_id))
 
     def nll(self, examples: Sequence[dict], adapter: bool = True) -> tuple[float, int]:
         dataset = EncodedDataset(self.tokenizer, examples, self.cfg.model.max_seq_len)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from functools import partial
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -17,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
-from ccexp.data.batching import EncodedDataset, GroupedBatchSampler, collate, collate_packed, completion_nll
+from ccexp.data.batching import EncodedDataset, GroupedBatchSampler, collator, completion_nll
 
 
 class ChatDataModule(pl.LightningDataModule):
@@ -30,7 +29,7 @@ class ChatDataModule(pl.LightningDataModule):
         self.train_set = EncodedDataset(tokenizer, train, max_len)
         self.val_set = EncodedDataset(tokenizer, val, max_len)
         self.batch_size, self.seed, self.grad_accum, self.group_by = batch_size, seed, grad_accum, group_by
-        self._collate = collate_packed if packed else partial(collate, pad_id=tokenizer.pad_token_id)
+        self._collate = collator(packed, tokenizer.pad_token_id)
 
     def train_sampler(self) -> GroupedBatchSampler:
         return GroupedBatchSampler(self.train_set.sort_keys(self.group_by), self.batch_size, shuffle=True,

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from functools import partial
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -160,6 +161,11 @@ def collate_packed(items: Sequence[Encoded]) -> dict:
     return {"input_ids": torch.tensor([ids]), "position_ids": torch.tensor([positions]),
             "attention_mask": torch.ones(1, len(ids), dtype=torch.long), "keep": torch.tensor(keep),
             "labels": torch.tensor(targets), "segments": (shared, tuple(lengths)), **_counts(items, len(ids))}
+
+
+def collator(packed: bool, pad_id: int) -> Callable[[Sequence[Encoded]], dict]:
+    """The collate function for one layout: a packed row, or left-padded rows."""
+    return collate_packed if packed else partial(collate, pad_id=pad_id)
 
 
 def _counts(items: Sequence[Encoded], computed: int) -> dict[str, int]:
