@@ -23,7 +23,9 @@ their memory stays linear in L):
   than the flash kernel (2/3 to 3/4 of the L×L square against its ~1/2) at ~8× its rate (bf16):
   a 735-token row's forward+backward takes ~16 ms instead of ~24 ms. The price is the
   probabilities kept for backward (up to 9 MB per layer per 700-token row in bf16), which is why
-  longer rows go to the fused kernel, whose memory is linear in L.
+  longer rows go to the fused kernel, whose memory is linear in L. Training runs it through
+  ``ExplicitRows``, whose backward adds each block's gradients in place (autograd's slicing
+  would pass over whole-row gradients once per block).
 - a prompt's suffix over a cached prefix (queries = the last q of k positions, as when a
   single request reuses the KV of the prompt it shares with the previous one): the same
   per-row kernel, each query block against the keys up to its own last position.
@@ -35,7 +37,7 @@ their memory stays linear in L):
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from transformers import AttentionInterface, AttentionMaskInterface
@@ -121,12 +123,21 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     offset = k_len - q_len  # cached positions before the first query
-    out = query.new_zeros(query.shape[0], q_len, query.shape[1], value.shape[-1])
-    for row, start in enumerate(starts):
-        first = max(start - offset, 0)  # this row's first real query
-        out[row, first:] = causal_rows(query[row : row + 1, :, first:], key[row : row + 1, :, start:],
-                                       value[row : row + 1, :, start:], scaling)[0]
-    return out, None
+    # Row r's real queries (from its first real one) are the last of its real keys (from ``start``).
+    segments = [Segment(row, max(start - offset, 0), q_len, start, k_len) for row, start in enumerate(starts)]
+    return attend(query, key, value, scaling, segments), None
+
+
+class Segment(NamedTuple):
+    """Queries ``query[row, :, q_start:q_end]``: the last positions of the keys
+    ``key[row, :, k_start:k_end]``, which they attend to causally; they also see every key before
+    ``shared`` (a packed row's prompt start)."""
+    row: int
+    q_start: int
+    q_end: int
+    k_start: int
+    k_end: int
+    shared: int = 0
 
 
 def packed_attention(query, key, value, scaling: float, prefix: int, lengths: Sequence[int]) -> torch.Tensor:
@@ -136,33 +147,137 @@ def packed_attention(query, key, value, scaling: float, prefix: int, lengths: Se
     the start and causally to their own, never to another example's. That is exactly what each
     example would see in a row of its own, so losses and gradients are those of the padded
     batch, with the start computed once instead of once per example. Returns [1, T, heads, dim]."""
-    parts = [causal_rows(query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix], scaling)] if prefix else []
+    segments = [Segment(0, 0, prefix, 0, prefix)] if prefix else []
     start = prefix
     for n in lengths:
-        own = slice(start, start + n)
-        k, v = key[:, :, own], value[:, :, own]
-        if prefix:
-            k, v = torch.cat([key[:, :, :prefix], k], dim=2), torch.cat([value[:, :, :prefix], v], dim=2)
-        parts.append(causal_rows(query[:, :, own], k, v, scaling))
+        segments.append(Segment(0, start, start + n, start, start + n, prefix))
         start += n
-    return torch.cat(parts, dim=1)
+    return attend(query, key, value, scaling, segments)
 
 
-def causal_rows(q, k, v, scaling: float) -> torch.Tensor:
-    """Causal attention of one row's queries, the last n_q of its n_k key positions, ->
-    [1, n_q, heads, dim]: the explicit kernel in query blocks on the CPU, else fused SDPA."""
-    n_q, n_k = q.shape[2], k.shape[2]
-    if q.device.type == "cpu" and n_k <= EXPLICIT_MAX_LEN:
-        blocks = max(1, n_q // (FP32_BLOCK_ROWS if q.dtype == torch.float32 else BLOCK_ROWS))
-        edges = [n_q * i // blocks for i in range(blocks + 1)]
-        return torch.cat([explicit_attention(q[:, :, a:b], k[:, :, : n_k - n_q + b], v[:, :, : n_k - n_q + b],
-                                             scaling, causal=True) for a, b in zip(edges, edges[1:])], dim=1)
-    groups = q.shape[1] // k.shape[1]
-    # SDPA's is_causal aligns the triangle top-left: right only when q and k are the same positions.
-    bias = None if n_q == n_k else causal_bias(n_q, n_k, q.dtype, q.device)
-    return torch.nn.functional.scaled_dot_product_attention(
-        q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=bias, is_causal=bias is None,
-        scale=scaling).transpose(1, 2)
+def attend(query, key, value, scaling: float, segments: Sequence[Segment]) -> torch.Tensor:
+    """Causal attention of each segment's queries -> [B, q_len, heads, dim] (zeros for queries no
+    segment covers: pad positions, which no real token reads). On the CPU the explicit kernel
+    (``ExplicitRows``), unless a segment has more than ``EXPLICIT_MAX_LEN`` keys; else fused
+    SDPA per segment."""
+    if query.device.type == "cpu" and all(s.shared + s.k_end - s.k_start <= EXPLICIT_MAX_LEN for s in segments):
+        return explicit_rows(query, key, value, scaling, segments)
+    out = query.new_zeros(query.shape[0], query.shape[2], query.shape[1], value.shape[-1])
+    groups = query.shape[1] // key.shape[1]
+    for s in segments:
+        q = query[s.row : s.row + 1, :, s.q_start : s.q_end]
+        k, v = (torch.cat([t[s.row : s.row + 1, :, : s.shared], t[s.row : s.row + 1, :, s.k_start : s.k_end]], dim=2)
+                for t in (key, value))
+        n_q, n_k = q.shape[2], k.shape[2]
+        # SDPA's is_causal aligns the triangle top-left: right only when q and k are the same positions.
+        bias = None if n_q == n_k else causal_bias(n_q, n_k, q.dtype, q.device)
+        out[s.row, s.q_start : s.q_end] = torch.nn.functional.scaled_dot_product_attention(
+            q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=bias, is_causal=bias is None,
+            scale=scaling)[0].transpose(0, 1)
+    return out
+
+
+def explicit_rows(query, key, value, scaling: float, segments: Sequence[Segment]) -> torch.Tensor:
+    """``ExplicitRows`` in the compute dtype: under CPU autocast, the autocast dtype (scores in
+    bf16, as HF's eager attention has them), and autocast off inside, so that the backward,
+    which runs outside autocast, computes in the same dtype."""
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+    query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+    with torch.autocast("cpu", enabled=False):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):
+            return ExplicitRows.apply(query, key, value, scaling, tuple(segments))
+        return _rows_forward(query, key, value, scaling, segments, keep=False)[0]
+
+
+def _query_blocks(n_q: int, dtype: torch.dtype) -> list[int]:
+    """Block edges for ``n_q`` causal queries: blocks of at least ``BLOCK_ROWS`` (fp32:
+    ``FP32_BLOCK_ROWS``) rows."""
+    blocks = max(1, n_q // (FP32_BLOCK_ROWS if dtype == torch.float32 else BLOCK_ROWS))
+    return [n_q * i // blocks for i in range(blocks + 1)]
+
+
+def _segment_kv(t: torch.Tensor, s: Segment) -> torch.Tensor:
+    """The keys (or values) segment ``s`` attends to, [kv_heads, n_k, dim]: the shared start,
+    then its own."""
+    own = t[s.row, :, s.k_start : s.k_end]
+    return torch.cat([t[s.row, :, : s.shared], own], dim=1) if s.shared else own
+
+
+def _rows_forward(q, k, v, scaling: float, segments: Sequence[Segment], keep: bool):
+    """The explicit kernel's forward: per segment, query blocks against the keys up to each
+    block's last position; the scores as one matmul per KV-head group (no repeated K/V).
+    Returns the output and, if ``keep``, what the backward needs (each segment's keys, values and
+    per-block probabilities)."""
+    heads, dim = q.shape[1], q.shape[-1]
+    kv_heads = k.shape[1]
+    groups = heads // kv_heads
+    out = q.new_zeros(q.shape[0], q.shape[2], heads, v.shape[-1])
+    saved: list[torch.Tensor] = []
+    for s in segments:
+        ks, vs = _segment_kv(k, s), _segment_kv(v, s)
+        n_q, n_k = s.q_end - s.q_start, ks.shape[1]
+        if keep:
+            saved += [ks, vs]
+        edges = _query_blocks(n_q, q.dtype)
+        for a, b in zip(edges, edges[1:]):
+            rows, keys = b - a, n_k - n_q + b  # this block's queries are the last of these keys
+            qb = (q[s.row, :, s.q_start + a : s.q_start + b] * scaling).reshape(kv_heads, groups * rows, dim)
+            scores = torch.bmm(qb, ks[:, :keys].transpose(1, 2)).view(kv_heads, groups, rows, keys)
+            # The bias added in place: a broadcast add costs a seventh of a broadcast masked_fill.
+            probs = torch.softmax(scores.add_(causal_bias(rows, keys, scores.dtype, q.device)), dim=-1)
+            probs = probs.view(kv_heads, groups * rows, keys)
+            out[s.row, s.q_start + a : s.q_start + b] = torch.bmm(probs, vs[:, :keys]).view(heads, rows, -1).transpose(0, 1)
+            if keep:
+                saved.append(probs)
+    return out, saved
+
+
+class ExplicitRows(torch.autograd.Function):
+    """The explicit kernel with its own backward. Through autograd, every block's slice of Q, K
+    and V would get back a zero gradient the size of the whole tensor with the block's part
+    written in, and those would be summed: for a 700-token row in 11 blocks, ~20 passes over
+    the row's gradients per layer. Here each block's gradient is added where it belongs (a
+    packed 4-example row's attention, forward + backward on 2 AVX2 cores: 230 → 150 ms per
+    layer). Every tensor kept goes through ``save_for_backward``, so gradient checkpointing can
+    drop and recompute it."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, scaling: float, segments: tuple[Segment, ...]):
+        out, saved = _rows_forward(q, k, v, scaling, segments, keep=True)
+        ctx.save_for_backward(q, *saved)
+        ctx.scaling, ctx.segments, ctx.kv_shapes = scaling, segments, (k.shape, v.shape)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, *saved = ctx.saved_tensors
+        heads, dim = q.shape[1], q.shape[-1]
+        k_shape, v_shape = ctx.kv_shapes
+        kv_heads, groups, scaling = k_shape[1], heads // k_shape[1], ctx.scaling
+        grad_out = grad_out.to(q.dtype)
+        dq, dk, dv = torch.zeros_like(q), q.new_zeros(k_shape), q.new_zeros(v_shape)
+        at = 0
+        for s in ctx.segments:
+            ks, vs = saved[at], saved[at + 1]
+            n_q, n_k = s.q_end - s.q_start, ks.shape[1]
+            edges = _query_blocks(n_q, q.dtype)
+            probs_of = saved[at + 2 : at + 1 + len(edges)]
+            at += 1 + len(edges)
+            dks, dvs = torch.zeros_like(ks), torch.zeros_like(vs)
+            for a, b, probs in zip(edges, edges[1:], probs_of):
+                rows, keys = b - a, n_k - n_q + b
+                queries = slice(s.q_start + a, s.q_start + b)
+                do = grad_out[s.row, queries].transpose(0, 1).reshape(kv_heads, groups * rows, -1)
+                dvs[:, :keys].baddbmm_(probs.transpose(1, 2), do)
+                dscores = torch._softmax_backward_data(torch.bmm(do, vs[:, :keys].transpose(1, 2)), probs, -1,
+                                                       probs.dtype)
+                dq[s.row, :, queries] = torch.bmm(dscores, ks[:, :keys]).view(heads, rows, dim).mul_(scaling)
+                qb = (q[s.row, :, queries] * scaling).reshape(kv_heads, groups * rows, dim)
+                dks[:, :keys].baddbmm_(dscores.transpose(1, 2), qb)
+            for grad, part in ((dk, dks), (dv, dvs)):
+                grad[s.row, :, : s.shared] += part[:, : s.shared]
+                grad[s.row, :, s.k_start : s.k_end] += part[:, s.shared :]
+        return dq, dk, dv, None, None
 
 
 def decode_mask(mask: torch.Tensor | None, q_len: int, k_len: int):
@@ -176,21 +291,19 @@ def decode_mask(mask: torch.Tensor | None, q_len: int, k_len: int):
     return mask
 
 
-def explicit_attention(query, key, value, scaling: float, mask: torch.Tensor | None = None, causal: bool = False):
-    """softmax(Q·Kᵀ·scaling + mask)·V with plain matmuls, grouped-query heads sharing their K/V
-    without copies; returns [B, q, heads, dim] like HF's attention functions. ``mask``: boolean
-    [B, 1, q, k] (True = may attend); ``causal``: the queries are the last q of the k positions."""
+def explicit_attention(query, key, value, scaling: float, mask: torch.Tensor | None = None):
+    """softmax(Q·Kᵀ·scaling, masked)·V with plain matmuls, grouped-query heads sharing their K/V
+    without copies, for inference (decode steps); returns [B, q, heads, dim] like HF's attention
+    functions. ``mask``: boolean [B, 1, q, k] (True = may attend), None = every key."""
     batch, heads, q_len, dim = query.shape
     kv_heads, k_len = key.shape[1], key.shape[2]
     groups = heads // kv_heads
     # [B, kv, groups·q, dim]: each KV head's query group as one matrix, so one matmul per KV head.
     q = (query * scaling).reshape(batch, kv_heads, groups * q_len, dim)
     scores = torch.matmul(q, key.transpose(-1, -2)).view(batch, kv_heads, groups, q_len, k_len)
-    if mask is not None:  # inference only; masked_fill, unlike a bias, also hides non-finite pad keys
-        probs = torch.softmax(scores.masked_fill_(~mask[:, :, None], float("-inf")), dim=-1)
-    else:
-        probs = BiasedSoftmax.apply(scores, causal_bias(q_len, k_len, scores.dtype, query.device) if causal else None)
-    probs = probs.view(batch, kv_heads, groups * q_len, k_len)
+    if mask is not None:  # masked_fill, unlike a bias, also hides non-finite pad keys
+        scores = scores.masked_fill_(~mask[:, :, None], float("-inf"))
+    probs = torch.softmax(scores, dim=-1).view(batch, kv_heads, groups * q_len, k_len)
     out = torch.matmul(probs, value).view(batch, heads, q_len, value.shape[-1])
     return out.transpose(1, 2)
 
@@ -200,27 +313,6 @@ def causal_bias(q_len: int, k_len: int, dtype: torch.dtype, device: torch.device
     """0 where query i (the last ``q_len`` of ``k_len`` positions) may see key j, -inf above."""
     hidden = torch.ones(q_len, k_len, dtype=torch.bool, device=device).triu_(k_len - q_len + 1)
     return torch.zeros(q_len, k_len, dtype=dtype, device=device).masked_fill_(hidden, float("-inf"))
-
-
-class BiasedSoftmax(torch.autograd.Function):
-    """softmax(scores + bias), adding the mask's 0/-inf bias to the matmul's output in place:
-    a broadcast add costs a seventh of a broadcast ``masked_fill`` over the L×L scores, and
-    autograd's version would pass over them again on the way back, where the softmax gradient
-    is already zero at zero probability. The CPU softmax kernels compute bf16 in fp32
-    internally (as eager's ``dtype=float32`` does)."""
-
-    @staticmethod
-    def forward(ctx, scores: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if bias is not None:
-            scores = scores.add_(bias)
-        probs = torch.softmax(scores, dim=-1)
-        ctx.save_for_backward(probs)
-        return probs
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (probs,) = ctx.saved_tensors
-        return torch._softmax_backward_data(grad, probs, -1, probs.dtype), None
 
 
 def register() -> str:
