@@ -166,8 +166,7 @@ def attend(query, key, value, scaling: float, segments: Sequence[Segment]) -> to
     groups = query.shape[1] // key.shape[1]
     for s in segments:
         q = query[s.row : s.row + 1, :, s.q_start : s.q_end]
-        k, v = (torch.cat([t[s.row : s.row + 1, :, : s.shared], t[s.row : s.row + 1, :, s.k_start : s.k_end]], dim=2)
-                for t in (key, value))
+        k, v = _segment_kv(key, s)[None], _segment_kv(value, s)[None]
         n_q, n_k = q.shape[2], k.shape[2]
         # SDPA's is_causal aligns the triangle top-left: right only when q and k are the same positions.
         bias = None if n_q == n_k else causal_bias(n_q, n_k, q.dtype, q.device)
@@ -226,7 +225,8 @@ def _rows_forward(q, k, v, scaling: float, segments: Sequence[Segment], keep: bo
             # The bias added in place: a broadcast add costs a seventh of a broadcast masked_fill.
             probs = torch.softmax(scores.add_(causal_bias(rows, keys, scores.dtype, q.device)), dim=-1)
             probs = probs.view(kv_heads, groups * rows, keys)
-            out[s.row, s.q_start + a : s.q_start + b] = torch.bmm(probs, vs[:, :keys]).view(heads, rows, -1).transpose(0, 1)
+            block = torch.bmm(probs, vs[:, :keys]).view(heads, rows, -1)
+            out[s.row, s.q_start + a : s.q_start + b] = block.transpose(0, 1)
             if keep:
                 saved.append(probs)
     return out, saved
