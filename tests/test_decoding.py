@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ccexp.backends.decoding import NgramDrafter, PrefixCache, greedy_decode, greedy_decode_batch
+from ccexp.backends.decoding import GrowingLayer, NgramDrafter, PrefixCache, greedy_decode, greedy_decode_batch
 
 EOS = 2
 
@@ -103,6 +103,40 @@ def test_prefix_cache_is_per_key_and_cleared():
     assert cache.lookup(True, [1, 2, 3, 4, 5], DynamicCache()) == 4  # the last token always runs: its logits are needed
     cache.clear()
     assert cache.lookup(True, [1, 2, 3, 9], DynamicCache()) == 0
+
+
+def test_growing_layer_writes_in_place_and_keeps_what_it_handed_out():
+    """The keys/values of ``GrowingLayer`` are those ``DynamicLayer`` concatenates, through
+    crops and past its room, written into its buffer without copying the cache each step."""
+    from transformers.cache_utils import DynamicLayer
+
+    g = torch.Generator().manual_seed(0)
+    ours, theirs = GrowingLayer(room=3), DynamicLayer()
+
+    def step(n: int):
+        k, v = torch.randn(2, 3, n, 4, generator=g), torch.randn(2, 3, n, 4, generator=g)
+        got, want = ours.update(k, v), theirs.update(k, v)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+    step(5)
+    prompt_keys = ours.keys.clone()
+    handed_out = ours.keys  # what a PrefixCache entry keeps: the prompt's positions
+    buffer = ours.keys.data_ptr()
+    step(1)
+    step(2)  # 8 of 5 + 3: still the first buffer
+    assert ours.keys.data_ptr() == buffer
+    ours.crop(-2)
+    theirs.crop(-2)
+    assert ours.get_seq_length() == theirs.get_seq_length() == 6
+    step(2)  # over a crop: written where the rejected positions were
+    step(4)  # past the room: a new buffer, the old contents carried over
+    assert ours.keys.data_ptr() != buffer and ours.get_seq_length() == 12
+    assert torch.equal(handed_out, prompt_keys)
+    ours.keys = ours.keys[:1].clone()  # replaced from outside (as a batch selection does)
+    theirs.keys, theirs.values = theirs.keys[:1], theirs.values[:1]
+    ours.values = ours.values[:1].clone()
+    step_k, step_v = torch.randn(1, 3, 1, 4, generator=g), torch.randn(1, 3, 1, 4, generator=g)
+    assert all(torch.equal(a, b) for a, b in zip(ours.update(step_k, step_v), theirs.update(step_k, step_v)))
 
 
 def test_teacher_forced_decoding_replays_the_given_answer(model):

@@ -15,6 +15,9 @@ Two levers, both leaving the greedy answer as it is:
 - **a prompt-prefix cache** (``PrefixCache``): requests share the system prompt and the task
   instruction (~40% of an all-in-one prompt); their keys/values are reused, not recomputed.
 
+Either way the keys/values grow in place (``GrowingLayer``): transformers' ``DynamicCache``
+concatenates, which copies every layer's whole cache on every step.
+
 Several prompts at once (``greedy_decode_batch``, no drafts: rows would accept different
 numbers): the start all of them share runs once, each prompt's own tokens run unpadded, and
 only the decode steps are batched.
@@ -30,6 +33,7 @@ from collections.abc import Hashable, Sequence
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from ccexp.data.batching import common_prefix, common_prefix_all
 
@@ -48,6 +52,54 @@ def _hf_model(net):
 @functools.lru_cache(maxsize=None)
 def _cache_arg(model_class: type) -> str:
     return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+class GrowingLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys/values are the filled part of a buffer with ``room`` more
+    positions: a step writes its new tokens in place. ``DynamicLayer`` concatenates, a copy of
+    the layer's whole cache per step: 24 ms of a 175 ms 8-row decode step over ~650-token
+    prompts in fp32 on 2 AVX2 cores. ``crop`` (rejected drafts) still works, as a shorter view;
+    positions already handed out (a ``PrefixCache`` entry holds the prompt's part) are never
+    written again, since writes go after the current length and crops never reach the prompt."""
+
+    def __init__(self, room: int):
+        super().__init__()
+        self.room = room
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        length = self.keys.shape[-2] if self.keys.numel() else 0
+        new = key_states.shape[-2]
+        if not self._filled_view() or length + new > self._buffers[0].shape[-2]:
+            shape = (*key_states.shape[:-2], length + new + self.room, key_states.shape[-1])
+            buffers = (key_states.new_empty(shape), value_states.new_empty(shape))
+            if length:  # what it held, in a buffer it outgrew or in tensors set from outside
+                buffers[0][..., :length, :].copy_(self.keys)
+                buffers[1][..., :length, :].copy_(self.values)
+            self._buffers = buffers
+        keys, values = self._buffers
+        keys[..., length : length + new, :].copy_(key_states)
+        values[..., length : length + new, :].copy_(value_states)
+        self.keys, self.values = keys[..., : length + new, :], values[..., : length + new, :]
+        return self.keys, self.values
+
+    def _filled_view(self) -> bool:
+        """Whether ``keys`` is still a leading part of the buffer (else it was replaced from outside)."""
+        if self._buffers is None or self.keys.numel() == 0:
+            return False
+        buffer = self._buffers[0]
+        return (self.keys.data_ptr() == buffer.data_ptr() and self.keys.stride() == buffer.stride()
+                and self.keys.shape[:-2] == buffer.shape[:-2])
+
+
+def growing_cache(config, room: int) -> DynamicCache:
+    """The model's ``DynamicCache`` (its layer kinds), full-attention layers as ``GrowingLayer``s
+    (sliding-window layers keep their own, which drop old positions)."""
+    cache = DynamicCache(config=config)
+    cache.layers = [GrowingLayer(room) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 class NgramDrafter:
@@ -157,7 +209,7 @@ def greedy_decode(net, prompt: Sequence[int], max_new_tokens: int, eos_id: int |
         return [], 0.0, {"forward_passes": 0, "prefix_tokens_reused": 0}
     start = time.perf_counter()
     device = next(net.parameters()).device
-    cache = DynamicCache(config=net.config)  # the model's layer kinds (full or sliding-window attention)
+    cache = growing_cache(net.config, max_new_tokens + draft_tokens)
     reused = prefix_cache.lookup(cache_key, prompt, cache) if prefix_cache else 0
     logits = _forward(net, cache, input_ids=torch.tensor([list(prompt[reused:])], device=device),
                       logits_to_keep=1).logits[0]
@@ -231,7 +283,7 @@ def greedy_decode_batch(net, prompts: Sequence[Sequence[int]], max_new_tokens: i
     def left_padded(tensors: list[torch.Tensor]) -> torch.Tensor:  # [1, heads, n, dim] each -> [B, heads, longest, dim]
         return torch.cat([torch.nn.functional.pad(t, (0, 0, longest - n, 0)) for t, n in zip(tensors, lengths)])
 
-    batch = DynamicCache(config=net.config)
+    batch = growing_cache(net.config, max_new_tokens)
     for i in range(len(caches[0].layers)):
         batch.update(left_padded([c.layers[i].keys for c in caches]), left_padded([c.layers[i].values for c in caches]), i)
     del caches
