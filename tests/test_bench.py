@@ -37,6 +37,10 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir):
     assert results["memory"]["qlora"]["measure"] == "peak RSS"
     generation = results["generation"]
     assert 0 < generation["batched_prefill_s"] and 0 < generation["single_prefill_s"]
+    # The batched side is ccexp's own loop, which computed the system prompt both prompts start with once;
+    # generate's batch is measured beside it.
+    assert generation["batched_loop"] == "ccexp" and generation["shared_prefix_tokens"] >= 16
+    assert generation["generate_batched_tokens_per_s"] > 0
     # A ratio of two differences of timings: on the tiny model's 4 tokens, machine load can flip
     # either sign (seen with another job running), so only that it was computed is checked.
     assert math.isfinite(generation["decode_ratio"])

@@ -11,29 +11,50 @@ import torch
 from ccexp.backends import decoding
 from ccexp.backends.lightning import TorchBackend
 from ccexp.bench.training import autocast, sync
-from ccexp.data.batching import prompt_text
+from ccexp.data.batching import common_prefix_all, prompt_text
 
 
 def batched_vs_single(backend: TorchBackend, prompts: list[list[dict]], n_tokens: int) -> dict:
-    """Tokens/s producing exactly ``n_tokens`` per prompt for the same prompts, in one batch and
-    one at a time (after a warm-up): the same work on both sides, whatever the model says. The
-    prompt passes alone (one new token) are timed too: batching can only save decode steps where
-    one prompt's pass already keeps the hardware busy."""
+    """Tokens/s producing exactly ``n_tokens`` per prompt for the same prompts (after a warm-up):
+    all in one batch as ccexp's evaluation runs it (``decoding.greedy_decode_batch``: the shared
+    prompt start once, each prompt unpadded, batched decode steps on the inference weights)
+    against ``generate`` one prompt at a time, the plain Hugging Face way; ``generate`` on the
+    whole batch too, which tells batching from ccexp's loop. The same work on every side,
+    whatever the model says. The prompt passes alone (one new token) are timed too: batching can
+    only save decode steps where one prompt's pass already keeps the hardware busy."""
     tok, model = backend.tokenizer, backend.model
     model.eval()
     texts = [prompt_text(tok, messages) for messages in prompts]
+    ids = [tok(text, add_special_tokens=False)["input_ids"] for text in texts]
     _generate_exactly(backend, texts[:1], 2)
+    _ccexp_batch(backend, ids[:2], 2)
 
-    def timed(n: int) -> tuple[float, float]:  # (batched, one at a time) seconds
-        return _generate_exactly(backend, texts, n), sum(_generate_exactly(backend, [t], n) for t in texts)
+    def timed(n: int) -> tuple[float, float]:  # (ccexp batched, generate one at a time) seconds
+        return _ccexp_batch(backend, ids, n), sum(_generate_exactly(backend, [t], n) for t in texts)
 
     batched_s, single_s = timed(n_tokens)
+    generate_batched_s = _generate_exactly(backend, texts, n_tokens)
     batched_prefill_s, single_prefill_s = timed(1)
     work = len(texts) * n_tokens
     return {"batched_tokens_per_s": work / batched_s, "single_tokens_per_s": work / single_s,
+            "generate_batched_tokens_per_s": work / generate_batched_s,
             "batched_prefill_s": batched_prefill_s, "single_prefill_s": single_prefill_s,
             "decode_ratio": (single_s - single_prefill_s) / max(batched_s - batched_prefill_s, 1e-9),
-            "prompts": len(texts), "new_tokens_each": n_tokens}
+            "shared_prefix_tokens": common_prefix_all(ids, min(map(len, ids)) - 1),
+            "prompts": len(texts), "new_tokens_each": n_tokens, "batched_loop": "ccexp"}
+
+
+def _ccexp_batch(backend: TorchBackend, ids: list[list[int]], n_tokens: int) -> float:
+    """Seconds for ccexp's batched loop, as ``TorchBackend.generate`` runs a batch, to produce
+    exactly ``n_tokens`` per prompt (no EOS)."""
+    with torch.inference_mode(), _autocast(backend), backend.inference_weights(adapter=True):
+        sync(backend.device)
+        tic = time.perf_counter()
+        answers, _ = decoding.greedy_decode_batch(backend.model, ids, n_tokens, None,
+                                                  share_prefix=backend.cfg.backend.prefix_cache)
+        sync(backend.device)
+        assert all(len(a) == n_tokens for a in answers)
+        return time.perf_counter() - tic
 
 
 def _autocast(backend: TorchBackend) -> torch.autocast:
