@@ -90,6 +90,34 @@ def test_batched_decode_equals_generate(model, share):
     assert greedy_decode_batch(model, prompts, 0, EOS)[0] == [[], [], []]
 
 
+def test_batched_decode_computes_each_shared_start_once(model, monkeypatch):
+    """Prompts as an evaluation batch has them: one system prompt, two task instructions two
+    prompts each, and a prompt of a third task. Every start is computed once (a prefix tree),
+    and the answers are still generate's."""
+    from ccexp.backends import decoding
+
+    g = torch.Generator().manual_seed(7)
+
+    def tokens(n: int) -> list[int]:
+        return torch.randint(5, 500, (n,), generator=g).tolist()
+
+    system, task_a, task_b = tokens(30), tokens(20), tokens(18)
+    prompts = [system + task_a + tokens(9), system + task_b + tokens(6), system + task_a + tokens(4),
+               system + tokens(7), system + task_b + tokens(11)]
+    expected = [answer[: answer.index(EOS) + 1] if EOS in answer else answer
+                for answer in (_generate(model, prompt, 8) for prompt in prompts)]
+    computed = []
+    original = decoding._forward
+    monkeypatch.setattr(decoding, "_forward", lambda net, cache, **kw: computed.append(kw["input_ids"].shape)
+                        or original(net, cache, **kw))
+    got, _ = greedy_decode_batch(model, prompts, 8, EOS)
+    assert got == expected
+    prompt_passes = [shape[1] for shape in computed if shape[0] == 1]
+    # The system prompt, each instruction, then each prompt's own tokens (the lone prompt: all after the system prompt).
+    assert sum(prompt_passes) == 30 + (20 + 9 + 4) + (18 + 6 + 11) + 7
+    assert sorted(prompt_passes) == sorted([30, 20, 9, 4, 18, 6, 11, 7])
+
+
 def test_prefix_cache_is_per_key_and_cleared():
     cache = PrefixCache(min_shared=2)
     from transformers import DynamicCache

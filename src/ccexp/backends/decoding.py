@@ -19,8 +19,8 @@ Either way the keys/values grow in place (``GrowingLayer``): transformers' ``Dyn
 concatenates, which copies every layer's whole cache on every step.
 
 Several prompts at once (``greedy_decode_batch``, no drafts: rows would accept different
-numbers): the start all of them share runs once, each prompt's own tokens run unpadded, and
-only the decode steps are batched.
+numbers): every start that several of them share (the system prompt; a task's instruction)
+runs once, each prompt's own tokens run unpadded, and only the decode steps are batched.
 """
 
 from __future__ import annotations
@@ -243,6 +243,56 @@ def greedy_decode(net, prompt: Sequence[int], max_new_tokens: int, eos_id: int |
     return answer, first_token, {"forward_passes": steps, "prefix_tokens_reused": reused}
 
 
+def _prompt_passes(net, prompts: Sequence[Sequence[int]], share_prefix: bool, min_shared: int, device):
+    """Each prompt's keys/values and last logits, every start that several prompts share
+    computed once: a prefix tree over the prompts in token order. The start all of them share
+    (the system prompt), then within it the start each group shares (a task's instruction, ~100–170
+    tokens of a ~650-token prompt), and so on down, wherever at least ``min_shared`` more tokens
+    are shared; a prompt's own tokens run last. Sliding-window layers keep only recent keys, so
+    there nothing is shared."""
+    caches: list = [None] * len(prompts)
+    first: list = [None] * len(prompts)
+    if any(layer.is_sliding for layer in DynamicCache(config=net.config).layers):
+        share_prefix = False
+
+    def branch(base: DynamicCache | None) -> DynamicCache:  # a new cache holding base's positions
+        cache = DynamicCache(config=net.config)
+        for i, layer in enumerate(base.layers if base is not None else []):
+            cache.update(layer.keys, layer.values, i)
+        return cache
+
+    def run(cache: DynamicCache, tokens: Sequence[int]) -> torch.Tensor:
+        return _forward(net, cache, input_ids=torch.tensor([list(tokens)], device=device), logits_to_keep=1).logits[0, -1]
+
+    def fill(rows: list[int], base: DynamicCache | None, done: int) -> None:
+        # rows: prompts in token order whose first ``done`` tokens are base's positions
+        if len(rows) > 1:
+            shared = common_prefix_all([prompts[r] for r in rows], min(len(prompts[r]) for r in rows) - 1)
+            if shared - done >= min_shared:
+                base = branch(base)
+                run(base, prompts[rows[0]][done:shared])
+                done = shared
+        groups = [[rows[0]]]
+        for a, b in zip(rows, rows[1:]):  # runs of neighbours sharing min_shared more tokens
+            if common_prefix(prompts[a], prompts[b], min(len(prompts[a]), len(prompts[b])) - 1) >= done + min_shared:
+                groups[-1].append(b)
+            else:
+                groups.append([b])
+        if len(groups) == 1 and len(rows) > 1:  # nothing more that all of them share
+            groups = [[r] for r in rows]
+        for group in groups:
+            if len(group) > 1:
+                fill(group, base, done)
+            else:
+                caches[group[0]] = branch(base)
+                first[group[0]] = run(caches[group[0]], prompts[group[0]][done:])
+
+    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
+    for rows in [order] if share_prefix else [[i] for i in order]:
+        fill(rows, None, 0)
+    return caches, first
+
+
 def drafter_from_answers(tokenizer, answers: Sequence[str]) -> NgramDrafter:
     """A drafter over answer texts as the model writes them: each followed by EOS."""
     texts = [answer + tokenizer.eos_token for answer in answers]
@@ -255,29 +305,16 @@ def greedy_decode_batch(net, prompts: Sequence[Sequence[int]], max_new_tokens: i
                         share_prefix: bool = True, min_shared: int = 16) -> tuple[list[list[int]], float]:
     """Greedy answers to several tokenized prompts: (new token ids per prompt, up to and
     including EOS; seconds to the first new tokens). ``generate`` runs a left-padded batch
-    through the prompt pass, so every row pays for the longest prompt and for the start all
-    prompts share (system prompt, task instruction). Here the shared start runs once, each
-    prompt's own tokens run unpadded against it, and the keys/values are then left-padded into
-    one batch for the decode steps."""
+    through the prompt pass, so every row pays for the longest prompt and for the starts the
+    prompts share (system prompt, task instruction). Here each shared start runs once
+    (``_prompt_passes``), each prompt's own tokens run unpadded against it, and the keys/values
+    are then left-padded into one batch for the decode steps."""
     if max_new_tokens < 1:
         return [[] for _ in prompts], 0.0
     start = time.perf_counter()
     device = next(net.parameters()).device
     lengths = [len(p) for p in prompts]
-    shared = common_prefix_all(prompts, min(lengths) - 1) if share_prefix else 0
-    base = DynamicCache(config=net.config)
-    if shared >= min_shared and not any(layer.is_sliding for layer in base.layers):
-        _forward(net, base, input_ids=torch.tensor([list(prompts[0][:shared])], device=device), logits_to_keep=1)
-    else:
-        shared = 0
-    caches, first = [], []
-    for prompt in prompts:
-        cache = DynamicCache(config=net.config)
-        for i, layer in enumerate(base.layers if shared else []):
-            cache.update(layer.keys, layer.values, i)
-        first.append(_forward(net, cache, input_ids=torch.tensor([list(prompt[shared:])], device=device),
-                              logits_to_keep=1).logits[0, -1])
-        caches.append(cache)
+    caches, first = _prompt_passes(net, prompts, share_prefix, min_shared, device)
     longest = max(lengths)
 
     def left_padded(tensors: list[torch.Tensor]) -> torch.Tensor:  # [1, heads, n, dim] each -> [B, heads, longest, dim]

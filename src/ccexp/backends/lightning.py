@@ -218,19 +218,22 @@ class TorchBackend:
 
     def generate(self, prompts: Sequence[list[dict]], max_new_tokens: int, adapter: bool = True) -> Generation:
         texts = [prompt_text(self.tokenizer, messages) for messages in prompts]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
+        room = generation_prompt_room(self.cfg.model.max_seq_len, max_new_tokens,
+                                      getattr(self.model.config, "max_position_embeddings", None))
+        # Over-long prompts lose their oldest tokens, as in training (tokenizer truncates left).
+        all_ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=room)["input_ids"]
         out_texts, seconds, new_tokens = [""] * len(texts), [0.0] * len(texts), [0] * len(texts)
         first = [0.0] * len(texts)
         eos = self.tokenizer.eos_token_id
-        room = generation_prompt_room(self.cfg.model.max_seq_len, max_new_tokens,
-                                      getattr(self.model.config, "max_position_embeddings", None))
         with self._net(adapter) as net, self.inference_weights(adapter):
             own = self._own_decoding(net)
+            # ccexp's batched loop computes each prompt start a batch shares once: prompts in token
+            # order put one task's instruction in a batch. generate pads: similar lengths instead.
+            by_prompt = own and self.cfg.backend.prefix_cache
+            order = sorted(range(len(texts)), key=lambda i: all_ids[i] if by_prompt else len(all_ids[i]))
             for start in range(0, len(order), self.cfg.eval.batch_size):
                 rows = order[start : start + self.cfg.eval.batch_size]
-                # Over-long prompts lose their oldest tokens, as in training (tokenizer truncates left).
-                ids = self.tokenizer([texts[i] for i in rows], add_special_tokens=False, truncation=True,
-                                     max_length=room)["input_ids"]
+                ids = [all_ids[i] for i in rows]
                 tic = time.perf_counter()
                 if own and len(rows) == 1:  # one request: drafts and the prefix cache
                     answer, first_s, _ = decoding.greedy_decode(
