@@ -16,8 +16,9 @@ from ccexp.data.batching import common_prefix_all, prompt_text
 
 def batched_vs_single(backend: TorchBackend, prompts: list[list[dict]], n_tokens: int) -> dict:
     """Tokens/s producing exactly ``n_tokens`` per prompt for the same prompts (after a warm-up):
-    all in one batch as ccexp's evaluation runs it (``decoding.greedy_decode_batch``: the shared
-    prompt start once, each prompt unpadded, batched decode steps on the inference weights)
+    all in one batch as ccexp's evaluation runs it (``decoding.greedy_decode_batch``: each prompt
+    start several prompts share once, each prompt unpadded, batched decode steps on the
+    inference weights)
     against ``generate`` one prompt at a time, the plain Hugging Face way; ``generate`` on the
     whole batch too, which tells batching from ccexp's loop. The same work on every side,
     whatever the model says. The prompt passes alone (one new token) are timed too: batching can
