@@ -135,11 +135,11 @@ def test_prefix_cache_is_per_key_and_cleared():
 
 def test_growing_layer_writes_in_place_and_keeps_what_it_handed_out():
     """The keys/values of ``GrowingLayer`` are those ``DynamicLayer`` concatenates, through
-    crops and past its room, written into its buffer without copying the cache each step."""
+    crops and past its size, written into its buffer without copying the cache each step."""
     from transformers.cache_utils import DynamicLayer
 
     g = torch.Generator().manual_seed(0)
-    ours, theirs = GrowingLayer(room=3), DynamicLayer()
+    ours, theirs = GrowingLayer(size=8), DynamicLayer()
 
     def step(n: int):
         k, v = torch.randn(2, 3, n, 4, generator=g), torch.randn(2, 3, n, 4, generator=g)
@@ -151,13 +151,13 @@ def test_growing_layer_writes_in_place_and_keeps_what_it_handed_out():
     handed_out = ours.keys  # what a PrefixCache entry keeps: the prompt's positions
     buffer = ours.keys.data_ptr()
     step(1)
-    step(2)  # 8 of 5 + 3: still the first buffer
+    step(2)  # 8 of 8: still the first buffer
     assert ours.keys.data_ptr() == buffer
     ours.crop(-2)
     theirs.crop(-2)
     assert ours.get_seq_length() == theirs.get_seq_length() == 6
     step(2)  # over a crop: written where the rejected positions were
-    step(4)  # past the room: a new buffer, the old contents carried over
+    step(4)  # past its size: a new buffer, the old contents carried over
     assert ours.keys.data_ptr() != buffer and ours.get_seq_length() == 12
     assert torch.equal(handed_out, prompt_keys)
     ours.keys = ours.keys[:1].clone()  # replaced from outside (as a batch selection does)

@@ -6,8 +6,9 @@ without one (``is_causal=True``) they skip it. Each row of a left-padded batch i
 attention over its own suffix, so this attends per row over that suffix, causally, with no
 mask (SDPA's ``is_causal=True``; on the CPU the explicit kernel below): the same result for
 every real token (pad positions get zeros, which no real token ever reads), a third less
-attention time on the CPU (``python -m ccexp.bench``) and no B×T×T mask traffic. Any mask that is not exactly "causal + left padding" (a decode
-step, right padding, sliding windows, HF's own packed format) falls back to HF's SDPA, unchanged.
+attention time on the CPU (``python -m ccexp.bench``) and no B×T×T mask traffic. Any mask that
+is not exactly "causal + left padding" (a decode step, right padding, sliding windows, HF's own
+packed format) falls back to HF's SDPA, unchanged.
 
 ccexp's packed batches (``backend.packing``) are one row: the prompt start the batch's
 examples share, then each example's own tokens; the model call names the segments

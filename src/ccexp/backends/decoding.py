@@ -35,7 +35,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from ccexp.data.batching import common_prefix, common_prefix_all
+from ccexp.data.batching import common_prefix
 
 
 def _forward(net, cache: DynamicCache, **inputs):
@@ -55,34 +55,34 @@ def _cache_arg(model_class: type) -> str:
 
 
 class GrowingLayer(DynamicLayer):
-    """A ``DynamicLayer`` whose keys/values are the filled part of a buffer with ``room`` more
-    positions: a step writes its new tokens in place. ``DynamicLayer`` concatenates, a copy of
-    the layer's whole cache per step: 24 ms of a 175 ms 8-row decode step over ~650-token
-    prompts in fp32 on 2 AVX2 cores. ``crop`` (rejected drafts) still works, as a shorter view;
+    """A ``DynamicLayer`` whose keys/values are the filled part of a buffer of ``size`` positions
+    (what the request needs at most; doubled if ever outgrown): a step writes its new tokens in
+    place. ``DynamicLayer`` concatenates, a copy of the layer's whole cache per step: 24 ms of a
+    175 ms 8-row decode step over ~650-token prompts in fp32 on 2 AVX2 cores. ``crop`` (rejected drafts) still works, as a shorter view;
     positions already handed out (a ``PrefixCache`` entry holds the prompt's part) are never
     written again, since writes go after the current length and crops never reach the prompt."""
 
-    def __init__(self, room: int):
+    def __init__(self, size: int):
         super().__init__()
-        self.room = room
+        self.size = size
         self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         length = self.keys.shape[-2] if self.keys.numel() else 0
-        new = key_states.shape[-2]
-        if not self._filled_view() or length + new > self._buffers[0].shape[-2]:
-            shape = (*key_states.shape[:-2], length + new + self.room, key_states.shape[-1])
+        filled = length + key_states.shape[-2]
+        if not self._filled_view() or filled > self._buffers[0].shape[-2]:
+            shape = (*key_states.shape[:-2], self.size if filled <= self.size else 2 * filled, key_states.shape[-1])
             buffers = (key_states.new_empty(shape), value_states.new_empty(shape))
             if length:  # what it held, in a buffer it outgrew or in tensors set from outside
                 buffers[0][..., :length, :].copy_(self.keys)
                 buffers[1][..., :length, :].copy_(self.values)
             self._buffers = buffers
         keys, values = self._buffers
-        keys[..., length : length + new, :].copy_(key_states)
-        values[..., length : length + new, :].copy_(value_states)
-        self.keys, self.values = keys[..., : length + new, :], values[..., : length + new, :]
+        keys[..., length:filled, :].copy_(key_states)
+        values[..., length:filled, :].copy_(value_states)
+        self.keys, self.values = keys[..., :filled, :], values[..., :filled, :]
         return self.keys, self.values
 
     def _filled_view(self) -> bool:
@@ -94,11 +94,11 @@ class GrowingLayer(DynamicLayer):
                 and self.keys.shape[:-2] == buffer.shape[:-2])
 
 
-def growing_cache(config, room: int) -> DynamicCache:
+def growing_cache(config, size: int) -> DynamicCache:
     """The model's ``DynamicCache`` (its layer kinds), full-attention layers as ``GrowingLayer``s
-    (sliding-window layers keep their own, which drop old positions)."""
+    of ``size`` positions (sliding-window layers keep their own, which drop old positions)."""
     cache = DynamicCache(config=config)
-    cache.layers = [GrowingLayer(room) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    cache.layers = [GrowingLayer(size) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
 
 
@@ -159,8 +159,9 @@ class Draft:
 
 class PrefixCache:
     """Keys/values of the last few prompts, so a prompt sharing a prefix with one of them runs
-    only its own suffix. Entries hold tensors that decoding never writes in place (the cache
-    grows by concatenation), so they are shared, not copied, until a request extends them."""
+    only its own suffix. Entries hold the prompt's positions of a request's cache, which
+    decoding never writes again (``GrowingLayer`` writes after them), so they are shared, not
+    copied, until a request extends them."""
 
     def __init__(self, entries: int = 4, min_shared: int = 16):
         self.entries, self.min_shared = entries, min_shared
@@ -209,7 +210,8 @@ def greedy_decode(net, prompt: Sequence[int], max_new_tokens: int, eos_id: int |
         return [], 0.0, {"forward_passes": 0, "prefix_tokens_reused": 0}
     start = time.perf_counter()
     device = next(net.parameters()).device
-    cache = growing_cache(net.config, max_new_tokens + draft_tokens)
+    # Sized for the whole request, so a prefix found in the cache is copied in once.
+    cache = growing_cache(net.config, len(prompt) + max_new_tokens + draft_tokens)
     reused = prefix_cache.lookup(cache_key, prompt, cache) if prefix_cache else 0
     logits = _forward(net, cache, input_ids=torch.tensor([list(prompt[reused:])], device=device),
                       logits_to_keep=1).logits[0]
@@ -264,32 +266,38 @@ def _prompt_passes(net, prompts: Sequence[Sequence[int]], share_prefix: bool, mi
     def run(cache: DynamicCache, tokens: Sequence[int]) -> torch.Tensor:
         return _forward(net, cache, input_ids=torch.tensor([list(tokens)], device=device), logits_to_keep=1).logits[0, -1]
 
+    def own(row: int, base: DynamicCache | None, done: int) -> None:
+        caches[row] = branch(base)
+        first[row] = run(caches[row], prompts[row][done:])
+
     def fill(rows: list[int], base: DynamicCache | None, done: int) -> None:
-        # rows: prompts in token order whose first ``done`` tokens are base's positions
-        if len(rows) > 1:
-            shared = common_prefix_all([prompts[r] for r in rows], min(len(prompts[r]) for r in rows) - 1)
-            if shared - done >= min_shared:
-                base = branch(base)
-                run(base, prompts[rows[0]][done:shared])
-                done = shared
+        # rows: two or more prompts in token order whose first ``done`` tokens are base's positions
+        adjacent = [common_prefix(prompts[a], prompts[b], min(len(prompts[a]), len(prompts[b])) - 1)
+                    for a, b in zip(rows, rows[1:])]
+        if min(adjacent) - done >= min_shared:  # in token order, what all share is the least neighbours share
+            base = branch(base)
+            run(base, prompts[rows[0]][done : min(adjacent)])
+            done = min(adjacent)
+        # Runs of neighbours sharing min_shared more tokens: each a strict part of rows (all of
+        # them sharing that much more would contradict ``done``), so the recursion ends.
         groups = [[rows[0]]]
-        for a, b in zip(rows, rows[1:]):  # runs of neighbours sharing min_shared more tokens
-            if common_prefix(prompts[a], prompts[b], min(len(prompts[a]), len(prompts[b])) - 1) >= done + min_shared:
-                groups[-1].append(b)
+        for row, shared in zip(rows[1:], adjacent):
+            if shared >= done + min_shared:
+                groups[-1].append(row)
             else:
-                groups.append([b])
-        if len(groups) == 1 and len(rows) > 1:  # nothing more that all of them share
-            groups = [[r] for r in rows]
+                groups.append([row])
         for group in groups:
             if len(group) > 1:
                 fill(group, base, done)
             else:
-                caches[group[0]] = branch(base)
-                first[group[0]] = run(caches[group[0]], prompts[group[0]][done:])
+                own(group[0], base, done)
 
     order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
-    for rows in [order] if share_prefix else [[i] for i in order]:
-        fill(rows, None, 0)
+    if share_prefix and len(order) > 1:
+        fill(order, None, 0)
+    else:
+        for row in order:
+            own(row, None, 0)
     return caches, first
 
 
@@ -320,7 +328,7 @@ def greedy_decode_batch(net, prompts: Sequence[Sequence[int]], max_new_tokens: i
     def left_padded(tensors: list[torch.Tensor]) -> torch.Tensor:  # [1, heads, n, dim] each -> [B, heads, longest, dim]
         return torch.cat([torch.nn.functional.pad(t, (0, 0, longest - n, 0)) for t, n in zip(tensors, lengths)])
 
-    batch = growing_cache(net.config, max_new_tokens)
+    batch = growing_cache(net.config, longest + max_new_tokens)
     for i in range(len(caches[0].layers)):
         batch.update(left_padded([c.layers[i].keys for c in caches]), left_padded([c.layers[i].values for c in caches]), i)
     del caches
