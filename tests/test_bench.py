@@ -35,8 +35,16 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir):
     assert "malloc_arena_max" in results["machine"]
     assert results["memory"]["qlora"]["peak_mb"] > results["memory"]["qlora"]["before_model_mb"]
     assert results["memory"]["qlora"]["measure"] == "peak RSS"
+    # Each probe: one optimizer step, on the same batch for both methods.
+    assert results["memory"]["lora"]["steps"] == results["memory"]["qlora"]["steps"] == 1
+    assert results["memory"]["lora"]["tokens"] == results["memory"]["qlora"]["tokens"] > 0
     generation = results["generation"]
-    assert 0 < generation["batched_prefill_s"] and 0 < generation["single_prefill_s"]
+    # The prompt passes are timed within the runs they start: shorter than those runs.
+    work = generation["prompts"] * generation["new_tokens_each"]
+    assert 0 < generation["batched_prefill_s"] < work / generation["batched_tokens_per_s"]
+    assert 0 < generation["single_prefill_s"] < work / generation["single_tokens_per_s"]
+    aio = results["all_in_one"]
+    assert 0 < aio["prefill_p50_s"] < aio["generate_p50_s"] and aio["decode_token_p50_s"] > 0
     # The batched side is ccexp's own loop, which computed the system prompt both prompts start with once;
     # generate's batch is measured beside it.
     assert generation["batched_loop"] == "ccexp" and generation["shared_prefix_tokens"] >= 16

@@ -3,15 +3,25 @@ and a merged adapter vs the base model. Greedy, KV cache, the backend's own prec
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
+from typing import NamedTuple
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from ccexp.backends import decoding
 from ccexp.backends.lightning import TorchBackend
 from ccexp.bench.training import autocast, sync
 from ccexp.data.batching import common_prefix_all, prompt_text
+
+
+class Timed(NamedTuple):
+    """Seconds for a whole generation, and for its prompt pass: up to the first new tokens."""
+
+    seconds: float
+    prompt_s: float
 
 
 def batched_vs_single(backend: TorchBackend, prompts: list[list[dict]], n_tokens: int) -> dict:
@@ -21,60 +31,73 @@ def batched_vs_single(backend: TorchBackend, prompts: list[list[dict]], n_tokens
     inference weights)
     against ``generate`` one prompt at a time, the plain Hugging Face way; ``generate`` on the
     whole batch too, which tells batching from ccexp's loop. The same work on every side,
-    whatever the model says. The prompt passes alone (one new token) are timed too: batching can
-    only save decode steps where one prompt's pass already keeps the hardware busy."""
+    whatever the model says. Each run's prompt passes (up to its first new tokens) are timed
+    within it: batching can only save decode steps where one prompt's pass already keeps the
+    hardware busy."""
     tok, model = backend.tokenizer, backend.model
     model.eval()
     texts = [prompt_text(tok, messages) for messages in prompts]
     ids = [tok(text, add_special_tokens=False)["input_ids"] for text in texts]
     _generate_exactly(backend, texts[:1], 2)
     _ccexp_batch(backend, ids[:2], 2)
-
-    def timed(n: int) -> tuple[float, float]:  # (ccexp batched, generate one at a time) seconds
-        return _ccexp_batch(backend, ids, n), sum(_generate_exactly(backend, [t], n) for t in texts)
-
-    batched_s, single_s = timed(n_tokens)
-    generate_batched_s = _generate_exactly(backend, texts, n_tokens)
-    batched_prefill_s, single_prefill_s = timed(1)
+    batched = _ccexp_batch(backend, ids, n_tokens)
+    single = [_generate_exactly(backend, [t], n_tokens) for t in texts]
+    single_s, single_prefill_s = sum(s.seconds for s in single), sum(s.prompt_s for s in single)
+    generate_batched = _generate_exactly(backend, texts, n_tokens)
     work = len(texts) * n_tokens
-    return {"batched_tokens_per_s": work / batched_s, "single_tokens_per_s": work / single_s,
-            "generate_batched_tokens_per_s": work / generate_batched_s,
-            "batched_prefill_s": batched_prefill_s, "single_prefill_s": single_prefill_s,
-            "decode_ratio": (single_s - single_prefill_s) / max(batched_s - batched_prefill_s, 1e-9),
+    return {"batched_tokens_per_s": work / batched.seconds, "single_tokens_per_s": work / single_s,
+            "generate_batched_tokens_per_s": work / generate_batched.seconds,
+            "batched_prefill_s": batched.prompt_s, "single_prefill_s": single_prefill_s,
+            "decode_ratio": (single_s - single_prefill_s) / max(batched.seconds - batched.prompt_s, 1e-9),
             "shared_prefix_tokens": common_prefix_all(ids, min(map(len, ids)) - 1),
             "prompts": len(texts), "new_tokens_each": n_tokens, "batched_loop": "ccexp"}
 
 
-def _ccexp_batch(backend: TorchBackend, ids: list[list[int]], n_tokens: int) -> float:
-    """Seconds for ccexp's batched loop, as ``TorchBackend.generate`` runs a batch, to produce
-    exactly ``n_tokens`` per prompt (no EOS)."""
+def _ccexp_batch(backend: TorchBackend, ids: list[list[int]], n_tokens: int) -> Timed:
+    """ccexp's batched loop, as ``TorchBackend.generate`` runs a batch, producing exactly
+    ``n_tokens`` per prompt (no EOS)."""
     with torch.inference_mode(), _autocast(backend), backend.inference_weights(adapter=True):
         sync(backend.device)
         tic = time.perf_counter()
-        answers, _ = decoding.greedy_decode_batch(backend.model, ids, n_tokens, None,
-                                                  share_prefix=backend.cfg.backend.prefix_cache)
+        answers, first_token_s = decoding.greedy_decode_batch(backend.model, ids, n_tokens, None,
+                                                              share_prefix=backend.cfg.backend.prefix_cache)
         sync(backend.device)
         assert all(len(a) == n_tokens for a in answers)
-        return time.perf_counter() - tic
+        return Timed(time.perf_counter() - tic, first_token_s)
 
 
 def _autocast(backend: TorchBackend) -> torch.autocast:
     return autocast(backend.device, backend.autocast_dtype)
 
 
-def _generate_exactly(backend: TorchBackend, texts: list[str], n_tokens: int, model=None) -> float:
-    """Seconds for ``model`` (default: the backend's) to produce exactly ``n_tokens`` per prompt
-    (EOS ignored), left-padded as one batch: the cost of answers of that length, whatever the
-    model would say."""
+def _generate_exactly(backend: TorchBackend, texts: list[str], n_tokens: int, model=None) -> Timed:
+    """``model`` (default: the backend's) producing exactly ``n_tokens`` per prompt (EOS
+    ignored), left-padded as one batch: the cost of answers of that length, whatever the model
+    would say."""
     model, tokenizer = model or backend.model, backend.tokenizer
     enc = tokenizer(texts, return_tensors="pt", add_special_tokens=False, padding=True).to(backend.device)
+    prompt_done = _PromptDone(backend.device)
     with torch.inference_mode(), _autocast(backend):
         sync(backend.device)
         tic = time.perf_counter()
         model.generate(**enc, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False, use_cache=True,
-                       pad_token_id=tokenizer.pad_token_id)
+                       pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList([prompt_done]))
         sync(backend.device)
-        return time.perf_counter() - tic
+        return Timed(time.perf_counter() - tic, prompt_done.at - tic)
+
+
+class _PromptDone(LogitsProcessor):
+    """Notes when ``generate`` first scores logits: its prompt pass has just ended. Timed
+    within the run, the prompt pass needs no second run of one new token."""
+
+    def __init__(self, device: str):
+        self.device, self.at = device, math.nan
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if math.isnan(self.at):
+            sync(self.device)
+            self.at = time.perf_counter()
+        return scores
 
 
 def answer_latency(backend: TorchBackend, examples: list[dict], train: list[dict]) -> dict:
@@ -98,9 +121,9 @@ def answer_latency(backend: TorchBackend, examples: list[dict], train: list[dict
     warm_text, warm_answer = texts.pop(), answers.pop()
     lengths = [len(a) for a in answers]
     _generate_exactly(backend, [warm_text], 2)
-    seconds = [_generate_exactly(backend, [t], n) for t, n in zip(texts, lengths)]
-    # Where generate's time goes: the prompt's forward pass (one token generated) and each token after it.
-    prefill = [_generate_exactly(backend, [t], 1) for t in texts]
+    runs = [_generate_exactly(backend, [t], n) for t, n in zip(texts, lengths)]
+    # Where generate's time goes: the prompt's forward pass and each token after it.
+    seconds, prefill = [r.seconds for r in runs], [r.prompt_s for r in runs]
     per_token = [(s - p) / max(n - 1, 1) for s, p, n in zip(seconds, prefill, lengths)]
 
     drafter = decoding.drafter_from_answers(tok, [ex["messages"][-1]["content"] for ex in train])
@@ -148,6 +171,6 @@ def merged_vs_base(backend: TorchBackend, base, examples: list[dict], n_tokens: 
     for i, text in enumerate(texts):
         for name in ("base", "merged") if i % 2 == 0 else ("merged", "base"):
             model = base if name == "base" else merged
-            seconds[name].append(_generate_exactly(backend, [text], n_tokens, model))
+            seconds[name].append(_generate_exactly(backend, [text], n_tokens, model).seconds)
     return {"base_p50_s": statistics.median(seconds["base"]), "merged_p50_s": statistics.median(seconds["merged"]),
             "prompts": len(texts)}

@@ -1,4 +1,4 @@
-"""Peak memory of a few training steps, in a fresh process per method (peak RSS never goes
+"""Peak memory of a training step, in a fresh process per method (peak RSS never goes
 down, so two methods cannot share a process): peak RSS on the CPU, peak allocated GPU memory
 on CUDA. ``python -m ccexp.bench.memory <overrides>`` prints one JSON line."""
 
@@ -41,8 +41,9 @@ def main(overrides: list[str]) -> None:
     backend = TorchBackend(rc, device, model_dir)
     weights = sum(t.numel() * t.element_size() for t in [*backend.model.parameters(), *backend.model.buffers()])
     with tempfile.TemporaryDirectory() as tmp:
-        backend.fit(splits["train"], splits["val"], None, Path(tmp))
-    print(json.dumps({"peak_mb": backend.peak_memory_mb(), "before_model_mb": before,
+        stats = backend.fit(splits["train"], splits["val"], None, Path(tmp))
+    print(json.dumps({"peak_mb": backend.peak_memory_mb(), "before_model_mb": before, "steps": stats["train/steps"],
+                      "tokens": stats["train/tokens"],
                       "measure": "peak allocated GPU memory" if device == "cuda" else "peak RSS",
                       "weights_mb": weights / 2**20, "torch_threads": torch.get_num_threads(),
                       "gradient_checkpointing": rc.method.gradient_checkpointing,
