@@ -58,9 +58,10 @@ class GrowingLayer(DynamicLayer):
     """A ``DynamicLayer`` whose keys/values are the filled part of a buffer of ``size`` positions
     (what the request needs at most; doubled if ever outgrown): a step writes its new tokens in
     place. ``DynamicLayer`` concatenates, a copy of the layer's whole cache per step: 24 ms of a
-    175 ms 8-row decode step over ~650-token prompts in fp32 on 2 AVX2 cores. ``crop`` (rejected drafts) still works, as a shorter view;
-    positions already handed out (a ``PrefixCache`` entry holds the prompt's part) are never
-    written again, since writes go after the current length and crops never reach the prompt."""
+    175 ms 8-row decode step over ~650-token prompts in fp32 on 2 AVX2 cores. ``crop`` (rejected
+    drafts) still works, as a shorter view; positions already handed out (a ``PrefixCache``
+    entry holds the prompt's part) are never written again, since writes go after the current
+    length and crops never reach the prompt."""
 
     def __init__(self, size: int):
         super().__init__()

@@ -134,7 +134,7 @@ def run_bench(args: argparse.Namespace) -> None:
         console.print("[bold]memory[/]: a fresh process per method")
         # One optimizer step on one batch of the training batch size, validated on one example:
         # both methods step through the same batch, and the peak is that step's backward, which
-        # follows the batch's tokens (two steps over 8 examples, a minute more, met a longer batch).
+        # follows the batch's tokens (two steps over 8 examples took a minute more and met a longer batch).
         mem_overrides = [*overrides, "trainer.max_steps=1", "trainer.val_every_n_steps=1",
                          f"data_size.train={args.batch_size}", "data_size.val=1"]
         # The same allocator setting on both sides: peak RSS then follows live tensors, not the heap
