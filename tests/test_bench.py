@@ -98,6 +98,40 @@ def test_bench_bad_parts_is_one_line(capsys):
         capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv,error", [
+    (["--steps", "0"], "argument --steps: expected an integer >= 1, got '0'"),
+    (["--steps", "five"], "argument --steps: expected an integer >= 1, got 'five'"),
+    (["--warmup", "-1"], "argument --warmup: expected an integer >= 0, got '-1'"),
+    (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got '0'"),
+    (["--prompts", "1"], "argument --prompts: expected an integer >= 2, got '1'"),
+    (["--new-tokens", "1"], "argument --new-tokens: expected an integer >= 2, got '1'"),
+    (["--model", "tiny", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_bad_arguments_are_one_line_before_any_work(argv, error, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"ccexp.bench: error: {error} (--help for usage)"]
+
+
+def test_an_unwritable_results_file_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    """The results would be lost after minutes of measuring: the path is checked first."""
+    (tmp_path / "file").write_text("")
+    for json_path, error in ((tmp_path, f"{tmp_path} is a directory, expected a file to write"),
+                             (tmp_path / "file" / "r.json", f"cannot write {tmp_path / 'file' / 'r.json'}: "
+                              f"{tmp_path / 'file'} is not a folder this user can write to")):
+        with pytest.raises(SystemExit):
+            main(["--json", str(json_path)])
+        assert capsys.readouterr().err.splitlines() == [f"ccexp.bench: error: argument --json: {error} "
+                                                        "(--help for usage)"]
+    monkeypatch.chdir(tmp_path)  # the default, benchmarks/results, below a file named benchmarks
+    (tmp_path / "benchmarks").write_text("")
+    with pytest.raises(SystemExit):
+        main(["--model", "tiny"])
+    assert "argument --json: cannot write benchmarks/results/results.json: benchmarks is not a folder" in \
+        capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_bench_without_gpu_is_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:

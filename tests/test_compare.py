@@ -143,6 +143,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert "missing: no such file or directory" in capsys.readouterr().err
     assert main([str(tmp_path), "--constraint", "latency is low"]) == 2
     assert "expected 'METRIC <= NUMBER'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own errors: one line too, the same prefix
+        main([str(tmp_path), "--no-such-flag"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "ccexp.compare: error: unrecognized arguments: --no-such-flag (--help for usage)"]
     bad = make_run(tmp_path / "sweep" / "0", "lora", {"test/acc": 0.5})
     (bad / "metrics.json").write_text('{"test/acc": 0.5,')
     proc = subprocess.run([sys.executable, "-m", "ccexp.compare", str(tmp_path / "sweep")],

@@ -10,7 +10,6 @@ What is judged comes from the runs' ``compare`` config (conf/compare/), or from 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -28,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
+from ccexp.cli import OneLineParser
 from ccexp.config import CompareConfig, ConfigError, parse_constraint
 from ccexp.sweep import natural_key
 
@@ -470,7 +470,7 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ccexp.compare", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m ccexp.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="a sweep dir (multirun/<date>/<time>) or run dirs")
     parser.add_argument("--out", type=Path, help="where compare.md/.csv and the plots go (default: the sweep dir)")
     parser.add_argument("--metric", help="rank by this metric (default: the runs' compare.metric, test/acc)")

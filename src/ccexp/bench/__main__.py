@@ -27,6 +27,7 @@ from ccexp.backends import resolve_backend
 from ccexp.backends.lightning import cpu_has_bf16, resolve_base_dtype
 from ccexp.bench import inference, memory, training
 from ccexp.bench.setup import compose_run_config
+from ccexp.cli import OneLineParser, int_at_least, writable_file
 from ccexp.config import ConfigError
 from ccexp.data import build_splits
 from ccexp.methods import METHODS
@@ -34,14 +35,17 @@ from ccexp.models import load_model, resolve_model_dir
 
 
 def _args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ccexp.bench", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m ccexp.bench", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2_135m", help="model config (default: the embedded SmolLM2)")
-    p.add_argument("--steps", type=int, default=5, help="timed optimizer steps per side (after warm-up)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed first steps per side")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--prompts", type=int, default=8, help="prompts for the generation comparisons")
-    p.add_argument("--new-tokens", type=int, default=32, help="tokens generated per prompt when comparing batched and single")
-    p.add_argument("--json", type=Path, default=None, help="results file (default: benchmarks/results/<time>.json)")
+    p.add_argument("--steps", type=int_at_least(1), default=5, help="timed optimizer steps per side (after warm-up)")
+    p.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed first steps per side")
+    p.add_argument("--batch-size", type=int_at_least(1), default=4)
+    # A batch of one is no batch; one new token leaves no decode step to compare.
+    p.add_argument("--prompts", type=int_at_least(2), default=8, help="prompts for the generation comparisons")
+    p.add_argument("--new-tokens", type=int_at_least(2), default=32,
+                   help="tokens generated per prompt when comparing batched and single")
+    p.add_argument("--json", type=writable_file, default=None,
+                   help=f"results file (default: {RESULTS}/<time>.json)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: the GPU run (e.g. --model mistral_7b_random --method qlora)")
     p.add_argument("--method", choices=("lora", "qlora"), default="lora", help="the method every training side uses")
@@ -50,9 +54,16 @@ def _args(argv=None) -> argparse.Namespace:
                         "training is left out)")
     p.add_argument("overrides", nargs="*", default=[],
                    help="more config overrides, as for python -m ccexp (e.g. model.max_seq_len=512 task_mix=reply)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.json is None:  # the default folder, checked before the minutes of measuring too
+        try:
+            writable_file(RESULTS / "results.json")
+        except argparse.ArgumentTypeError as err:
+            p.error(f"argument --json: {err}")
+    return args
 
 
+RESULTS = Path("benchmarks/results")
 PARTS = ("training", "generation", "memory")
 
 
@@ -147,7 +158,7 @@ def run_bench(args: argparse.Namespace) -> None:
     rows = report_rows(results)
     results["ratios"] = {name: {"value": value, "goal": goal, "met": met} for name, value, goal, met, _ in rows}
     print_table(console, rows, results)
-    out = args.json or Path("benchmarks/results") / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    out = args.json or RESULTS / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     console.print(f"results: {out}")

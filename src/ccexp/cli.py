@@ -1,0 +1,44 @@
+"""argparse for ccexp's flag-style commands (``python -m ccexp.bench``, ``python -m ccexp.compare``):
+a bad argument is one line naming it, as every other bad input is, not argparse's usage block
+followed by the error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # The prefix the command's own errors have ("ccexp.bench: error: ..."), whoever found it.
+        self.exit(2, f"{self.prog.removeprefix('python -m ')}: error: {message} (--help for usage)\n")
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``, so that a count of 0 fails before minutes of work
+    instead of dividing by it afterwards."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def writable_file(text: str | Path) -> Path:
+    """An argparse type: a file path that can be written, checked before the work whose results go
+    there (its folder may not exist yet: it is created then)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a directory, expected a file to write")
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())  # "." or "/" at the latest
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} is not a folder this user can write to")
+    return path
