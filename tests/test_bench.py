@@ -106,6 +106,10 @@ def test_bench_bad_parts_is_one_line(capsys):
     (["--prompts", "1"], "argument --prompts: expected an integer >= 2, got '1'"),
     (["--new-tokens", "1"], "argument --new-tokens: expected an integer >= 2, got '1'"),
     (["--model", "tiny", "--bogus"], "unrecognized arguments: --bogus"),
+    # An override of what a flag sets would win silently, under a header that says otherwise.
+    (["trainer.batch_size=8"], "trainer.batch_size=8: the bench sets trainer.batch_size from --batch-size"),
+    (["model=tiny"], "model=tiny: the bench sets model from --model"),
+    (["+trainer.max_steps=3"], "+trainer.max_steps=3: the bench sets trainer.max_steps from --steps + --warmup"),
 ])
 def test_bad_arguments_are_one_line_before_any_work(argv, error, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -55,6 +55,10 @@ def _args(argv=None) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", default=[],
                    help="more config overrides, as for python -m ccexp (e.g. model.max_seq_len=512 task_mix=reply)")
     args = p.parse_args(argv)
+    for override in args.overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in SET_BY_THE_BENCH:  # else the override would win silently, and the header and JSON would not say so
+            p.error(f"{override}: the bench sets {key} {SET_BY_THE_BENCH[key]}")
     if args.json is None:  # the default folder, checked before the minutes of measuring too
         try:
             writable_file(RESULTS / "results.json")
@@ -64,6 +68,14 @@ def _args(argv=None) -> argparse.Namespace:
 
 
 RESULTS = Path("benchmarks/results")
+# Config keys the bench sets from its flags, or itself so that every side does the same work.
+SET_BY_THE_BENCH = {
+    "model": "from --model", "backend": "from --device", "method": "from --method",
+    "trainer.batch_size": "from --batch-size", "trainer.max_steps": "from --steps + --warmup",
+    "data_size.train": "from --batch-size × (--steps + --warmup)", "data_size.test": "from --prompts",
+    **dict.fromkeys(("trainer.val_every_n_steps", "trainer.early_stopping_patience", "trainer.limit_val_batches"),
+                    "itself: every side trains the same steps, then is scored on the same examples"),
+    "logger": "itself: logger=none (the results go to the JSON file)"}
 PARTS = ("training", "generation", "memory")
 
 
