@@ -38,6 +38,8 @@ def writable_file(text: str | Path) -> Path:
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a directory, expected a file to write")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {path}: the file is read-only")
     folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())  # "." or "/" at the latest
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} is not a folder this user can write to")
