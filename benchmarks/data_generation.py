@@ -8,16 +8,17 @@ Prints the wall time of each step and its ratio to the 60 s budget; not a timed 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import tempfile
 import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 
 from ccexp.__main__ import CONFIG_DIR
-from ccexp.config import validate
+from ccexp.cli import OneLineParser
+from ccexp.config import ConfigError, validate
 from ccexp.data import build_splits
 from ccexp.data.formats import write_chatml
 
@@ -34,12 +35,16 @@ def _digest(splits: dict, out: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="data_generation.py", description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="full")
     parser.add_argument("--task-mix", default="all")
     args = parser.parse_args()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        rc = validate(compose(config_name="config", overrides=[f"data_size={args.size}", f"task_mix={args.task_mix}"]))
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            rc = validate(compose(config_name="config",
+                                  overrides=[f"data_size={args.size}", f"task_mix={args.task_mix}"]))
+    except (ConfigError, HydraException) as err:  # e.g. --size huge: one line, not a traceback
+        parser.error(str(err).splitlines()[0])
     timings, digests = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(2):

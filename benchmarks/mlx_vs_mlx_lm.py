@@ -16,7 +16,6 @@ sides). The goal is a ratio ccexp / mlx-lm >= 0.95. Not a timed test.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import tempfile
@@ -28,6 +27,7 @@ import mlx.core as mx
 import mlx.optimizers as optim
 import mlx_lm
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from mlx_lm.tuner.callbacks import TrainingCallback
 from mlx_lm.tuner.datasets import CacheDataset, load_local_dataset
 from mlx_lm.tuner.trainer import TrainingArgs, iterate_batches, train
@@ -36,7 +36,8 @@ from mlx_lm.tuner.utils import linear_to_lora_layers
 from ccexp.__main__ import CONFIG_DIR
 from ccexp.backends.mlx import MLXBackend
 from ccexp.backends.mlx_lora import lora_keys
-from ccexp.config import RunConfig, validate
+from ccexp.cli import OneLineParser, int_at_least
+from ccexp.config import ConfigError, RunConfig, validate
 from ccexp.data import build_splits
 from ccexp.data.batching import encode
 from ccexp.data.formats import read_chatml, write_mlx_layout
@@ -128,16 +129,19 @@ def run_mlx_lm(rc: RunConfig, model_dir: Path, data: Path, warmup: int, work: Pa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="mlx_vs_mlx_lm.py", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2_135m", help="a conf/model option: smollm2_135m (embedded) or tiny")
-    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per side")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--examples", type=int, default=32, help="synthetic training conversations generated")
-    parser.add_argument("--max-seq-len", type=int, default=1024)
+    parser.add_argument("--steps", type=int_at_least(1), default=10, help="timed optimizer steps per side")
+    parser.add_argument("--warmup", type=int_at_least(0), default=2, help="untimed steps per side first")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=4)
+    parser.add_argument("--examples", type=int_at_least(1), default=32, help="synthetic training conversations generated")
+    parser.add_argument("--max-seq-len", type=int_at_least(1), default=1024)
     parser.add_argument("--task-mix", default="all")
     args = parser.parse_args()
-    rc = _config(args)
+    try:
+        rc = _config(args)
+    except (ConfigError, HydraException) as err:  # e.g. --model nosuch: one line, not a traceback
+        parser.error(str(err).splitlines()[0])
     model_dir = resolve_model_dir(rc.model)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -207,3 +207,20 @@ def test_offline_gpu_run_without_its_bundle_is_one_line(tmp_path):
     assert out.stderr.strip() == (f"run.sh: no .offline/ bundle in {tmp_path}: run benchmarks/offline/bundle.sh "
                                   "where pip works, and copy it along")
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("script,argv,line", [
+    ("data_generation.py", ["--size", "huge"], "data_generation.py: error: In 'config': Could not find 'data_size/huge'"),
+    ("mlx_vs_mlx_lm.py", ["--steps", "0"], "mlx_vs_mlx_lm.py: error: argument --steps: expected an integer >= 1, got '0'"),
+    ("mlx_vs_mlx_lm.py", ["--model", "nosuch"], "mlx_vs_mlx_lm.py: error: In 'config': Could not find 'model/nosuch'"),
+])
+def test_the_benchmark_scripts_bad_input_is_one_line(script, argv, line):
+    """benchmarks/*.py, as the README runs them: bad input one line, before any work."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    out = subprocess.run([sys.executable, str(path), *argv], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [f"{line} (--help for usage)"]
