@@ -13,12 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
-from ccexp.__main__ import CONFIG_DIR
+from ccexp.bench.setup import compose_run_config
 from ccexp.cli import OneLineParser
-from ccexp.config import ConfigError, validate
+from ccexp.config import ConfigError
 from ccexp.data import build_splits
 from ccexp.data.formats import write_chatml
 
@@ -40,9 +39,7 @@ def main() -> None:
     parser.add_argument("--task-mix", default="all")
     args = parser.parse_args()
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            rc = validate(compose(config_name="config",
-                                  overrides=[f"data_size={args.size}", f"task_mix={args.task_mix}"]))
+        rc = compose_run_config([f"data_size={args.size}", f"task_mix={args.task_mix}"])
     except (ConfigError, HydraException) as err:  # e.g. --size huge: one line, not a traceback
         parser.error(str(err).splitlines()[0])
     timings, digests = [], []

@@ -26,18 +26,17 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.optimizers as optim
 import mlx_lm
-from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from mlx_lm.tuner.callbacks import TrainingCallback
 from mlx_lm.tuner.datasets import CacheDataset, load_local_dataset
 from mlx_lm.tuner.trainer import TrainingArgs, iterate_batches, train
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from ccexp.__main__ import CONFIG_DIR
 from ccexp.backends.mlx import MLXBackend
 from ccexp.backends.mlx_lora import lora_keys
+from ccexp.bench.setup import compose_run_config
 from ccexp.cli import OneLineParser, int_at_least
-from ccexp.config import ConfigError, RunConfig, validate
+from ccexp.config import ConfigError, RunConfig
 from ccexp.data import build_splits
 from ccexp.data.batching import encode
 from ccexp.data.formats import read_chatml, write_mlx_layout
@@ -52,8 +51,7 @@ def _config(args) -> RunConfig:
                  f"model.max_seq_len={args.max_seq_len}", f"trainer.max_steps={args.steps}",
                  f"trainer.batch_size={args.batch_size}", f"trainer.val_every_n_steps={10**6}",
                  "trainer.limit_val_batches=1", "trainer.early_stopping_patience=0"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return validate(compose(config_name="config", overrides=overrides))
+    return compose_run_config(overrides)
 
 
 def _shorten(example: dict, tokenizer, max_len: int) -> dict | None:

@@ -132,7 +132,7 @@ def test_an_unwritable_results_file_is_one_line_before_any_work(tmp_path, capsys
     (tmp_path / "benchmarks").write_text("")
     with pytest.raises(SystemExit):
         main(["--model", "tiny"])
-    assert "argument --json: cannot write benchmarks/results/results.json: benchmarks is not a folder" in \
+    assert "argument --json: cannot write benchmarks/results/<time>.json: benchmarks is not a folder" in \
         capsys.readouterr().err
 
 

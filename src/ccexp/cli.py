@@ -1,6 +1,6 @@
-"""argparse for ccexp's flag-style commands (``python -m ccexp.bench``, ``python -m ccexp.compare``):
-a bad argument is one line naming it, as every other bad input is, not argparse's usage block
-followed by the error."""
+"""argparse for ccexp's flag-style commands (``python -m ccexp.bench``, ``python -m ccexp.compare``,
+``benchmarks/*.py``): a bad argument is one line naming it, as every other bad input is, not
+argparse's usage block followed by the error."""
 
 from __future__ import annotations
 

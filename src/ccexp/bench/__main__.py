@@ -61,7 +61,7 @@ def _args(argv=None) -> argparse.Namespace:
             p.error(f"{override}: the bench sets {key} {SET_BY_THE_BENCH[key]}")
     if args.json is None:  # the default folder, checked before the minutes of measuring too
         try:
-            writable_file(RESULTS / "results.json")
+            writable_file(RESULTS / "<time>.json")
         except argparse.ArgumentTypeError as err:
             p.error(f"argument --json: {err}")
     return args
