@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +13,16 @@ import torch
 from ccexp.bench.__main__ import main
 
 
-def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir):
+def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir, capsys):
     out = tmp_path / "bench.json"
-    main(["--model", "tiny", "--steps", "2", "--warmup", "1", "--prompts", "2", "--new-tokens", "4", "--json", str(out)])
+    earlier = Path(__file__).parents[1] / "benchmarks" / "results" / "2026-12-01_23-40-21.json"
+    main(["--model", "tiny", "--steps", "2", "--warmup", "1", "--prompts", "2", "--new-tokens", "4", "--json", str(out),
+          "--against", str(earlier)])
     results = json.loads(out.read_text())
+    # --against: the earlier run's ratios beside this run's, and what differs between the two.
+    printed = capsys.readouterr().out
+    assert "2 runs side by side" in printed and "this run" in printed and "--model differs: smollm2_135m in" in printed
+    assert "against" not in results["args"]
     assert len(results["ratios"]) == 8
     for name, ratio in results["ratios"].items():
         assert math.isfinite(ratio["value"]) and ratio["value"] > 0, name
@@ -197,7 +204,6 @@ def test_offline_gpu_run_without_its_bundle_is_one_line(tmp_path):
     missing bundle and the script that makes it, before it installs or builds anything."""
     import shutil
     import subprocess
-    from pathlib import Path
 
     script = tmp_path / "benchmarks" / "offline" / "run.sh"
     script.parent.mkdir(parents=True)
@@ -218,7 +224,6 @@ def test_the_benchmark_scripts_bad_input_is_one_line(script, argv, line):
     """benchmarks/*.py, as the README runs them: bad input one line, before any work."""
     import subprocess
     import sys
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / script
     out = subprocess.run([sys.executable, str(path), *argv], capture_output=True, text=True, timeout=300)
