@@ -106,11 +106,14 @@ def test_without_files_it_reads_the_newest_in_the_results_folder(tmp_path, capsy
 def test_bad_files_are_one_line(tmp_path, capsys):
     (tmp_path / "broken.json").write_text('{"machine": {},\n "args": }')
     (tmp_path / "other.json").write_text('{"loss": 1.0}')
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
     (tmp_path / "ratio.json").write_text(json.dumps({"machine": AVX2, "args": ARGS, "ratios": {"MFU": {"value": "x"}}}))
     cases = {
         tmp_path / "missing.json": f"{tmp_path / 'missing.json'}: no such file",
         tmp_path: f"{tmp_path} is a directory, expected a ccexp.bench results file (.json)",
         tmp_path / "broken.json": f"{tmp_path / 'broken.json'}: line 2 column 10: not JSON (Expecting value)",
+        tmp_path / "binary.json": f"{tmp_path / 'binary.json'}: not UTF-8 text, expected a ccexp.bench results file "
+                                  "(.json)",
         tmp_path / "other.json": f"{tmp_path / 'other.json'}: not a ccexp.bench results file "
                                  "(expected the keys machine, args and ratios)",
         tmp_path / "ratio.json": f"{tmp_path / 'ratio.json'}: ratios.MFU: expected value, goal and met",

@@ -27,8 +27,10 @@ def load_result(path: str | Path) -> dict:
         results = json.loads(path.read_text())
     except FileNotFoundError:
         raise ResultError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ResultError(f"{path}: cannot read it ({err.__class__.__name__}: {err})") from None
+    except UnicodeDecodeError:
+        raise ResultError(f"{path}: not UTF-8 text, expected a ccexp.bench results file (.json)") from None
+    except OSError as err:
+        raise ResultError(f"{path}: cannot read it ({err.strerror or err})") from None
     except json.JSONDecodeError as err:
         raise ResultError(f"{path}: line {err.lineno} column {err.colno}: not JSON ({err.msg})") from None
     if not isinstance(results, dict) or not {"machine", "args", "ratios"} <= set(results):

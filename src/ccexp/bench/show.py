@@ -21,8 +21,9 @@ RESULTS = Path("benchmarks/results")
 
 
 def main(argv=None) -> None:
-    parser = OneLineParser(prog="python -m ccexp.bench.show", description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="*", type=Path,
+    parser = OneLineParser(prog="python -m ccexp.bench.show", description="Saved ccexp.bench results read back: "
+                           "one run's table again, or several runs side by side. Nothing is measured.")
+    parser.add_argument("files", nargs="*", type=Path, metavar="RESULTS.json",
                         help=f"results files python -m ccexp.bench wrote (default: the newest in {RESULTS})")
     args = parser.parse_args(argv)
     files = args.files or _newest(parser)
