@@ -78,6 +78,17 @@ def test_runs_side_by_side_with_the_range_over_alike_runs(tmp_path, capsys):
     assert "--steps differs: 5 in a, b; 2 in c" in out
 
 
+def test_a_gpu_run_beside_a_cpu_run_shows_both_goals(tmp_path, capsys):
+    gpu = result(tmp_path, "gpu", 1.6, machine={**AVX2, "gpu": "NVIDIA H200"}, device="cuda")
+    gpu_results = json.loads(gpu.read_text())
+    gpu_results["ratios"]["training tokens/s vs HF Trainer"].update(goal=">= 1.5", met=True)
+    gpu.write_text(json.dumps(gpu_results))
+    main([str(result(tmp_path, "cpu", 1.3)), str(gpu)])
+    out = capsys.readouterr().out
+    assert table_row(out, "training tokens/s vs HF Trainer")[1:4] == [">= 2.0 / >= 1.5", "1.30", "1.60 ✓"]
+    assert "gpu: NVIDIA H200, torch 2.13.0+cpu" in out and "--device differs: cpu in cpu; cuda in gpu" in out
+
+
 def test_alike_runs_name_their_one_machine(tmp_path, capsys):
     main([str(result(tmp_path, "a", 1.4)), str(result(tmp_path, "b", 1.3))])
     out = capsys.readouterr().out
@@ -107,6 +118,7 @@ def test_bad_files_are_one_line(tmp_path, capsys):
     (tmp_path / "broken.json").write_text('{"machine": {},\n "args": }')
     (tmp_path / "other.json").write_text('{"loss": 1.0}')
     (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "list.json").write_text(json.dumps({"machine": [], "args": ARGS, "ratios": {}}))
     (tmp_path / "ratio.json").write_text(json.dumps({"machine": AVX2, "args": ARGS, "ratios": {"MFU": {"value": "x"}}}))
     cases = {
         tmp_path / "missing.json": f"{tmp_path / 'missing.json'}: no such file",
@@ -116,6 +128,7 @@ def test_bad_files_are_one_line(tmp_path, capsys):
                                   "(.json)",
         tmp_path / "other.json": f"{tmp_path / 'other.json'}: not a ccexp.bench results file "
                                  "(expected the keys machine, args and ratios)",
+        tmp_path / "list.json": f"{tmp_path / 'list.json'}: machine: expected an object, got list",
         tmp_path / "ratio.json": f"{tmp_path / 'ratio.json'}: ratios.MFU: expected value, goal and met",
     }
     for path, error in cases.items():

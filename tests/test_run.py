@@ -71,6 +71,9 @@ def test_cli_writes_a_run_dir(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "run" / "metrics.json").is_file()
     assert "base model vs fine-tuned" in proc.stdout
+    # Lightning's advert for its cloud logger is dropped from the console and the run's log; its other lines stay.
+    log = (tmp_path / "run" / "__main__.log").read_text()
+    assert "GPU available" in log and "litlogger" not in log + proc.stdout + proc.stderr
 
 
 def test_embedded_model_end_to_end(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from pathlib import Path
@@ -24,6 +25,17 @@ from ccexp.data.batching import (EncodedDataset, GroupedBatchSampler, collator, 
                                  generation_prompt_room, prompt_text, to_device)
 from ccexp.methods import METHODS
 from ccexp.models import load_model, load_tokenizer
+
+
+class _NoAdverts(logging.Filter):
+    """Lightning 2.6 logs a tip to install its cloud logger (litlogger) at every Trainer it
+    builds: one line of advertising in every run's log, about a logger ccexp does not use."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoAdverts())
 
 
 def cpu_has_bf16() -> bool:

@@ -35,6 +35,9 @@ def load_result(path: str | Path) -> dict:
         raise ResultError(f"{path}: line {err.lineno} column {err.colno}: not JSON ({err.msg})") from None
     if not isinstance(results, dict) or not {"machine", "args", "ratios"} <= set(results):
         raise ResultError(f"{path}: not a ccexp.bench results file (expected the keys machine, args and ratios)")
+    for key in ("machine", "args", "ratios"):
+        if not isinstance(results[key], dict):
+            raise ResultError(f"{path}: {key}: expected an object, got {type(results[key]).__name__}")
     for name, ratio in results["ratios"].items():
         if not (isinstance(ratio, dict) and isinstance(ratio.get("value"), (int, float)) and "goal" in ratio
                 and "met" in ratio):
@@ -55,10 +58,10 @@ def machine_label(m: dict) -> str:
     recorded the CPU's ISA say so."""
     if m.get("gpu"):
         return m["gpu"]
+    cpu = f"{m.get('cpu', 'CPU not recorded')} ({m.get('threads', '?')} threads"
     if "cpu_isa" not in m:
-        return f"{m['cpu']} ({m['threads']} threads, ISA not recorded)"
-    return f"{m['cpu']} ({m['threads']} threads, {m['cpu_isa']}, " \
-           f"{'bf16' if m['cpu_bf16'] else 'no bf16 dot products: fp32'})"
+        return f"{cpu}, ISA not recorded)"
+    return f"{cpu}, {m['cpu_isa']}, {'bf16' if m.get('cpu_bf16') else 'no bf16 dot products: fp32'})"
 
 
 def report_rows(r: dict) -> list[tuple[str, float, str, bool, str]]:
@@ -187,7 +190,7 @@ def print_history(console: Console, runs: Sequence[tuple[str, dict]]) -> None:
     for name in names:
         cells = [r["ratios"].get(name) for _, r in runs]
         values = [r["ratios"][name]["value"] for r in alike if name in r["ratios"]]
-        goal = next(c["goal"] for c in cells if c)
+        goal = " / ".join(dict.fromkeys(c["goal"] for c in cells if c))  # training's is 1.5x on a GPU, 2x on CPUs
         table.add_row(name, goal, *(f"{c['value']:.2f}{' ✓' if c['met'] else ''}" if c else "–" for c in cells),
                       f"{min(values):.2f}–{max(values):.2f}" if len(values) > 1 else "")
     if any(r.get("seconds") for _, r in runs):  # the goal is the default run's, all three parts
