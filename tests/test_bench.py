@@ -13,7 +13,8 @@ import torch
 from ccexp.bench.__main__ import main
 
 
-def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir, capsys):
+def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # the tables' rows on one line each
     out = tmp_path / "bench.json"
     earlier = Path(__file__).parents[1] / "benchmarks" / "results" / "2026-12-01_23-40-21.json"
     main(["--model", "tiny", "--steps", "2", "--warmup", "1", "--prompts", "2", "--new-tokens", "4", "--json", str(out),
@@ -22,6 +23,10 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir, capsys):
     # --against: the earlier run's ratios beside this run's, and what differs between the two.
     printed = capsys.readouterr().out
     assert "2 runs side by side" in printed and "this run" in printed and "--model differs: smollm2_135m in" in printed
+    history = [line for line in printed.splitlines() if line.startswith("│ training tokens/s vs HF Trainer ")][-1]
+    cells = [cell.strip() for cell in history.strip("│").split("│")]
+    this_run = results["ratios"]["training tokens/s vs HF Trainer"]["value"]
+    assert cells[2:4] == ["1.34", f"{this_run:.2f}{' ✓' if this_run >= 2 else ''}"]  # the earlier file's, then this run's
     assert "against" not in results["args"]
     assert len(results["ratios"]) == 8
     for name, ratio in results["ratios"].items():

@@ -48,8 +48,9 @@ def test_every_committed_results_file_prints_its_table(capsys):
         for name, ratio in recorded.items():
             row = table_row(out, name)
             assert row[1:4] == [f"{ratio['value']:.2f}", ratio["goal"], "yes" if ratio["met"] else "NO"], path
-        with_evidence = all(table_row(out, name)[4] for name in recorded)
-        assert ("written by an older bench: the evidence column needs" in out) != with_evidence, path
+        # A blank evidence cell only where a note says which part lacks what.
+        blank = [name for name in recorded if not table_row(out, name)[4]]
+        assert bool(blank) == ("no evidence for" in out), path
 
 
 def test_the_latest_run_read_back_as_the_bench_printed_it(capsys):
@@ -58,7 +59,7 @@ def test_the_latest_run_read_back_as_the_bench_printed_it(capsys):
     assert "ccexp.bench on AMD EPYC (2 threads, AVX2, no bf16 dot products: fp32), smollm2_135m, lora" in out
     assert table_row(out, "training tokens/s vs HF Trainer")[1:] == ["1.34", ">= 2.0", "NO", "100 vs 74 tok/s"]
     assert "ran in 18m53s (training 11m16s, generation 5m16s, memory 2m20s)" in out
-    assert "older bench" not in out
+    assert "no evidence" not in out
 
 
 def test_runs_side_by_side_with_the_range_over_alike_runs(tmp_path, capsys):
@@ -114,28 +115,114 @@ def test_without_files_it_reads_the_newest_in_the_results_folder(tmp_path, capsy
     assert table_row(out, "training tokens/s vs HF Trainer")[1] == "1.70"
 
 
-def test_bad_files_are_one_line(tmp_path, capsys):
-    (tmp_path / "broken.json").write_text('{"machine": {},\n "args": }')
-    (tmp_path / "other.json").write_text('{"loss": 1.0}')
-    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
-    (tmp_path / "list.json").write_text(json.dumps({"machine": [], "args": ARGS, "ratios": {}}))
-    (tmp_path / "ratio.json").write_text(json.dumps({"machine": AVX2, "args": ARGS, "ratios": {"MFU": {"value": "x"}}}))
-    cases = {
-        tmp_path / "missing.json": f"{tmp_path / 'missing.json'}: no such file",
-        tmp_path: f"{tmp_path} is a directory, expected a ccexp.bench results file (.json)",
-        tmp_path / "broken.json": f"{tmp_path / 'broken.json'}: line 2 column 10: not JSON (Expecting value)",
-        tmp_path / "binary.json": f"{tmp_path / 'binary.json'}: not UTF-8 text, expected a ccexp.bench results file "
-                                  "(.json)",
-        tmp_path / "other.json": f"{tmp_path / 'other.json'}: not a ccexp.bench results file "
-                                 "(expected the keys machine, args and ratios)",
-        tmp_path / "list.json": f"{tmp_path / 'list.json'}: machine: expected an object, got list",
-        tmp_path / "ratio.json": f"{tmp_path / 'ratio.json'}: ratios.MFU: expected value, goal and met",
-    }
-    for path, error in cases.items():
+def _with(base: dict, **changes) -> str:
+    return json.dumps({**base, **changes})
+
+
+GOOD = {"machine": AVX2, "args": ARGS, "ratios": {"MFU": {"value": 0.4, "goal": ">= 0.5", "met": False}}}
+
+
+@pytest.mark.parametrize("text,error", [
+    ('{"machine": {},\n "args": }', "not valid JSON (Expecting value at line 2 column 10)"),
+    ("[1, 2]", "expected a ccexp.bench results file (a JSON object), got list"),
+    ("1" * 5000, "not valid JSON (ValueError: Exceeds the limit (4300 digits) for integer string conversion: value "
+                 "has 5000 digits; use sys.set_int_max_str_digits() to increase the limit)"),
+    ('{"loss": 1.0}', "not a ccexp.bench results file (no machine, args, ratios; expected the keys machine, args "
+                      "and ratios)"),
+    (_with(GOOD, machine=[]), "machine: expected an object, got list"),
+    (_with(GOOD, ratios={}), "ratios: expected at least one ratio, got none"),
+    (_with(GOOD, ratios={"MFU": 0.4}), "ratios.MFU: expected an object with value, goal and met, got float"),
+    (_with(GOOD, ratios={"MFU": {"value": "x", "goal": ">= 0.5", "met": False}}),
+     "ratios.MFU.value: expected a number, got 'x'"),
+    (_with(GOOD, ratios={"MFU": {"value": True, "goal": ">= 0.5", "met": False}}),
+     "ratios.MFU.value: expected a number, got True"),
+    (_with(GOOD, ratios={"MFU": {"value": 0.4, "goal": 0.5, "met": False}}),
+     "ratios.MFU.goal: expected text such as '>= 2.0', got 0.5"),
+    (_with(GOOD, ratios={"MFU": {"value": 0.4, "goal": ">= 0.5", "met": "no"}}),
+     "ratios.MFU.met: expected true or false, got 'no'"),
+    (_with(GOOD, seconds={"training": 400}),
+     "seconds: expected an object of seconds per part and a total, got {'training': 400}"),
+    (_with(GOOD, seconds={"training": "slow", "total": 500}),
+     "seconds: expected an object of seconds per part and a total, got {'training': 'slow', 'total': 500}"),
+])
+def test_bad_files_are_one_line(tmp_path, capsys, text, error):
+    """Everything the tables read is checked when the file is read, so none fails in a table."""
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    for argv in ([str(bad)], [str(result(tmp_path, "good", 1.2)), str(bad)]):
         with pytest.raises(SystemExit) as exit_info:
-            main([str(result(tmp_path, "good", 1.2)), str(path)])
+            main(argv)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [f"ccexp.bench.show: error: {bad}: {error} (--help for usage)"]
+
+
+def test_missing_unreadable_and_repeated_files_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    good = result(tmp_path, "good", 1.2)
+    cases = {
+        (str(tmp_path / "missing.json"),): f"{tmp_path / 'missing.json'}: no such file",
+        (str(tmp_path),): f"{tmp_path} is a directory, expected a ccexp.bench results file",
+        (str(tmp_path / "binary.json"),): f"{tmp_path / 'binary.json'}: not UTF-8 text (byte 0), expected a "
+                                          "ccexp.bench results file",
+        (str(good), str(good)): f"{good}: given twice",
+        (str(good), "good.json"): f"good.json: given twice (also as {good})",
+    }
+    for argv, error in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(argv))
         assert exit_info.value.code == 2
         assert capsys.readouterr().err.splitlines() == [f"ccexp.bench.show: error: {error} (--help for usage)"]
+
+
+def test_the_range_is_over_the_runs_alike_in_machine_and_settings(tmp_path, capsys):
+    """A run that differs only in a setting, and one that differs only in its machine, are both
+    left out of the last run's range, and both differences are named."""
+    other_steps = result(tmp_path, "steps2", 3.0, steps="2")
+    other_cpu = result(tmp_path, "bf16", 0.5, machine={**AVX2, "cpu_isa": "AVX512", "cpu_bf16": True})
+    main([str(result(tmp_path, "a", 1.2)), str(other_steps), str(other_cpu), str(result(tmp_path, "b", 1.4))])
+    out = capsys.readouterr().out
+    assert table_row(out, "training tokens/s vs HF Trainer")[-1] == "1.20–1.40"
+    assert "range*: over the 2 of 4 runs with the last one's machine and settings" in out
+    assert "--steps differs: 5 in a, bf16, b; 2 in steps2" in out
+    assert "machines differ" in out and "bf16: AMD EPYC (2 threads, AVX512, bf16)" in out
+
+
+def test_file_values_print_as_written_not_as_markup(tmp_path, capsys):
+    """rich would read "[q_proj,v_proj]" as a style tag and drop it, or fail on "[/x]"."""
+    a = result(tmp_path, "a", 1.2, overrides="['model.lora_targets=[q_proj,v_proj]']")
+    b = result(tmp_path, "b", 1.3, machine={**AVX2, "cpu": "EPYC [/x]"})
+    main([str(a), str(b)])
+    out = capsys.readouterr().out
+    assert "the config overrides differ: ['model.lora_targets=[q_proj,v_proj]'] in a; [] in b" in out
+    assert "b: EPYC [/x] (2 threads" in out
+    main([str(b)])
+    assert "ccexp.bench on EPYC [/x] (2 threads" in capsys.readouterr().out
+
+
+def test_measures_in_the_order_of_the_fullest_run_and_nan_left_out_of_the_range(tmp_path, capsys):
+    short = result(tmp_path, "short", 1.2, memory=None)
+    nan = result(tmp_path, "nan", float("nan"))
+    main([str(short), str(nan), str(result(tmp_path, "full", 1.5))])
+    out = capsys.readouterr().out
+    assert out.index("training tokens/s") < out.index("QLoRA vs LoRA peak memory")
+    assert table_row(out, "training tokens/s vs HF Trainer")[2:] == ["1.20", "nan", "1.50", "1.20–1.50"]
+    assert table_row(out, "QLoRA vs LoRA peak memory")[2:] == ["–", "0.30 ✓", "0.30 ✓", "0.30–0.30"]
+
+
+def test_an_older_file_loses_only_the_evidence_it_lacks(tmp_path, capsys):
+    """One missing number blanks its own part's evidence, not the whole table's."""
+    results = json.loads((RESULTS / "2026-12-01_23-40-21.json").read_text())
+    del results["generation"]["batched_prefill_s"]
+    (tmp_path / "older.json").write_text(json.dumps(results))
+    main([str(tmp_path / "older.json")])
+    out = capsys.readouterr().out
+    assert table_row(out, "training tokens/s vs HF Trainer")[4] == "100 vs 74 tok/s"
+    assert table_row(out, "batched vs one-at-a-time generation")[4] == ""
+    assert table_row(out, "all-in-one analysis p50 latency (s)")[4] == ""  # the same part
+    assert table_row(out, "QLoRA vs LoRA peak memory")[4].startswith("1492 vs 4742 MB")
+    assert (f"{tmp_path / 'older.json'}: no evidence for generation: it needs 'batched_prefill_s', which this "
+            "file lacks (an older bench recorded fewer numbers)") in out.replace("\n", " ")
 
 
 def test_the_bench_checks_its_against_file_before_any_work(tmp_path, capsys):

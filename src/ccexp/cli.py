@@ -5,6 +5,7 @@ argparse's usage block followed by the error."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -44,3 +45,25 @@ def writable_file(text: str | Path) -> Path:
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} is not a folder this user can write to")
     return path
+
+
+def read_json_object(path: Path, error: type[Exception], what: str) -> dict:
+    """The JSON object in a file named on the command line. Anything else raises ``error`` with
+    one line naming the file and what was expected (``what``, e.g. "a ccexp.bench results file")."""
+    if path.is_dir():
+        raise error(f"{path} is a directory, expected {what}")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))  # a BOM from an editor is harmless
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text (byte {err.start}), expected {what}") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except (ValueError, RecursionError) as err:  # a 5,000-digit number; nesting deeper than Python recurses
+        raise error(f"{path}: not valid JSON ({err.__class__.__name__}: {str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected {what} (a JSON object), got {type(data).__name__}")
+    return data

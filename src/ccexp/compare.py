@@ -11,7 +11,6 @@ What is judged comes from the runs' ``compare`` config (conf/compare/), or from 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import operator
 import os
@@ -27,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
-from ccexp.cli import OneLineParser
+from ccexp.cli import OneLineParser, read_json_object
 from ccexp.config import CompareConfig, ConfigError, parse_constraint
 from ccexp.sweep import natural_key
 
@@ -98,15 +97,7 @@ def find_run_dirs(path: Path) -> list[Path]:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CompareError(f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise CompareError(f"{path}: cannot read ({err})") from None
-    if not isinstance(data, dict):
-        raise CompareError(f"{path}: expected a JSON object of metrics, got {type(data).__name__}")
-    return data
+    return read_json_object(path, CompareError, "a JSON object of metrics")
 
 
 def _read_yaml(path: Path) -> dict:

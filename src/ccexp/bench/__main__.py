@@ -2,7 +2,8 @@
 
 Same model (embedded SmolLM2 by default), same synthetic data, seed and optimizer steps; warm-up
 steps excluded; pad tokens never counted. Prints each ratio with its goal and writes a JSON
-file so later runs can be compared.
+file so later runs can be compared (``--against EARLIER.json`` here, ``python -m ccexp.bench.show``
+for saved runs).
 """
 
 from __future__ import annotations
@@ -180,13 +181,13 @@ def run_bench(args: argparse.Namespace) -> None:
     results["seconds"] = clock.seconds()
     rows = report_rows(results)
     results["ratios"] = {name: {"value": value, "goal": goal, "met": met} for name, value, goal, met, _ in rows}
+    out = args.json or RESULTS / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))  # first: the minutes of measuring are kept whatever follows
     print_table(console, rows, results)
     if args.against:
         print_history(console, [args.against, ("this run", results)])
-    out = args.json or RESULTS / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    console.print(f"results: {out}")
+    console.print(f"results: {out}", markup=False)
 
 
 def release_memory() -> None:

@@ -4,14 +4,16 @@ back from their JSON files, so that a change, or the machine's noise, shows as n
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ccexp.bench import training
+from ccexp.cli import read_json_object
 
 
 class ResultError(ValueError):
@@ -19,29 +21,34 @@ class ResultError(ValueError):
 
 
 def load_result(path: str | Path) -> dict:
-    """A results file the bench wrote, checked for what the tables read (any version's)."""
+    """A results file the bench wrote (any version's), checked for everything the tables read,
+    so that a bad file fails here in one line, not in a table after a run (``--against``)."""
     path = Path(path)
-    if path.is_dir():
-        raise ResultError(f"{path} is a directory, expected a ccexp.bench results file (.json)")
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResultError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise ResultError(f"{path}: not UTF-8 text, expected a ccexp.bench results file (.json)") from None
-    except OSError as err:
-        raise ResultError(f"{path}: cannot read it ({err.strerror or err})") from None
-    except json.JSONDecodeError as err:
-        raise ResultError(f"{path}: line {err.lineno} column {err.colno}: not JSON ({err.msg})") from None
-    if not isinstance(results, dict) or not {"machine", "args", "ratios"} <= set(results):
-        raise ResultError(f"{path}: not a ccexp.bench results file (expected the keys machine, args and ratios)")
+    results = read_json_object(path, ResultError, "a ccexp.bench results file")
+    missing = [key for key in ("machine", "args", "ratios") if key not in results]
+    if missing:
+        raise ResultError(f"{path}: not a ccexp.bench results file (no {', '.join(missing)}; expected the keys "
+                          "machine, args and ratios)")
     for key in ("machine", "args", "ratios"):
         if not isinstance(results[key], dict):
             raise ResultError(f"{path}: {key}: expected an object, got {type(results[key]).__name__}")
+    if not results["ratios"]:
+        raise ResultError(f"{path}: ratios: expected at least one ratio, got none")
     for name, ratio in results["ratios"].items():
-        if not (isinstance(ratio, dict) and isinstance(ratio.get("value"), (int, float)) and "goal" in ratio
-                and "met" in ratio):
-            raise ResultError(f"{path}: ratios.{name}: expected value, goal and met")
+        where = f"{path}: ratios.{name}"
+        if not isinstance(ratio, dict):
+            raise ResultError(f"{where}: expected an object with value, goal and met, got {type(ratio).__name__}")
+        value = ratio.get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):  # NaN is a number the bench can write
+            raise ResultError(f"{where}.value: expected a number, got {value!r}")
+        if not isinstance(ratio.get("goal"), str):
+            raise ResultError(f"{where}.goal: expected text such as '>= 2.0', got {ratio.get('goal')!r}")
+        if not isinstance(ratio.get("met"), bool):
+            raise ResultError(f"{where}.met: expected true or false, got {ratio.get('met')!r}")
+    seconds = results.get("seconds")  # files from before the bench timed its parts have none
+    if seconds is not None and not (isinstance(seconds, dict) and "total" in seconds and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in seconds.values())):
+        raise ResultError(f"{path}: seconds: expected an object of seconds per part and a total, got {seconds!r}"[:300])
     return results
 
 
@@ -57,15 +64,22 @@ def machine_label(m: dict) -> str:
     """Where a run ran, in the terms that decide its numbers; files written before the bench
     recorded the CPU's ISA say so."""
     if m.get("gpu"):
-        return m["gpu"]
+        return str(m["gpu"])
     cpu = f"{m.get('cpu', 'CPU not recorded')} ({m.get('threads', '?')} threads"
     if "cpu_isa" not in m:
         return f"{cpu}, ISA not recorded)"
     return f"{cpu}, {m['cpu_isa']}, {'bf16' if m.get('cpu_bf16') else 'no bf16 dot products: fp32'})"
 
 
-def report_rows(r: dict) -> list[tuple[str, float, str, bool, str]]:
+Row = tuple[str, float, str, bool, str]  # name, value, goal, met, evidence
+
+
+def report_rows(r: dict) -> list[Row]:
     """(name, value, goal, met, evidence) per headline ratio, for the parts that ran."""
+    return [row for _, rows_of in PART_ROWS for row in rows_of(r)]
+
+
+def _training_rows(r: dict) -> list[Row]:
     rows = []
     if "training" in r:
         t = r["training"]
@@ -74,7 +88,7 @@ def report_rows(r: dict) -> list[tuple[str, float, str, bool, str]]:
         mfu = training.mfu(computed, t["frozen_params"], t["matmul_peak_flops"])
         loss_gap = abs(t["ccexp"]["val_loss"] - t["hf_trainer"]["val_loss"]) / t["hf_trainer"]["val_loss"]
         speedup = t["ccexp"]["tokens_per_s"] / t["hf_trainer"]["tokens_per_s"]
-        goal = 1.5 if "gpu" in r["machine"] else 2.0  # the issue's goals: 2x on 2 CPU cores, 1.5x on a GPU
+        goal = 1.5 if r["machine"].get("gpu") else 2.0  # the issue's goals: 2x on 2 CPU cores, 1.5x on a GPU
         rows += [
             ("training tokens/s vs HF Trainer", speedup, f">= {goal}", speedup >= goal,
              f"{t['ccexp']['tokens_per_s']:.0f} vs {t['hf_trainer']['tokens_per_s']:.0f} tok/s"),
@@ -86,6 +100,11 @@ def report_rows(r: dict) -> list[tuple[str, float, str, bool, str]]:
              f"N={t['frozen_params'] / 1e6:.1f}M, {computed:.0f} tok/s computed, "
              f"peak {t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s"),
         ]
+    return rows
+
+
+def _generation_rows(r: dict) -> list[Row]:
+    rows = []
     if "generation" in r:
         g, a = r["generation"], r["all_in_one"]
         batch_ratio = g["batched_tokens_per_s"] / g["single_tokens_per_s"]
@@ -108,6 +127,11 @@ def report_rows(r: dict) -> list[tuple[str, float, str, bool, str]]:
             ("merged adapter vs base latency", merged_ratio, "<= 1.05", merged_ratio <= 1.05,
              f"{r['merged']['merged_p50_s']:.2f} vs {r['merged']['base_p50_s']:.2f} s"),
         ]
+    return rows
+
+
+def _memory_rows(r: dict) -> list[Row]:
+    rows = []
     if "memory" in r:
         m = r["memory"]
         mem_ratio = m["qlora"]["peak_mb"] / m["lora"]["peak_mb"]
@@ -117,6 +141,11 @@ def report_rows(r: dict) -> list[tuple[str, float, str, bool, str]]:
              f"{m['qlora']['weights_mb']:.0f} vs {m['lora']['weights_mb']:.0f} MB; gradient checkpointing "
              f"{_on(m['qlora'])} vs {_on(m['lora'])} (each method's default)"
              + ("; freed pages returned to the OS on both" if m["lora"]["release_freed_memory"] else "")))
+    return rows
+
+
+def _overhead_rows(r: dict) -> list[Row]:
+    rows = []
     if "training" in r:
         t = r["training"]
         overhead = t["ccexp"]["tokens_per_s"] / t["bare_loop"]["tokens_per_s"]
@@ -130,42 +159,54 @@ def report_rows(r: dict) -> list[tuple[str, float, str, bool, str]]:
     return rows
 
 
+# The table's order; each part read back on its own (recorded_rows), so that an older file that
+# lacks one number loses only that part's evidence.
+PART_ROWS = (("training", _training_rows), ("generation", _generation_rows), ("memory", _memory_rows),
+             ("Lightning vs bare", _overhead_rows))
+
+
 def _on(probe: dict) -> str:
     return "on" if probe.get("gradient_checkpointing") else "off"
 
 
 def print_table(console: Console, rows, results: dict) -> None:
-    table = Table(title=f"ccexp.bench on {machine_label(results['machine'])}, {setting(results, 'model')}, "
-                        f"{setting(results, 'method')}")
+    # Every string may come from a file read back: escaped, so "[...]" in a config override
+    # prints as written instead of as rich markup.
+    table = Table(title=escape(f"ccexp.bench on {machine_label(results['machine'])}, {setting(results, 'model')}, "
+                               f"{setting(results, 'method')}"))
     for col in ("measure", "value", "goal", "met", "evidence"):
         table.add_column(col, justify="right" if col in ("value", "goal") else "left")
     for name, value, goal, met, evidence in rows:
-        table.add_row(name, f"{value:.2f}", goal, "yes" if met else "NO", evidence)
+        table.add_row(escape(name), f"{value:.2f}", escape(goal), "yes" if met else "NO", escape(evidence))
     console.print(table)
     seconds = results.get("seconds")
     if seconds:  # files from before the bench timed its parts have none
         parts = ", ".join(f"{name} {_minutes(s)}" for name, s in seconds.items() if name != "total")
         # The issue's "done when": the default bench in under 10 minutes on 2 CPU cores.
         console.print(f"ran in {_minutes(seconds['total'])} ({parts}); the default run's goal on 2 CPU cores: "
-                      "< 10 min")
+                      "< 10 min", markup=False)
 
 
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
-def recorded_rows(results: dict) -> tuple[list[tuple[str, float, str, bool, str]], str | None]:
+def recorded_rows(results: dict, path: Path | str) -> tuple[list[Row], list[str]]:
     """The rows of a file read back: its recorded values, goals and verdicts, with the evidence
-    recomputed from its numbers; an older file that lacks a number the evidence quotes keeps its
-    ratios, and the note says which key is missing."""
-    recorded = results["ratios"]
-    try:
-        evidence = {name: ev for name, *_, ev in report_rows(results)}
-        note = None
-    except (KeyError, TypeError, ZeroDivisionError) as err:
-        evidence, note = {}, f"written by an older bench: the evidence column needs {err}, which this file lacks"
-    rows = [(name, r["value"], r["goal"], bool(r["met"]), evidence.get(name, "")) for name, r in recorded.items()]
-    return rows, note
+    recomputed from its numbers part by part. A part whose numbers the file lacks (an older
+    bench recorded fewer) or cannot give keeps its ratios, and a note says why its evidence is blank."""
+    evidence, notes = {}, []
+    for part, rows_of in PART_ROWS:
+        try:
+            evidence.update((name, ev) for name, *_, ev in rows_of(results))
+        except KeyError as err:
+            notes.append(f"{path}: no evidence for {part}: it needs {err}, which this file lacks "
+                         "(an older bench recorded fewer numbers)")
+        except (TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as err:
+            notes.append(f"{path}: no evidence for {part}: its numbers do not compute ({err.__class__.__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'no message'})")
+    rows = [(name, r["value"], r["goal"], r["met"], evidence.get(name, "")) for name, r in results["ratios"].items()]
+    return rows, notes
 
 
 # What decides whether two runs' ratios can be compared, besides the machine.
@@ -185,13 +226,15 @@ def print_history(console: Console, runs: Sequence[tuple[str, dict]]) -> None:
     table.add_column("measure")
     table.add_column("goal", justify="right")
     for label, _ in runs:
-        table.add_column(label, justify="right")
+        table.add_column(escape(label), justify="right")
     table.add_column("range" if len(alike) == len(runs) else "range*", justify="right")
     for name in names:
         cells = [r["ratios"].get(name) for _, r in runs]
-        values = [r["ratios"][name]["value"] for r in alike if name in r["ratios"]]
+        # NaN (a side that failed to score) is shown, and left out of the range.
+        values = [v for r in alike if name in r["ratios"] and math.isfinite(v := r["ratios"][name]["value"])]
         goal = " / ".join(dict.fromkeys(c["goal"] for c in cells if c))  # training's is 1.5x on a GPU, 2x on CPUs
-        table.add_row(name, goal, *(f"{c['value']:.2f}{' ✓' if c['met'] else ''}" if c else "–" for c in cells),
+        table.add_row(escape(name), escape(goal),
+                      *(f"{c['value']:.2f}{' ✓' if c['met'] else ''}" if c else "–" for c in cells),
                       f"{min(values):.2f}–{max(values):.2f}" if len(values) > 1 else "")
     if any(r.get("seconds") for _, r in runs):  # the goal is the default run's, all three parts
         table.add_row("bench wall time", "< 10 min", *(_wall(r) for _, r in runs), "")
@@ -199,15 +242,17 @@ def print_history(console: Console, runs: Sequence[tuple[str, dict]]) -> None:
     if len(alike) < len(runs):
         console.print(f"range*: over the {len(alike)} of {len(runs)} runs with the last one's machine and settings")
     for line in differences(runs):
-        console.print(line)
+        console.print(line, markup=False)
 
 
 def _conditions(results: dict) -> tuple:
-    return (_machine(results), *(setting(results, key) for key in SETTINGS))
+    """What a run's ratios depend on besides the code, as differences() prints it."""
+    return (_machine(results), *(str(setting(results, key)) for key in SETTINGS))
 
 
 def _machine(results: dict) -> str:
-    return f"{machine_label(results['machine'])}, torch {results['machine'].get('torch')}"
+    torch_version = results["machine"].get("torch")
+    return machine_label(results["machine"]) + (f", torch {torch_version}" if torch_version else "")
 
 
 def _wall(results: dict) -> str:
@@ -215,7 +260,7 @@ def _wall(results: dict) -> str:
     if not seconds:
         return "–"
     parts = [name for name in seconds if name != "total"]
-    return _minutes(seconds["total"]) + ("" if len(parts) == 3 else f" ({', '.join(parts)} only)")
+    return escape(_minutes(seconds["total"]) + ("" if len(parts) == 3 else f" ({', '.join(parts)} only)"))
 
 
 def differences(runs: Sequence[tuple[str, dict]]) -> list[str]:

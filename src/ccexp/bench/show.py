@@ -1,6 +1,7 @@
 """``python -m ccexp.bench.show RESULTS.json [MORE.json ...]``: the table of a bench run again,
-read from its results file, or several runs side by side, a column each, with the range of every
-ratio over them and what the runs' machines and settings differ in. Nothing is measured.
+read from its results file, or several runs side by side, a column each, with each ratio's range
+over the runs that had the last one's machine and settings, and what the runs' machines and
+settings differ in. Nothing is measured.
 
     python -m ccexp.bench.show benchmarks/results/2026-12-01_23-40-21.json
     python -m ccexp.bench.show benchmarks/results/2026-12-01_*.json   # the day's runs, oldest first
@@ -27,18 +28,24 @@ def main(argv=None) -> None:
                         help=f"results files python -m ccexp.bench wrote (default: the newest in {RESULTS})")
     args = parser.parse_args(argv)
     files = args.files or _newest(parser)
+    seen: dict[Path, Path] = {}
+    for path in files:  # twice the same run would read as two runs that agree: no noise
+        if path.resolve() in seen:
+            first = seen[path.resolve()]
+            parser.error(f"{path}: given twice" + ("" if first == path else f" (also as {first})"))
+        seen[path.resolve()] = path
     try:
         runs = [(_label(path, files), load_result(path)) for path in files]
     except ResultError as err:
         parser.error(str(err))
     console = Console()
     if len(runs) == 1:
-        label, results = runs[0]
-        rows, note = recorded_rows(results)
-        console.print(f"{files[0]} (run of {results.get('when', 'unknown time')})")
+        results = runs[0][1]
+        rows, notes = recorded_rows(results, files[0])
+        console.print(f"{files[0]} (run of {results.get('when', 'unknown time')})", markup=False)
         print_table(console, rows, results)
-        if note:
-            console.print(f"{files[0]}: {note}")
+        for note in notes:
+            console.print(note, markup=False)
     else:
         print_history(console, runs)
 
