@@ -80,83 +80,80 @@ def report_rows(r: dict) -> list[Row]:
 
 
 def _training_rows(r: dict) -> list[Row]:
-    rows = []
-    if "training" in r:
-        t = r["training"]
-        # The tokens computed: a packed batch's shared prompt start counts once (runs before packing lack them).
-        computed = t["ccexp"].get("computed_tokens_per_s", t["ccexp"]["tokens_per_s"])
-        mfu = training.mfu(computed, t["frozen_params"], t["matmul_peak_flops"])
-        loss_gap = abs(t["ccexp"]["val_loss"] - t["hf_trainer"]["val_loss"]) / t["hf_trainer"]["val_loss"]
-        speedup = t["ccexp"]["tokens_per_s"] / t["hf_trainer"]["tokens_per_s"]
-        goal = 1.5 if r["machine"].get("gpu") else 2.0  # the goals: 2x on 2 CPU cores, 1.5x on a GPU
-        rows += [
-            ("training tokens/s vs HF Trainer", speedup, f">= {goal}", speedup >= goal,
-             f"{t['ccexp']['tokens_per_s']:.0f} vs {t['hf_trainer']['tokens_per_s']:.0f} tok/s"),
-            # Same steps and data, different batch order (length-grouped vs random): a few steps
-            # apart is noise of that order; a broken loss would be off by far more.
-            ("final val loss gap vs HF Trainer", loss_gap, "<= 0.15", loss_gap <= 0.15,
-             f"{t['ccexp']['val_loss']:.3f} vs {t['hf_trainer']['val_loss']:.3f}"),
-            ("MFU (4·N·tok/s ÷ matmul peak)", mfu, ">= 0.5", mfu >= 0.5,
-             f"N={t['frozen_params'] / 1e6:.1f}M, {computed:.0f} tok/s computed, "
-             f"peak {t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s"),
-        ]
-    return rows
+    if "training" not in r:
+        return []
+    t = r["training"]
+    # The tokens computed: a packed batch's shared prompt start counts once (runs before packing lack them).
+    computed = t["ccexp"].get("computed_tokens_per_s", t["ccexp"]["tokens_per_s"])
+    mfu = training.mfu(computed, t["frozen_params"], t["matmul_peak_flops"])
+    loss_gap = abs(t["ccexp"]["val_loss"] - t["hf_trainer"]["val_loss"]) / t["hf_trainer"]["val_loss"]
+    speedup = t["ccexp"]["tokens_per_s"] / t["hf_trainer"]["tokens_per_s"]
+    goal = 1.5 if r["machine"].get("gpu") else 2.0  # the goals: 2x on 2 CPU cores, 1.5x on a GPU
+    return [
+        ("training tokens/s vs HF Trainer", speedup, f">= {goal}", speedup >= goal,
+         f"{t['ccexp']['tokens_per_s']:.0f} vs {t['hf_trainer']['tokens_per_s']:.0f} tok/s"),
+        # Same steps and data, different batch order (length-grouped vs random): a few steps
+        # apart is noise of that order; a broken loss would be off by far more.
+        ("final val loss gap vs HF Trainer", loss_gap, "<= 0.15", loss_gap <= 0.15,
+         f"{t['ccexp']['val_loss']:.3f} vs {t['hf_trainer']['val_loss']:.3f}"),
+        ("MFU (4·N·tok/s ÷ matmul peak)", mfu, ">= 0.5", mfu >= 0.5,
+         f"N={t['frozen_params'] / 1e6:.1f}M, {computed:.0f} tok/s computed, "
+         f"peak {t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s"),
+    ]
 
 
 def _generation_rows(r: dict) -> list[Row]:
-    rows = []
-    if "generation" in r:
-        g, a = r["generation"], r["all_in_one"]
-        batch_ratio = g["batched_tokens_per_s"] / g["single_tokens_per_s"]
-        merged_ratio = r["merged"]["merged_p50_s"] / r["merged"]["base_p50_s"]
-        rows += [
-            ("batched vs one-at-a-time generation", batch_ratio, ">= 5", batch_ratio >= 5,
-             f"{g['batched_tokens_per_s']:.0f} vs {g['single_tokens_per_s']:.0f} tok/s, {g['prompts']} prompts "
-             f"x {g['new_tokens_each']} tokens, "
-             + (f"ccexp's batched loop vs generate one at a time (generate batched: "
-                f"{g['generate_batched_tokens_per_s']:.0f} tok/s)" if "generate_batched_tokens_per_s" in g
-                else "generate on both sides")
-             + f"; prompt passes {g['batched_prefill_s']:.1f} vs "
-             f"{g['single_prefill_s']:.1f} s, decode steps alone {g['decode_ratio']:.1f}x"),
-            ("all-in-one analysis p50 latency (s)", a["p50_s"], "<= 1.0", a["p50_s"] <= 1.0,
-             f"{a['prompt_tokens_p50']:.0f} prompt + {a['answer_tokens_p50']:.0f} answer tokens in "
-             f"{a['forward_passes_p50']:.0f} forward passes ({a['prefix_reused_p50']:.0f} prompt tokens reused"
-             f"{', packed weights, LoRA merged' if a.get('packed_weights') else ''}); "
-             f"generate: {a['generate_p50_s']:.2f} s = prefill {a['prefill_p50_s']:.2f} s + "
-             f"{1000 * a['decode_token_p50_s']:.0f} ms/token"),
-            ("merged adapter vs base latency", merged_ratio, "<= 1.05", merged_ratio <= 1.05,
-             f"{r['merged']['merged_p50_s']:.2f} vs {r['merged']['base_p50_s']:.2f} s"),
-        ]
-    return rows
+    if "generation" not in r:
+        return []
+    g, a = r["generation"], r["all_in_one"]
+    batch_ratio = g["batched_tokens_per_s"] / g["single_tokens_per_s"]
+    merged_ratio = r["merged"]["merged_p50_s"] / r["merged"]["base_p50_s"]
+    return [
+        ("batched vs one-at-a-time generation", batch_ratio, ">= 5", batch_ratio >= 5,
+         f"{g['batched_tokens_per_s']:.0f} vs {g['single_tokens_per_s']:.0f} tok/s, {g['prompts']} prompts "
+         f"x {g['new_tokens_each']} tokens, "
+         + (f"ccexp's batched loop vs generate one at a time (generate batched: "
+            f"{g['generate_batched_tokens_per_s']:.0f} tok/s)" if "generate_batched_tokens_per_s" in g
+            else "generate on both sides")
+         + f"; prompt passes {g['batched_prefill_s']:.1f} vs "
+         f"{g['single_prefill_s']:.1f} s, decode steps alone {g['decode_ratio']:.1f}x"),
+        ("all-in-one analysis p50 latency (s)", a["p50_s"], "<= 1.0", a["p50_s"] <= 1.0,
+         f"{a['prompt_tokens_p50']:.0f} prompt + {a['answer_tokens_p50']:.0f} answer tokens in "
+         f"{a['forward_passes_p50']:.0f} forward passes ({a['prefix_reused_p50']:.0f} prompt tokens reused"
+         f"{', packed weights, LoRA merged' if a.get('packed_weights') else ''}); "
+         f"generate: {a['generate_p50_s']:.2f} s = prefill {a['prefill_p50_s']:.2f} s + "
+         f"{1000 * a['decode_token_p50_s']:.0f} ms/token"),
+        ("merged adapter vs base latency", merged_ratio, "<= 1.05", merged_ratio <= 1.05,
+         f"{r['merged']['merged_p50_s']:.2f} vs {r['merged']['base_p50_s']:.2f} s"),
+    ]
 
 
 def _memory_rows(r: dict) -> list[Row]:
-    rows = []
-    if "memory" in r:
-        m = r["memory"]
-        mem_ratio = m["qlora"]["peak_mb"] / m["lora"]["peak_mb"]
-        rows.append(
-            ("QLoRA vs LoRA peak memory", mem_ratio, "<= 0.5", mem_ratio <= 0.5,
-             f"{m['qlora']['peak_mb']:.0f} vs {m['lora']['peak_mb']:.0f} MB {m['lora']['measure']}; weights "
-             f"{m['qlora']['weights_mb']:.0f} vs {m['lora']['weights_mb']:.0f} MB; gradient checkpointing "
-             f"{_on(m['qlora'])} vs {_on(m['lora'])} (each method's default)"
-             + ("; freed pages returned to the OS on both" if m["lora"]["release_freed_memory"] else "")))
-    return rows
+    if "memory" not in r:
+        return []
+    m = r["memory"]
+    mem_ratio = m["qlora"]["peak_mb"] / m["lora"]["peak_mb"]
+    return [
+        ("QLoRA vs LoRA peak memory", mem_ratio, "<= 0.5", mem_ratio <= 0.5,
+         f"{m['qlora']['peak_mb']:.0f} vs {m['lora']['peak_mb']:.0f} MB {m['lora']['measure']}; weights "
+         f"{m['qlora']['weights_mb']:.0f} vs {m['lora']['weights_mb']:.0f} MB; gradient checkpointing "
+         f"{_on(m['qlora'])} vs {_on(m['lora'])} (each method's default)"
+         + ("; freed pages returned to the OS on both" if m["lora"]["release_freed_memory"] else "")),
+    ]
 
 
 def _overhead_rows(r: dict) -> list[Row]:
-    rows = []
-    if "training" in r:
-        t = r["training"]
-        overhead = t["ccexp"]["tokens_per_s"] / t["bare_loop"]["tokens_per_s"]
-        # The two ran the same batches in turns: step by step, the spread of the ratio is the noise.
-        warmup = int(r["args"]["warmup"])
-        per_step = [b / c for c, b in zip(t["ccexp"]["step_seconds"][warmup:], t["bare_loop"]["step_seconds"][warmup:])
-                    if c > 0]
-        spread = f"; step by step {min(per_step):.2f}–{max(per_step):.2f}" if per_step else ""
-        rows.append(("Lightning path vs bare PyTorch loop", overhead, ">= 0.95", overhead >= 0.95,
-                     f"{t['ccexp']['tokens_per_s']:.0f} vs {t['bare_loop']['tokens_per_s']:.0f} tok/s{spread}"))
-    return rows
+    if "training" not in r:
+        return []
+    t = r["training"]
+    overhead = t["ccexp"]["tokens_per_s"] / t["bare_loop"]["tokens_per_s"]
+    # The two ran the same batches in turns: step by step, the spread of the ratio is the noise.
+    warmup = int(r["args"]["warmup"])
+    per_step = [b / c for c, b in zip(t["ccexp"]["step_seconds"][warmup:], t["bare_loop"]["step_seconds"][warmup:])
+                if c > 0]
+    spread = f"; step by step {min(per_step):.2f}–{max(per_step):.2f}" if per_step else ""
+    return [("Lightning path vs bare PyTorch loop", overhead, ">= 0.95", overhead >= 0.95,
+             f"{t['ccexp']['tokens_per_s']:.0f} vs {t['bare_loop']['tokens_per_s']:.0f} tok/s{spread}")]
 
 
 # The table's order; each part read back on its own (recorded_rows), so that an older file that
