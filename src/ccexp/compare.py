@@ -96,10 +96,6 @@ def find_run_dirs(path: Path) -> list[Path]:
     return sorted(dirs, key=natural_key)
 
 
-def _read_json(path: Path) -> dict:
-    return read_json_object(path, CompareError, "a JSON object of metrics")
-
-
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
@@ -132,7 +128,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def load_run(run_dir: Path) -> Run:
     path = run_dir / "metrics.json"
-    metrics = _read_json(path) if path.is_file() else {"status": "failed"}
+    metrics = read_json_object(path, CompareError, "a metrics file") if path.is_file() else {"status": "failed"}
     run = Run(dir=run_dir, metrics=metrics)
     if (run_dir / "config.yaml").is_file():
         run.config = _read_yaml(run_dir / "config.yaml")

@@ -26,7 +26,7 @@ from rich.console import Console
 from ccexp.backends import resolve_backend
 from ccexp.backends.lightning import cpu_has_bf16, resolve_base_dtype
 from ccexp.bench import inference, memory, training
-from ccexp.bench.report import ResultError, load_result, print_history, print_table, report_rows
+from ccexp.bench.report import RESULTS, ResultError, load_result, print_history, print_table, report_rows
 from ccexp.bench.setup import compose_run_config
 from ccexp.cli import OneLineParser, int_at_least, writable_file
 from ccexp.config import ConfigError
@@ -70,7 +70,6 @@ def _args(argv=None) -> argparse.Namespace:
     return args
 
 
-RESULTS = Path("benchmarks/results")
 # Config keys the bench sets from its flags, or itself so that every side does the same work.
 SET_BY_THE_BENCH = {
     "model": "from --model", "backend": "from --device", "method": "from --method",

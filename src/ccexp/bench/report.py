@@ -16,6 +16,11 @@ from ccexp.bench import training
 from ccexp.cli import read_json_object
 
 
+# Where the bench writes its results (<time>.json) unless --json says otherwise, and where
+# bench.show looks when given no files.
+RESULTS = Path("benchmarks/results")
+
+
 class ResultError(ValueError):
     """A file that is not a readable ccexp.bench result; the message is one line naming it."""
 

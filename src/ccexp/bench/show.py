@@ -15,10 +15,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ccexp.bench.report import ResultError, load_result, print_history, print_table, recorded_rows
+from ccexp.bench.report import RESULTS, ResultError, load_result, print_history, print_table, recorded_rows
 from ccexp.cli import OneLineParser
-
-RESULTS = Path("benchmarks/results")
 
 
 def main(argv=None) -> None:
