@@ -44,11 +44,15 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
-    return WandbLogger(
+    logger = WandbLogger(
         project=cfg.project, entity=cfg.entity, name=name, group=group, tags=tags, config=config,
         save_dir=str(run_dir), mode=wandb_mode(cfg),
         settings=wandb.Settings(init_timeout=90, console="off", quiet=True),
     )
+    # Lightning always hands wandb.init an ``anonymous`` setting (None unless asked), and wandb
+    # 0.31 warns that the setting has no effect whenever it is given at all.
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def finish_logger(logger: Optional[Any], metrics: dict[str, Any], failed: bool) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,6 +37,9 @@ class _NoAdverts(logging.Filter):
 
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoAdverts())
+# Lightning 2.6's pytree helper builds torch's LeafSpec, which torch 2.13 deprecates: a warning
+# in every run's console that only a Lightning release can act on.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def cpu_has_bf16() -> bool:
@@ -145,7 +149,9 @@ class TorchBackend:
             accelerator="gpu" if self.device == "cuda" else "cpu",
             devices=1,
             precision=self.precision,
-            max_epochs=t.max_epochs if t.max_steps < 0 else -1,
+            # With max_steps, the epochs those steps take (not -1, "no limit", which the progress
+            # bar prints as "Epoch 0/-2"); steps_per_epoch counts the optimizer steps Lightning takes.
+            max_epochs=t.max_epochs if t.max_steps < 0 else math.ceil(total_steps / steps_per_epoch),
             max_steps=total_steps,
             accumulate_grad_batches=t.grad_accum,
             gradient_clip_val=t.max_grad_norm,
