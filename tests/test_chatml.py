@@ -107,6 +107,23 @@ def test_empty_messages_are_skipped_and_reported(tmp_path, caplog):
     (json.dumps({"messages": _msgs(("assistant", "hi"), ("user", "x"))}),
      ":2: last message is from 'user', expected 'assistant'"),
     ('[1, 2]', ":2: expected a JSON object, got list"),
+    (json.dumps({"messages": _msgs(("system", "be brief"), ("assistant", "hello"))}),
+     ":2: no user message before the last (assistant) one: nothing for it to answer"),
+    ('{"n": ' + "9" * 5000 + "}", ":2: invalid JSON (ValueError: Exceeds the limit (4300 digits) for integer string "
+                                  "conversion: value has 5000 digits; use sys.set_int_max_str_digits() to increase the "
+                                  "limit)"),
+    ("[" * 100_000 + "]" * 100_000, ":2: invalid JSON (RecursionError: maximum recursion depth exceeded while decoding "
+                                    "a JSON array from a unicode string)"),
+    # A line naming one of ccexp's tasks is scored on its reference's fields, so they are checked.
+    (json.dumps({"messages": _msgs(("user", "rate"), ("assistant", '{"csat": 4}')), "task": "csat",
+                 "reference": {"csat": "4/5"}}), ":2: reference 'csat': expected a number, got \"4/5\""),
+    (json.dumps({"messages": _msgs(("user", "rate"), ("assistant", '{"csat": 4}')), "task": "csat",
+                 "reference": {"csat": None}}), ":2: reference 'csat': expected a number, got null"),
+    (json.dumps({"messages": _msgs(("user", "rate"), ("assistant", "{}")), "task": "quality",
+                 "reference": {"quality_score": 80}}),
+     ":2: task 'quality' needs a 'reference' object with 'quality_score', 'effectiveness'"),
+    (json.dumps({"messages": _msgs(("user", "coach"), ("assistant", "{}")), "task": "coaching",
+                 "reference": {"coaching": "empathy"}}), ":2: reference 'coaching': expected a list, got \"empathy\""),
 ])
 def test_bad_lines_fail_in_one_line(tmp_path, line, message):
     path = _write(tmp_path / "bad.jsonl", GOOD, line)
@@ -117,9 +134,13 @@ def test_bad_lines_fail_in_one_line(tmp_path, line, message):
 
 def test_not_utf8_missing_file_and_empty_split(tmp_path):
     latin = tmp_path / "latin.jsonl"
-    latin.write_bytes(b'{"messages": [{"role": "user", "content": "caf\xe9"}]}\n')  # Latin-1 e-acute at offset 46
-    with pytest.raises(ConfigError, match=r"^" + str(latin) + r": not UTF-8 text \(byte 46\)$"):
+    # Latin-1 e-acute at offset 47, on line 2
+    latin.write_bytes(b'\n{"messages": [{"role": "user", "content": "caf\xe9"}]}\n')
+    with pytest.raises(ConfigError, match=r"^" + str(latin) + r":2: not UTF-8 text \(byte 47; re-save the file as "
+                                          r"UTF-8\)$"):
         read_chatml(latin)
+    with pytest.raises(ConfigError, match=r"^" + str(tmp_path) + r": a directory, expected a file \(data\.train_path"):
+        build_splits(DataConfig(name="chatml", train_path=str(tmp_path)), BIG, MIX)
     with pytest.raises(ConfigError, match=r"^nope\.jsonl: no such file \(data\.train_path; relative paths"):
         build_splits(DataConfig(name="chatml", train_path="nope.jsonl"), BIG, MIX)
     four = _write(tmp_path / "four.jsonl", GOOD, GOOD, GOOD, GOOD)  # 10% rounds to 0: one row each
@@ -141,3 +162,33 @@ def test_config_requires_a_train_path():
         DataConfig(name="chatml")
     with pytest.raises(ConfigError, match=r"^data\.name: expected one of"):
         DataConfig(name="parquet")
+
+
+def test_lines_with_unicode_line_separators_read_back(tmp_path):
+    """U+2028, U+2029 and U+0085 inside a string are valid JSON and are written unescaped: a
+    line break is only \\n."""
+    text = "My card\u2028never arrived\u2029\x85twice"
+    path = write_chatml([{"id": "a", "messages": _msgs(("user", text), ("assistant", "Sorry"))}], tmp_path / "t.jsonl")
+    assert "\u2028" in path.read_text(encoding="utf-8")
+    [row] = read_chatml(path)
+    assert row["messages"][0]["content"] == text and row["line"] == 1
+
+
+def test_a_conversation_is_never_in_two_splits(tmp_path):
+    """Rows of one conversation (several turns learned, one per row) are held out together."""
+    lines = [json.dumps({"messages": _msgs(("user", f"q{c}.{t}"), ("assistant", f"a{c}.{t}")),
+                         "conversation_id": f"conv{c}"}) for c in range(10) for t in range(3)]
+    splits = build_splits(DataConfig(name="chatml", train_path=_write(tmp_path / "t.jsonl", *lines)), BIG, MIX)
+    convs = {s: {ex["conversation_id"] for ex in rows} for s, rows in splits.items()}
+    assert {s: len(rows) for s, rows in splits.items()} == {"train": 24, "val": 3, "test": 3}
+    assert not convs["train"] & convs["val"] and not convs["train"] & convs["test"] and not convs["val"] & convs["test"]
+
+
+def test_text_tasks_without_a_reference_learn_the_last_turn(tmp_path):
+    rows = [{"messages": _msgs(("user", f"hi {i}"), ("assistant", f"hello {i}")), "task": task}
+            for i, task in enumerate(["reply", "chat", "billing"] * 4)]
+    splits = build_splits(DataConfig(name="chatml", train_path=_write(tmp_path / "t.jsonl", *map(json.dumps, rows))),
+                          BIG, MIX)
+    examples = [ex for s in splits.values() for ex in s]
+    assert {ex["task"] for ex in examples} == {"reply", "chat"}  # "billing" is no ccexp task: chat
+    assert all(ex["reference"] == {"reply": ex["messages"][-1]["content"]} for ex in examples)

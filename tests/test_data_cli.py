@@ -111,6 +111,14 @@ def test_cli_errors_are_one_line(argv, error, capsys):
     assert len(err.splitlines()) == 1 and err.startswith(error)
 
 
+def test_export_to_a_file_is_one_line(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["export", "data_size=tiny", "--out", str(afile)]) == 2
+    assert capsys.readouterr().err == (f"ccexp.data: error: --out {afile}: a file, expected a directory (it is "
+                                       "created if missing)\n")
+
+
 def test_export_writes_a_dataset_dict_that_data_hf_reads(tmp_path, capsys):
     csv = ["data=csv", f"data.train_path={FIXTURES / 'banking77_train.csv'}",
            f"data.test_path={FIXTURES / 'banking77_test.csv'}"]

@@ -70,6 +70,24 @@ def test_bad_datasets_fail_in_one_line_naming_the_row(tmp_path, rows, error):
     assert error in str(err.value) and str(err.value).startswith(path) and "\n" not in str(err.value)
 
 
+def test_datasets_that_load_from_disk_cannot_open(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    good = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}] * 10
+    empty = tmp_path / "empty_val"
+    DatasetDict({"train": Dataset.from_list(good), "validation": Dataset.from_dict({"messages": []})}).save_to_disk(
+        str(empty))
+    with pytest.raises(ConfigError) as err:
+        build_splits(_hf(str(empty)), ALL, MIX)
+    assert str(err.value) == (f"{empty}: datasets' load_from_disk cannot open it (split validation has no rows; drop "
+                              "it or give it rows; data.train_path)")
+    corrupt = tmp_path / "corrupt"
+    DatasetDict({"train": Dataset.from_list(good)}).save_to_disk(str(corrupt))
+    (corrupt / "dataset_dict.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"cannot open it \(JSONDecodeError: Expecting property name"):
+        build_splits(_hf(str(corrupt)), ALL, MIX)
+
+
 def test_not_a_dataset_directory_or_file(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "x.csv").write_text("a\n1\n")

@@ -34,7 +34,7 @@ def _dstc(**kw) -> DataConfig:
 def test_banking77_csv_examples():
     splits = build_splits(_banking(), BIG, MIX)
     assert {k: len(v) for k, v in splits.items()} == {"train": 49, "val": 6, "test": 30}
-    ex = next(e for e in splits["test"] if e["id"] == "intent/banking77_test.csv:1")
+    ex = next(e for e in splits["test"] if e["id"] == "intent/banking77_test.csv:2")  # its line
     assert ex["task"] == "classify" and ex["reference"] == {"label": "card_arrival"}
     assert ex["messages"][2]["content"] == '{"label": "card_arrival"}'
     allowed = ", ".join(f'"{label}"' for label in BANKING)
@@ -116,3 +116,56 @@ def test_config_checks():
         DataConfig(name="csv", train_path="x.csv", label_column="text")
     with pytest.raises(ConfigError, match=r"^data\.text_column: expected a non-empty string"):
         DataConfig(name="jsonl", train_path="x.jsonl", text_column=" ")
+
+
+BANKING_ROWS = [f"message {i},{'ab'[i % 2]}" for i in range(20)]
+
+
+@pytest.mark.parametrize("row,message", [
+    # An unquoted comma would shift the label into the next column and make the text's tail a label.
+    ("I topped up, but it failed,top_up_failed", ":22: 3 fields, the header has 2 (a comma in a value needs the "
+                                                 "value quoted)"),
+    ("just some text", ":22: 1 field, the header has 2 (a line cut short?)"),
+    ("text,category", ":22: the header row again (two files joined together?)"),
+    ('"never closed,a', ":22: a quoted field opened here is never closed"),
+])
+def test_rows_that_would_shift_or_invent_values_fail_naming_the_line(tmp_path, row, message):
+    path = tmp_path / "t.csv"
+    path.write_text("text,category\n" + "\n".join(BANKING_ROWS) + f"\n{row}\n" + "\n".join(BANKING_ROWS[:4]) + "\n")
+    with pytest.raises(ConfigError) as err:
+        build_splits(DataConfig(name="csv", train_path=str(path)), BIG, MIX)
+    assert str(err.value) == f"{path}{message}"
+
+
+def test_duplicate_columns_long_fields_and_ids_by_line(tmp_path):
+    dup = tmp_path / "dup.csv"
+    dup.write_text("text,text,category\na,b,c\n")
+    with pytest.raises(ConfigError) as err:
+        build_splits(DataConfig(name="csv", train_path=str(dup)), BIG, MIX)
+    assert str(err.value) == f"{dup}:1: column 'text' appears twice in the header"
+    # A 200,000-character transcript in one cell is valid CSV (the csv module's default limit is 131,072).
+    long = tmp_path / "long.csv"
+    long.write_text("text,category\n" + '"two\nlines",a\n' + "\n".join(BANKING_ROWS) + f"\n{'x' * 200_000},b\n")
+    splits = build_splits(DataConfig(name="csv", train_path=str(long)), BIG, MIX)
+    examples = {ex["id"]: ex for s in splits.values() for ex in s}
+    assert len(examples) == 22
+    # Ids name the line each row starts on: the quoted two-line row is line 2, the next row line 4.
+    assert "intent/long.csv:2" in examples and "intent/long.csv:4" in examples
+    assert examples["intent/long.csv:24"]["messages"][1]["content"].endswith("x" * 200_000)
+
+
+def test_jsonl_values_that_are_not_text_or_numbers_fail(tmp_path, caplog):
+    good = [json.dumps({"utterance": f"claim {i}", "intent": ["FileClaim", 3][i % 2]}) for i in range(20)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(good + ['{"utterance": "nan label", "intent": NaN}']) + "\n")
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        splits = build_splits(_dstc(train_path=str(path)), BIG, MIX)
+    assert {ex["reference"]["label"] for s in splits.values() for ex in s} == {"FileClaim", "3"}
+    # NaN is pandas' missing value: counted with the empty labels, not taught as the label "nan".
+    assert f"{path}: skipped 1 of 21 rows (1 with no label)" in [r.getMessage() for r in caplog.records]
+    for value, shown in ((["FileClaim", "Other"], '["FileClaim", "Other"]'), ({"name": "x"}, '{"name": "x"}'),
+                         (True, "true")):
+        path.write_text("\n".join(good + [json.dumps({"utterance": "odd", "intent": value})]) + "\n")
+        with pytest.raises(ConfigError) as err:
+            build_splits(_dstc(train_path=str(path)), BIG, MIX)
+        assert str(err.value) == f"{path}:21: 'intent': expected text or a number, got {shown}"

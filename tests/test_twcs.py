@@ -64,8 +64,15 @@ def test_bad_files(tmp_path):
     assert str(err.value) == f"{bad}: no column 'inbound' (columns: tweet_id, author_id, text)"
     latin = tmp_path / "latin.csv"
     latin.write_bytes(Path(FIXTURE).read_bytes().replace(b"the update", b"the upd\xe2te"))
-    with pytest.raises(ConfigError, match=r"latin\.csv: not UTF-8 text \(byte \d+\)$"):
+    with pytest.raises(ConfigError, match=r"latin\.csv:2: not UTF-8 text \(byte \d+; re-save the file as UTF-8\)$"):
         build_splits(_twcs(train_path=str(latin)), BIG, MIX)
+    # A row cut short (a partial download): the columns it lacks would read as missing, not as a bad row.
+    short = tmp_path / "short.csv"
+    short.write_text(Path(FIXTURE).read_text() + "999,sprintcare\n")
+    lines = Path(FIXTURE).read_text().count("\n") + 1
+    with pytest.raises(ConfigError) as err:
+        build_splits(_twcs(train_path=str(short)), BIG, MIX)
+    assert str(err.value) == f"{short}:{lines}: 2 fields, the header has 7 (a line cut short?)"
     with pytest.raises(ConfigError, match=r"^missing\.csv: no such file \(data\.train_path; "):
         build_splits(_twcs(train_path="missing.csv"), BIG, MIX)
     with pytest.raises(ConfigError, match=r"^data\.top_brands: expected an integer >= 1, got 0$"):

@@ -7,26 +7,54 @@ keeps its own ``task`` and ``reference``, so exported data is scored as it was g
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
-from ccexp.config import DataConfig, DataSizeConfig
+from ccexp.config import ConfigError, DataConfig, DataSizeConfig
 from ccexp.data.formats import read_chatml
 from ccexp.data.splitting import holdout_splits, report_skipped, take
 from ccexp.data.tasks import TASK_FIELDS
+from ccexp.scoring import FIELD_KINDS, as_number, parses
 
 
-def _task_and_reference(row: dict) -> tuple[str, dict]:
+# What a reference field must hold, by its kind (scoring.FIELD_KINDS), in words for errors.
+_KIND_WORDS = {"number": "a number", "label": "a label (text or a number)", "set": "a list", "text": "text"}
+
+
+def _task_and_reference(row: dict, where: str) -> tuple[str, dict]:
+    """A line that names one of ccexp's tasks (as export writes them) keeps it, and its
+    reference is checked field by field, because the scores read those fields; a text task
+    without a reference, or a line with no task ccexp knows, learns and is scored on its last
+    assistant turn."""
     task, reference = row.get("task"), row.get("reference")
-    if task in TASK_FIELDS and isinstance(reference, dict) and all(f in reference for f in TASK_FIELDS[task]):
-        return task, reference
-    return "chat", {"reply": row["messages"][-1]["content"]}
+    last_turn = {"reply": row["messages"][-1]["content"]}
+    if task not in TASK_FIELDS:
+        return "chat", last_turn
+    if reference is None and TASK_FIELDS[task] == ("reply",):
+        return task, last_turn
+    fields = TASK_FIELDS[task]
+    if not isinstance(reference, dict) or any(f not in reference for f in fields):
+        raise ConfigError(f"{where}: task {task!r} needs a 'reference' object with {', '.join(map(repr, fields))}")
+    for field in fields:
+        kind, value = FIELD_KINDS[field], reference[field]
+        number = as_number(value) if kind == "number" else 0.0
+        if not parses(kind, value) or number is None or not math.isfinite(number):
+            raise ConfigError(f"{where}: reference {field!r}: expected {_KIND_WORDS[kind]}, "
+                              f"got {json.dumps(value)[:60]}")
+    return task, reference
 
 
-def chat_example(row: dict, path: str) -> dict:
+def chat_example(row: dict, path: str, where: str | None = None) -> dict:
+    """``where``: how errors name the row (default: file:line)."""
     example_id = str(row.get("id") or f"{Path(path).name}:{row['line']}")
-    task, reference = _task_and_reference(row)
+    task, reference = _task_and_reference(row, where or f"{path}:{row['line']}")
     return {"id": example_id, "conversation_id": str(row.get("conversation_id") or example_id),
             "task": task, "messages": row["messages"], "reference": reference}
+
+
+def conversation_id(example: dict) -> str:
+    return example["conversation_id"]
 
 
 def load_chat(path: str, key: str) -> list[dict]:
@@ -38,4 +66,4 @@ def load_chat(path: str, key: str) -> list[dict]:
 
 
 def build_chatml(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
-    return take(holdout_splits(data, load_chat), size, data)
+    return take(holdout_splits(data, load_chat, conversation_id), size, data)

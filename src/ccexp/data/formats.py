@@ -8,6 +8,7 @@ the same examples. Every problem in a file is a ``ConfigError`` of one line nami
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -24,7 +25,8 @@ def require_file(path: str | Path, key: str = "") -> Path:
     path = Path(path)
     if not path.is_file():
         where = f"{key}; " if key else ""
-        raise ConfigError(f"{path}: no such file ({where}relative paths are resolved against {Path.cwd()})")
+        what = "a directory, expected a file" if path.is_dir() else "no such file"
+        raise ConfigError(f"{path}: {what} ({where}relative paths are resolved against {Path.cwd()})")
     return path
 
 
@@ -34,21 +36,71 @@ def read_text(path: str | Path, key: str = "") -> str:
     try:
         return data.decode("utf-8-sig")  # a BOM from a spreadsheet export is harmless
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None  # 0-based offset
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {err.start}; re-save the file as UTF-8)") from None
 
 
 def read_jsonl(path: str | Path, key: str = "") -> Iterator[tuple[int, dict]]:
-    """(line number, object) per non-blank line."""
-    for number, line in enumerate(read_text(path, key).splitlines(), start=1):
+    """(line number, object) per non-blank line. Lines end at \\n only: JSON strings may hold
+    U+2028, U+2029 or U+0085 unescaped (ccexp's own export writes them so), which
+    ``str.splitlines`` would take for line ends."""
+    for number, line in enumerate(read_text(path, key).split("\n"), start=1):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
+        except (ValueError, RecursionError) as err:  # a 5,000-digit number; nesting deeper than Python recurses
+            raise ConfigError(f"{path}:{number}: invalid JSON ({err.__class__.__name__}: "
+                              f"{str(err).splitlines()[0]})") from None
         if not isinstance(value, dict):
             raise ConfigError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
         yield number, value
+
+
+# Fields of any length: a long transcript in one cell is valid CSV (the csv module stops at 128 KiB).
+csv.field_size_limit(2**31 - 1)
+
+
+def read_csv(path: str | Path, key: str = "", needed: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line the record starts on, {column: value}) per record of a CSV file with a header row,
+    streamed (twcs.csv is 500 MB). Blank lines are skipped; anything that would shift or invent
+    values fails in one line naming the line: a record with more or fewer fields than the header
+    (an unquoted comma), a quote never closed, the header again (files joined), a column named
+    twice, or a ``needed`` column missing."""
+    try:
+        with open(require_file(path, key), encoding="utf-8-sig", newline="") as f:
+            # strict: a quote left open fails at the end of the file instead of swallowing the rest.
+            reader = csv.reader(f, strict=True)
+            line = 1
+            try:
+                header = next(reader, [])
+                twice = next((c for i, c in enumerate(header) if c in header[:i]), None)
+                if twice is not None:
+                    raise ConfigError(f"{path}:1: column {twice!r} appears twice in the header")
+                for column in needed:
+                    if column not in header:
+                        raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(header)})")
+                for record in reader:
+                    start, line = line + 1, reader.line_num
+                    if not record:
+                        continue
+                    if record == header:
+                        raise ConfigError(f"{path}:{start}: the header row again (two files joined together?)")
+                    if len(record) != len(header):
+                        hint = ("a comma in a value needs the value quoted" if len(record) > len(header)
+                                else "a line cut short?")
+                        raise ConfigError(f"{path}:{start}: {len(record)} field{'s' * (len(record) != 1)}, "
+                                          f"the header has {len(header)} ({hint})")
+                    yield start, dict(zip(header, record))
+            except csv.Error as err:
+                if "unexpected end of data" in str(err):
+                    raise ConfigError(f"{path}:{line + 1}: a quoted field opened here is never closed") from None
+                raise ConfigError(f"{path}:{reader.line_num}: invalid CSV ({err})") from None
+    except UnicodeDecodeError:
+        read_text(path, key)  # raises, naming the line and byte
+        raise
 
 
 def check_messages(row: dict, where: str) -> list[dict]:
@@ -64,6 +116,8 @@ def check_messages(row: dict, where: str) -> list[dict]:
             raise ConfigError(f"{where}: unknown role {message.get('role')!r} (expected system, user or assistant)")
     if messages[-1]["role"] != "assistant":
         raise ConfigError(f"{where}: last message is from {messages[-1]['role']!r}, expected 'assistant'")
+    if not any(m["role"] == "user" for m in messages[:-1]):
+        raise ConfigError(f"{where}: no user message before the last (assistant) one: nothing for it to answer")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 

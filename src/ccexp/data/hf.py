@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ccexp.config import ConfigError, DataConfig, DataSizeConfig
-from ccexp.data.chatml import chat_example
+from ccexp.data.chatml import chat_example, conversation_id
 from ccexp.data.formats import check_messages
 from ccexp.data.splitting import SPLITS, holdout_splits, report_skipped, take
 
@@ -46,7 +46,11 @@ def _open(path: str, key: str):
         if not (p / "dataset_dict.json").exists() and not (p / "dataset_info.json").exists():
             raise ConfigError(f"{path}: not a directory written by datasets' save_to_disk ({key}: expected "
                               "dataset_dict.json or dataset_info.json inside)")
-        return load_from_disk(str(p))
+        try:
+            return load_from_disk(str(p))
+        except Exception as err:  # datasets' and pyarrow's many error types
+            raise ConfigError(f"{path}: datasets' load_from_disk cannot open it ({_why_unloadable(p, err)}; {key})") \
+                from None
     if p.is_file() and p.suffix == ".parquet":
         try:
             return Dataset.from_parquet(str(p))
@@ -55,6 +59,21 @@ def _open(path: str, key: str):
     if p.is_file():
         raise ConfigError(f"{path}: expected a save_to_disk directory or a .parquet file ({key})")
     raise ConfigError(f"{path}: no such file or directory ({key}; relative paths are resolved against {Path.cwd()})")
+
+
+def _why_unloadable(directory: Path, err: Exception) -> str:
+    """What load_from_disk failed on, in a few words: a split saved with no rows (datasets
+    writes it without a data file and then cannot read it back) or the error's first line."""
+    empty = []
+    for state in sorted(directory.glob("*/state.json")):
+        try:
+            if not json.loads(state.read_text()).get("_data_files"):
+                empty.append(state.parent.name)
+        except (OSError, ValueError):
+            pass
+    if empty:
+        return f"split {', '.join(empty)} has no rows; drop it or give it rows"
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
 
 
 def _rows(dataset, path: str) -> list[dict]:
@@ -85,7 +104,7 @@ def load_split(path: str, key: str, split: str | None = None) -> list[dict]:
     rows = _rows(opened, path)
     usable = [r for r in rows if all(m["content"].strip() for m in r["messages"])]
     report_skipped(path, {"with an empty message": len(rows) - len(usable)}, len(rows))
-    return [chat_example(row, path) for row in usable]
+    return [chat_example(row, path, f"{path}: row {row['line']}") for row in usable]
 
 
 def build_hf(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
@@ -100,4 +119,4 @@ def build_hf(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
     def load(path: str, key: str) -> list[dict]:
         return load_split(path, key, next((s for s in ("val", "test") if key == f"data.{s}_path"), None))
 
-    return take(holdout_splits(data, load), size, data)
+    return take(holdout_splits(data, load, conversation_id), size, data)

@@ -29,26 +29,34 @@ def report_skipped(path: str, skipped: dict[str, int], total: int, noun: str = "
         log.warning("%s: skipped %d of %d %s (%s)", path, sum(skipped.values()), total, noun, reasons)
 
 
-def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]]) -> dict[str, list[Row]]:
+def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
+                   conversation: Callable[[Row], str] | None = None) -> dict[str, list[Row]]:
     """Rows per split. ``load(path, key)`` reads one file; val/test without a path are
-    seeded HOLDOUT slices of the training rows, which keep their file order."""
+    seeded HOLDOUT slices of the training rows, which keep their file order. With
+    ``conversation`` (a row's conversation id), rows of one conversation are held out together,
+    so no conversation is in two splits; without it every row is a conversation of its own."""
     train = load(data.train_path, "data.train_path")
     if not train:
         raise ConfigError(f"{data.train_path}: no usable rows for the train split")
     splits = {s: load(getattr(data, f"{s}_path"), f"data.{s}_path")
               for s in ("val", "test") if getattr(data, f"{s}_path") is not None}
     held = [s for s in ("val", "test") if s not in splits]
-    order = list(range(len(train)))
+    rows_of: dict[str, list[int]] = {}  # conversation -> its rows, conversations in file order
+    for i, row in enumerate(train):
+        rows_of.setdefault(conversation(row) if conversation else str(i), []).append(i)
+    order = list(rows_of.values())
     random.Random(f"{data.seed}/holdout").shuffle(order)
-    n, start = max(1, round(len(train) * HOLDOUT)), 0  # at least one row, so a small file still splits
+    n = max(1, round(len(train) * HOLDOUT))  # at least one row, so a small file still splits
     if held and len(train) <= n * len(held):
         paths = " / ".join(f"data.{s}_path" for s in held)
         raise ConfigError(f"{data.train_path}: {len(train)} usable rows are too few to hold out "
                           f"{' and '.join(held)} rows; give {paths}")
-    for split in held:
-        splits[split] = [train[i] for i in sorted(order[start : start + n])]
-        start += n
-    splits["train"] = [train[i] for i in sorted(order[start:])]
+    for split in held:  # whole conversations, until the split has n rows
+        taken: list[int] = []
+        while order and len(taken) < n:
+            taken += order.pop(0)
+        splits[split] = [train[i] for i in sorted(taken)]
+    splits["train"] = [train[i] for i in sorted(i for rows in order for i in rows)]
     for split in SPLITS:
         if not splits[split]:
             path = getattr(data, f"{split}_path") or data.train_path

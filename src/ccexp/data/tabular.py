@@ -7,15 +7,14 @@ seen) and the text; the answer is ``{"label": "<label>"}``, scored by exact matc
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
 from ccexp.config import ConfigError, DataConfig, DataSizeConfig
-from ccexp.data.formats import read_jsonl, read_text
+from ccexp.data.formats import read_csv, read_jsonl
 from ccexp.data.splitting import holdout_splits, report_skipped, take
 from ccexp.data.tasks import SYSTEM_PROMPT
 
@@ -32,18 +31,6 @@ def _no_column(where: str, column: str, columns) -> ConfigError:
     return ConfigError(f"{where}: no column {column!r} (columns: {', '.join(map(str, columns))})")
 
 
-def _csv_records(path: str, key: str, needed: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
-    reader = csv.DictReader(io.StringIO(read_text(path, key), newline=""))
-    columns = reader.fieldnames or []
-    for column in needed:
-        if column not in columns:
-            raise _no_column(path, column, columns)
-    try:
-        yield from enumerate(reader, start=1)
-    except csv.Error as err:
-        raise ConfigError(f"{path}:{reader.line_num}: invalid CSV ({err})") from None
-
-
 def _jsonl_records(path: str, key: str, needed: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
     for number, row in read_jsonl(path, key):
         for column in needed:
@@ -52,21 +39,28 @@ def _jsonl_records(path: str, key: str, needed: tuple[str, ...]) -> Iterator[tup
         yield number, row
 
 
-def _cell(value) -> str:
-    return "" if value is None else str(value).strip()
+def _cell(value, where: str, column: str) -> str:
+    """A cell as text: JSON strings and numbers as written; null and NaN (pandas' missing value)
+    as empty, so the row is counted as skipped; anything else names the line."""
+    if value is None or isinstance(value, float) and value != value:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{where}: {column!r}: expected text or a number, got {json.dumps(value)[:60]}")
+    return str(value).strip()
 
 
 def load_rows(data: DataConfig, path: str, key: str) -> list[Row]:
     """Rows of one file with a text and a label; others are skipped and counted."""
-    records = _csv_records if data.name == "csv" else _jsonl_records
+    records = partial(read_csv, path, key) if data.name == "csv" else partial(_jsonl_records, path, key)
     rows, skipped, total = [], {"with empty text": 0, "with no label": 0}, 0
-    for number, record in records(path, key, (data.text_column, data.label_column)):
+    for number, record in records((data.text_column, data.label_column)):
         total += 1
-        text, label = _cell(record.get(data.text_column)), _cell(record.get(data.label_column))
+        where = f"{path}:{number}"
+        text, label = (_cell(record.get(c), where, c) for c in (data.text_column, data.label_column))
         if not text or not label:
             skipped["with empty text" if not text else "with no label"] += 1
             continue
-        rows.append(Row(f"{data.task_name}/{Path(path).name}:{number}", text, label))
+        rows.append(Row(f"{data.task_name}/{Path(path).name}:{number}", text, label))  # the line it starts on
     report_skipped(path, skipped, total)
     return rows
 

@@ -10,15 +10,14 @@ The file (2.8M tweets) is streamed, keeping only customer tweets and brand repli
 
 from __future__ import annotations
 
-import csv
 import html
 import logging
 import re
 from collections import Counter
 from typing import NamedTuple
 
-from ccexp.config import ConfigError, DataConfig, DataSizeConfig
-from ccexp.data.formats import read_text, require_file
+from ccexp.config import DataConfig, DataSizeConfig
+from ccexp.data.formats import read_csv
 from ccexp.data.splitting import holdout_splits, report_skipped, take
 from ccexp.data.tasks import SYSTEM_PROMPT
 
@@ -53,21 +52,11 @@ def _tweet_id(value: str) -> str:
 def _read(path: str, key: str) -> tuple[dict[str, str], list[dict]]:
     """(customer tweet id -> text, brand replies in file order), streamed."""
     customers, replies = {}, []
-    try:
-        with open(require_file(path, key), encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            for column in COLUMNS:
-                if column not in (reader.fieldnames or []):
-                    raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(reader.fieldnames or [])})")
-            for row in reader:
-                if row["inbound"].strip().lower() == "true":
-                    customers[_tweet_id(row["tweet_id"])] = row["text"] or ""
-                elif row["in_response_to_tweet_id"]:
-                    replies.append(row)
-    except UnicodeDecodeError:
-        read_text(path, key)  # raises with the byte offset
-    except csv.Error as err:
-        raise ConfigError(f"{path}:{reader.line_num}: invalid CSV ({err})") from None
+    for _, row in read_csv(path, key, COLUMNS):
+        if row["inbound"].strip().lower() == "true":
+            customers[_tweet_id(row["tweet_id"])] = row["text"]
+        elif row["in_response_to_tweet_id"]:
+            replies.append(row)
     return customers, replies
 
 
@@ -86,7 +75,7 @@ def load_pairs(data: DataConfig, path: str, key: str) -> list[Pair]:
             skipped["extra replies to an answered tweet"] += 1
             continue
         answered.add(asked)
-        customer, reply = clean_tweet(customers[asked]), clean_tweet(row["text"] or "")
+        customer, reply = clean_tweet(customers[asked]), clean_tweet(row["text"])
         if not (_has_words(customer) and _has_words(reply)):
             skipped["with no text besides handles and links"] += 1
             continue
