@@ -25,9 +25,11 @@ COMPARE = {"metric": "test/acc", "direction": "maximize",
                         "memory/peak_mb"]}
 
 
-def make_run(path: Path, method: str, metrics: dict, task_mix: str = "all", compare: dict = COMPARE) -> Path:
+def make_run(path: Path, method: str, metrics: dict, task_mix: str = "all", compare: dict = COMPARE,
+             weights: dict | None = None) -> Path:
     path.mkdir(parents=True)
-    config = {"model": {"name": "tiny"}, "method": METHODS[method], "task_mix": {"name": task_mix},
+    config = {"model": {"name": "tiny"}, "method": METHODS[method],
+              "task_mix": {"name": task_mix, **({"weights": weights} if weights else {})},
               "eval": {"generate_examples": 18}, "seed": 42, "compare": compare}
     (path / "config.yaml").write_text(yaml.safe_dump(config))
     (path / "metrics.json").write_text(json.dumps({"status": "finished", **metrics}))
@@ -161,7 +163,93 @@ def test_metric_directions_from_key_names():
     lower = ["val/loss", "val/ppl", "test/quality_score/mae", "test/latency/p50_s", "test/latency/p95_s",
              "adapter/size_mb", "memory/peak_mb", "time/total_s"]
     higher = ["test/acc", "test/json_valid", "test/reply/bleu", "test/reply/rougeL", "test/issue_category/macro_f1",
-              "train/tokens_per_s", "test/task/csat/acc"]
+              "train/tokens_per_s", "test/task/csat/acc", "test/quality_score/within_10", "test/csat/parse_rate",
+              "test/coaching/theme_coverage"]
     assert [higher_is_better(k) for k in lower] == [False] * len(lower)
     assert [higher_is_better(k) for k in higher] == [True] * len(higher)
     assert higher_is_better("params/trainable") is None
+
+
+def test_metric_flag_brings_its_direction(sweep, tmp_path, capsys):
+    """--metric val/loss alone ranks lowest first, as its column's arrow says (the recorded
+    direction is test/acc's maximize); a key that says nothing needs --direction."""
+    assert main([str(sweep), "--out", str(tmp_path / "a"), "--metric", "val/loss", "--no-constraints", "--no-plots"]) == 0
+    assert "**Recommend qlora** — run `1` (method=qlora) has the lowest val/loss, 1.100" in (
+        tmp_path / "a" / "compare.md").read_text()
+    capsys.readouterr()
+    assert main([str(sweep), "--metric", "train/steps"]) == 2
+    assert capsys.readouterr().err == ("ccexp.compare: error: --metric train/steps: its key does not say whether "
+                                       "higher is better; give --direction maximize or minimize\n")
+
+
+def test_fields_inside_a_swept_group_are_not_axes(tmp_path):
+    """task_mix swept: task_mix.weights.* follow from the choice, so neither columns nor scenarios."""
+    root = tmp_path / "sweep"
+    for i, (method, mix, weights) in enumerate([("lora", "all", {"csat": 1, "churn": 1}), ("lora", "reply", {"reply": 1}),
+                                                ("prompt_tuning", "all", {"csat": 1, "churn": 1}),
+                                                ("prompt_tuning", "reply", {"reply": 1})]):
+        make_run(root / str(i), method, {"test/acc": 0.1 * i, "adapter/size_mb": 1.0}, task_mix=mix,
+                 compare={**COMPARE, "constraints": []}, weights=weights)
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    assert "| run | status | method | task_mix | test/acc ↑ | adapter/size_mb ↓ |" in md
+    assert "**For task_mix=all:** **Recommend prompt_tuning**" in md and "weights" not in md
+
+
+def test_sweeps_judged_differently_need_a_metric(tmp_path, capsys):
+    make_run(tmp_path / "a" / "0", "lora", {"test/acc": 0.5, "test/reply/rougeL": 0.2})
+    make_run(tmp_path / "b" / "0", "prompt_tuning", {"test/acc": 0.4, "test/reply/rougeL": 0.3},
+             compare={"metric": "test/reply/rougeL", "direction": "maximize", "constraints": [],
+                      "headline": ["test/reply/rougeL"]})
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--no-plots"]) == 2
+    assert capsys.readouterr().err == ("ccexp.compare: error: the runs record different compare.metric (a/0: "
+                                       "'test/acc', b/0: 'test/reply/rougeL'); give --metric (and --direction) to "
+                                       "judge them alike\n")
+    out = tmp_path / "both"
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "test/reply/rougeL", "--out", str(out),
+                 "--no-plots"]) == 0
+    md = (out / "compare.md").read_text()
+    assert "**Recommend prompt_tuning** — run `b/0`" in md
+    assert "test/acc ↑" in md and "test/reply/rougeL ↑" in md  # both sweeps' headline columns
+    assert "compare" not in next(line for line in md.splitlines() if line.startswith("| run"))
+
+
+def test_evaluations_inside_runs_are_left_out_and_said(sweep, capsys):
+    make_run(sweep / "0" / "eval" / "2026-12-02_04-48-15", "lora", {"test/acc": 0.99})
+    assert main([str(sweep), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "left out 1 evaluation inside the runs" in out and "name it to compare" in out
+    assert "**Recommend lora** — run `0`" in (sweep / "compare.md").read_text()
+    assert "0/eval" not in (sweep / "compare.md").read_text()
+    assert main([str(sweep / "0" / "eval" / "2026-12-02_04-48-15"), str(sweep / "0"), "--out",
+                 str(sweep / "named"), "--no-plots"]) == 0  # named, it is compared
+    assert "0.990" in (sweep / "named" / "compare.md").read_text()
+
+
+def test_precision_note_counts_the_answers_generated(tmp_path):
+    root = tmp_path / "sweep"
+    make_run(root / "0", "lora", {"test/acc": 0.5, "test/generated": 18}, compare={**COMPARE, "constraints": []})
+    make_run(root / "1", "prompt_tuning", {"test/acc": 0.4, "test/generated": 18}, compare={**COMPARE, "constraints": []})
+    for run in ("0", "1"):  # asked for 500; the test split had 18
+        config = yaml.safe_load((root / run / "config.yaml").read_text())
+        config["eval"]["generate_examples"] = 500
+        (root / run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main([str(root), "--no-plots"]) == 0
+    assert "test/acc comes from 18 generated test answers per run: one answer moves it by 0.056" in (
+        root / "compare.md").read_text()
+
+
+@pytest.mark.parametrize("block,error", [
+    ({"metric": None}, "compare.metric: expected a metrics.json key such as test/acc, got None"),
+    ({"headline": "test/acc"}, "compare.headline: expected a list of metric keys or patterns, got 'test/acc'"),
+])
+def test_bad_recorded_compare_blocks_are_one_line(tmp_path, capsys, block, error):
+    make_run(tmp_path / "sweep" / "0", "lora", {"test/acc": 0.5}, compare={**COMPARE, **block})
+    assert main([str(tmp_path / "sweep"), "--no-plots"]) == 2
+    assert capsys.readouterr().err == f"ccexp.compare: error: compare config recorded in the runs' config.yaml: {error}\n"
+
+
+def test_out_that_is_a_file_is_one_line(sweep, capsys):
+    assert main([str(sweep), "--out", str(sweep / "0" / "metrics.json")]) == 2
+    assert capsys.readouterr().err == (f"ccexp.compare: error: --out {sweep / '0' / 'metrics.json'}: a file, "
+                                       "expected a directory (it is created if missing)\n")

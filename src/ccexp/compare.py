@@ -93,7 +93,16 @@ def find_run_dirs(path: Path) -> list[Path]:
     dirs = {p.parent for name in ("metrics.json", "error.txt") for p in path.rglob(name)}
     if not dirs:
         raise CompareError(f"{path}: no runs found (no metrics.json or error.txt below it)")
-    return sorted(dirs, key=natural_key)
+    # A run's own evaluations (<run>/eval/<time>, from python -m ccexp.evaluate) are not runs of
+    # the sweep: compared only when named.
+    return sorted((d for d in dirs if not any(a in dirs for a in d.parents)), key=natural_key)
+
+
+def nested_run_dirs(paths: Sequence[Path]) -> list[Path]:
+    """Run dirs inside other run dirs under ``paths`` (evaluations), which find_run_dirs leaves out."""
+    found = {p.parent for path in map(Path, paths) if path.is_dir()
+             for name in ("metrics.json", "error.txt") for p in path.rglob(name)}
+    return sorted((d for d in found if any(a in found for a in d.parents)), key=natural_key)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -161,13 +170,15 @@ def swept_keys(runs: list[Run]) -> list[str]:
     def known(run: Run, key: str) -> bool:  # an unresolved ${...} says nothing about the value
         return "${" not in str(run.flat.get(key, ""))
 
-    keys = sorted({k for r in runs for k in r.flat})
+    # The compare block says how to judge the runs, not how they ran: never a swept axis.
+    keys = sorted({k for r in runs for k in r.flat if not k.startswith("compare.")})
     differing = [k for k in keys if len({repr(r.flat.get(k)) for r in runs if known(r, k)}) > 1]
     chosen = {k[: -len(".name")] for k in differing if k.endswith(".name")}
     shown = []
     for key in differing:
-        group = key.rsplit(".", 1)[0]
-        if group in chosen and not key.endswith(".name"):
+        # the chosen group the key belongs to, at any depth (task_mix.weights.churn is task_mix's)
+        group = next((g for g in chosen if key.startswith(g + ".")), None)
+        if group is not None and not key.endswith(".name"):
             by_choice: dict[str, set] = {}
             for r in runs:
                 by_choice.setdefault(repr(r.flat.get(f"{group}.name")), set()).add(repr(r.flat.get(key)))
@@ -191,7 +202,8 @@ def higher_is_better(key: str) -> Optional[bool]:
     if key.startswith("time/") or last.endswith(("loss", "ppl", "mae", "rmse", "_s", "_mb", "seconds")) \
             or "seconds" in last:
         return False
-    if last in ("acc", "json_valid", "em", "exact_match") or last.startswith(("bleu", "rouge")) or last.endswith("f1"):
+    if last in ("acc", "json_valid", "em", "exact_match", "parse_rate", "theme_coverage", "generated") \
+            or last.startswith(("bleu", "rouge", "within_")) or last.endswith("f1"):
         return True
     return None
 
@@ -313,7 +325,9 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
                  _tie_note(best, up, method)))
     else:
         text += " No other run meets the constraints, so there is no runner-up."
-    n = best.flat.get("eval.generate_examples")
+    # The answers generated (the test split can hold fewer than eval.generate_examples asks for).
+    n = best.value("test/generated")
+    n = int(n) if n is not None else best.flat.get("eval.generate_examples")
     if metric.startswith("test/") and isinstance(n, int) and n > 0 and metric.endswith(("acc", "json_valid")):
         text += f" {metric} comes from {n} generated test answers per run: one answer moves it by {1 / n:.3f} or more."
     return text + excluded_note + failed_note + unchecked_note
@@ -397,9 +411,10 @@ def print_table(runs, swept, columns, best, paragraphs, console: Console) -> Non
                 else fmt(r.value(k))) for k in columns]
     if len(runs) <= 8:
         table = Table(title=title)
-        table.add_column("run")
+        # fold, never cut: two labels cut to the same "test/la…" would be two rows of nothing
+        table.add_column("run", overflow="fold")
         for r in runs:
-            table.add_column(r.name, justify="right")
+            table.add_column(r.name, justify="right", overflow="fold")
         for label, cell in labels + metrics:
             table.add_row(label, *[cell(r) for r in runs])
     else:
@@ -415,15 +430,43 @@ def print_table(runs, swept, columns, best, paragraphs, console: Console) -> Non
         console.print(paragraph.replace("**", "").replace("`", ""), highlight=False)
 
 
-def recorded_compare_config(runs: list[Run]) -> dict:
+def recorded_compare_config(runs: list[Run], metric_given: bool = False) -> dict:
     """The compare block the runs recorded in config.yaml; runs from before it existed (or
-    hand-written ones) get conf/compare/default.yaml."""
-    for run in runs:
-        if isinstance(run.config.get("compare"), dict):
-            return run.config["compare"]
-    from ccexp.__main__ import CONFIG_DIR
+    hand-written ones) get conf/compare/default.yaml. Runs that record different ways to judge
+    them (two sweeps side by side) need ``--metric``; their headline columns are then joined."""
+    blocks = [(run, run.config["compare"]) for run in runs if isinstance(run.config.get("compare"), dict)]
+    if not blocks:
+        from ccexp.__main__ import CONFIG_DIR
 
-    return _read_yaml(Path(CONFIG_DIR) / "compare" / "default.yaml")
+        return _read_yaml(Path(CONFIG_DIR) / "compare" / "default.yaml")
+    first_run, first = blocks[0]
+    judged = ("metric", "direction", "constraints")
+    other = next(((r, b) for r, b in blocks if any(b.get(k) != first.get(k) for k in judged)), None)
+    if other is not None and not metric_given:
+        key = next(k for k in judged if other[1].get(k) != first.get(k))
+        raise CompareError(f"the runs record different compare.{key} ({first_run.name}: {first.get(key)!r}, "
+                           f"{other[0].name}: {other[1].get(key)!r}); give --metric (and --direction) to judge "
+                           "them alike")
+    headline = [h for _, b in blocks for h in (b.get("headline") if isinstance(b.get("headline"), list) else [])]
+    return {**first, "headline": list(dict.fromkeys(headline)) or first.get("headline")}
+
+
+def recorded_config(runs: list[Run], **overrides) -> CompareConfig:
+    """The runs' recorded compare config with the command line's overrides (None = not given)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    recorded = recorded_compare_config(runs, metric_given="metric" in given)
+    if "metric" in given and "direction" not in given:
+        # The direction follows the metric asked for (val/loss: minimize), not the recorded one's.
+        higher = higher_is_better(given["metric"])
+        if higher is not None:
+            given["direction"] = "maximize" if higher else "minimize"
+        elif given["metric"] != recorded.get("metric"):
+            raise CompareError(f"--metric {given['metric']}: its key does not say whether higher is better; "
+                               "give --direction maximize or minimize")
+    try:
+        return CompareConfig(**{**recorded, **given})
+    except (TypeError, ConfigError) as err:
+        raise CompareError(f"compare config recorded in the runs' config.yaml: {err}") from None
 
 
 def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[CompareConfig] = None,
@@ -432,13 +475,18 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
     cc defaults to the compare config the runs recorded. Returns what was written."""
     runs = load_runs(paths)
     if cc is None:
-        try:
-            cc = CompareConfig(**recorded_compare_config(runs))
-        except (TypeError, ConfigError) as err:
-            raise CompareError(f"compare config recorded in the runs' config.yaml: {err}") from None
+        cc = recorded_config(runs)
     out = Path(out) if out is not None else (Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir()
                                              else Path("compare"))
+    if out.exists() and not out.is_dir():
+        raise CompareError(f"--out {out}: a file, expected a directory (it is created if missing)")
     out.mkdir(parents=True, exist_ok=True)
+    console = console or Console()
+    nested = nested_run_dirs(paths)
+    if nested:
+        console.print(f"left out {len(nested)} evaluation{'s' * (len(nested) > 1)} inside the runs "
+                      f"({', '.join(map(str, nested[:3]))}{', …' if len(nested) > 3 else ''}): name "
+                      f"{'them' if len(nested) > 1 else 'it'} to compare", markup=False, highlight=False)
     swept = swept_keys(runs)
     columns = headline_columns(runs, cc.headline)
     best = {k: best_runs(runs, k) for k in columns}
@@ -451,7 +499,7 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
     write_markdown(out / "compare.md", runs, swept, columns, best, paragraphs, written_plots,
                    [str(p) for p in paths], cc)
     write_csv(out / "compare.csv", _rows(runs, swept, columns, best))
-    print_table(runs, swept, columns, best, paragraphs, console or Console())
+    print_table(runs, swept, columns, best, paragraphs, console)
     return {"runs": runs, "swept": swept, "columns": columns, "best": best, "recommendation": paragraphs,
             "plots": [out / f for _, f in written_plots], "markdown": out / "compare.md", "csv": out / "compare.csv"}
 
@@ -470,12 +518,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         for text in args.constraint or []:
             parse_constraint(text, "--constraint")  # a bad flag fails before any file is read
-        runs_cc = None
-        if args.metric or args.direction or args.constraint or args.no_constraints:
-            recorded = recorded_compare_config(load_runs(args.paths))
-            overrides = {"metric": args.metric, "direction": args.direction,
-                         "constraints": [] if args.no_constraints else args.constraint}
-            runs_cc = CompareConfig(**{**recorded, **{k: v for k, v in overrides.items() if v is not None}})
+        runs_cc = recorded_config(load_runs(args.paths), metric=args.metric, direction=args.direction,
+                                  constraints=[] if args.no_constraints else args.constraint)
         compare(args.paths, args.out, runs_cc, plots=not args.no_plots)
     except (CompareError, ConfigError) as err:
         print(f"ccexp.compare: error: {err}", file=sys.stderr)

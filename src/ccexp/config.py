@@ -407,11 +407,17 @@ class CompareConfig:
     """Table columns: metric keys or shell-style patterns (test/*/macro_f1), in this order."""
 
     def __post_init__(self) -> None:
-        _check(bool(self.metric.strip()), "compare.metric", "a metrics.json key such as test/acc", self.metric)
+        # Also read back from config.yaml files by hand, so types are checked too.
+        _check(isinstance(self.metric, str) and bool(self.metric.strip()), "compare.metric",
+               "a metrics.json key such as test/acc", self.metric)
         _check(self.direction in DIRECTIONS, "compare.direction", f"one of {DIRECTIONS}", self.direction)
+        _check(isinstance(self.constraints, (list, tuple)), "compare.constraints", "a list of 'METRIC OP NUMBER'",
+               self.constraints)
         for i, text in enumerate(self.constraints):
             parse_constraint(text, f"compare.constraints[{i}]")
-        _check(len(self.headline) > 0, "compare.headline", "at least one metric key or pattern", self.headline)
+        _check(isinstance(self.headline, (list, tuple)) and len(self.headline) > 0
+               and all(isinstance(h, str) and h.strip() for h in self.headline), "compare.headline",
+               "a list of metric keys or patterns", self.headline)
 
 
 def threads_per_job() -> Optional[int]:
