@@ -69,6 +69,17 @@ def test_qlora_is_lora_with_a_4bit_base():
     ("objective.direction=down", "objective.direction"),
     ("compare.direction=best", "compare.direction"),
     ("compare.constraints=[latency is low]", "compare.constraints[0]"),
+    # numpy's seeding takes 0 .. 2**32 - 1 (Lightning's traceback otherwise); 1.5 would run as seed 1
+    ("seed=-1", "seed: expected an integer in [0, 2**32), got -1"),
+    ("seed=1.5", "seed: expected an integer in [0, 2**32), got 1.5"),
+    ("+model.arch.layers=1.5", "model.arch.layers: expected an integer >= 1, got 1.5"),
+    ("+model.arch.heads=5", "model.arch.heads: expected a divisor of model.arch.hidden=64, got 5"),
+    ("+model.arch.kv_heads=3", "model.arch.kv_heads: expected a divisor of model.arch.heads=4, got 3"),
+    ("method.target_modules=[]", "method.target_modules: expected null (model.lora_targets) or a non-empty list"),
+    ("trainer.weight_decay=inf", "trainer.weight_decay: expected a float >= 0, got inf"),
+    ("eval.quality_band=inf", "eval.quality_band: expected a finite number >= 0, got inf"),
+    # the generator reads no file: a test file given with data=synthetic would be silently ignored
+    ("+data.test_path=real_test.csv", "data.test_path: expected null for data=synthetic"),
 ])
 def test_bad_value_names_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):

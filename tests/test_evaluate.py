@@ -112,6 +112,7 @@ def test_saved_adapter_evaluates_again(tmp_path):
     (["adapter=/nonexistent"], "/nonexistent/config.yaml: not found"),
     (["adapter=x", "data=csv"], "a saved run's groups cannot be swapped"),
     (["verbose"], "argument 'verbose': expected key=value"),
+    (["adapter=x", "out=pyproject.toml"], "out=pyproject.toml: a file, expected a directory"),
 ])
 def test_evaluate_cli_errors_are_one_line(args, message, capsys):
     assert evaluate_main(args) == 2

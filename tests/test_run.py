@@ -116,7 +116,7 @@ def test_same_seed_same_run(tmp_path):
 
 
 def test_failed_jobs_do_not_stop_the_sweep(tmp_path):
-    """A config error (r=-1) and a runtime error (peft finds no nope_proj) each leave a failed
+    """Config errors (r=-1; nope_proj, found only once the model is built) each leave a failed
     job dir with its error; the other job finishes; the sweep says how many failed and exits 1."""
     proc = subprocess.run([sys.executable, "-m", "ccexp", "-m", *FAST, "eval.baseline=false", "eval.generate_examples=0",
                            "method.target_modules=[q_proj],[nope_proj]", "method.r=-1,8", f"hydra.sweep.dir={tmp_path}"],
@@ -125,7 +125,10 @@ def test_failed_jobs_do_not_stop_the_sweep(tmp_path):
     status = {job: json.loads((tmp_path / job / "metrics.json").read_text())["status"] for job in "0123"}
     assert status == {"0": "failed", "1": "finished", "2": "failed", "3": "failed"}
     assert (tmp_path / "0" / "error.txt").read_text() == "method.r: expected an integer >= 1, got -1\n"
-    assert "Target modules {'nope_proj'} not found" in (tmp_path / "3" / "error.txt").read_text()
+    assert (tmp_path / "3" / "error.txt").read_text() == (
+        "method.target_modules: ['nope_proj'] name no linear layer of this model (model.lora_targets / "
+        "method.target_modules; its linear layers: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, "
+        "v_proj)\n")
     assert "Traceback" in (tmp_path / "3" / "traceback.txt").read_text()
     assert f"ccexp: error: method.r: expected an integer >= 1, got -1 (job 0, {tmp_path / '0'})" in proc.stderr
     assert f"ccexp: sweep {tmp_path}: 4 jobs: 1 finished, 3 failed (job 0: method.r" in proc.stderr

@@ -150,6 +150,27 @@ def test_optuna_study_resumes_and_survives_a_failed_trial(tmp_path):
     assert statuses == ["failed", "finished", "finished"]  # one dir per trial, none overwritten
 
 
+def test_an_objective_no_run_reports_fails_each_trial_in_one_line(tmp_path):
+    """A typo in objective.metric: each job fails saying so (with the close keys), and the study
+    that got no value ends in one line instead of optuna's "Record does not exist" traceback."""
+    proc = cli("-m", "hparams_search=lora_optuna", "hydra.sweeper.n_trials=1", "objective.metric=val/los", *FAST,
+               "eval.baseline=false", "eval.generate_examples=0", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    error = ("objective.metric: 'val/los' is not among this run's metrics (did you mean val/loss or val/ppl?); a "
+             "sweep gets no value from it\n")
+    [job] = [p.parent for p in tmp_path.glob("*/error.txt")]
+    assert (job / "error.txt").read_text() == error
+    assert "ccexp: Optuna study: no trial gave a value of objective.metric, so there are no best parameters" in proc.stderr
+    assert f"ccexp: sweep {tmp_path}: 1 job: 0 finished, 1 failed" in proc.stderr
+
+
+def test_slurm_without_slurm_is_one_line(tmp_path):
+    proc = cli("-m", "hydra/launcher=slurm", *FAST, f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 2 and proc.stderr == (
+        "ccexp: error: hydra/launcher=slurm: no SLURM here (srun and sbatch are not on PATH); launch from the "
+        "cluster, or use hydra/launcher=joblib on this machine\n")
+
+
 def test_joblib_launcher_shares_the_cores(as_hydra_job):
     cores = len(os.sched_getaffinity(0))
     backend = as_hydra_job(compose_with_hydra("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"))
@@ -162,6 +183,6 @@ def test_joblib_launcher_shares_the_cores(as_hydra_job):
 def test_slurm_launcher_composes(as_hydra_job):
     cfg = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
     launcher = cfg.hydra.launcher
-    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher._target_ == "hydra_plugins.ccexp_plugins.SlurmLauncher"  # submitit's, checking for SLURM first
     assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node, launcher.mem_gb) == ("gpu", 240, 1, 64)
     assert as_hydra_job(cfg)["num_threads"] == launcher.cpus_per_task == 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import sys
@@ -44,10 +45,25 @@ def main(cfg: DictConfig) -> Optional[float]:
             print(f"ccexp: error: {err}", file=sys.stderr)
             sys.exit(2)
         raise
-    value = metrics.get(cfg.objective.metric)
-    # No value (failed, metric missing, NaN) is None: the Optuna sweeper records a failed trial
-    # and goes on, where a NaN would stop it (optuna 2.10 refuses to tell a NaN).
+    key = cfg.objective.metric
+    if key not in metrics:  # a typo, or a metric this run does not compute: no value, ever
+        err = ConfigError(objective_missing(key, metrics))
+        if sweep:  # the job counts as failed, with that line in its error.txt, as a config error would
+            print(f"ccexp: error: {record_failure(run_dir, err)} (job {hc.job.num}, {run_dir})", file=sys.stderr)
+            return None
+        print(f"ccexp: warning: {err}", file=sys.stderr)  # a single run's results stand
+        return None
+    value = metrics[key]
+    # No value (NaN: a diverged run) is None: the Optuna sweeper records a failed trial and goes
+    # on, where a NaN would stop it (optuna 2.10 refuses to tell a NaN).
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def objective_missing(key: str, metrics: dict) -> str:
+    numeric = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    close = difflib.get_close_matches(key, numeric, n=3)
+    hint = f"did you mean {' or '.join(close)}?" if close else "see the run's metrics.json for the keys"
+    return f"objective.metric: {key!r} is not among this run's metrics ({hint}); a sweep gets no value from it"
 
 
 if __name__ == "__main__":

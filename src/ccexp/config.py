@@ -8,6 +8,7 @@ its schema (type errors come from OmegaConf) and returns a ``RunConfig``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -71,9 +72,17 @@ class ModelConfig:
                 _check(value in choices, f"model.arch.{key}", f"one of {choices}", value)
             elif isinstance(default, bool):
                 _check(isinstance(value, bool), f"model.arch.{key}", "true or false", value)
+            elif isinstance(default, int):
+                _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                       f"model.arch.{key}", "an integer >= 1", value)
             else:
-                _check(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+                _check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf,
                        f"model.arch.{key}", "a positive number", value)
+        arch = {**RANDOM_ARCH, **self.arch}
+        _check(arch["hidden"] % arch["heads"] == 0, "model.arch.heads", f"a divisor of model.arch.hidden={arch['hidden']}",
+               arch["heads"])
+        _check(arch["heads"] % arch["kv_heads"] == 0, "model.arch.kv_heads",
+               f"a divisor of model.arch.heads={arch['heads']}", arch["kv_heads"])
         _check(self.source not in ("hub", "local") or bool(self.path), "model.path",
                f"a hub id or directory for source={self.source}", self.path)
         _check(self.max_seq_len >= 64, "model.max_seq_len", "an integer >= 64", self.max_seq_len)
@@ -120,6 +129,8 @@ class MethodConfig:
         _check(self.quant_type in ("nf4", "fp4"), "method.quant_type", "nf4 or fp4", self.quant_type)
         _check(self.num_virtual_tokens >= 1, "method.num_virtual_tokens", "an integer >= 1",
                self.num_virtual_tokens)
+        _check(self.target_modules is None or len(self.target_modules) > 0, "method.target_modules",
+               "null (model.lora_targets) or a non-empty list of module names", self.target_modules)
 
 
 @dataclass
@@ -253,6 +264,10 @@ class DataConfig:
         if self.name != "synthetic":
             _check(bool(self.train_path), "data.train_path", f"a file path for data.name={self.name}",
                    self.train_path)
+        else:  # the generator reads no file: a path here would be silently ignored
+            for key in ("train_path", "val_path", "test_path"):
+                _check(getattr(self, key) is None, f"data.{key}", "null for data=synthetic (files are read by "
+                       f"data=csv, jsonl, chatml, hf or twcs: pick one with data=…)", getattr(self, key))
         for key in ("val_path", "test_path"):
             value = getattr(self, key)
             _check(value is None or bool(value), f"data.{key}", "a file path or null", value)
@@ -296,7 +311,7 @@ class TrainerConfig:
         _check(self.batch_size >= 1, "trainer.batch_size", "an integer >= 1", self.batch_size)
         _check(self.grad_accum >= 1, "trainer.grad_accum", "an integer >= 1", self.grad_accum)
         _check(0.0 <= self.warmup_ratio < 1.0, "trainer.warmup_ratio", "a float in [0, 1)", self.warmup_ratio)
-        _check(self.weight_decay >= 0, "trainer.weight_decay", "a float >= 0", self.weight_decay)
+        _check(0 <= self.weight_decay < math.inf, "trainer.weight_decay", "a float >= 0", self.weight_decay)
         _check(self.val_every_n_steps >= 1, "trainer.val_every_n_steps", "an integer >= 1", self.val_every_n_steps)
         _check(self.max_grad_norm >= 0, "trainer.max_grad_norm", "a float >= 0 (0 = no clipping)", self.max_grad_norm)
         _check(self.limit_val_batches is None or self.limit_val_batches >= 1, "trainer.limit_val_batches",
@@ -342,7 +357,7 @@ class EvalConfig:
             _check(cap >= 1, f"eval.max_new_tokens_by_task.{task}", "an integer >= 1", cap)
         _check(self.latency_examples >= 0, "eval.latency_examples", "an integer >= 0", self.latency_examples)
         for band in ("quality_band", "csat_band", "csat_band_100", "churn_band"):
-            _check(getattr(self, band) >= 0, f"eval.{band}", "a number >= 0", getattr(self, band))
+            _check(0 <= getattr(self, band) < math.inf, f"eval.{band}", "a finite number >= 0", getattr(self, band))
 
 
 @dataclass
@@ -486,8 +501,8 @@ def validate(cfg: DictConfig) -> RunConfig:
             key = getattr(err, "full_key", None) or "?"
             msg = str(err).splitlines()[0]
             raise ConfigError(f"{name}.{key}: {msg}") from None
-    try:
-        seed, experiment_name = int(cfg.get("seed", 42)), str(cfg.get("experiment_name", "default"))
-    except (TypeError, ValueError):
-        raise ConfigError(f"seed: expected an integer, got {cfg.get('seed')!r}") from None
-    return RunConfig(**groups, seed=seed, experiment_name=experiment_name)
+    seed = cfg.get("seed", 42)
+    # numpy's and Lightning's seeding take 0 .. 2**32 - 1; 1.5 would silently be seed 1.
+    _check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32, "seed",
+           "an integer in [0, 2**32)", seed)
+    return RunConfig(**groups, seed=seed, experiment_name=str(cfg.get("experiment_name", "default")))

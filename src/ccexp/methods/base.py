@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
 from peft import PeftConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, PreTrainedModel
+
+from ccexp.config import ConfigError
+
+# peft 0.21 reads model.is_gradient_checkpointing, which transformers 5 deprecates: a warning in
+# every run's console that only a peft release can act on.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 @dataclass(frozen=True)
@@ -28,4 +36,19 @@ class MethodSpec:
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        check_targets(model, getattr(self.peft_config, "target_modules", None))
         return get_peft_model(model, self.peft_config)
+
+
+def check_targets(model: PreTrainedModel, targets) -> None:
+    """LoRA's target names against the model's linear layers, as peft matches them (by last
+    name): a name that matches none fails here in one line that lists the names there are,
+    instead of peft's traceback after the model has loaded."""
+    if not targets or isinstance(targets, str):  # a regex string: peft's own matching decides
+        return
+    linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Linear4bit"}
+    missing = sorted(set(targets) - linear)
+    if missing:
+        raise ConfigError(f"method.target_modules: {missing} name no linear layer of this model (model.lora_targets "
+                          f"/ method.target_modules; its linear layers: {', '.join(sorted(linear))})")
