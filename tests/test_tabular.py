@@ -25,6 +25,13 @@ def _banking(**kw) -> DataConfig:
     return DataConfig(name="csv", **{**paths, **kw})
 
 
+def _error(data: DataConfig) -> str:
+    """The one-line error building these splits fails with."""
+    with pytest.raises(ConfigError) as err:
+        build_splits(data, BIG, MIX)
+    return str(err.value)
+
+
 def _dstc(**kw) -> DataConfig:
     fields = {"train_path": str(FIXTURES / "dstc11_insurance.jsonl"), "text_column": "utterance",
               "label_column": "intent"}
@@ -81,9 +88,7 @@ def test_label_is_exact_match():
 def test_missing_column_names_the_columns(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("text,label\nhello,a\n")
-    with pytest.raises(ConfigError) as err:
-        build_splits(DataConfig(name="csv", train_path=str(path)), BIG, MIX)
-    assert str(err.value) == f"{path}: no column 'category' (columns: text, label)"
+    assert _error(DataConfig(name="csv", train_path=str(path))) == f"{path}: no column 'category' (columns: text, label)"
     jl = tmp_path / "t.jsonl"
     jl.write_text(json.dumps({"utterance": "hi", "intent": "A"}) + "\n" + json.dumps({"utterance": "yo"}) + "\n")
     with pytest.raises(ConfigError) as err:
@@ -132,17 +137,13 @@ BANKING_ROWS = [f"message {i},{'ab'[i % 2]}" for i in range(20)]
 def test_rows_that_would_shift_or_invent_values_fail_naming_the_line(tmp_path, row, message):
     path = tmp_path / "t.csv"
     path.write_text("text,category\n" + "\n".join(BANKING_ROWS) + f"\n{row}\n" + "\n".join(BANKING_ROWS[:4]) + "\n")
-    with pytest.raises(ConfigError) as err:
-        build_splits(DataConfig(name="csv", train_path=str(path)), BIG, MIX)
-    assert str(err.value) == f"{path}{message}"
+    assert _error(DataConfig(name="csv", train_path=str(path))) == f"{path}{message}"
 
 
 def test_duplicate_columns_long_fields_and_ids_by_line(tmp_path):
     dup = tmp_path / "dup.csv"
     dup.write_text("text,text,category\na,b,c\n")
-    with pytest.raises(ConfigError) as err:
-        build_splits(DataConfig(name="csv", train_path=str(dup)), BIG, MIX)
-    assert str(err.value) == f"{dup}:1: column 'text' appears twice in the header"
+    assert _error(DataConfig(name="csv", train_path=str(dup))) == f"{dup}:1: column 'text' appears twice in the header"
     # A 200,000-character transcript in one cell is valid CSV (the csv module's default limit is 131,072).
     long = tmp_path / "long.csv"
     long.write_text("text,category\n" + '"two\nlines",a\n' + "\n".join(BANKING_ROWS) + f"\n{'x' * 200_000},b\n")
@@ -166,6 +167,4 @@ def test_jsonl_values_that_are_not_text_or_numbers_fail(tmp_path, caplog):
     for value, shown in ((["FileClaim", "Other"], '["FileClaim", "Other"]'), ({"name": "x"}, '{"name": "x"}'),
                          (True, "true")):
         path.write_text("\n".join(good + [json.dumps({"utterance": "odd", "intent": value})]) + "\n")
-        with pytest.raises(ConfigError) as err:
-            build_splits(_dstc(train_path=str(path)), BIG, MIX)
-        assert str(err.value) == f"{path}:21: 'intent': expected text or a number, got {shown}"
+        assert _error(_dstc(train_path=str(path))) == f"{path}:21: 'intent': expected text or a number, got {shown}"
