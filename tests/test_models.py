@@ -81,7 +81,8 @@ def test_random_model_tokenizer_dir_without_a_tokenizer_is_one_line(tmp_path):
 @pytest.mark.parametrize("arch, message", [
     ({"family": "gpt2"}, "model.arch.family: expected one of ('llama', 'mistral'), got 'gpt2'"),
     ({"layer": 2}, "model.arch.layer: expected one of ["),
-    ({"layers": 0}, "model.arch.layers: expected a positive number, got 0"),
+    ({"layers": 0}, "model.arch.layers: expected an integer >= 1, got 0"),
+    ({"rope_theta": 0.0}, "model.arch.rope_theta: expected a positive number, got 0.0"),
     ({"tie_embeddings": "no"}, "model.arch.tie_embeddings: expected true or false, got 'no'"),
 ])
 def test_random_arch_is_checked(arch, message):
