@@ -192,3 +192,21 @@ def test_text_tasks_without_a_reference_learn_the_last_turn(tmp_path):
     examples = [ex for s in splits.values() for ex in s]
     assert {ex["task"] for ex in examples} == {"reply", "chat"}  # "billing" is no ccexp task: chat
     assert all(ex["reference"] == {"reply": ex["messages"][-1]["content"]} for ex in examples)
+
+
+def test_long_conversations_do_not_empty_or_swell_a_split(tmp_path):
+    """Held-out splits take whole conversations that fit in their 10%: one 50-row conversation
+    stays in train (it would be half the file as a test split); two conversations cannot fill
+    three splits, which says so."""
+    def rows(sizes):
+        return [json.dumps({"messages": _msgs(("user", f"q{c}.{t}"), ("assistant", "a")), "conversation_id": f"c{c}"})
+                for c, n in enumerate(sizes) for t in range(n)]
+
+    for seed in range(5):
+        data = DataConfig(name="chatml", train_path=_write(tmp_path / "t.jsonl", *rows([1] * 50 + [50])), seed=seed)
+        assert {s: len(v) for s, v in build_splits(data, BIG, MIX).items()} == {"train": 80, "val": 10, "test": 10}
+    path = _write(tmp_path / "two.jsonl", *rows([5, 5]))
+    with pytest.raises(ConfigError) as err:
+        build_splits(DataConfig(name="chatml", train_path=path), BIG, MIX)
+    assert str(err.value) == (f"{path}: 2 conversations are too few to hold out val and test conversations whole; "
+                              "give data.val_path / data.test_path")

@@ -203,15 +203,25 @@ def test_sweeps_judged_differently_need_a_metric(tmp_path, capsys):
                       "headline": ["test/reply/rougeL"]})
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--no-plots"]) == 2
     assert capsys.readouterr().err == ("ccexp.compare: error: the runs record different compare.metric (a/0: "
-                                       "'test/acc', b/0: 'test/reply/rougeL'); give --metric (and --direction) to "
-                                       "judge them alike\n")
+                                       "'test/acc', b/0: 'test/reply/rougeL'); give python -m ccexp.compare --metric "
+                                       "to judge them alike\n")
     out = tmp_path / "both"
     assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "test/reply/rougeL", "--out", str(out),
-                 "--no-plots"]) == 0
+                 "--no-plots"]) == 2  # their constraints differ too: not the first run's, silently
+    assert "different compare.constraints" in capsys.readouterr().err
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "test/reply/rougeL", "--out", str(out),
+                 "--no-constraints", "--no-plots"]) == 0
     md = (out / "compare.md").read_text()
     assert "**Recommend prompt_tuning** — run `b/0`" in md
     assert "test/acc ↑" in md and "test/reply/rougeL ↑" in md  # both sweeps' headline columns
     assert "compare" not in next(line for line in md.splitlines() if line.startswith("| run"))
+    # Differing only in constraints: the flag that settles them is enough, and is the one named.
+    make_run(tmp_path / "c" / "0", "lora", {"test/acc": 0.5}, compare={**COMPARE, "constraints": []})
+    make_run(tmp_path / "c" / "1", "qlora", {"test/acc": 0.6})
+    capsys.readouterr()
+    assert main([str(tmp_path / "c"), "--no-plots"]) == 2
+    assert "give python -m ccexp.compare --constraint or --no-constraints to judge them alike" in capsys.readouterr().err
+    assert main([str(tmp_path / "c"), "--no-plots", "--no-constraints"]) == 0
 
 
 def test_evaluations_inside_runs_are_left_out_and_said(sweep, capsys):
@@ -222,8 +232,9 @@ def test_evaluations_inside_runs_are_left_out_and_said(sweep, capsys):
     assert "**Recommend lora** — run `0`" in (sweep / "compare.md").read_text()
     assert "0/eval" not in (sweep / "compare.md").read_text()
     assert main([str(sweep / "0" / "eval" / "2026-12-02_04-48-15"), str(sweep / "0"), "--out",
-                 str(sweep / "named"), "--no-plots"]) == 0  # named, it is compared
+                 str(sweep / "named"), "--no-plots"]) == 0  # named, it is compared, and not said to be left out
     assert "0.990" in (sweep / "named" / "compare.md").read_text()
+    assert "left out" not in capsys.readouterr().out
 
 
 def test_precision_note_counts_the_answers_generated(tmp_path):

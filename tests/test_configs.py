@@ -130,3 +130,8 @@ def test_fp16_autocast_is_refused_on_cpu():
     with pytest.raises(ConfigError, match=r"backend\.precision=16-mixed"):
         resolve_precision("16-mixed", "cpu")
     assert resolve_precision("32-true", "cpu") == "32-true"
+
+
+def test_seed_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CCEXP_TEST_SEED", "7")  # ${oc.env:...} resolves to text
+    assert validate(compose_cfg("seed=${oc.env:CCEXP_TEST_SEED}")).seed == 7

@@ -85,3 +85,18 @@ def test_qlora_checkpoints_activations_and_lora_does_not(tiny_dir):
     for method, expected in (("qlora", True), ("lora", False)):
         _, model = _wrapped(method, tiny_dir)
         assert model.get_base_model().is_gradient_checkpointing is expected, method
+
+
+def test_lora_targets_are_matched_as_peft_matches_them(tiny_dir):
+    """A target is a module's full name or its end after a dot (peft's rule); one that names no
+    module fails in one line, listing the model's linear layers."""
+    from ccexp.config import ConfigError
+    from ccexp.methods.base import check_targets
+
+    model = load_model(tiny_dir, torch.float32)
+    check_targets(model, ["q_proj", "self_attn.v_proj", "model.layers.0.mlp.up_proj"])
+    with pytest.raises(ConfigError) as err:
+        check_targets(model, ["q_proj", "c_attn"])
+    assert str(err.value) == ("method.target_modules: ['c_attn'] name no linear layer of this model (model.lora_targets "
+                              "/ method.target_modules; its linear layers: down_proj, gate_proj, k_proj, lm_head, "
+                              "o_proj, q_proj, up_proj, v_proj)")

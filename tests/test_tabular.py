@@ -41,7 +41,7 @@ def _dstc(**kw) -> DataConfig:
 def test_banking77_csv_examples():
     splits = build_splits(_banking(), BIG, MIX)
     assert {k: len(v) for k, v in splits.items()} == {"train": 49, "val": 6, "test": 30}
-    ex = next(e for e in splits["test"] if e["id"] == "intent/banking77_test.csv:2")  # its line
+    ex = next(e for e in splits["test"] if e["id"] == "intent/banking77_test.csv:1")
     assert ex["task"] == "classify" and ex["reference"] == {"label": "card_arrival"}
     assert ex["messages"][2]["content"] == '{"label": "card_arrival"}'
     allowed = ", ".join(f'"{label}"' for label in BANKING)
@@ -126,6 +126,15 @@ def test_config_checks():
 BANKING_ROWS = [f"message {i},{'ab'[i % 2]}" for i in range(20)]
 
 
+def test_csv_header_and_bom_errors_name_their_line(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text('"text,category\nhello,a\n')
+    assert _error(DataConfig(name="csv", train_path=str(path))) == f"{path}:1: a quoted field opened here is never closed"
+    path.write_bytes(b"\xef\xbb\xbftext,category\n\xe9t\xe9,a\n")  # a BOM, then Latin-1 on line 2 at byte 17
+    assert _error(DataConfig(name="csv", train_path=str(path))) == (
+        f"{path}:2: not UTF-8 text (byte 17; re-save the file as UTF-8)")
+
+
 @pytest.mark.parametrize("row,message", [
     # An unquoted comma would shift the label into the next column and make the text's tail a label.
     ("I topped up, but it failed,top_up_failed", ":22: 3 fields, the header has 2 (a comma in a value needs the "
@@ -140,7 +149,7 @@ def test_rows_that_would_shift_or_invent_values_fail_naming_the_line(tmp_path, r
     assert _error(DataConfig(name="csv", train_path=str(path))) == f"{path}{message}"
 
 
-def test_duplicate_columns_long_fields_and_ids_by_line(tmp_path):
+def test_duplicate_columns_long_fields_and_blank_columns(tmp_path):
     dup = tmp_path / "dup.csv"
     dup.write_text("text,text,category\na,b,c\n")
     assert _error(DataConfig(name="csv", train_path=str(dup))) == f"{dup}:1: column 'text' appears twice in the header"
@@ -150,9 +159,13 @@ def test_duplicate_columns_long_fields_and_ids_by_line(tmp_path):
     splits = build_splits(DataConfig(name="csv", train_path=str(long)), BIG, MIX)
     examples = {ex["id"]: ex for s in splits.values() for ex in s}
     assert len(examples) == 22
-    # Ids name the line each row starts on: the quoted two-line row is line 2, the next row line 4.
-    assert "intent/long.csv:2" in examples and "intent/long.csv:4" in examples
-    assert examples["intent/long.csv:24"]["messages"][1]["content"].endswith("x" * 200_000)
+    assert examples["intent/long.csv:22"]["messages"][1]["content"].endswith("x" * 200_000)
+    # A spreadsheet's blank columns, a column the run does not read named twice, lines of spaces
+    # and DOS's Ctrl-Z end change no value: read as they always were.
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("id,text,category,,,id\n" + "\n".join(f"{i},{row},,,{i}" for i, row in enumerate(BANKING_ROWS))
+                     + "\n   \n\x1a\n")
+    assert sum(map(len, build_splits(DataConfig(name="csv", train_path=str(sheet)), BIG, MIX).values())) == 20
 
 
 def test_jsonl_values_that_are_not_text_or_numbers_fail(tmp_path, caplog):
@@ -162,9 +175,11 @@ def test_jsonl_values_that_are_not_text_or_numbers_fail(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ccexp.data"):
         splits = build_splits(_dstc(train_path=str(path)), BIG, MIX)
     assert {ex["reference"]["label"] for s in splits.values() for ex in s} == {"FileClaim", "3"}
+    path.write_text("\n".join(good[:10] + [json.dumps({"utterance": f"yes {i}", "intent": True}) for i in range(10)]))
+    assert {ex["reference"]["label"] for s in build_splits(_dstc(train_path=str(path)), BIG, MIX).values()
+            for ex in s} == {"FileClaim", "3", "True"}  # a binary label
     # NaN is pandas' missing value: counted with the empty labels, not taught as the label "nan".
     assert f"{path}: skipped 1 of 21 rows (1 with no label)" in [r.getMessage() for r in caplog.records]
-    for value, shown in ((["FileClaim", "Other"], '["FileClaim", "Other"]'), ({"name": "x"}, '{"name": "x"}'),
-                         (True, "true")):
+    for value, shown in ((["FileClaim", "Other"], '["FileClaim", "Other"]'), ({"name": "x"}, '{"name": "x"}')):
         path.write_text("\n".join(good + [json.dumps({"utterance": "odd", "intent": value})]) + "\n")
-        assert _error(_dstc(train_path=str(path))) == f"{path}:21: 'intent': expected text or a number, got {shown}"
+        assert _error(_dstc(train_path=str(path))) == f"{path}:21: 'intent': expected text, a number or true/false, got {shown}"

@@ -48,10 +48,11 @@ def main(cfg: DictConfig) -> Optional[float]:
     key = cfg.objective.metric
     if key not in metrics:  # a typo, or a metric this run does not compute: no value, ever
         err = ConfigError(objective_missing(key, metrics))
-        if sweep:  # the job counts as failed, with that line in its error.txt, as a config error would
+        if sweep and "Optuna" in str(hc.sweeper.get("_target_", "")):
+            # The search reads the value: the job counts as failed, with that line in its error.txt.
             print(f"ccexp: error: {record_failure(run_dir, err)} (job {hc.job.num}, {run_dir})", file=sys.stderr)
             return None
-        print(f"ccexp: warning: {err}", file=sys.stderr)  # a single run's results stand
+        print(f"ccexp: warning: {err}", file=sys.stderr)  # nothing reads it: the run's results stand
         return None
     value = metrics[key]
     # No value (NaN: a diverged run) is None: the Optuna sweeper records a failed trial and goes

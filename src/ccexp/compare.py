@@ -430,23 +430,27 @@ def print_table(runs, swept, columns, best, paragraphs, console: Console) -> Non
         console.print(paragraph.replace("**", "").replace("`", ""), highlight=False)
 
 
-def recorded_compare_config(runs: list[Run], metric_given: bool = False) -> dict:
+# The flag that settles each way recorded compare blocks can differ.
+JUDGED_BY = {"metric": "--metric", "direction": "--direction", "constraints": "--constraint or --no-constraints"}
+
+
+def recorded_compare_config(runs: list[Run], given: Sequence[str] = ()) -> dict:
     """The compare block the runs recorded in config.yaml; runs from before it existed (or
     hand-written ones) get conf/compare/default.yaml. Runs that record different ways to judge
-    them (two sweeps side by side) need ``--metric``; their headline columns are then joined."""
+    them (two sweeps side by side) need the flag for each way that ``given`` does not settle;
+    their headline columns are joined."""
     blocks = [(run, run.config["compare"]) for run in runs if isinstance(run.config.get("compare"), dict)]
     if not blocks:
         from ccexp.__main__ import CONFIG_DIR
 
         return _read_yaml(Path(CONFIG_DIR) / "compare" / "default.yaml")
     first_run, first = blocks[0]
-    judged = ("metric", "direction", "constraints")
-    other = next(((r, b) for r, b in blocks if any(b.get(k) != first.get(k) for k in judged)), None)
-    if other is not None and not metric_given:
-        key = next(k for k in judged if other[1].get(k) != first.get(k))
-        raise CompareError(f"the runs record different compare.{key} ({first_run.name}: {first.get(key)!r}, "
-                           f"{other[0].name}: {other[1].get(key)!r}); give --metric (and --direction) to judge "
-                           "them alike")
+    for key, flag in JUDGED_BY.items():
+        other = next(((r, b) for r, b in blocks if b.get(key) != first.get(key)), None)
+        if other is not None and key not in given:
+            raise CompareError(f"the runs record different compare.{key} ({first_run.name}: {first.get(key)!r}, "
+                               f"{other[0].name}: {other[1].get(key)!r}); give python -m ccexp.compare {flag} to "
+                               "judge them alike")
     headline = [h for _, b in blocks for h in (b.get("headline") if isinstance(b.get("headline"), list) else [])]
     return {**first, "headline": list(dict.fromkeys(headline)) or first.get("headline")}
 
@@ -454,15 +458,16 @@ def recorded_compare_config(runs: list[Run], metric_given: bool = False) -> dict
 def recorded_config(runs: list[Run], **overrides) -> CompareConfig:
     """The runs' recorded compare config with the command line's overrides (None = not given)."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    recorded = recorded_compare_config(runs, metric_given="metric" in given)
     if "metric" in given and "direction" not in given:
         # The direction follows the metric asked for (val/loss: minimize), not the recorded one's.
         higher = higher_is_better(given["metric"])
         if higher is not None:
             given["direction"] = "maximize" if higher else "minimize"
-        elif given["metric"] != recorded.get("metric"):
+        elif given["metric"] != recorded_compare_config(runs, list(JUDGED_BY)).get("metric"):  # the recorded
+            # metric keeps its recorded direction; any other needs --direction
             raise CompareError(f"--metric {given['metric']}: its key does not say whether higher is better; "
                                "give --direction maximize or minimize")
+    recorded = recorded_compare_config(runs, list(given))
     try:
         return CompareConfig(**{**recorded, **given})
     except (TypeError, ConfigError) as err:
@@ -482,7 +487,8 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
         raise CompareError(f"--out {out}: a file, expected a directory (it is created if missing)")
     out.mkdir(parents=True, exist_ok=True)
     console = console or Console()
-    nested = nested_run_dirs(paths)
+    named = {r.dir for r in runs}
+    nested = [d for d in nested_run_dirs(paths) if d.resolve() not in named]
     if nested:
         console.print(f"left out {len(nested)} evaluation{'s' * (len(nested) > 1)} inside the runs "
                       f"({', '.join(map(str, nested[:3]))}{', …' if len(nested) > 3 else ''}): name "

@@ -502,6 +502,8 @@ def validate(cfg: DictConfig) -> RunConfig:
             msg = str(err).splitlines()[0]
             raise ConfigError(f"{name}.{key}: {msg}") from None
     seed = cfg.get("seed", 42)
+    if isinstance(seed, str) and seed.strip().isdigit():  # ${oc.env:SEED} resolves to text
+        seed = int(seed)
     # numpy's and Lightning's seeding take 0 .. 2**32 - 1; 1.5 would silently be seed 1.
     _check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32, "seed",
            "an integer in [0, 2**32)", seed)

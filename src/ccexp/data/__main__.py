@@ -59,12 +59,15 @@ def describe(rc: RunConfig, splits: dict, console: Console) -> dict:
 def export(splits: dict, out: Path, console: Console) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: a file, expected a directory (it is created if missing)")
-    chatml = {split: write_chatml(examples, out / "chatml" / f"{split}.jsonl") for split, examples in splits.items()}
-    mlx = write_mlx_layout(splits, out / "mlx")
     import datasets
 
     datasets.disable_progress_bars()
-    to_dataset_dict(splits).save_to_disk(str(out / "hf"))
+    try:
+        chatml = {split: write_chatml(examples, out / "chatml" / f"{split}.jsonl") for split, examples in splits.items()}
+        mlx = write_mlx_layout(splits, out / "mlx")
+        to_dataset_dict(splits).save_to_disk(str(out / "hf"))
+    except OSError as err:  # a read-only folder, a full disk
+        raise ConfigError(f"--out {err.filename or out}: cannot write ({err.strerror or err})") from None
     for split in splits:
         console.print(f"{split}: {len(splits[split])} examples -> {chatml[split]}, {mlx[split]}", soft_wrap=True)
     console.print(f"as a datasets.DatasetDict: datasets.load_from_disk({str(out / 'hf')!r}), or "
@@ -81,7 +84,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     console = Console()
-    out = None
     try:
         overrides, out = _parse(args[1:])
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -95,9 +97,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             export(splits, Path(out or f"data/{rc.data.name}-{rc.data_size.name}"), console)
     except (ConfigError, HydraException) as err:
         print(f"ccexp.data: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
-    except OSError as err:  # writing the export: a read-only folder, a full disk
-        print(f"ccexp.data: error: {err.filename or out}: cannot write ({err.strerror or err})", file=sys.stderr)
         return 2
     return 0
 

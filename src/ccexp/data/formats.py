@@ -36,8 +36,9 @@ def read_text(path: str | Path, key: str = "") -> str:
     try:
         return data.decode("utf-8-sig")  # a BOM from a spreadsheet export is harmless
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {err.start}; re-save the file as UTF-8)") from None
+        at = err.start + 3 * data.startswith(b"\xef\xbb\xbf")  # utf-8-sig's offsets start after the BOM
+        line = data.count(b"\n", 0, at) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {at}; re-save the file as UTF-8)") from None
 
 
 def read_jsonl(path: str | Path, key: str = "") -> Iterator[tuple[int, dict]]:
@@ -73,10 +74,13 @@ def read_csv(path: str | Path, key: str = "", needed: tuple[str, ...] = ()) -> I
         with open(require_file(path, key), encoding="utf-8-sig", newline="") as f:
             # strict: a quote left open fails at the end of the file instead of swallowing the rest.
             reader = csv.reader(f, strict=True)
-            line = 1
+            line = 0  # the last line read
             try:
                 header = next(reader, [])
-                twice = next((c for i, c in enumerate(header) if c in header[:i]), None)
+                line = reader.line_num
+                # A needed column named twice: which one is the text? (Unread ones, or the blank
+                # names of a spreadsheet's empty columns, change nothing.)
+                twice = next((c for i, c in enumerate(header) if c in needed and c in header[:i]), None)
                 if twice is not None:
                     raise ConfigError(f"{path}:1: column {twice!r} appears twice in the header")
                 for column in needed:
@@ -84,8 +88,8 @@ def read_csv(path: str | Path, key: str = "", needed: tuple[str, ...] = ()) -> I
                         raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(header)})")
                 for record in reader:
                     start, line = line + 1, reader.line_num
-                    if not record:
-                        continue
+                    if not record or len(record) == 1 and not record[0].strip(" \t\x1a"):
+                        continue  # a blank line (spaces, or DOS's end-of-file Ctrl-Z)
                     if record == header:
                         raise ConfigError(f"{path}:{start}: the header row again (two files joined together?)")
                     if len(record) != len(header):

@@ -51,10 +51,21 @@ def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
         paths = " / ".join(f"data.{s}_path" for s in held)
         raise ConfigError(f"{data.train_path}: {len(train)} usable rows are too few to hold out "
                           f"{' and '.join(held)} rows; give {paths}")
-    for split in held:  # whole conversations, until the split has n rows
+    if held and len(order) <= len(held):
+        raise ConfigError(f"{data.train_path}: {len(order)} conversations are too few to hold out "
+                          f"{' and '.join(held)} conversations whole; give "
+                          + " / ".join(f"data.{s}_path" for s in held))
+    for split in held:  # whole conversations, in shuffled order, those that fit in n rows
         taken: list[int] = []
-        while order and len(taken) < n:
-            taken += order.pop(0)
+        for rows in list(order):
+            if len(order) == 1 or len(taken) >= n:  # the last conversation stays for train
+                break
+            if len(taken) + len(rows) <= n:
+                taken += rows
+                order.remove(rows)
+        if not taken:  # every conversation is longer than n rows: the shortest one
+            rows = min(order, key=len)
+            taken, _ = list(rows), order.remove(rows)
         splits[split] = [train[i] for i in sorted(taken)]
     splits["train"] = [train[i] for i in sorted(i for rows in order for i in rows)]
     for split in SPLITS:

@@ -44,8 +44,9 @@ def _cell(value, where: str, column: str) -> str:
     as empty, so the row is counted as skipped; anything else names the line."""
     if value is None or isinstance(value, float) and value != value:
         return ""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ConfigError(f"{where}: {column!r}: expected text or a number, got {json.dumps(value)[:60]}")
+    if not isinstance(value, (str, int, float)):  # bool is an int: a binary label, "True"/"False"
+        raise ConfigError(f"{where}: {column!r}: expected text, a number or true/false, got "
+                          f"{json.dumps(value)[:60]}")
     return str(value).strip()
 
 
@@ -60,7 +61,8 @@ def load_rows(data: DataConfig, path: str, key: str) -> list[Row]:
         if not text or not label:
             skipped["with empty text" if not text else "with no label"] += 1
             continue
-        rows.append(Row(f"{data.task_name}/{Path(path).name}:{number}", text, label))  # the line it starts on
+        # Ids number a CSV's records (as they always have, so runs' predictions still join) and a JSONL's lines.
+        rows.append(Row(f"{data.task_name}/{Path(path).name}:{total if data.name == 'csv' else number}", text, label))
     report_skipped(path, skipped, total)
     return rows
 

@@ -41,14 +41,15 @@ class MethodSpec:
 
 
 def check_targets(model: PreTrainedModel, targets) -> None:
-    """LoRA's target names against the model's linear layers, as peft matches them (by last
-    name): a name that matches none fails here in one line that lists the names there are,
-    instead of peft's traceback after the model has loaded."""
+    """LoRA's target names against the model's modules, as peft matches them (a module's full
+    name, or its end after a dot): a name that matches none fails here in one line that lists
+    the linear layers there are, instead of peft's traceback after the model has loaded."""
     if not targets or isinstance(targets, str):  # a regex string: peft's own matching decides
         return
+    names = [name for name, _ in model.named_modules()]
+    missing = sorted(t for t in targets if not any(n == t or n.endswith("." + t) for n in names))
     linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
               if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Linear4bit"}
-    missing = sorted(set(targets) - linear)
     if missing:
         raise ConfigError(f"method.target_modules: {missing} name no linear layer of this model (model.lora_targets "
                           f"/ method.target_modules; its linear layers: {', '.join(sorted(linear))})")
