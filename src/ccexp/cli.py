@@ -47,6 +47,15 @@ def writable_file(text: str | Path) -> Path:
     return path
 
 
+def output_dir(path: Path, error: type[Exception], flag: str) -> Path:
+    """A folder results go to (``flag``: how the command names it, "--out" or "out="), created if
+    missing; an existing file there raises ``error`` in one line before any work is written."""
+    if path.exists() and not path.is_dir():
+        shown = f"{flag}{path}" if flag.endswith("=") else f"{flag} {path}"
+        raise error(f"{shown}: a file, expected a directory (it is created if missing)")
+    return path
+
+
 def read_json_object(path: Path, error: type[Exception], what: str) -> dict:
     """The JSON object in a file named on the command line. Anything else raises ``error`` with
     one line naming the file and what was expected (``what``, e.g. "a ccexp.bench results file")."""

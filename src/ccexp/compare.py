@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
-from ccexp.cli import OneLineParser, read_json_object
+from ccexp.cli import OneLineParser, output_dir, read_json_object
 from ccexp.config import CompareConfig, ConfigError, parse_constraint
 from ccexp.sweep import natural_key
 
@@ -90,7 +90,7 @@ def find_run_dirs(path: Path) -> list[Path]:
         path = path.parent
     if _is_run_dir(path):
         return [path]
-    dirs = {p.parent for name in ("metrics.json", "error.txt") for p in path.rglob(name)}
+    dirs = _run_dirs_below(path)
     if not dirs:
         raise CompareError(f"{path}: no runs found (no metrics.json or error.txt below it)")
     # A run's own evaluations (<run>/eval/<time>, from python -m ccexp.evaluate) are not runs of
@@ -98,10 +98,13 @@ def find_run_dirs(path: Path) -> list[Path]:
     return sorted((d for d in dirs if not any(a in dirs for a in d.parents)), key=natural_key)
 
 
+def _run_dirs_below(path: Path) -> set[Path]:
+    return {p.parent for name in ("metrics.json", "error.txt") for p in path.rglob(name)}
+
+
 def nested_run_dirs(paths: Sequence[Path]) -> list[Path]:
     """Run dirs inside other run dirs under ``paths`` (evaluations), which find_run_dirs leaves out."""
-    found = {p.parent for path in map(Path, paths) if path.is_dir()
-             for name in ("metrics.json", "error.txt") for p in path.rglob(name)}
+    found = set().union(*(_run_dirs_below(Path(p)) for p in paths if Path(p).is_dir()))
     return sorted((d for d in found if any(a in found for a in d.parents)), key=natural_key)
 
 
@@ -483,9 +486,7 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
         cc = recorded_config(runs)
     out = Path(out) if out is not None else (Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir()
                                              else Path("compare"))
-    if out.exists() and not out.is_dir():
-        raise CompareError(f"--out {out}: a file, expected a directory (it is created if missing)")
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out, CompareError, "--out").mkdir(parents=True, exist_ok=True)
     console = console or Console()
     named = {r.dir for r in runs}
     nested = [d for d in nested_run_dirs(paths) if d.resolve() not in named]

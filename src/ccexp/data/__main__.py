@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 from rich.console import Console
 
 from ccexp.__main__ import CONFIG_DIR
+from ccexp.cli import output_dir
 from ccexp.config import ConfigError, RunConfig, validate
 from ccexp.data import build_splits, to_dataset_dict
 from ccexp.data.card import dataset_card, print_card
@@ -57,8 +58,7 @@ def describe(rc: RunConfig, splits: dict, console: Console) -> dict:
 
 
 def export(splits: dict, out: Path, console: Console) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: a file, expected a directory (it is created if missing)")
+    output_dir(out, ConfigError, "--out")
     import datasets
 
     datasets.disable_progress_bars()

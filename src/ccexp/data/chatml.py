@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from operator import itemgetter
 from pathlib import Path
 
 from ccexp.config import ConfigError, DataConfig, DataSizeConfig
@@ -38,8 +39,7 @@ def _task_and_reference(row: dict, where: str) -> tuple[str, dict]:
         raise ConfigError(f"{where}: task {task!r} needs a 'reference' object with {', '.join(map(repr, fields))}")
     for field in fields:
         kind, value = FIELD_KINDS[field], reference[field]
-        number = as_number(value) if kind == "number" else 0.0
-        if not parses(kind, value) or number is None or not math.isfinite(number):
+        if not parses(kind, value) or kind == "number" and not math.isfinite(as_number(value)):
             raise ConfigError(f"{where}: reference {field!r}: expected {_KIND_WORDS[kind]}, "
                               f"got {json.dumps(value)[:60]}")
     return task, reference
@@ -53,8 +53,7 @@ def chat_example(row: dict, path: str, where: str | None = None) -> dict:
             "task": task, "messages": row["messages"], "reference": reference}
 
 
-def conversation_id(example: dict) -> str:
-    return example["conversation_id"]
+conversation_id = itemgetter("conversation_id")  # what holdout_splits keeps together
 
 
 def load_chat(path: str, key: str) -> list[dict]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ccexp.cli import output_dir
 from ccexp.config import ConfigError
 
 USAGE = "usage: python -m ccexp.evaluate adapter=<run dir> [out=<dir>] [group.key=value ...]"
@@ -41,8 +42,8 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
             overrides.append(arg)
     if run_dir is None:
         raise ConfigError(f"missing adapter=<run dir>; {USAGE}")
-    if out is not None and out.exists() and not out.is_dir():
-        raise ConfigError(f"out={out}: a file, expected a directory (it is created if missing)")
+    if out is not None:
+        output_dir(out, ConfigError, "out=")
     for name in ("config.yaml", "adapter"):
         if not (run_dir / name).exists():
             raise ConfigError(f"{run_dir / name}: not found; expected a run dir written by python -m ccexp")
