@@ -9,10 +9,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import wandb_records
 from conftest import FAST, compose_cfg
 from peft import PeftModel
 
+from ccexp.config import ConfigError
 from ccexp.models import load_model
 from ccexp.run import run
 
@@ -149,3 +151,48 @@ def test_failed_run_closes_wandb_as_failed(tmp_path, monkeypatch):
     run_file = next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     exits = [r.exit.exit_code for r in wandb_records.records(run_file) if r.WhichOneof("record_type") == "exit"]
     assert exits == [1]
+
+
+RESUMABLE = (*FAST, "trainer.max_steps=8", "trainer.val_every_n_steps=2", "trainer.save_every_n_steps=3",
+             "trainer.limit_val_batches=null", "eval.generate_examples=0", "eval.baseline=false")
+
+
+def test_a_resumed_run_is_the_whole_run(tmp_path):
+    """12 examples in batches of 2: 6 steps an epoch. Resumed mid-epoch (step 3) or from the epoch's
+    last step, whose validation ran before the checkpoint (step 6), training goes on exactly as the
+    whole run did: the same batches, dropout masks, optimizer state, validations and best adapter."""
+    from safetensors.torch import load_file
+
+    whole = run(compose_cfg(*RESUMABLE), tmp_path / "whole")
+    checkpoints = tmp_path / "whole" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_0000003", "step_0000006"]
+    state = torch.load(checkpoints / "step_0000003" / "trainer_state.ckpt", weights_only=False)
+    assert all("lora_" in key for key in state["state_dict"])  # the adapter, not the frozen base
+    weights = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
+    for step in (3, 6):
+        resumed = run(compose_cfg(*RESUMABLE, f"trainer.resume_from={checkpoints / f'step_{step:07d}'}"),
+                      tmp_path / str(step))
+        assert resumed["train/resumed_from_step"] == step
+        for key in ("train/val_history", "train/steps", "train/epochs", "train/best_step", "train/tokens", "val/loss"):
+            assert resumed[key] == whole[key], key
+        again = load_file(tmp_path / str(step) / "adapter" / "adapter_model.safetensors")
+        assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+def test_resume_auto_and_bad_checkpoints(tmp_path):
+    """auto starts afresh where the run dir holds no checkpoint, and resumes where it does (a
+    requeued job); a path without one, or another configuration, is refused in one line."""
+    first = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "trainer.resume_from=auto"), tmp_path / "job")
+    assert first["train/resumed_from_step"] == 0
+    again = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "trainer.resume_from=auto"), tmp_path / "job")
+    assert again["train/resumed_from_step"] == 3 and again["train/val_history"] == first["train/val_history"]
+    (tmp_path / "empty").mkdir()
+    cases = [(str(tmp_path / "nope"), "no such directory"), (str(tmp_path / "empty"), "no checkpoint to resume")]
+    for path, error in cases:
+        with pytest.raises(ConfigError, match=error) as err:
+            run(compose_cfg(*RESUMABLE, f"trainer.resume_from={path}"), tmp_path / "x")
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"method\.r is 4 here but 16 in the checkpoint's run") as err:
+        run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "method.r=4", f"trainer.resume_from={tmp_path / 'job'}"),
+            tmp_path / "y")
+    assert "\n" not in str(err.value)

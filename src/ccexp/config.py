@@ -298,7 +298,12 @@ class TrainerConfig:
     """Cap validation batches per check (null = the whole val split)."""
     save_every_n_steps: Optional[int] = None
     """Also keep the adapter every N optimizer steps in <run dir>/checkpoints/step_NNNNNNN
-    (null = only the best one, in <run dir>/adapter)."""
+    (null = only the best one, in <run dir>/adapter). Each checkpoint also holds what resuming
+    needs: optimizer, schedule, position in the epoch, random state, best adapter so far."""
+    resume_from: Optional[str] = None
+    """Continue an interrupted run from a checkpoint: a run dir (its latest checkpoint) or one of
+    its checkpoints/step_NNNNNNN; auto = this run's own dir if it holds one, else start afresh
+    (a requeued SLURM job). The configuration must be the checkpoint's run's (checked)."""
     group_by: str = "length"
     """How training batches are formed from shuffled mega-batches: length (similar lengths: little
     padding; packed or not, the same batches, so backend.packing leaves the loss curve as it is)
@@ -321,6 +326,8 @@ class TrainerConfig:
                self.early_stopping_patience)
         _check(self.save_every_n_steps is None or self.save_every_n_steps >= 1, "trainer.save_every_n_steps",
                "null or an integer >= 1", self.save_every_n_steps)
+        _check(self.resume_from is None or bool(str(self.resume_from).strip()), "trainer.resume_from",
+               "null, auto, or a run dir or checkpoint path", self.resume_from)
 
 
 @dataclass
@@ -478,6 +485,13 @@ class RunConfig:
         # Combinations across groups; each group checks its own fields.
         _check(not (self.backend.fuse and self.method.name == "prompt_tuning"), "backend.fuse",
                "false for method=prompt_tuning (a soft prompt has no weights to merge)", self.backend.fuse)
+        if self.backend.name == "mlx" and self.method.name == "qlora":
+            # bitsandbytes' choices: MLX quantizes the base its own way (affine 4-bit, 64 weights per scale).
+            mlx_quant = "with backend=mlx, whose 4-bit base is MLX's affine quantization (bitsandbytes' options are for cpu/cuda)"
+            _check(self.method.quant_type == "nf4", "method.quant_type", f"the default, nf4, {mlx_quant}",
+                   self.method.quant_type)
+            _check(self.method.double_quant, "method.double_quant", f"the default, true, {mlx_quant}",
+                   self.method.double_quant)
 
 
 _SCHEMAS = {

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ccexp import resume
 from ccexp.backends import build_backend, resolve_backend
 from ccexp.config import RunConfig, validate
 from ccexp.data import build_splits
@@ -35,6 +36,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
+    checkpoint = resume.prepare(rc, device, run_dir) if adapter is None else None
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     model_dir = resolve_model_dir(rc.model)
     backend = build_backend(device, rc, model_dir, [ex["messages"][-1]["content"] for ex in splits["train"]])
@@ -51,7 +53,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     try:
         metrics["time/setup_s"] = time.perf_counter() - start
         if adapter is None:
-            metrics.update(backend.fit(splits["train"], splits["val"], logger, run_dir))
+            metrics.update(backend.fit(splits["train"], splits["val"], logger, run_dir, checkpoint))
             adapter_dir = run_dir / "adapter"
             backend.save_adapter(adapter_dir)
         else:
@@ -66,7 +68,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         metrics["time/eval_s"] = metrics["time/total_s"] - metrics["time/setup_s"] - metrics["time/fit_s"]
         metrics.update({
             "params/trainable": trainable, "params/total": total, "params/trainable_pct": 100.0 * trainable / total,
-            "adapter/size_mb": sum(f.stat().st_size for f in adapter_dir.rglob("*") if f.is_file()) / 2**20,
+            "adapter/size_mb": adapter_size_mb(adapter_dir),
             "status": "finished",
         })
         with open(run_dir / "predictions.jsonl", "w") as f:
@@ -81,3 +83,8 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         finish_logger(logger, metrics, failed=metrics["status"] != "finished")
         if metrics["status"] == "finished":
             print_summary(metrics, run_dir)
+
+
+def adapter_size_mb(adapter_dir: Path) -> float:
+    """What serving the adapter ships: its weights and config, not the model card peft writes."""
+    return sum(f.stat().st_size for f in adapter_dir.rglob("*") if f.is_file() and f.name != "README.md") / 2**20

@@ -68,8 +68,8 @@ def finish_logger(logger: Optional[Any], metrics: dict[str, Any], failed: bool) 
         run.summary.update({**scalars, **{k: None for k, v in metrics.items() if v is None}})
         run.finish(exit_code=1 if failed else 0)
     else:
-        if scalars:
-            logger.log_metrics(scalars)
+        if scalars:  # at the last training step, after the curves (not at step 0)
+            logger.log_metrics(scalars, step=metrics.get("train/steps"))
         logger.save()
 
 

@@ -49,8 +49,10 @@ class Generation:
 class Backend(Protocol):
     name: str
 
-    def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
-        """Train the adapter, keep the best by validation loss; return train/* statistics."""
+    def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path,
+            checkpoint: Path | None = None) -> dict[str, float]:
+        """Train the adapter, keep the best by validation loss; return train/* statistics. With
+        ``checkpoint`` (``ccexp.resume``), continue the run that saved it from there."""
 
     def nll(self, examples: Sequence[dict], adapter: bool = True) -> tuple[float, int]:
         """Summed NLL of the answer tokens and their count."""

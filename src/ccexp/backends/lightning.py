@@ -20,7 +20,9 @@ from transformers import DynamicCache
 
 from ccexp.backends import decoding, packed, speedups
 from ccexp.backends.base import Generation, peak_rss_mb
-from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, Checkpoints, CompletionLM, Throughput
+from ccexp import resume
+from ccexp.backends.lightning_modules import (TRAINER_STATE, BestAdapter, ChatDataModule, Checkpoints, CompletionLM,
+                                             Throughput)
 from ccexp.config import ConfigError, RunConfig
 from ccexp.data.batching import (EncodedDataset, GroupedBatchSampler, collator, completion_nll,
                                  generation_prompt_room, prompt_text, to_device)
@@ -131,7 +133,8 @@ class TorchBackend:
         self.packed = packed.PackedWeights(self.model, self.autocast_dtype or torch.float32) if use_packed else None
 
     # -- training ---------------------------------------------------------------------------
-    def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
+    def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path,
+            checkpoint: Path | None = None) -> dict[str, float]:
         t = self.cfg.trainer
         data = ChatDataModule(self.tokenizer, train, val, self.cfg.model.max_seq_len, t.batch_size,
                               self.cfg.seed, t.grad_accum, packed=self.packing, group_by=t.group_by)
@@ -140,11 +143,12 @@ class TorchBackend:
         module = CompletionLM(self.model, self.cfg.method.lr, t.weight_decay, t.warmup_ratio, total_steps)
         best, speed = BestAdapter(run_dir / "adapter"), Throughput()
         callbacks = [best, speed, *self.fit_callbacks]
-        if t.save_every_n_steps:
-            callbacks.append(Checkpoints(run_dir / "checkpoints", t.save_every_n_steps))
         if t.early_stopping_patience > 0:
             callbacks.append(EarlyStopping("val/loss", patience=t.early_stopping_patience, mode="min",
                                            check_on_train_epoch_end=False))
+        if t.save_every_n_steps:  # last: its checkpoints hold the other callbacks' state after a validation
+            callbacks.append(Checkpoints(run_dir / "checkpoints", t.save_every_n_steps, t.val_every_n_steps,
+                                         resume.training_config(self.cfg, self.device)))
         trainer = pl.Trainer(
             accelerator="gpu" if self.device == "cuda" else "cpu",
             devices=1,
@@ -170,7 +174,9 @@ class TorchBackend:
         )
         self.model.train()  # from_pretrained leaves eval mode; Lightning keeps submodule modes as found
         self.weights_changed()  # and the packed copies' memory is free for training
-        trainer.fit(module, datamodule=data)
+        # weights_only=False: ccexp's own file, which holds the random state's Python objects.
+        trainer.fit(module, datamodule=data, ckpt_path=checkpoint / TRAINER_STATE if checkpoint else None,
+                    weights_only=False)
         if not module.history or module.history[-1]["step"] != trainer.global_step:
             trainer.validate(module, datamodule=data, verbose=False)  # judge the final steps too
         best.restore(module)
@@ -183,8 +189,9 @@ class TorchBackend:
             "train/best_val_loss": best.best_loss,  # None (null) when no validation ran
             "train/early_stopped": float(stopper is not None and stopper.wait_count >= stopper.patience),
             "train/seconds": speed.seconds,
-            "train/tokens": module.tokens_seen,
-            "train/tokens_per_s": module.tokens_seen / max(speed.seconds, 1e-9),
+            "train/resumed_from_step": module.resumed_from_step,
+            "train/tokens": module.tokens_seen,  # a resumed run's include those before the checkpoint
+            "train/tokens_per_s": speed.tokens / max(speed.seconds, 1e-9),
             "train/truncated_examples": data.train_set.truncated,
             "train/val_history": module.history,
         }

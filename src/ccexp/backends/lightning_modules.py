@@ -7,16 +7,33 @@ wrapped model leaves trainable.
 from __future__ import annotations
 
 import math
+import random
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
+from ccexp import resume
+from ccexp.config import ConfigError
 from ccexp.data.batching import EncodedDataset, GroupedBatchSampler, collator, completion_nll
+
+TRAINER_STATE = "trainer_state.ckpt"  # Lightning's checkpoint, less the frozen base, in each checkpoint dir
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader Lightning checkpoints mid-epoch (it saves a loader's ``state_dict`` when it
+    has one): the state is its batch sampler's place in the epoch's order."""
+
+    def state_dict(self) -> dict[str, int]:
+        return self.batch_sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.load_state_dict(state)
 
 
 class ChatDataModule(pl.LightningDataModule):
@@ -36,13 +53,22 @@ class ChatDataModule(pl.LightningDataModule):
                                    seed=self.seed, multiple_of=self.grad_accum)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_sampler=self.train_sampler(), collate_fn=self._collate)
+        return ResumableLoader(self.train_set, batch_sampler=self.train_sampler(), collate_fn=self._collate,
+                               generator=_own_generator(self.seed))
 
     def val_dataloader(self) -> DataLoader:
         # By length, packed or not: trainer.limit_val_batches then checks the same examples.
         sampler = GroupedBatchSampler(self.val_set.sort_keys("length"), self.batch_size, shuffle=False,
                                       seed=self.seed)
-        return DataLoader(self.val_set, batch_sampler=sampler, collate_fn=self._collate)
+        return DataLoader(self.val_set, batch_sampler=sampler, collate_fn=self._collate,
+                          generator=_own_generator(self.seed))
+
+
+def _own_generator(seed: int) -> torch.Generator:
+    """Each pass over a DataLoader draws a worker seed from its generator, by default the global
+    one that dropout draws from: how often validation ran would then change the dropout masks,
+    and a run resumed mid-epoch (a new pass) would draw other masks than the whole run."""
+    return torch.Generator().manual_seed(seed)
 
 
 class CompletionLM(pl.LightningModule):
@@ -50,18 +76,40 @@ class CompletionLM(pl.LightningModule):
 
     def __init__(self, model, lr: float, weight_decay: float, warmup_ratio: float, total_steps: int):
         super().__init__()
+        # Checkpoints hold the trainable parameters only (on_save_checkpoint), not the frozen base.
+        self.strict_loading = False
         self.model = model
         self.lr, self.weight_decay, self.warmup_ratio, self.total_steps = lr, weight_decay, warmup_ratio, total_steps
         self.tokens_seen = 0  # the examples' tokens through training forward passes (no padding)
+        self.resumed_from_step = 0
         self._val_nll = self._val_count = 0.0
         self.history: list[dict] = []
+        self._step_losses: list[torch.Tensor] = []  # the micro-batches of the optimizer step under way
+        self._step_lr, self._logged_step = 0.0, 0
 
     def training_step(self, batch, batch_idx):
         nll, count = completion_nll(self.model, batch)
         loss = nll / count.clamp(min=1)
         self.tokens_seen += batch["n_tokens"]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_rows(batch))
+        if not self._step_losses:
+            self._step_lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # what this step's update uses
+        self._step_losses.append(loss.detach())
+        self.log("train/loss", loss, prog_bar=True, logger=False, batch_size=batch_rows(batch))
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        # Logged once per optimizer step, at its number (1 after the first update, as the
+        # validation history and the mlx backend count), as the mean over its micro-batches;
+        # Lightning's own logging would put it one step earlier, and per micro-batch.
+        if self.global_step != self._logged_step:
+            self._logged_step = self.global_step
+            loss = float(torch.stack(self._step_losses).mean())
+            self._step_losses = []
+            self._log_metrics({"train/loss": loss, "train/lr": self._step_lr})
+
+    def _log_metrics(self, metrics: dict[str, float]) -> None:
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=self.global_step)
 
     def validation_step(self, batch, batch_idx):
         nll, count = completion_nll(self.model, batch)
@@ -72,10 +120,37 @@ class CompletionLM(pl.LightningModule):
         # Token-weighted over the whole split, not a mean of batch means.
         loss = self._val_nll / max(self._val_count, 1.0)
         self._val_nll = self._val_count = 0.0
-        self.log("val/loss", loss, prog_bar=True)
-        self.log("val/ppl", math.exp(min(loss, 50.0)))
+        self.log("val/loss", loss, prog_bar=True, logger=False)  # for the bar, early stopping, best adapter
         if not self.trainer.sanity_checking:
             self.history.append({"step": self.global_step, "val_loss": loss})
+            self._log_metrics({"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0))})
+
+    def _trainable(self) -> dict[str, torch.Tensor]:
+        return {f"model.{n}": p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The frozen base is the model's own files (megabytes of adapter, not gigabytes of base);
+        # the random state makes the resumed run draw the dropout masks the whole run would have.
+        checkpoint["state_dict"] = {n: p.detach().clone() for n, p in self._trainable().items()}
+        checkpoint["ccexp"] = {
+            "tokens_seen": self.tokens_seen, "history": self.history, "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python_rng": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved, here = set(checkpoint["state_dict"]), set(self._trainable())
+        if saved != here:  # strict_loading is off for the base's keys; the adapter's must all match
+            odd = sorted(saved ^ here)
+            raise ConfigError(f"trainer.resume_from: the checkpoint's trainable parameters are not this run's "
+                              f"({len(odd)} differ, e.g. {odd[0]})")
+        state = checkpoint["ccexp"]
+        self.tokens_seen, self.history = state["tokens_seen"], list(state["history"])
+        self.resumed_from_step = checkpoint["global_step"]
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        random.setstate(state["python_rng"])
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -104,6 +179,12 @@ class BestAdapter(pl.Callback):
             self._best_state = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
             module.model.save_pretrained(self.directory)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_loss": self.best_loss, "best_step": self.best_step, "best_state": self._best_state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_loss, self.best_step, self._best_state = state["best_loss"], state["best_step"], state["best_state"]
+
     def restore(self, module: CompletionLM) -> None:
         if self._best_state:
             params = dict(module.model.named_parameters())
@@ -113,16 +194,40 @@ class BestAdapter(pl.Callback):
 
 
 class Checkpoints(pl.Callback):
-    """The adapter every N optimizer steps, in ``<directory>/step_NNNNNNN`` (peft layout)."""
+    """Every N optimizer steps, ``<directory>/step_NNNNNNN``: the adapter (peft layout) and the
+    trainer state to resume from (``ccexp.resume``). Saved after the step's update, or on a step
+    that validates, after the validation: Lightning resumes a checkpoint saved at a batch's end
+    past that batch's validation, which would then never run. Put it after the callbacks whose
+    state it should hold (best adapter, early stopping)."""
 
-    def __init__(self, directory: Path, every: int):
-        self.directory, self.every, self._last = directory, every, 0
+    def __init__(self, directory: Path, every: int, val_every: int, config: dict):
+        self.directory, self.every, self.val_every, self.config, self._last = directory, every, val_every, config, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"last": self._last}  # resumed, the checkpoint's own step is not saved again
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._last = state["last"]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step % self.val_every:
+            self._save(trainer, module)
+
+    def on_validation_end(self, trainer, module):
+        if trainer.state.fn == TrainerFn.FITTING:  # not the final trainer.validate after fit
+            self._save(trainer, module)
+
+    def _save(self, trainer, module) -> None:
         step = trainer.global_step  # with accumulation, several micro-batches end on one step
-        if step % self.every == 0 and step != self._last:
-            self._last = step
-            module.model.save_pretrained(self.directory / f"step_{step:07d}")
+        if step % self.every or step == self._last:
+            return
+        self._last = step
+
+        def write(directory: Path) -> None:
+            module.model.save_pretrained(directory)
+            trainer.save_checkpoint(directory / TRAINER_STATE)
+
+        resume.save_checkpoint(self.directory, step, self.config, write)
 
 
 class Throughput(pl.Callback):
@@ -139,6 +244,13 @@ class Throughput(pl.Callback):
     @property
     def seconds(self) -> float:
         return sum(batch[0] for batch in self.batches)
+
+    @property
+    def tokens(self) -> int:
+        return sum(batch[1] for batch in self.batches)
+
+    def on_train_start(self, trainer, module):  # a resumed run starts mid-epoch, without the hook below
+        self._since = _now(module)
 
     def on_train_epoch_start(self, trainer, module):
         self._since = _now(module)

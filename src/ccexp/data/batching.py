@@ -99,9 +99,21 @@ class GroupedBatchSampler(Sampler[list[int]]):
         # into the next epoch.
         self.multiple_of = multiple_of
         self.epoch = 0
+        self._position = (0, 0)  # (epoch of the pass under way, batches it has handed out)
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in the batch order, for a checkpoint (``ccexp.resume``)."""
+        epoch, served = self._position
+        return {"epoch": epoch, "served": served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """The next pass over the checkpointed epoch continues it: the same order, its served
+        batches skipped (all of them where it was saved on the epoch's last batch)."""
+        self.epoch, self._skip = int(state["epoch"]), int(state["served"])
 
     def __len__(self) -> int:
         return self._keep((len(self.keys) + self.batch_size - 1) // self.batch_size)
@@ -121,8 +133,16 @@ class GroupedBatchSampler(Sampler[list[int]]):
             batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
         if self.shuffle:
             rng.shuffle(batches)
+        epoch, skip, self._skip = self.epoch, self._skip, 0
         self.epoch += 1
-        return iter(batches[: self._keep(len(batches))])
+        return self._serve(epoch, batches[skip : self._keep(len(batches))], skip)
+
+    def _serve(self, epoch: int, batches: list[list[int]], served: int) -> Iterator[list[int]]:
+        self._position = (epoch, served)
+        for batch in batches:
+            served += 1
+            self._position = (epoch, served)
+            yield batch
 
 
 def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

@@ -1,0 +1,124 @@
+"""Resuming an interrupted run from one of its checkpoints (``trainer.resume_from``).
+
+A checkpoint, ``<run dir>/checkpoints/step_NNNNNNN/``, holds the adapter in the backend's usual
+layout, the backend's trainer state (optimizer, schedule, where in the epoch, random state, the
+best adapter so far) and ``resume.json``: the step and the configuration it was trained with.
+``resume.json`` is written last and the directory renamed into place, so a job killed while
+saving leaves no checkpoint that looks whole. Resuming continues the same run: any difference
+in what decides the training (model, method, data, trainer, seed, precision) is refused in one
+line naming the key, since the optimizer state and the batch order belong to that configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ccexp.config import ConfigError, RunConfig
+
+log = logging.getLogger("ccexp")
+
+STATE = "resume.json"
+# Trainer fields that only say where or how often to save: a resumed run may change them.
+FREE_TRAINER_KEYS = ("resume_from", "save_every_n_steps")
+
+
+def training_config(rc: RunConfig, device: str) -> dict[str, Any]:
+    """What decides a run's training, as JSON would hold it (the device as resolved: backend=auto
+    on a GPU machine is backend=cuda)."""
+    trainer = {k: v for k, v in asdict(rc.trainer).items() if k not in FREE_TRAINER_KEYS}
+    config = {"model": asdict(rc.model), "method": asdict(rc.method), "task_mix": asdict(rc.task_mix),
+              "data_size": asdict(rc.data_size), "data": asdict(rc.data), "trainer": trainer,
+              "seed": rc.seed, "backend": {"device": device, "precision": rc.backend.precision, "base_dtype": rc.backend.base_dtype,
+                          "packing": rc.backend.packing}}
+    config["model"].pop("cache_dir", None)  # where converted weights are kept, not what they are
+    return json.loads(json.dumps(config))
+
+
+def save_checkpoint(directory: Path, step: int, config: dict, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` fills a temporary directory; it becomes ``directory/step_NNNNNNN`` once whole."""
+    final = directory / f"step_{step:07d}"
+    tmp = directory / f".step_{step:07d}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    (tmp / STATE).write_text(json.dumps({"step": step, "config": config}, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def find_checkpoint(resume_from: Optional[str], run_dir: Path) -> Optional[Path]:
+    """The checkpoint ``trainer.resume_from`` names, or None to start afresh."""
+    if resume_from is None:
+        return None
+    if resume_from == "auto":
+        latest = _latest(run_dir / "checkpoints")
+        if latest is None:
+            log.info("trainer.resume_from=auto: no checkpoint in %s yet; training from step 0", run_dir / "checkpoints")
+        return latest
+    path = Path(resume_from).expanduser()
+    expected = "expected a run dir with checkpoints/ or one of its checkpoints/step_NNNNNNN"
+    if not path.is_dir():
+        raise ConfigError(f"trainer.resume_from={resume_from}: no such directory; {expected}")
+    if (path / STATE).is_file():
+        return path
+    latest = _latest(path / "checkpoints")
+    if latest is None:
+        raise ConfigError(f"trainer.resume_from={resume_from}: no checkpoint to resume in {path / 'checkpoints'} "
+                          f"(a run saves them with trainer.save_every_n_steps=N); {expected}")
+    return latest
+
+
+def _latest(directory: Path) -> Optional[Path]:
+    whole = [p for p in directory.glob("step_*") if (p / STATE).is_file()] if directory.is_dir() else []
+    return max(whole, key=lambda p: p.name, default=None)
+
+
+def prepare(rc: RunConfig, device: str, run_dir: Path) -> Optional[Path]:
+    """The checkpoint to resume from, checked against this run's configuration before any model
+    loads; None to start afresh."""
+    if rc.trainer.resume_from is not None and device == "mlx":
+        raise ConfigError(f"trainer.resume_from={rc.trainer.resume_from}: backend=mlx cannot resume yet (its "
+                          "checkpoints hold the adapter only); resume runs of backend=cpu or cuda")
+    checkpoint = find_checkpoint(rc.trainer.resume_from, run_dir)
+    if checkpoint is not None:
+        step = check_resumable(checkpoint, training_config(rc, device))
+        log.info("resuming from %s (step %d)", checkpoint, step)
+    return checkpoint
+
+
+def check_resumable(checkpoint: Path, config: dict) -> int:
+    """The checkpoint's step, once its run's configuration is found to be this one's."""
+    state_file = checkpoint / STATE
+    try:
+        state = json.loads(state_file.read_text())
+        step, saved = int(state["step"]), state["config"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{state_file}: unreadable ({err}); expected the resume.json ccexp writes "
+                          "into each checkpoint") from None
+    for key, here, there in _differences(config, saved):
+        raise ConfigError(f"trainer.resume_from={checkpoint}: {key} is {_show(here)} here but {_show(there)} in the "
+                          "checkpoint's run; a resumed run continues the same configuration (set it back, or start "
+                          "a new run without trainer.resume_from)")
+    return step
+
+
+def _differences(here: Any, there: Any, key: str = ""):
+    if isinstance(here, dict) and isinstance(there, dict):
+        for name in sorted(set(here) | set(there)):
+            yield from _differences(here.get(name, _MISSING), there.get(name, _MISSING), f"{key}.{name}" if key else name)
+    elif here != there:
+        yield key, here, there
+
+
+_MISSING = object()
+
+
+def _show(value: Any) -> str:
+    return "not set" if value is _MISSING else repr(value)
