@@ -103,3 +103,15 @@ def test_percentile_interpolates_like_numpy():
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.95) == pytest.approx(3.85)
     assert percentile([7.0], 0.95) == 7.0
+
+
+def test_macro_f1_of_one_class_everywhere_is_one():
+    assert macro_f1(["<null>", "<null>"], ["<null>", "<null>"]) == 1.0
+
+
+def test_mae_reads_reference_numbers_as_scoring_does():
+    """A reference the importer accepts as a number ("4%") is one for the MAE too."""
+    records = [{"task": "csat", "reference": {"csat": "4%"}, **score({"task": "csat", "reference": {"csat": "4%"}},
+                                                                      '{"csat": 3}', EvalConfig())}]
+    metrics = summarize(records, "test/", EvalConfig())
+    assert metrics["test/csat/mae"] == 1.0

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import mlx.core as mx
+import mlx.nn as nn
 import mlx_lm
 import pytest
 from conftest import FAST, compose_cfg
@@ -31,13 +33,13 @@ ADAPTER_FILES = {"lora": ("adapters.safetensors", "adapter_config.json"),
 
 @pytest.fixture(scope="module")
 def mlx_run(tmp_path_factory):
-    """(run dir, metrics, backend) per method, each trained once per module; LoRA also fuses."""
+    """(run dir, metrics, backend) per method, each trained once per module; LoRA and QLoRA also fuse."""
     runs = {}
 
     def get(method: str):
         if method not in runs:
             run_dir, built = tmp_path_factory.mktemp(f"mlx-{method}"), []
-            fuse = ("backend.fuse=true",) if method == "lora" else ()
+            fuse = ("backend.fuse=true",) if method in ("lora", "qlora") else ()
             with pytest.MonkeyPatch.context() as mp:  # keep the trained backend to compare against
                 mp.setattr("ccexp.run.build_backend", lambda *args: built.append(build_backend(*args)) or built[-1])
                 metrics = run(compose_cfg(*MLX, f"method={method}", *fuse), run_dir)
@@ -117,11 +119,17 @@ def test_lora_adapter_opens_with_mlx_lm(mlx_run, tiny_dir):
     _same_answers(backend, model, tokenizer)
 
 
-def test_fused_model_matches_the_adapter(mlx_run, tiny_dir):
-    run_dir, _, backend = mlx_run("lora")
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_fused_model_matches_the_adapter(mlx_run, tiny_dir, method):
+    """QLoRA's adapted layers merge de-quantized (4-bit again would undo the adapter); the
+    layers it did not adapt stay 4-bit, as trained."""
+    run_dir, _, backend = mlx_run(method)
     fused, _ = mlx_lm.load(str(run_dir / "fused"))
     assert not any("lora" in name for name, _ in fused.named_modules())
     assert mx.allclose(_logits(fused), _logits(backend.net), atol=1e-4).item()
+    layer = fused.model.layers[0]
+    assert type(layer.self_attn.q_proj) is nn.Linear
+    assert type(layer.mlp.up_proj) is (nn.QuantizedLinear if method == "qlora" else nn.Linear)
 
 
 def test_prompt_tuning_adapter_reloads(mlx_run, tiny_dir):
@@ -153,6 +161,9 @@ def test_seed_mlx_small_under_fast_overrides(tmp_path, tiny_dir):
     (("method=prompt_tuning", "backend.fuse=true"), "backend.fuse"),
     (("backend=cpu", "+backend.fuse=true"), "backend.fuse"),
     (("method.target_modules=[q_proj,qq_proj]",), "method.target_modules"),
+    (("method=qlora", "method.quant_type=fp4"), "method.quant_type"),  # bitsandbytes' options
+    (("method=qlora", "method.double_quant=false"), "method.double_quant"),
+    (("trainer.resume_from=auto",), "trainer.resume_from"),
 ])
 def test_mlx_config_errors_name_the_key(overrides, key, tmp_path):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
@@ -179,3 +190,21 @@ def test_saved_mlx_adapter_evaluates_again(method, mlx_run, tmp_path):
                           "eval.latency_examples=0", "eval.baseline=false"]) == 0
     again = json.loads((tmp_path / "metrics.json").read_text())
     assert again["val/loss"] == pytest.approx(metrics["val/loss"], rel=1e-4)  # the trained adapter, not a fresh one
+
+
+def test_the_final_validation_counts_no_patience():
+    """After the last step, validation judges it for the best adapter; it is no early stop."""
+    from ccexp.backends.mlx import BestAdapter
+
+    class Saved:
+        def save(self, path):
+            pass
+
+    class Net:
+        def trainable_parameters(self):
+            return {}
+
+    best = BestAdapter(Net(), Saved(), Path("unused"), patience=1)
+    assert not best.record(2, 1.0) and not best.record(3, 1.5, final=True) and not best.stopped
+    assert best.record(4, 1.6) and best.stopped
+

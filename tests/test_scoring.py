@@ -18,6 +18,8 @@ from ccexp.scoring import parse_json_answer, score
     ('{"csat": 4} or maybe {"csat": 3}', None),  # two objects: ambiguous
     ('[1, 2]', None),                          # JSON, not an object
     ('', None),
+    ('```json\n{"csat": 4}\n``` or ```json\n{"csat": 3}\n```', None),  # two fenced objects: ambiguous
+    ('```json\n{"csat": 4}\n``` then ```\nsome code\n```', {"csat": 4}),  # one of the fences is JSON
 ])
 def test_parse_json_answer(text, expected):
     assert parse_json_answer(text) == expected
@@ -61,3 +63,24 @@ def test_coaching_is_a_set_and_null_matches_null():
     issue = score(_ex("issue", issue_category="refund", secondary_category=None),
                   '{"issue_category": "refund", "secondary_category": null}', cfg)
     assert all(issue["correct"].values())
+
+
+@pytest.mark.parametrize("answer", ['{"csat": NaN}', '{"csat": Infinity}', '{"csat": "nan"}',
+                                    '{"csat": 1' + "0" * 320 + '}'])
+def test_non_finite_or_huge_numbers_are_no_score(answer):
+    record = score(_ex("csat", csat=4), answer, EvalConfig())
+    assert record["field_parsed"] == {"csat": False} and record["correct"] == {"csat": False}
+
+
+def test_null_is_a_label_only_where_it_means_none():
+    record = score(_ex("issue", issue_category="billing", secondary_category=None),
+                   '{"issue_category": null, "secondary_category": null}', EvalConfig())
+    assert record["field_parsed"] == {"issue_category": False, "secondary_category": True}
+
+
+def test_scoring_imports_on_its_own():
+    """ccexp.scoring reads the task fields from ccexp.data, whose chatml importer reads scoring."""
+    import subprocess
+    import sys
+
+    assert subprocess.run([sys.executable, "-c", "import ccexp.scoring"], capture_output=True).returncode == 0

@@ -36,6 +36,8 @@ def macro_f1(references: Sequence[str], predictions: Sequence[str]) -> float:
     ``f1_score(average="macro", labels=<reference classes>)``): a prediction of a class the
     references never use is still a miss for its true class."""
     classes = sorted(set(references) | set(predictions))
+    if len(classes) == 1:  # every answer and reference the same class (torchmetrics needs two)
+        return 1.0
     index = {c: i for i, c in enumerate(classes)}
     per_class = multiclass_f1_score(
         torch.tensor([index[p] for p in predictions]), torch.tensor([index[r] for r in references]),
@@ -77,12 +79,12 @@ def _field_metrics(name: str, rows: list[tuple], cfg: EvalConfig) -> dict[str, f
     kind = FIELD_KINDS[name]
     out = {"acc": sum(ok for *_, ok in rows) / len(rows), "parse_rate": sum(p for _, _, p, _ in rows) / len(rows)}
     if kind == "number":
-        errors = [abs(as_number(pred) - float(ref)) for pred, ref, parsed, _ in rows if parsed]
+        errors = [abs(as_number(pred) - as_number(ref)) for pred, ref, parsed, _ in rows if parsed]
         out["mae"] = sum(errors) / len(errors) if errors else None  # null in metrics.json: no number to judge
         band = getattr(cfg, BAND_FIELDS[name])
         out[f"within_{band:g}"] = out["acc"]
         if name == "csat":  # the seeds' view: CSAT on 0-100, correct within csat_band_100 points
-            hits = [parsed and abs(as_number(pred) - float(ref)) * 25 <= cfg.csat_band_100 + 1e-9
+            hits = [parsed and abs(as_number(pred) - as_number(ref)) * 25 <= cfg.csat_band_100 + 1e-9
                     for pred, ref, parsed, _ in rows]
             out[f"within_{cfg.csat_band_100:g}_of_100"] = sum(hits) / len(rows)
     elif kind == "label":

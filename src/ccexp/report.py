@@ -70,4 +70,5 @@ def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) 
             f"p95 {metrics['test/latency/p95_s']:.2f}s, first token p50 {metrics['test/latency/ttft_p50_s']:.2f}s, "
             f"{metrics['test/latency/tokens_per_s']:.1f} tokens/s; peak memory {metrics.get('memory/peak_mb', 0):.0f} MB"
         )
-    console.print(f"files: {run_dir}/metrics.json, predictions.jsonl, adapter/, config.yaml")
+    adapter = "adapter/, " if "train/steps" in metrics else ""  # python -m ccexp.evaluate writes none
+    console.print(f"files: {run_dir}/metrics.json, predictions.jsonl, {adapter}config.yaml")

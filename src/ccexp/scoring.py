@@ -7,6 +7,7 @@ no JSON object, or with several, is invalid (ambiguous), and never crashes evalu
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Optional
 
@@ -17,11 +18,16 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 def parse_json_answer(text: str) -> Optional[dict]:
-    """The JSON object in a model answer, or None when there is none or it is ambiguous."""
+    """The JSON object in a model answer, or None when there is none or it is ambiguous (several
+    objects, in one code fence or in several)."""
     text = text.strip()
-    fenced = _FENCE.search(text)
-    if fenced:
-        text = fenced.group(1).strip()
+    fences = _FENCE.findall(text)
+    if len(fences) > 1:
+        answers = [parse_json_answer(fence) for fence in fences]
+        found = [a for a in answers if a is not None]
+        return found[0] if len(found) == 1 else None
+    if fences:
+        text = fences[0].strip()
     try:
         value = json.loads(text)
         return value if isinstance(value, dict) else None
@@ -41,16 +47,20 @@ def parse_json_answer(text: str) -> Optional[dict]:
 
 
 def as_number(value: Any) -> Optional[float]:
+    """A finite number, from a JSON number or a numeric string ("4", "80%"); else None. NaN and
+    Infinity (which Python's JSON reader accepts) and integers past float range are no score."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip().rstrip("%"))
-        except ValueError:
+    try:
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
+            number = float(value.strip().rstrip("%"))
+        else:
             return None
-    return None
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _label(value: Any) -> Optional[str]:
@@ -94,13 +104,18 @@ FIELD_KINDS: dict[str, str] = {
 }
 
 
-def parses(kind: str, value: Any) -> bool:
+NULLABLE_FIELDS = ("secondary_category",)  # null is an answer there: "no second issue"
+
+
+def parses(kind: str, value: Any, name: str = "") -> bool:
     """Whether a parsed field has a usable value of its kind (a number, a label, a list, text).
-    ``secondary_category`` may be null: null is a label there ("no second issue")."""
+    Null is a label only where it means something (``NULLABLE_FIELDS``)."""
     if kind == "number":
         return as_number(value) is not None
     if kind == "label":
-        return value is None or isinstance(value, (str, int, float)) and not isinstance(value, bool)
+        if value is None:
+            return name in NULLABLE_FIELDS
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
     if kind == "set":
         return isinstance(value, list)
     return isinstance(value, str)
@@ -133,6 +148,6 @@ def score(example: dict, raw: str, cfg: EvalConfig) -> dict:
     field_parsed, correct = {}, {}
     for name in TASK_FIELDS[task]:
         present = parsed is not None and name in parsed
-        field_parsed[name] = bool(present and parses(FIELD_KINDS[name], parsed[name]))
+        field_parsed[name] = bool(present and parses(FIELD_KINDS[name], parsed[name], name))
         correct[name] = bool(present and checks[name](parsed[name], reference.get(name)))
     return {"parsed": parsed, "json_valid": parsed is not None, "field_parsed": field_parsed, "correct": correct}

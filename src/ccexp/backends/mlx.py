@@ -110,14 +110,15 @@ class BestAdapter:
         self.best_step, self.wait = 0, 0
         self._state: list = []
 
-    def record(self, step: int, loss: float) -> bool:
-        """Note a validation; True when training should stop."""
+    def record(self, step: int, loss: float, final: bool = False) -> bool:
+        """Note a validation; True when training should stop. The ``final`` one, after the last
+        step, only judges it: it counts no patience (as EarlyStopping skips ``trainer.validate``)."""
         self.history.append({"step": step, "val_loss": loss})
         if self.best_loss is None or loss < self.best_loss:
             self.best_loss, self.best_step, self.wait = loss, step, 0
             self._state = tree_flatten(self.net.trainable_parameters())  # arrays are immutable: a snapshot
             self.adapter.save(self.directory)
-        else:
+        elif not final:
             self.wait += 1
         return self.patience > 0 and (self.wait >= self.patience or not math.isfinite(loss))
 
@@ -172,7 +173,8 @@ class MLXBackend:
 
         return step, state
 
-    def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path) -> dict[str, float]:
+    def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path,
+            checkpoint: Optional[Path] = None) -> dict[str, float]:
         t, max_len = self.cfg.trainer, self.cfg.model.max_seq_len
         train_set, val_set = EncodedDataset(self.tokenizer, train, max_len), EncodedDataset(self.tokenizer, val, max_len)
         sampler = GroupedBatchSampler(train_set.sort_keys(t.group_by), t.batch_size, shuffle=True,
@@ -185,13 +187,13 @@ class MLXBackend:
         step_fn, state = self._train_step(optimizer, t.grad_accum, t.max_grad_norm)
         best = BestAdapter(self.net, self.adapter, run_dir / "adapter", t.early_stopping_patience)
 
-        def validate(step: int) -> bool:
+        def validate(step: int, final: bool = False) -> bool:
             self.net.eval()
             total_nll, count = self._nll(val_set, t.batch_size, t.limit_val_batches)
             self.net.train()
             loss = total_nll / max(count, 1)
             _log(logger, {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0))}, step)
-            return best.record(step, loss)
+            return best.record(step, loss, final)
 
         step = epochs = tokens = 0
         seconds, stop = 0.0, False
@@ -224,7 +226,7 @@ class MLXBackend:
                     break
             epochs += 1  # passes begun, a cut-short last one included, as Lightning's current_epoch counts
         if not best.history or best.history[-1]["step"] != step:
-            validate(step)  # judge the final steps too
+            validate(step, final=True)  # judge the final steps too
         best.restore()
         self.net.eval()
         if self.cfg.backend.fuse:
@@ -236,6 +238,7 @@ class MLXBackend:
             "train/best_step": best.best_step,
             "train/best_val_loss": best.best_loss if best.best_loss is not None else float("nan"),
             "train/early_stopped": float(best.stopped),
+            "train/resumed_from_step": 0,  # resume_from is refused for mlx (ccexp.resume.prepare)
             "train/seconds": seconds,
             "train/tokens": tokens,
             "train/tokens_per_s": tokens / max(seconds, 1e-9),

@@ -27,10 +27,12 @@ QUANT = {"group_size": 64, "bits": 4, "mode": "affine"}
 
 
 def quantize_linear_layers(model: nn.Module, model_name: str) -> int:
-    """Quantize the linear layers to 4 bits with ``nn.quantize``; return how many. Embeddings
-    (and so a tied output head) stay full precision, like bitsandbytes on the torch path."""
+    """Quantize the linear layers to 4 bits with ``nn.quantize``; return how many. Embeddings and
+    the output head (tied or not) stay full precision, as peft's QLoRA recipe keeps ``lm_head``
+    out of bitsandbytes' 4-bit layers on the torch path."""
     def linear(path: str, module: nn.Module) -> bool:
-        return isinstance(module, nn.Linear) and module.weight.shape[-1] % QUANT["group_size"] == 0
+        return (isinstance(module, nn.Linear) and module.weight.shape[-1] % QUANT["group_size"] == 0
+                and path.rsplit(".", 1)[-1] != "lm_head")
 
     count = sum(linear(p, m) for p, m in model.named_modules())
     if count == 0:
@@ -103,13 +105,16 @@ def attach(net: PromptedLM, method: MethodConfig, model: ModelConfig, model_dir:
 
 
 def fuse(model_dir: Path, adapter_dir: Path, out: Path, quantized: bool = False) -> None:
-    """``mlx_lm.fuse`` in-process: base (4-bit again for QLoRA) + adapter merged, saved as an
-    mlx-lm model directory that ``mlx_lm.load(out)`` opens with no adapter."""
+    """``mlx_lm.fuse`` in-process: base + adapter merged, saved as an mlx-lm model directory that
+    ``mlx_lm.load(out)`` opens with no adapter. QLoRA's base is quantized as in training, and each
+    adapted layer is merged de-quantized (``mlx_lm.fuse --dequantize``'s merge): rounding
+    W + ΔW to 4 bits again would undo most of what a small adapter learned. The layers without
+    an adapter stay 4-bit, as trained."""
     model, config = load_model(model_dir)
     if quantized:
         quantize_linear_layers(model, str(model_dir))
         config["quantization"] = dict(QUANT)
     load_adapters(model, str(adapter_dir))
-    fused = [(name, m.fuse()) for name, m in model.named_modules() if hasattr(m, "fuse")]
+    fused = [(name, m.fuse(dequantize=True)) for name, m in model.named_modules() if hasattr(m, "fuse")]
     model.update_modules(tree_unflatten(fused))
     save(out, model_dir, model, load_tokenizer(model_dir), config, donate_model=False)

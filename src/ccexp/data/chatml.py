@@ -8,7 +8,6 @@ keeps its own ``task`` and ``reference``, so exported data is scored as it was g
 from __future__ import annotations
 
 import json
-import math
 from operator import itemgetter
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from ccexp.config import ConfigError, DataConfig, DataSizeConfig
 from ccexp.data.formats import read_chatml
 from ccexp.data.splitting import holdout_splits, report_skipped, take
 from ccexp.data.tasks import TASK_FIELDS
-from ccexp.scoring import FIELD_KINDS, as_number, parses
 
 
 # What a reference field must hold, by its kind (scoring.FIELD_KINDS), in words for errors.
@@ -37,9 +35,12 @@ def _task_and_reference(row: dict, where: str) -> tuple[str, dict]:
     fields = TASK_FIELDS[task]
     if not isinstance(reference, dict) or any(f not in reference for f in fields):
         raise ConfigError(f"{where}: task {task!r} needs a 'reference' object with {', '.join(map(repr, fields))}")
+    # Here, not at the top: ccexp.scoring imports ccexp.data.tasks, whose package imports this module.
+    from ccexp.scoring import FIELD_KINDS, parses
+
     for field in fields:
         kind, value = FIELD_KINDS[field], reference[field]
-        if not parses(kind, value) or kind == "number" and not math.isfinite(as_number(value)):
+        if not parses(kind, value, field):  # numbers finite, null only where it means "none"
             raise ConfigError(f"{where}: reference {field!r}: expected {_KIND_WORDS[kind]}, "
                               f"got {json.dumps(value)[:60]}")
     return task, reference

@@ -80,13 +80,14 @@ def _generate(backend: Backend, examples: list[dict], cfg: EvalConfig, adapter: 
 
 
 def measure_latency(backend: Backend, examples: list[dict], cfg: EvalConfig, adapter: bool, prefix: str,
-                    progress: Progress) -> dict[str, float]:
+                    progress: Progress, warmup: dict) -> dict[str, float]:
     """What a caller scoring one interaction waits: each example generated alone (batch of 1)
-    after a warm-up call; time to first token from the same call."""
+    after a warm-up call on another prompt (``warmup``: one of the timed prompts would find
+    itself in the prefix cache); time to first token from the same call."""
     sample = examples[: cfg.latency_examples]
     if not sample:
         return {}
-    backend.generate([_prompt(sample[0])], 2, adapter=adapter)  # warm-up: first-call allocations and caches
+    backend.generate([_prompt(warmup)], 2, adapter=adapter)  # first-call allocations and caches
     seconds, first, tokens = [], [], 0
     for ex in sample:
         gen = backend.generate([_prompt(ex)], _cap(cfg, ex["task"]), adapter=adapter)
@@ -130,7 +131,8 @@ def evaluate(backend: Backend, splits: dict[str, list[dict]], cfg: EvalConfig) -
                                                            / max(sum(r["seconds"] for r in records), 1e-9))
             predictions += records
             # The base model's latency too: it often talks until the cap, which is part of its cost.
-            metrics.update(measure_latency(backend, subset, cfg, adapter, prefix, progress))
+            warmup = (splits["val"] or splits["train"] or subset)[0]
+            metrics.update(measure_latency(backend, subset, cfg, adapter, prefix, progress, warmup))
     if cfg.baseline:
         for key in [k for k in metrics if not k.startswith("baseline/")]:
             base = metrics.get(f"baseline/{key}")
