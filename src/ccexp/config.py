@@ -487,7 +487,8 @@ class RunConfig:
                "false for method=prompt_tuning (a soft prompt has no weights to merge)", self.backend.fuse)
         if self.backend.name == "mlx" and self.method.name == "qlora":
             # bitsandbytes' choices: MLX quantizes the base its own way (affine 4-bit, 64 weights per scale).
-            mlx_quant = "with backend=mlx, whose 4-bit base is MLX's affine quantization (bitsandbytes' options are for cpu/cuda)"
+            mlx_quant = ("with backend=mlx, whose 4-bit base is MLX's affine quantization (bitsandbytes' "
+                         "options are for cpu/cuda)")
             _check(self.method.quant_type == "nf4", "method.quant_type", f"the default, nf4, {mlx_quant}",
                    self.method.quant_type)
             _check(self.method.double_quant, "method.double_quant", f"the default, true, {mlx_quant}",

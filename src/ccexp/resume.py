@@ -33,13 +33,13 @@ def training_config(rc: RunConfig, device: str) -> dict[str, Any]:
     trainer = {k: v for k, v in asdict(rc.trainer).items() if k not in FREE_TRAINER_KEYS}
     config = {"model": asdict(rc.model), "method": asdict(rc.method), "task_mix": asdict(rc.task_mix),
               "data_size": asdict(rc.data_size), "data": asdict(rc.data), "trainer": trainer,
-              "seed": rc.seed, "backend": {"device": device, "precision": rc.backend.precision, "base_dtype": rc.backend.base_dtype,
-                          "packing": rc.backend.packing}}
+              "seed": rc.seed, "backend": {"device": device, "precision": rc.backend.precision,
+                                           "base_dtype": rc.backend.base_dtype, "packing": rc.backend.packing}}
     config["model"].pop("cache_dir", None)  # where converted weights are kept, not what they are
     return json.loads(json.dumps(config))
 
 
-def save_checkpoint(directory: Path, step: int, config: dict, write: Callable[[Path], None]) -> Path:
+def save_checkpoint(directory: Path, step: int, config: dict, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` fills a temporary directory; it becomes ``directory/step_NNNNNNN`` once whole."""
     final = directory / f"step_{step:07d}"
     tmp = directory / f".step_{step:07d}.partial"
@@ -50,7 +50,6 @@ def save_checkpoint(directory: Path, step: int, config: dict, write: Callable[[P
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    return final
 
 
 def find_checkpoint(resume_from: Optional[str], run_dir: Path) -> Optional[Path]:
@@ -102,7 +101,9 @@ def check_resumable(checkpoint: Path, config: dict) -> int:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"{state_file}: unreadable ({err}); expected the resume.json ccexp writes "
                           "into each checkpoint") from None
-    for key, here, there in _differences(config, saved):
+    difference = next(_differences(config, saved), None)
+    if difference is not None:
+        key, here, there = difference
         raise ConfigError(f"trainer.resume_from={checkpoint}: {key} is {_show(here)} here but {_show(there)} in the "
                           "checkpoint's run; a resumed run continues the same configuration (set it back, or start "
                           "a new run without trainer.resume_from)")

@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from transformers import DynamicCache
 
+from ccexp import resume
 from ccexp.backends import decoding, packed, speedups
 from ccexp.backends.base import Generation, peak_rss_mb
-from ccexp import resume
 from ccexp.backends.lightning_modules import (TRAINER_STATE, BestAdapter, ChatDataModule, Checkpoints, CompletionLM,
                                              Throughput)
 from ccexp.config import ConfigError, RunConfig
