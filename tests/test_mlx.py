@@ -12,9 +12,12 @@ import mlx.nn as nn
 import mlx_lm
 import pytest
 from conftest import FAST, compose_cfg
+from mlx.utils import tree_flatten
+from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.utils import load_model
 
 from ccexp.backends import build_backend, mlx_prompt
+from ccexp.backends import mlx as mlx_backend
 from ccexp.config import ConfigError, validate
 from ccexp.data import build_splits
 from ccexp.models import resolve_model_dir
@@ -208,3 +211,39 @@ def test_the_final_validation_counts_no_patience():
     assert not best.record(2, 1.0) and not best.record(3, 1.5, final=True) and not best.stopped
     assert best.record(4, 1.6) and best.stopped
 
+
+
+def test_gradient_checkpointing_recomputes_with_the_same_masks(monkeypatch):
+    """method.gradient_checkpointing (QLoRA's default) on MLX: each block's activations are
+    recomputed in the backward pass with the forward's LoRA dropout masks, so the gradients are
+    those of keeping the activations (mlx-lm's own recomputation draws new masks), the peak
+    memory is lower, and the blocks get their own classes back after training."""
+    rc = validate(compose_cfg(*MLX, "method.dropout=0.5"))
+    net = build_backend("mlx", rc, resolve_model_dir(rc.model)).net
+    for _, module in net.named_modules():  # B starts at zero, which would hide the masks from the loss
+        if isinstance(module, LoRALinear):
+            module.lora_b = 0.1 * mx.random.normal(module.lora_b.shape)
+    net.train()
+    tokens = mx.random.randint(0, 1000, (2, 256))
+    loss_and_grad = nn.value_and_grad(net, lambda n, t: nn.losses.cross_entropy(n(t[:, :-1]), t[:, 1:]).mean())
+
+    def step() -> tuple[float, list, int]:
+        mx.random.seed(0)
+        mx.reset_peak_memory()
+        loss, grads = loss_and_grad(net, tokens)
+        mx.eval(loss, grads)
+        return loss.item(), tree_flatten(grads), mx.get_peak_memory()
+
+    classes = [type(m) for m in net.layers]
+    plain_loss, plain, _ = step()
+    with mlx_backend.checkpointed(net.layers):
+        assert all(type(m) is not cls for m, cls in zip(net.layers, classes))
+        loss, recomputed, recomputed_peak = step()
+        with monkeypatch.context() as mp:
+            mp.setattr(mx, "checkpoint", lambda fn: fn)  # the same keyed masks, activations kept
+            kept_loss, kept, kept_peak = step()
+    assert [type(m) for m in net.layers] == classes
+    assert loss == kept_loss and recomputed_peak < kept_peak
+    for (name, a), (_, b) in zip(recomputed, kept):
+        assert mx.array_equal(a, b).item(), name
+    assert plain_loss != loss  # the masks mattered: the global stream's draws differ from the keyed ones

@@ -104,11 +104,12 @@ class MethodConfig:
     dropout: float = 0.05
     """Dropout on the LoRA input path."""
     shared_dropout: bool = True
-    gradient_checkpointing: bool = False
-    """Keep only each layer's input for backward and recompute the rest: activations shrink to
-    ~1/10 for ~1/3 more compute (QLoRA's recipe: qlora turns it on, as the QLoRA paper does)."""
     """torch: projections that read the same tensor (q/k/v) share one dropout mask, as a fused-QKV
     LoRA does (random numbers are ~10% of a CPU step); false = peft's independent masks."""
+    gradient_checkpointing: bool = False
+    """Keep only each layer's input for backward and recompute the rest: activations shrink to
+    ~1/10 for ~1/3 more compute (QLoRA's recipe: qlora turns it on, as the QLoRA paper does).
+    Both backends; on mlx the recomputation draws the forward's dropout masks again."""
     target_modules: Optional[list[str]] = None
     """Override the model's lora_targets; null = use model.lora_targets."""
     quant_type: str = "nf4"

@@ -16,6 +16,7 @@ over model, optimizer and random state) plus those pieces.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import logging
 import math
@@ -97,6 +98,65 @@ def warmup_linear_decay(peak: float, warmup: int, total: int):
         return peak * mx.where(step < warmup, step / max(warmup, 1), decay)
 
     return schedule
+
+
+@contextlib.contextmanager
+def checkpointed(layers: Sequence[nn.Module]) -> Iterator[None]:
+    """Inside the block, each transformer block's activations are recomputed in the backward
+    pass instead of kept (``method.gradient_checkpointing``, QLoRA's recipe): mlx-lm's
+    ``--grad-checkpoint``, with two differences. mlx-lm patches the block class's ``__call__``
+    for good (every model of that class in the process, and generation after training, then run
+    checkpointed); here the blocks take a checkpointed subclass and get their own class back.
+    And mlx-lm's recomputation draws new dropout masks from the global random state, so LoRA
+    dropout's gradient is taken through other masks than the loss's; here each block call draws
+    one key, an input of the checkpointed function, and its dropouts draw from it, so the
+    recomputation sees the forward's masks."""
+    swapped = [(m, type(m)) for layer in layers for m in [layer, *_dropouts(layer)]]
+    try:
+        for module, cls in swapped:
+            module.__class__ = _KeyedDropout if isinstance(module, nn.Dropout) else _checkpointed_class(cls)
+        yield
+    finally:
+        for module, cls in swapped:
+            module.__class__ = cls
+
+
+def _dropouts(layer: nn.Module) -> list[nn.Dropout]:
+    return [m for _, m in layer.named_modules() if type(m) is nn.Dropout]
+
+
+class _KeyedDropout(nn.Dropout):
+    """``nn.Dropout`` whose mask comes from the key its checkpointed block set (``key``)."""
+
+    key = None
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self._p_1 == 1 or not self.training or self.key is None:
+            return super().__call__(x)
+        return (mx.random.bernoulli(self._p_1, x.shape, key=self.key) * x) * (1 / self._p_1)
+
+
+@functools.lru_cache(maxsize=None)
+def _checkpointed_class(cls: type) -> type:
+    def __call__(self, *args, **kwargs):
+        dropouts = [m for _, m in self.named_modules() if isinstance(m, _KeyedDropout)]
+
+        def block(params, key, *args, **kwargs):  # the trainable parameters as inputs: their gradients flow
+            self.update(params)
+            # No gradient through the key: the random draws have none (mx.checkpoint asks every input).
+            for dropout, own in zip(dropouts, mx.random.split(mx.stop_gradient(key), max(len(dropouts), 1))):
+                object.__setattr__(dropout, "key", own)  # an attribute, not a parameter of the module
+            try:
+                return cls.__call__(self, *args, **kwargs)
+            finally:
+                for dropout in dropouts:
+                    object.__setattr__(dropout, "key", None)
+
+        # A key (two uint32s) drawn from the global stream, which moves on as for any draw.
+        key = mx.random.randint(0, 2**31, (2,), dtype=mx.uint32)
+        return mx.checkpoint(block)(self.trainable_parameters(), key, *args, **kwargs)
+
+    return type(f"Checkpointed{cls.__name__}", (cls,), {"__call__": __call__})
 
 
 class BestAdapter:
@@ -195,38 +255,42 @@ class MLXBackend:
             _log(logger, {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0))}, step)
             return best.record(step, loss, final)
 
-        step = epochs = tokens = 0
-        seconds, stop = 0.0, False
-        self.net.train()
-        while step < total and not stop:
-            sampler.set_epoch(epochs)
-            batches, grad, losses = list(sampler), None, []
-            for i, rows in enumerate(batches):
-                items = [train_set[j] for j in rows]
-                # Accumulation groups end on the grid, or at the epoch's last batch.
-                update = (i + 1) % t.grad_accum == 0 or i == len(batches) - 1
-                batch = make_batch(items, self.tokenizer.pad_token_id)
-                tic = time.perf_counter()  # step time only, as mlx-lm's trainer counts it
-                loss, grad = step_fn(batch, grad, update)
-                mx.eval(state, loss, grad)
-                seconds += time.perf_counter() - tic
-                tokens += sum(len(item.input_ids) for item in items)
-                losses.append(loss.item())
-                if not update:
-                    continue
-                step += 1
-                _log(logger, {"train/loss": sum(losses) / len(losses), "train/lr": optimizer.learning_rate.item(),
-                              "epoch": epochs}, step)
-                losses = []
-                if step % t.val_every_n_steps == 0:
-                    stop = validate(step)
-                if t.save_every_n_steps and step % t.save_every_n_steps == 0:
-                    self.adapter.save(run_dir / "checkpoints" / f"step_{step:07d}")
-                if step >= total or stop:
-                    break
-            epochs += 1  # passes begun, a cut-short last one included, as Lightning's current_epoch counts
-        if not best.history or best.history[-1]["step"] != step:
-            validate(step, final=True)  # judge the final steps too
+        # For the training loop only (a checkpointed block computes the same forward, so the
+        # validations inside it are unchanged); evaluation and generation get the blocks back.
+        blocks = checkpointed(self.net.layers) if self.cfg.method.gradient_checkpointing else contextlib.nullcontext()
+        with blocks:
+            step = epochs = tokens = 0
+            seconds, stop = 0.0, False
+            self.net.train()
+            while step < total and not stop:
+                sampler.set_epoch(epochs)
+                batches, grad, losses = list(sampler), None, []
+                for i, rows in enumerate(batches):
+                    items = [train_set[j] for j in rows]
+                    # Accumulation groups end on the grid, or at the epoch's last batch.
+                    update = (i + 1) % t.grad_accum == 0 or i == len(batches) - 1
+                    batch = make_batch(items, self.tokenizer.pad_token_id)
+                    tic = time.perf_counter()  # step time only, as mlx-lm's trainer counts it
+                    loss, grad = step_fn(batch, grad, update)
+                    mx.eval(state, loss, grad)
+                    seconds += time.perf_counter() - tic
+                    tokens += sum(len(item.input_ids) for item in items)
+                    losses.append(loss.item())
+                    if not update:
+                        continue
+                    step += 1
+                    _log(logger, {"train/loss": sum(losses) / len(losses), "train/lr": optimizer.learning_rate.item(),
+                                  "epoch": epochs}, step)
+                    losses = []
+                    if step % t.val_every_n_steps == 0:
+                        stop = validate(step)
+                    if t.save_every_n_steps and step % t.save_every_n_steps == 0:
+                        self.adapter.save(run_dir / "checkpoints" / f"step_{step:07d}")
+                    if step >= total or stop:
+                        break
+                epochs += 1  # passes begun, a cut-short last one included, as Lightning's current_epoch counts
+            if not best.history or best.history[-1]["step"] != step:
+                validate(step, final=True)  # judge the final steps too
         best.restore()
         self.net.eval()
         if self.cfg.backend.fuse:
