@@ -102,6 +102,8 @@ def test_empty_messages_are_skipped_and_reported(tmp_path, caplog):
 @pytest.mark.parametrize("line,message", [
     ('{"messages": [', ":2: invalid JSON (Expecting value at column 15)"),
     ('{"text": "hi"}', ":2: no 'messages' list"),
+    ('{"messages": [{"role": "user", "content": "hi"}, {"content": "x"}]}',
+     ":2: message 2 has no 'role' (expected system, user or assistant)"),
     (json.dumps({"messages": _msgs(("bot", "hi"), ("assistant", "x"))}),
      ":2: unknown role 'bot' (expected system, user or assistant)"),
     (json.dumps({"messages": _msgs(("assistant", "hi"), ("user", "x"))}),
@@ -124,9 +126,19 @@ def test_empty_messages_are_skipped_and_reported(tmp_path, caplog):
      ":2: task 'quality' needs a 'reference' object with 'quality_score', 'effectiveness'"),
     (json.dumps({"messages": _msgs(("user", "coach"), ("assistant", "{}")), "task": "coaching",
                  "reference": {"coaching": "empathy"}}), ":2: reference 'coaching': expected a list, got \"empathy\""),
+    (json.dumps({"messages": _msgs(("user", "rate"), ("assistant", "{}")), "task": ["csat"]}),
+     ":2: 'task': expected a task name (text), got [\"csat\"]"),
+    # Number fields have the scale the accuracy bands assume; labels are the user's own taxonomy.
+    (json.dumps({"messages": _msgs(("user", "rate"), ("assistant", "{}")), "task": "csat",
+                 "reference": {"csat": 9}}), ":2: reference 'csat': expected a number from 1 to 5, got 9"),
+    (json.dumps({"messages": _msgs(("user", "rate"), ("assistant", "{}")), "task": "quality",
+                 "reference": {"quality_score": 150, "effectiveness": "good"}}),
+     ":2: reference 'quality_score': expected a number from 0 to 100, got 150"),
+    (json.dumps({"messages": _msgs(("user", "hi"), ("assistant", "hello")), "id": "1"}),
+     ":2: id '1' is already the id of line 1; expected one id per row (conversation_id groups rows)"),
 ])
 def test_bad_lines_fail_in_one_line(tmp_path, line, message):
-    path = _write(tmp_path / "bad.jsonl", GOOD, line)
+    path = _write(tmp_path / "bad.jsonl", json.dumps({**json.loads(GOOD), "id": "1"}), line)
     with pytest.raises(ConfigError) as err:
         build_splits(DataConfig(name="chatml", train_path=path), BIG, MIX)
     assert str(err.value) == path + message
@@ -154,7 +166,7 @@ def test_not_utf8_missing_file_and_empty_split(tmp_path):
     with pytest.raises(ConfigError, match=r"empty\.jsonl: no usable rows for the train split$"):
         build_splits(DataConfig(name="chatml", train_path=empty), BIG, MIX)
     with pytest.raises(ConfigError, match=r"empty\.jsonl: no usable rows for the test split$"):
-        build_splits(DataConfig(name="chatml", train_path=FIXTURE, val_path=FIXTURE, test_path=empty), BIG, MIX)
+        build_splits(DataConfig(name="chatml", train_path=FIXTURE, val_path=four, test_path=empty), BIG, MIX)
 
 
 def test_config_requires_a_train_path():
@@ -210,3 +222,31 @@ def test_long_conversations_do_not_empty_or_swell_a_split(tmp_path):
         build_splits(DataConfig(name="chatml", train_path=path), BIG, MIX)
     assert str(err.value) == (f"{path}: 2 conversations are too few to hold out val and test conversations whole; "
                               "give data.val_path / data.test_path")
+
+
+def test_val_and_test_files_are_checked_against_train(tmp_path, caplog):
+    """Scores on rows the model trained on measure memory: the training file given again as a
+    split is refused, a few shared rows are counted in a warning naming the file."""
+    rows = [json.dumps({"messages": _msgs(("user", f"q{i}"), ("assistant", f"a{i}"))}) for i in range(10)]
+    train = _write(tmp_path / "train.jsonl", *rows)
+    with pytest.raises(ConfigError) as err:
+        build_splits(DataConfig(name="chatml", train_path=train, val_path=train, test_path=train), BIG, MIX)
+    assert str(err.value) == (f"{train}: all 10 val rows are also in the train split ({train}); expected held-out "
+                              "rows (the same file twice?)")
+    test = _write(tmp_path / "test.jsonl", rows[0], *(json.dumps({"messages": _msgs(("user", f"new{i}"), ("assistant", "x"))})
+                                                     for i in range(3)))
+    val = _write(tmp_path / "val.jsonl", json.dumps({"messages": _msgs(("user", "other"), ("assistant", "y"))}))
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        splits = build_splits(DataConfig(name="chatml", train_path=train, val_path=val, test_path=test), BIG, MIX)
+    assert len(splits["test"]) == 4
+    assert f"{test}: 1 of 4 test rows are also in the train split ({train}): their scores measure memory" in caplog.text
+    assert "val rows are also" not in caplog.text
+
+
+def test_a_json_array_file_is_named_as_such(tmp_path):
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps([json.loads(GOOD)] * 3, indent=4))
+    with pytest.raises(ConfigError) as err:
+        build_splits(DataConfig(name="chatml", train_path=str(path)), BIG, MIX)
+    assert str(err.value) == (f"{path}:1: invalid JSON (Expecting value at column 2); the file looks like one JSON "
+                              "array, expected JSON Lines (an object per line)")

@@ -62,6 +62,8 @@ def _save(tmp_path, rows, name="bad"):
      "row 1: unknown role 'robot'"),
     ([{"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "x"}]}],
      "row 1: last message is from 'user', expected 'assistant'"),
+    ([{"id": "x", "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+      for i in range(2)], "row 2: id 'x' is already the id of row 1"),
 ])
 def test_bad_datasets_fail_in_one_line_naming_the_row(tmp_path, rows, error):
     path = _save(tmp_path, rows)

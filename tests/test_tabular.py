@@ -113,7 +113,28 @@ def test_unseen_test_labels_are_reported(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ccexp.data"):
         splits = build_splits(_banking(test_path=str(test)), BIG, MIX)
     assert len(splits["test"]) == 2
-    assert any("1 test examples have a label the train split lacks" in r.getMessage() for r in caplog.records)
+    assert f"{test}: 1 test examples have a label the train split lacks (they cannot be answered)" in [
+        r.getMessage() for r in caplog.records]
+
+
+def test_the_same_text_is_never_in_two_splits(tmp_path, caplog):
+    """Real support data repeats short texts ("reset my password?"); equal but for case and
+    spacing, they are one conversation, held out together; a test file that repeats training
+    texts is counted."""
+    path = tmp_path / "t.csv"
+    rows = [f"{'  Message' if k % 2 else 'message'} {i}?,{'ab'[i % 2]}" for i in range(30) for k in range(3)]
+    path.write_text("text,category\n" + "\n".join(rows) + "\n")
+    splits = build_splits(DataConfig(name="csv", train_path=str(path)), BIG, MIX)
+    texts = {s: {" ".join(ex["messages"][1]["content"].split("Customer: ")[1].casefold().split()) for ex in rows}
+             for s, rows in splits.items()}
+    assert {s: len(rows) for s, rows in splits.items()} == {"train": 72, "val": 9, "test": 9}
+    assert not texts["train"] & texts["val"] and not texts["train"] & texts["test"] and not texts["val"] & texts["test"]
+    test = tmp_path / "test.csv"
+    test.write_text("text,category\nMESSAGE 3?,b\nsomething new,a\n")
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        build_splits(DataConfig(name="csv", train_path=str(path), test_path=str(test)), BIG, MIX)
+    assert f"{test}: 1 of 2 test rows are also in the train split ({path}): their scores measure memory" in [
+        r.getMessage() for r in caplog.records]
 
 
 def test_config_checks():
@@ -142,6 +163,10 @@ def test_csv_header_and_bom_errors_name_their_line(tmp_path):
     ("just some text", ":22: 1 field, the header has 2 (a line cut short?)"),
     ("text,category", ":22: the header row again (two files joined together?)"),
     ('"never closed,a', ":22: a quoted field opened here is never closed"),
+    # ... or closed by the next quote, lines later: the error names the line where the record began.
+    ('"I lost my card,card_arrival\nwhere is it,card_arrival\n"quoted, fine",card_arrival',
+     ":22: invalid CSV in the record that starts here (',' expected after '\"', on line 24; a quote opened on "
+     "line 22?)"),
 ])
 def test_rows_that_would_shift_or_invent_values_fail_naming_the_line(tmp_path, row, message):
     path = tmp_path / "t.csv"
@@ -183,3 +208,15 @@ def test_jsonl_values_that_are_not_text_or_numbers_fail(tmp_path, caplog):
     for value, shown in ((["FileClaim", "Other"], '["FileClaim", "Other"]'), ({"name": "x"}, '{"name": "x"}')):
         path.write_text("\n".join(good + [json.dumps({"utterance": "odd", "intent": value})]) + "\n")
         assert _error(_dstc(train_path=str(path))) == f"{path}:21: 'intent': expected text, a number or true/false, got {shown}"
+
+
+def test_an_empty_file_and_another_delimiter_are_named(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert _error(DataConfig(name="csv", train_path=str(empty))) == (
+        f"{empty}: an empty file, expected a header row (text, category) and rows")
+    semicolons = tmp_path / "semi.csv"
+    semicolons.write_text("text;category\nhello;a\n")
+    assert _error(DataConfig(name="csv", train_path=str(semicolons))) == (
+        f"{semicolons}: no column 'text' (columns: text;category); the header holds ';': save the file "
+        "comma-separated")

@@ -33,7 +33,7 @@ def test_pairs_top_brands_and_split(caplog):
     brands = {ex["messages"][1]["content"].split(" for ")[1].split(" on ")[0] for ex in examples}
     assert brands == {"AmazonHelp", "AppleSupport", "SpotifyCares", "Uber_Support", "comcastcares"}
     ex = next(e for e in examples if e["id"] == "twcs/102")
-    assert ex["task"] == "reply" and ex["conversation_id"] == "twcs/102"
+    assert ex["task"] == "reply" and ex["conversation_id"] == "twcs/customer/115712"
     assert ex["messages"][1]["content"] == (
         "You answer customer tweets for AppleSupport on Twitter. Write AppleSupport's reply to this tweet, as plain "
         "text.\n\nCustomer: @user my iPhone battery drains from 100 to 20 in two hours since the update <url>")
@@ -77,3 +77,21 @@ def test_bad_files(tmp_path):
         build_splits(_twcs(train_path="missing.csv"), BIG, MIX)
     with pytest.raises(ConfigError, match=r"^data\.top_brands: expected an integer >= 1, got 0$"):
         _twcs(top_brands=0)
+
+
+def test_a_customer_is_never_in_two_splits(tmp_path):
+    """A thread's later pairs quote and continue its earlier ones: a customer's pairs are held
+    out together (the conversation id names the customer)."""
+    rows = ["tweet_id,author_id,inbound,created_at,text,response_tweet_id,in_response_to_tweet_id"]
+    for c in range(12):
+        for turn in range(3):
+            asked, answer = 1000 + 10 * c + 2 * turn, 1001 + 10 * c + 2 * turn
+            rows.append(f"{asked},cust{c},True,,@AppleSupport issue {c} turn {turn},{answer},")
+            rows.append(f"{answer},AppleSupport,False,,@cust{c} reply {c}.{turn},,{asked}")
+    path = tmp_path / "threads.csv"
+    path.write_text("\n".join(rows) + "\n")
+    splits = build_splits(_twcs(train_path=str(path)), BIG, MIX)
+    customers = {s: {ex["conversation_id"] for ex in exs} for s, exs in splits.items()}
+    assert {s: len(exs) for s, exs in splits.items()} == {"train": 30, "val": 3, "test": 3}
+    assert not customers["train"] & customers["val"] and not customers["train"] & customers["test"]
+    assert not customers["val"] & customers["test"] and customers["val"] <= {f"twcs/customer/cust{c}" for c in range(12)}

@@ -105,6 +105,9 @@ FIELD_KINDS: dict[str, str] = {
 
 
 NULLABLE_FIELDS = ("secondary_category",)  # null is an answer there: "no second issue"
+# The scale of each number field, as the task instructions state it: a reference outside it
+# (a 0-10 quality score, CSAT on 0-10) would make the accuracy bands meaningless.
+NUMBER_RANGES: dict[str, tuple[int, int]] = {"quality_score": (0, 100), "csat": (1, 5), "churn_risk": (0, 100)}
 
 
 def parses(kind: str, value: Any, name: str = "") -> bool:

@@ -28,6 +28,8 @@ def _task_and_reference(row: dict, where: str) -> tuple[str, dict]:
     assistant turn."""
     task, reference = row.get("task"), row.get("reference")
     last_turn = {"reply": row["messages"][-1]["content"]}
+    if task is not None and not isinstance(task, str):
+        raise ConfigError(f"{where}: 'task': expected a task name (text), got {json.dumps(task)[:60]}")
     if task not in TASK_FIELDS:
         return "chat", last_turn
     if reference is None and TASK_FIELDS[task] == ("reply",):
@@ -36,12 +38,18 @@ def _task_and_reference(row: dict, where: str) -> tuple[str, dict]:
     if not isinstance(reference, dict) or any(f not in reference for f in fields):
         raise ConfigError(f"{where}: task {task!r} needs a 'reference' object with {', '.join(map(repr, fields))}")
     # Here, not at the top: ccexp.scoring imports ccexp.data.tasks, whose package imports this module.
-    from ccexp.scoring import FIELD_KINDS, parses
+    from ccexp.scoring import FIELD_KINDS, NUMBER_RANGES, as_number, parses
 
     for field in fields:
         kind, value = FIELD_KINDS[field], reference[field]
         if not parses(kind, value, field):  # numbers finite, null only where it means "none"
             raise ConfigError(f"{where}: reference {field!r}: expected {_KIND_WORDS[kind]}, "
+                              f"got {json.dumps(value)[:60]}")
+        # Labels are the user's own taxonomy (the instruction in their messages lists them);
+        # number fields have the scale the accuracy bands assume.
+        low, high = NUMBER_RANGES.get(field, (None, None))
+        if low is not None and not low <= as_number(value) <= high:
+            raise ConfigError(f"{where}: reference {field!r}: expected a number from {low} to {high}, "
                               f"got {json.dumps(value)[:60]}")
     return task, reference
 
@@ -57,13 +65,32 @@ def chat_example(row: dict, path: str, where: str | None = None) -> dict:
 conversation_id = itemgetter("conversation_id")  # what holdout_splits keeps together
 
 
+def prompt_of(example: dict) -> str:
+    """What the model is asked (every turn before the answer), for the train/val/test overlap check."""
+    return json.dumps(example["messages"][:-1], sort_keys=True, ensure_ascii=False)
+
+
 def load_chat(path: str, key: str) -> list[dict]:
     """Examples of one file; a line with an empty message is skipped and counted."""
     rows = read_chatml(path, key)
     usable = [r for r in rows if all(m["content"].strip() for m in r["messages"])]
     report_skipped(path, {"with an empty message": len(rows) - len(usable)}, len(rows))
-    return [chat_example(row, path) for row in usable]
+    examples = [chat_example(row, path) for row in usable]
+    check_unique_ids(examples, [(f"{path}:{row['line']}", f"line {row['line']}") for row in usable])
+    return examples
+
+
+def check_unique_ids(examples: list[dict], rows: list[tuple[str, str]]) -> None:
+    """Ids name examples in predictions.jsonl and, by default, their conversation (kept in one
+    split): two rows with one id would be scored as one and glued into one conversation.
+    ``rows``: how an error names each example's row, in full and within its file."""
+    first: dict[str, str] = {}
+    for example, (where, row) in zip(examples, rows):
+        seen = first.setdefault(example["id"], row)
+        if seen != row:
+            raise ConfigError(f"{where}: id {example['id']!r} is already the id of {seen}; "
+                              "expected one id per row (conversation_id groups rows)")
 
 
 def build_chatml(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
-    return take(holdout_splits(data, load_chat, conversation_id), size, data)
+    return take(holdout_splits(data, load_chat, conversation_id, prompt_of), size, data)

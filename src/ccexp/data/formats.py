@@ -51,7 +51,10 @@ def read_jsonl(path: str | Path, key: str = "") -> Iterator[tuple[int, dict]]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
+            # A .json file holding one array (IBM's dev.json, say) breaks on its first line: say what it is.
+            hint = "; the file looks like one JSON array, expected JSON Lines (an object per line)" \
+                if number == 1 and line.strip() in ("[", "[{") else ""
+            raise ConfigError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno}){hint}") from None
         except (ValueError, RecursionError) as err:  # a 5,000-digit number; nesting deeper than Python recurses
             raise ConfigError(f"{path}:{number}: invalid JSON ({err.__class__.__name__}: "
                               f"{str(err).splitlines()[0]})") from None
@@ -83,9 +86,14 @@ def read_csv(path: str | Path, key: str = "", needed: tuple[str, ...] = ()) -> I
                 twice = next((c for i, c in enumerate(header) if c in needed and c in header[:i]), None)
                 if twice is not None:
                     raise ConfigError(f"{path}:1: column {twice!r} appears twice in the header")
+                if needed and not header:
+                    raise ConfigError(f"{path}: an empty file, expected a header row ({', '.join(needed)}) and rows")
                 for column in needed:
                     if column not in header:
-                        raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(header)})")
+                        # One column whose name holds ; or a tab: another delimiter than the comma.
+                        sep = next((d for d in (";", "\t", "|") if len(header) == 1 and d in header[0]), None)
+                        hint = f"; the header holds {sep!r}: save the file comma-separated" if sep else ""
+                        raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(header)}){hint}")
                 for record in reader:
                     start, line = line + 1, reader.line_num
                     if not record or len(record) == 1 and not record[0].strip(" \t\x1a"):
@@ -101,6 +109,9 @@ def read_csv(path: str | Path, key: str = "", needed: tuple[str, ...] = ()) -> I
             except csv.Error as err:
                 if "unexpected end of data" in str(err):
                     raise ConfigError(f"{path}:{line + 1}: a quoted field opened here is never closed") from None
+                if reader.line_num > line + 1:  # the record ran over lines: name where it began
+                    raise ConfigError(f"{path}:{line + 1}: invalid CSV in the record that starts here ({err}, "
+                                      f"on line {reader.line_num}; a quote opened on line {line + 1}?)") from None
                 raise ConfigError(f"{path}:{reader.line_num}: invalid CSV ({err})") from None
     except UnicodeDecodeError:
         read_text(path, key)  # raises, naming the line and byte
@@ -113,9 +124,12 @@ def check_messages(row: dict, where: str) -> list[dict]:
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ConfigError(f"{where}: no 'messages' list")
-    for message in messages:
+    for number, message in enumerate(messages, start=1):
         if not isinstance(message, dict) or not isinstance(message.get("content"), str):
             raise ConfigError(f"{where}: each message needs a 'role' and a string 'content'")
+        if "role" not in message:
+            raise ConfigError(f"{where}: message {number} has no 'role' "
+                              "(expected system, user or assistant)")
         if message.get("role") not in ROLES:
             raise ConfigError(f"{where}: unknown role {message.get('role')!r} (expected system, user or assistant)")
     if messages[-1]["role"] != "assistant":

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ccexp.config import ConfigError, DataConfig, DataSizeConfig
-from ccexp.data.chatml import chat_example, conversation_id
+from ccexp.data.chatml import chat_example, check_unique_ids, conversation_id, prompt_of
 from ccexp.data.formats import check_messages
 from ccexp.data.splitting import SPLITS, holdout_splits, report_skipped, take
 
@@ -104,7 +104,9 @@ def load_split(path: str, key: str, split: str | None = None) -> list[dict]:
     rows = _rows(opened, path)
     usable = [r for r in rows if all(m["content"].strip() for m in r["messages"])]
     report_skipped(path, {"with an empty message": len(rows) - len(usable)}, len(rows))
-    return [chat_example(row, path, f"{path}: row {row['line']}") for row in usable]
+    examples = [chat_example(row, path, f"{path}: row {row['line']}") for row in usable]
+    check_unique_ids(examples, [(f"{path}: row {row['line']}", f"row {row['line']}") for row in usable])
+    return examples
 
 
 def build_hf(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
@@ -119,4 +121,4 @@ def build_hf(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
     def load(path: str, key: str) -> list[dict]:
         return load_split(path, key, next((s for s in ("val", "test") if key == f"data.{s}_path"), None))
 
-    return take(holdout_splits(data, load, conversation_id), size, data)
+    return take(holdout_splits(data, load, conversation_id, prompt_of), size, data)

@@ -30,16 +30,22 @@ def report_skipped(path: str, skipped: dict[str, int], total: int, noun: str = "
 
 
 def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
-                   conversation: Callable[[Row], str] | None = None) -> dict[str, list[Row]]:
+                   conversation: Callable[[Row], str] | None = None,
+                   content: Callable[[Row], str] | None = None) -> dict[str, list[Row]]:
     """Rows per split. ``load(path, key)`` reads one file; val/test without a path are
     seeded HOLDOUT slices of the training rows, which keep their file order. With
     ``conversation`` (a row's conversation id), rows of one conversation are held out together,
-    so no conversation is in two splits; without it every row is a conversation of its own."""
+    so no conversation is in two splits; without it every row is a conversation of its own.
+    With ``content`` (what a model is asked: a row's prompt or text), val/test files are
+    checked against train: a file whose every row is in train is refused (the same file
+    twice), some rows in both are counted in a warning."""
     train = load(data.train_path, "data.train_path")
     if not train:
         raise ConfigError(f"{data.train_path}: no usable rows for the train split")
     splits = {s: load(getattr(data, f"{s}_path"), f"data.{s}_path")
               for s in ("val", "test") if getattr(data, f"{s}_path") is not None}
+    if content is not None:
+        _check_overlap(data, train, splits, content)
     held = [s for s in ("val", "test") if s not in splits]
     rows_of: dict[str, list[int]] = {}  # conversation -> its rows, conversations in file order
     for i, row in enumerate(train):
@@ -73,6 +79,21 @@ def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
             path = getattr(data, f"{split}_path") or data.train_path
             raise ConfigError(f"{path}: no usable rows for the {split} split")
     return {s: splits[s] for s in SPLITS}
+
+
+def _check_overlap(data: DataConfig, train: list[Row], given: dict[str, list[Row]],
+                   content: Callable[[Row], str]) -> None:
+    """Scores on rows the model trained on measure memory, not what it learned."""
+    seen = {content(row) for row in train}
+    for split, rows in given.items():
+        shared = sum(content(row) in seen for row in rows)
+        path = getattr(data, f"{split}_path")
+        if rows and shared == len(rows):
+            raise ConfigError(f"{path}: all {len(rows)} {split} rows are also in the train split "
+                              f"({data.train_path}); expected held-out rows (the same file twice?)")
+        if shared:
+            log.warning("%s: %d of %d %s rows are also in the train split (%s): their scores measure "
+                        "memory", path, shared, len(rows), split, data.train_path)
 
 
 def take(splits: dict[str, list[Row]], size: DataSizeConfig, data: DataConfig) -> dict[str, list[Row]]:

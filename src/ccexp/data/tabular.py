@@ -82,13 +82,19 @@ def classify_example(data: DataConfig, labels: list[str], row: Row) -> dict:
     ], "reference": reference}
 
 
+def _same_text(row: Row) -> str:
+    """Texts equal but for case and spacing are one conversation (labelled alike or not): held
+    out together, never in two splits ("reset my password?" is common in real support data)."""
+    return " ".join(row.text.casefold().split())
+
+
 def build_tabular(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
-    splits = holdout_splits(data, lambda path, key: load_rows(data, path, key))
+    splits = holdout_splits(data, lambda path, key: load_rows(data, path, key), _same_text, _same_text)
     labels = sorted({row.label for row in splits["train"]})
     for split in ("val", "test"):
         unseen = sum(row.label not in labels for row in splits[split])
         if unseen:
             log.warning("%s: %d %s examples have a label the train split lacks (they cannot be answered)",
-                        data.train_path, unseen, split)
+                        getattr(data, f"{split}_path") or data.train_path, unseen, split)
     kept = take(splits, size, data)
     return {split: [classify_example(data, labels, row) for row in rows] for split, rows in kept.items()}

@@ -14,6 +14,7 @@ import html
 import logging
 import re
 from collections import Counter
+from operator import attrgetter
 from typing import NamedTuple
 
 from ccexp.config import DataConfig, DataSizeConfig
@@ -33,6 +34,7 @@ class Pair(NamedTuple):
     brand: str
     customer: str
     reply: str
+    author: str  # the customer's author_id: their pairs (one thread's turns among them) stay in one split
 
 
 def clean_tweet(text: str) -> str:
@@ -49,12 +51,12 @@ def _tweet_id(value: str) -> str:
     return value.strip().removesuffix(".0")  # pandas wrote the id column as floats ("3.0")
 
 
-def _read(path: str, key: str) -> tuple[dict[str, str], list[dict]]:
-    """(customer tweet id -> text, brand replies in file order), streamed."""
+def _read(path: str, key: str) -> tuple[dict[str, tuple[str, str]], list[dict]]:
+    """(customer tweet id -> (author, text), brand replies in file order), streamed."""
     customers, replies = {}, []
     for _, row in read_csv(path, key, COLUMNS):
         if row["inbound"].strip().lower() == "true":
-            customers[_tweet_id(row["tweet_id"])] = row["text"]
+            customers[_tweet_id(row["tweet_id"])] = row["author_id"].strip(), row["text"]
         elif row["in_response_to_tweet_id"]:
             replies.append(row)
     return customers, replies
@@ -75,11 +77,12 @@ def load_pairs(data: DataConfig, path: str, key: str) -> list[Pair]:
             skipped["extra replies to an answered tweet"] += 1
             continue
         answered.add(asked)
-        customer, reply = clean_tweet(customers[asked]), clean_tweet(row["text"])
+        author, text = customers[asked]
+        customer, reply = clean_tweet(text), clean_tweet(row["text"])
         if not (_has_words(customer) and _has_words(reply)):
             skipped["with no text besides handles and links"] += 1
             continue
-        pairs.append(Pair(f"twcs/{_tweet_id(row['tweet_id'])}", row["author_id"].strip(), customer, reply))
+        pairs.append(Pair(f"twcs/{_tweet_id(row['tweet_id'])}", row["author_id"].strip(), customer, reply, author))
     report_skipped(path, skipped, len(replies), noun="brand replies")
     counts = Counter(p.brand for p in pairs)
     brands = sorted(counts, key=lambda b: (-counts[b], b.lower()))[: data.top_brands]
@@ -95,7 +98,7 @@ def reply_instruction(brand: str) -> str:
 
 
 def reply_example(pair: Pair) -> dict:
-    return {"id": pair.id, "conversation_id": pair.id, "task": "reply", "messages": [
+    return {"id": pair.id, "conversation_id": f"twcs/customer/{pair.author}", "task": "reply", "messages": [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": f"{reply_instruction(pair.brand)}\n\nCustomer: {pair.customer}"},
         {"role": "assistant", "content": pair.reply},
@@ -103,5 +106,8 @@ def reply_example(pair: Pair) -> dict:
 
 
 def build_twcs(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
-    splits = take(holdout_splits(data, lambda path, key: load_pairs(data, path, key)), size, data)
+    # By customer: a thread's later pairs quote and continue its earlier ones, so a thread split
+    # across train and test would leak; a customer's other threads share their words too.
+    splits = take(holdout_splits(data, lambda path, key: load_pairs(data, path, key), attrgetter("author"),
+                                 content=attrgetter("customer")), size, data)
     return {split: [reply_example(p) for p in pairs] for split, pairs in splits.items()}
