@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import re
@@ -196,13 +197,22 @@ def test_coaching_themes_match_what_the_text_shows(convs):
                 assert _missed_but_capped(theme, coaching), (c.id, theme)
 
 
-def test_csat_shows_in_the_customers_last_words(convs):
-    agree = 0
+def test_csat_leans_on_the_customers_last_words_without_giving_it_away(convs):
+    """The last line leans towards the satisfaction (most within a level of it), but a reader
+    of that line alone stays well below the noise ceiling: CSAT is read from the whole call."""
+    exact = near = 0
+    by_line: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for c in convs:
         last = [text for s, text in c.turns if s == "customer"][-1].lower()
         csat = c.latents["clean_labels"]["csat"]
-        agree += any(line.lower().rstrip(".!") in last for line in P.CSAT_LINES[csat - 1])
-    assert agree / len(convs) > 0.75
+        by_line[last][csat] += 1
+        level = next((i for i, lines in enumerate(P.CSAT_LINES) for line in lines if line.lower().rstrip(".!") in last),
+                     None)
+        exact += level == csat - 1
+        near += level is not None and abs(level - (csat - 1)) <= 1
+    last_line_only = sum(max(counts.values()) for counts in by_line.values()) / len(convs)
+    assert 0.35 < exact / len(convs) < 0.6 and near / len(convs) > 0.65
+    assert last_line_only < 0.75 < S.noise_report()["csat"]["ceiling"]
 
 
 def test_quality_tracks_the_coaching_list(convs):

@@ -9,8 +9,8 @@ by (seed, index), so conversation i never depends on how many are generated):
    practices the agent performs.
 2. Clean labels, from latents that the text makes visible: behaviours
    performed or missed, holds, outcome, wait, mood, tenure, threats to leave.
-3. Text (``synthetic_dialogue``): turns rendered from the latents, with the
-   customer's last line reflecting the clean CSAT.
+3. Text (``synthetic_dialogue``): turns rendered from the latents; the
+   customer's last line leans towards the clean CSAT without giving it away.
 4. Label noise (``NOISE``), documented with its accuracy ceiling by
    ``noise_report``.
 """

@@ -293,20 +293,31 @@ def _secondary(d: _Dialogue) -> None:
 def _wrap_up(d: _Dialogue, csat: int) -> None:
     lat, b = d.lat, d.lat.behaviours
     if b["confirm"]:
-        d.agent(d.pick(P.CONFIRM_RESOLVED if lat.outcome == "resolved" else P.CONFIRM_OTHER))
-        d.customer(d.pick(P.CONFIRM_REPLY[lat.outcome]))
+        fixed = lat.issue in P.FIXED_ISSUES
+        if lat.outcome == "resolved":
+            d.agent(d.pick(P.CONFIRM_FIXED if fixed else P.CONFIRM_DONE))
+        else:
+            d.agent(d.pick(P.CONFIRM_OTHER))
+        d.customer(d.pick(P.CONFIRM_REPLY["fixed" if fixed and lat.outcome == "resolved" else lat.outcome]))
     steps = ""
     if b["next_steps"]:
         escalated = lat.outcome == "escalated"
         cancelled = lat.journey == "retention_save" and lat.outcome == "unresolved"
         issue = "cancellation" if cancelled else lat.issue
         steps = d.pick(P.NEXT_STEPS_ESCALATED if escalated else ISSUES[issue]["next_steps"])
-    # The customer's last line mostly matches their satisfaction; sometimes
-    # they are politely vague, so the score must also be read from the call.
-    level = csat - 1
-    if d.rng.random() < 0.15:
-        level = min(4, max(0, level + d.rng.choice((-1, 1))))
-    last_words = d.pick(P.CSAT_LINES[level])
+    # The customer's last words lean towards their satisfaction, no more: a fifth just sign off,
+    # and of the rest two in five are a level off, the unhappy ones mostly politer than they
+    # feel. CSAT is read from the whole call (outcome, waits, holds, how the agent behaved);
+    # when the last line matched it 85% of the time, that one line answered the task.
+    roll = d.rng.random()
+    if roll < 0.2:
+        last_words = d.pick(P.SIGN_OFFS)
+    else:
+        level = csat - 1
+        if roll < 0.52:
+            polite = level < 2 and d.rng.random() < 0.7
+            level = min(4, max(0, level + (1 if polite else d.rng.choice((-1, 1)))))
+        last_words = d.pick(P.CSAT_LINES[level])
     if b["close"]:
         d.agent(steps, d.pick(P.ANYTHING_ELSE))
         d.customer(d.rng.choice(("No, that's all.", "No, that's it.", "Nope.", "No.")), last_words)

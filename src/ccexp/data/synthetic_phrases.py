@@ -266,19 +266,26 @@ RETENTION_FOLLOW = {
 }
 
 # --- Checking and wrapping up -----------------------------------------------
-CONFIRM_RESOLVED = (
+# "Working now?" fits a fix (a connection, a login, a device); a bill, refund or order is checked, not tested.
+CONFIRM_FIXED = (
     "Could you check if it's working on your end now?",
+    "Is that working for you now?",
+    "Can you try it once more while I'm still here?",
+)
+CONFIRM_DONE = (
     "Does that fully resolve the issue for you?",
     "Can you confirm you can see the change on your side?",
-    "Is that working for you now?",
+    "Is there anything about that you'd like me to go over again?",
 )
+FIXED_ISSUES = ("internet_connectivity", "account_access", "product_defect", "technical_setup")
 CONFIRM_OTHER = (
     "Does that plan make sense to you?",
     "Is everything clear about what happens next?",
     "Does that answer your question for now?",
 )
 CONFIRM_REPLY = {
-    "resolved": ("Yes, it's working now.", "Yep, I can see it.", "yes that's sorted, thanks."),
+    "fixed": ("Yes, it's working now.", "Yep, looks good now.", "yes that's sorted, thanks."),
+    "resolved": ("Yes, I can see it.", "No, that's clear.", "yes that's sorted, thanks."),
     "partially": ("Sort of, part of it is still not right.", "Mostly, yeah.", "kind of."),
     "unresolved": ("No, it's still not fixed.", "Not really.", "no."),
     "escalated": ("I guess so.", "Yes, I understand.", "ok."),
@@ -301,6 +308,9 @@ CLOSE_GOOD = (
 CLOSE_POOR = ("Ok. Bye.", "Alright.", "Yep.", "")
 CALL_END = {"call": "[Call ended]", "chat": "[Chat ended]"}
 
+# A sign-off that says nothing about how it went (many customers close this way whatever they felt).
+SIGN_OFFS = ("Okay. Bye.", "Alright, bye.", "Okay, that's all then.", "Right. Bye now.", "Got it. Bye.",
+             "Okay, thanks. Bye.")
 # Customer's last words, by satisfaction (index = csat - 1).
 CSAT_LINES = (
     ("This was useless. I'm done.", "Worst support I've ever had.",
