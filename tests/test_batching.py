@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import torch
 
 from ccexp.data.batching import IGNORE, EncodedDataset, GroupedBatchSampler, collate, completion_nll, encode
@@ -25,6 +26,16 @@ def test_long_prompt_is_cut_from_the_left_and_counted(tokenizer):
     enc = encode(tokenizer, _example("word " * 400, '{"csat": 4}'), 128)
     assert len(enc.input_ids) == 128 and enc.truncated
     assert tokenizer.decode(enc.input_ids[-enc.n_answer:]) == '{"csat": 4}<|im_end|>'
+
+
+def test_cut_training_examples_are_said_in_the_log(tokenizer, caplog):
+    examples = [_example("word " * 400, '{"csat": 4}'), _example("hi", '{"csat": 4}')]
+    with caplog.at_level(logging.WARNING, logger="ccexp"):
+        assert EncodedDataset(tokenizer, examples, 128, "train").truncated == 1
+        EncodedDataset(tokenizer, examples[1:], 128, "val")  # none cut: nothing said
+    assert [r.getMessage() for r in caplog.records] == [
+        "1 of 2 train examples are longer than model.max_seq_len=128 and were cut (a prompt loses its start, the "
+        "instruction included); raise model.max_seq_len to keep them whole"]
 
 
 def test_collate_left_pads_and_masks_prompt(tokenizer):

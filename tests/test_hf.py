@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,13 @@ def test_not_a_dataset_directory_or_file(tmp_path):
                         (tmp_path / "nope", "no such file or directory")):
         with pytest.raises(ConfigError, match=error):
             build_splits(_hf(str(path)), ALL, MIX)
+
+
+def test_a_broken_parquet_file_is_one_line(tmp_path, capfd, caplog):
+    """datasets logs the file's error itself (twice) before raising it; only ccexp's line shows."""
+    broken = tmp_path / "broken.parquet"
+    broken.write_text("not parquet")
+    with caplog.at_level(logging.INFO), pytest.raises(ConfigError) as err:
+        build_splits(_hf(str(broken)), ALL, MIX)
+    assert str(err.value).startswith(f"{broken}: unreadable parquet (") and "\n" not in str(err.value)
+    assert not caplog.records and not capfd.readouterr().err

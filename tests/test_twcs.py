@@ -73,6 +73,11 @@ def test_bad_files(tmp_path):
     with pytest.raises(ConfigError) as err:
         build_splits(_twcs(train_path=str(short)), BIG, MIX)
     assert str(err.value) == f"{short}:{lines}: 2 fields, the header has 7 (a line cut short?)"
+    yes_no = tmp_path / "yes_no.csv"
+    yes_no.write_text(Path(FIXTURE).read_text().replace(",True,", ",yes,", 1))
+    with pytest.raises(ConfigError) as err:
+        build_splits(_twcs(train_path=str(yes_no)), BIG, MIX)
+    assert str(err.value) == f"{yes_no}:2: inbound 'yes': expected True (a customer's tweet) or False (a brand's)"
     with pytest.raises(ConfigError, match=r"^missing\.csv: no such file \(data\.train_path; "):
         build_splits(_twcs(train_path="missing.csv"), BIG, MIX)
     with pytest.raises(ConfigError, match=r"^data\.top_brands: expected an integer >= 1, got 0$"):

@@ -43,8 +43,8 @@ class ChatDataModule(pl.LightningDataModule):
     def __init__(self, tokenizer, train: Sequence[dict], val: Sequence[dict], max_len: int,
                  batch_size: int, seed: int, grad_accum: int = 1, packed: bool = False, group_by: str = "length"):
         super().__init__()
-        self.train_set = EncodedDataset(tokenizer, train, max_len)
-        self.val_set = EncodedDataset(tokenizer, val, max_len)
+        self.train_set = EncodedDataset(tokenizer, train, max_len, "train")
+        self.val_set = EncodedDataset(tokenizer, val, max_len, "val")
         self.batch_size, self.seed, self.grad_accum, self.group_by = batch_size, seed, grad_accum, group_by
         self._collate = collator(packed, tokenizer.pad_token_id)
 

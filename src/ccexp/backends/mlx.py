@@ -236,7 +236,8 @@ class MLXBackend:
     def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path,
             checkpoint: Optional[Path] = None) -> dict[str, float]:
         t, max_len = self.cfg.trainer, self.cfg.model.max_seq_len
-        train_set, val_set = EncodedDataset(self.tokenizer, train, max_len), EncodedDataset(self.tokenizer, val, max_len)
+        train_set = EncodedDataset(self.tokenizer, train, max_len, "train")
+        val_set = EncodedDataset(self.tokenizer, val, max_len, "val")
         sampler = GroupedBatchSampler(train_set.sort_keys(t.group_by), t.batch_size, shuffle=True,
                                       seed=self.cfg.seed, multiple_of=t.grad_accum)
         total = t.max_steps if t.max_steps > 0 else t.max_epochs * math.ceil(len(sampler) / t.grad_accum)

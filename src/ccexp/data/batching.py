@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from functools import partial
@@ -21,6 +22,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 IGNORE = -100
+
+log = logging.getLogger("ccexp")
 
 
 def prompt_text(tokenizer, messages: Sequence[dict]) -> str:
@@ -63,9 +66,16 @@ def generation_prompt_room(max_seq_len: int, max_new_tokens: int, context: int |
 
 
 class EncodedDataset(Dataset):
-    def __init__(self, tokenizer, examples: Sequence[dict], max_len: int):
+    def __init__(self, tokenizer, examples: Sequence[dict], max_len: int, split: str | None = None):
+        """``split`` (train, val): say in the log how many examples were cut to ``max_len``."""
         self.items = [encode(tokenizer, ex, max_len) for ex in examples]
         self.truncated = sum(item.truncated for item in self.items)
+        if split and self.truncated:
+            # Prompts lose their oldest tokens: the system prompt and the task instruction first,
+            # which the model then never sees for these examples.
+            log.warning("%d of %d %s examples are longer than model.max_seq_len=%d and were cut (a prompt "
+                        "loses its start, the instruction included); raise model.max_seq_len to keep them whole",
+                        self.truncated, len(self.items), split, max_len)
 
     def __len__(self) -> int:
         return len(self.items)

@@ -10,6 +10,7 @@ Arrow column would give every row every task's fields, null-filled — a differe
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,19 @@ def _open(path: str, key: str):
             raise ConfigError(f"{path}: datasets' load_from_disk cannot open it ({_why_unloadable(p, err)}; {key})") \
                 from None
     if p.is_file() and p.suffix == ".parquet":
+        # datasets logs a broken file's error itself (twice, by two loggers) before raising it;
+        # the one line below says it.
+        quiet = [logging.getLogger(n) for n in ("datasets", "datasets.packaged_modules.parquet.parquet")]
+        levels = [q.level for q in quiet]
         try:
+            for q in quiet:
+                q.setLevel(logging.CRITICAL)
             return Dataset.from_parquet(str(p))
         except Exception as err:  # pyarrow's many error types; the first line says what broke
             raise ConfigError(f"{path}: unreadable parquet ({str(err).splitlines()[0]})") from None
+        finally:
+            for q, level in zip(quiet, levels):
+                q.setLevel(level)
     if p.is_file():
         raise ConfigError(f"{path}: expected a save_to_disk directory or a .parquet file ({key})")
     raise ConfigError(f"{path}: no such file or directory ({key}; relative paths are resolved against {Path.cwd()})")

@@ -17,7 +17,7 @@ from collections import Counter
 from operator import attrgetter
 from typing import NamedTuple
 
-from ccexp.config import DataConfig, DataSizeConfig
+from ccexp.config import ConfigError, DataConfig, DataSizeConfig
 from ccexp.data.formats import read_csv
 from ccexp.data.splitting import holdout_splits, report_skipped, take
 from ccexp.data.tasks import SYSTEM_PROMPT
@@ -54,8 +54,12 @@ def _tweet_id(value: str) -> str:
 def _read(path: str, key: str) -> tuple[dict[str, tuple[str, str]], list[dict]]:
     """(customer tweet id -> (author, text), brand replies in file order), streamed."""
     customers, replies = {}, []
-    for _, row in read_csv(path, key, COLUMNS):
-        if row["inbound"].strip().lower() == "true":
+    for line, row in read_csv(path, key, COLUMNS):
+        inbound = row["inbound"].strip().lower()
+        if inbound not in ("true", "false"):  # else every row would read as a brand reply
+            raise ConfigError(f"{path}:{line}: inbound {row['inbound']!r}: expected True (a customer's tweet) "
+                              "or False (a brand's)")
+        if inbound == "true":
             customers[_tweet_id(row["tweet_id"])] = row["author_id"].strip(), row["text"]
         elif row["in_response_to_tweet_id"]:
             replies.append(row)
