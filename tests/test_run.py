@@ -117,6 +117,19 @@ def test_same_seed_same_run(tmp_path):
     assert c["val/loss"] != a["val/loss"]
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="VmHWM resets on Linux only")
+def test_a_run_reports_its_own_peak_memory(tmp_path):
+    """Hydra's basic launcher runs a sweep's jobs in one process: each reports its own peak, not
+    the largest of the jobs before it."""
+    from ccexp.backends.base import peak_rss_mb
+
+    big = torch.ones(750_000_000)  # 3 GB, as an earlier, larger job would have held
+    del big
+    before = peak_rss_mb()
+    metrics = run(compose_cfg(*FAST, "eval.generate_examples=0", "eval.baseline=false"), tmp_path)
+    assert metrics["memory/peak_mb"] < before - 2000
+
+
 def test_failed_jobs_do_not_stop_the_sweep(tmp_path):
     """Config errors (r=-1; nope_proj, found only once the model is built) each leave a failed
     job dir with its error; the other job finishes; the sweep says how many failed and exits 1."""

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ccexp import resume
 from ccexp.backends import build_backend, resolve_backend
+from ccexp.backends.base import reset_peak_memory
 from ccexp.config import RunConfig, validate
 from ccexp.data import build_splits
 from ccexp.evaluate import evaluate
@@ -33,6 +34,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     if rc.backend.num_threads:
         torch.set_num_threads(rc.backend.num_threads)
     pl.seed_everything(rc.seed, workers=True, verbose=False)
+    reset_peak_memory()  # this run's own peak, not an earlier sweep job's in this process
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 

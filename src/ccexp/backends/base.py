@@ -14,10 +14,50 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 
+def reset_peak_memory() -> bool:
+    """Start the peak-memory counters afresh, so a run reports its own peak. Hydra's basic
+    launcher runs a sweep's jobs one after another in one process, where VmHWM (and a GPU's
+    peak) would carry every earlier job's peak: a sweep's memory column only ever rose, in job
+    order. The freed memory of earlier jobs is handed back first (collected, then glibc's free
+    pages returned), so the new peak starts near what the process still holds. False where
+    the resident-set peak cannot be reset (not Linux: ru_maxrss only grows)."""
+    import gc
+
+    gc.collect()
+    glibc_call("malloc_trim", 0)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+    mlx = sys.modules.get("mlx.core")
+    if mlx is not None:
+        mlx.reset_peak_memory()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # 5: reset the peak RSS (VmHWM) to the current RSS (proc(5))
+        return True
+    except OSError:
+        return False
+
+
+def glibc_call(function: str, *args: int) -> bool:
+    """glibc's ``function(*args)`` (``mallopt``, ``malloc_trim``): its result as a bool; False where
+    there is no glibc (macOS, musl) or it refused."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if sys.platform != "linux" or not name:
+        return False
+    try:
+        return bool(getattr(ctypes.CDLL(name), function)(*args))
+    except (OSError, AttributeError):
+        return False
+
+
 def peak_rss_mb() -> float:
-    """The process's peak resident set size. Linux: VmHWM, which starts afresh at exec;
-    ru_maxrss would carry over the peak of the parent that forked us (a sweep launcher, a
-    benchmark). Elsewhere ru_maxrss (bytes on macOS)."""
+    """The process's peak resident set size. Linux: VmHWM, which starts afresh at exec and at
+    ``reset_peak_memory``; ru_maxrss would carry over the peak of the parent that forked us (a
+    sweep launcher, a benchmark). Elsewhere ru_maxrss (bytes on macOS)."""
     try:
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**10

@@ -13,6 +13,8 @@ import sys
 import torch
 from torch import nn
 
+from ccexp.backends.base import glibc_call
+
 
 def contiguous_head_input(model: nn.Module) -> None:
     """The loss asks for logits of the last few positions only (``logits_to_keep``). HF slices
@@ -122,16 +124,7 @@ def release_freed_memory() -> bool:
 
 def mallopt(option: int, value: int) -> bool:
     """glibc's ``mallopt``; False where there is no glibc (macOS, musl) or it refused."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if sys.platform != "linux" or not name:
-        return False
-    try:
-        return bool(ctypes.CDLL(name).mallopt(option, value))
-    except (OSError, AttributeError):
-        return False
+    return glibc_call("mallopt", option, value)
 
 
 def apply(model: nn.Module, autocast: bool, shared_dropout: bool) -> None:
