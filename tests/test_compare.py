@@ -137,6 +137,24 @@ def test_all_failed_or_objective_missing_says_so(tmp_path):
     assert "No recommendation: all 2 runs failed." in (root / "compare.md").read_text()
 
 
+def test_killed_runs_are_listed_not_dropped(sweep):
+    """A run killed before it ended (metrics.json still says running, as run() writes it first),
+    or before run() began (a Hydra job dir with no metrics.json), is counted and named."""
+    killed = make_run(sweep / "4", "lora", {})
+    (killed / "metrics.json").write_text(json.dumps({"status": "running"}))
+    early = make_run(sweep / "5", "lora", {})  # killed before run() wrote config.yaml and metrics.json
+    (early / ".hydra").mkdir()
+    (early / "config.yaml").rename(early / ".hydra" / "config.yaml")
+    (early / "metrics.json").unlink()
+    assert main([str(sweep), "--no-plots"]) == 0
+    md = (sweep / "compare.md").read_text()
+    assert "6 runs: 3 finished, 1 failed, 2 never ended (killed, or still running)." in md
+    assert "3 runs did not finish and are excluded" in md
+    assert ("- `4` (method=lora): it never ended (metrics.json still says running): killed, or still running"
+            in md)
+    assert "- `5` (method=lora): no metrics.json: stopped (killed?) before the run began" in md
+
+
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty")]) == 2
@@ -248,6 +266,29 @@ def test_precision_note_counts_the_answers_generated(tmp_path):
     assert main([str(root), "--no-plots"]) == 0
     assert "test/acc comes from 18 generated test answers per run: one answer moves it by 0.056" in (
         root / "compare.md").read_text()
+
+
+def test_a_field_rate_counts_the_answers_that_ask_for_it(tmp_path):
+    """One task of six: 3 of the 18 answers carry issue_category, so one answer moves its rate by 1/3."""
+    root = tmp_path / "sweep"
+    for run, method, acc in (("0", "lora", 0.67), ("1", "prompt_tuning", 0.33)):
+        make_run(root / run, method, {"test/issue_category/acc": acc, "test/issue_category/answers": 3,
+                                      "test/generated": 18, "test/acc": 0.5}, compare={**COMPARE, "constraints": []})
+    assert main([str(root), "--no-plots", "--metric", "test/issue_category/acc"]) == 0
+    md = (root / "compare.md").read_text()
+    assert ("test/issue_category/acc comes from 3 test answers that ask for issue_category per run: one answer "
+            "moves it by 0.333 or more.") in md
+    assert "test/issue_category/answers" not in md.split("## Runs")[1].splitlines()[2]  # a size, not a column
+
+
+def test_a_finished_run_without_the_metric_is_named(tmp_path):
+    root = tmp_path / "sweep"
+    make_run(root / "0", "lora", {"test/acc": float("nan"), "val/loss": 1.0}, compare={**COMPARE, "constraints": []})
+    make_run(root / "1", "prompt_tuning", {"test/acc": 0.4}, compare={**COMPARE, "constraints": []})
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    assert "Not ranked: `0` (method=lora) reports no finite test/acc." in md
+    assert "No other ranked run meets the constraints, so there is no runner-up." in md
 
 
 @pytest.mark.parametrize("block,error", [

@@ -84,3 +84,10 @@ def test_scoring_imports_on_its_own():
     import sys
 
     assert subprocess.run([sys.executable, "-c", "import ccexp.scoring"], capture_output=True).returncode == 0
+
+
+def test_an_empty_reply_is_not_an_answer():
+    """A model that stops at once (or emits only whitespace) answered nothing: not parsed."""
+    example = {"task": "reply", "reference": {"reply": "Happy to help."}}
+    for raw, parsed in (("", False), ("  \n", False), ("Sure.", True)):
+        assert score(example, raw, EvalConfig())["field_parsed"] == {"reply": parsed}

@@ -61,6 +61,10 @@ class Run:
         path = self.dir / "error.txt"
         if path.is_file():
             return path.read_text(errors="replace").strip()
+        if self.status == "running":  # run() writes it first and replaces it when the run ends
+            return "it never ended (metrics.json still says running): killed, or still running"
+        if not (self.dir / "metrics.json").is_file():
+            return "no metrics.json: stopped (killed?) before the run began"
         return str(self.metrics.get("error", "" if self.finished else "no error recorded"))
 
     @property
@@ -78,7 +82,12 @@ class Run:
 # -- reading ------------------------------------------------------------------------------------
 
 def _is_run_dir(path: Path) -> bool:
-    return (path / "metrics.json").is_file() or (path / "error.txt").is_file()
+    # A Hydra job dir with no metrics is a run too: one killed before its first write.
+    return (path / "metrics.json").is_file() or (path / "error.txt").is_file() or _is_job_dir(path)
+
+
+def _is_job_dir(path: Path) -> bool:
+    return (path / ".hydra" / "config.yaml").is_file()
 
 
 def find_run_dirs(path: Path) -> list[Path]:
@@ -99,7 +108,8 @@ def find_run_dirs(path: Path) -> list[Path]:
 
 
 def _run_dirs_below(path: Path) -> set[Path]:
-    return {p.parent for name in ("metrics.json", "error.txt") for p in path.rglob(name)}
+    dirs = {p.parent for name in ("metrics.json", "error.txt") for p in path.rglob(name)}
+    return dirs | {p.parent.parent for p in path.rglob(".hydra/config.yaml")}
 
 
 def nested_run_dirs(paths: Sequence[Path]) -> list[Path]:
@@ -140,7 +150,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def load_run(run_dir: Path) -> Run:
     path = run_dir / "metrics.json"
-    metrics = read_json_object(path, CompareError, "a metrics file") if path.is_file() else {"status": "failed"}
+    metrics = read_json_object(path, CompareError, "a metrics file") if path.is_file() else \
+        {"status": "failed" if (run_dir / "error.txt").is_file() else "unfinished"}
     run = Run(dir=run_dir, metrics=metrics)
     if (run_dir / "config.yaml").is_file():
         run.config = _read_yaml(run_dir / "config.yaml")
@@ -216,7 +227,9 @@ def headline_columns(runs: list[Run], patterns: Sequence[str]) -> list[str]:
                       if isinstance(v, (int, float)) and not isinstance(v, bool)})
     columns: list[str] = []
     for pattern in patterns:
-        columns += [k for k in present if fnmatchcase(k, pattern) and k not in columns]
+        # A pattern's matches leave out the answer counts (".../answers"): sizes, not scores.
+        columns += [k for k in present if (k == pattern or fnmatchcase(k, pattern) and not k.endswith("/answers"))
+                    and k not in columns]
     return columns
 
 
@@ -283,17 +296,24 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
     failed = [r for r in runs if not r.finished]
     head = f"**{scenario}:** " if scenario else ""
     failed_note = ""
+    all_failed = all(r.status == "failed" for r in failed)  # else some never ended (killed)
     if failed:
-        failed_note = (f" {len(failed)} run{'s' if len(failed) > 1 else ''} failed and "
+        failed_note = (f" {len(failed)} run{'s' if len(failed) > 1 else ''} "
+                       f"{'failed' if all_failed else 'did not finish'} and "
                        f"{'are' if len(failed) > 1 else 'is'} excluded: "
                        + "; ".join(f"`{r.name}` ({describe(r, swept)}): {r.error_sentence}" for r in failed) + ".")
     if not finished:
-        return head + f"No recommendation: all {len(runs)} runs failed.{failed_note}"
+        return head + f"No recommendation: {f'all {len(runs)} runs failed' if all_failed else 'no run finished'}." \
+            + failed_note
     constraints = [parse_constraint(c) for c in cc.constraints]
     checked = [c for c in constraints if any(r.value(c[0]) is not None for r in finished)]
     unchecked = [c for c in constraints if c not in checked]
     unchecked_note = "".join(f" Not checked: `{k} {op} {v:g}`, no run reports {k}." for k, op, v in unchecked)
     scored = [r for r in finished if r.value(metric) is not None]
+    # A finished run without a finite value is named, not silently left out of the ranking.
+    unranked_note = "".join(
+        f" Not ranked: `{r.name}` ({describe(r, swept)}) reports "
+        f"{'no finite' if metric in r.metrics else 'no'} {metric}." for r in finished if r.value(metric) is None)
     if not scored:
         return head + (f"No recommendation: no finished run reports {metric} (compare.metric)."
                        + failed_note + unchecked_note)
@@ -311,7 +331,7 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
         top = rank(scored)[0]
         return head + (f"**No run meets the constraints** ({limits}).{excluded_note} Without them the best "
                        f"would be {top.flat.get('method.name', top.name)} (`{top.name}`, {metric} "
-                       f"{fmt(top.value(metric))}).{failed_note}{unchecked_note}")
+                       f"{fmt(top.value(metric))}).{unranked_note}{failed_note}{unchecked_note}")
     best = eligible[0]
     method = best.flat.get("method.name", "?")
     others = [r for r in eligible[1:] if r.flat.get("method.name") != method] or eligible[1:]
@@ -327,13 +347,26 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
                  f"{fmt(up.value(metric))}" + (f", {abs(gap):.3f} {'lower' if maximize else 'higher'}." if gap else
                  _tie_note(best, up, method)))
     else:
-        text += " No other run meets the constraints, so there is no runner-up."
-    # The answers generated (the test split can hold fewer than eval.generate_examples asks for).
-    n = best.value("test/generated")
-    n = int(n) if n is not None else best.flat.get("eval.generate_examples")
-    if metric.startswith("test/") and isinstance(n, int) and n > 0 and metric.endswith(("acc", "json_valid")):
-        text += f" {metric} comes from {n} generated test answers per run: one answer moves it by {1 / n:.3f} or more."
-    return text + excluded_note + failed_note + unchecked_note
+        text += f" No other {'ranked ' if unranked_note else ''}run meets the constraints, so there is no runner-up."
+    n, which = _answers_behind(best, metric)
+    if n:
+        text += f" {metric} comes from {n} {which} per run: one answer moves it by {1 / n:.3f} or more."
+    return text + excluded_note + unranked_note + failed_note + unchecked_note
+
+
+def _answers_behind(run: Run, metric: str) -> tuple[int | None, str]:
+    """How many generated answers a rate is over, and what they are: test/acc all of them (the
+    test split can hold fewer than eval.generate_examples asks for); a field's or a task's rate
+    only the answers that ask for it (``.../answers``, e.g. 3 of 18 for one task of six)."""
+    if metric == "test/acc":
+        n = run.value("test/generated")
+        n = int(n) if n is not None else run.flat.get("eval.generate_examples")
+        return (n, "generated test answers") if isinstance(n, int) and n > 0 else (None, "")
+    if metric.startswith("test/") and metric.endswith(("/acc", "/parse_rate", "/exact_match")):
+        n = run.value(metric.rsplit("/", 1)[0] + "/answers")
+        subject = metric.removeprefix("test/").rsplit("/", 1)[0].removeprefix("task/")
+        return (int(n), f"test answers that ask for {subject}") if n else (None, "")
+    return None, ""
 
 
 def recommend(runs: list[Run], cc: CompareConfig, swept: list[str]) -> list[str]:
@@ -364,10 +397,18 @@ def _arrow(key: str) -> str:
     return {True: " ↑", False: " ↓", None: ""}[higher_is_better(key)]
 
 
-def write_markdown(path: Path, runs, swept, columns, best, paragraphs, plots, sources, cc) -> None:
+def run_counts(runs: list[Run]) -> str:
+    """"3 runs: 2 finished, 1 failed", with the runs that never ended (killed) counted apart."""
     finished = sum(r.finished for r in runs)
+    failed = sum(r.status == "failed" for r in runs)
+    unfinished = len(runs) - finished - failed
+    return (f"{len(runs)} run{'s' * (len(runs) != 1)}: {finished} finished, {failed} failed"
+            + (f", {unfinished} never ended (killed, or still running)" if unfinished else ""))
+
+
+def write_markdown(path: Path, runs, swept, columns, best, paragraphs, plots, sources, cc) -> None:
     lines = [f"# Comparison: {', '.join(f'`{s}`' for s in sources)}", "",
-             f"{len(runs)} runs: {finished} finished, {len(runs) - finished} failed. "
+             f"{run_counts(runs)}. "
              f"Ranked by `{cc.metric}` ({cc.direction})"
              + (f" within {', '.join(f'`{c}`' for c in cc.constraints)}." if cc.constraints else "."), "",
              "## Recommendation", ""]

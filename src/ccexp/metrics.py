@@ -77,7 +77,8 @@ def _field_values(records: list[dict]) -> dict[str, list[tuple[Any, Any, bool, b
 
 def _field_metrics(name: str, rows: list[tuple], cfg: EvalConfig) -> dict[str, float | None]:
     kind = FIELD_KINDS[name]
-    out = {"acc": sum(ok for *_, ok in rows) / len(rows), "parse_rate": sum(p for _, _, p, _ in rows) / len(rows)}
+    out = {"acc": sum(ok for *_, ok in rows) / len(rows), "parse_rate": sum(p for _, _, p, _ in rows) / len(rows),
+           "answers": len(rows)}  # how many answers asked for it: what one answer moves its rates by
     if kind == "number":
         errors = [abs(as_number(pred) - as_number(ref)) for pred, ref, parsed, _ in rows if parsed]
         out["mae"] = sum(errors) / len(errors) if errors else None  # null in metrics.json: no number to judge
@@ -119,6 +120,7 @@ def summarize(records: list[dict], prefix: str, cfg: EvalConfig) -> dict[str, fl
         tasks.setdefault(r["task"], []).append(all(r["correct"].values()))
     for task, oks in sorted(tasks.items()):
         metrics[f"{prefix}task/{task}/acc"] = sum(oks) / len(oks)
+        metrics[f"{prefix}task/{task}/answers"] = len(oks)
     if tasks:
         metrics[f"{prefix}acc"] = sum(sum(o) / len(o) for o in tasks.values()) / len(tasks)
     return metrics

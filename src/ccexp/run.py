@@ -37,6 +37,9 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     reset_peak_memory()  # this run's own peak, not an earlier sweep job's in this process
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    # Replaced when the run ends, whichever way: a run killed (out of memory, a SLURM time
+    # limit, Ctrl-C twice) still says so to the comparison report.
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "running"}))
 
     checkpoint = resume.prepare(rc, device, run_dir) if adapter is None else None
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)

@@ -121,7 +121,7 @@ def parses(kind: str, value: Any, name: str = "") -> bool:
         return isinstance(value, (str, int, float)) and not isinstance(value, bool)
     if kind == "set":
         return isinstance(value, list)
-    return isinstance(value, str)
+    return isinstance(value, str) and bool(value.strip())  # an empty reply is no answer
 
 
 def field_checks(cfg: EvalConfig) -> dict[str, Any]:
