@@ -134,7 +134,8 @@ def test_hparams_search_composes(name):
     assert sweeper.direction == "minimize" and sweeper.max_failure_rate == 1.0
     assert sweeper.storage == f"sqlite:///multirun/optuna/{sweeper.study_name}/optuna.db"
     assert "method.lr" in sweeper.params and cfg.method.name == name.removesuffix("_optuna")
-    validate(cfg)
+    rc = validate(cfg)
+    assert (rc.compare.metric, rc.compare.direction) == ("val/loss", "minimize")  # the report ranks what was tuned
     assert compose_with_hydra(f"hparams_search={name}", "objective.direction=maximize").hydra.sweeper.direction == "maximize"
 
 

@@ -511,7 +511,10 @@ def validate(cfg: DictConfig) -> RunConfig:
             where = "a top-level key in conf/config.yaml" if name == "objective" else f"one of the files in conf/{name}/"
             raise ConfigError(f"{name}: missing config group (expected {where})")
         try:
-            merged = OmegaConf.merge(OmegaConf.structured(schema), cfg[name])
+            # Resolved where it sits, so a group may interpolate another (compare.metric:
+            # ${objective.metric}); merged on its own, the node would have lost its root.
+            node = OmegaConf.to_container(cfg[name], resolve=True) if isinstance(cfg[name], DictConfig) else cfg[name]
+            merged = OmegaConf.merge(OmegaConf.structured(schema), node)
             groups[name] = OmegaConf.to_object(merged)
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None) or "?"
