@@ -105,10 +105,16 @@ def test_flags_override_the_recorded_constraints(sweep, tmp_path):
     assert "**No run meets the constraints** (adapter/size_mb <= 0.01)" in md
     assert "Without them the best would be qlora (`1`, test/acc 0.650)" in md
     assert main([str(sweep), "--out", str(tmp_path / "c"), "--metric", "val/loss", "--direction", "minimize",
-                 "--constraint", "test/latency/p50_s<=1", "--constraint", "test/bleu>=0.2"]) == 0
+                 "--constraint", "test/latency/p50_s<=1"]) == 0
     md = (tmp_path / "c" / "compare.md").read_text()
     assert "**Recommend lora** — run `0` (method=lora) has the lowest val/loss, 1.200" in md
-    assert "Not checked: `test/bleu >= 0.2`, no run reports test/bleu." in md
+    # A constraint the experiment recorded that these runs do not report is said, not applied.
+    for run in ("0", "1", "2", "3"):
+        config = yaml.safe_load((sweep / run / "config.yaml").read_text())
+        config["compare"]["constraints"] = [*COMPARE["constraints"], "test/bleu >= 0.2"]
+        (sweep / run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main([str(sweep), "--out", str(tmp_path / "d"), "--no-plots"]) == 0
+    assert "Not checked: `test/bleu >= 0.2`, no run reports test/bleu." in (tmp_path / "d" / "compare.md").read_text()
 
 
 def test_one_recommendation_per_scenario(tmp_path):
@@ -195,9 +201,24 @@ def test_metric_flag_brings_its_direction(sweep, tmp_path, capsys):
     assert "**Recommend qlora** — run `1` (method=qlora) has the lowest val/loss, 1.100" in (
         tmp_path / "a" / "compare.md").read_text()
     capsys.readouterr()
+    metrics = json.loads((sweep / "0" / "metrics.json").read_text())
+    (sweep / "0" / "metrics.json").write_text(json.dumps({**metrics, "train/steps": 12}))
     assert main([str(sweep), "--metric", "train/steps"]) == 2
     assert capsys.readouterr().err == ("ccexp.compare: error: --metric train/steps: its key does not say whether "
                                        "higher is better; give --direction maximize or minimize\n")
+
+
+def test_flag_keys_no_run_reports_are_typos(sweep, capsys):
+    """A typed key that no run reports stops with the nearest keys, not a report ranked by
+    nothing or a limit left unchecked."""
+    for argv, error in ((["--metric", "val/los"], "--metric val/los: no run reports val/los (did you mean val/loss?)"),
+                        (["--metric", "test/accc", "--direction", "maximize"],
+                         "--metric test/accc: no run reports test/accc (did you mean test/acc?)"),
+                        (["--constraint", "test/latncy/p50_s<=0.01"],
+                         "--constraint 'test/latncy/p50_s<=0.01': no run reports test/latncy/p50_s (did you mean "
+                         "test/latency/p50_s?)")):
+        assert main([str(sweep), "--no-plots", *argv]) == 2
+        assert capsys.readouterr().err == f"ccexp.compare: error: {error}\n"
 
 
 def test_fields_inside_a_swept_group_are_not_axes(tmp_path):

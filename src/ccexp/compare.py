@@ -11,6 +11,7 @@ What is judged comes from the runs' ``compare`` config (conf/compare/), or from 
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 import operator
 import os
@@ -499,6 +500,17 @@ def recorded_compare_config(runs: list[Run], given: Sequence[str] = ()) -> dict:
     return {**first, "headline": list(dict.fromkeys(headline)) or first.get("headline")}
 
 
+def check_reported(runs: list[Run], key: str, flag: str) -> None:
+    """A key typed on the command line that no run reports, finished or not, is a typo: one
+    line with the nearest keys, not a report ranked by nothing or a limit left unchecked.
+    (Recorded constraints a sweep's runs lack stay a "Not checked" note: the experiment chose them.)"""
+    reported = {k for r in runs for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if key not in reported:
+        close = difflib.get_close_matches(key, sorted(reported), n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else "see a run's metrics.json for the keys"
+        raise CompareError(f"{flag}: no run reports {key} ({hint})")
+
+
 def recorded_config(runs: list[Run], **overrides) -> CompareConfig:
     """The runs' recorded compare config with the command line's overrides (None = not given)."""
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -564,9 +576,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     try:
-        for text in args.constraint or []:
-            parse_constraint(text, "--constraint")  # a bad flag fails before any file is read
-        runs_cc = recorded_config(load_runs(args.paths), metric=args.metric, direction=args.direction,
+        limits = [parse_constraint(text, "--constraint") for text in args.constraint or []]  # before any file is read
+        runs = load_runs(args.paths)
+        if args.metric is not None:
+            check_reported(runs, args.metric, f"--metric {args.metric}")
+        for (key, _, _), text in zip(limits, args.constraint or []):
+            check_reported(runs, key, f"--constraint {text!r}")
+        runs_cc = recorded_config(runs, metric=args.metric, direction=args.direction,
                                   constraints=[] if args.no_constraints else args.constraint)
         compare(args.paths, args.out, runs_cc, plots=not args.no_plots)
     except (CompareError, ConfigError) as err:
