@@ -166,6 +166,20 @@ def test_failed_run_closes_wandb_as_failed(tmp_path, monkeypatch):
     assert exits == [1]
 
 
+def test_a_search_run_without_its_objective_fails_with_its_tracker_run(tmp_path):
+    """An Optuna job's run() is asked for objective.metric: without it the run fails, and its
+    W&B run closes as failed with the reason in its summary (it had closed as a success)."""
+    with pytest.raises(ConfigError, match=r"objective.metric: 'val/los' is not among this run's metrics \(did you "):
+        run(compose_cfg(*FAST, "logger=wandb", "logger.mode=offline", "eval.baseline=false",
+                        "eval.generate_examples=0"), tmp_path, required_metric="val/los")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["error"].startswith("objective.metric: 'val/los'")
+    run_file = next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    exits = [r.exit.exit_code for r in wandb_records.records(run_file) if r.WhichOneof("record_type") == "exit"]
+    summary = wandb_records.summary(run_file)
+    assert exits == [1] and summary["status"] == "failed" and summary["error"] == metrics["error"]
+
+
 RESUMABLE = (*FAST, "trainer.max_steps=8", "trainer.val_every_n_steps=2", "trainer.save_every_n_steps=3",
              "trainer.limit_val_batches=null", "eval.generate_examples=0", "eval.baseline=false")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import sys
@@ -14,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ccexp.config import ConfigError
+from ccexp.config import ConfigError, objective_missing
 
 # A wheel carries the configs inside the package; a source checkout keeps them in ./conf.
 _PACKAGED = Path(__file__).parent / "conf"
@@ -33,9 +32,13 @@ def main(cfg: DictConfig) -> Optional[float]:
     name = ",".join(hc.overrides.task) or "default"
     sweep = hc.mode == RunMode.MULTIRUN
     run_dir = Path(hc.runtime.output_dir)
+    # An Optuna search reads objective.metric: a run that lacks it fails (its W&B run too), so
+    # the trial is recorded as failed with the reason in the job's error.txt.
+    searched = sweep and "Optuna" in str(hc.sweeper.get("_target_", ""))
     try:
         # In a sweep every job shares one W&B group, named after its sweep dir.
-        metrics = run(cfg, run_dir, run_name=name, group=sweep_group(hc.sweep.dir) if sweep else None)
+        metrics = run(cfg, run_dir, run_name=name, group=sweep_group(hc.sweep.dir) if sweep else None,
+                      required_metric=cfg.objective.metric if searched else None)
     except Exception as err:  # noqa: BLE001 - recorded in the job dir; KeyboardInterrupt still stops all
         line = record_failure(run_dir, err)
         if sweep:  # one failed job must not stop the others; the sweep summary counts it
@@ -47,24 +50,13 @@ def main(cfg: DictConfig) -> Optional[float]:
         raise
     key = cfg.objective.metric
     if key not in metrics:  # a typo, or a metric this run does not compute: no value, ever
-        err = ConfigError(objective_missing(key, metrics))
-        if sweep and "Optuna" in str(hc.sweeper.get("_target_", "")):
-            # The search reads the value: the job counts as failed, with that line in its error.txt.
-            print(f"ccexp: error: {record_failure(run_dir, err)} (job {hc.job.num}, {run_dir})", file=sys.stderr)
-            return None
-        print(f"ccexp: warning: {err}", file=sys.stderr)  # nothing reads it: the run's results stand
+        # Nothing reads it (an Optuna job has failed in run() instead): the run's results stand.
+        print(f"ccexp: warning: {objective_missing(key, metrics)}", file=sys.stderr)
         return None
     value = metrics[key]
     # No value (NaN: a diverged run) is None: the Optuna sweeper records a failed trial and goes
     # on, where a NaN would stop it (optuna 2.10 refuses to tell a NaN).
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def objective_missing(key: str, metrics: dict) -> str:
-    numeric = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    close = difflib.get_close_matches(key, numeric, n=3)
-    hint = f"did you mean {' or '.join(close)}?" if close else "see the run's metrics.json for the keys"
-    return f"objective.metric: {key!r} is not among this run's metrics ({hint}); a sweep gets no value from it"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ What is judged comes from the runs' ``compare`` config (conf/compare/), or from 
 from __future__ import annotations
 
 import csv
-import difflib
 import math
 import operator
 import os
@@ -28,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ccexp.cli import OneLineParser, output_dir, read_json_object
-from ccexp.config import CompareConfig, ConfigError, parse_constraint
+from ccexp.config import CompareConfig, ConfigError, did_you_mean, numeric_keys, parse_constraint
 from ccexp.sweep import natural_key
 
 
@@ -504,11 +503,10 @@ def check_reported(runs: list[Run], key: str, flag: str) -> None:
     """A key typed on the command line that no run reports, finished or not, is a typo: one
     line with the nearest keys, not a report ranked by nothing or a limit left unchecked.
     (Recorded constraints a sweep's runs lack stay a "Not checked" note: the experiment chose them.)"""
-    reported = {k for r in runs for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    reported = {k for r in runs for k in numeric_keys(r.metrics)}
     if key not in reported:
-        close = difflib.get_close_matches(key, sorted(reported), n=3)
-        hint = f"did you mean {' or '.join(close)}?" if close else "see a run's metrics.json for the keys"
-        raise CompareError(f"{flag}: no run reports {key} ({hint})")
+        raise CompareError(f"{flag}: no run reports {key} "
+                           f"({did_you_mean(key, reported, 'see a run' + chr(39) + 's metrics.json for the keys')})")
 
 
 def recorded_config(runs: list[Run], **overrides) -> CompareConfig:

@@ -8,6 +8,7 @@ its schema (type errors come from OmegaConf) and returns a ``RunConfig``.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -527,3 +528,18 @@ def validate(cfg: DictConfig) -> RunConfig:
     _check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32, "seed",
            "an integer in [0, 2**32)", seed)
     return RunConfig(**groups, seed=seed, experiment_name=str(cfg.get("experiment_name", "default")))
+
+
+def did_you_mean(key: str, keys, otherwise: str) -> str:
+    """"did you mean val/loss?" with the keys nearest a mistyped one, else ``otherwise``."""
+    close = difflib.get_close_matches(key, sorted(keys), n=3)
+    return f"did you mean {' or '.join(close)}?" if close else otherwise
+
+
+def numeric_keys(metrics: dict) -> list[str]:
+    return [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def objective_missing(key: str, metrics: dict) -> str:
+    hint = did_you_mean(key, numeric_keys(metrics), "see the run's metrics.json for the keys")
+    return f"objective.metric: {key!r} is not among this run's metrics ({hint}); a sweep gets no value from it"

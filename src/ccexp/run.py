@@ -14,20 +14,22 @@ from omegaconf import DictConfig, OmegaConf
 from ccexp import resume
 from ccexp.backends import build_backend, resolve_backend
 from ccexp.backends.base import reset_peak_memory
-from ccexp.config import RunConfig, validate
+from ccexp.config import ConfigError, RunConfig, objective_missing, validate
 from ccexp.data import build_splits
 from ccexp.evaluate import evaluate
 from ccexp.models import resolve_model_dir
 from ccexp.report import print_summary
+from ccexp.sweep import one_line
 from ccexp.tracking import build_logger, finish_logger, log_adapter, log_predictions
 
 log = logging.getLogger("ccexp")
 
 
 def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | None = None,
-        adapter: Path | None = None) -> dict:
+        adapter: Path | None = None, required_metric: str | None = None) -> dict:
     """Train and evaluate one configuration; return its metrics (also written to run_dir).
-    With ``adapter`` (a saved adapter dir) nothing is trained: that adapter is evaluated."""
+    With ``adapter`` (a saved adapter dir) nothing is trained: that adapter is evaluated.
+    ``required_metric`` (what a search reads): a run without it fails, tracker run included."""
     start = time.perf_counter()
     rc: RunConfig = validate(cfg)  # every bad key fails here, before any model is loaded
     device = resolve_backend(rc.backend.name)
@@ -74,8 +76,10 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         metrics.update({
             "params/trainable": trainable, "params/total": total, "params/trainable_pct": 100.0 * trainable / total,
             "adapter/size_mb": adapter_size_mb(adapter_dir),
-            "status": "finished",
         })
+        if required_metric is not None and required_metric not in metrics:
+            raise ConfigError(objective_missing(required_metric, metrics))
+        metrics["status"] = "finished"
         with open(run_dir / "predictions.jsonl", "w") as f:
             for record in predictions:
                 f.write(json.dumps(record) + "\n")
@@ -83,6 +87,9 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         if adapter is None:
             log_adapter(logger, rc.logger, adapter_dir, run_name)
         return metrics
+    except Exception as err:
+        metrics["error"] = one_line(err)  # in the tracker's summary too
+        raise
     finally:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         finish_logger(logger, metrics, failed=metrics["status"] != "finished")

@@ -27,11 +27,16 @@ def sweep_group(sweep_dir: str) -> str:
     return "_".join(Path(sweep_dir).parts[-2:])
 
 
+def one_line(err: BaseException) -> str:
+    """An error as one line: a ConfigError's own words, else its type and first line."""
+    text = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}".rstrip(": ")
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def record_failure(job_dir: Path, err: BaseException) -> str:
     """Write error.txt and traceback.txt, mark metrics.json failed (creating it when the job
     died before run() wrote one); return the one-line error."""
-    text = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}".rstrip(": ")
-    line = text.splitlines()[0] if text else type(err).__name__
+    line = one_line(err)
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "error.txt").write_text(line + "\n")
     (job_dir / "traceback.txt").write_text("".join(traceback.format_exception(err)))

@@ -66,6 +66,8 @@ def finish_logger(logger: Optional[Any], metrics: dict[str, Any], failed: bool) 
         run = logger.experiment
         # null metrics (e.g. an MAE with no numeric answer) stay visible as null, as in metrics.json
         run.summary.update({**scalars, **{k: None for k, v in metrics.items() if v is None}})
+        if failed:  # why, next to the exit code
+            run.summary.update({"status": metrics.get("status", "failed"), "error": metrics.get("error", "")})
         run.finish(exit_code=1 if failed else 0)
     else:
         if scalars:  # at the last training step, after the curves (not at step 0)
