@@ -71,12 +71,12 @@ class Run:
     def error_sentence(self) -> str:
         return self.error.rstrip(". ")
 
-    def value(self, key: str) -> Optional[float]:
+    def value(self, key: str) -> Optional[float | int]:
         """The metric as a finite number, or None (missing, NaN, not a number)."""
         v = self.metrics.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return None
-        return float(v)
+        return v if isinstance(v, int) else float(v)  # counts stay counts: "14,336", not "14,336.0"
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ccexp.compare import Run, fmt
+from ccexp.compare import Run, column_label, fmt
 from ccexp.config import CompareConfig, parse_constraint
 
 FIELD_ACC = re.compile(r"^test/(?!task/)([^/]+)/acc$")  # test/<field>/acc, not test/task/<task>/acc
@@ -19,14 +19,19 @@ LATENCY_KEYS = ("test/latency/p50_s", "time/eval_s")  # first one reported wins
 
 
 def _label(run: Run, swept: list[str]) -> str:
-    values = [fmt(run.flat.get(k)) for k in swept]
+    """The run and its swept values; named ("lr=2.89e-04") when several keys are swept, where
+    bare numbers would not say which is which."""
+    if len(swept) > 1:  # method.name -> method, method.lr -> lr
+        values = [f"{column_label(k).rsplit('.', 1)[-1]}={fmt(run.flat.get(k))}" for k in swept]
+    else:
+        values = [fmt(run.flat.get(k)) for k in swept]
     return f"{run.name}: {' · '.join(values)}" if values else run.name
 
 
 def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # legends beside the axes included
 
 
 def field_accuracy(runs: list[Run], swept: list[str], path: Path) -> bool:
@@ -40,9 +45,11 @@ def field_accuracy(runs: list[Run], swept: list[str], path: Path) -> bool:
         xs = [j - 0.4 + width * (i + 0.5) for j in range(len(fields))]
         values = [run.value(f"test/{f}/acc") for f in fields]
         bars = ax.bar(xs, [math.nan if v is None else v for v in values], width, label=_label(run, swept))
-        ax.bar_label(bars, ["" if v is None else f"{v:.2f}" for v in values], fontsize=7)
+        # Upright labels over bars narrower than "0.00" run together: turned on their side there.
+        ax.bar_label(bars, ["" if v is None else f"{v:.2f}" for v in values], fontsize=7, padding=2,
+                     rotation=90 if len(runs) > 2 else 0)
     ax.set_xticks(range(len(fields)), fields, rotation=25, ha="right")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.12 if len(runs) > 2 else 1.05)
     ax.set_ylabel("accuracy on generated test answers")
     ax.set_title("Per-field accuracy (test); no bar = field not in the run's test set", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -58,12 +65,23 @@ def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -
         return False
     sizes = [r.value("adapter/size_mb") or 0.0 for r in points]
     biggest = max(sizes) or 1.0
-    fig = Figure(figsize=(6.5, 4.5))
+    fig = Figure(figsize=(9.5, 4.5))
     ax = fig.subplots()
     for i, (run, size) in enumerate(zip(points, sizes)):
-        ax.scatter(run.value(x_key), run.value(y_key), s=40 + 900 * math.sqrt(size / biggest), alpha=0.6)
-        ax.annotate(f"{_label(run, swept)}, {fmt(size)} MB", (run.value(x_key), run.value(y_key)),
-                    fontsize=8, xytext=(8, 8 - 14 * (i % 3)), textcoords="offset points")  # staggered: no overlap
+        # The point carries the run's name; what it ran with goes in the legend beside the axes,
+        # where long labels (a search's four parameters) do not squeeze the plot.
+        ax.scatter(run.value(x_key), run.value(y_key), s=40 + 900 * math.sqrt(size / biggest), alpha=0.6,
+                   label=f"{_label(run, swept)}, {fmt(size)} MB")
+        ax.annotate(run.name, (run.value(x_key), run.value(y_key)), fontsize=8,
+                    xytext=(8, 8 - 14 * (i % 3)), textcoords="offset points")  # staggered: no overlap
+    ax.margins(0.25)
+    # The margins give the labels room, but no latency is negative, and a rate stays in [0, 1].
+    ys = [r.value(y_key) for r in points]
+    x_low, x_high = ax.get_xlim()
+    ax.set_xlim(max(x_low, 0.0), x_high)
+    y_low, y_high = ax.get_ylim()
+    if all(0.0 <= y <= 1.0 for y in ys) and _is_rate(y_key):  # a little beyond: markers at 0 or 1 stay whole
+        ax.set_ylim(max(y_low, -0.03), min(y_high, 1.03))
     for text in cc.constraints:
         key, op, limit = parse_constraint(text)
         if key == x_key:
@@ -73,7 +91,9 @@ def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -
     ax.set_xlabel(f"{x_key} (lower is better)")
     ax.set_ylabel(f"{y_key} ({'higher' if cc.direction == 'maximize' else 'lower'} is better)")
     ax.set_title("Quality vs latency; marker area = adapter size")
-    ax.margins(0.25)
+    legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), markerscale=0.3)
+    for handle in legend.legend_handles:  # uniform legend markers: the area is the plot's to show
+        handle.set_sizes([30])
     _save(fig, path)
     return True
 
@@ -96,11 +116,20 @@ def training_curves(runs: list[Run], swept: list[str], path: Path) -> bool:
         ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o", label=_label(run, swept))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("validation loss (answer tokens)")
+    # Validation during training may score a subset (trainer.limit_val_batches); val/loss is the whole split.
+    limits = {run.flat.get("trainer.limit_val_batches") for run, _ in curves} - {None}
+    subset = f"; first {fmt(limits.pop())} batches" if len(limits) == 1 else "; a subset" if limits else ""
+    ax.set_ylabel(f"validation loss (answer tokens{subset})")
     ax.set_title("Training curves")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
     return True
+
+
+def _is_rate(key: str) -> bool:
+    """A share of answers (accuracy, JSON validity, F1, parse rate, BLEU/ROUGE): in [0, 1]."""
+    return key.rsplit("/", 1)[-1] in ("acc", "json_valid", "macro_f1", "parse_rate", "exact_match", "bleu",
+                                      "rougeL", "theme_coverage") or key.rsplit("/", 1)[-1].startswith("within_")
 
 
 def write_plots(runs: list[Run], out: Path, cc: CompareConfig, swept: list[str]) -> list[tuple[str, str]]:
