@@ -144,8 +144,8 @@ def test_all_failed_or_objective_missing_says_so(tmp_path):
 
 
 def test_killed_runs_are_listed_not_dropped(sweep):
-    """A run killed before it ended (metrics.json still says running, as run() writes it first),
-    or before run() began (a Hydra job dir with no metrics.json), is counted and named."""
+    """A run killed while training (metrics.json still says running, as run() writes it when
+    training starts), or before (a Hydra job dir with no metrics.json), is counted and named."""
     killed = make_run(sweep / "4", "lora", {})
     (killed / "metrics.json").write_text(json.dumps({"status": "running"}))
     early = make_run(sweep / "5", "lora", {})  # killed before run() wrote config.yaml and metrics.json
@@ -158,7 +158,7 @@ def test_killed_runs_are_listed_not_dropped(sweep):
     assert "3 runs did not finish and are excluded" in md
     assert ("- `4` (method=lora): it never ended (metrics.json still says running): killed, or still running"
             in md)
-    assert "- `5` (method=lora): no metrics.json: stopped (killed?) before the run began" in md
+    assert "- `5` (method=lora): no metrics.json: stopped before training began (killed while loading?)" in md
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):

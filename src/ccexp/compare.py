@@ -64,7 +64,7 @@ class Run:
         if self.status == "running":  # run() writes it first and replaces it when the run ends
             return "it never ended (metrics.json still says running): killed, or still running"
         if not (self.dir / "metrics.json").is_file():
-            return "no metrics.json: stopped (killed?) before the run began"
+            return "no metrics.json: stopped before training began (killed while loading?)"
         return str(self.metrics.get("error", "" if self.finished else "no error recorded"))
 
     @property

@@ -39,9 +39,6 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     reset_peak_memory()  # this run's own peak, not an earlier sweep job's in this process
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    # Replaced when the run ends, whichever way: a run killed (out of memory, a SLURM time
-    # limit, Ctrl-C twice) still says so to the comparison report.
-    (run_dir / "metrics.json").write_text(json.dumps({"status": "running"}))
 
     checkpoint = resume.prepare(rc, device, run_dir) if adapter is None else None
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
@@ -58,6 +55,10 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
                           OmegaConf.to_container(cfg, resolve=True), tags)
     metrics: dict = {"status": "failed"}
     try:
+        # Replaced when the run ends, whichever way: a run killed while training (out of memory,
+        # a SLURM time limit) still says so to the comparison report. A bad config stops
+        # before this, with no metrics at all.
+        (run_dir / "metrics.json").write_text(json.dumps({"status": "running"}))
         metrics["time/setup_s"] = time.perf_counter() - start
         if adapter is None:
             metrics.update(backend.fit(splits["train"], splits["val"], logger, run_dir, checkpoint))
