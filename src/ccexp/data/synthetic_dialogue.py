@@ -229,7 +229,10 @@ def _verification(d: _Dialogue) -> None:
 def _investigation(d: _Dialogue) -> None:
     """Troubleshooting exchanges with inefficiency turns and holds mixed in."""
     lat = d.lat
-    events = [("step", pair) for pair in ISSUES[lat.issue]["steps"][: lat.steps]]
+    # Which of the issue's checks this agent runs, in their usual order: the first ones every
+    # time made every call of an issue open its troubleshooting alike.
+    steps = ISSUES[lat.issue]["steps"]
+    events = [("step", steps[i]) for i in sorted(d.rng.sample(range(len(steps)), lat.steps))]
     extras = [("filler", d.rng.choice(P.FILLER)) for _ in range(lat.fillers)]
     extras += [("hold", minutes) for minutes in lat.holds]
     for event in extras:  # fillers and holds land between steps
