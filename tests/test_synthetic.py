@@ -305,3 +305,26 @@ def test_reply_predicts_a_hidden_mid_call_agent_turn(convs):
 def test_unknown_task_is_rejected(convs):
     with pytest.raises(ValueError, match="unknown task"):
         task_examples(convs[0], ["sentiment"])
+
+
+def test_a_variants_own_answers_replace_the_contradicting_ones(convs):
+    """"The internet is completely down" is never followed by a speed test's reading: a variant's
+    ``answers`` replace the issue's default replies that would contradict its problem."""
+    from ccexp.data.synthetic_issues import ISSUES
+
+    def fixed(text: str) -> str:  # its longest part without slots
+        return max((part.split("}")[-1].strip().lower() for part in text.split("{")), key=len)
+
+    checked = 0
+    for issue in ISSUES.values():
+        for variant in issue["variants"]:
+            for step, own in variant.get("answers", {}).items():
+                default = fixed(issue["steps"][step][1])
+                opens = [fixed(o) for o in variant["open"] if len(fixed(o)) >= 12]
+                assert len(default) >= 8 and opens, (variant["open"], step)
+                for c in convs:
+                    customer = " ".join(text.lower() for s, text in c.turns if s == "customer")
+                    if any(o in customer for o in opens):
+                        checked += 1
+                        assert default not in customer, (c.id, default)
+    assert checked > 50

@@ -232,7 +232,10 @@ def _investigation(d: _Dialogue) -> None:
     # Which of the issue's checks this agent runs, in their usual order: the first ones every
     # time made every call of an issue open its troubleshooting alike.
     steps = ISSUES[lat.issue]["steps"]
-    events = [("step", steps[i]) for i in sorted(d.rng.sample(range(len(steps)), lat.steps))]
+    # A variant answers some checks its own way ("it's completely down": no speed to read out).
+    answers = d.variant.get("answers", {})
+    events = [("step", (steps[i][0], answers.get(i, steps[i][1])))
+              for i in sorted(d.rng.sample(range(len(steps)), lat.steps))]
     extras = [("filler", d.rng.choice(P.FILLER)) for _ in range(lat.fillers)]
     extras += [("hold", minutes) for minutes in lat.holds]
     for event in extras:  # fillers and holds land between steps

@@ -8,7 +8,9 @@ Bank fields:
     team         specialist team a contact is transferred to when escalated
     variants     concrete problems; each keeps the customer's wording (open),
                  the clear explanation, and the fixes coherent with each other
-    steps        (agent, customer) investigation exchanges, in order
+    steps        (agent, customer) investigation exchanges, in order; a variant's
+                 ``answers`` (step index -> reply) override the replies that would
+                 contradict its problem ("completely down": no speed to read out)
     explain_bad  vague or jargon-heavy explanations (a coachable miss)
     next_steps   what happens after the contact
     secondary    the issue raised in passing, as a second topic
@@ -72,12 +74,14 @@ ISSUES: dict[str, dict] = {
                       "nothing will load, my laptop says connected but no internet."),
              "explain": "There's a fault at the street cabinet that serves your address. Your equipment is fine; the outage is on our side and it affects a few homes nearby.",
              "resolved": "The cabinet fault was just cleared by the field team, and your {device} is back online.",
-             "partially": "I've moved you to a backup connection so you're online, but it's slower until the cabinet is repaired."},
+             "partially": "I've moved you to a backup connection so you're online, but it's slower until the cabinet is repaired.",
+             "answers": {0: "just the red one, blinking. nothing else is lit.", 3: "I can't, nothing loads at all."}},
             {"open": ("I'm paying for {speed} but I'm getting maybe a tenth of that.",
                       "The speed is terrible, video calls freeze all the time and I pay for {speed}."),
              "explain": "Your {device} is running old firmware that caps the speed. I've pushed an update, and after it restarts you should get the full {speed}.",
              "resolved": "The update finished and the {device} reconnected at full speed.",
-             "partially": "The update helped, but the speed is still below {speed}, so the line needs a check."},
+             "partially": "The update helped, but the speed is still below {speed}, so the line needs a check.",
+             "answers": {0: "they're all green, it's connected, just slow."}},
         ),
         "steps": (
             ("Can you tell me what lights you see on the front of the {device}?",
@@ -162,7 +166,8 @@ ISSUES: dict[str, dict] = {
                       "I'd like to close my account, please, I'm moving abroad."),
              "explain": "Since you're moving somewhere we don't cover, the early termination fee is waived. You'd just need to return the {device} within 30 days.",
              "resolved": "The cancellation is processed for the end of the month, with the termination fee waived.",
-             "partially": "I've booked the cancellation, but I need proof of the new address before I can waive the fee."},
+             "partially": "I've booked the cancellation, but I need proof of the new address before I can waive the fee.",
+             "answers": {0: "Like I said, I'm moving, and you don't cover the new area."}},
             {"open": ("I need to cancel my {plan} subscription, it's just too expensive now.",
                       "I want to drop the {plan} part of my plan."),
              "explain": "Removing {plan} lowers your bill by {amount} a month, and the rest of your services stay exactly as they are.",
@@ -247,12 +252,14 @@ ISSUES: dict[str, dict] = {
                       "it says my {product} was delivered yesterday but I never got it."),
              "explain": "The driver's GPS shows it was left at the wrong house number. That isn't your mistake, and we'll treat the parcel as lost.",
              "resolved": "I've refunded the {product} in full, {amount}.",
-             "partially": "I've filed a lost-parcel claim, but the refund only goes through once {carrier} closes it."},
+             "partially": "I've filed a lost-parcel claim, but the refund only goes through once {carrier} closes it.",
+             "answers": {1: "it says delivered, yesterday afternoon."}},
             {"open": ("I only got half my order, the {product} is missing from the box.",
                       "The box arrived but the {product} wasn't in it."),
              "explain": "Your order was split into two shipments, and the {product} is in the second one, which leaves our warehouse tomorrow.",
              "resolved": "I've upgraded the second shipment to next-day delivery at no cost.",
-             "partially": "The second shipment is on its way, but the free gift from the offer is out of stock."},
+             "partially": "The second shipment is on its way, but the free gift from the offer is out of stock.",
+             "answers": {1: "it says delivered, and the box did come, just without the {product}.", 3: "There's nothing to check, the box came, the {product} just wasn't in it."}},
         ),
         "steps": (
             ("Can you confirm the order number for me?",
@@ -296,7 +303,8 @@ ISSUES: dict[str, dict] = {
                       "you only refunded part of what I paid for the {product}."),
              "explain": "You got {amount2} back because the shipping fee isn't refundable on change-of-mind returns. The difference was the shipping charge.",
              "resolved": "I've made an exception and refunded the shipping difference, so you've had the full {amount} back.",
-             "partially": "I've refunded half of the shipping difference as a goodwill gesture; the rest is non-refundable."},
+             "partially": "I've refunded half of the shipping difference as a goodwill gesture; the rest is non-refundable.",
+             "answers": {3: "Yes, but it was for {amount2}, not {amount}."}},
         ),
         "steps": (
             ("When did you send the item back or cancel?",
@@ -330,7 +338,8 @@ ISSUES: dict[str, dict] = {
                       "the {product} won't power on at all anymore."),
              "explain": "Since it won't start even after a reset, the power board has most likely failed. That's a manufacturing defect, not something you caused.",
              "resolved": "I've approved a free replacement {product}, and it ships today.",
-             "partially": "I've logged the warranty claim, but the manufacturer has to approve the replacement."},
+             "partially": "I've logged the warranty claim, but the manufacturer has to approve the replacement.",
+             "answers": {2: "Only a week ago, and it already stopped working."}},
             {"open": ("I've had the {product} for a month and the battery already won't hold a charge.",
                       "The {product} keeps turning itself off randomly."),
              "explain": "That's a known fault with the battery in one production batch. It's covered by the warranty, so a replacement costs you nothing.",
