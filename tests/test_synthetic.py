@@ -328,3 +328,20 @@ def test_a_variants_own_answers_replace_the_contradicting_ones(convs):
                         checked += 1
                         assert default not in customer, (c.id, default)
     assert checked > 50
+
+
+def test_a_second_issue_gets_its_own_answer(convs):
+    """The agent answers the second issue raised with what was done about it (that issue's
+    ``secondary_fix``), not one generic "that's handled too" after every one."""
+    from ccexp.data.synthetic_issues import ISSUES
+
+    def fixed(text: str) -> str:
+        return max((part.split("}")[-1].strip() for part in text.split("{")), key=len)
+
+    raised = [c for c in convs if c.latents["clean_labels"]["secondary_category"] is not None]
+    for c in raised:
+        bank = ISSUES[c.latents["clean_labels"]["secondary_category"]]
+        assert len(bank["secondary"]) == len(bank["secondary_fix"])
+        agent = " ".join(text for s, text in c.turns if s == "agent")
+        assert any(fixed(fix) in agent for fix in bank["secondary_fix"]), c.id
+    assert len(raised) > 100

@@ -14,6 +14,7 @@ Bank fields:
     explain_bad  vague or jargon-heavy explanations (a coachable miss)
     next_steps   what happens after the contact
     secondary    the issue raised in passing, as a second topic
+    secondary_fix  the agent's answer to each secondary line, in its order
 """
 
 ISSUES: dict[str, dict] = {
@@ -59,6 +60,11 @@ ISSUES: dict[str, dict] = {
         "secondary": (
             "my bill looked a bit off this month too, there's a {amount} charge I don't recognise.",
             "I think I was overcharged on my last bill as well.",
+        ),
+        # The agent's answer to each "secondary" line, in the same order.
+        "secondary_fix": (
+            "I've found that {amount} charge: a one-off late fee, and I've taken it off.",
+            "I've checked the last bill, and I've credited the overcharge back to the account.",
         ),
     },
     "internet_connectivity": {
@@ -108,6 +114,11 @@ ISSUES: dict[str, dict] = {
             "the internet has been dropping out now and then as well.",
             "my wifi has been really slow in the evenings too.",
         ),
+        # The agent's answer to each "secondary" line, in the same order.
+        "secondary_fix": (
+            "I've reset the line from our side as well; the drops should stop.",
+            "I've booked a line check for the evenings; you'll get a text with the time.",
+        ),
     },
     "account_access": {
         "complexity": 0.4,
@@ -152,6 +163,11 @@ ISSUES: dict[str, dict] = {
             "I also can't log in to {app} anymore.",
             "my password reset isn't working either.",
         ),
+        # The agent's answer to each "secondary" line, in the same order.
+        "secondary_fix": (
+            "I've sent a login link for {app} to the email on the account.",
+            "I've unlocked the account, so the password reset will go through now.",
+        ),
     },
     "cancellation": {
         "complexity": 0.35,
@@ -195,6 +211,11 @@ ISSUES: dict[str, dict] = {
             "I might also want to cancel one of my add-ons, the {plan} one.",
             "while I'm here, how do I cancel the extra line I'm not using?",
         ),
+        # The agent's answer to each "secondary" line, in the same order.
+        "secondary_fix": (
+            "I've removed the {plan} add-on; it won't be on your next bill.",
+            "I've cancelled the extra line from the end of this billing month.",
+        ),
     },
     "plan_upgrade": {
         "complexity": 0.3,
@@ -237,6 +258,11 @@ ISSUES: dict[str, dict] = {
         "secondary": (
             "I've been thinking about upgrading to {new_plan} too.",
             "can you tell me about the faster plans while I'm here?",
+        ),
+        # The agent's answer to each "secondary" line, in the same order.
+        "secondary_fix": (
+            "You can move to {new_plan} any time; I've emailed you today's price for it.",
+            "I've emailed you the faster plans, with today's prices.",
         ),
     },
     "delivery": {
@@ -284,6 +310,11 @@ ISSUES: dict[str, dict] = {
             "I'm also still waiting on a delivery, order {order}.",
             "my last order never showed up either.",
         ),
+        # The agent's answer to each "secondary" line, in the same order.
+        "secondary_fix": (
+            "Order {order} is out for delivery tomorrow, I've just checked.",
+            "That order was lost in transit, so I've sent a replacement free of charge.",
+        ),
     },
     "refund": {
         "complexity": 0.45,
@@ -328,6 +359,11 @@ ISSUES: dict[str, dict] = {
         "secondary": (
             "I'm also still waiting for a refund from last month.",
             "I never got the {amount} refund I was promised either.",
+        ),
+        # The agent's answer to each "secondary" line, in the same order.
+        "secondary_fix": (
+            "That refund was stuck in review; I've released it, and it reaches your card in five working days.",
+            "I've found the {amount} refund and pushed it through; it shows up within five working days.",
         ),
     },
     "product_defect": {
@@ -374,6 +410,11 @@ ISSUES: dict[str, dict] = {
             "my {product} has been acting up as well.",
             "the {product} I got from you isn't working right either.",
         ),
+        # The agent's answer to each "secondary" line, in the same order.
+        "secondary_fix": (
+            "I've logged a warranty claim for the {product}; the return label comes by email.",
+            "I've logged a warranty claim for the {product}, and the replacement ships this week.",
+        ),
     },
     "technical_setup": {
         "complexity": 0.65,
@@ -418,6 +459,11 @@ ISSUES: dict[str, dict] = {
             "I also need help setting up the new {device}.",
             "I can't figure out how to set up {app} either.",
         ),
+        # The agent's answer to each "secondary" line, in the same order.
+        "secondary_fix": (
+            "I've emailed you the setup steps for the {device}, with a video.",
+            "I've emailed you the {app} setup guide; it takes about five minutes.",
+        ),
     },
     "general_inquiry": {
         "complexity": 0.2,
@@ -459,6 +505,11 @@ ISSUES: dict[str, dict] = {
         "secondary": (
             "also, quick question, when does my contract end?",
             "I also wanted to ask about switching to paperless billing.",
+        ),
+        # The agent's answer to each "secondary" line, in the same order.
+        "secondary_fix": (
+            "Your contract ends in {month}; I'll put the date in the email I'm sending you.",
+            'Done, the account is on paperless billing from the next bill.',
         ),
     },
 }

@@ -122,11 +122,8 @@ CANCEL_THREAT = (
 SECONDARY_INTRO = (
     "Oh, and while I have you,", "One more thing,", "Also,", "Actually, before I forget,",
 )
-SECONDARY_ACK = (
-    "Sure, I've looked into that as well and it's taken care of.",
-    "Of course. I've checked that too, and I've made a note on the account for it.",
-    "Good you mentioned it. I've sorted that out while we were talking.",
-    "Let me check... okay, that second thing is handled now as well.",
+SECONDARY_ACK = (  # a lead-in; the issue's own secondary_fix says what was done
+    "Sure, let me look at that too.", "Of course.", "Good you mentioned it.", "Let me check... okay.", "",
 )
 
 # --- Agent: acknowledging the problem ---------------------------------------
