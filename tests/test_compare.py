@@ -211,14 +211,19 @@ def test_metric_flag_brings_its_direction(sweep, tmp_path, capsys):
 def test_flag_keys_no_run_reports_are_typos(sweep, capsys):
     """A typed key that no run reports stops with the nearest keys, not a report ranked by
     nothing or a limit left unchecked."""
-    for argv, error in ((["--metric", "val/los"], "--metric val/los: no run reports val/los (did you mean val/loss?)"),
+    for argv, error in ((["--metric", "val/los"], "--metric val/los: no finished run reports val/los (did you mean val/loss?)"),
                         (["--metric", "test/accc", "--direction", "maximize"],
-                         "--metric test/accc: no run reports test/accc (did you mean test/acc?)"),
+                         "--metric test/accc: no finished run reports test/accc (did you mean test/acc?)"),
                         (["--constraint", "test/latncy/p50_s<=0.01"],
-                         "--constraint 'test/latncy/p50_s<=0.01': no run reports test/latncy/p50_s (did you mean "
-                         "test/latency/p50_s?)")):
+                         "--constraint 'test/latncy/p50_s<=0.01': no finished run reports test/latncy/p50_s (did you "
+                         "mean test/latency/p50_s?)")):
         assert main([str(sweep), "--no-plots", *argv]) == 2
         assert capsys.readouterr().err == f"ccexp.compare: error: {error}\n"
+    # With no finished run there is no telling a typo: the report says why none finished.
+    for run in ("0", "1", "2"):
+        (sweep / run / "metrics.json").write_text(json.dumps({"status": "failed", "error": "ValueError: x"}))
+    assert main([str(sweep), "--no-plots", "--metric", "val/loss"]) == 0
+    assert "No recommendation: all 4 runs failed." in (sweep / "compare.md").read_text()
 
 
 def test_fields_inside_a_swept_group_are_not_axes(tmp_path):

@@ -135,3 +135,14 @@ def test_fp16_autocast_is_refused_on_cpu():
 def test_seed_from_the_environment(monkeypatch):
     monkeypatch.setenv("CCEXP_TEST_SEED", "7")  # ${oc.env:...} resolves to text
     assert validate(compose_cfg("seed=${oc.env:CCEXP_TEST_SEED}")).seed == 7
+
+
+def test_groups_interpolate_each_other_and_escapes_stay_text():
+    """A group may name another's value (compare.metric: ${objective.metric}); text that
+    escapes \\${...} keeps it as text; an interpolation that fails names its key once."""
+    rc = validate(compose_cfg("objective.metric=val/ppl", "compare.metric=${objective.metric}",
+                              "data=csv", "data.instruction=Cost \\${price} for the ${.task_name}"))
+    assert rc.compare.metric == "val/ppl" and rc.data.instruction == "Cost ${price} for the intent"
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg("compare.metric=${objective.metirc}"))
+    assert str(err.value) == "compare.metric: Interpolation key 'objective.metirc' not found"

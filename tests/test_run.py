@@ -174,6 +174,7 @@ def test_a_search_run_without_its_objective_fails_with_its_tracker_run(tmp_path)
                         "eval.generate_examples=0"), tmp_path, required_metric="val/los")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "failed" and metrics["error"].startswith("objective.metric: 'val/los'")
+    assert (tmp_path / "predictions.jsonl").is_file()  # what it generated is kept
     run_file = next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     exits = [r.exit.exit_code for r in wandb_records.records(run_file) if r.WhichOneof("record_type") == "exit"]
     summary = wandb_records.summary(run_file)

@@ -500,13 +500,15 @@ def recorded_compare_config(runs: list[Run], given: Sequence[str] = ()) -> dict:
 
 
 def check_reported(runs: list[Run], key: str, flag: str) -> None:
-    """A key typed on the command line that no run reports, finished or not, is a typo: one
-    line with the nearest keys, not a report ranked by nothing or a limit left unchecked.
+    """A key typed on the command line that no finished run has, even as null, is a typo: one
+    line with the nearest keys, not a report ranked by nothing or a limit left unchecked. With
+    no finished run there is nothing to tell a typo by, and the report says why none finished.
     (Recorded constraints a sweep's runs lack stay a "Not checked" note: the experiment chose them.)"""
-    reported = {k for r in runs for k in numeric_keys(r.metrics)}
-    if key not in reported:
-        raise CompareError(f"{flag}: no run reports {key} "
-                           f"({did_you_mean(key, reported, 'see a run' + chr(39) + 's metrics.json for the keys')})")
+    finished = [r for r in runs if r.finished]
+    if finished and not any(key in r.metrics for r in finished):
+        reported = {k for r in finished for k in numeric_keys(r.metrics)}
+        hint = did_you_mean(key, reported, "see a run's metrics.json for the keys")
+        raise CompareError(f"{flag}: no finished run reports {key} ({hint})")
 
 
 def recorded_config(runs: list[Run], **overrides) -> CompareConfig:

@@ -504,6 +504,17 @@ _SCHEMAS = {
 }
 
 
+def _literal(value: Any) -> Any:
+    """Resolved values, escaped again: text that held an escaped ``\\${...}`` (an instruction
+    that mentions ``${price}``) resolves to ``${...}``, which the schema merge would read as an
+    interpolation once more."""
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    return value.replace("${", "\\${") if isinstance(value, str) else value
+
+
 def validate(cfg: DictConfig) -> RunConfig:
     """Check every group against its schema; raise ConfigError naming the first bad key."""
     groups = {}
@@ -514,13 +525,16 @@ def validate(cfg: DictConfig) -> RunConfig:
         try:
             # Resolved where it sits, so a group may interpolate another (compare.metric:
             # ${objective.metric}); merged on its own, the node would have lost its root.
-            node = OmegaConf.to_container(cfg[name], resolve=True) if isinstance(cfg[name], DictConfig) else cfg[name]
+            node = cfg[name]
+            if isinstance(node, DictConfig):
+                node = _literal(OmegaConf.to_container(node, resolve=True))
             merged = OmegaConf.merge(OmegaConf.structured(schema), node)
             groups[name] = OmegaConf.to_object(merged)
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None) or "?"
             msg = str(err).splitlines()[0]
-            raise ConfigError(f"{name}.{key}: {msg}") from None
+            # Errors raised while resolving in place name the key from the root already.
+            raise ConfigError(f"{key if key.startswith(name + '.') else f'{name}.{key}'}: {msg}") from None
     seed = cfg.get("seed", 42)
     if isinstance(seed, str) and seed.strip().isdigit():  # ${oc.env:SEED} resolves to text
         seed = int(seed)

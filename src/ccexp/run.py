@@ -78,12 +78,12 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
             "params/trainable": trainable, "params/total": total, "params/trainable_pct": 100.0 * trainable / total,
             "adapter/size_mb": adapter_size_mb(adapter_dir),
         })
+        with open(run_dir / "predictions.jsonl", "w") as f:  # kept whatever follows
+            for record in predictions:
+                f.write(json.dumps(record) + "\n")
         if required_metric is not None and required_metric not in metrics:
             raise ConfigError(objective_missing(required_metric, metrics))
         metrics["status"] = "finished"
-        with open(run_dir / "predictions.jsonl", "w") as f:
-            for record in predictions:
-                f.write(json.dumps(record) + "\n")
         log_predictions(logger, predictions)
         if adapter is None:
             log_adapter(logger, rc.logger, adapter_dir, run_name)

@@ -139,6 +139,8 @@ class _KeyedDropout(nn.Dropout):
 @functools.lru_cache(maxsize=None)
 def _checkpointed_class(cls: type) -> type:
     def __call__(self, *args, **kwargs):
+        if not self.training:  # validation inside the training loop: nothing to recompute, no key to draw
+            return cls.__call__(self, *args, **kwargs)
         dropouts = [m for _, m in self.named_modules() if isinstance(m, _KeyedDropout)]
 
         def block(params, key, *args, **kwargs):  # the trainable parameters as inputs: their gradients flow
@@ -152,7 +154,9 @@ def _checkpointed_class(cls: type) -> type:
                 for dropout in dropouts:
                     object.__setattr__(dropout, "key", None)
 
-        # A key (two uint32s) drawn from the global stream, which moves on as for any draw.
+        # The block's masks come from this key, an input of the checkpointed function, so the
+        # backward's recomputation draws them again; drawing it moves the global stream on, so
+        # the next block's masks differ.
         key = mx.random.randint(0, 2**31, (2,), dtype=mx.uint32)
         return mx.checkpoint(block)(self.trainable_parameters(), key, *args, **kwargs)
 

@@ -413,7 +413,7 @@ ISSUES: dict[str, dict] = {
         # The agent's answer to each "secondary" line, in the same order.
         "secondary_fix": (
             "I've logged a warranty claim for the {product}; the return label comes by email.",
-            "I've logged a warranty claim for the {product}, and the replacement ships this week.",
+            "The replacement {product} ships this week; I've put it through as a warranty claim.",
         ),
     },
     "technical_setup": {
