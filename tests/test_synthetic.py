@@ -307,20 +307,23 @@ def test_unknown_task_is_rejected(convs):
         task_examples(convs[0], ["sentiment"])
 
 
+def _slot_free(text: str) -> str:
+    """A template's longest part without {slots}: what every rendering of it contains."""
+    return max((part.split("}")[-1].strip() for part in text.split("{")), key=len)
+
+
 def test_a_variants_own_answers_replace_the_contradicting_ones(convs):
     """"The internet is completely down" is never followed by a speed test's reading: a variant's
     ``answers`` replace the issue's default replies that would contradict its problem."""
     from ccexp.data.synthetic_issues import ISSUES
 
-    def fixed(text: str) -> str:  # its longest part without slots
-        return max((part.split("}")[-1].strip().lower() for part in text.split("{")), key=len)
 
     checked = 0
     for issue in ISSUES.values():
         for variant in issue["variants"]:
             for step, own in variant.get("answers", {}).items():
-                default = fixed(issue["steps"][step][1])
-                opens = [fixed(o) for o in variant["open"] if len(fixed(o)) >= 12]
+                default = _slot_free(issue["steps"][step][1]).lower()
+                opens = [_slot_free(o).lower() for o in variant["open"] if len(_slot_free(o)) >= 12]
                 assert len(default) >= 8 and opens, (variant["open"], step)
                 for c in convs:
                     customer = " ".join(text.lower() for s, text in c.turns if s == "customer")
@@ -331,21 +334,18 @@ def test_a_variants_own_answers_replace_the_contradicting_ones(convs):
 
 
 def test_a_second_issue_gets_its_own_answer(convs):
-    """The agent answers the second issue raised with what was done about it (that issue's
-    ``secondary_fix``), not one generic "that's handled too" after every one."""
+    """The agent answers the second issue raised with what was done about it (the answer paired
+    with that line in the issue's ``secondary``), not one generic "that's handled too" after
+    every one."""
     from ccexp.data.synthetic_issues import ISSUES
-
-    def fixed(text: str) -> str:
-        return max((part.split("}")[-1].strip() for part in text.split("{")), key=len)
 
     raised = [c for c in convs if c.latents["clean_labels"]["secondary_category"] is not None]
     for c in raised:
-        bank = ISSUES[c.latents["clean_labels"]["secondary_category"]]
-        assert len(bank["secondary"]) == len(bank["secondary_fix"])
-        [(turn, answer)] = [(t, i) for t, (side, text) in enumerate(c.turns) for i, fix in enumerate(bank["secondary_fix"])
-                            if side == "agent" and fixed(fix) in text]
+        pairs = ISSUES[c.latents["clean_labels"]["secondary_category"]]["secondary"]
+        [(turn, answer)] = [(t, i) for t, (side, text) in enumerate(c.turns) for i, (_, fix) in enumerate(pairs)
+                            if side == "agent" and _slot_free(fix) in text]
         # The customer's turn before it raised that line (its words: speech adds fillers).
         said = set(re.findall(r"[a-z']+", c.turns[turn - 1][1].lower()))
-        overlap = [len(set(re.findall(r"[a-z']+", fixed(line).lower())) & said) for line in bank["secondary"]]
+        overlap = [len(set(re.findall(r"[a-z']+", _slot_free(line).lower())) & said) for line, _ in pairs]
         assert overlap[answer] == max(overlap) > min(overlap), (c.id, overlap, answer)
     assert len(raised) > 100

@@ -292,11 +292,10 @@ def _secondary(d: _Dialogue) -> None:
     if d.returning:  # back from hold before the customer speaks again
         d.agent(d.returning)
         d.returning = ""
-    bank = ISSUES[d.lat.secondary]
     # The agent answers what was raised: a generic "that's handled too" had followed every one.
-    i = d.rng.randrange(len(bank["secondary"]))
-    d.customer(d.pick(P.SECONDARY_INTRO), bank["secondary"][i].format_map(d.slots))
-    d.agent(d.pick(P.SECONDARY_ACK), bank["secondary_fix"][i].format_map(d.slots))
+    raised, fix = d.rng.choice(ISSUES[d.lat.secondary]["secondary"])
+    d.customer(d.pick(P.SECONDARY_INTRO), raised.format_map(d.slots))
+    d.agent(d.pick(P.SECONDARY_ACK), fix.format_map(d.slots))
 
 
 def _wrap_up(d: _Dialogue, csat: int) -> None:

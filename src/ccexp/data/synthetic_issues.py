@@ -13,8 +13,8 @@ Bank fields:
                  contradict its problem ("completely down": no speed to read out)
     explain_bad  vague or jargon-heavy explanations (a coachable miss)
     next_steps   what happens after the contact
-    secondary    the issue raised in passing, as a second topic
-    secondary_fix  the agent's answer to each secondary line, in its order
+    secondary    the issue raised in passing, as a second topic: (the customer's
+                 line, the agent's answer saying what was done about it)
 """
 
 ISSUES: dict[str, dict] = {
@@ -57,14 +57,11 @@ ISSUES: dict[str, dict] = {
             "You'll get an updated statement by email within two business days.",
             "The credit shows up on your {next_month} bill, and you don't need to do anything else.",
         ),
-        "secondary": (
-            "my bill looked a bit off this month too, there's a {amount} charge I don't recognise.",
-            "I think I was overcharged on my last bill as well.",
-        ),
-        # The agent's answer to each "secondary" line, in the same order.
-        "secondary_fix": (
-            "I've found that {amount} charge: a one-off late fee, and I've taken it off.",
-            "I've checked the last bill, and I've credited the overcharge back to the account.",
+        "secondary": (  # (what the customer raises, what the agent did about it)
+            ("my bill looked a bit off this month too, there's a {amount} charge I don't recognise.",
+             "I've found that {amount} charge: a one-off late fee, and I've taken it off."),
+            ("I think I was overcharged on my last bill as well.",
+             "I've checked the last bill, and I've credited the overcharge back to the account."),
         ),
     },
     "internet_connectivity": {
@@ -110,14 +107,11 @@ ISSUES: dict[str, dict] = {
             "A technician is booked for {date} between eight and twelve; you'll get a text the day before.",
             "If it drops again in the next 48 hours, reply to the text we send with reference {ref}.",
         ),
-        "secondary": (
-            "the internet has been dropping out now and then as well.",
-            "my wifi has been really slow in the evenings too.",
-        ),
-        # The agent's answer to each "secondary" line, in the same order.
-        "secondary_fix": (
-            "I've reset the line from our side as well; the drops should stop.",
-            "I've booked a line check for the evenings; you'll get a text with the time.",
+        "secondary": (  # (what the customer raises, what the agent did about it)
+            ("the internet has been dropping out now and then as well.",
+             "I've reset the line from our side as well; the drops should stop."),
+            ("my wifi has been really slow in the evenings too.",
+             "I've booked a line check for the evenings; you'll get a text with the time."),
         ),
     },
     "account_access": {
@@ -159,14 +153,11 @@ ISSUES: dict[str, dict] = {
             "Check your inbox for the reset email; the link is valid for 24 hours.",
             "If the code doesn't arrive within ten minutes, use the 'try another way' option on the login page.",
         ),
-        "secondary": (
-            "I also can't log in to {app} anymore.",
-            "my password reset isn't working either.",
-        ),
-        # The agent's answer to each "secondary" line, in the same order.
-        "secondary_fix": (
-            "I've sent a login link for {app} to the email on the account.",
-            "I've unlocked the account, so the password reset will go through now.",
+        "secondary": (  # (what the customer raises, what the agent did about it)
+            ("I also can't log in to {app} anymore.",
+             "I've sent a login link for {app} to the email on the account."),
+            ("my password reset isn't working either.",
+             "I've unlocked the account, so the password reset will go through now."),
         ),
     },
     "cancellation": {
@@ -207,14 +198,11 @@ ISSUES: dict[str, dict] = {
             "You'll get a prepaid box for the {device} within five days; just drop it at any post office.",
             "A cancellation confirmation with reference {ref} is on its way to your email.",
         ),
-        "secondary": (
-            "I might also want to cancel one of my add-ons, the {plan} one.",
-            "while I'm here, how do I cancel the extra line I'm not using?",
-        ),
-        # The agent's answer to each "secondary" line, in the same order.
-        "secondary_fix": (
-            "I've removed the {plan} add-on; it won't be on your next bill.",
-            "I've cancelled the extra line from the end of this billing month.",
+        "secondary": (  # (what the customer raises, what the agent did about it)
+            ("I might also want to cancel one of my add-ons, the {plan} one.",
+             "I've removed the {plan} add-on; it won't be on your next bill."),
+            ("while I'm here, how do I cancel the extra line I'm not using?",
+             "I've cancelled the extra line from the end of this billing month."),
         ),
     },
     "plan_upgrade": {
@@ -255,14 +243,11 @@ ISSUES: dict[str, dict] = {
             "You'll receive an email confirming the change within the hour.",
             "Your next bill will show the new monthly price, with a small prorated amount for this month.",
         ),
-        "secondary": (
-            "I've been thinking about upgrading to {new_plan} too.",
-            "can you tell me about the faster plans while I'm here?",
-        ),
-        # The agent's answer to each "secondary" line, in the same order.
-        "secondary_fix": (
-            "You can move to {new_plan} any time; I've emailed you today's price for it.",
-            "I've emailed you the faster plans, with today's prices.",
+        "secondary": (  # (what the customer raises, what the agent did about it)
+            ("I've been thinking about upgrading to {new_plan} too.",
+             "You can move to {new_plan} any time; I've emailed you today's price for it."),
+            ("can you tell me about the faster plans while I'm here?",
+             "I've emailed you the faster plans, with today's prices."),
         ),
     },
     "delivery": {
@@ -306,14 +291,11 @@ ISSUES: dict[str, dict] = {
             "You'll get new tracking details by email within a few hours.",
             "{carrier} will update us within 48 hours, and we'll email you either way.",
         ),
-        "secondary": (
-            "I'm also still waiting on a delivery, order {order}.",
-            "my last order never showed up either.",
-        ),
-        # The agent's answer to each "secondary" line, in the same order.
-        "secondary_fix": (
-            "Order {order} is out for delivery tomorrow, I've just checked.",
-            "That order was lost in transit, so I've sent a replacement free of charge.",
+        "secondary": (  # (what the customer raises, what the agent did about it)
+            ("I'm also still waiting on a delivery, order {order}.",
+             "Order {order} is out for delivery tomorrow, I've just checked."),
+            ("my last order never showed up either.",
+             "That order was lost in transit, so I've sent a replacement free of charge."),
         ),
     },
     "refund": {
@@ -356,14 +338,11 @@ ISSUES: dict[str, dict] = {
             "Allow five to seven business days for it to appear on your card statement.",
             "You'll get a refund confirmation email with reference {ref} today.",
         ),
-        "secondary": (
-            "I'm also still waiting for a refund from last month.",
-            "I never got the {amount} refund I was promised either.",
-        ),
-        # The agent's answer to each "secondary" line, in the same order.
-        "secondary_fix": (
-            "That refund was stuck in review; I've released it, and it reaches your card in five working days.",
-            "I've found the {amount} refund and pushed it through; it shows up within five working days.",
+        "secondary": (  # (what the customer raises, what the agent did about it)
+            ("I'm also still waiting for a refund from last month.",
+             "That refund was stuck in review; I've released it, and it reaches your card in five working days."),
+            ("I never got the {amount} refund I was promised either.",
+             "I've found the {amount} refund and pushed it through; it shows up within five working days."),
         ),
     },
     "product_defect": {
@@ -406,14 +385,11 @@ ISSUES: dict[str, dict] = {
             "You'll get a prepaid return label by email; please send the old unit within 14 days.",
             "Tracking for the new one will be emailed to you, and it should arrive by {date}.",
         ),
-        "secondary": (
-            "my {product} has been acting up as well.",
-            "the {product} I got from you isn't working right either.",
-        ),
-        # The agent's answer to each "secondary" line, in the same order.
-        "secondary_fix": (
-            "I've logged a warranty claim for the {product}; the return label comes by email.",
-            "The replacement {product} ships this week; I've put it through as a warranty claim.",
+        "secondary": (  # (what the customer raises, what the agent did about it)
+            ("my {product} has been acting up as well.",
+             "I've logged a warranty claim for the {product}; the return label comes by email."),
+            ("the {product} I got from you isn't working right either.",
+             "The replacement {product} ships this week; I've put it through as a warranty claim."),
         ),
     },
     "technical_setup": {
@@ -455,14 +431,11 @@ ISSUES: dict[str, dict] = {
             "I'm emailing you the quick-start guide with the steps we just did.",
             "If the {device} goes offline, hold the reset button for ten seconds and run the app setup again.",
         ),
-        "secondary": (
-            "I also need help setting up the new {device}.",
-            "I can't figure out how to set up {app} either.",
-        ),
-        # The agent's answer to each "secondary" line, in the same order.
-        "secondary_fix": (
-            "I've emailed you the setup steps for the {device}, with a video.",
-            "I've emailed you the {app} setup guide; it takes about five minutes.",
+        "secondary": (  # (what the customer raises, what the agent did about it)
+            ("I also need help setting up the new {device}.",
+             "I've emailed you the setup steps for the {device}, with a video."),
+            ("I can't figure out how to set up {app} either.",
+             "I've emailed you the {app} setup guide; it takes about five minutes."),
         ),
     },
     "general_inquiry": {
@@ -502,14 +475,11 @@ ISSUES: dict[str, dict] = {
             "You'll get a confirmation text in a few minutes.",
             "I'll email you a summary of what we discussed, with reference {ref}.",
         ),
-        "secondary": (
-            "also, quick question, when does my contract end?",
-            "I also wanted to ask about switching to paperless billing.",
-        ),
-        # The agent's answer to each "secondary" line, in the same order.
-        "secondary_fix": (
-            "Your contract ends in {month}; I'll put the date in the email I'm sending you.",
-            'Done, the account is on paperless billing from the next bill.',
+        "secondary": (  # (what the customer raises, what the agent did about it)
+            ("also, quick question, when does my contract end?",
+             "Your contract ends in {month}; I'll put the date in the email I'm sending you."),
+            ("I also wanted to ask about switching to paperless billing.",
+             'Done, the account is on paperless billing from the next bill.'),
         ),
     },
 }

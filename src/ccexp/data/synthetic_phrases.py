@@ -122,7 +122,7 @@ CANCEL_THREAT = (
 SECONDARY_INTRO = (
     "Oh, and while I have you,", "One more thing,", "Also,", "Actually, before I forget,",
 )
-SECONDARY_ACK = (  # a lead-in; the issue's own secondary_fix says what was done
+SECONDARY_ACK = (  # a lead-in; the issue's own secondary answer says what was done
     "Sure, let me look at that too.", "Of course.", "Good you mentioned it.", "Let me check... okay.", "",
 )
 
