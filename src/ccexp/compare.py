@@ -223,8 +223,7 @@ def higher_is_better(key: str) -> Optional[bool]:
 
 
 def headline_columns(runs: list[Run], patterns: Sequence[str]) -> list[str]:
-    present = sorted({k for r in runs for k, v in r.metrics.items()
-                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    present = sorted({k for r in runs for k in numeric_keys(r.metrics)})
     columns: list[str] = []
     for pattern in patterns:
         # A pattern's matches leave out the answer counts (".../answers"): sizes, not scores.

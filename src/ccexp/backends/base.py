@@ -7,6 +7,7 @@ the base model, for the baseline). Scoring, metrics and files are the caller's b
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 from dataclasses import dataclass
@@ -14,13 +15,13 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 
-def reset_peak_memory() -> bool:
+def reset_peak_memory() -> None:
     """Start the peak-memory counters afresh, so a run reports its own peak. Hydra's basic
     launcher runs a sweep's jobs one after another in one process, where VmHWM (and a GPU's
     peak) would carry every earlier job's peak: a sweep's memory column only ever rose, in job
     order. The freed memory of earlier jobs is handed back first (collected, then glibc's free
-    pages returned), so the new peak starts near what the process still holds. False where
-    the resident-set peak cannot be reset (not Linux: ru_maxrss only grows)."""
+    pages returned), so the new peak starts near what the process still holds. Off Linux the
+    resident-set peak cannot be reset (ru_maxrss only grows)."""
     import gc
 
     gc.collect()
@@ -31,12 +32,9 @@ def reset_peak_memory() -> bool:
     mlx = sys.modules.get("mlx.core")
     if mlx is not None:
         mlx.reset_peak_memory()
-    try:
+    with contextlib.suppress(OSError):
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # 5: reset the peak RSS (VmHWM) to the current RSS (proc(5))
-        return True
-    except OSError:
-        return False
 
 
 def glibc_call(function: str, *args: int) -> bool:
