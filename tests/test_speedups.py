@@ -347,3 +347,83 @@ def test_release_freed_memory_sets_glibcs_threshold_in_its_own_process():
     code = "from ccexp.backends.speedups import release_freed_memory as r; print(r())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ("True" if sys.platform == "linux" else "False")
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_freed_memory_is_kept_for_the_next_tensors_unless_released(tmp_path, keep):
+    """A CPU backend keeps freed heap memory for reuse (``keep_freed_memory``): a prompt pass's
+    layers free and allocate tensors of a few MB each, and must not fault their pages in again
+    layer after layer. With ``backend.release_freed_memory`` every big tensor gets pages of its
+    own, which do fault. In a child: the settings are per process."""
+    import subprocess
+    import sys
+
+    code = f"""
+import resource, torch
+from conftest import FAST, compose_cfg
+from ccexp.backends.lightning import TorchBackend
+from ccexp.config import validate
+from ccexp.models import resolve_model_dir
+rc = validate(compose_cfg(*FAST, "backend=cpu", "backend.release_freed_memory={str(not keep).lower()}"))
+TorchBackend(rc, "cpu", resolve_model_dir(rc.model))
+def layer():  # transient tensors of 8 MB, all freed before the next layer
+    x = torch.ones(2 << 20)
+    return float(torch.softmax((x * 2) + x, 0)[0])
+for _ in range(3):
+    layer()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    layer()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    if sys.platform != "linux":
+        pytest.skip("glibc's malloc settings")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=__import__("pathlib").Path(__file__).parent).stdout.strip().splitlines()[-1]
+    faults = int(out)
+    assert faults < 100 if keep else faults > 10 * 2048  # each layer's 32 MB is 8,192 pages
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_amx_inference_takes_the_fused_kernel_with_the_same_result(monkeypatch, amx):
+    """Where the fused kernel is the faster for inference (bf16 on AMX; forced here for float64),
+    a packed row, a prompt suffix over a cached prefix and a decode step with padding all go to
+    SDPA, with the explicit kernel's results; with a gradient the explicit kernel stays."""
+    from ccexp.backends import attention
+
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    calls = []
+    for name in ("explicit_attention", "_rows_forward"):
+        original = getattr(attention, name)
+        monkeypatch.setattr(attention, name, lambda *a, _f=original, _n=name, **kw: calls.append(_n) or _f(*a, **kw))
+    monkeypatch.setattr(attention, "DECODE_MAX_QUERIES", 4)
+    q, k, v = _qkv(2, 6, 2, 9, 14)
+    suffix_mask = torch.ones(14, 14, dtype=torch.bool).tril()[None, None, 5:].repeat(2, 1, 1, 1)
+    suffix_mask[0, ..., :7] = False
+    step_mask = torch.ones(2, 1, 1, 14, dtype=torch.bool)
+    step_mask[0, ..., :4] = False
+    pq, pk, pv = _qkv(1, 6, 2, 17, 17)
+
+    def outputs():
+        with torch.no_grad():
+            packed = attention.attend(pq, pk, pv, 0.3, [attention.Segment(0, 0, 5, 0, 5),
+                                                        attention.Segment(0, 5, 11, 5, 11, 5),
+                                                        attention.Segment(0, 11, 17, 11, 17, 5)])
+            suffix, _ = attention.varlen_attention_forward(module, q, k, v, suffix_mask, scaling=0.3)
+            step, _ = attention.varlen_attention_forward(module, q[:, :, -1:], k, v, step_mask, scaling=0.3)
+        return packed, suffix[:, 2:], step
+
+    explicit = outputs()
+    assert calls == ["_rows_forward", "_rows_forward", "explicit_attention"]
+    calls.clear()
+    monkeypatch.setattr(attention, "_cpu_has_amx", lambda: amx)
+    assert attention.fused_inference(torch.bfloat16) is amx and not attention.fused_inference(torch.float32)
+    monkeypatch.setattr(attention, "fused_inference", lambda dtype: amx)
+    fused = outputs()
+    assert calls == ([] if amx else ["_rows_forward", "_rows_forward", "explicit_attention"])
+    for got, want in zip(fused, explicit):
+        assert torch.allclose(got, want, atol=1e-12)
+    gq, gk, gv = _qkv(1, 6, 2, 7, 7, grad=True)
+    attention.attend(gq, gk, gv, 0.3, [attention.Segment(0, 0, 7, 0, 7)]).sum().backward()
+    assert calls[-1] == "_rows_forward" and gq.grad is not None

@@ -158,7 +158,9 @@ class BackendConfig:
     release_freed_memory: bool = False
     """cpu, glibc: allocations of 256 KB and more get pages of their own, returned to the OS when
     freed, so peak RSS follows live tensors instead of heap fragmentation (a QLoRA step: ~2.9 GB
-    -> ~1 GB); costs page faults, so training is slower."""
+    -> ~1 GB); costs page faults, so training is slower. false (default) = the opposite: up to
+    256 MB freed at the heap's top is kept for the next tensors (prompt passes fault no pages
+    in again)."""
     fuse: bool = False
     """mlx: also write the adapter merged into the base, a plain mlx-lm model in <run dir>/fused."""
     draft_tokens: int = 10

@@ -33,6 +33,10 @@ their memory stays linear in L):
 - decode steps (a few new queries against the KV cache, no gradient): the same explicit
   matmuls with the cache's padding mask; the fused kernel spends ~0.6 ms per call on a single
   query, ~17 ms of a 55 ms SmolLM2 decode step.
+
+Where the CPU has AMX tiles, its fused kernel runs its products on them in bf16 and is the
+faster one for inference (prompt passes and decode steps, ``fused_inference``); training keeps
+the explicit kernel there too, as the fused kernel's backward is the slower one.
 """
 
 from __future__ import annotations
@@ -68,6 +72,32 @@ BLOCK_ROWS = 256
 FP32_BLOCK_ROWS = 64
 # Most new tokens per row that the explicit decode path takes (decode steps are 1).
 DECODE_MAX_QUERIES = 16
+
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_has_amx() -> bool:
+    is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent from older builds
+    return bool(is_amx and is_amx())
+
+
+def fused_inference(dtype: torch.dtype) -> bool:
+    """Whether inference on the CPU (no gradient: generation, validation) takes the fused SDPA
+    kernel instead of the explicit one: in bf16 on CPUs with AMX tiles, where the flash kernel's
+    products run on the tiles. On a 2-core Xeon with AMX, SmolLM2's shapes: a 735-token row's
+    attention forward 4.0 → 2.0 ms, a 527-token prompt suffix over 918 keys 3.8 → 2.1 ms; in the
+    model, a prompt pass 20% faster and an 11-token decode step over ~920 cached keys 49 → 38 ms
+    (a batch-of-8 step 69 → 47 ms). Its backward is the slower one there (forward + backward of
+    the 735-token row 9.7 vs 16.0 ms; a packed 4-example row 40 vs 92 ms), so training keeps the
+    explicit kernel. Without AMX (AVX512-BF16 or AVX2 EPYCs) the flash kernel runs at ~40 GFLOP/s
+    against ~350 for a plain matmul, and the explicit kernel serves everything."""
+    return dtype == torch.bfloat16 and _cpu_has_amx()
+
+
+def _compute_dtype(query: torch.Tensor) -> torch.dtype:
+    """The dtype attention computes in: under CPU autocast, the autocast dtype."""
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+
 
 # The model builds one mask per forward and hands the same tensor to every layer, so the
 # pattern check runs once per forward, not once per layer.
@@ -115,6 +145,9 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
     if query.device.type == "cpu" and q_len < k_len and q_len <= DECODE_MAX_QUERIES and not torch.is_grad_enabled():
         mask = decode_mask(attention_mask, q_len, k_len)
         if mask is not False:
+            if fused_inference(_compute_dtype(query)):
+                return torch.nn.functional.scaled_dot_product_attention(
+                    query, key, value, attn_mask=mask, scale=scaling, enable_gqa=True).transpose(1, 2), None
             return explicit_attention(query, key, value, scaling, mask), None
     starts = left_pad_starts(attention_mask, q_len, k_len)
     if starts is None and attention_mask is None and 1 < q_len == k_len and getattr(module, "is_causal", True):
@@ -159,9 +192,12 @@ def packed_attention(query, key, value, scaling: float, prefix: int, lengths: Se
 def attend(query, key, value, scaling: float, segments: Sequence[Segment]) -> torch.Tensor:
     """Causal attention of each segment's queries -> [B, q_len, heads, dim] (zeros for queries no
     segment covers: pad positions, which no real token reads). On the CPU the explicit kernel
-    (``ExplicitRows``), unless a segment has more than ``EXPLICIT_MAX_LEN`` keys; else fused
-    SDPA per segment."""
-    if query.device.type == "cpu" and all(s.shared + s.k_end - s.k_start <= EXPLICIT_MAX_LEN for s in segments):
+    (``ExplicitRows``), unless a segment has more than ``EXPLICIT_MAX_LEN`` keys or this is
+    inference where the fused kernel is the faster (``fused_inference``); else fused SDPA per
+    segment."""
+    explicit = all(s.shared + s.k_end - s.k_start <= EXPLICIT_MAX_LEN for s in segments) and (
+        torch.is_grad_enabled() or not fused_inference(_compute_dtype(query)))
+    if query.device.type == "cpu" and explicit:
         return explicit_rows(query, key, value, scaling, segments)
     out = query.new_zeros(query.shape[0], query.shape[2], query.shape[1], value.shape[-1])
     groups = query.shape[1] // key.shape[1]
@@ -181,7 +217,7 @@ def explicit_rows(query, key, value, scaling: float, segments: Sequence[Segment]
     """``ExplicitRows`` in the compute dtype: under CPU autocast, the autocast dtype (scores in
     bf16, as HF's eager attention has them), and autocast off inside, so that the backward,
     which runs outside autocast, computes in the same dtype."""
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+    dtype = _compute_dtype(query)
     query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
     with torch.autocast("cpu", enabled=False):
         if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):

@@ -114,8 +114,8 @@ class TorchBackend:
         self.name, self.cfg, self.device = device, cfg, device
         self.precision = resolve_precision(cfg.backend.precision, device)
         self.autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.precision)
-        if cfg.backend.release_freed_memory and device == "cpu":
-            speedups.release_freed_memory()  # before the weights load, so they are not on the heap
+        if device == "cpu":  # before the weights load, so they are where the setting puts them
+            (speedups.release_freed_memory if cfg.backend.release_freed_memory else speedups.keep_freed_memory)()
         self.tokenizer = load_tokenizer(model_dir)
         spec = METHODS[cfg.method.name](cfg.method, cfg.model, str(model_dir), self.autocast_dtype or torch.float32)
         dtype = resolve_base_dtype(cfg.backend.base_dtype, self.precision)
