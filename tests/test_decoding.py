@@ -90,12 +90,18 @@ def test_batched_decode_equals_generate(model, share):
     assert greedy_decode_batch(model, prompts, 0, EOS)[0] == [[], [], []]
 
 
-def test_batched_decode_computes_each_shared_start_once(model, monkeypatch):
-    """Prompts as an evaluation batch has them: one system prompt, two task instructions two
-    prompts each, and a prompt of a third task. Every start is computed once (a prefix tree),
-    and the answers are still generate's."""
+@pytest.mark.parametrize("attention", ["varlen", "sdpa"])
+def test_batched_decode_computes_the_shared_start_once(tiny_dir, attention, monkeypatch):
+    """Prompts as a mixed batch has them: one system prompt, two task instructions two prompts
+    each, and a prompt of a third task; the answers are generate's either way. With ccexp's
+    attention, one packed prompt pass: the system prompt once, then each prompt's remainder
+    (its instruction included). With another attention, a prefix tree: every start once, a
+    pass per node."""
     from ccexp.backends import decoding
+    from ccexp.models import load_model
 
+    model = load_model(tiny_dir, torch.float32, attention=attention).eval()
+    model.generation_config.pad_token_id = 0
     g = torch.Generator().manual_seed(7)
 
     def tokens(n: int) -> list[int]:
@@ -113,9 +119,10 @@ def test_batched_decode_computes_each_shared_start_once(model, monkeypatch):
     got, _ = greedy_decode_batch(model, prompts, 8, EOS)
     assert got == expected
     prompt_passes = [shape[1] for shape in computed if shape[0] == 1]
-    # The system prompt, each instruction, then each prompt's own tokens (the lone prompt: all after the system prompt).
-    assert sum(prompt_passes) == 30 + (20 + 9 + 4) + (18 + 6 + 11) + 7
-    assert sorted(prompt_passes) == sorted([30, 20, 9, 4, 18, 6, 11, 7])
+    if attention == "varlen":
+        assert prompt_passes == [30 + sum(len(p) - 30 for p in prompts)]
+    else:  # the system prompt, each instruction, then each prompt's own tokens (the lone prompt: all after the system prompt)
+        assert sorted(prompt_passes) == sorted([30, 20, 9, 4, 18, 6, 11, 7])
 
 
 def test_prefix_cache_is_per_key_and_cleared():
