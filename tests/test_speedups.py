@@ -381,7 +381,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=__import__("pathlib").Path(__file__).parent).stdout.strip().splitlines()[-1]
     faults = int(out)
-    assert faults < 100 if keep else faults > 10 * 2048  # each layer's 32 MB is 8,192 pages
+    # Each layer's 32 MB is 8,192 pages: released (or with glibc's own thresholds) 61–82k faults in 10 layers. Kept,
+    # 0 but for an occasional 8 MB block that another thread's allocation moved (2,048 in some layers of some runs).
+    assert faults < 2 * 8192 if keep else faults > 4 * 8192, faults
 
 
 @pytest.mark.parametrize("amx", [True, False])
