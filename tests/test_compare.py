@@ -307,6 +307,17 @@ def test_a_field_rate_counts_the_answers_that_ask_for_it(tmp_path):
     assert "test/issue_category/answers" not in md.split("## Runs")[1].splitlines()[2]  # a size, not a column
 
 
+def test_the_valid_json_rate_counts_the_json_answers(tmp_path):
+    """Reply drafts are free text: 15 of 18 answers are JSON, so one moves the rate by 1/15."""
+    root = tmp_path / "sweep"
+    for run, method, rate in (("0", "lora", 0.8), ("1", "prompt_tuning", 0.6)):
+        make_run(root / run, method, {"test/json_valid": rate, "test/json/answers": 15, "test/generated": 18,
+                                      "test/acc": 0.5}, compare={**COMPARE, "constraints": []})
+    assert main([str(root), "--no-plots", "--metric", "test/json_valid"]) == 0
+    assert ("test/json_valid comes from 15 test answers of JSON tasks per run: one answer moves it by 0.067 or "
+            "more.") in (root / "compare.md").read_text()
+
+
 def test_a_finished_run_without_the_metric_is_named(tmp_path):
     root = tmp_path / "sweep"
     make_run(root / "0", "lora", {"test/acc": float("nan"), "val/loss": 1.0}, compare={**COMPARE, "constraints": []})

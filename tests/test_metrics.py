@@ -51,7 +51,7 @@ def test_numeric_fields_get_bands_mae_and_parse_rate():
     assert m["test/quality_score/mae"] == pytest.approx((10 + 20) / 2)  # over the two numbers given
     assert m["test/quality_score/parse_rate"] == 0.5
     assert m["test/effectiveness/parse_rate"] == 0.75
-    assert m["test/json_valid"] == 0.75
+    assert m["test/json_valid"] == 0.75 and m["test/json/answers"] == 4
     assert m["test/generated"] == 4
     csat = _records("csat", {"csat": 3}, ['{"csat": 3}', '{"csat": 4}', '{"csat": 3.5}'], cfg)
     m = summarize(csat, "test/", cfg)

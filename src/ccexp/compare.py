@@ -356,7 +356,11 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
 def _answers_behind(run: Run, metric: str) -> tuple[int | None, str]:
     """How many generated answers a rate is over, and what they are: test/acc all of them (the
     test split can hold fewer than eval.generate_examples asks for); a field's or a task's rate
-    only the answers that ask for it (``.../answers``, e.g. 3 of 18 for one task of six)."""
+    only the answers that ask for it (``.../answers``, e.g. 3 of 18 for one task of six); the
+    valid-JSON rate the answers of JSON tasks (``test/json/answers``: reply drafts are free text)."""
+    if metric == "test/json_valid":
+        n = run.value("test/json/answers")
+        return (int(n), "test answers of JSON tasks") if n else (None, "")
     if metric == "test/acc":
         n = run.value("test/generated")
         n = int(n) if n is not None else run.flat.get("eval.generate_examples")

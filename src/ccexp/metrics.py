@@ -112,6 +112,7 @@ def summarize(records: list[dict], prefix: str, cfg: EvalConfig) -> dict[str, fl
     json_records = [r for r in records if r["task"] not in FREE_TEXT_TASKS]
     if json_records:
         metrics[f"{prefix}json_valid"] = sum(r["json_valid"] for r in json_records) / len(json_records)
+        metrics[f"{prefix}json/answers"] = len(json_records)  # what the rate is over: free-text answers are not
     for name, rows in sorted(_field_values(records).items()):
         for key, value in _field_metrics(name, rows, cfg).items():
             metrics[f"{prefix}{name}/{key}"] = value
