@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, compose_cfg
-from torchmetrics.functional.text import bleu_score
+from torchmetrics.functional.text import sacre_bleu_score
 
 from ccexp.backends.base import Generation
 from ccexp.config import validate
@@ -74,7 +74,8 @@ def _recompute(records: list[dict], bands: dict[str, float]) -> dict[str, float]
         f1s.append(2 * tp / (2 * tp + fp + fn))
     out["issue_category/macro_f1"] = sum(f1s) / len(f1s)
     replies = [r for r in records if r["task"] == "reply"]
-    out["reply/bleu"] = float(bleu_score([r["raw"] for r in replies], [[r["reference"]["reply"]] for r in replies]))
+    out["reply/bleu"] = float(sacre_bleu_score([r["raw"] for r in replies], [[r["reference"]["reply"]] for r in replies],
+                                               tokenize="13a"))
     out["reply/exact_match"] = sum(r["raw"] == r["reference"]["reply"] for r in replies) / len(replies)
     return out
 

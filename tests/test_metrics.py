@@ -90,6 +90,17 @@ def test_coaching_gets_text_scores_and_theme_coverage():
     assert 0 < m["test/coaching/rougeL"] < 1 and 0 <= m["test/coaching/bleu"] <= 1
 
 
+def test_bleu_is_sacrebleus_with_punctuation_split_off():
+    """The BLEU users compare against (sacreBLEU, 13a): a reply that differs from its reference
+    in punctuation only keeps its words; on whitespace tokens "John." and "John" would differ."""
+    from torchmetrics.functional.text import bleu_score, sacre_bleu_score
+
+    pred, ref = "Thanks, John. I have reset your password.", "Thanks John. I have reset your password!"
+    got = text_scores([ref], [pred])["bleu"]
+    assert got == pytest.approx(float(sacre_bleu_score([pred], [[ref]], tokenize="13a")))
+    assert got > float(bleu_score([pred], [[ref]])) + 0.03
+
+
 def test_reply_gets_bleu_rouge_and_exact_match():
     cfg = EvalConfig()
     recs = _records("reply", {"reply": "I have reset your router for you."},

@@ -10,7 +10,7 @@ Every key is flat and prefixed (``test/``, ``baseline/test/``):
 - text (reply, and coaching rendered as its themes): ``bleu``, ``rougeL``, ``exact_match``;
   coaching also ``theme_coverage``;
 - ``task/<task>/acc`` (every field right) and ``acc`` (mean over tasks).
-BLEU and ROUGE-L come from torchmetrics.
+BLEU (sacreBLEU's 13a tokenization) and ROUGE-L come from torchmetrics.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 from torchmetrics.functional.classification import multiclass_f1_score
-from torchmetrics.functional.text import bleu_score, rouge_score
+from torchmetrics.functional.text import rouge_score, sacre_bleu_score
 
 from ccexp.config import EvalConfig
 from ccexp.data.tasks import FREE_TEXT_TASKS
@@ -47,11 +47,13 @@ def macro_f1(references: Sequence[str], predictions: Sequence[str]) -> float:
 
 
 def text_scores(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    """Corpus BLEU-4 (Papineni; torchmetrics gives 0 when no 4-gram matches anywhere in the
-    corpus), mean per-answer ROUGE-L F1, and whitespace-normalised exact match."""
+    """Corpus BLEU-4 as sacreBLEU reports it (its ``13a`` tokenization: punctuation split off the
+    words, so "way." and "way!" share the word; torchmetrics' plain ``bleu_score`` splits on
+    whitespace only; 0 when no 4-gram matches anywhere in the corpus), mean per-answer ROUGE-L
+    F1, and whitespace-normalised exact match."""
     norm = [" ".join(p.split()) for p in predictions], [" ".join(r.split()) for r in references]
     return {
-        "bleu": float(bleu_score(list(predictions), [[r] for r in references], n_gram=4)),
+        "bleu": float(sacre_bleu_score(list(predictions), [[r] for r in references], n_gram=4, tokenize="13a")),
         "rougeL": float(rouge_score(list(predictions), list(references), rouge_keys=("rougeL",))["rougeL_fmeasure"]),
         "exact_match": sum(p == r for p, r in zip(*norm)) / len(references),
     }
