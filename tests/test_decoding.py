@@ -251,3 +251,16 @@ def test_generation_prompts_are_cut_as_in_training(monkeypatch):
     backend.generate([prompt], 12)
     full = backend.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
     assert len(full) > 63 and seen[0] == list(full[-63:])
+
+
+def test_prompt_learning_models_keep_the_prefix_tree(model):
+    """peft's prompt tuning puts virtual tokens before the row that a packed pass's segments
+    would not cover: such a model is never packed (ccexp evaluates it with generate anyway)."""
+    import copy
+
+    from peft import PromptTuningConfig, get_peft_model
+
+    from ccexp.backends import decoding
+
+    tuned = get_peft_model(copy.deepcopy(model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    assert decoding._packs_prompts(model) and not decoding._packs_prompts(tuned)

@@ -429,3 +429,40 @@ def test_amx_inference_takes_the_fused_kernel_with_the_same_result(monkeypatch, 
     gq, gk, gv = _qkv(1, 6, 2, 7, 7, grad=True)
     attention.attend(gq, gk, gv, 0.3, [attention.Segment(0, 0, 7, 0, 7)]).sum().backward()
     assert calls[-1] == "_rows_forward" and gq.grad is not None
+
+
+@pytest.mark.skipif(not __import__("ccexp.backends.attention", fromlist=["x"])._cpu_has_amx(),
+                    reason="the fused kernel serves inference only where the CPU has AMX")
+@pytest.mark.parametrize("autocast", [True, False])
+def test_fused_inference_in_bf16_is_close_to_the_explicit_kernel(monkeypatch, autocast):
+    """The real condition on an AMX CPU: bf16 (fp32 inputs under bf16 autocast, or bf16 inputs),
+    peaked scores (64-wide heads, unit-variance q/k). A packed row, a prompt suffix over a cached
+    prefix with padding and a padded decode step through the fused kernel stay within bf16
+    rounding of the explicit kernel's outputs."""
+    from ccexp.backends import attention
+
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    monkeypatch.setattr(attention, "DECODE_MAX_QUERIES", 4)
+    g = torch.Generator().manual_seed(3)
+    dtype = torch.float32 if autocast else torch.bfloat16
+    make = lambda b, h, n: torch.randn(b, h, n, 64, generator=g).to(dtype)  # noqa: E731
+    q, k, v = make(2, 6, 9), make(2, 2, 14), make(2, 2, 14)
+    pq, pk, pv = make(1, 6, 40), make(1, 2, 40), make(1, 2, 40)
+    suffix_mask = torch.ones(14, 14, dtype=torch.bool).tril()[None, None, 5:].repeat(2, 1, 1, 1)
+    suffix_mask[0, ..., :7] = False
+    step_mask = torch.ones(2, 1, 1, 14, dtype=torch.bool)
+    step_mask[0, ..., :4] = False
+    segments = [attention.Segment(0, 0, 10, 0, 10), attention.Segment(0, 10, 25, 10, 25, 10),
+                attention.Segment(0, 25, 40, 25, 40, 10)]
+
+    def outputs(fused: bool):
+        monkeypatch.setattr(attention, "fused_inference", lambda d: fused and d == torch.bfloat16)
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            packed = attention.attend(pq, pk, pv, 0.125, segments)
+            suffix, _ = attention.varlen_attention_forward(module, q, k, v, suffix_mask, scaling=0.125)
+            step, _ = attention.varlen_attention_forward(module, q[:, :, -1:], k, v, step_mask, scaling=0.125)
+        return packed, suffix[:, 2:], step
+
+    for got, want in zip(outputs(True), outputs(False)):
+        assert torch.allclose(got.float(), want.float(), atol=0.03, rtol=0.02)

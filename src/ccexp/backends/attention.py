@@ -78,7 +78,8 @@ DECODE_MAX_QUERIES = 16
 @functools.lru_cache(maxsize=None)
 def _cpu_has_amx() -> bool:
     is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent from older builds
-    return bool(is_amx and is_amx())
+    # The fused decode step shares K/V across query groups with SDPA's enable_gqa (torch 2.5+).
+    return bool(is_amx and is_amx()) and torch.torch_version.TorchVersion(torch.__version__) >= (2, 5)
 
 
 def fused_inference(dtype: torch.dtype) -> bool:
@@ -146,6 +147,9 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
         mask = decode_mask(attention_mask, q_len, k_len)
         if mask is not False:
             if fused_inference(_compute_dtype(query)):
+                # Unlike the explicit kernel's masked_fill, SDPA's boolean mask does not hide a
+                # non-finite key at a masked position; ccexp's loops pad keys/values with zeros,
+                # and a padded prompt pass writes zeros for its pad queries (``attend``).
                 return torch.nn.functional.scaled_dot_product_attention(
                     query, key, value, attn_mask=mask, scale=scaling, enable_gqa=True).transpose(1, 2), None
             return explicit_attention(query, key, value, scaling, mask), None

@@ -21,7 +21,8 @@ concatenates, which copies every layer's whole cache on every step.
 Several prompts at once (``greedy_decode_batch``, no drafts: rows would accept different
 numbers): one prompt pass over a packed row, the start all of them share once (the system
 prompt; in an evaluation batch, one task's instruction too), then each prompt's own tokens,
-unpadded; only the decode steps are batched.
+unpadded (with another attention than ccexp's, a pass per node of a prefix tree over the
+prompts); only the decode steps are batched.
 """
 
 from __future__ import annotations
@@ -281,9 +282,13 @@ def _packed_prompt_pass(net, prompts: Sequence[Sequence[int]], share_prefix: boo
 
 
 def _packs_prompts(net) -> bool:
-    """One packed prompt pass needs ccexp's attention (it reads ``attention.SEGMENTS``) and
-    full attention in every layer (a sliding window would see across prompts' positions)."""
+    """One packed prompt pass needs ccexp's attention (it reads ``attention.SEGMENTS``), full
+    attention in every layer (the packed kernel knows no window, and a sliding layer's cache
+    would keep only the row's last window, not each prompt's positions), and the row as given
+    (peft's prompt learning adds virtual tokens the segments do not cover)."""
+    peft_config = getattr(net, "active_peft_config", None)
     return (getattr(net.config, "_attn_implementation", None) == attention.NAME
+            and not (peft_config is not None and peft_config.is_prompt_learning)
             and not any(layer.is_sliding for layer in DynamicCache(config=net.config).layers))
 
 
