@@ -74,7 +74,6 @@ FP32_BLOCK_ROWS = 64
 DECODE_MAX_QUERIES = 16
 
 
-
 @functools.lru_cache(maxsize=None)
 def _cpu_has_amx() -> bool:
     is_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent from older builds
@@ -199,9 +198,8 @@ def attend(query, key, value, scaling: float, segments: Sequence[Segment]) -> to
     (``ExplicitRows``), unless a segment has more than ``EXPLICIT_MAX_LEN`` keys or this is
     inference where the fused kernel is the faster (``fused_inference``); else fused SDPA per
     segment."""
-    explicit = all(s.shared + s.k_end - s.k_start <= EXPLICIT_MAX_LEN for s in segments) and (
-        torch.is_grad_enabled() or not fused_inference(_compute_dtype(query)))
-    if query.device.type == "cpu" and explicit:
+    if (query.device.type == "cpu" and all(s.shared + s.k_end - s.k_start <= EXPLICIT_MAX_LEN for s in segments)
+            and (torch.is_grad_enabled() or not fused_inference(_compute_dtype(query)))):
         return explicit_rows(query, key, value, scaling, segments)
     out = query.new_zeros(query.shape[0], query.shape[2], query.shape[1], value.shape[-1])
     groups = query.shape[1] // key.shape[1]

@@ -281,14 +281,19 @@ def _packed_prompt_pass(net, prompts: Sequence[Sequence[int]], share_prefix: boo
     return layers, list(logits)
 
 
+def prompt_learning(net) -> bool:
+    """Whether ``net`` is a peft prompt-learning model (prompt tuning): peft puts its virtual
+    tokens before each row, so it takes neither packed rows nor ccexp's own decoding loops."""
+    peft_config = getattr(net, "active_peft_config", None)
+    return peft_config is not None and peft_config.is_prompt_learning
+
+
 def _packs_prompts(net) -> bool:
     """One packed prompt pass needs ccexp's attention (it reads ``attention.SEGMENTS``), full
     attention in every layer (the packed kernel knows no window, and a sliding layer's cache
     would keep only the row's last window, not each prompt's positions), and the row as given
-    (peft's prompt learning adds virtual tokens the segments do not cover)."""
-    peft_config = getattr(net, "active_peft_config", None)
-    return (getattr(net.config, "_attn_implementation", None) == attention.NAME
-            and not (peft_config is not None and peft_config.is_prompt_learning)
+    (no virtual tokens the segments would not cover)."""
+    return (getattr(net.config, "_attn_implementation", None) == attention.NAME and not prompt_learning(net)
             and not any(layer.is_sliding for layer in DynamicCache(config=net.config).layers))
 
 

@@ -77,8 +77,7 @@ def packing_applies(cfg: RunConfig, model) -> bool:
     """Whether training and validation batches are packed rows (``backend.packing``). Prompt
     tuning keeps padded rows: peft puts its virtual tokens before each row and drops position
     ids. A model the packed attention would get wrong is refused in one line."""
-    peft_config = getattr(model, "active_peft_config", None)
-    if not cfg.backend.packing or (peft_config is not None and peft_config.is_prompt_learning):
+    if not cfg.backend.packing or decoding.prompt_learning(model):
         return False
     config = model.config
     window = getattr(config, "sliding_window", None)
@@ -279,8 +278,7 @@ class TorchBackend:
     def _own_decoding(self, net) -> bool:
         """ccexp's greedy loops (``backends/decoding.py``) for everything but prompt tuning,
         which keeps ``generate``: peft adds the virtual tokens to the first step only there."""
-        config = getattr(net, "active_peft_config", None)
-        return not (config is not None and config.is_prompt_learning)
+        return not decoding.prompt_learning(net)
 
     def _generate(self, net, ids: list[list[int]], max_new_tokens: int) -> tuple[list[list[int]], float]:
         """transformers' generate on a left-padded batch: (answers up to EOS, seconds to first token)."""
