@@ -41,6 +41,11 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir, capsys, monkeypa
     # The same batches for ccexp and the bare loop; HF's random batches cover the same examples' tokens.
     assert training["ccexp"]["step_tokens"] == training["bare_loop"]["step_tokens"]
     assert sum(training["ccexp"]["step_tokens"]) == sum(training["hf_trainer"]["step_tokens"])
+    # The bench's few steps stand for a long run's steady state: norms and MLPs compiled on both
+    # ccexp sides, as backend.compile=auto compiles a run long enough to pay (where g++ is found).
+    from ccexp.backends.speedups import cpp_compiler
+
+    assert training["ccexp"]["compiled"] is training["bare_loop"]["compiled"] is (cpp_compiler() is not None)
     # In turns, one optimizer step each, so drift of the machine's speed hits every side alike.
     assert training["turns"] == ["ccexp", "bare_loop", "hf_trainer"] * 3
     assert results["machine"]["cpu_isa"] and isinstance(results["machine"]["cpu_bf16"], bool)
@@ -87,6 +92,7 @@ def test_bench_parts_and_method(tmp_path, tiny_dir):
     assert results["args"]["method"] == "qlora"
     sides = [results["training"][side] for side in ("ccexp", "bare_loop", "hf_trainer")]
     assert [side["base_weights"] for side in sides] == ["4-bit"] * 3
+    assert not sides[0]["compiled"] and not sides[1]["compiled"]  # 4-bit bases stay eager, as auto leaves them
     assert all(math.isfinite(side["val_loss"]) for side in sides)
     assert list(results["seconds"]) == ["training", "total"]
     ours, bare, hf = sides

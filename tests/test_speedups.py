@@ -466,3 +466,90 @@ def test_fused_inference_in_bf16_is_close_to_the_explicit_kernel(monkeypatch, au
 
     for got, want in zip(outputs(True), outputs(False)):
         assert torch.allclose(got.float(), want.float(), atol=0.03, rtol=0.02)
+
+
+needs_cxx = pytest.mark.skipif(__import__("ccexp.backends.speedups", fromlist=["x"]).cpp_compiler() is None,
+                               reason="torch.compile's CPU code needs a C++ compiler")
+
+
+@needs_cxx
+def test_compiled_norms_and_mlps_keep_the_loss_curve(tmp_path):
+    """backend.compile=true: inductor's fused RMS norms and SwiGLU against the eager modules, on
+    the same packed batches with the same dropout masks."""
+    eager = run(compose_cfg(*QUIET, "trainer.max_steps=6", "backend.compile=false"), tmp_path / "eager")
+    compiled = run(compose_cfg(*QUIET, "trainer.max_steps=6", "backend.compile=true"), tmp_path / "compiled")
+    assert eager["train/compiled"] == 0.0 and compiled["train/compiled"] == 1.0
+    curves = [[h["val_loss"] for h in r["train/val_history"]] for r in (eager, compiled)]
+    assert len(curves[1]) == 6 and curves[1] == pytest.approx(curves[0], rel=2e-3)  # bf16: fused vs stepwise rounding
+
+
+def test_compiled_modules_keep_their_own_forward_without_grad(tiny_dir):
+    """Evaluation and generation (no grad) run the eager forward: the same logits, bit for bit,
+    and nothing compiled; with autograd on, the compiled one runs."""
+    from ccexp.backends import speedups
+    from ccexp.models import load_model
+
+    model = load_model(tiny_dir, torch.float32).eval()
+    ids = torch.randint(5, 1000, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    layers = model.config.num_hidden_layers
+    assert speedups.compile_for_training(model) == 3 * layers + 1  # two norms and the MLP per layer, the final norm
+    assert speedups.compile_for_training(model) == 0  # not wrapped twice
+    calls = []
+    for module in model.modules():
+        if isinstance(module.forward, speedups.TrainingCompiled):
+            wrapped = module.forward
+
+            def record(*args, _eager=wrapped.eager, **kwargs):
+                calls.append(1)
+                return _eager(*args, **kwargs)
+
+            wrapped.compiled = record
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, before)
+    assert not calls
+    model(input_ids=ids).logits.sum().backward()
+    assert len(calls) == 3 * layers + 1
+
+
+def _backend(*overrides):
+    from ccexp.backends.lightning import TorchBackend
+    from ccexp.config import validate
+    from ccexp.models import resolve_model_dir
+
+    rc = validate(compose_cfg(*FAST, "backend=cpu", *overrides))
+    return TorchBackend(rc, "cpu", resolve_model_dir(rc.model))
+
+
+def test_compile_auto_waits_for_runs_long_enough_to_pay(monkeypatch):
+    from ccexp.backends import speedups
+
+    compiled = []
+    monkeypatch.setattr(speedups, "compile_for_training", lambda model: compiled.append(model))
+    monkeypatch.setattr(speedups, "cpp_compiler", lambda: "g++")
+    backend = _backend()  # backend.compile=auto
+    assert not backend.compile_for_training(speedups.COMPILE_MIN_STEPS - 1) and not compiled
+    assert backend.compile_for_training(speedups.COMPILE_MIN_STEPS) and compiled == [backend.model]
+    assert _backend("backend.compile=true").compile_for_training(1)
+    assert not _backend("backend.compile=false").compile_for_training(10_000)
+    monkeypatch.setattr(speedups, "cpp_compiler", lambda: None)
+    assert not backend.compile_for_training(10_000)  # auto: no compiler, no compiling
+
+
+def test_compile_auto_leaves_4bit_bases_eager(monkeypatch):
+    from ccexp.backends import speedups
+
+    monkeypatch.setattr(speedups, "cpp_compiler", lambda: "g++")
+    assert not _backend("method=qlora").compile_for_training(10_000)
+
+
+def test_compile_settings_are_checked_in_one_line(monkeypatch):
+    from ccexp.backends import speedups
+    from ccexp.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=r"^backend.compile: expected auto, true or false"):
+        validate(compose_cfg(*FAST, "backend.compile=sometimes"))
+    monkeypatch.setattr(speedups, "cpp_compiler", lambda: None)
+    with pytest.raises(ConfigError, match=r"^backend.compile: true needs a C\+\+ compiler"):
+        _backend("backend.compile=true")

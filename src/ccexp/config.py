@@ -161,6 +161,13 @@ class BackendConfig:
     -> ~1 GB); costs page faults, so training is slower. false (default) = the opposite: up to
     256 MB freed at the heap's top is kept for the next tensors (prompt passes fault no pages
     in again)."""
+    compile: str = "auto"
+    """torch: ``torch.compile`` the RMS norms and MLP blocks for training (evaluation and
+    generation keep their own paths): each becomes one fused loop instead of several passes over
+    the activations, ~15% faster SmolLM2 steps on the CPU, after ~20–30 s of compiling on the
+    first steps. auto = on CPU runs of at least 100 optimizer steps (where it pays back), unless
+    the base is 4-bit (bitsandbytes' matmuls) or no C++ compiler is found; true = wherever torch
+    trains (needs a C++ compiler on the CPU); false = never. Ignored by mlx."""
     fuse: bool = False
     """mlx: also write the adapter merged into the base, a plain mlx-lm model in <run dir>/fused."""
     draft_tokens: int = 10
@@ -193,6 +200,8 @@ class BackendConfig:
         _check(not self.packing or self.attention == "varlen" or self.name == "mlx", "backend.packing",
                f"false with backend.attention={self.attention} (only varlen attention keeps packed examples "
                "apart)", self.packing)
+        self.compile = str(self.compile).lower()  # backend.compile=true arrives as "True"
+        _check(self.compile in ("auto", "true", "false"), "backend.compile", "auto, true or false", self.compile)
         _check(self.num_threads is None or self.num_threads >= 1, "backend.num_threads",
                "null or an integer >= 1", self.num_threads)
         _check(0 <= self.draft_tokens <= 64, "backend.draft_tokens", "an integer from 0 to 64", self.draft_tokens)

@@ -121,6 +121,10 @@ class TorchBackend:
         base = load_model(model_dir, dtype, spec.quantization_config, device=device, attention=cfg.backend.attention)
         self.model = spec.wrap(base).to(device)
         speedups.apply(self.model, autocast=self.autocast_dtype is not None, shared_dropout=cfg.method.shared_dropout)
+        self.quantized = spec.quantization_config is not None
+        if cfg.backend.compile == "true" and device == "cpu" and speedups.cpp_compiler() is None:
+            raise ConfigError("backend.compile: true needs a C++ compiler for torch.compile's CPU code (g++ or $CXX); "
+                              "none found (install one, or set backend.compile=false)")
         self.packing = packing_applies(cfg, self.model)
         self.fit_batches: list[tuple[float, int, int]] = []  # (seconds, n_tokens, n_computed) per training batch
         self.fit_callbacks: list[pl.Callback] = []  # more Lightning callbacks for fit (a benchmark's turns)
@@ -139,6 +143,7 @@ class TorchBackend:
                               self.cfg.seed, t.grad_accum, packed=self.packing, group_by=t.group_by)
         steps_per_epoch = math.ceil(len(data.train_sampler()) / t.grad_accum)
         total_steps = t.max_steps if t.max_steps > 0 else t.max_epochs * steps_per_epoch
+        compiled = self.compile_for_training(total_steps)
         module = CompletionLM(self.model, self.cfg.method.lr, t.weight_decay, t.warmup_ratio, total_steps)
         best, speed = BestAdapter(run_dir / "adapter"), Throughput()
         callbacks = [best, speed, *self.fit_callbacks]
@@ -192,8 +197,23 @@ class TorchBackend:
             "train/tokens": module.tokens_seen,  # a resumed run's include those before the checkpoint
             "train/tokens_per_s": speed.tokens / max(speed.seconds, 1e-9),
             "train/truncated_examples": data.train_set.truncated,
+            "train/compiled": float(compiled),
             "train/val_history": module.history,
         }
+
+    def compile_for_training(self, total_steps: int) -> bool:
+        """Compile the norms and MLP blocks for training where ``backend.compile`` says so (see
+        ``speedups.compile_for_training``); whether they are. auto: CPU runs of at least
+        ``COMPILE_MIN_STEPS`` steps on a non-4-bit base, where inductor finds a C++ compiler."""
+        setting = self.cfg.backend.compile
+        if setting == "auto":
+            on = (self.device == "cpu" and not self.quantized and total_steps >= speedups.COMPILE_MIN_STEPS
+                  and speedups.cpp_compiler() is not None)
+        else:
+            on = setting == "true"
+        if on:
+            speedups.compile_for_training(self.model)
+        return on
 
     # -- evaluation ---------------------------------------------------------------------------
     def _autocast(self):

@@ -312,6 +312,7 @@ class MLXBackend:
             "train/tokens": tokens,
             "train/tokens_per_s": tokens / max(seconds, 1e-9),
             "train/truncated_examples": train_set.truncated,
+            "train/compiled": 0.0,  # backend.compile is torch's (this step is mx.compile'd regardless)
             "train/val_history": best.history,
         }
 

@@ -152,3 +152,52 @@ def apply(model: nn.Module, autocast: bool, shared_dropout: bool) -> None:
         skip_lora_input_casts(model)
     if shared_dropout:
         share_lora_dropout(model)
+
+
+# Compiling takes ~20–30 s on 2 cores (less from inductor's on-disk cache); a SmolLM2 step gains
+# ~15% of ~4 s, so a run pays it back after ~50 steps. ``backend.compile=auto`` waits for twice that.
+COMPILE_MIN_STEPS = 100
+
+
+class TrainingCompiled:
+    """A module's forward compiled for training only: with autograd on it runs the
+    ``torch.compile``d forward, under ``no_grad``/``inference_mode`` the module's own, so
+    evaluation and generation (their own tuned paths, prepacked weights) are what they were."""
+
+    def __init__(self, forward):
+        self.eager = forward
+        # dynamic: one graph for every row length (packed rows change length every batch).
+        self.compiled = torch.compile(forward, dynamic=True)
+
+    def __call__(self, *args, **kwargs):
+        return (self.compiled if torch.is_grad_enabled() else self.eager)(*args, **kwargs)
+
+
+def compile_for_training(model: nn.Module) -> int:
+    """Compile the RMS norms and MLP blocks (SwiGLU) of ``model`` for training; how many modules.
+
+    On the CPU a step is mostly memory-bound elementwise work around the matmuls: each RMS norm
+    is ~6 passes over the hidden state (square, mean, rsqrt, two products, casts), SwiGLU's SiLU
+    and product two over the 1,536-wide activations, and the backward as many again. Inductor
+    fuses each into one loop (C++ on the CPU). On SmolLM2 (AMX Xeon, bf16) a packed 4-example
+    step took 13–16% less (1.15× and 1.20× in two runs), alternating with the eager step in one process. Attention and the
+    LoRA projections are left as they are: the explicit kernel is ccexp's own, and peft's layers
+    and the shared dropout's random draws break graphs."""
+    done = 0
+    for module in model.modules():
+        name = type(module).__name__
+        if (name.endswith("RMSNorm") or name.endswith("MLP")) and not isinstance(module.forward, TrainingCompiled):
+            module.forward = TrainingCompiled(module.forward)
+            done += 1
+    return done
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler inductor builds CPU code with (its own search: ``CXX``, g++, ...), or
+    None where it finds none (compiling would then fail at the first training step)."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - any failure of the search means: no usable compiler
+        return None

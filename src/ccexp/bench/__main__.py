@@ -23,7 +23,7 @@ import torch
 from hydra.errors import HydraException
 from rich.console import Console
 
-from ccexp.backends import resolve_backend
+from ccexp.backends import resolve_backend, speedups
 from ccexp.backends.lightning import cpu_has_bf16, resolve_base_dtype
 from ccexp.bench import inference, memory, training
 from ccexp.bench.report import RESULTS, ResultError, load_result, print_history, print_table, report_rows
@@ -97,6 +97,15 @@ def _parts(text: str) -> tuple[str, ...]:
     return parts
 
 
+def _long_run_compile(args: argparse.Namespace) -> list[str]:
+    """``backend.compile=true`` where ``auto`` compiles a run long enough to pay for it (CPU, a
+    non-4-bit base, a C++ compiler): the bench's few steps stand for such a run's steady state,
+    and the compiling happens in the warm-up. An explicit ``backend.compile=...`` wins."""
+    if args.device != "cpu" or args.method == "qlora" or speedups.cpp_compiler() is None:
+        return []
+    return ["backend.compile=true"]
+
+
 def machine(device: str) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
@@ -122,12 +131,13 @@ def run_bench(args: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore")
     console = Console()
     steps = args.warmup + args.steps
-    overrides = [f"model={args.model}", f"backend={args.device}", "logger=none", f"trainer.max_steps={steps}",
-                 f"trainer.batch_size={args.batch_size}", f"trainer.val_every_n_steps={steps}",
-                 "trainer.early_stopping_patience=0", "trainer.limit_val_batches=1",
-                 f"data_size.train={args.batch_size * steps}", "data_size.val=8", f"data_size.test={args.prompts}",
-                 *args.overrides]
-    rc = compose_run_config([*overrides, f"method={args.method}"])
+    fixed = [f"model={args.model}", f"backend={args.device}", "logger=none", f"trainer.max_steps={steps}",
+             f"trainer.batch_size={args.batch_size}", f"trainer.val_every_n_steps={steps}",
+             "trainer.early_stopping_patience=0", "trainer.limit_val_batches=1",
+             f"data_size.train={args.batch_size * steps}", "data_size.val=8", f"data_size.test={args.prompts}"]
+    overrides = [*fixed, *args.overrides]
+    # Training's config; the memory probes (one step each) keep auto, which leaves them eager.
+    rc = compose_run_config([*fixed, *_long_run_compile(args), *args.overrides, f"method={args.method}"])
     device = resolve_backend(args.device)  # one line if there is no GPU
     model_dir = resolve_model_dir(rc.model)
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
@@ -140,7 +150,8 @@ def run_bench(args: argparse.Namespace) -> None:
 
     if "training" in args.parts:
         console.print(f"[bold]training[/]: {args.steps} timed steps (+{args.warmup} warm-up) of {args.batch_size} "
-                      f"examples per side, {args.method} on {device}")
+                      f"examples per side, {args.method} on {device}"
+                      + (", norms + MLPs compiled (backend.compile, in the warm-up)" if rc.backend.compile == "true" else ""))
         dtype = training.autocast_dtype(rc, device) or torch.float32
         peak = training.matmul_peak_flops(dtype, device)
         sides, order = training.run_sides(rc, model_dir, train, val, args.warmup, device)

@@ -96,7 +96,8 @@ def _training_rows(r: dict) -> list[Row]:
     goal = 1.5 if r["machine"].get("gpu") else 2.0  # the goals: 2x on 2 CPU cores, 1.5x on a GPU
     return [
         ("training tokens/s vs HF Trainer", speedup, f">= {goal}", speedup >= goal,
-         f"{t['ccexp']['tokens_per_s']:.0f} vs {t['hf_trainer']['tokens_per_s']:.0f} tok/s"),
+         f"{t['ccexp']['tokens_per_s']:.0f} vs {t['hf_trainer']['tokens_per_s']:.0f} tok/s"
+         + ("; norms + MLPs compiled" if t["ccexp"].get("compiled") else "")),
         # Same steps and data, different batch order (length-grouped vs random): a few steps
         # apart is noise of that order; a broken loss would be off by far more.
         ("final val loss gap vs HF Trainer", loss_gap, "<= 0.15", loss_gap <= 0.15,

@@ -92,9 +92,10 @@ def run_ccexp(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict]
     backend = TorchBackend(rc, device, model_dir)
     backend.fit_callbacks.append(_TakeTurns(pass_turn))
     with tempfile.TemporaryDirectory() as tmp:
-        backend.fit(train, val, None, Path(tmp))
+        metrics = backend.fit(train, val, None, Path(tmp))
     backend.fit_callbacks.clear()
     return {**_speed(backend.fit_batches, warmup), "base_weights": base_weights(backend.model),
+            "compiled": bool(metrics["train/compiled"]),
             "val_loss": val_loss(backend.model, backend.tokenizer, val, rc.model.max_seq_len, backend.autocast_dtype,
                                  device),
             "backend": backend}
@@ -132,6 +133,7 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
 
     backend = TorchBackend(rc, device, model_dir)  # builds the identical wrapped model
     model, tok, t = backend.model, backend.tokenizer, rc.trainer
+    compiled = backend.compile_for_training(t.max_steps)  # the same kernels as ccexp's fit
     torch.manual_seed(rc.seed)
     loader = ChatDataModule(tok, train, val, rc.model.max_seq_len, t.batch_size, rc.seed,
                             packed=backend.packing, group_by=t.group_by).train_dataloader()  # ccexp's batches
@@ -155,6 +157,7 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
         tokens.append((batch["n_tokens"], batch["n_computed"]))
         clock.step_end(pass_turn)
     return {**_speed([(s, *t) for s, t in zip(clock.seconds, tokens)], warmup), "base_weights": base_weights(model),
+            "compiled": compiled,
             "val_loss": val_loss(model, tok, val, rc.model.max_seq_len, backend.autocast_dtype, device)}
 
 
