@@ -230,6 +230,8 @@ def test_offline_gpu_run_without_its_bundle_is_one_line(tmp_path):
     ("data_generation.py", ["--size", "huge"], "data_generation.py: error: In 'config': Could not find 'data_size/huge'"),
     ("mlx_vs_mlx_lm.py", ["--steps", "0"], "mlx_vs_mlx_lm.py: error: argument --steps: expected an integer >= 1, got '0'"),
     ("mlx_vs_mlx_lm.py", ["--model", "nosuch"], "mlx_vs_mlx_lm.py: error: In 'config': Could not find 'model/nosuch'"),
+    ("compiled_training.py", ["--rounds", "0"], "compiled_training.py: error: argument --rounds: expected an integer >= 1, got '0'"),
+    ("compiled_training.py", ["--model", "nosuch"], "compiled_training.py: error: In 'config': Could not find 'model/nosuch'"),
 ])
 def test_the_benchmark_scripts_bad_input_is_one_line(script, argv, line):
     """benchmarks/*.py, as the README runs them: bad input one line, before any work."""

@@ -154,8 +154,9 @@ def apply(model: nn.Module, autocast: bool, shared_dropout: bool) -> None:
         share_lora_dropout(model)
 
 
-# Compiling takes ~20–30 s on 2 cores (less from inductor's on-disk cache); a SmolLM2 step gains
-# ~15% of ~4 s, so a run pays it back after ~50 steps. ``backend.compile=auto`` waits for twice that.
+# Compiling cost SmolLM2 ~24 s beyond the passes it ran (a cold inductor cache, 2 AMX Xeon cores;
+# its on-disk cache makes later runs' cheaper), and steps ran 1.15–1.33x faster: paid back after
+# ~20 steps there. ``backend.compile=auto`` waits for five times that, for CPUs where it gains less.
 COMPILE_MIN_STEPS = 100
 
 
@@ -180,7 +181,8 @@ def compile_for_training(model: nn.Module) -> int:
     is ~6 passes over the hidden state (square, mean, rsqrt, two products, casts), SwiGLU's SiLU
     and product two over the 1,536-wide activations, and the backward as many again. Inductor
     fuses each into one loop (C++ on the CPU). On SmolLM2 (AMX Xeon, bf16) a packed 4-example
-    step took 13–16% less (1.15× and 1.20× in two runs), alternating with the eager step in one process. Attention and the
+    step ran 1.15–1.24× as fast (``benchmarks/compiled_training.py``: the same batches, eager
+    and compiled alternating in one process). Attention and the
     LoRA projections are left as they are: the explicit kernel is ccexp's own, and peft's layers
     and the shared dropout's random draws break graphs."""
     done = 0
