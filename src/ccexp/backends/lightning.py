@@ -202,15 +202,9 @@ class TorchBackend:
         }
 
     def compile_for_training(self, total_steps: int) -> bool:
-        """Compile the norms and MLP blocks for training where ``backend.compile`` says so (see
-        ``speedups.compile_for_training``); whether they are. auto: CPU runs of at least
-        ``COMPILE_MIN_STEPS`` steps on a non-4-bit base, where inductor finds a C++ compiler."""
-        setting = self.cfg.backend.compile
-        if setting == "auto":
-            on = (self.device == "cpu" and not self.quantized and total_steps >= speedups.COMPILE_MIN_STEPS
-                  and speedups.cpp_compiler() is not None)
-        else:
-            on = setting == "true"
+        """Compile the norms and MLP blocks for training where ``backend.compile`` says so
+        (``speedups.compiles``, ``speedups.compile_for_training``); whether they are."""
+        on = speedups.compiles(self.cfg.backend.compile, self.device, self.quantized, total_steps)
         if on:
             speedups.compile_for_training(self.model)
         return on

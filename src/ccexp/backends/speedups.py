@@ -160,6 +160,15 @@ def apply(model: nn.Module, autocast: bool, shared_dropout: bool) -> None:
 COMPILE_MIN_STEPS = 100
 
 
+def compiles(setting: str, device: str, quantized: bool, total_steps: int) -> bool:
+    """Whether ``backend.compile`` (``setting``) compiles a run of ``total_steps`` optimizer steps
+    on ``device``: ``auto`` for CPU runs of at least ``COMPILE_MIN_STEPS`` on a base that is not
+    4-bit (bitsandbytes' matmuls), where inductor finds a C++ compiler."""
+    if setting != "auto":
+        return setting == "true"
+    return device == "cpu" and not quantized and total_steps >= COMPILE_MIN_STEPS and cpp_compiler() is not None
+
+
 class TrainingCompiled:
     """A module's forward compiled for training only: with autograd on it runs the
     ``torch.compile``d forward, under ``no_grad``/``inference_mode`` the module's own, so

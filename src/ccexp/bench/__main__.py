@@ -98,12 +98,11 @@ def _parts(text: str) -> tuple[str, ...]:
 
 
 def _long_run_compile(args: argparse.Namespace) -> list[str]:
-    """``backend.compile=true`` where ``auto`` compiles a run long enough to pay for it (CPU, a
-    non-4-bit base, a C++ compiler): the bench's few steps stand for such a run's steady state,
-    and the compiling happens in the warm-up. An explicit ``backend.compile=...`` wins."""
-    if args.device != "cpu" or args.method == "qlora" or speedups.cpp_compiler() is None:
-        return []
-    return ["backend.compile=true"]
+    """``backend.compile=true`` where ``auto`` compiles a run long enough to pay for it: the
+    bench's few steps stand for such a run's steady state, and the compiling happens in the
+    warm-up. An explicit ``backend.compile=...`` wins."""
+    long_run = speedups.compiles("auto", args.device, args.method == "qlora", speedups.COMPILE_MIN_STEPS)
+    return ["backend.compile=true"] if long_run else []
 
 
 def machine(device: str) -> dict:
