@@ -232,6 +232,8 @@ def test_offline_gpu_run_without_its_bundle_is_one_line(tmp_path):
     ("mlx_vs_mlx_lm.py", ["--model", "nosuch"], "mlx_vs_mlx_lm.py: error: In 'config': Could not find 'model/nosuch'"),
     ("compiled_training.py", ["--rounds", "0"], "compiled_training.py: error: argument --rounds: expected an integer >= 1, got '0'"),
     ("compiled_training.py", ["--model", "nosuch"], "compiled_training.py: error: In 'config': Could not find 'model/nosuch'"),
+    ("huge_pages.py", ["--rounds", "0"], "huge_pages.py: error: argument --rounds: expected an integer >= 1, got '0'"),
+    ("huge_pages.py", ["--model", "nosuch"], "huge_pages.py: error: In 'config': Could not find 'model/nosuch'"),
 ])
 def test_the_benchmark_scripts_bad_input_is_one_line(script, argv, line):
     """benchmarks/*.py, as the README runs them: bad input one line, before any work."""

@@ -378,12 +378,44 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
     if sys.platform != "linux":
         pytest.skip("glibc's malloc settings")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+    # On 4 KB pages, as glibc's thresholds are what is tested: on huge pages (ccexp's default, below)
+    # a released 8 MB tensor faults 4 pages in, not 2,048.
+    env = {**__import__("os").environ, "THP_MEM_ALLOC_ENABLE": "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
                          cwd=__import__("pathlib").Path(__file__).parent).stdout.strip().splitlines()[-1]
     faults = int(out)
     # Each layer's 32 MB is 8,192 pages: released (or with glibc's own thresholds) 61–82k faults in 10 layers. Kept,
     # 0 but for an occasional 8 MB block that another thread's allocation moved (2,048 in some layers of some runs).
     assert faults < 2 * 8192 if keep else faults > 4 * 8192, faults
+
+
+@pytest.mark.parametrize("setting,expected", [(None, "1"), ("0", "0")])
+def test_import_ccexp_puts_big_tensors_on_huge_pages_unless_told_not_to(setting, expected):
+    """``import ccexp`` sets THP_MEM_ALLOC_ENABLE=1 (benchmarks/huge_pages.py) unless the environment
+    says otherwise, and PyTorch then backs a big tensor with huge pages where the kernel allows
+    them. In a child: PyTorch reads the setting once, at its first allocation."""
+    import os
+    import subprocess
+    import sys
+
+    from ccexp.backends.speedups import huge_pages_mode
+
+    if sys.platform != "linux":
+        pytest.skip("transparent huge pages are a Linux feature")
+    code = """
+import os, ccexp, torch
+x = torch.ones(16 << 20)  # 64 MB
+huge = next(int(line.split()[1]) for line in open("/proc/self/smaps_rollup") if line.startswith("AnonHugePages"))
+print(os.environ["THP_MEM_ALLOC_ENABLE"], huge)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if setting is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = setting
+    value, huge_kb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                    env=env).stdout.split()
+    assert value == expected
+    if huge_pages_mode() == "madvise":  # "always" gives huge pages either way, "never" none
+        assert (int(huge_kb) >= 32 << 10) == (expected == "1"), huge_kb
 
 
 @pytest.mark.parametrize("amx", [True, False])

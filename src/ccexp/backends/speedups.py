@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -139,6 +140,17 @@ def keep_freed_memory() -> bool:
     Peak RSS stays what the live tensors and fragmentation make it; what is kept shows in RSS
     afterwards. Returns False where there is no glibc."""
     return mallopt(M_MMAP_THRESHOLD, 32 << 20) and mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
+
+
+def huge_pages_mode() -> str:
+    """The kernel's transparent-huge-page mode (always / madvise / never), or "unavailable" off
+    Linux. PyTorch asks for huge pages with madvise (``THP_MEM_ALLOC_ENABLE``, which ``import
+    ccexp`` sets), which ``never`` refuses."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "unavailable"
+    return text[text.find("[") + 1:text.find("]")] if "[" in text else text.strip()
 
 
 def mallopt(option: int, value: int) -> bool:

@@ -112,7 +112,9 @@ def machine(device: str) -> dict:
     # Two CPUs of one name can differ in what decides the numbers: the vector ISA PyTorch's
     # kernels use and whether bf16 dot products exist (without them ccexp trains in fp32).
     return {"cpu": cpu, "cpu_isa": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_has_bf16(),
-            "threads": torch.get_num_threads(), "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"), **gpu,
+            "threads": torch.get_num_threads(), "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+            # Tensors on huge pages (benchmarks/huge_pages.py): the process's setting and the kernel's.
+            "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"), "thp_kernel": speedups.huge_pages_mode(), **gpu,
             "torch": torch.__version__, "python": platform.python_version()}
 
 
