@@ -25,18 +25,6 @@ from ccexp.bench.setup import compose_run_config
 from ccexp.cli import OneLineParser, int_at_least
 from ccexp.config import ConfigError
 from ccexp.data import build_splits
-from ccexp.data.batching import completion_nll, to_device
-
-
-def _pass(backend, batch: dict) -> float:
-    """One training forward + backward (gradients dropped, weights untouched): the loss."""
-    with torch.autocast("cpu", dtype=backend.autocast_dtype, enabled=backend.autocast_dtype is not None):
-        nll, count = completion_nll(backend.model, to_device(batch, "cpu"))
-        loss = nll / count.clamp(min=1)
-    loss.backward()
-    for p in backend.model.parameters():
-        p.grad = None
-    return loss.item()
 
 
 def main() -> None:
@@ -57,20 +45,18 @@ def main() -> None:
         parser.error(str(err).splitlines()[0])
     # Imported once the arguments are good: bitsandbytes prints a line as it loads.
     from ccexp.backends.lightning import TorchBackend
-    from ccexp.backends.lightning_modules import ChatDataModule
+    from ccexp.bench.training import forward_backward, training_loader
     from ccexp.models import resolve_model_dir
 
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     backend = TorchBackend(rc, "cpu", resolve_model_dir(rc.model))
-    data = ChatDataModule(backend.tokenizer, splits["train"], splits["val"], rc.model.max_seq_len,
-                          args.batch_size, rc.seed, packed=backend.packing, group_by=rc.trainer.group_by)
-    batches = list(data.train_dataloader())[: args.batches]
+    batches = list(training_loader(backend, rc, splits["train"], splits["val"]))[: args.batches]
     backend.model.train()
-    _pass(backend, batches[0])  # first-touch allocations, outside every timing
+    forward_backward(backend, batches[0])  # first-touch allocations, outside every timing
     n = speedups.compile_for_training(backend.model)
     start = time.perf_counter()
     for batch in batches:  # every row length once: dynamic shapes compile once, then run
-        _pass(backend, batch)
+        forward_backward(backend, batch)
     compile_s = time.perf_counter() - start
     tokens = sum(int(b["n_computed"]) for b in batches)
     print(f"{args.model}: {n} modules compiled; {len(batches)} packed batches of {args.batch_size} "
@@ -88,7 +74,7 @@ def main() -> None:
                 for batch in batches:
                     # Dropout draws its masks from the same seed each time: the same passes, both ways.
                     torch.manual_seed(r)
-                    losses[mode].append(_pass(backend, batch))
+                    losses[mode].append(forward_backward(backend, batch))
                 seconds[mode] = time.perf_counter() - tic
             totals[mode] += seconds[mode]
         print(f"  round {r + 1}: eager {seconds['eager']:.2f} s, compiled {seconds['compiled']:.2f} s, "

@@ -25,35 +25,25 @@ import time
 SIDES = {"4k": "0", "huge": "1"}
 
 
-def child(overrides: list[str], n_batches: int, batch_size: int) -> dict:
+def child(overrides: list[str], n_batches: int) -> dict:
     import torch
 
     from ccexp.backends.base import peak_rss_mb
     from ccexp.backends.lightning import TorchBackend
-    from ccexp.backends.lightning_modules import ChatDataModule
     from ccexp.bench.setup import compose_run_config
+    from ccexp.bench.training import forward_backward, training_loader
     from ccexp.data import build_splits
-    from ccexp.data.batching import completion_nll, to_device
     from ccexp.models import resolve_model_dir
 
     rc = compose_run_config(overrides)
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     backend = TorchBackend(rc, "cpu", resolve_model_dir(rc.model))
-    data = ChatDataModule(backend.tokenizer, splits["train"], splits["val"], rc.model.max_seq_len,
-                          batch_size, rc.seed, packed=backend.packing, group_by=rc.trainer.group_by)
-    batches = list(data.train_dataloader())[:n_batches]
-    model = backend.model
-    model.train()
+    batches = list(training_loader(backend, rc, splits["train"], splits["val"]))[:n_batches]
+    backend.model.train()
 
     def run_pass(batch: dict, seed: int) -> float:
         torch.manual_seed(seed)  # the same dropout masks on both sides
-        with torch.autocast("cpu", dtype=backend.autocast_dtype, enabled=backend.autocast_dtype is not None):
-            nll, count = completion_nll(model, to_device(batch, "cpu"))
-            loss = nll / count.clamp(min=1)
-        loss.backward()
-        for p in model.parameters():
-            p.grad = None
-        return loss.item()
+        return forward_backward(backend, batch)
 
     for i, batch in enumerate(batches):  # first-touch allocations of every row length, untimed
         run_pass(batch, i)
@@ -85,16 +75,17 @@ def main() -> None:
                  f"trainer.batch_size={args.batch_size}", f"data_size.train={args.batch_size * args.batches}",
                  *args.overrides]
     if args.child:
-        print(json.dumps(child(overrides, args.batches, args.batch_size)))
+        print(json.dumps(child(overrides, args.batches)))
         return
     try:
         compose_run_config(overrides)  # bad overrides: one line here, not one per child
     except (ConfigError, HydraException) as err:
         parser.error(str(err).splitlines()[0])
-    if sys.platform != "linux" or speedups.huge_pages_mode() in ("never", "unavailable"):
-        parser.error(f"transparent huge pages are {speedups.huge_pages_mode()} on this machine: nothing to compare")
+    mode = speedups.huge_pages_mode()
+    if mode in ("never", "unavailable"):
+        parser.error(f"transparent huge pages are {mode} on this machine: nothing to compare")
     print(f"{args.model}: {args.batches} packed batches of {args.batch_size} per child, forward + backward, eager; "
-          f"kernel THP mode: {speedups.huge_pages_mode()}")
+          f"kernel THP mode: {mode}")
     results: dict[str, list[dict]] = {side: [] for side in SIDES}
     for r in range(args.rounds):
         order = list(SIDES) if r % 2 == 0 else list(SIDES)[::-1]

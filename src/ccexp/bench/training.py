@@ -65,6 +65,29 @@ def val_loss(model, tokenizer, val: list[dict], max_len: int, autocast_dtype, de
     return total / max(count, 1)
 
 
+def training_loader(backend: TorchBackend, rc: RunConfig, train: list[dict], val: list[dict]):
+    """ccexp's training batches for ``rc``, as its fit makes them (packed or length-grouped)."""
+    return ChatDataModule(backend.tokenizer, train, val, rc.model.max_seq_len, rc.trainer.batch_size, rc.seed,
+                          packed=backend.packing, group_by=rc.trainer.group_by).train_dataloader()
+
+
+def training_loss(backend: TorchBackend, batch: dict, device: str) -> torch.Tensor:
+    """The mean answer-token loss of one training batch, under the backend's autocast."""
+    with autocast(device, backend.autocast_dtype):
+        nll, count = completion_nll(backend.model, to_device(batch, device))
+        return nll / count.clamp(min=1)
+
+
+def forward_backward(backend: TorchBackend, batch: dict, device: str = "cpu") -> float:
+    """One training forward + backward with the gradients dropped (the weights untouched), as the
+    benchmark scripts time them: the loss."""
+    loss = training_loss(backend, batch, device)
+    loss.backward()
+    for p in backend.model.parameters():
+        p.grad = None
+    return loss.item()
+
+
 def _speed(batches: list[tuple[float, int, int]], warmup: int) -> dict:
     """Over the batches after warm-up: tokens/s (the examples' tokens, each counted as its
     example has it), computed tokens/s (those the model ran on: a packed batch's shared prompt
@@ -135,8 +158,7 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
     model, tok, t = backend.model, backend.tokenizer, rc.trainer
     compiled = backend.compile_for_training(t.max_steps)  # the same kernels as ccexp's fit
     torch.manual_seed(rc.seed)
-    loader = ChatDataModule(tok, train, val, rc.model.max_seq_len, t.batch_size, rc.seed,
-                            packed=backend.packing, group_by=t.group_by).train_dataloader()  # ccexp's batches
+    loader = training_loader(backend, rc, train, val)  # ccexp's batches
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=rc.method.lr, weight_decay=t.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * t.max_steps), t.max_steps)
@@ -146,10 +168,7 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
     for step, batch in enumerate(loader):
         if step == t.max_steps:
             break
-        with autocast(device, backend.autocast_dtype):
-            nll, count = completion_nll(model, to_device(batch, device))
-            loss = nll / count.clamp(min=1)
-        loss.backward()
+        training_loss(backend, batch, device).backward()
         torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
         optimizer.step()
         scheduler.step()
