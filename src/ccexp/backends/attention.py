@@ -261,8 +261,11 @@ def _rows_forward(q, k, v, scaling: float, segments: Sequence[Segment], keep: bo
             rows, keys = b - a, n_k - n_q + b  # this block's queries are the last of these keys
             qb = (q[s.row, :, s.q_start + a : s.q_start + b] * scaling).reshape(kv_heads, groups * rows, dim)
             scores = torch.bmm(qb, ks[:, :keys].transpose(1, 2)).view(kv_heads, groups, rows, keys)
-            # The bias added in place: a broadcast add costs a seventh of a broadcast masked_fill.
-            probs = torch.softmax(scores.add_(causal_bias(rows, keys, scores.dtype, q.device)), dim=-1)
+            # Only the block's last ``rows`` keys have any hidden from some of its queries: the
+            # causal triangle's bias is added there, in place (a broadcast add costs a seventh of a
+            # broadcast masked_fill), and the keys before it, which every query sees, are left alone.
+            scores[..., keys - rows :].add_(causal_bias(rows, rows, scores.dtype, q.device))
+            probs = torch.softmax(scores, dim=-1)
             probs = probs.view(kv_heads, groups * rows, keys)
             block = torch.bmm(probs, vs[:, :keys]).view(heads, rows, -1)
             out[s.row, s.q_start + a : s.q_start + b] = block.transpose(0, 1)
