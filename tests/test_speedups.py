@@ -304,18 +304,23 @@ def test_long_rows_use_the_fused_kernel_with_the_same_result(tiny_dir, monkeypat
     assert torch.allclose(explicit[real], fused[real], atol=1e-5)
 
 
-def test_keep_mask_has_the_dropout_rate_and_follows_the_seed():
-    from ccexp.backends.speedups import keep_mask
+def test_drop_mask_has_the_dropout_rate_in_every_field_and_follows_the_seed():
+    from ccexp.backends.speedups import drop_mask
 
     torch.manual_seed(3)
-    a = keep_mask(torch.Size([300, 701]), 0.05, torch.device("cpu"))
+    a = drop_mask(torch.Size([300, 701]), 0.05, torch.device("cpu"))
     torch.manual_seed(3)
-    b = keep_mask(torch.Size([300, 701]), 0.05, torch.device("cpu"))
+    b = drop_mask(torch.Size([300, 701]), 0.05, torch.device("cpu"))
     assert a.shape == (300, 701) and a.dtype == torch.bool
     assert torch.equal(a, b)
-    assert abs((~a).float().mean().item() - 0.05) < 0.003  # 210,300 draws: ±6 standard errors
-    assert abs((~keep_mask(torch.Size([100_000]), 0.5, "cpu")).float().mean().item() - 0.5) < 0.01
-    assert keep_mask(torch.Size([1000]), 0.0, "cpu").all()
+    assert abs(a.float().mean().item() - 0.05) < 0.003  # 210,300 draws: ±6 standard errors
+    # Each int64 draw gives four elements, one per 16-bit field: each field has the rate (a field
+    # short of random bits, like the top one of a 63-bit draw, would drop nothing or twice as much).
+    fields = a.reshape(-1)[:210_000].view(-1, 4).float().mean(0)
+    assert ((fields - 0.05).abs() < 0.006).all(), fields
+    assert abs(drop_mask(torch.Size([100_000]), 0.5, "cpu").float().mean().item() - 0.5) < 0.01
+    assert not drop_mask(torch.Size([1000]), 0.0, "cpu").any()
+    assert drop_mask(torch.Size([1000]), 1.0, "cpu").all()
 
 
 def test_shared_dropout_reuses_its_mask_only_for_the_same_tensor():
@@ -330,6 +335,83 @@ def test_shared_dropout_reuses_its_mask_only_for_the_same_tensor():
     assert set(first.unique().tolist()) == {0.0, 2.0}  # inverted dropout: kept values scaled by 1/(1-p)
     assert 0.4 < (first == 0).float().mean() < 0.6
     assert drop.eval()(x) is x
+
+
+def _lora_pair(tiny_dir):
+    """The tiny model with a LoRA adapter (B not zero, so the update counts), twice: peft's
+    layers, and a copy with ``fuse_lora_update``."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from ccexp.backends import speedups
+    from ccexp.models import load_model
+
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=12, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "o_proj"],
+                        init_lora_weights=False)
+    plain = get_peft_model(load_model(tiny_dir, torch.float32), config)
+    fused = copy.deepcopy(plain)
+    assert speedups.fuse_lora_update(fused) == 3 * fused.config.num_hidden_layers
+    return plain, fused
+
+
+def _logits_and_grads(model, ids, autocast: bool):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = model(input_ids=ids).logits
+    logits.float().square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
+    return logits.detach().float(), grads
+
+
+def _relative_errors(grads: dict, reference: dict) -> list[float]:
+    return [float((grads[n] - reference[n]).norm() / reference[n].norm()) for n in reference]
+
+
+def test_fused_lora_update_gives_peft_values_and_gradients(tiny_dir):
+    from peft.tuners.lora import Linear
+
+    plain, fused = _lora_pair(tiny_dir)
+    ids = torch.randint(5, 1000, (2, 21), generator=torch.Generator().manual_seed(1))
+    a, reference = _logits_and_grads(plain, ids, autocast=False)
+    b, grads = _logits_and_grads(fused, ids, autocast=False)
+    assert torch.allclose(a, b, atol=1e-5)  # fp32: the same sums, up to float rounding
+    assert grads.keys() == reference.keys()
+    assert max(_relative_errors(grads, reference)) < 1e-4
+    # bf16 autocast: peft rounds the update, its scaled copy and the sum; addmm rounds the sum
+    # once. Against the fp32 gradients the fused path is no further off than peft's own.
+    a16, plain16 = _logits_and_grads(plain, ids, autocast=True)
+    b16, fused16 = _logits_and_grads(fused, ids, autocast=True)
+    assert torch.allclose(a16, b16, atol=0.05, rtol=0.05)
+    plain_error = sum(_relative_errors(plain16, reference)) / len(reference)
+    fused_error = sum(_relative_errors(fused16, reference)) / len(reference)
+    assert fused_error <= 1.1 * plain_error, (fused_error, plain_error)
+    layer = fused.base_model.model.model.layers[0].self_attn.q_proj
+    assert isinstance(layer, Linear) and type(layer) is not Linear
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_fused_lora_update_leaves_peft_to_its_own_cases(tiny_dir, tmp_path):
+    """Adapter off, merged, saved and loaded back, copied by pickle: as peft has it."""
+    import pickle
+
+    from peft import PeftModel
+
+    from ccexp.models import load_model
+
+    plain, fused = _lora_pair(tiny_dir)
+    ids = torch.randint(5, 1000, (1, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        with plain.disable_adapter(), fused.disable_adapter():
+            assert torch.equal(plain(input_ids=ids).logits, fused(input_ids=ids).logits)
+        adapted = fused(input_ids=ids).logits
+        assert torch.allclose(pickle.loads(pickle.dumps(fused))(input_ids=ids).logits, adapted)
+        fused.save_pretrained(tmp_path)  # the saved adapter, on peft's own layers
+        loaded = PeftModel.from_pretrained(load_model(tiny_dir, torch.float32), tmp_path)
+        assert torch.allclose(loaded(input_ids=ids).logits, adapted, atol=1e-5)
+        fused.merge_adapter()
+        assert torch.allclose(fused(input_ids=ids).logits, adapted, atol=1e-4)
 
 
 def test_gradient_checkpointing_keeps_the_loss_curve(tmp_path):
