@@ -46,6 +46,14 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir, capsys, monkeypa
     from ccexp.backends.speedups import cpp_compiler
 
     assert training["ccexp"]["compiled"] is training["bare_loop"]["compiled"] is (cpp_compiler() is not None)
+    # Two timed batches profiled: their matmuls take part of the wall time, so the MFU they alone
+    # would allow is above the profiled window's own.
+    breakdown = training["step_breakdown"]
+    assert breakdown["batches"] == 2 and breakdown["computed_tokens"] == sum(training["ccexp"]["step_computed_tokens"][1:])
+    assert breakdown["linear_matmul_s"] > 0 and breakdown["attention_matmul_s"] > 0
+    assert breakdown["linear_matmul_s"] + breakdown["attention_matmul_s"] < breakdown["seconds"]
+    assert 0 < breakdown["mfu_window"] < breakdown["mfu_bound"]
+    assert "matmuls alone would allow" in printed
     # In turns, one optimizer step each, so drift of the machine's speed hits every side alike.
     assert training["turns"] == ["ccexp", "bare_loop", "hf_trainer"] * 3
     assert results["machine"]["cpu_isa"] and isinstance(results["machine"]["cpu_bf16"], bool)

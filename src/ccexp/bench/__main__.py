@@ -163,9 +163,12 @@ def run_bench(args: argparse.Namespace) -> None:
         # happened to be slow would flatter MFU (runs here read 378 to 420 GFLOP/s).
         peaks = [peak, training.matmul_peak_flops(dtype, device)]
         trainable, total = backend.parameter_counts()
+        # Two of ccexp's timed batches again, profiled: what its matmuls alone allow MFU to reach.
+        timed = list(training.training_loader(backend, rc, train, val))[args.warmup:][:2]
+        breakdown = training.step_breakdown(backend, timed, total - trainable, max(peaks), device)
         results["training"] = {"ccexp": ours, "bare_loop": bare, "hf_trainer": hf, "matmul_peak_flops": max(peaks),
                                "matmul_peak_readings": peaks, "frozen_params": total - trainable,
-                               "turns": order}
+                               "turns": order, "step_breakdown": breakdown}
         clock.lap("training")
 
     if "generation" in args.parts:

@@ -104,8 +104,16 @@ def _training_rows(r: dict) -> list[Row]:
          f"{t['ccexp']['val_loss']:.3f} vs {t['hf_trainer']['val_loss']:.3f}"),
         ("MFU (4·N·tok/s ÷ matmul peak)", mfu, ">= 0.5", mfu >= 0.5,
          f"N={t['frozen_params'] / 1e6:.1f}M, {computed:.0f} tok/s computed, "
-         f"peak {t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s"),
+         f"peak {t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s" + _mfu_bound(t.get("step_breakdown"))),
     ]
+
+
+def _mfu_bound(b: dict | None) -> str:
+    """What the profiled steps' matmuls alone allow (files from before the bench profiled have none)."""
+    if not b:
+        return ""
+    return (f"; matmuls alone would allow {b['mfu_bound']:.2f} (of {b['seconds']:.1f} s profiled: linear layers "
+            f"{b['linear_matmul_s']:.1f} s, attention {b['attention_matmul_s']:.1f} s)")
 
 
 def _generation_rows(r: dict) -> list[Row]:

@@ -88,6 +88,64 @@ def forward_backward(backend: TorchBackend, batch: dict, device: str = "cpu") ->
     return loss.item()
 
 
+# The matmuls of a training step, by what they compute: the model's linear layers (the FLOPs
+# MFU counts) and attention's score and value products (products MFU's 4·N leaves out, with an
+# inner dimension of one head's width: on 2 AMX Xeon cores SmolLM2's run at ~600 GFLOP/s, a
+# third of the peak). Fused attention kernels count as attention.
+LINEAR_OPS = ("aten::mm", "aten::addmm")
+ATTENTION_OPS = ("aten::bmm", "aten::baddbmm", "aten::baddbmm_", "aten::_scaled_dot_product", "aten::_flash_attention",
+                 "aten::_efficient_attention")
+
+
+def step_breakdown(backend: TorchBackend, batches: list[dict], frozen_params: int, peak_flops: float,
+                   device: str) -> dict:
+    """Forward + backward of ``batches`` (ccexp's own, after warm-up) under the profiler: the
+    seconds spent in the linear layers' matmuls and in attention's, and the MFU the step would
+    have if nothing else took any time (``mfu_bound``): the ceiling the matmuls' own speed puts
+    on MFU on this machine, whatever the rest of the step gets down to."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = backend.model
+    was_training = model.training
+    model.train()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        tic = time.perf_counter()
+        for batch in batches:
+            forward_backward(backend, batch, device)
+        sync(device)
+        seconds = time.perf_counter() - tic
+    model.train(was_training)
+    linear = attention = 0.0
+    for event in prof.events():
+        kind = _matmul_kind(event.name)
+        if kind is None or any(_matmul_kind(a.name) for a in _ancestors(event)):  # counted once, at the top
+            continue
+        spent = (event.device_time_total if device == "cuda" else event.cpu_time_total) / 1e6
+        if kind == "linear":
+            linear += spent
+        else:
+            attention += spent
+    tokens = sum(int(b["n_computed"]) for b in batches)
+    flops = 4 * frozen_params * tokens
+    return {"batches": len(batches), "computed_tokens": tokens, "seconds": seconds, "linear_matmul_s": linear,
+            "attention_matmul_s": attention, "mfu_window": flops / (peak_flops * seconds),
+            "mfu_bound": flops / (peak_flops * (linear + attention)) if linear + attention > 0 else math.nan}
+
+
+def _matmul_kind(name: str) -> str | None:
+    if name in LINEAR_OPS:
+        return "linear"
+    return "attention" if name.startswith(ATTENTION_OPS) else None
+
+
+def _ancestors(event):
+    parent = event.cpu_parent
+    while parent is not None:
+        yield parent
+        parent = parent.cpu_parent
+
+
 def _speed(batches: list[tuple[float, int, int]], warmup: int) -> dict:
     """Over the batches after warm-up: tokens/s (the examples' tokens, each counted as its
     example has it), computed tokens/s (those the model ran on: a packed batch's shared prompt
