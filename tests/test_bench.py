@@ -55,7 +55,9 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir, capsys, monkeypa
     assert 0 < breakdown["mfu_window"] < breakdown["mfu_bound"]
     assert "matmuls alone would allow" in printed
     # In turns, one optimizer step each, so drift of the machine's speed hits every side alike.
-    assert training["turns"] == ["ccexp", "bare_loop", "hf_trainer"] * 3
+    # ccexp and the bare loop trade places every other round, so each follows HF's step as often.
+    assert training["turns"] == ["ccexp", "bare_loop", "hf_trainer", "bare_loop", "ccexp", "hf_trainer",
+                                 "ccexp", "bare_loop", "hf_trainer"]
     assert results["machine"]["cpu_isa"] and isinstance(results["machine"]["cpu_bf16"], bool)
     assert "malloc_arena_max" in results["machine"]
     assert results["memory"]["qlora"]["peak_mb"] > results["memory"]["qlora"]["before_model_mb"]

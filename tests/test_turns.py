@@ -36,6 +36,18 @@ def test_sides_alternate_and_draw_as_if_alone():
             assert torch.equal(t1, t2) and p1 == p2, name
 
 
+def test_a_swapped_pair_trades_places_every_other_round():
+    turns = Turns(["a", "b", "c"], swap=("a", "b"))
+    together = turns.run({"a": _draws(3, []), "b": _draws(3, []), "c": _draws(2, [])}, seed=7)
+    # a and b each follow c and each other equally often (c leaves after its second step).
+    assert turns.order == ["a", "b", "c", "b", "a", "c", "a", "b"]
+    alone = Turns(["a"]).run({"a": _draws(3, [])}, seed=7)["a"]
+    for (t1, p1), (t2, p2) in zip(together["b"], alone):  # the random streams follow the side, not the slot
+        assert torch.equal(t1, t2) and p1 == p2
+    with pytest.raises(ValueError, match="swap"):
+        Turns(["a", "b"], swap=("a", "z"))
+
+
 def test_a_failing_side_is_named_and_the_others_stop():
     def broken(pass_turn):
         pass_turn()

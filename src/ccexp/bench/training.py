@@ -198,10 +198,11 @@ class _TakeTurns(pl.Callback):
 
 def run_sides(rc: RunConfig, model_dir: Path, train: list[dict], val: list[dict], warmup: int,
               device: str) -> tuple[dict, list[str]]:
-    """ccexp, the bare loop and HF Trainer in turns, one optimizer step each (``turns.py``):
-    their results by side, and the order the steps ran in."""
+    """ccexp, the bare loop and HF Trainer in turns, one optimizer step each (``turns.py``), ccexp
+    and the bare loop trading places every other round: their results by side, and the order the
+    steps ran in."""
     sides = {"ccexp": run_ccexp, "bare_loop": run_bare_loop, "hf_trainer": run_hf_trainer}
-    turns = Turns(list(sides))
+    turns = Turns(list(sides), swap=("ccexp", "bare_loop"))  # each timed after HF's step as often
     results = turns.run({name: partial(side, rc, model_dir, train, val, warmup, device) for name, side in sides.items()},
                         seed=rc.seed)
     return results, turns.order
