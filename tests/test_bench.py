@@ -185,6 +185,20 @@ def test_lightning_vs_bare_reports_the_step_by_step_spread():
     assert row[4] == "100 vs 95 tok/s; step by step 0.95–1.10"
 
 
+def test_the_cpu_peak_is_the_fastest_product_over_every_size(monkeypatch):
+    """One square size alone misreads the ceiling (its speed moves with where the matrices land):
+    the peak is the best single product over all of CPU_PEAK_SIZES, each timed at least twice."""
+    from ccexp.bench import training
+
+    monkeypatch.setattr(training, "CPU_PEAK_SIZES", (24, 16, 32, 8))
+    monkeypatch.setattr(training, "CPU_PEAK_SECONDS", 0.0)
+    calls = iter(range(10_000))  # a clock that moves 1 ms per reading: every product takes 1 ms
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(calls) * 1e-3)
+    assert training.matmul_peak_flops(torch.float32) == pytest.approx(2 * 32**3 / 1e-3)
+    # per size: one reading to start, two per timed product (two of them), one to stop
+    assert next(calls) == 4 * (1 + 2 * 2 + 1)
+
+
 def test_the_bench_command_restarts_with_one_malloc_arena():
     """``python -m ccexp.bench`` re-executes itself with MALLOC_ARENA_MAX=1 (the training sides'
     threads would each keep their freed memory), its arguments intact; not again once it is set."""
