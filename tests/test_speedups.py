@@ -304,23 +304,26 @@ def test_long_rows_use_the_fused_kernel_with_the_same_result(tiny_dir, monkeypat
     assert torch.allclose(explicit[real], fused[real], atol=1e-5)
 
 
-def test_drop_mask_has_the_dropout_rate_in_every_field_and_follows_the_seed():
-    from ccexp.backends.speedups import drop_mask
+def test_keep_mask_has_the_dropout_rate_in_every_field_and_follows_the_seed():
+    from ccexp.backends.speedups import keep_mask
 
     torch.manual_seed(3)
-    a = drop_mask(torch.Size([300, 701]), 0.05, torch.device("cpu"))
+    a = keep_mask(torch.Size([300, 701]), 0.05, torch.device("cpu"), torch.bfloat16)
     torch.manual_seed(3)
-    b = drop_mask(torch.Size([300, 701]), 0.05, torch.device("cpu"))
-    assert a.shape == (300, 701) and a.dtype == torch.bool
+    b = keep_mask(torch.Size([300, 701]), 0.05, torch.device("cpu"), torch.bfloat16)
+    assert a.shape == (300, 701) and a.dtype == torch.bfloat16
     assert torch.equal(a, b)
-    assert abs(a.float().mean().item() - 0.05) < 0.003  # 210,300 draws: ±6 standard errors
+    assert set(a.unique().tolist()) == {0.0, 1.0}
+    dropped = a == 0
+    assert abs(dropped.float().mean().item() - 0.05) < 0.003  # 210,300 draws: ±6 standard errors
     # Each int64 draw gives four elements, one per 16-bit field: each field has the rate (a field
     # short of random bits, like the top one of a 63-bit draw, would drop nothing or twice as much).
-    fields = a.reshape(-1)[:210_000].view(-1, 4).float().mean(0)
+    fields = dropped.reshape(-1)[:210_000].view(-1, 4).float().mean(0)
     assert ((fields - 0.05).abs() < 0.006).all(), fields
-    assert abs(drop_mask(torch.Size([100_000]), 0.5, "cpu").float().mean().item() - 0.5) < 0.01
-    assert not drop_mask(torch.Size([1000]), 0.0, "cpu").any()
-    assert drop_mask(torch.Size([1000]), 1.0, "cpu").all()
+    half = keep_mask(torch.Size([100_000]), 0.5, "cpu", torch.float32)
+    assert abs(half.mean().item() - 0.5) < 0.01
+    assert keep_mask(torch.Size([1000]), 0.0, "cpu", torch.float32).eq(1).all()
+    assert keep_mask(torch.Size([1000]), 1.0, "cpu", torch.float32).eq(0).all()
 
 
 def test_shared_dropout_reuses_its_mask_only_for_the_same_tensor():
@@ -335,6 +338,26 @@ def test_shared_dropout_reuses_its_mask_only_for_the_same_tensor():
     assert set(first.unique().tolist()) == {0.0, 2.0}  # inverted dropout: kept values scaled by 1/(1-p)
     assert 0.4 < (first == 0).float().mean() < 0.6
     assert drop.eval()(x) is x
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_shared_dropout_values_and_gradients_are_bitwise_those_of_scaling_then_zeroing(dtype):
+    """One addcmul each way (ScaledKeep) instead of a product with the scale and masked_fill_ (a
+    scalar loop on the CPU): the same values and input gradients, bit for bit, the scale rounded
+    once as the product with a Python float rounds it."""
+    from ccexp.backends.speedups import SharedDropout, keep_mask
+
+    x = torch.randn(37, 29, dtype=dtype, requires_grad=True)
+    upstream = torch.randn(37, 29, dtype=dtype)
+    torch.manual_seed(5)
+    ours = SharedDropout(0.1).train()(x)
+    (ours * upstream).sum().backward()
+    ours_grad, x.grad = x.grad, None
+    torch.manual_seed(5)  # the same draws
+    dropped = keep_mask(x.shape, 0.1, "cpu", torch.bool).logical_not()
+    reference = (x * (1 / 0.9)).masked_fill(dropped, 0)
+    (reference * upstream).sum().backward()
+    assert dropped.any() and torch.equal(ours, reference) and torch.equal(ours_grad, x.grad)
 
 
 def _lora_pair(tiny_dir):
