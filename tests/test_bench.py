@@ -46,6 +46,16 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir, capsys, monkeypa
     from ccexp.backends.speedups import cpp_compiler
 
     assert training["ccexp"]["compiled"] is training["bare_loop"]["compiled"] is (cpp_compiler() is not None)
+    # MFU's tokens/s: ccexp's timed batches again, alone, after the turns (each of the turns' steps
+    # follows another side's); the row says so and gives the turns' own beside it.
+    alone = training["ccexp_alone"]
+    assert alone["batches"] == 2 and len(alone["step_seconds"]) == 2
+    assert alone["computed_tokens"] == sum(training["ccexp"]["step_computed_tokens"][1:])
+    assert alone["computed_tokens_per_s"] == pytest.approx(alone["computed_tokens"] / alone["seconds"])
+    mfu = results["ratios"]["MFU (4·N·tok/s ÷ matmul peak)"]["value"]
+    assert mfu == pytest.approx(4 * training["frozen_params"] * alone["computed_tokens_per_s"]
+                                / training["matmul_peak_flops"])
+    assert "ccexp's timed batches run again alone (in the turns" in printed
     # Two timed batches profiled: their matmuls take part of the wall time, so the MFU they alone
     # would allow is above the profiled window's own.
     breakdown = training["step_breakdown"]

@@ -163,12 +163,15 @@ def run_bench(args: argparse.Namespace) -> None:
         # happened to be slow would flatter MFU (runs here read 378 to 420 GFLOP/s).
         peaks = [peak, training.matmul_peak_flops(dtype, device)]
         trainable, total = backend.parameter_counts()
-        # Two of ccexp's timed batches again, profiled: what its matmuls alone allow MFU to reach.
-        timed = list(training.training_loader(backend, rc, train, val))[args.warmup:][:2]
-        breakdown = training.step_breakdown(backend, timed, total - trainable, max(peaks), device)
+        # ccexp's timed batches again, alone, right after the peak's second reading: the tokens/s
+        # MFU is measured on (the turns' steps pay for the other sides': alone_window). Then two
+        # of them profiled: what its matmuls alone allow MFU to reach.
+        timed = list(training.training_loader(backend, rc, train, val))[args.warmup:steps]
+        alone = training.alone_window(backend, timed, device)
+        breakdown = training.step_breakdown(backend, timed[:2], total - trainable, max(peaks), device)
         results["training"] = {"ccexp": ours, "bare_loop": bare, "hf_trainer": hf, "matmul_peak_flops": max(peaks),
                                "matmul_peak_readings": peaks, "frozen_params": total - trainable,
-                               "turns": order, "step_breakdown": breakdown}
+                               "turns": order, "ccexp_alone": alone, "step_breakdown": breakdown}
         clock.lap("training")
 
     if "generation" in args.parts:

@@ -112,6 +112,30 @@ def forward_backward(backend: TorchBackend, batch: dict, device: str = "cpu") ->
     return loss.item()
 
 
+def alone_window(backend: TorchBackend, batches: list[dict], device: str) -> dict:
+    """Forward + backward of ``batches`` (ccexp's timed ones, after training) with nothing else
+    running: the tokens/s MFU is measured on. In the turns each of ccexp's steps follows another
+    side's, whose model, activations and thread pool it shares the machine's caches and heap
+    with: run right after them, the same batches alone ran 5-15% faster on the bf16 EPYCs (two
+    sides of the same shapes in turns: 4-5%), a cost of the comparison, not of ccexp. The
+    optimizer step is left out (MFU's 4·N counts forward and backward; the LoRA step is 7-12 ms
+    of a 3-4 s step on 2 cores)."""
+    model = backend.model
+    was_training = model.training
+    model.train()
+    seconds = []
+    for batch in batches:
+        sync(device)
+        tic = time.perf_counter()
+        forward_backward(backend, batch, device)
+        sync(device)
+        seconds.append(time.perf_counter() - tic)
+    model.train(was_training)
+    tokens = sum(int(b["n_computed"]) for b in batches)
+    return {"batches": len(batches), "computed_tokens": tokens, "seconds": sum(seconds),
+            "computed_tokens_per_s": tokens / sum(seconds), "step_seconds": [round(s, 3) for s in seconds]}
+
+
 # The matmuls of a training step, by what they compute: the model's linear layers (the FLOPs
 # MFU counts) and attention's score and value products (products MFU's 4·N leaves out, with an
 # inner dimension of one head's width: on 2 AMX Xeon cores SmolLM2's run at ~600 GFLOP/s, a
