@@ -56,6 +56,15 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir, capsys, monkeypa
     assert mfu == pytest.approx(4 * training["frozen_params"] * alone["computed_tokens_per_s"]
                                 / training["matmul_peak_flops"])
     assert "ccexp's timed batches run again alone (in the turns" in printed
+    # Over the matmuls run: the embeddings' lookup is none and the head runs on answer positions
+    # only, so the strict MFU is below 4·N's (the tiny model's tied 49k x 64 embedding is most of it).
+    emb = training["embedding_params"]
+    assert emb["tied"] and emb["embedding"] == emb["head"] > training["frozen_params"] / 2
+    assert 0 < alone["head_rows"] < alone["computed_tokens"]
+    from ccexp.bench.training import mfu_strict
+
+    assert 0 < mfu_strict(alone, training["frozen_params"], emb, training["matmul_peak_flops"]) < mfu
+    assert "over the matmuls run (4·N counts the" in printed
     # Two timed batches profiled: their matmuls take part of the wall time, so the MFU they alone
     # would allow is above the profiled window's own.
     breakdown = training["step_breakdown"]
@@ -278,3 +287,17 @@ def test_the_benchmark_scripts_bad_input_is_one_line(script, argv, line):
     out = subprocess.run([sys.executable, str(path), *argv], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert out.stderr.splitlines() == [f"{line} (--help for usage)"]
+
+
+def test_strict_mfu_counts_the_embeddings_only_where_they_run():
+    """4·N counts every parameter on every token; over the matmuls run, the input embedding (a
+    lookup) counts nothing and the head counts on the positions it runs on only."""
+    from ccexp.bench.training import mfu, mfu_strict
+
+    alone = {"computed_tokens": 1000, "head_rows": 10, "seconds": 2.0}
+    tied = {"embedding": 30, "head": 30, "tied": True}
+    # 100 frozen parameters, 30 of them the tied embedding: 4·70·1000 + 4·30·10 FLOPs in 2 s.
+    assert mfu_strict(alone, 100, tied, 1e6) == pytest.approx((4 * 70 * 1000 + 4 * 30 * 10) / 2.0 / 1e6)
+    assert mfu_strict(alone, 100, tied, 1e6) < mfu(1000 / 2.0, 100, 1e6)
+    untied = {"embedding": 30, "head": 20, "tied": False}  # both in the 100
+    assert mfu_strict(alone, 100, untied, 1e6) == pytest.approx((4 * 50 * 1000 + 4 * 20 * 10) / 2.0 / 1e6)

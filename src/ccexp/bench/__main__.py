@@ -171,7 +171,8 @@ def run_bench(args: argparse.Namespace) -> None:
         breakdown = training.step_breakdown(backend, timed[:2], total - trainable, max(peaks), device)
         results["training"] = {"ccexp": ours, "bare_loop": bare, "hf_trainer": hf, "matmul_peak_flops": max(peaks),
                                "matmul_peak_readings": peaks, "frozen_params": total - trainable,
-                               "turns": order, "ccexp_alone": alone, "step_breakdown": breakdown}
+                               "embedding_params": training.embedding_params(backend.model), "turns": order,
+                               "ccexp_alone": alone, "step_breakdown": breakdown}
         clock.lap("training")
 
     if "generation" in args.parts:

@@ -109,8 +109,18 @@ def _training_rows(r: dict) -> list[Row]:
          f"N={t['frozen_params'] / 1e6:.1f}M, {computed:.0f} tok/s computed"
          + (f" by ccexp's timed batches run again alone (in the turns {in_turns:.0f}: MFU "
             f"{training.mfu(in_turns, t['frozen_params'], t['matmul_peak_flops']):.2f})" if alone else "")
-         + f", peak {t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s" + _mfu_bound(t.get("step_breakdown"))),
+         + f", peak {t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s" + _mfu_strict(t) + _mfu_bound(t.get("step_breakdown"))),
     ]
+
+
+def _mfu_strict(t: dict) -> str:
+    """MFU over the FLOPs run: 4·N counts the embeddings on every token (files before it lack it)."""
+    if "embedding_params" not in t or "ccexp_alone" not in t:
+        return ""
+    strict = training.mfu_strict(t["ccexp_alone"], t["frozen_params"], t["embedding_params"], t["matmul_peak_flops"])
+    return (f"; {strict:.2f} over the matmuls run (4·N counts the "
+            f"{t['embedding_params']['embedding'] / 1e6:.1f}M-parameter embedding on every token: no matmul for "
+            f"the input, the head on the {t['ccexp_alone']['head_rows']:,} answer positions only)")
 
 
 def _mfu_bound(b: dict | None) -> str:

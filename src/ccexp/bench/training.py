@@ -133,7 +133,32 @@ def alone_window(backend: TorchBackend, batches: list[dict], device: str) -> dic
     model.train(was_training)
     tokens = sum(int(b["n_computed"]) for b in batches)
     return {"batches": len(batches), "computed_tokens": tokens, "seconds": sum(seconds),
-            "computed_tokens_per_s": tokens / sum(seconds), "step_seconds": [round(s, 3) for s in seconds]}
+            "computed_tokens_per_s": tokens / sum(seconds), "step_seconds": [round(s, 3) for s in seconds],
+            "head_rows": sum(head_rows(b) for b in batches)}
+
+
+def head_rows(batch: dict) -> int:
+    """Positions the output head runs on in ``completion_nll``: those predicting an answer token."""
+    if "segments" in batch:  # packed: the kept positions
+        return int(batch["keep"].numel())
+    return batch["input_ids"].shape[0] * (int(batch["n_answer"]) + 1)
+
+
+def embedding_params(model) -> dict:
+    """The input embedding's and the output head's parameter counts, and whether they are one
+    tensor (tied: the model's parameter count holds it once). MFU's 4·N counts both on every
+    token, but the lookup is no matmul, and ccexp runs the head only where an answer token is
+    predicted (``mfu_strict``)."""
+    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    return {"embedding": embed.numel(), "head": head.numel(), "tied": head.data_ptr() == embed.data_ptr()}
+
+
+def mfu_strict(alone: dict, frozen_params: int, embeddings: dict, peak_flops: float) -> float:
+    """MFU over the matmul FLOPs the step runs: 4 per frozen parameter per token outside the
+    embeddings, and the head's 4 per parameter on the positions it runs on only."""
+    body = frozen_params - embeddings["embedding"] - (0 if embeddings["tied"] else embeddings["head"])
+    flops = 4 * body * alone["computed_tokens"] + 4 * embeddings["head"] * alone["head_rows"]
+    return flops / (peak_flops * alone["seconds"]) if peak_flops > 0 else 0.0
 
 
 # The matmuls of a training step, by what they compute: the model's linear layers (the FLOPs
