@@ -116,7 +116,7 @@ def alone_window(backend: TorchBackend, batches: list[dict], device: str) -> dic
     """Forward + backward of ``batches`` (ccexp's timed ones, after training) with nothing else
     running: the tokens/s MFU is measured on. In the turns each of ccexp's steps follows another
     side's, whose model, activations and thread pool it shares the machine's caches and heap
-    with: run right after them, the same batches alone ran 5-15% faster on the bf16 EPYCs (two
+    with: run right after them, the same batches alone ran 10-15% faster on a Zen 5 EPYC (two
     sides of the same shapes in turns: 4-5%), a cost of the comparison, not of ccexp. The
     optimizer step is left out (MFU's 4·N counts forward and backward; the LoRA step is 7-12 ms
     of a 3-4 s step on 2 cores)."""
@@ -178,17 +178,10 @@ def step_breakdown(backend: TorchBackend, batches: list[dict], frozen_params: in
     on MFU on this machine, whatever the rest of the step gets down to."""
     from torch.profiler import ProfilerActivity, profile
 
-    model = backend.model
-    was_training = model.training
-    model.train()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
-        tic = time.perf_counter()
-        for batch in batches:
-            forward_backward(backend, batch, device)
-        sync(device)
-        seconds = time.perf_counter() - tic
-    model.train(was_training)
+        window = alone_window(backend, batches, device)
+    seconds = window["seconds"]
     linear = attention = 0.0
     for event in prof.events():
         kind = _matmul_kind(event.name)
@@ -199,7 +192,7 @@ def step_breakdown(backend: TorchBackend, batches: list[dict], frozen_params: in
             linear += spent
         else:
             attention += spent
-    tokens = sum(int(b["n_computed"]) for b in batches)
+    tokens = window["computed_tokens"]
     flops = 4 * frozen_params * tokens
     return {"batches": len(batches), "computed_tokens": tokens, "seconds": seconds, "linear_matmul_s": linear,
             "attention_matmul_s": attention, "mfu_window": flops / (peak_flops * seconds),
