@@ -289,6 +289,32 @@ def test_decode_steps_take_the_explicit_path_with_the_padding_mask():
     assert torch.allclose(unpadded, theirs[1:], atol=1e-12)
 
 
+@pytest.mark.parametrize("q_len", [1, 4])
+def test_bf16_decode_step_over_a_growing_buffer_matches_float32(q_len):
+    """In bf16 a decode step computes its scores as K·Qᵀ (the cache's keys are a leading view of
+    a longer buffer, ``GrowingLayer``, which Q·Kᵀ would copy transposed first): the result is
+    SDPA's in float64 up to bf16 rounding, padding mask included, and the same as on contiguous keys."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from ccexp.backends import attention
+
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    q, k_buffer, v_buffer = _qkv(2, 6, 2, q_len, 40, dim=16)
+    # The filled part of each buffer, as GrowingLayer hands it out.
+    bf16 = [q.bfloat16(), k_buffer.bfloat16()[:, :, :29], v_buffer.bfloat16()[:, :, :29]]
+    mask = torch.ones(2, 1, q_len, 29, dtype=torch.bool).tril_(29 - q_len)
+    mask[0, ..., :5] = False
+    assert not bf16[1].is_contiguous()
+    with torch.no_grad():
+        ours = attention.explicit_attention(*bf16, 0.25, mask)
+        contiguous = attention.explicit_attention(*(t.contiguous() for t in bf16), 0.25, mask)
+    theirs, _ = sdpa_attention_forward(module, *(t.double() for t in bf16), mask, scaling=0.25)
+    assert ours.dtype == torch.bfloat16
+    assert torch.allclose(ours.double(), theirs, atol=2e-2)
+    assert torch.allclose(ours, contiguous, atol=1e-2)
+
+
 def test_long_rows_use_the_fused_kernel_with_the_same_result(tiny_dir, monkeypatch):
     """Rows over EXPLICIT_MAX_LEN go to SDPA (memory linear in length): same logits either way."""
     from ccexp.backends import attention
