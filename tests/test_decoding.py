@@ -264,3 +264,16 @@ def test_prompt_learning_models_keep_the_prefix_tree(model):
 
     tuned = get_peft_model(copy.deepcopy(model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
     assert decoding._packs_prompts(model) and not decoding._packs_prompts(tuned)
+
+
+def test_greedy_tokens_are_bf16_argmaxes_ties_included():
+    """greedy_tokens argmaxes in float32 for speed: the same token as argmax over the bf16
+    logits, the first index where the top scores tie (bf16's coarse steps make ties common)."""
+    from ccexp.backends.decoding import greedy_tokens
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(11, 4096, generator=g) * 4).round().bfloat16()  # many exact ties
+    logits[3, [7, 9, 4000]] = 100.0  # a tie at the top: the first index wins
+    picked = greedy_tokens(logits)
+    assert picked.dtype == torch.int64 and picked[3] == 7
+    assert torch.equal(picked, logits.argmax(-1))

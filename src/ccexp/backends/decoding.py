@@ -41,6 +41,15 @@ from ccexp.backends import attention
 from ccexp.data.batching import common_prefix, common_prefix_all
 
 
+def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """The greedy token of each row of ``logits`` [..., vocab]: ``argmax`` over float32. On the
+    CPU a bf16 ``argmax`` is a slow kernel: 670 µs for 8 rows of SmolLM2's 49k-token vocabulary
+    against 220 µs cast and all (1.0 vs 0.2 ms for an 11-token draft check), 2% of a batch-of-8
+    decode step. The cast is exact, and ties go to the first index either way, so the tokens are
+    the same."""
+    return logits.float().argmax(-1)
+
+
 def _forward(net, cache: DynamicCache, **inputs):
     """One forward pass that reads and extends ``cache``. transformers 5.2x renamed the
     forward's ``past_key_values`` to ``cache`` (the old name goes in 5.40); pass the one this
@@ -222,7 +231,7 @@ def greedy_decode(net, prompt: Sequence[int], max_new_tokens: int, eos_id: int |
     if prefix_cache is not None:
         prefix_cache.store(cache_key, prompt, cache)
     choose = (lambda at, scores: list(teacher[at : at + len(scores)])) if teacher is not None else \
-        (lambda at, scores: scores.argmax(-1).tolist())
+        (lambda at, scores: greedy_tokens(scores).tolist())
     answer = choose(0, logits)
     first_token = time.perf_counter() - start
     draft = drafter.start(list(prompt) + answer) if drafter is not None and draft_tokens > 0 else None
@@ -393,7 +402,7 @@ def greedy_decode_batch(net, prompts: Sequence[Sequence[int]], max_new_tokens: i
     del layers
     mask = torch.tensor([[0] * (longest - n) + [1] * n for n in lengths], device=device)
     positions = torch.tensor(lengths, device=device)[:, None]
-    tokens = torch.stack(first).argmax(-1)
+    tokens = greedy_tokens(torch.stack(first))
     answers = [[t] for t in tokens.tolist()]  # reading them back waits for a GPU to finish
     first_token = time.perf_counter() - start
     done = [t == eos_id for t in tokens.tolist()]
@@ -404,7 +413,7 @@ def greedy_decode_batch(net, prompts: Sequence[Sequence[int]], max_new_tokens: i
         logits = _forward(net, batch, input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
                           logits_to_keep=1).logits[:, -1]
         positions = positions + 1
-        tokens = logits.argmax(-1)
+        tokens = greedy_tokens(logits)
         for row, token in enumerate(tokens.tolist()):
             if not done[row]:
                 answers[row].append(token)
