@@ -342,14 +342,15 @@ def explicit_attention(query, key, value, scaling: float, mask: torch.Tensor | N
     groups = heads // kv_heads
     # [B, kv, groups·q, dim]: each KV head's query group as one matrix, so one matmul per KV head.
     q = (query * scaling).reshape(batch, kv_heads, groups * q_len, dim)
-    if key.dtype == torch.float32:
+    if key.dtype == torch.float32 or key.is_contiguous():
         scores = torch.matmul(q, key.transpose(-1, -2))
     else:
-        # The cache's keys are the leading part of a longer buffer (``decoding.GrowingLayer``), so
-        # their batch stride is not n·dim, and a bf16 Q·Kᵀ with Kᵀ so strided copies K transposed
-        # first: ~480 µs of a ~580 µs batch-of-8 decode-step attention over ~820 keys (2-core Zen 5).
-        # K·Qᵀ reads K as it lies: the same products (bitwise, test), the layer's attention ~290 µs.
-        # fp32 keeps Q·Kᵀ, there the faster one (130 vs 146 µs).
+        # ccexp's loops hand over the filled part of a longer buffer (``decoding.GrowingLayer``),
+        # whose batch stride is not n·dim, and oneDNN copies a bf16 Kᵀ so strided, transposed,
+        # before Q·Kᵀ: ~480 µs of a ~580 µs batch-of-8 decode-step attention over ~820 keys (2-core
+        # Zen 5). K·Qᵀ reads the strided keys as they lie: ~290 µs, the same answers (an A/B over 8
+        # prompts × 32 tokens; test against float64). Contiguous keys (``generate``'s concatenated
+        # cache) and fp32 keep Q·Kᵀ, the faster there (bf16, batch of 8: 56 vs 82 µs).
         scores = torch.matmul(key, q.transpose(-1, -2)).transpose(-1, -2).contiguous()
     scores = scores.view(batch, kv_heads, groups, q_len, k_len)
     if mask is not None:  # masked_fill, unlike a bias, also hides non-finite pad keys
