@@ -116,7 +116,7 @@ def alone_window(backend: TorchBackend, batches: list[dict], device: str) -> dic
     """Forward + backward of ``batches`` (ccexp's timed ones, after training) with nothing else
     running: the tokens/s MFU is measured on. In the turns each of ccexp's steps follows another
     side's, whose model, activations and thread pool it shares the machine's caches and heap
-    with: run right after them, the same batches alone ran 5-28% faster on a Zen 5 EPYC (two
+    with: run right after them, the same batches alone ran 6-28% faster on a Zen 5 EPYC (two
     sides of the same shapes in turns: 4-5%), a cost of the comparison, not of ccexp. The
     optimizer step is left out (MFU's 4·N counts forward and backward; the LoRA step is 7-12 ms
     of a 3-4 s step on 2 cores)."""
