@@ -290,7 +290,7 @@ def test_decode_steps_take_the_explicit_path_with_the_padding_mask():
 
 
 @pytest.mark.parametrize("q_len", [1, 4])
-def test_bf16_decode_step_over_a_growing_buffer_matches_float32(q_len):
+def test_bf16_decode_step_over_a_growing_buffer_matches_float64_sdpa(q_len):
     """In bf16 a decode step computes its scores as K·Qᵀ (the cache's keys are a leading view of
     a longer buffer, ``GrowingLayer``, which Q·Kᵀ would copy transposed first): the result is
     SDPA's in float64 up to bf16 rounding, padding mask included, and the same as on contiguous keys."""

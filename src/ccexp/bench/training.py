@@ -192,11 +192,10 @@ def step_breakdown(backend: TorchBackend, batches: list[dict], frozen_params: in
             linear += spent
         else:
             attention += spent
-    tokens = window["computed_tokens"]
-    flops = 4 * frozen_params * tokens
+    tokens, matmuls = window["computed_tokens"], linear + attention
     return {"batches": len(batches), "computed_tokens": tokens, "seconds": seconds, "linear_matmul_s": linear,
-            "attention_matmul_s": attention, "mfu_window": flops / (peak_flops * seconds),
-            "mfu_bound": flops / (peak_flops * (linear + attention)) if linear + attention > 0 else math.nan}
+            "attention_matmul_s": attention, "mfu_window": mfu(window["computed_tokens_per_s"], frozen_params, peak_flops),
+            "mfu_bound": mfu(tokens / matmuls, frozen_params, peak_flops) if matmuls > 0 else math.nan}
 
 
 def _matmul_kind(name: str) -> str | None:
