@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -22,7 +23,7 @@ from omegaconf import OmegaConf
 
 from ccexp.__main__ import CONFIG_DIR
 from ccexp.compare import compare
-from ccexp.config import validate
+from ccexp.config import ConfigError, validate
 from ccexp.run import run
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
@@ -167,6 +168,52 @@ def test_an_objective_no_run_reports_fails_each_trial_in_one_line(tmp_path):
     assert (job / "error.txt").read_text() == error
     assert "ccexp: Optuna study: no trial gave a value of objective.metric, so there are no best parameters" in proc.stderr
     assert f"ccexp: sweep {tmp_path}: 1 job: 0 finished, 1 failed" in proc.stderr
+
+
+def _study(cfg, tmp_path, **change):
+    """The plugin's sweeper state as ``check_study`` sees it after ``setup``."""
+    sweeper = cfg.hydra.sweeper
+    state = dict(config=cfg, params=sweeper.params, n_trials=sweeper.n_trials, n_jobs=sweeper.n_jobs,
+                 direction=sweeper.direction, storage=f"sqlite:///{tmp_path}/optuna.db")
+    return SimpleNamespace(**{**state, **change})
+
+
+@pytest.mark.parametrize("change,error", [
+    ({"n_trials": 0}, "hydra.sweeper.n_trials: expected an integer >= 1, got 0"),
+    ({"n_jobs": -1}, "hydra.sweeper.n_jobs: expected an integer >= 1, got -1"),
+    ({"direction": "up"}, "objective.direction (the study's hydra.sweeper.direction): expected minimize or maximize, "
+                          "got 'up'"),
+    ({"storage": "sqlite:////nonexistent/dir/x.db"},
+     "hydra.sweeper.storage: sqlite:////nonexistent/dir/x.db: /nonexistent/dir is not a folder this user can write to"),
+    ({"params": {"method.lr": "tag(log, interval(3e-3, 1e-4))"}},
+     "hydra.sweeper.params: method.lr=tag(log, interval(3e-3, 1e-4)): The `low` value must be smaller than or equal "
+     "to the `high` value (low=0.003, high=0.0001)."),
+    ({"params": {"method.lr": "tag(log, interval(0, 3e-3))"}},
+     "hydra.sweeper.params: method.lr=tag(log, interval(0, 3e-3)): The `low` value must be larger than 0 for a log "
+     "distribution (low=0.0, high=0.003)."),
+    ({"params": {"method.lr": "interval(0.2"}},
+     "hydra.sweeper.params: method.lr=interval(0.2: no viable alternative at input 'interval(0.2'"),
+    ({"params": {"method.rr": "choice(4, 8)"}},
+     "hydra.sweeper.params: method.rr is not a key of the config (did you mean method.r or method.lr or method?)"),
+])
+def test_a_bad_study_is_refused_in_one_line_before_it_opens(change, error, tmp_path):
+    """What the plugin fails on with a traceback (optuna's range checks, n_jobs=0 dividing), or
+    only after a trial started (an unknown key: a trial left RUNNING in the study for good)."""
+    from hydra_plugins.ccexp_plugins import check_study
+
+    cfg = compose_with_hydra("hparams_search=lora_optuna")
+    check_study(_study(cfg, tmp_path), ["method.r=8", "+new_key=1"])  # the search as shipped passes
+    with pytest.raises(ConfigError) as err:
+        check_study(_study(cfg, tmp_path, **change), [])
+    assert str(err.value) == error
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_a_bad_study_setting_stops_the_search_in_one_line(tmp_path):
+    proc = cli("-m", "hparams_search=lora_optuna", "hydra.sweeper.n_trials=0", *FAST, f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert proc.stderr == "ccexp: error: hydra.sweeper.n_trials: expected an integer >= 1, got 0\n"
+    assert not (tmp_path / "optuna.db").exists()
 
 
 @pytest.mark.skipif(shutil.which("srun") is not None, reason="SLURM is here")

@@ -4,19 +4,99 @@ conf/hydra/launcher/slurm.yaml); Hydra takes plugins only from the ``hydra_plugi
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+from collections.abc import MutableSequence
+from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra_plugins.hydra_optuna_sweeper import _impl as optuna_impl
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _OptunaSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SlurmLauncher
+from omegaconf import DictConfig
+
+from ccexp.config import ConfigError, did_you_mean
+
+
+def _stop(message: str) -> None:
+    print(f"ccexp: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _config_keys(node, prefix: str = "") -> list[str]:
+    """Every dotted key of the task's config (not hydra's), for "did you mean"."""
+    keys = []
+    for key, child in node.items_ex(resolve=False) if isinstance(node, DictConfig) else []:
+        if prefix == "" and key == "hydra":
+            continue
+        keys.append(f"{prefix}{key}")
+        if isinstance(child, DictConfig):
+            keys += _config_keys(child, f"{prefix}{key}.")
+    return keys
+
+
+def _is_group(sweeper, key: str) -> bool:
+    """``method=lora``, ``experiment=...``: a config group choice, not a key (a ``_global_``
+    group such as ``experiment`` is no node of the config at all)."""
+    loader = getattr(getattr(sweeper, "hydra_context", None), "config_loader", None)
+    repository = getattr(loader, "repository", None)
+    return repository is not None and repository.group_exists(key.replace(".", "/"))
+
+
+def check_study(sweeper, arguments: list[str]) -> None:
+    """What the plugin would fail on with a traceback, or only after a trial has started (and
+    stays RUNNING in the study for good): checked before the study is opened, as one line
+    naming the key. ``sweeper``: the plugin's ``OptunaSweeperImpl`` after ``setup``."""
+    for key in ("n_trials", "n_jobs"):
+        value = getattr(sweeper, key)
+        if not _is_count(value):
+            raise ConfigError(f"hydra.sweeper.{key}: expected an integer >= 1, got {value!r}")
+    directions = sweeper.direction if isinstance(sweeper.direction, MutableSequence) else [sweeper.direction]
+    for direction in directions:
+        name = getattr(direction, "name", direction)
+        if name not in ("minimize", "maximize"):
+            raise ConfigError(f"objective.direction (the study's hydra.sweeper.direction): expected minimize or "
+                              f"maximize, got {name!r}")
+    storage = sweeper.storage
+    if isinstance(storage, str) and storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        folder = Path(storage.removeprefix("sqlite:///")).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"hydra.sweeper.storage: {storage}: {folder} is not a folder this user can write to")
+    params = sweeper.params or {}  # a DictConfig; None without a search space
+    task_keys = _config_keys(sweeper.config)
+    parser = OverridesParser.create()
+    for source, text in [("hydra.sweeper.params", f"{k}={v}") for k, v in params.items()] + \
+                        [("the command line", a) for a in arguments]:
+        try:
+            override = parser.parse_override(text)
+            optuna_impl.create_optuna_distribution_from_override(override)
+        except Exception as err:  # noqa: BLE001 - Hydra's parse errors and optuna's range errors alike
+            raise ConfigError(f"{source}: {text}: {str(err).splitlines()[0]}") from None
+        key = override.get_key_element()
+        # A new key (+key=...), a config group (method=...) and hydra's own keys are Hydra's to check.
+        if override.is_add() or override.is_force_add() or override.is_delete() or key.startswith("hydra"):
+            continue
+        if "/" not in key and key not in task_keys and not _is_group(sweeper, key):
+            hint = did_you_mean(key, task_keys, f"use +{key}=... to add a new key")
+            raise ConfigError(f"{source}: {key} is not a key of the config ({hint})")
 
 
 class OptunaSweeper(_OptunaSweeper):
-    """A study whose trials all failed ends, in the plugin, with ``ValueError: Record does not
-    exist`` and a traceback when it asks for the best trial. Here it is one line; each failed
-    job's error.txt says why, and the sweep summary still runs after it."""
+    """The plugin's sweeper with its failures in one line: a bad study setting or search space
+    before the study opens (``check_study``), and a study whose trials all failed, which ends in
+    the plugin with ``ValueError: Record does not exist`` and a traceback when it asks for the
+    best trial. Each failed job's error.txt says why, and the sweep summary still runs after it."""
 
     def sweep(self, arguments):
+        try:
+            check_study(self.sweeper, arguments)
+        except ConfigError as err:
+            _stop(str(err))
         try:
             return super().sweep(arguments)
         except ValueError as err:
@@ -32,7 +112,6 @@ class SlurmLauncher(_SlurmLauncher):
 
     def launch(self, job_overrides, initial_job_idx):
         if shutil.which("srun") is None or shutil.which("sbatch") is None:
-            print("ccexp: error: hydra/launcher=slurm: no SLURM here (srun and sbatch are not on PATH); launch from "
-                  "the cluster, or use hydra/launcher=joblib on this machine", file=sys.stderr, flush=True)
-            sys.exit(2)
+            _stop("hydra/launcher=slurm: no SLURM here (srun and sbatch are not on PATH); launch from "
+                  "the cluster, or use hydra/launcher=joblib on this machine")
         return super().launch(job_overrides, initial_job_idx)
