@@ -23,7 +23,7 @@ from hydra.errors import HydraException
 from ccexp.backends import speedups
 from ccexp.bench.setup import compose_run_config
 from ccexp.cli import OneLineParser, int_at_least
-from ccexp.config import ConfigError
+from ccexp.config import ConfigError, config_error_line
 from ccexp.data import build_splits
 
 
@@ -42,7 +42,7 @@ def main() -> None:
                                  f"trainer.batch_size={args.batch_size}",
                                  f"data_size.train={args.batch_size * args.batches}", *args.overrides])
     except (ConfigError, HydraException) as err:  # e.g. --model nosuch: one line, not a traceback
-        parser.error(str(err).splitlines()[0])
+        parser.error(config_error_line(err))
     # Imported once the arguments are good: bitsandbytes prints a line as it loads.
     from ccexp.backends.lightning import TorchBackend
     from ccexp.bench.training import forward_backward, training_loader

@@ -17,7 +17,7 @@ from hydra.errors import HydraException
 
 from ccexp.bench.setup import compose_run_config
 from ccexp.cli import OneLineParser
-from ccexp.config import ConfigError
+from ccexp.config import ConfigError, config_error_line
 from ccexp.data import build_splits
 from ccexp.data.formats import write_chatml
 
@@ -41,7 +41,7 @@ def main() -> None:
     try:
         rc = compose_run_config([f"data_size={args.size}", f"task_mix={args.task_mix}"])
     except (ConfigError, HydraException) as err:  # e.g. --size huge: one line, not a traceback
-        parser.error(str(err).splitlines()[0])
+        parser.error(config_error_line(err))
     timings, digests = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(2):

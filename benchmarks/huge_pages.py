@@ -61,7 +61,7 @@ def main() -> None:
     from ccexp.backends import speedups
     from ccexp.bench.setup import compose_run_config
     from ccexp.cli import OneLineParser, int_at_least
-    from ccexp.config import ConfigError
+    from ccexp.config import ConfigError, config_error_line
 
     parser = OneLineParser(prog="huge_pages.py", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2_135m")
@@ -80,7 +80,7 @@ def main() -> None:
     try:
         compose_run_config(overrides)  # bad overrides: one line here, not one per child
     except (ConfigError, HydraException) as err:
-        parser.error(str(err).splitlines()[0])
+        parser.error(config_error_line(err))
     mode = speedups.huge_pages_mode()
     if mode in ("never", "unavailable"):
         parser.error(f"transparent huge pages are {mode} on this machine: nothing to compare")

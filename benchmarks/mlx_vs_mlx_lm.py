@@ -36,7 +36,7 @@ from ccexp.backends.mlx import MLXBackend
 from ccexp.backends.mlx_lora import lora_keys
 from ccexp.bench.setup import compose_run_config
 from ccexp.cli import OneLineParser, int_at_least
-from ccexp.config import ConfigError, RunConfig
+from ccexp.config import ConfigError, RunConfig, config_error_line
 from ccexp.data import build_splits
 from ccexp.data.batching import encode
 from ccexp.data.formats import read_chatml, write_mlx_layout
@@ -139,7 +139,7 @@ def main() -> None:
     try:
         rc = _config(args)
     except (ConfigError, HydraException) as err:  # e.g. --model nosuch: one line, not a traceback
-        parser.error(str(err).splitlines()[0])
+        parser.error(config_error_line(err))
     model_dir = resolve_model_dir(rc.model)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

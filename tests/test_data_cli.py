@@ -101,7 +101,7 @@ def test_export_defaults_to_the_data_folder(tmp_path, monkeypatch):
     (["describe", "data=csv", "data.train_path=nope.csv", "model=tiny"],
      "ccexp.data: error: nope.csv: no such file (data.train_path; relative paths are resolved against"),
     (["export", "data=csv", "--out"], "ccexp.data: error: --out: expected a directory"),
-    (["describe", "data=parquet"], "ccexp.data: error: In 'config': Could not find 'data/parquet'"),
+    (["describe", "data=parquet"], "ccexp.data: error: data=parquet: no such option, expected one of chatml, csv, hf, jsonl, synthetic, twcs"),
     (["describe", "--verbose"], "ccexp.data: error: --verbose: unknown option"),
     (["summarize"], "usage: python -m ccexp.data {describe,export}"),
 ])

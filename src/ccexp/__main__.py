@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ccexp.config import ConfigError, objective_missing
+from ccexp.config import ConfigError, config_error_line, objective_missing
 
 # A wheel carries the configs inside the package; a source checkout keeps them in ./conf.
 _PACKAGED = Path(__file__).parent / "conf"
@@ -59,5 +61,21 @@ def main(cfg: DictConfig) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def cli() -> None:
+    """``python -m ccexp`` and the ``ccexp`` command: ``main`` with Hydra's own errors in one line
+    (exit 2, as ccexp's config errors). HYDRA_FULL_ERROR=1 set by the user keeps Hydra's output."""
+    if os.environ.get("HYDRA_FULL_ERROR"):
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors instead of printing them
+    try:
+        main()
+    except HydraException as err:
+        print(f"ccexp: error: {config_error_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        del os.environ["HYDRA_FULL_ERROR"]
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -560,6 +561,29 @@ def did_you_mean(key: str, keys, otherwise: str) -> str:
     """"did you mean val/loss?" with the keys nearest a mistyped one, else ``otherwise``."""
     close = difflib.get_close_matches(key, sorted(keys), n=3)
     return f"did you mean {' or '.join(close)}?" if close else otherwise
+
+
+def config_error_line(err: ConfigError | HydraException) -> str:
+    """Hydra's own errors (a mistyped override key, a config group option that does not exist, an
+    override it cannot parse) are several lines with a hint about HYDRA_FULL_ERROR: one line here,
+    naming the key. A ConfigError is one line already."""
+    if isinstance(err, ConfigError):
+        return str(err)
+    text = str(err)
+    cause = err.__cause__
+    full_key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
+    added = re.search(r"use (\+\S+)", text)
+    if full_key and isinstance(parent, DictConfig) and added:  # "Could not override 'trainer.max_step'"
+        prefix = full_key.rpartition(".")[0]
+        keys = [f"{prefix}.{k}" if prefix else str(k) for k in parent.keys()]
+        return f"{full_key}: not a key of the config ({did_you_mean(full_key, keys, 'see --cfg job')}); " \
+               f"{added.group(1)} would add it"
+    if isinstance(err, MissingConfigException) and err.options is not None:  # "Could not find 'method/lorax'"
+        found = re.search(r"Could not find '([^']+)'", text)
+        where = found.group(1).rpartition("/") if found else ("?", "", "?")
+        return f"{where[0]}={where[2]}: no such option, expected one of {', '.join(err.options)}"
+    lines = [line.strip() for line in text.split("Config search path:")[0].splitlines() if line.strip()]
+    return "; ".join(lines)
 
 
 def numeric_keys(metrics: dict) -> list[str]:

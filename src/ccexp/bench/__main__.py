@@ -29,7 +29,7 @@ from ccexp.bench import inference, memory, training
 from ccexp.bench.report import RESULTS, ResultError, load_result, print_history, print_table, report_rows
 from ccexp.bench.setup import compose_run_config
 from ccexp.cli import OneLineParser, int_at_least, writable_file
-from ccexp.config import ConfigError
+from ccexp.config import ConfigError, config_error_line
 from ccexp.data import build_splits
 from ccexp.methods import METHODS
 from ccexp.models import load_model, resolve_model_dir
@@ -123,7 +123,7 @@ def main(argv=None) -> None:
     try:
         run_bench(args)
     except (ConfigError, HydraException) as err:  # e.g. --model nosuch: one line, not a traceback
-        print(f"ccexp.bench: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        print(f"ccexp.bench: error: {config_error_line(err)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from ccexp.__main__ import CONFIG_DIR
 from ccexp.cli import output_dir
-from ccexp.config import ConfigError, RunConfig, validate
+from ccexp.config import ConfigError, RunConfig, config_error_line, validate
 from ccexp.data import build_splits, to_dataset_dict
 from ccexp.data.card import dataset_card, print_card
 from ccexp.data.formats import write_chatml, write_mlx_layout
@@ -96,7 +96,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             # Default: the repo's data/ folder, one directory per source and size.
             export(splits, Path(out or f"data/{rc.data.name}-{rc.data_size.name}"), console)
     except (ConfigError, HydraException) as err:
-        print(f"ccexp.data: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        print(f"ccexp.data: error: {config_error_line(err)}", file=sys.stderr)
         return 2
     return 0
 
