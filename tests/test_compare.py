@@ -26,9 +26,9 @@ COMPARE = {"metric": "test/acc", "direction": "maximize",
 
 
 def make_run(path: Path, method: str, metrics: dict, task_mix: str = "all", compare: dict = COMPARE,
-             weights: dict | None = None) -> Path:
+             weights: dict | None = None, **fields) -> Path:
     path.mkdir(parents=True)
-    config = {"model": {"name": "tiny"}, "method": METHODS[method],
+    config = {"model": {"name": "tiny"}, "method": {**METHODS[method], **fields},
               "task_mix": {"name": task_mix, **({"weights": weights} if weights else {})},
               "eval": {"generate_examples": 18}, "seed": 42, "compare": compare}
     (path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -129,6 +129,25 @@ def test_one_recommendation_per_scenario(tmp_path):
     assert "**For task_mix=all:** **Recommend prompt_tuning** — run `1`" in md
     assert "**For task_mix=classification:** **Recommend lora** — run `2`" in md
     assert "| run | status | method | task_mix | test/acc ↑ | adapter/size_mb ↓ |" in md
+
+
+def test_searched_values_keep_their_digits_and_the_logger_is_no_scenario(tmp_path):
+    """An Optuna search's learning rates: 0.0013 and 0.0016 are two settings in the report (not
+    both 0.001 or 0.002), compare.csv has them as config.yaml does; runs logged differently are
+    one scenario."""
+    root = tmp_path / "sweep"
+    for i, (lr, acc, logger) in enumerate([(0.0013010112638152042, 0.5, "wandb"), (0.0016, 0.6, "none")]):
+        run = make_run(root / str(i), "lora", {"test/acc": acc, "adapter/size_mb": 1.0},
+                       compare={**COMPARE, "constraints": []}, lr=lr)
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        (run / "config.yaml").write_text(yaml.safe_dump({**config, "logger": {"name": logger},
+                                                         "experiment_name": f"launch{i}"}))
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    assert "| `0` | finished | 0.001301 |" in md and "| `1` | finished | 0.0016 |" in md
+    assert "**Recommend lora** — run `1` (method.lr=0.0016)" in md and "For " not in md
+    with open(root / "compare.csv") as f:
+        assert [row["method.lr"] for row in csv.DictReader(f)] == ["0.0013010112638152042", "0.0016"]
 
 
 def test_all_failed_or_objective_missing_says_so(tmp_path):
@@ -342,3 +361,9 @@ def test_out_that_is_a_file_is_one_line(sweep, capsys):
     assert main([str(sweep), "--out", str(sweep / "0" / "metrics.json")]) == 2
     assert capsys.readouterr().err == (f"ccexp.compare: error: --out {sweep / '0' / 'metrics.json'}: a file, "
                                        "expected a directory (it is created if missing)\n")
+    under = sweep / "0" / "metrics.json" / "sub"
+    assert main([str(sweep), "--out", str(under)]) == 2
+    assert capsys.readouterr().err == (f"ccexp.compare: error: --out {under}: {sweep / '0' / 'metrics.json'} is a "
+                                       "file, so no directory can be made under it\n")
+    assert main([str(sweep), "--out", "/proc/nope"]) == 2
+    assert capsys.readouterr().err.startswith("ccexp.compare: error: --out /proc/nope: ")  # as root: cannot create

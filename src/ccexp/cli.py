@@ -47,12 +47,23 @@ def writable_file(text: str | Path) -> Path:
     return path
 
 
-def output_dir(path: Path, error: type[Exception], flag: str) -> Path:
-    """A folder results go to (``flag``: how the command names it, "--out" or "out="), created if
-    missing; an existing file there raises ``error`` in one line before any work is written."""
+def output_dir(path: Path, error: type[Exception], flag: str, create: bool = False) -> Path:
+    """A folder results go to (``flag``: how the command names it, "--out" or "out="), to be
+    created if missing (now, with ``create``); a file there, or a folder that cannot be made or
+    written (under a file, read-only), raises ``error`` in one line before any work is written."""
+    shown = f"{flag}{path}" if flag.endswith("=") else f"{flag} {path}"
     if path.exists() and not path.is_dir():
-        shown = f"{flag}{path}" if flag.endswith("=") else f"{flag} {path}"
         raise error(f"{shown}: a file, expected a directory (it is created if missing)")
+    folder = next(p for p in (path, *path.parents) if p.exists())  # "." or "/" at the latest
+    if not folder.is_dir():
+        raise error(f"{shown}: {folder} is a file, so no directory can be made under it")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise error(f"{shown}: {folder} is not a folder this user can write to")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # root passes os.access, yet /proc takes no folder
+            raise error(f"{shown}: cannot create it ({err.strerror or err})") from None
     return path
 
 

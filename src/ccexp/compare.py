@@ -177,6 +177,9 @@ def _key_rank(key: str) -> tuple:
     return (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER), not key.endswith(".name"), key)
 
 
+_NOT_AXES = ("compare.", "logger.", "experiment_name")
+
+
 def swept_keys(runs: list[Run]) -> list[str]:
     """Config keys whose values differ between runs (a run that failed before writing
     config.yaml counts with Hydra's copy of its config). A group's fields that follow from its
@@ -184,8 +187,9 @@ def swept_keys(runs: list[Run]) -> list[str]:
     def known(run: Run, key: str) -> bool:  # an unresolved ${...} says nothing about the value
         return "${" not in str(run.flat.get(key, ""))
 
-    # The compare block says how to judge the runs, not how they ran: never a swept axis.
-    keys = sorted({k for r in runs for k in r.flat if not k.startswith("compare.")})
+    # The compare block says how to judge the runs, the logger and experiment_name where they were
+    # recorded, not how they ran: never a swept axis (a split of the recommendation by logger).
+    keys = sorted({k for r in runs for k in r.flat if not k.startswith(_NOT_AXES)})
     differing = [k for k in keys if len({repr(r.flat.get(k)) for r in runs if known(r, k)}) > 1]
     chosen = {k[: -len(".name")] for k in differing if k.endswith(".name")}
     shown = []
@@ -256,9 +260,17 @@ def fmt(value: Any) -> str:
     return f"{value:.3f}" if value == 0 or abs(value) >= 0.001 else f"{value:.2e}"
 
 
+def setting(value: Any) -> str:
+    """A config value as the report shows it: a float to 4 significant digits, so that the
+    learning rates an Optuna search picks (0.0013 and 0.0016) stay apart; else as ``fmt``."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.4g}"
+    return fmt(value)
+
+
 def describe(run: Run, swept: list[str]) -> str:
     """'method=lora, task_mix=all': the run's swept values."""
-    return ", ".join(f"{column_label(k)}={fmt(run.flat.get(k))}" for k in swept) or run.name
+    return ", ".join(f"{column_label(k)}={setting(run.flat.get(k))}" for k in swept) or run.name
 
 
 # -- recommendation -----------------------------------------------------------------------------
@@ -377,7 +389,7 @@ def recommend(runs: list[Run], cc: CompareConfig, swept: list[str]) -> list[str]
     scenario_keys = [k for k in swept if not k.startswith("method.")]
     scenarios: dict[str, list[Run]] = {}
     for run in runs:
-        label = ", ".join(f"{column_label(k)}={fmt(run.flat.get(k))}" for k in scenario_keys)
+        label = ", ".join(f"{column_label(k)}={setting(run.flat.get(k))}" for k in scenario_keys)
         scenarios.setdefault(f"For {label}" if label else "", []).append(run)
     return [_recommend_scenario(rs, cc, swept, label) for label, rs in scenarios.items()]
 
@@ -388,7 +400,7 @@ def _rows(runs: list[Run], swept: list[str], columns: list[str], best: dict[str,
     rows = []
     for r in runs:
         row = {"run": r.name, "status": r.status}
-        row.update({column_label(k): fmt(r.flat.get(k)) for k in swept})
+        row.update({column_label(k): r.flat.get(k) for k in swept})  # as the run's config.yaml has it
         row.update({k: r.value(k) for k in columns})
         row["error"] = "" if r.finished else r.error
         row["best_in"] = ";".join(k for k in columns if r.name in best[k])
@@ -420,7 +432,7 @@ def write_markdown(path: Path, runs, swept, columns, best, paragraphs, plots, so
     header = ["run", "status"] + [column_label(k) for k in swept] + [k + _arrow(k) for k in columns]
     lines += ["## Runs", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in runs:
-        cells = [f"`{r.name}`", r.status] + [fmt(r.flat.get(k)) for k in swept]
+        cells = [f"`{r.name}`", r.status] + [setting(r.flat.get(k)) for k in swept]
         cells += [f"**{fmt(r.value(k))}**" if r.name in best[k] else fmt(r.value(k)) for k in columns]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "Bold: the best finished run per column (↑ higher is better, ↓ lower). "
@@ -453,7 +465,7 @@ def print_table(runs, swept, columns, best, paragraphs, console: Console) -> Non
     runs as rows when there are many of them (an Optuna study)."""
     title = "ccexp: runs side by side (bold = best)"
     labels = [("status", lambda r: r.status if r.finished else f"[red]{r.status}[/]")]
-    labels += [(column_label(k), lambda r, k=k: fmt(r.flat.get(k))) for k in swept]
+    labels += [(column_label(k), lambda r, k=k: setting(r.flat.get(k))) for k in swept]
     metrics = [(k + _arrow(k), lambda r, k=k: f"[bold green]{fmt(r.value(k))}[/]" if r.name in best[k]
                 else fmt(r.value(k))) for k in columns]
     if len(runs) <= 8:
@@ -542,7 +554,7 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
         cc = recorded_config(runs)
     out = Path(out) if out is not None else (Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir()
                                              else Path("compare"))
-    output_dir(out, CompareError, "--out").mkdir(parents=True, exist_ok=True)
+    output_dir(out, CompareError, "--out", create=True)
     console = console or Console()
     named = {r.dir for r in runs}
     nested = [d for d in nested_run_dirs(paths) if d.resolve() not in named]

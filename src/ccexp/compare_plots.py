@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ccexp.compare import Run, column_label, fmt
+from ccexp.compare import Run, column_label, fmt, setting
 from ccexp.config import CompareConfig, parse_constraint
 
 FIELD_ACC = re.compile(r"^test/(?!task/)([^/]+)/acc$")  # test/<field>/acc, not test/task/<task>/acc
@@ -22,9 +22,9 @@ def _label(run: Run, swept: list[str]) -> str:
     """The run and its swept values; named ("lr=2.89e-04") when several keys are swept, where
     bare numbers would not say which is which."""
     if len(swept) > 1:  # method.name -> method, method.lr -> lr
-        values = [f"{column_label(k).rsplit('.', 1)[-1]}={fmt(run.flat.get(k))}" for k in swept]
+        values = [f"{column_label(k).rsplit('.', 1)[-1]}={setting(run.flat.get(k))}" for k in swept]
     else:
-        values = [fmt(run.flat.get(k)) for k in swept]
+        values = [setting(run.flat.get(k)) for k in swept]
     return f"{run.name}: {' · '.join(values)}" if values else run.name
 
 

@@ -58,7 +58,7 @@ def describe(rc: RunConfig, splits: dict, console: Console) -> dict:
 
 
 def export(splits: dict, out: Path, console: Console) -> None:
-    output_dir(out, ConfigError, "--out")
+    output_dir(out, ConfigError, "--out", create=True)
     import datasets
 
     datasets.disable_progress_bars()
