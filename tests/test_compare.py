@@ -200,6 +200,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [f"ccexp.compare: error: {bad / 'metrics.json'}: not valid JSON "
                                         "(Expecting property name enclosed in double quotes at line 1 column 18)"]
+    (bad / "metrics.json").write_text('{"status": "finished", "test/acc": 0.5}')
+    (bad / "config.yaml").write_text("method:\n  name: [lora\n")
+    assert main([str(tmp_path / "sweep")]) == 2
+    assert capsys.readouterr().err == (f"ccexp.compare: error: {bad / 'config.yaml'}: not valid YAML (line 3 "
+                                       "column 1: expected ',' or ']', but got '<stream end>')\n")
 
 
 def test_metric_directions_from_key_names():

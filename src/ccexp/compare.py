@@ -121,6 +121,10 @@ def nested_run_dirs(paths: Sequence[Path]) -> list[Path]:
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as err:  # where the parser stopped, 1-based as an editor counts
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        raise CompareError(f"{path}: not valid YAML ({where}{err.problem or err.context})") from None
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
         raise CompareError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if data is None:
