@@ -127,6 +127,22 @@ def test_method_comparison_sweep(tmp_path):
         assert (sweep_dir / png).is_file(), png
 
 
+def test_a_sweep_dir_run_again_reports_this_launch(tmp_path):
+    """The same hydra.sweep.dir launched twice: the second report ranks its own job, not the one
+    the first launch left behind, and job 0's dir loses the first launch's error.txt."""
+    common = ("-m", *FAST, "eval.baseline=false", "eval.generate_examples=0", "eval.latency_examples=0",
+              f"hydra.sweep.dir={tmp_path}")
+    first = cli(*common, "method.r=-1,4")
+    assert first.returncode == 1 and (tmp_path / "0" / "error.txt").is_file(), first.stderr[-3000:]
+    second = cli(*common, "method.r=8")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (f"ccexp: compare: the report covers this launch's 1 job, not the 1 run an earlier launch left in "
+            f"{tmp_path} (1)") in second.stderr
+    assert not (tmp_path / "0" / "error.txt").exists() and not (tmp_path / "0" / "traceback.txt").exists()
+    md = (tmp_path / "compare.md").read_text()
+    assert f"# Comparison: `{tmp_path / '0'}`" in md and "`1`" not in md
+
+
 @pytest.mark.parametrize("name", SEARCHES)
 def test_hparams_search_composes(name):
     cfg = compose_with_hydra(f"hparams_search={name}")

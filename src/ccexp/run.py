@@ -38,6 +38,8 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     pl.seed_everything(rc.seed, workers=True, verbose=False)
     reset_peak_memory()  # this run's own peak, not an earlier sweep job's in this process
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("error.txt", "traceback.txt"):  # an earlier failed job's, in a sweep dir run again
+        (run_dir / stale).unlink(missing_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     checkpoint = resume.prepare(rc, device, run_dir) if adapter is None else None

@@ -56,6 +56,10 @@ def _job_dirs(sweep_dir: Path, since: float) -> list[Path]:
     return sorted(dirs, key=lambda d: natural_key(d.relative_to(sweep_dir)))
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 def natural_key(path: Path) -> list[tuple]:
     """Job dirs in job order: 2 before 10, numbers before names."""
     return [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in path.parts]
@@ -87,8 +91,10 @@ class SweepSummary(Callback):
                    "failed": len(failed), "runs": jobs}
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2))
         if self.report and jobs:
-            self._write_report(sweep_dir)
-        line = (f"ccexp: sweep {sweep_dir}: {len(jobs)} job{'s' if len(jobs) != 1 else ''}: "
+            # An Optuna study's report ranks all its trials, of every launch; a sweep's, its own jobs.
+            study = "Optuna" in str(config.hydra.sweeper.get("_target_", ""))
+            self._write_report(sweep_dir, None if study else [sweep_dir / job["dir"] for job in jobs])
+        line = (f"ccexp: sweep {sweep_dir}: {_count(len(jobs), 'job')}: "
                 f"{summary['finished']} finished, {len(failed)} failed")
         if failed:
             first = failed[0]
@@ -98,10 +104,21 @@ class SweepSummary(Callback):
             sys.exit(1)  # a sweep with failed jobs is not a success, even though the others ran
 
     @staticmethod
-    def _write_report(sweep_dir: Path) -> None:
-        from ccexp.compare import CompareError, compare
+    def _write_report(sweep_dir: Path, launched: list[Path] | None) -> None:
+        """The comparison report in the sweep dir: over the dir, or over ``launched`` (this launch's
+        job dirs) when the dir also holds runs of an earlier launch (the same hydra.sweep.dir run
+        again), which would otherwise be ranked, and recommended, as if this launch had run them."""
+        from ccexp.compare import CompareError, compare, find_run_dirs
 
         try:
-            compare([sweep_dir], out=sweep_dir)
+            paths = [sweep_dir]
+            earlier = sorted(set(find_run_dirs(sweep_dir)) - set(launched), key=natural_key) if launched else []
+            if earlier:
+                names = ", ".join(str(d.relative_to(sweep_dir)) for d in earlier[:3]) + (", …" if len(earlier) > 3 else "")
+                print(f"ccexp: compare: the report covers this launch's {_count(len(launched), 'job')}, not the "
+                      f"{_count(len(earlier), 'run')} an earlier launch left in {sweep_dir} ({names})",
+                      file=sys.stderr, flush=True)
+                paths = launched
+            compare(paths, out=sweep_dir)
         except CompareError as err:  # the jobs' results stand; the report is a convenience
             print(f"ccexp: compare: {err}", file=sys.stderr)
