@@ -68,6 +68,34 @@ def test_wandb_offline_run_is_stored_under_the_run_dir(tmp_path, monkeypatch):
         assert summary[key] == (None if value is None else pytest.approx(value, nan_ok=True)), key
 
 
+def test_wandb_that_cannot_be_reached_logs_offline_in_one_line(tmp_path, monkeypatch, capsys):
+    """A key but no network (an offline cluster node): W&B's init fails once, at the start, and the
+    run logs offline instead of failing mid-training and again at its close."""
+    import wandb
+
+    from ccexp.config import LoggerConfig
+    from ccexp.tracking import build_logger, finish_logger
+
+    real_init, modes = wandb.init, []
+
+    def init(*args, **kwargs):
+        modes.append(kwargs.get("mode"))
+        if kwargs.get("mode") == "online":
+            raise wandb.errors.CommError("Failed to get resume status: context deadline exceeded")
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    logger = build_logger(LoggerConfig(mode="online"), tmp_path, "run", "group", {"seed": 1}, [])
+    assert modes == ["online"]
+    assert capsys.readouterr().err == (
+        "ccexp: warning: W&B online: Failed to get resume status: context deadline exceeded; this run logs offline "
+        f"to {tmp_path / 'wandb'} (wandb sync uploads it later)\n")
+    assert logger.experiment.offline
+    finish_logger(logger, {"val/loss": 1.5}, failed=False)
+    assert modes == ["online", "offline"]  # one attempt online, then never again
+    assert wandb_records.summary(next(tmp_path.glob("wandb/offline-run-*/run-*.wandb")))["val/loss"] == 1.5
+
+
 def test_cli_writes_a_run_dir(tmp_path):
     # 8 steps of 6 batches per epoch: two epochs, which the progress bar counts as such.
     proc = subprocess.run([sys.executable, "-m", "ccexp", *FAST, "trainer.max_steps=8", "logger=wandb",

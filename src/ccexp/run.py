@@ -95,7 +95,11 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         raise
     finally:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        finish_logger(logger, metrics, failed=metrics["status"] != "finished")
+        try:
+            finish_logger(logger, metrics, failed=metrics["status"] != "finished")
+        except Exception as err:  # noqa: BLE001 - the tracker's failure must not replace the run's own error
+            log.warning("the tracker could not close the run (%s); %s has the results", one_line(err),
+                        run_dir / "metrics.json")
         if metrics["status"] == "finished":
             print_summary(metrics, run_dir)
 

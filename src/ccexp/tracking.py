@@ -1,7 +1,8 @@
 """Experiment tracking: W&B (online with an API key, else offline under the run dir), CSV, none.
 
 Never a network hang: without a key W&B runs offline and writes ``<run dir>/wandb/offline-run-*``,
-which ``wandb sync`` uploads later.
+which ``wandb sync`` uploads later; with a key but no way to reach W&B (an offline cluster node),
+the run waits out one init timeout and then logs offline, saying so in one line.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,14 +46,28 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
-    logger = WandbLogger(
-        project=cfg.project, entity=cfg.entity, name=name, group=group, tags=tags, config=config,
-        save_dir=str(run_dir), mode=wandb_mode(cfg),
-        settings=wandb.Settings(init_timeout=90, console="off", quiet=True),
-    )
-    # Lightning always hands wandb.init an ``anonymous`` setting (None unless asked), and wandb
-    # 0.31 warns that the setting has no effect whenever it is given at all.
-    logger._wandb_init.pop("anonymous", None)
+    def wandb_logger(mode: str) -> WandbLogger:
+        logger = WandbLogger(
+            project=cfg.project, entity=cfg.entity, name=name, group=group, tags=tags, config=config,
+            save_dir=str(run_dir), mode=mode, settings=wandb.Settings(init_timeout=90, console="off", quiet=True),
+        )
+        # Lightning always hands wandb.init an ``anonymous`` setting (None unless asked), and wandb
+        # 0.31 warns that the setting has no effect whenever it is given at all.
+        logger._wandb_init.pop("anonymous", None)
+        return logger
+
+    logger = wandb_logger(wandb_mode(cfg))
+    if wandb_mode(cfg) == "online":
+        # The run starts here rather than at the first logged step: a W&B that cannot be reached
+        # (or refuses the key) would otherwise fail the run mid-training, and fail it again when
+        # the run is closed, each after the init timeout.
+        try:
+            logger.experiment
+        except Exception as err:  # noqa: BLE001 - wandb's CommError, AuthenticationError, timeouts
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            print(f"ccexp: warning: W&B online: {reason}; this run logs offline to {run_dir / 'wandb'} "
+                  "(wandb sync uploads it later)", file=sys.stderr, flush=True)
+            logger = wandb_logger("offline")
     return logger
 
 
@@ -94,12 +110,12 @@ def log_adapter(logger: Optional[Any], cfg: LoggerConfig, adapter_dir: Path, run
 
     if not isinstance(logger, WandbLogger):
         return
-    wanted = cfg.adapter_artifact if cfg.adapter_artifact is not None else wandb_mode(cfg) == "online"
+    run = logger.experiment
+    wanted = cfg.adapter_artifact if cfg.adapter_artifact is not None else not run.offline
     if not wanted:
         return
     import wandb
 
-    run = logger.experiment
     artifact = wandb.Artifact(name=f"adapter-{run.id}", type="model", metadata={"run_name": run_name})
     artifact.add_dir(str(adapter_dir))
     run.log_artifact(artifact)
