@@ -4,6 +4,7 @@ conf/hydra/launcher/slurm.yaml); Hydra takes plugins only from the ``hydra_plugi
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -11,12 +12,13 @@ from collections.abc import MutableSequence
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as _JoblibLauncher
 from hydra_plugins.hydra_optuna_sweeper import _impl as optuna_impl
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _OptunaSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SlurmLauncher
 from omegaconf import DictConfig
 
-from ccexp.config import ConfigError, did_you_mean
+from ccexp.config import JOBS_AT_ONCE_ENV, ConfigError, did_you_mean, jobs_at_once
 
 
 def _stop(message: str) -> None:
@@ -114,4 +116,26 @@ class SlurmLauncher(_SlurmLauncher):
         if shutil.which("srun") is None or shutil.which("sbatch") is None:
             _stop("hydra/launcher=slurm: no SLURM here (srun and sbatch are not on PATH); launch from "
                   "the cluster, or use hydra/launcher=joblib on this machine")
+        return super().launch(job_overrides, initial_job_idx)
+
+
+def _counted(task_function, at_once: int, cfg):
+    """A job in a joblib worker, told how many jobs run side by side (``threads_per_job``)."""
+    os.environ[JOBS_AT_ONCE_ENV] = str(at_once)
+    return task_function(cfg)
+
+
+class JoblibLauncher(_JoblibLauncher):
+    """joblib's launcher, telling each job how many jobs run at once: n_jobs=-1 means one per
+    core, but a sweep of 2 jobs on 16 cores runs 2, and each can have 8 threads, not 1. (A
+    job's config is composed again in the worker from the overrides, so the count travels with
+    the task, not in the config.)"""
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self._task = task_function
+
+    def launch(self, job_overrides, initial_job_idx):
+        at_once = jobs_at_once(int(self.joblib.get("n_jobs", -1)), len(job_overrides))
+        self.task_function = functools.partial(_counted, self._task, at_once)
         return super().launch(job_overrides, initial_job_idx)
