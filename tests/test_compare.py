@@ -150,12 +150,22 @@ def test_searched_values_keep_their_digits_and_the_logger_is_no_scenario(tmp_pat
         assert [row["method.lr"] for row in csv.DictReader(f)] == ["0.0013010112638152042", "0.0016"]
 
 
+def test_a_mistyped_recorded_metric_gets_the_nearest_keys(tmp_path):
+    """compare.metric=test/acx given to the sweep: its report says what was meant."""
+    root = tmp_path / "sweep"
+    make_run(root / "0", "lora", {"test/acc": 0.5}, compare={**COMPARE, "metric": "test/acx"})
+    assert main([str(root), "--no-plots"]) == 0
+    assert ("No recommendation: no finished run reports test/acx (compare.metric) (did you mean test/acc?)."
+            in (root / "compare.md").read_text())
+
+
 def test_all_failed_or_objective_missing_says_so(tmp_path):
     root = tmp_path / "sweep"
     make_run(root / "0", "lora", {"val/loss": 1.0})
     make_run(root / "1", "qlora", {"val/loss": 1.1})
     assert main([str(root), "--no-plots"]) == 0
-    assert "No recommendation: no finished run reports test/acc (compare.metric)." in (root / "compare.md").read_text()
+    assert ("No recommendation: no finished run reports test/acc (compare.metric) (see a run's metrics.json for "
+            "the keys).") in (root / "compare.md").read_text()
     for run in ("0", "1"):
         (root / run / "metrics.json").write_text(json.dumps({"status": "failed", "error": "ValueError: x"}))
     assert main([str(root), "--no-plots"]) == 0
@@ -240,7 +250,10 @@ def test_flag_keys_no_run_reports_are_typos(sweep, capsys):
                          "--metric test/accc: no finished run reports test/accc (did you mean test/acc?)"),
                         (["--constraint", "test/latncy/p50_s<=0.01"],
                          "--constraint 'test/latncy/p50_s<=0.01': no finished run reports test/latncy/p50_s (did you "
-                         "mean test/latency/p50_s?)")):
+                         "mean test/latency/p50_s?)"),
+                        (["--metric", "train/val_history", "--direction", "minimize"],
+                         "--metric train/val_history: train/val_history is not a number in the runs' metrics.json (a "
+                         "list); expected a metric to rank by or limit")):
         assert main([str(sweep), "--no-plots", *argv]) == 2
         assert capsys.readouterr().err == f"ccexp.compare: error: {error}\n"
     # With no finished run there is no telling a typo: the report says why none finished.

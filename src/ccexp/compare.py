@@ -330,7 +330,10 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
         f" Not ranked: `{r.name}` ({describe(r, swept)}) reports "
         f"{'no finite' if metric in r.metrics else 'no'} {metric}." for r in finished if r.value(metric) is None)
     if not scored:
-        return head + (f"No recommendation: no finished run reports {metric} (compare.metric)."
+        reported = {k for r in finished for k in numeric_keys(r.metrics)}
+        nearest = did_you_mean(metric, reported, "see a run's metrics.json for the keys")
+        hint = "" if any(metric in r.metrics for r in finished) else f" ({nearest})"  # a typo, not a null
+        return head + (f"No recommendation: no finished run reports {metric} (compare.metric){hint}."
                        + failed_note + unchecked_note)
 
     def rank(rs: list[Run]) -> list[Run]:  # ties go to the lower val/loss, then the smaller adapter
@@ -528,6 +531,10 @@ def check_reported(runs: list[Run], key: str, flag: str) -> None:
         reported = {k for r in finished for k in numeric_keys(r.metrics)}
         hint = did_you_mean(key, reported, "see a run's metrics.json for the keys")
         raise CompareError(f"{flag}: no finished run reports {key} ({hint})")
+    values = [r.metrics[key] for r in finished if r.metrics.get(key) is not None]
+    if values and not any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise CompareError(f"{flag}: {key} is not a number in the runs' metrics.json (a {type(values[0]).__name__}); "
+                           "expected a metric to rank by or limit")
 
 
 def recorded_config(runs: list[Run], **overrides) -> CompareConfig:
