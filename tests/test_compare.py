@@ -385,3 +385,20 @@ def test_out_that_is_a_file_is_one_line(sweep, capsys):
                                        "file, so no directory can be made under it\n")
     assert main([str(sweep), "--out", "/proc/nope"]) == 2
     assert capsys.readouterr().err.startswith("ccexp.compare: error: --out /proc/nope: ")  # as root: cannot create
+
+
+def test_tradeoff_plot_shows_the_budget_and_sizes_by_area(sweep, monkeypatch):
+    """Every run well inside the latency budget: the budget line is still on the plot; marker
+    areas are in proportion to the adapters' sizes (a floor keeps a tiny one visible)."""
+    from ccexp import compare_plots
+
+    for run in ("0", "1", "2"):
+        metrics = json.loads((sweep / run / "metrics.json").read_text())
+        (sweep / run / "metrics.json").write_text(json.dumps({**metrics, "test/latency/p50_s": 0.1 + 0.01 * int(run)}))
+    saved = {}
+    monkeypatch.setattr(compare_plots, "_save", lambda fig, path: saved.setdefault(path.name, fig))
+    assert main([str(sweep)]) == 0
+    ax = saved["tradeoff.png"].axes[0]
+    assert ax.get_xlim()[1] > 1.0 and [line.get_xdata()[0] for line in ax.lines] == [1.0]
+    areas = [float(c.get_sizes()[0]) for c in ax.collections]
+    assert areas == [pytest.approx(900.0), pytest.approx(900.0), pytest.approx(20.0)]  # 7.07, 7.07, 0.05 MB

@@ -70,7 +70,9 @@ def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -
     for i, (run, size) in enumerate(zip(points, sizes)):
         # The point carries the run's name; what it ran with goes in the legend beside the axes,
         # where long labels (a search's four parameters) do not squeeze the plot.
-        ax.scatter(run.value(x_key), run.value(y_key), s=40 + 900 * math.sqrt(size / biggest), alpha=0.6,
+        # Area (s) proportional to the adapter's size, with a floor so a prompt-tuning adapter
+        # (~0.05 MB beside LoRA's ~7) still shows.
+        ax.scatter(run.value(x_key), run.value(y_key), s=max(20.0, 900 * size / biggest), alpha=0.6,
                    label=f"{_label(run, swept)}, {fmt(size)} MB")
         ax.annotate(run.name, (run.value(x_key), run.value(y_key)), fontsize=8,
                     xytext=(8, 8 - 14 * (i % 3)), textcoords="offset points")  # staggered: no overlap
@@ -85,12 +87,14 @@ def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -
     for text in cc.constraints:
         key, op, limit = parse_constraint(text)
         if key == x_key:
+            # Drawn even when every run is far inside it: the headroom is what the line shows.
+            ax.set_xlim(ax.get_xlim()[0], max(ax.get_xlim()[1], limit * 1.08))
             ax.axvline(limit, linestyle="--", color="grey")
             ax.annotate(f"budget {op} {fmt(limit)}", (limit, ax.get_ylim()[1]), fontsize=8, color="grey",
                         xytext=(3, -12), textcoords="offset points")
     ax.set_xlabel(f"{x_key} (lower is better)")
     ax.set_ylabel(f"{y_key} ({'higher' if cc.direction == 'maximize' else 'lower'} is better)")
-    ax.set_title("Quality vs latency; marker area = adapter size")
+    ax.set_title("Quality vs latency; marker area ∝ adapter size")
     legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), markerscale=0.3)
     for handle in legend.legend_handles:  # uniform legend markers: the area is the plot's to show
         handle.set_sizes([30])
