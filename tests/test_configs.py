@@ -34,6 +34,20 @@ def test_option_composes_and_validates(group, option):
     assert group in ("trainer", "eval", "compare") or getattr(rc, group).name == option
 
 
+@pytest.mark.parametrize("option", ["auto", "cpu", "cuda"])
+def test_torch_backends_list_every_torch_field(option):
+    """A field missing from an option's YAML cannot be overridden without "+" (backend.packing=false
+    with the default backend=auto was refused): each torch backend lists every field but MLX's."""
+    import dataclasses
+
+    import yaml
+
+    from ccexp.config import BackendConfig
+
+    listed = set(yaml.safe_load((Path(CONFIG_DIR) / "backend" / f"{option}.yaml").read_text()))
+    assert listed == {f.name for f in dataclasses.fields(BackendConfig)} - {"fuse"}
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_validates(experiment):
     rc = validate(compose_cfg(f"experiment={experiment}"))
