@@ -174,3 +174,11 @@ def test_groups_interpolate_each_other_and_escapes_stay_text():
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg("compare.metric=${objective.metirc}"))
     assert str(err.value) == "compare.metric: Interpolation key 'objective.metirc' not found"
+
+
+def test_an_unknown_top_level_key_is_refused_with_the_nearest():
+    """+sed=1 or +lr=1e-3 compose (a new key), and no run would ever read them."""
+    with pytest.raises(ConfigError, match=r"^sed: not a key ccexp reads \(did you mean seed\?\)$"):
+        validate(compose_cfg("model=tiny", "+sed=1"))
+    with pytest.raises(ConfigError, match=r"^lr: not a key ccexp reads \(see --cfg job\)$"):
+        validate(compose_cfg("model=tiny", "+lr=0.001"))

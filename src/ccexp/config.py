@@ -545,6 +545,10 @@ def _literal(value: Any) -> Any:
 
 def validate(cfg: DictConfig) -> RunConfig:
     """Check every group against its schema; raise ConfigError naming the first bad key."""
+    known = [*_SCHEMAS, "seed", "experiment_name", "hydra"]
+    for key in cfg:  # a new top-level key (+lr=1e-3 meant for method.lr) would be silently ignored
+        if key not in known:
+            raise ConfigError(f"{key}: not a key ccexp reads ({did_you_mean(str(key), known, 'see --cfg job')})")
     groups = {}
     for name, schema in _SCHEMAS.items():
         if name not in cfg:
