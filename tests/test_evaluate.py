@@ -96,8 +96,10 @@ def test_metrics_agree_with_an_independent_recomputation():
     assert metrics["test/latency/examples"] == 3
 
 
-def test_saved_adapter_evaluates_again(tmp_path):
-    trained = run(compose_cfg(*FAST, "eval.baseline=false", "eval.generate_examples=2"), tmp_path / "run")
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
+def test_saved_adapter_evaluates_again(method, tmp_path):
+    trained = run(compose_cfg(*FAST, f"method={method}", "eval.baseline=false", "eval.generate_examples=2"),
+                  tmp_path / "run")
     code = evaluate_main([f"adapter={tmp_path / 'run'}", f"out={tmp_path / 'again'}", "eval.generate_examples=3",
                           "eval.latency_examples=0"])
     assert code == 0
@@ -108,12 +110,47 @@ def test_saved_adapter_evaluates_again(tmp_path):
     assert len((tmp_path / "again" / "predictions.jsonl").read_text().splitlines()) == 3
 
 
+def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_path, capsys):
+    """Overrides that would rebuild the adapter differently (another alpha rescales the update
+    silently, another target has no trained weights), a damaged adapter or config.yaml, or an
+    out= that would replace the run's own results: one line each, the run left as it was."""
+    run(compose_cfg(*FAST, "eval.baseline=false", "eval.generate_examples=0", "eval.latency_examples=0"),
+        tmp_path / "run")
+    adapter = tmp_path / "run" / "adapter"
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    cases = [
+        (["method.alpha=3"], f"{adapter / 'adapter_config.json'}: the adapter has lora_alpha=32, this run's "
+                             "method.alpha gives 3; expected the adapter's own setting (drop the override)"),
+        (["model.lora_targets=[q_proj,k_proj,v_proj,o_proj,up_proj]"],
+         f"{adapter / 'adapter_config.json'}: the adapter has target_modules=['k_proj', 'o_proj', 'q_proj', 'v_proj'], "
+         "this run's model.lora_targets gives ['k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']; expected the "
+         "adapter's own setting (drop the override)"),
+        ([f"out={tmp_path / 'run'}"], f"out={tmp_path / 'run'}: the adapter's own run dir (its metrics.json would be "
+                                      f"replaced); expected a new folder, or leave out= out for {tmp_path / 'run' / 'eval'}/<time>"),
+    ]
+    for args, error in cases:
+        assert evaluate_main([f"adapter={tmp_path / 'run'}", *args]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == f"ccexp.evaluate: error: {error}"  # after load bars
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert evaluate_main([f"adapter={tmp_path / 'run'}", f"out={tmp_path / 'e1'}"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        f"ccexp.evaluate: error: {weights}: not a readable safetensors file (")
+    (tmp_path / "run" / "config.yaml").write_text("model: [\n")
+    assert evaluate_main([f"adapter={tmp_path / 'run'}", f"out={tmp_path / 'e2'}"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ccexp.evaluate: error: {tmp_path / 'run' / 'config.yaml'}: not valid YAML (line 2 column 1: expected the "
+        "node content, but found '<stream end>')")
+
+
 @pytest.mark.parametrize("args,message", [
     ([], "missing adapter=<run dir>"),
     (["adapter=/nonexistent"], "/nonexistent/config.yaml: not found"),
     (["adapter=x", "data=csv"], "a saved run's groups cannot be swapped"),
     (["verbose"], "argument 'verbose': expected key=value"),
     (["adapter=x", "out=pyproject.toml"], "out=pyproject.toml: a file, expected a directory"),
+    (["adapter=x", "out=pyproject.toml/sub"], "out=pyproject.toml/sub: pyproject.toml is a file, so no directory"),
 ])
 def test_evaluate_cli_errors_are_one_line(args, message, capsys):
     assert evaluate_main(args) == 2

@@ -87,3 +87,11 @@ def read_json_object(path: Path, error: type[Exception], what: str) -> dict:
     if not isinstance(data, dict):
         raise error(f"{path}: expected {what} (a JSON object), got {type(data).__name__}")
     return data
+
+
+def yaml_problem(err: Exception) -> str:
+    """A YAML parser's error in a few words with where it stopped (1-based, as an editor counts)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+    words = getattr(err, "problem", None) or getattr(err, "context", None) or str(err).splitlines()[0]
+    return f"{where}{words}"

@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
-from ccexp.cli import OneLineParser, output_dir, read_json_object
+from ccexp.cli import OneLineParser, output_dir, read_json_object, yaml_problem
 from ccexp.config import CompareConfig, ConfigError, did_you_mean, numeric_keys, parse_constraint
 from ccexp.sweep import natural_key
 
@@ -121,11 +121,9 @@ def nested_run_dirs(paths: Sequence[Path]) -> list[Path]:
 def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.MarkedYAMLError as err:  # where the parser stopped, 1-based as an editor counts
-        mark = err.problem_mark or err.context_mark
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        raise CompareError(f"{path}: not valid YAML ({where}{err.problem or err.context})") from None
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+    except yaml.YAMLError as err:
+        raise CompareError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
+    except (OSError, UnicodeDecodeError) as err:
         raise CompareError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if data is None:
         return {}

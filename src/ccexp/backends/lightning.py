@@ -108,6 +108,33 @@ class FirstTokenClock:
             self.first_token = time.perf_counter()
 
 
+# A saved adapter's settings that the model built from this run's config must share, and the
+# ccexp key that sets each: evaluating with another alpha would rescale the update silently.
+ADAPTER_FIELDS = {"peft_type": "method.name", "r": "method.r", "lora_alpha": "method.alpha",
+                  "target_modules": "model.lora_targets", "num_virtual_tokens": "method.num_virtual_tokens"}
+
+
+def check_adapter_config(path: Path, live: Any) -> None:
+    """The adapter's adapter_config.json against ``live`` (the peft config built from this run's
+    config): one line naming the first setting they differ in."""
+    from ccexp.cli import read_json_object
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; expected an adapter saved by ccexp (peft layout)")
+    saved = read_json_object(path, ConfigError, "a peft adapter_config.json")
+    for field, key in ADAPTER_FIELDS.items():
+        if field not in saved:
+            continue
+        want, have = saved[field], getattr(live, field, None)
+        if field == "target_modules":
+            want, have = sorted(want or []), sorted(have or [])
+        elif field == "peft_type":
+            have = getattr(have, "value", have)
+        if want != have:
+            raise ConfigError(f"{path}: the adapter has {field}={want!r}, this run's {key} gives {have!r}; "
+                              "expected the adapter's own setting (drop the override)")
+
+
 class TorchBackend:
     def __init__(self, cfg: RunConfig, device: str, model_dir: Path, draft_answers: Sequence[str] = ()):
         self.name, self.cfg, self.device = device, cfg, device
@@ -318,15 +345,29 @@ class TorchBackend:
         weights = Path(path) / "adapter_model.safetensors"
         if not weights.is_file():
             raise ConfigError(f"{weights}: no such file; expected an adapter saved by ccexp (peft layout)")
+        live = self.model.peft_config["default"]
+        check_adapter_config(Path(path) / "adapter_config.json", live)
         try:
-            result = set_peft_model_state_dict(self.model, load_file(weights, device=self.device))
+            state = load_file(weights, device=self.device)
+        except Exception as err:  # noqa: BLE001 - safetensors' own error type: a truncated or foreign file
+            raise ConfigError(f"{weights}: not a readable safetensors file ({str(err).splitlines()[0]})") from None
+        try:
+            result = set_peft_model_state_dict(self.model, state)
         except RuntimeError as err:  # shapes differ: saved with another rank or virtual-token count
             raise ConfigError(f"{weights}: does not fit method={self.cfg.method.name} on model="
                               f"{self.cfg.model.name}: {str(err).splitlines()[-1].strip()}") from None
         self.weights_changed()
-        if result.unexpected_keys:
-            raise ConfigError(f"{weights}: {len(result.unexpected_keys)} tensors this method/model does not have, "
-                              f"e.g. {result.unexpected_keys[0]}; expected an adapter of method={self.cfg.method.name}")
+        # peft loads a prompt-tuning adapter's prompt_embeddings into the prompt encoder itself,
+        # yet its load_state_dict still lists the key as unexpected.
+        unexpected = [k for k in result.unexpected_keys if not (live.is_prompt_learning and k == "prompt_embeddings")]
+        if unexpected:
+            raise ConfigError(f"{weights}: {len(unexpected)} tensors this method/model does not have, "
+                              f"e.g. {unexpected[0]}; expected an adapter of method={self.cfg.method.name}")
+        # Every base weight is "missing" from an adapter; an adapter weight missing is not.
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if missing:
+            raise ConfigError(f"{weights}: no trained weights for {len(missing)} of this run's adapter tensors, e.g. "
+                              f"{missing[0]}; expected model.lora_targets as the adapter was trained with")
 
     def parameter_counts(self) -> tuple[int, int]:
         trainable, total = self.model.get_nb_trainable_parameters()

@@ -13,10 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ccexp.cli import output_dir
+from ccexp.cli import output_dir, yaml_problem
 from ccexp.config import ConfigError
 
 USAGE = "usage: python -m ccexp.evaluate adapter=<run dir> [out=<dir>] [group.key=value ...]"
@@ -47,6 +48,14 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
     for name in ("config.yaml", "adapter"):
         if not (run_dir / name).exists():
             raise ConfigError(f"{run_dir / name}: not found; expected a run dir written by python -m ccexp")
+    if out is not None:
+        # An evaluation writes metrics.json, predictions.jsonl and config.yaml: into the run's own
+        # dir (or an earlier evaluation's) it would replace the results it is meant to sit beside.
+        if (out / "metrics.json").exists():
+            whose = "the adapter's own run dir" if out.resolve() == run_dir.resolve() else "a folder with results"
+            raise ConfigError(f"out={out}: {whose} (its metrics.json would be replaced); expected a new folder, "
+                              f"or leave out= out for {run_dir / 'eval'}/<time>")
+        output_dir(out, ConfigError, "out=", create=True)
     return run_dir, out, overrides
 
 
@@ -56,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_dir, out, overrides = parse_args(sys.argv[1:] if argv is None else argv)
         try:
-            cfg = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), OmegaConf.from_dotlist(overrides))
+            saved = OmegaConf.load(run_dir / "config.yaml")
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{run_dir / 'config.yaml'}: not valid YAML ({yaml_problem(err)})") from None
+        try:
+            cfg = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))
         except (OmegaConfBaseException, ValueError) as err:
             raise ConfigError(f"{run_dir / 'config.yaml'} + {overrides}: {str(err).splitlines()[0]}") from None
         from ccexp.run import run
