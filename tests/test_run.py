@@ -252,3 +252,13 @@ def test_resume_auto_and_bad_checkpoints(tmp_path):
         run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "method.r=4", f"trainer.resume_from={tmp_path / 'job'}"),
             tmp_path / "y")
     assert "\n" not in str(err.value)
+    # A checkpoint damaged after it was saved: its trainer state cut short, then gone.
+    [checkpoint] = (tmp_path / "job" / "checkpoints").glob("step_*")
+    state = checkpoint / "trainer_state.ckpt"
+    state.write_bytes(state.read_bytes()[:200])
+    damaged = "the checkpoint is damaged: resume from an earlier one, or start a new run without trainer.resume_from"
+    with pytest.raises(ConfigError, match=rf"^{state}: unreadable \(.*\); {damaged}$"):
+        run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", f"trainer.resume_from={checkpoint}"), tmp_path / "z")
+    state.unlink()
+    with pytest.raises(ConfigError, match=rf"^{state}: no such file; {damaged}$"):
+        run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", f"trainer.resume_from={checkpoint}"), tmp_path / "z")

@@ -20,9 +20,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from ccexp import resume
 from ccexp.config import ConfigError
+from ccexp.resume import TRAINER_STATE
 from ccexp.data.batching import EncodedDataset, GroupedBatchSampler, collator, completion_nll
 
-TRAINER_STATE = "trainer_state.ckpt"  # Lightning's checkpoint, less the frozen base, in each checkpoint dir
 
 
 class ResumableLoader(DataLoader):
