@@ -235,6 +235,21 @@ def test_a_resumed_run_is_the_whole_run(tmp_path):
         assert all(torch.equal(weights[k], again[k]) for k in weights)
 
 
+def test_a_resumed_qlora_run_is_the_whole_run(tmp_path):
+    """QLoRA resumed between two validations (step 3 of validations at 2 and 4): on CPUs with
+    AVX512-BF16, bitsandbytes would re-lay the 4-bit base out (scales in bf16) at the whole run's
+    first validation and not before the resumed run's, so the two trained on different bases."""
+    from safetensors.torch import load_file
+
+    common = (*RESUMABLE, "method=qlora", "trainer.max_steps=5")
+    whole = run(compose_cfg(*common), tmp_path / "whole")
+    resumed = run(compose_cfg(*common, f"trainer.resume_from={tmp_path / 'whole' / 'checkpoints' / 'step_0000003'}"),
+                  tmp_path / "resumed")
+    assert resumed["train/resumed_from_step"] == 3 and resumed["train/val_history"] == whole["train/val_history"]
+    weights, again = (load_file(tmp_path / d / "adapter" / "adapter_model.safetensors") for d in ("whole", "resumed"))
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
 def test_resume_auto_and_bad_checkpoints(tmp_path):
     """auto starts afresh where the run dir holds no checkpoint, and resumes where it does (a
     requeued job); a path without one, or another configuration, is refused in one line."""

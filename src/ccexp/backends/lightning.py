@@ -108,6 +108,24 @@ class FirstTokenClock:
             self.first_token = time.perf_counter()
 
 
+@contextlib.contextmanager
+def bnb_cpu_repacking_off(model: torch.nn.Module):
+    """bitsandbytes (>= 0.47) re-lays a 4-bit weight out for its AVX512-BF16 CPU kernel at the
+    first forward in eval mode without gradients (in training: the first validation), with its
+    scales rounded to bf16. The steps after it would train on a slightly different base than the
+    steps before, and a QLoRA run resumed between two validations on the other one (not bit for
+    bit). Training keeps the layout the base was quantized in; evaluation after it may repack."""
+    layers = [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+    before = [m.support_avx512bf16_for_cpu for m in layers]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    try:
+        yield
+    finally:
+        for layer, flag in zip(layers, before):
+            layer.support_avx512bf16_for_cpu = flag
+
+
 # A saved adapter's settings that the model built from this run's config must share, and the
 # ccexp key that sets each: evaluating with another alpha would rescale the update silently.
 ADAPTER_FIELDS = {"peft_type": "method.name", "r": "method.r", "lora_alpha": "method.alpha",
@@ -205,11 +223,12 @@ class TorchBackend:
         )
         self.model.train()  # from_pretrained leaves eval mode; Lightning keeps submodule modes as found
         self.weights_changed()  # and the packed copies' memory is free for training
-        # weights_only=False: ccexp's own file, which holds the random state's Python objects.
-        trainer.fit(module, datamodule=data, ckpt_path=checkpoint / TRAINER_STATE if checkpoint else None,
-                    weights_only=False)
-        if not module.history or module.history[-1]["step"] != trainer.global_step:
-            trainer.validate(module, datamodule=data, verbose=False)  # judge the final steps too
+        with bnb_cpu_repacking_off(self.model):
+            # weights_only=False: ccexp's own file, which holds the random state's Python objects.
+            trainer.fit(module, datamodule=data, ckpt_path=checkpoint / TRAINER_STATE if checkpoint else None,
+                        weights_only=False)
+            if not module.history or module.history[-1]["step"] != trainer.global_step:
+                trainer.validate(module, datamodule=data, verbose=False)  # judge the final steps too
         best.restore(module)
         self.fit_batches = speed.batches
         stopper = trainer.early_stopping_callback
