@@ -96,6 +96,22 @@ def test_wandb_that_cannot_be_reached_logs_offline_in_one_line(tmp_path, monkeyp
     assert wandb_records.summary(next(tmp_path.glob("wandb/offline-run-*/run-*.wandb")))["val/loss"] == 1.5
 
 
+def test_csv_logs_of_an_earlier_launch_in_the_run_dir_are_kept(tmp_path):
+    """trainer.resume_from=auto after a requeue runs in the same dir: Lightning's CSV logger would
+    delete the curve logged before the checkpoint."""
+    from ccexp.config import LoggerConfig
+    from ccexp.tracking import build_logger
+
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text("step,train/loss\n1,2.5\n")
+    logger = build_logger(LoggerConfig(name="csv"), tmp_path, "run", "group", {}, [])
+    logger.log_metrics({"train/loss": 2.0}, step=5)
+    logger.save()
+    [kept] = tmp_path.glob("csv.until_*/metrics.csv")
+    assert kept.read_text() == "step,train/loss\n1,2.5\n"
+    assert (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[1:] == ["5,2.0"]
+
+
 def test_cli_writes_a_run_dir(tmp_path):
     # 8 steps of 6 batches per epoch: two epochs, which the progress bar counts as such.
     proc = subprocess.run([sys.executable, "-m", "ccexp", *FAST, "trainer.max_steps=8", "logger=wandb",

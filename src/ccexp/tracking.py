@@ -11,6 +11,7 @@ import json
 import netrc
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -42,6 +43,12 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
     if cfg.name == "csv":
         from pytorch_lightning.loggers import CSVLogger
 
+        earlier = run_dir / "csv"
+        if earlier.is_dir() and any(earlier.iterdir()):
+            # An earlier launch in this run dir (trainer.resume_from=auto after a requeue): Lightning
+            # would delete its metrics.csv, the curve before the checkpoint with it. Kept beside.
+            stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(earlier.stat().st_mtime))
+            earlier.rename(run_dir / f"csv.until_{stamp}")
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
     import wandb
     from pytorch_lightning.loggers import WandbLogger
