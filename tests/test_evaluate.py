@@ -176,3 +176,12 @@ def test_text_classifier_reports_accuracy_and_macro_f1(tmp_path):
     for prefix in ("test/", "baseline/test/"):
         for key in ("label/acc", "label/macro_f1", "label/parse_rate", "json_valid", "task/classify/acc"):
             assert 0 <= metrics[prefix + key] <= 1, prefix + key
+
+
+def test_a_generation_sample_bigger_than_the_test_split_is_said(caplog):
+    rc = validate(compose_cfg(*FAST, "eval.generate_examples=100", "eval.baseline=false", "eval.latency_examples=0"))
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    with caplog.at_level("INFO", logger="ccexp"):
+        metrics, _ = evaluate(ScriptedBackend(splits["test"]), splits, rc.eval)
+    assert metrics["test/generated"] == len(splits["test"]) == 6
+    assert "eval.generate_examples=100: the test split has 6 examples; all of them are generated" in caplog.messages

@@ -5,6 +5,7 @@ measured one request at a time — for the adapter and (optionally) the base mod
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -17,6 +18,8 @@ from ccexp.backends.base import Backend
 from ccexp.config import EvalConfig
 from ccexp.metrics import summarize
 from ccexp.scoring import score
+
+log = logging.getLogger("ccexp")
 
 # Keys that describe the work or the speed, not the quality: no delta/ for them.
 _NO_DELTA = ("answer_tokens", "generated", "tokens_per_s", "examples")
@@ -109,6 +112,9 @@ def evaluate(backend: Backend, splits: dict[str, list[dict]], cfg: EvalConfig) -
     metrics: dict[str, float] = {}
     predictions: list[dict] = []
     subset = generation_subset(splits["test"], cfg.generate_examples)
+    if len(subset) < cfg.generate_examples:  # said, as the importers say a split came out smaller
+        log.info("eval.generate_examples=%d: the test split has %d examples; all of them are generated",
+                 cfg.generate_examples, len(subset))
     variants = [("adapter", True, "")] + ([("baseline", False, "baseline/")] if cfg.baseline else [])
     with _progress((len(subset) + min(cfg.latency_examples, len(subset))) * len(variants)) as progress:
         for model_name, adapter, prefix in variants:
