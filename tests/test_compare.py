@@ -402,3 +402,21 @@ def test_tradeoff_plot_shows_the_budget_and_sizes_by_area(sweep, monkeypatch):
     assert ax.get_xlim()[1] > 1.0 and [line.get_xdata()[0] for line in ax.lines] == [1.0]
     areas = [float(c.get_sizes()[0]) for c in ax.collections]
     assert areas == [pytest.approx(900.0), pytest.approx(900.0), pytest.approx(20.0)]  # 7.07, 7.07, 0.05 MB
+
+
+def test_jobs_a_stopped_sweep_never_started_are_listed(tmp_path):
+    """A sweep killed during job 1 of 4 (an experiment's hydra.sweeper.params times a command-line
+    sweep): the report counts and names the two jobs that have no dir."""
+    root = tmp_path / "sweep"
+    make_run(root / "0", "lora", {"test/acc": 0.5})
+    make_run(root / "1", "lora", {"test/acc": 0.6})
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "max_batch_size": None,
+                    "params": {"method": "lora,prompt_tuning"}},
+        "sweep": {"dir": str(root), "subdir": "${hydra.job.num}"},
+        "overrides": {"task": ["model=tiny", "seed=1,2"]}}}))
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    assert "2 runs: 2 finished, 0 failed; 2 more jobs of the sweep never started." in md
+    assert "- `2` (method=prompt_tuning seed=1): never started, the sweep stopped before it (no job dir)" in md
+    assert "- `3` (method=prompt_tuning seed=2): never started" in md

@@ -163,6 +163,29 @@ def load_run(run_dir: Path) -> Run:
     return run
 
 
+def unstarted_jobs(sweep_dir: Path) -> list[tuple[str, str]]:
+    """(job dir name, its overrides) of each job a basic Hydra sweep launched in ``sweep_dir``
+    (its multirun.yaml) that has no job dir: the sweep stopped (killed, out of time) before it.
+    Empty where that cannot be told: an Optuna study, job dirs not named by job number, a
+    sweep over config files (glob), no multirun.yaml."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        hydra = (yaml.safe_load((sweep_dir / "multirun.yaml").read_text()) or {}).get("hydra", {})
+        if not str(hydra["sweeper"]["_target_"]).endswith("BasicSweeper") or \
+                str(hydra["sweep"]["subdir"]) != "${hydra.job.num}":
+            return []
+        params = [f"{k}={v}" for k, v in (hydra["sweeper"].get("params") or {}).items()]
+        overrides = OverridesParser.create().parse_overrides(params + list(hydra["overrides"]["task"]))
+        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    except Exception:  # noqa: BLE001 - no multirun.yaml, another layout, a sweep Hydra needs its config to expand
+        return []
+    swept = [o for o in {o for job in jobs for o in job} if sum(o in job for job in jobs) < len(jobs)]
+    return [(str(i), " ".join(o for o in job if o in swept) or " ".join(job))
+            for i, job in enumerate(jobs) if not (sweep_dir / str(i)).exists()]
+
+
 def load_runs(paths: Sequence[Path]) -> list[Run]:
     dirs = list(dict.fromkeys(d.resolve() for p in paths for d in find_run_dirs(Path(p))))
     runs = [load_run(d) for d in dirs]
@@ -270,6 +293,12 @@ def setting(value: Any) -> str:
     return fmt(value)
 
 
+def named(run: Run, swept: list[str]) -> str:
+    """"`1` (method=lora)": the run and its swept values (nothing swept: the name alone)."""
+    values = describe(run, swept)
+    return f"`{run.name}`" + (f" ({values})" if values != run.name else "")
+
+
 def describe(run: Run, swept: list[str]) -> str:
     """'method=lora, task_mix=all': the run's swept values."""
     return ", ".join(f"{column_label(k)}={setting(run.flat.get(k))}" for k in swept) or run.name
@@ -314,7 +343,7 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
         failed_note = (f" {len(failed)} run{'s' if len(failed) > 1 else ''} "
                        f"{'failed' if all_failed else 'did not finish'} and "
                        f"{'are' if len(failed) > 1 else 'is'} excluded: "
-                       + "; ".join(f"`{r.name}` ({describe(r, swept)}): {r.error_sentence}" for r in failed) + ".")
+                       + "; ".join(f"{named(r, swept)}: {r.error_sentence}" for r in failed) + ".")
     if not finished:
         return head + f"No recommendation: {f'all {len(runs)} runs failed' if all_failed else 'no run finished'}." \
             + failed_note
@@ -325,7 +354,7 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
     scored = [r for r in finished if r.value(metric) is not None]
     # A finished run without a finite value is named, not silently left out of the ranking.
     unranked_note = "".join(
-        f" Not ranked: `{r.name}` ({describe(r, swept)}) reports "
+        f" Not ranked: {named(r, swept)} reports "
         f"{'no finite' if metric in r.metrics else 'no'} {metric}." for r in finished if r.value(metric) is None)
     if not scored:
         reported = {k for r in finished for k in numeric_keys(r.metrics)}
@@ -342,7 +371,7 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
     excluded = [r for r in rank(scored) if _violations(r, checked)]
     limits = ", ".join(f"{k} {op} {v:g}" for k, op, v in checked)
     excluded_note = "" if not excluded else " Outside the constraints: " + "; ".join(
-        f"`{r.name}` ({describe(r, swept)}): {', '.join(_violations(r, checked))}" for r in excluded) + "."
+        f"{named(r, swept)}: {', '.join(_violations(r, checked))}" for r in excluded) + "."
     if not eligible:
         top = rank(scored)[0]
         return head + (f"**No run meets the constraints** ({limits}).{excluded_note} Without them the best "
@@ -417,18 +446,21 @@ def _arrow(key: str) -> str:
     return {True: " ↑", False: " ↓", None: ""}[higher_is_better(key)]
 
 
-def run_counts(runs: list[Run]) -> str:
-    """"3 runs: 2 finished, 1 failed", with the runs that never ended (killed) counted apart."""
+def run_counts(runs: list[Run], unstarted: Sequence = ()) -> str:
+    """"3 runs: 2 finished, 1 failed", with the runs that never ended (killed) counted apart, and
+    the jobs of a stopped sweep that never started."""
     finished = sum(r.finished for r in runs)
     failed = sum(r.status == "failed" for r in runs)
     unfinished = len(runs) - finished - failed
     return (f"{len(runs)} run{'s' * (len(runs) != 1)}: {finished} finished, {failed} failed"
-            + (f", {unfinished} never ended (killed, or still running)" if unfinished else ""))
+            + (f", {unfinished} never ended (killed, or still running)" if unfinished else "")
+            + (f"; {len(unstarted)} more job{'s' * (len(unstarted) != 1)} of the sweep never started"
+               if unstarted else ""))
 
 
-def write_markdown(path: Path, runs, swept, columns, best, paragraphs, plots, sources, cc) -> None:
+def write_markdown(path: Path, runs, swept, columns, best, paragraphs, plots, sources, cc, unstarted=()) -> None:
     lines = [f"# Comparison: {', '.join(f'`{s}`' for s in sources)}", "",
-             f"{run_counts(runs)}. "
+             f"{run_counts(runs, unstarted)}. "
              f"Ranked by `{cc.metric}` ({cc.direction})"
              + (f" within {', '.join(f'`{c}`' for c in cc.constraints)}." if cc.constraints else "."), "",
              "## Recommendation", ""]
@@ -443,12 +475,14 @@ def write_markdown(path: Path, runs, swept, columns, best, paragraphs, plots, so
     lines += ["", "Bold: the best finished run per column (↑ higher is better, ↓ lower). "
               "\"-\": the run did not report it.", ""]
     failed = [r for r in runs if not r.finished]
-    if failed:
+    if failed or unstarted:
         lines += ["## Failed runs", ""]
         for r in failed:
             tb = r.dir / "traceback.txt"
-            lines.append(f"- `{r.name}` ({describe(r, swept)}): {r.error_sentence}"
+            lines.append(f"- {named(r, swept)}: {r.error_sentence}"
                          + (f" (traceback: `{r.name}/traceback.txt`)" if tb.is_file() else ""))
+        for name, overrides in unstarted:
+            lines.append(f"- `{name}` ({overrides}): never started, the sweep stopped before it (no job dir)")
         lines.append("")
     if plots:
         lines += ["## Plots", ""]
@@ -580,8 +614,10 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
         from ccexp.compare_plots import write_plots
 
         written_plots = write_plots(runs, out, cc, swept)
+    unstarted = [(name if len(paths) == 1 else str(Path(p) / name), job)
+                 for p in paths if Path(p).is_dir() for name, job in unstarted_jobs(Path(p))]
     write_markdown(out / "compare.md", runs, swept, columns, best, paragraphs, written_plots,
-                   [str(p) for p in paths], cc)
+                   [str(p) for p in paths], cc, unstarted)
     write_csv(out / "compare.csv", _rows(runs, swept, columns, best))
     print_table(runs, swept, columns, best, paragraphs, console)
     return {"runs": runs, "swept": swept, "columns": columns, "best": best, "recommendation": paragraphs,
