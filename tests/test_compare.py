@@ -404,7 +404,7 @@ def test_tradeoff_plot_shows_the_budget_and_sizes_by_area(sweep, monkeypatch):
     assert areas == [pytest.approx(900.0), pytest.approx(900.0), pytest.approx(20.0)]  # 7.07, 7.07, 0.05 MB
 
 
-def test_jobs_a_stopped_sweep_never_started_are_listed(tmp_path):
+def test_jobs_a_stopped_sweep_did_not_start_are_listed(tmp_path):
     """A sweep killed during job 1 of 4 (an experiment's hydra.sweeper.params times a command-line
     sweep): the report counts and names the two jobs that have no dir."""
     root = tmp_path / "sweep"
@@ -417,6 +417,7 @@ def test_jobs_a_stopped_sweep_never_started_are_listed(tmp_path):
         "overrides": {"task": ["model=tiny", "seed=1,2"]}}}))
     assert main([str(root), "--no-plots"]) == 0
     md = (root / "compare.md").read_text()
-    assert "2 runs: 2 finished, 0 failed; 2 more jobs of the sweep never started." in md
-    assert "- `2` (method=prompt_tuning seed=1): never started, the sweep stopped before it (no job dir)" in md
-    assert "- `3` (method=prompt_tuning seed=2): never started" in md
+    assert "2 runs: 2 finished, 0 failed; 2 more jobs of the sweep not started." in md
+    assert ("- `2` (method=prompt_tuning seed=1): not started (no job dir): the sweep stopped before it, or it is "
+            "still queued") in md
+    assert "- `3` (method=prompt_tuning seed=2): not started" in md

@@ -257,6 +257,10 @@ def test_a_resumed_qlora_run_is_the_whole_run(tmp_path):
     first validation and not before the resumed run's, so the two trained on different bases."""
     from safetensors.torch import load_file
 
+    from bitsandbytes.functional import has_avx512bf16
+
+    if not has_avx512bf16():
+        pytest.skip("bitsandbytes re-lays 4-bit weights out only on CPUs with AVX512-BF16")
     common = (*RESUMABLE, "method=qlora", "trainer.max_steps=5")
     whole = run(compose_cfg(*common), tmp_path / "whole")
     resumed = run(compose_cfg(*common, f"trainer.resume_from={tmp_path / 'whole' / 'checkpoints' / 'step_0000003'}"),

@@ -218,7 +218,7 @@ def test_a_bad_study_is_refused_in_one_line_before_it_opens(change, error, tmp_p
     from hydra_plugins.ccexp_plugins import check_study
 
     cfg = compose_with_hydra("hparams_search=lora_optuna")
-    check_study(_study(cfg, tmp_path), ["method.r=8", "+new_key=1"])  # the search as shipped passes
+    check_study(_study(cfg, tmp_path), ["method.r=8", "+new_key=1", "compare.headline.0=val/loss"])  # as shipped
     with pytest.raises(ConfigError) as err:
         check_study(_study(cfg, tmp_path, **change), [])
     assert str(err.value) == error
@@ -247,6 +247,18 @@ def test_joblib_launcher_shares_the_cores(as_hydra_job):
     assert as_hydra_job(compose_with_hydra("hydra/launcher=joblib"))["num_threads"] == 1  # n_jobs -1: a job per core
     assert as_hydra_job(compose_with_hydra())["num_threads"] is None  # one job at a time: all cores
     assert as_hydra_job(compose_with_hydra("hydra/launcher=joblib", "backend.num_threads=3"))["num_threads"] == 3
+
+
+def test_a_joblib_job_alone_gets_every_core(tmp_path):
+    """The real launcher: a one-job sweep with n_jobs=-1 runs one job at a time, and its worker
+    (the count pickled with the task) resolves backend.num_threads to all the cores, not
+    cores // cores."""
+    proc = cli("-m", "hydra/launcher=joblib", *FAST, "eval.baseline=false", "eval.generate_examples=0",
+               "eval.latency_examples=0", "trainer.max_steps=1", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "deprecated" not in proc.stderr  # the launcher's node replaces the plugin's, no schema matching
+    config = yaml.safe_load((tmp_path / "0" / "config.yaml").read_text())
+    assert config["backend"]["num_threads"] == len(os.sched_getaffinity(0))
 
 
 def test_joblib_jobs_share_the_cores_they_really_run_on(as_hydra_job, monkeypatch):

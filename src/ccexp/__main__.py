@@ -64,7 +64,8 @@ def main(cfg: DictConfig) -> Optional[float]:
 def cli() -> None:
     """``python -m ccexp`` and the ``ccexp`` command: ``main`` with Hydra's own errors in one line
     (exit 2, as ccexp's config errors). HYDRA_FULL_ERROR=1 set by the user keeps Hydra's output."""
-    if os.environ.get("HYDRA_FULL_ERROR"):
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    if before == "1":  # as Hydra reads it
         main()
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors instead of printing them
@@ -74,7 +75,10 @@ def cli() -> None:
         print(f"ccexp: error: {config_error_line(err)}", file=sys.stderr)
         sys.exit(2)
     finally:
-        del os.environ["HYDRA_FULL_ERROR"]
+        if before is None:
+            del os.environ["HYDRA_FULL_ERROR"]
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
 
 
 if __name__ == "__main__":

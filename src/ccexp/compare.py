@@ -165,9 +165,9 @@ def load_run(run_dir: Path) -> Run:
 
 def unstarted_jobs(sweep_dir: Path) -> list[tuple[str, str]]:
     """(job dir name, its overrides) of each job a basic Hydra sweep launched in ``sweep_dir``
-    (its multirun.yaml) that has no job dir: the sweep stopped (killed, out of time) before it.
-    Empty where that cannot be told: an Optuna study, job dirs not named by job number, a
-    sweep over config files (glob), no multirun.yaml."""
+    (its multirun.yaml) that has no job dir: the sweep stopped (killed, out of time) before it,
+    or it is still queued. Empty where that cannot be told: an Optuna study, job dirs not named
+    by job number, a sweep over config files (glob) or shuffled, no multirun.yaml."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -177,6 +177,8 @@ def unstarted_jobs(sweep_dir: Path) -> list[tuple[str, str]]:
                 str(hydra["sweep"]["subdir"]) != "${hydra.job.num}":
             return []
         params = [f"{k}={v}" for k, v in (hydra["sweeper"].get("params") or {}).items()]
+        if any("shuffle(" in o for o in params + list(hydra["overrides"]["task"])):
+            return []  # expanded again, a shuffled sweep would come out in another order
         overrides = OverridesParser.create().parse_overrides(params + list(hydra["overrides"]["task"]))
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
     except Exception:  # noqa: BLE001 - no multirun.yaml, another layout, a sweep Hydra needs its config to expand
@@ -454,7 +456,7 @@ def run_counts(runs: list[Run], unstarted: Sequence = ()) -> str:
     unfinished = len(runs) - finished - failed
     return (f"{len(runs)} run{'s' * (len(runs) != 1)}: {finished} finished, {failed} failed"
             + (f", {unfinished} never ended (killed, or still running)" if unfinished else "")
-            + (f"; {len(unstarted)} more job{'s' * (len(unstarted) != 1)} of the sweep never started"
+            + (f"; {len(unstarted)} more job{'s' * (len(unstarted) != 1)} of the sweep not started"
                if unstarted else ""))
 
 
@@ -482,7 +484,8 @@ def write_markdown(path: Path, runs, swept, columns, best, paragraphs, plots, so
             lines.append(f"- {named(r, swept)}: {r.error_sentence}"
                          + (f" (traceback: `{r.name}/traceback.txt`)" if tb.is_file() else ""))
         for name, overrides in unstarted:
-            lines.append(f"- `{name}` ({overrides}): never started, the sweep stopped before it (no job dir)")
+            lines.append(f"- `{name}` ({overrides}): not started (no job dir): the sweep stopped before it, or it "
+                         "is still queued")
         lines.append("")
     if plots:
         lines += ["## Plots", ""]

@@ -12,7 +12,7 @@ import difflib
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from hydra.errors import HydraException, MissingConfigException
@@ -595,8 +595,17 @@ def config_error_line(err: ConfigError | HydraException) -> str:
     if full_key and isinstance(parent, DictConfig) and added:  # "Could not override 'trainer.max_step'"
         prefix = full_key.rpartition(".")[0]
         keys = [f"{prefix}.{k}" if prefix else str(k) for k in parent.keys()]
-        return f"{full_key}: not a key of the config ({did_you_mean(full_key, keys, 'see --cfg job')}); " \
-               f"{added.group(1)} would add it"
+        line = f"{full_key}: not a key of the config ({did_you_mean(full_key, keys, 'see --cfg job for the keys')})"
+        # "+key=value" only where ccexp would take the new key: a field of the group's schema that
+        # this option's YAML leaves out (+data.test_path=...), or a key of a free-form field
+        # (+task_mix.weights.reply=1); anywhere else validate() would refuse it after all.
+        group, _, rest = full_key.partition(".")
+        schema = {f.name: f for f in fields(_SCHEMAS[group])} if group in _SCHEMAS else {}
+        first = rest.split(".")[0]
+        free_form = first in schema and "dict" in str(schema[first].type) and "." in rest
+        if (rest and "." not in rest and rest in schema) or free_form:
+            line += f"; {added.group(1)} adds it"
+        return line
     if isinstance(err, MissingConfigException) and err.options is not None:  # "Could not find 'method/lorax'"
         found = re.search(r"Could not find '([^']+)'", text)
         where = found.group(1).rpartition("/") if found else ("?", "", "?")

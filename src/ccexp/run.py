@@ -37,7 +37,10 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         torch.set_num_threads(rc.backend.num_threads)
     pl.seed_everything(rc.seed, workers=True, verbose=False)
     reset_peak_memory()  # this run's own peak, not an earlier sweep job's in this process
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # under a file, a read-only or virtual file system (/proc)
+        raise ConfigError(f"{run_dir}: cannot create the run dir ({err.strerror or err})") from None
     for stale in ("error.txt", "traceback.txt"):  # an earlier failed job's, in a sweep dir run again
         (run_dir / stale).unlink(missing_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

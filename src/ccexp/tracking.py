@@ -48,7 +48,11 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
             # An earlier launch in this run dir (trainer.resume_from=auto after a requeue): Lightning
             # would delete its metrics.csv, the curve before the checkpoint with it. Kept beside.
             stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(earlier.stat().st_mtime))
-            earlier.rename(run_dir / f"csv.until_{stamp}")
+            kept = run_dir / f"csv.until_{stamp}"
+            n = 1
+            while kept.exists():  # two launches within a second
+                kept, n = run_dir / f"csv.until_{stamp}.{n}", n + 1
+            earlier.rename(kept)
         return CSVLogger(save_dir=str(run_dir), name="csv", version="")
     import wandb
     from pytorch_lightning.loggers import WandbLogger

@@ -44,7 +44,7 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
     if run_dir is None:
         raise ConfigError(f"missing adapter=<run dir>; {USAGE}")
     if out is not None:
-        output_dir(out, ConfigError, "out=")
+        output_dir(out, ConfigError, "out=")  # created by run(), once the config is found good
     for name in ("config.yaml", "adapter"):
         if not (run_dir / name).exists():
             raise ConfigError(f"{run_dir / name}: not found; expected a run dir written by python -m ccexp")
@@ -55,7 +55,6 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
             whose = "the adapter's own run dir" if out.resolve() == run_dir.resolve() else "a folder with results"
             raise ConfigError(f"out={out}: {whose} (its metrics.json would be replaced); expected a new folder, "
                               f"or leave out= out for {run_dir / 'eval'}/<time>")
-        output_dir(out, ConfigError, "out=", create=True)
     return run_dir, out, overrides
 
 

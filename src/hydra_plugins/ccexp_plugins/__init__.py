@@ -1,6 +1,8 @@
 """ccexp's Hydra plugins: the Optuna sweeper and the SLURM launcher, with their failures in one
-line. The configs name these classes as ``_target_`` (conf/hparams_search/*,
-conf/hydra/launcher/slurm.yaml); Hydra takes plugins only from the ``hydra_plugins`` namespace."""
+line, and the joblib launcher, telling each job how many run at once. The configs name these
+classes as ``_target_`` (conf/hparams_search/*, conf/hydra/launcher/slurm.yaml; joblib's config
+node is stored below under the plugin's own name); Hydra takes plugins only from the
+``hydra_plugins`` namespace."""
 
 from __future__ import annotations
 
@@ -11,12 +13,13 @@ import sys
 from collections.abc import MutableSequence
 from pathlib import Path
 
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as _JoblibLauncher
-from hydra_plugins.hydra_optuna_sweeper import _impl as optuna_impl
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _OptunaSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SlurmLauncher
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from ccexp.config import JOBS_AT_ONCE_ENV, ConfigError, did_you_mean, jobs_at_once
 
@@ -31,14 +34,16 @@ def _is_count(value) -> bool:
 
 
 def _config_keys(node, prefix: str = "") -> list[str]:
-    """Every dotted key of the task's config (not hydra's), for "did you mean"."""
+    """Every dotted key of the task's config (not hydra's; a list's items by index), for "did you mean"."""
+    if isinstance(node, DictConfig):
+        children = [(str(k), v) for k, v in node.items_ex(resolve=False) if not (prefix == "" and k == "hydra")]
+    elif isinstance(node, ListConfig):
+        children = [(str(i), node._get_node(i)) for i in range(len(node))]
+    else:
+        return []
     keys = []
-    for key, child in node.items_ex(resolve=False) if isinstance(node, DictConfig) else []:
-        if prefix == "" and key == "hydra":
-            continue
-        keys.append(f"{prefix}{key}")
-        if isinstance(child, DictConfig):
-            keys += _config_keys(child, f"{prefix}{key}.")
+    for key, child in children:
+        keys += [f"{prefix}{key}", *_config_keys(child, f"{prefix}{key}.")]
     return keys
 
 
@@ -54,6 +59,10 @@ def check_study(sweeper, arguments: list[str]) -> None:
     """What the plugin would fail on with a traceback, or only after a trial has started (and
     stays RUNNING in the study for good): checked before the study is opened, as one line
     naming the key. ``sweeper``: the plugin's ``OptunaSweeperImpl`` after ``setup``."""
+    # Here, not at the top: Hydra imports every plugin module at start-up, and optuna with its
+    # SQL storage takes ~1 s to import (the plugin itself imports it lazily too).
+    from hydra_plugins.hydra_optuna_sweeper import _impl as optuna_impl
+
     for key in ("n_trials", "n_jobs"):
         value = getattr(sweeper, key)
         if not _is_count(value):
@@ -84,7 +93,7 @@ def check_study(sweeper, arguments: list[str]) -> None:
         if override.is_add() or override.is_force_add() or override.is_delete() or key.startswith("hydra"):
             continue
         if "/" not in key and key not in task_keys and not _is_group(sweeper, key):
-            hint = did_you_mean(key, task_keys, f"use +{key}=... to add a new key")
+            hint = did_you_mean(key, task_keys, "see --cfg job for the keys")
             raise ConfigError(f"{source}: {key} is not a key of the config ({hint})")
 
 
@@ -136,6 +145,13 @@ class JoblibLauncher(_JoblibLauncher):
         self._task = task_function
 
     def launch(self, job_overrides, initial_job_idx):
-        at_once = jobs_at_once(int(self.joblib.get("n_jobs", -1)), len(job_overrides))
+        n_jobs = self.joblib.get("n_jobs", -1)
+        at_once = jobs_at_once(1 if n_jobs is None else int(n_jobs), len(job_overrides))  # joblib: None = 1
         self.task_function = functools.partial(_counted, self._task, at_once)
         return super().launch(job_overrides, initial_job_idx)
+
+
+# hydra/launcher=joblib: the plugin's own fields and defaults, with ccexp's class (stored under the
+# plugin's name, after it, so that it replaces the plugin's node rather than shadowing it with a file).
+ConfigStore.instance().store(group="hydra/launcher", name="joblib", provider="ccexp",
+                             node=JobLibLauncherConf(_target_="hydra_plugins.ccexp_plugins.JoblibLauncher"))
