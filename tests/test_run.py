@@ -127,6 +127,7 @@ def test_cli_writes_a_run_dir(tmp_path):
     # Nor do library warnings the user cannot act on reach the console: Lightning's use of a
     # pytree class torch deprecates, wandb's about the "anonymous" setting Lightning passes it.
     assert "LeafSpec" not in console and "anonymous" not in console
+    assert "Loading weights" not in console  # transformers' bar for a model that loads in a second
 
 
 def test_embedded_model_end_to_end(tmp_path):

@@ -208,7 +208,11 @@ def load_model(model_dir: Path, dtype: torch.dtype | str, quantization_config=No
     """``dtype``: a torch dtype, or "auto" (the checkpoint's own). ``attention``: sdpa
     (transformers' own) | varlen (ccexp's, see backends/attention.py) | eager."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    # transformers 5 draws a "Loading weights" bar per load: noise for a local model that loads
+    # in a second, and on stderr ahead of a bad input's one line of error.
+    hf_logging.disable_progress_bar()
     if attention == "varlen":
         from ccexp.backends.attention import register
 
