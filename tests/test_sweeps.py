@@ -127,6 +127,17 @@ def test_method_comparison_sweep(tmp_path):
         assert (sweep_dir / png).is_file(), png
 
 
+def test_a_sweep_job_whose_config_does_not_compose_is_named(tmp_path):
+    """method.r swept with the three methods: prompt tuning has no rank. Hydra composes every job
+    before launching any; the line says which job, not only which key."""
+    proc = cli("-m", "experiment=method_comparison", "method.r=8", *FAST, f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "ccexp: error: sweep job method=prompt_tuning task_mix=all: method.r: not a key of the config (did you mean "
+        "method.lr or method.name?)"]
+    assert not (tmp_path / "0").exists()
+
+
 def test_a_sweep_dir_run_again_reports_this_launch(tmp_path):
     """The same hydra.sweep.dir launched twice: the second report ranks its own job, not the one
     the first launch left behind, and job 0's dir loses the first launch's error.txt."""

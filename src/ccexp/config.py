@@ -596,14 +596,13 @@ def config_error_line(err: ConfigError | HydraException) -> str:
         prefix = full_key.rpartition(".")[0]
         keys = [f"{prefix}.{k}" if prefix else str(k) for k in parent.keys()]
         line = f"{full_key}: not a key of the config ({did_you_mean(full_key, keys, 'see --cfg job for the keys')})"
-        # "+key=value" only where ccexp would take the new key: a field of the group's schema that
-        # this option's YAML leaves out (+data.test_path=...), or a key of a free-form field
-        # (+task_mix.weights.reply=1); anywhere else validate() would refuse it after all.
+        # "+key=value" only for a new key of a free-form field (+task_mix.weights.reply=1). A
+        # schema field the option's YAML leaves out is one that option does not use (method.r
+        # with prompt_tuning), and a key no schema has, validate() would refuse after all.
         group, _, rest = full_key.partition(".")
         schema = {f.name: f for f in fields(_SCHEMAS[group])} if group in _SCHEMAS else {}
         first = rest.split(".")[0]
-        free_form = first in schema and "dict" in str(schema[first].type) and "." in rest
-        if (rest and "." not in rest and rest in schema) or free_form:
+        if first in schema and "dict" in str(schema[first].type) and "." in rest:
             line += f"; {added.group(1)} adds it"
         return line
     if isinstance(err, MissingConfigException) and err.options is not None:  # "Could not find 'method/lorax'"

@@ -1,5 +1,6 @@
 """ccexp's Hydra plugins: the Optuna sweeper and the SLURM launcher, with their failures in one
-line, and the joblib launcher, telling each job how many run at once. The configs name these
+line, the basic sweeper, naming a job whose config does not compose, and the joblib launcher,
+telling each job how many run at once. The configs name these
 classes as ``_target_`` (conf/hparams_search/*, conf/hydra/launcher/slurm.yaml; joblib's config
 node is stored below under the plugin's own name); Hydra takes plugins only from the
 ``hydra_plugins`` namespace."""
@@ -13,7 +14,10 @@ import sys
 from collections.abc import MutableSequence
 from pathlib import Path
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper as _BasicSweeper
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeperConf
 from hydra.core.config_store import ConfigStore
+from hydra.errors import ConfigCompositionException, HydraException
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as _JoblibLauncher
@@ -21,7 +25,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SlurmLauncher
 from omegaconf import DictConfig, ListConfig
 
-from ccexp.config import JOBS_AT_ONCE_ENV, ConfigError, did_you_mean, jobs_at_once
+from ccexp.config import JOBS_AT_ONCE_ENV, ConfigError, config_error_line, did_you_mean, jobs_at_once
 
 
 def _stop(message: str) -> None:
@@ -97,6 +101,21 @@ def check_study(sweeper, arguments: list[str]) -> None:
             raise ConfigError(f"{source}: {key} is not a key of the config ({hint})")
 
 
+class BasicSweeper(_BasicSweeper):
+    """Hydra's sweeper, which composes every job's config before launching any (a key one method
+    lacks, swept with another: ``experiment=method_comparison method.r=8``), saying which job's
+    does not compose; Hydra's own message names the key only."""
+
+    def validate_batch_is_legal(self, batch) -> None:
+        for overrides in batch:
+            try:
+                super().validate_batch_is_legal([overrides])
+            except HydraException as err:
+                # The job by what is swept (every job's overrides also hold the command line's).
+                swept = [o for o in overrides if sum(o in job for job in batch) < len(batch)] or overrides
+                raise ConfigCompositionException(f"sweep job {' '.join(swept)}: {config_error_line(err)}") from None
+
+
 class OptunaSweeper(_OptunaSweeper):
     """The plugin's sweeper with its failures in one line: a bad study setting or search space
     before the study opens (``check_study``), and a study whose trials all failed, which ends in
@@ -151,7 +170,10 @@ class JoblibLauncher(_JoblibLauncher):
         return super().launch(job_overrides, initial_job_idx)
 
 
-# hydra/launcher=joblib: the plugin's own fields and defaults, with ccexp's class (stored under the
-# plugin's name, after it, so that it replaces the plugin's node rather than shadowing it with a file).
+# hydra/launcher=joblib and the default hydra/sweeper=basic: the plugins' own fields and defaults,
+# with ccexp's classes (stored under their names, after them, so that they replace the nodes
+# rather than shadowing them with files).
 ConfigStore.instance().store(group="hydra/launcher", name="joblib", provider="ccexp",
                              node=JobLibLauncherConf(_target_="hydra_plugins.ccexp_plugins.JoblibLauncher"))
+ConfigStore.instance().store(group="hydra/sweeper", name="basic", provider="ccexp",
+                             node=BasicSweeperConf(_target_="hydra_plugins.ccexp_plugins.BasicSweeper"))
