@@ -130,6 +130,20 @@ def test_cli_writes_a_run_dir(tmp_path):
     assert "Loading weights" not in console  # transformers' bar for a model that loads in a second
 
 
+def test_a_refused_command_leaves_an_earlier_run_in_its_dir_alone(tmp_path):
+    """hydra.run.dir of a finished run given again with bad input (a bad value; a checkpoint that
+    does not fit): one line, and the run's config.yaml and metrics.json as they were, no error.txt."""
+    run_dir = tmp_path / "run"
+    run(compose_cfg(*FAST, "eval.baseline=false", "eval.generate_examples=0", "eval.latency_examples=0"), run_dir)
+    before = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "metrics.json")}
+    for bad in ("backend.num_threads=0", f"trainer.resume_from={tmp_path / 'nowhere'}"):
+        proc = subprocess.run([sys.executable, "-m", "ccexp", *FAST, bad, f"hydra.run.dir={run_dir}"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+        assert {name: (run_dir / name).read_bytes() for name in before} == before
+        assert not (run_dir / "error.txt").exists()
+
+
 def test_embedded_model_end_to_end(tmp_path):
     """The real SmolLM2-135M for a few steps: the default pipeline, just shorter."""
     cfg = compose_cfg("trainer=fast", "data_size.train=8", "data_size.val=4", "data_size.test=4",

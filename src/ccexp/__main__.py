@@ -42,13 +42,15 @@ def main(cfg: DictConfig) -> Optional[float]:
         metrics = run(cfg, run_dir, run_name=name, group=sweep_group(hc.sweep.dir) if sweep else None,
                       required_metric=cfg.objective.metric if searched else None)
     except Exception as err:  # noqa: BLE001 - recorded in the job dir; KeyboardInterrupt still stops all
-        line = record_failure(run_dir, err)
         if sweep:  # one failed job must not stop the others; the sweep summary counts it
+            line = record_failure(run_dir, err)
             print(f"ccexp: error: {line} (job {hc.job.num}, {run_dir})", file=sys.stderr)
             return None
         if isinstance(err, ConfigError):
+            # Refused input: one line, and the run dir (which may hold an earlier run) left alone.
             print(f"ccexp: error: {err}", file=sys.stderr)
             sys.exit(2)
+        record_failure(run_dir, err)
         raise
     key = cfg.objective.metric
     if key not in metrics:  # a typo, or a metric this run does not compute: no value, ever

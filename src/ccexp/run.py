@@ -41,14 +41,15 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # under a file, a read-only or virtual file system (/proc)
         raise ConfigError(f"{run_dir}: cannot create the run dir ({err.strerror or err})") from None
-    for stale in ("error.txt", "traceback.txt"):  # an earlier failed job's, in a sweep dir run again
-        (run_dir / stale).unlink(missing_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
     checkpoint = resume.prepare(rc, device, run_dir) if adapter is None else None
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     model_dir = resolve_model_dir(rc.model)
     backend = build_backend(device, rc, model_dir, [ex["messages"][-1]["content"] for ex in splits["train"]])
+    # Every check has passed: only now does the run write into its dir, which may hold an earlier
+    # run (hydra.run.dir given again, resume_from=auto) that a refused command must leave as it was.
+    for stale in ("error.txt", "traceback.txt"):  # an earlier failed job's, in a sweep dir run again
+        (run_dir / stale).unlink(missing_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     trainable, total = backend.parameter_counts()
     log.info("%s on %s (%s): %d train / %d val / %d test examples; %s trainable of %s parameters",
              rc.method.name, device, getattr(backend, "precision", ""), len(splits["train"]),
