@@ -175,6 +175,10 @@ def test_an_unwritable_results_file_is_one_line_before_any_work(tmp_path, capsys
             main(["--json", str(json_path)])
         assert capsys.readouterr().err.splitlines() == [f"ccexp.bench: error: argument --json: {error} "
                                                         "(--help for usage)"]
+    with pytest.raises(SystemExit):  # root passes os.access there too, yet /proc takes no file
+        main(["--json", "/proc/r.json"])
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("ccexp.bench: error: argument --json: cannot write /proc/r.json: /proc ")
     monkeypatch.chdir(tmp_path)  # the default, benchmarks/results, below a file named benchmarks
     (tmp_path / "benchmarks").write_text("")
     with pytest.raises(SystemExit):

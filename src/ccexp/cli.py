@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +45,10 @@ def writable_file(text: str | Path) -> Path:
     folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())  # "." or "/" at the latest
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} is not a folder this user can write to")
+    try:  # root passes os.access everywhere, yet /proc takes no file: try one
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {folder} takes no new file ({err.strerror or err})")
     return path
 
 
