@@ -247,3 +247,13 @@ def test_gradient_checkpointing_recomputes_with_the_same_masks(monkeypatch):
     for (name, a), (_, b) in zip(recomputed, kept):
         assert mx.array_equal(a, b).item(), name
     assert plain_loss != loss  # the masks mattered: the global stream's draws differ from the keyed ones
+
+
+def test_a_damaged_mlx_adapter_file_is_one_line(tmp_path):
+    """mx.load's own error on a file cut short is a RuntimeError with a traceback."""
+    file = tmp_path / "adapters.safetensors"
+    mx.save_safetensors(str(file), {"w": mx.zeros((4, 4))})
+    file.write_bytes(file.read_bytes()[:20])
+    with pytest.raises(ConfigError, match=rf"^{file}: not a readable safetensors file \(") as err:
+        mlx_prompt.load_weights_checked(file, {"w": mx.zeros((4, 4))})
+    assert "\n" not in str(err.value)

@@ -31,7 +31,10 @@ def load_weights_checked(file: Path, expected: dict[str, mx.array]) -> dict[str,
     adapter this run built (same method and settings), or a ConfigError naming the file."""
     if not file.is_file():
         raise ConfigError(f"{file}: no such file; expected an adapter saved by ccexp's mlx backend")
-    saved = mx.load(str(file))
+    try:
+        saved = mx.load(str(file))
+    except (RuntimeError, ValueError, OSError) as err:  # a truncated or foreign file
+        raise ConfigError(f"{file}: not a readable safetensors file ({str(err).splitlines()[0]})") from None
     if set(saved) != set(expected):
         odd = sorted(set(saved) ^ set(expected))[0]
         raise ConfigError(f"{file}: tensors differ from this method's adapter (e.g. {odd})")
