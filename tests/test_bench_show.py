@@ -233,3 +233,11 @@ def test_the_bench_checks_its_against_file_before_any_work(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
         f"ccexp.bench: error: argument --against: {tmp_path / 'old.json'}: no such file (--help for usage)"]
+
+
+def test_a_ratio_on_its_goals_line_keeps_a_third_decimal():
+    """MFU 0.495 against ">= 0.5" would read "0.50" with no tick."""
+    from ccexp.bench.report import ratio_text
+
+    assert [ratio_text(v, ">= 0.5") for v in (0.495, 0.5, 0.512, 0.41)] == ["0.495", "0.50", "0.51", "0.41"]
+    assert ratio_text(1.0512, "<= 1.05") == "1.051" and ratio_text(3.83, ">= 5") == "3.83"

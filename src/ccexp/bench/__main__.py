@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import logging
 import os
 import platform
 import sys
@@ -128,8 +127,7 @@ def main(argv=None) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> None:
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("ignore")  # (bitsandbytes' logger is quieted in ccexp/bench/__init__.py)
     console = Console()
     steps = args.warmup + args.steps
     fixed = [f"model={args.model}", f"backend={args.device}", "logger=none", f"trainer.max_steps={steps}",

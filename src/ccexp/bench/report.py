@@ -195,6 +195,18 @@ def _on(probe: dict) -> str:
     return "on" if probe.get("gradient_checkpointing") else "off"
 
 
+def ratio_text(value: float, goal: str) -> str:
+    """A ratio to 2 decimals, or 3 where 2 would print the goal's own number for a value on the
+    other side of it (0.495 against ">= 0.5" is "0.495", not "0.50" without a tick)."""
+    text = f"{value:.2f}"
+    limit = goal.split()[-1] if isinstance(goal, str) and goal.split() else ""
+    try:
+        on_the_line = float(text) == float(limit) and value != float(limit)
+    except ValueError:
+        on_the_line = False
+    return f"{value:.3f}" if on_the_line else text
+
+
 def print_table(console: Console, rows, results: dict) -> None:
     # Every string may come from a file read back: escaped, so "[...]" in a config override
     # prints as written instead of as rich markup.
@@ -203,7 +215,7 @@ def print_table(console: Console, rows, results: dict) -> None:
     for col in ("measure", "value", "goal", "met", "evidence"):
         table.add_column(col, justify="right" if col in ("value", "goal") else "left")
     for name, value, goal, met, evidence in rows:
-        table.add_row(escape(name), f"{value:.2f}", escape(goal), "yes" if met else "NO", escape(evidence))
+        table.add_row(escape(name), ratio_text(value, goal), escape(goal), "yes" if met else "NO", escape(evidence))
     console.print(table)
     seconds = results.get("seconds")
     if seconds:  # files from before the bench timed its parts have none
@@ -260,7 +272,8 @@ def print_history(console: Console, runs: Sequence[tuple[str, dict]]) -> None:
         values = [v for r in alike if name in r["ratios"] and math.isfinite(v := r["ratios"][name]["value"])]
         goal = " / ".join(dict.fromkeys(c["goal"] for c in cells if c))  # training's is 1.5x on a GPU, 2x on CPUs
         table.add_row(escape(name), escape(goal),
-                      *(f"{c['value']:.2f}{' ✓' if c['met'] else ''}" if c else "–" for c in cells),
+                      *(f"{ratio_text(c['value'], c['goal'])}{' ✓' if c['met'] else ''}" if c else "–"
+                        for c in cells),
                       f"{min(values):.2f}–{max(values):.2f}" if len(values) > 1 else "")
     if any(r.get("seconds") for _, r in runs):  # the goal is the default run's, all three parts
         table.add_row("bench wall time", "< 10 min", *(_wall(r) for _, r in runs), "")

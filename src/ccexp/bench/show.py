@@ -36,7 +36,9 @@ def main(argv=None) -> None:
         runs = [(_label(path, files), load_result(path)) for path in files]
     except ResultError as err:
         parser.error(str(err))
-    console = Console()
+    # Piped or redirected, rich would fit the tables to 80 columns and cut a history's cells to
+    # "2026-12…": wide enough for the tables instead (a terminal keeps its own width).
+    console = Console() if sys.stdout.isatty() else Console(width=240)
     if len(runs) == 1:
         results = runs[0][1]
         rows, notes = recorded_rows(results, files[0])
