@@ -293,7 +293,10 @@ def test_resume_auto_and_bad_checkpoints(tmp_path):
     again = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "trainer.resume_from=auto"), tmp_path / "job")
     assert again["train/resumed_from_step"] == 3 and again["train/val_history"] == first["train/val_history"]
     (tmp_path / "empty").mkdir()
-    cases = [(str(tmp_path / "nope"), "no such directory"), (str(tmp_path / "empty"), "no checkpoint to resume")]
+    (tmp_path / "mlx" / "checkpoints" / "step_0000003").mkdir(parents=True)  # an adapter-only checkpoint
+    cases = [(str(tmp_path / "nope"), "no such directory"), (str(tmp_path / "empty"), "no checkpoint to resume"),
+             (str(tmp_path / "mlx"), "step_0000003 has no resume.json: an adapter-only checkpoint"),
+             (str(tmp_path / "mlx" / "checkpoints" / "step_0000003"), "step_0000003 has no resume.json")]
     for path, error in cases:
         with pytest.raises(ConfigError, match=error) as err:
             run(compose_cfg(*RESUMABLE, f"trainer.resume_from={path}"), tmp_path / "x")

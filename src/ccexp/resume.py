@@ -70,6 +70,11 @@ def find_checkpoint(resume_from: Optional[str], run_dir: Path) -> Optional[Path]
         return path
     latest = _latest(path / "checkpoints")
     if latest is None:
+        partial = sorted((path / "checkpoints").glob("step_*")) or ([path] if path.name.startswith("step_") else [])
+        if partial:  # step dirs without resume.json: backend=mlx's (the adapter only), or cut short
+            raise ConfigError(f"trainer.resume_from={resume_from}: {partial[-1]} has no {STATE}: an adapter-only "
+                              "checkpoint (backend=mlx saves those) or one cut short; expected a checkpoint of a "
+                              "backend=cpu or cuda run")
         raise ConfigError(f"trainer.resume_from={resume_from}: no checkpoint to resume in {path / 'checkpoints'} "
                           f"(a run saves them with trainer.save_every_n_steps=N); {expected}")
     return latest
