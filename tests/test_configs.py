@@ -132,11 +132,11 @@ def test_cli_mistyped_key_is_one_line_with_the_nearest_keys():
 @pytest.mark.parametrize("override,line", [
     # "+" is offered only for a new key of a free-form field: not for a schema field the option
     # leaves out (the option does not use it), nor a key no schema has (validate would refuse it).
-    ("data.test_path=x.csv", "data.test_path: not a key of the config (see --cfg job for the keys)"),
+    ("data.test_path=x.csv", "data.test_path: not a key of the config (python -m ccexp --cfg job lists the keys)"),
     ("task_mix.weights.reply=1", "task_mix.weights.reply: not a key of the config (did you mean "
                                  "task_mix.weights.journey or task_mix.weights.quality or task_mix.weights.issue?); "
                                  "+task_mix.weights.reply=1 adds it"),
-    ("lr=0.001", "lr: not a key of the config (see --cfg job for the keys)"),
+    ("lr=0.001", "lr: not a key of the config (python -m ccexp --cfg job lists the keys)"),
 ])
 def test_a_new_key_is_suggested_only_where_an_option_reads_it(override, line):
     from hydra.errors import HydraException

@@ -103,6 +103,8 @@ def test_export_defaults_to_the_data_folder(tmp_path, monkeypatch):
     (["export", "data=csv", "--out"], "ccexp.data: error: --out: expected a directory"),
     (["describe", "data=parquet"], "ccexp.data: error: data=parquet: no such option, expected one of chatml, csv, hf, jsonl, synthetic, twcs"),
     (["describe", "--verbose"], "ccexp.data: error: --verbose: unknown option"),
+    (["describe", "--out", "x"], "ccexp.data: error: --out x: describe writes nothing (it prints the dataset card)"),
+    (["export", "--out="], "ccexp.data: error: --out=: expected a directory, got nothing"),
     (["summarize"], "usage: python -m ccexp.data {describe,export}"),
 ])
 def test_cli_errors_are_one_line(argv, error, capsys):

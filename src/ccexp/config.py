@@ -595,7 +595,7 @@ def config_error_line(err: ConfigError | HydraException) -> str:
     if full_key and isinstance(parent, DictConfig) and added:  # "Could not override 'trainer.max_step'"
         prefix = full_key.rpartition(".")[0]
         keys = [f"{prefix}.{k}" if prefix else str(k) for k in parent.keys()]
-        line = f"{full_key}: not a key of the config ({did_you_mean(full_key, keys, 'see --cfg job for the keys')})"
+        line = f"{full_key}: not a key of the config ({did_you_mean(full_key, keys, 'python -m ccexp --cfg job lists the keys')})"
         # "+key=value" only for a new key of a free-form field (+task_mix.weights.reply=1). A
         # schema field the option's YAML leaves out is one that option does not use (method.r
         # with prompt_tuning), and a key no schema has, validate() would refuse after all.

@@ -36,6 +36,8 @@ def _parse(args: list[str]) -> tuple[list[str], Optional[str]]:
             out = args.pop(0)
         elif arg.startswith("--out="):
             out = arg.split("=", 1)[1]
+            if not out:
+                raise ConfigError("--out=: expected a directory, got nothing")
         elif arg.startswith("-"):
             raise ConfigError(f"{arg}: unknown option ({USAGE})")
         else:
@@ -86,6 +88,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     console = Console()
     try:
         overrides, out = _parse(args[1:])
+        if args[0] == "describe" and out is not None:
+            raise ConfigError(f"--out {out}: describe writes nothing (it prints the dataset card); --out is export's")
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
         rc = validate(cfg)

@@ -97,7 +97,7 @@ def check_study(sweeper, arguments: list[str]) -> None:
         if override.is_add() or override.is_force_add() or override.is_delete() or key.startswith("hydra"):
             continue
         if "/" not in key and key not in task_keys and not _is_group(sweeper, key):
-            hint = did_you_mean(key, task_keys, "see --cfg job for the keys")
+            hint = did_you_mean(key, task_keys, "python -m ccexp --cfg job lists the keys")
             raise ConfigError(f"{source}: {key} is not a key of the config ({hint})")
 
 
