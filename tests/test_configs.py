@@ -198,5 +198,5 @@ def test_an_unknown_top_level_key_is_refused_with_the_nearest():
     """+sed=1 or +lr=1e-3 compose (a new key), and no run would ever read them."""
     with pytest.raises(ConfigError, match=r"^sed: not a key ccexp reads \(did you mean seed\?\)$"):
         validate(compose_cfg("model=tiny", "+sed=1"))
-    with pytest.raises(ConfigError, match=r"^lr: not a key ccexp reads \(see --cfg job\)$"):
+    with pytest.raises(ConfigError, match=r"^lr: not a key ccexp reads \(python -m ccexp --cfg job lists the keys\)$"):
         validate(compose_cfg("model=tiny", "+lr=0.001"))

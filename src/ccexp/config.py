@@ -548,7 +548,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     known = [*_SCHEMAS, "seed", "experiment_name", "hydra"]
     for key in cfg:  # a new top-level key (+lr=1e-3 meant for method.lr) would be silently ignored
         if key not in known:
-            raise ConfigError(f"{key}: not a key ccexp reads ({did_you_mean(str(key), known, 'see --cfg job')})")
+            raise ConfigError(f"{key}: not a key ccexp reads ({did_you_mean(str(key), known, 'python -m ccexp --cfg job lists the keys')})")
     groups = {}
     for name, schema in _SCHEMAS.items():
         if name not in cfg:
