@@ -28,7 +28,7 @@ from ccexp.data import build_splits
 
 
 def main() -> None:
-    parser = OneLineParser(prog="compiled_training.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="compiled_training.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2_135m")
     parser.add_argument("--rounds", type=int_at_least(1), default=3)
     parser.add_argument("--batches", type=int_at_least(1), default=4, help="training batches per round")

@@ -34,7 +34,7 @@ def _digest(splits: dict, out: Path) -> str:
 
 
 def main() -> None:
-    parser = OneLineParser(prog="data_generation.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="data_generation.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="full")
     parser.add_argument("--task-mix", default="all")
     args = parser.parse_args()

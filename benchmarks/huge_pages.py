@@ -63,7 +63,7 @@ def main() -> None:
     from ccexp.cli import OneLineParser, int_at_least
     from ccexp.config import ConfigError, config_error_line
 
-    parser = OneLineParser(prog="huge_pages.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="huge_pages.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2_135m")
     parser.add_argument("--rounds", type=int_at_least(1), default=2)
     parser.add_argument("--batches", type=int_at_least(1), default=4, help="training batches per child")

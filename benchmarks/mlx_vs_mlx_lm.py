@@ -127,7 +127,7 @@ def run_mlx_lm(rc: RunConfig, model_dir: Path, data: Path, warmup: int, work: Pa
 
 
 def main() -> None:
-    parser = OneLineParser(prog="mlx_vs_mlx_lm.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="mlx_vs_mlx_lm.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2_135m", help="a conf/model option: smollm2_135m (embedded) or tiny")
     parser.add_argument("--steps", type=int_at_least(1), default=10, help="timed optimizer steps per side")
     parser.add_argument("--warmup", type=int_at_least(0), default=2, help="untimed steps per side first")

@@ -35,7 +35,7 @@ from ccexp.models import load_model, resolve_model_dir
 
 
 def _args(argv=None) -> argparse.Namespace:
-    p = OneLineParser(prog="python -m ccexp.bench", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m ccexp.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2_135m", help="model config (default: the embedded SmolLM2)")
     p.add_argument("--steps", type=int_at_least(1), default=5, help="timed optimizer steps per side (after warm-up)")
     p.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed first steps per side")
