@@ -241,3 +241,22 @@ def test_a_ratio_on_its_goals_line_keeps_a_third_decimal():
     """MFU 0.495 against ">= 0.5" would read "0.50" with no tick."""
     assert [ratio_text(v, ">= 0.5") for v in (0.4953, 0.5, 0.512, 0.41)] == ["0.495", "0.50", "0.51", "0.41"]
     assert ratio_text(1.0512, "<= 1.05") == "1.051" and ratio_text(3.83, ">= 5") == "3.83"
+
+
+def test_one_cpu_name_over_two_generations_is_two_machines(tmp_path, capsys):
+    """A VM's bare "AMD EPYC" on family 25 and on family 26: the range is not pooled over both."""
+    zen4 = result(tmp_path, "zen4", 2.4, machine={**AVX2, "cpu_generation": "family 25 model 17"})
+    zen5 = result(tmp_path, "zen5", 3.0, machine={**AVX2, "cpu_generation": "family 26 model 2"})
+    main([str(zen4), str(zen5)])
+    out = capsys.readouterr().out
+    assert "machines differ" in out and "zen5: AMD EPYC family 26 model 2 (2 threads" in out
+    assert table_row(out, "training tokens/s vs HF Trainer")[-1] != "2.40–3.00"
+
+
+def test_the_bench_records_the_cpu_generation():
+    from ccexp.bench.__main__ import machine
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not (cpuinfo.exists() and "cpu family" in cpuinfo.read_text()):
+        pytest.skip("no x86 /proc/cpuinfo here")
+    assert machine("cpu")["cpu_generation"].startswith("family ")

@@ -104,13 +104,22 @@ def _long_run_compile(args: argparse.Namespace) -> list[str]:
     return ["backend.compile=true"] if long_run else []
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first processor's ``field`` in /proc/cpuinfo (None where there is none)."""
+    path = Path("/proc/cpuinfo")
+    lines = path.read_text().splitlines() if path.exists() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.split(":", 1)[0].strip() == field), None)
+
+
 def machine(device: str) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = _cpuinfo("model name") or platform.processor()
+    # A VM's CPU name can be bare ("AMD EPYC") over generations that differ 2-3x: family and model say which.
+    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
+    generation = {"cpu_generation": f"family {family} model {model}"} if family and model else {}
     gpu = {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda} if device == "cuda" else {}
     # Two CPUs of one name can differ in what decides the numbers: the vector ISA PyTorch's
     # kernels use and whether bf16 dot products exist (without them ccexp trains in fp32).
-    return {"cpu": cpu, "cpu_isa": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_has_bf16(),
+    return {"cpu": cpu, **generation, "cpu_isa": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_has_bf16(),
             "threads": torch.get_num_threads(), "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
             # Tensors on huge pages (benchmarks/huge_pages.py): the process's setting and the kernel's.
             "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"), "thp_kernel": speedups.huge_pages_mode(), **gpu,

@@ -70,7 +70,8 @@ def machine_label(m: dict) -> str:
     recorded the CPU's ISA say so."""
     if m.get("gpu"):
         return str(m["gpu"])
-    cpu = f"{m.get('cpu', 'CPU not recorded')} ({m.get('threads', '?')} threads"
+    name = m.get("cpu", "CPU not recorded") + (f" {m['cpu_generation']}" if m.get("cpu_generation") else "")
+    cpu = f"{name} ({m.get('threads', '?')} threads"
     if "cpu_isa" not in m:
         return f"{cpu}, ISA not recorded)"
     return f"{cpu}, {m['cpu_isa']}, {'bf16' if m.get('cpu_bf16') else 'no bf16 dot products: fp32'})"
