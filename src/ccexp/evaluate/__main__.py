@@ -35,6 +35,9 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
             run_dir = Path(value)
         elif key == "out":
             out = Path(value)
+        elif key == "backend.fuse":  # fusing follows training; an evaluation would silently skip it
+            raise ConfigError(f"argument {arg!r}: evaluate does not fuse; the run fuses its adapter after training "
+                              "(python -m ccexp backend=mlx backend.fuse=true)")
         elif key in _GROUPS:
             # The saved config is resolved: there is no group file to swap in, only fields.
             raise ConfigError(f"argument {arg!r}: a saved run's groups cannot be swapped; "
