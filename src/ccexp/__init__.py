@@ -1,5 +1,6 @@
 """ccexp: fine-tune and evaluate small language models for contact-center analytics."""
 
+import logging as _logging
 import os as _os
 import sys as _sys
 
@@ -15,3 +16,8 @@ __version__ = "0.1.0"
 # a value already in the environment (THP_MEM_ALLOC_ENABLE=0 to opt out) wins.
 if _sys.platform == "linux":
     _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+# bitsandbytes warns at import that it cannot fetch optional CPU kernels from the hub; ccexp
+# never downloads at run time, and bitsandbytes' built-in CPU path is what runs. Quieted here,
+# before any of ccexp's modules (or commands: run, evaluate, bench, bench.show) import it.
+_logging.getLogger("bitsandbytes").setLevel(_logging.ERROR)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
@@ -24,9 +23,6 @@ CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().p
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Optional[float]:
-    # bitsandbytes warns at import that it cannot fetch optional CPU kernels from the hub;
-    # we never download at run time, and its built-in CPU path is what runs.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from ccexp.run import run
     from ccexp.sweep import record_failure, sweep_group
 

@@ -136,7 +136,7 @@ def main(argv=None) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> None:
-    warnings.filterwarnings("ignore")  # (bitsandbytes' logger is quieted in ccexp/bench/__init__.py)
+    warnings.filterwarnings("ignore")
     console = Console()
     steps = args.warmup + args.steps
     fixed = [f"model={args.model}", f"backend={args.device}", "logger=none", f"trainer.max_steps={steps}",

@@ -63,7 +63,6 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         run_dir, out, overrides = parse_args(sys.argv[1:] if argv is None else argv)
         try:
