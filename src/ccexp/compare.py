@@ -28,7 +28,7 @@ from rich.table import Table
 
 from ccexp.cli import OneLineParser, output_dir, read_json_object, yaml_problem
 from ccexp.config import CompareConfig, ConfigError, did_you_mean, numeric_keys, parse_constraint
-from ccexp.sweep import natural_key
+from ccexp.sweep import job_label, natural_key
 
 
 class CompareError(Exception):
@@ -183,9 +183,7 @@ def unstarted_jobs(sweep_dir: Path) -> list[tuple[str, str]]:
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
     except Exception:  # noqa: BLE001 - no multirun.yaml, another layout, a sweep Hydra needs its config to expand
         return []
-    swept = [o for o in {o for job in jobs for o in job} if sum(o in job for job in jobs) < len(jobs)]
-    return [(str(i), " ".join(o for o in job if o in swept) or " ".join(job))
-            for i, job in enumerate(jobs) if not (sweep_dir / str(i)).exists()]
+    return [(str(i), job_label(job, jobs)) for i, job in enumerate(jobs) if not (sweep_dir / str(i)).exists()]
 
 
 def load_runs(paths: Sequence[Path]) -> list[Run]:

@@ -56,6 +56,13 @@ def _job_dirs(sweep_dir: Path, since: float) -> list[Path]:
     return sorted(dirs, key=lambda d: natural_key(d.relative_to(sweep_dir)))
 
 
+def job_label(job: list[str], jobs: list[list[str]]) -> str:
+    """A sweep job by the overrides that set it apart from the others (the command line's, which
+    every job holds, left out): "method=prompt_tuning task_mix=all"."""
+    own = [o for o in job if sum(o in other for other in jobs) < len(jobs)]
+    return " ".join(own or job)
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''}"
 

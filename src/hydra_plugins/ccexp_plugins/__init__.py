@@ -17,8 +17,8 @@ from pathlib import Path
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper as _BasicSweeper
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeperConf
 from hydra.core.config_store import ConfigStore
-from hydra.errors import ConfigCompositionException, HydraException
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, HydraException
 from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as _JoblibLauncher
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _OptunaSweeper
@@ -26,6 +26,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import DictConfig, ListConfig
 
 from ccexp.config import JOBS_AT_ONCE_ENV, ConfigError, config_error_line, did_you_mean, jobs_at_once
+from ccexp.sweep import job_label
 
 
 def _stop(message: str) -> None:
@@ -111,9 +112,8 @@ class BasicSweeper(_BasicSweeper):
             try:
                 super().validate_batch_is_legal([overrides])
             except HydraException as err:
-                # The job by what is swept (every job's overrides also hold the command line's).
-                swept = [o for o in overrides if sum(o in job for job in batch) < len(batch)] or overrides
-                raise ConfigCompositionException(f"sweep job {' '.join(swept)}: {config_error_line(err)}") from None
+                raise ConfigCompositionException(f"sweep job {job_label(overrides, batch)}: "
+                                                 f"{config_error_line(err)}") from None
 
 
 class OptunaSweeper(_OptunaSweeper):
