@@ -548,7 +548,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     known = [*_SCHEMAS, "seed", "experiment_name", "hydra"]
     for key in cfg:  # a new top-level key (+lr=1e-3 meant for method.lr) would be silently ignored
         if key not in known:
-            raise ConfigError(f"{key}: not a key ccexp reads ({did_you_mean(str(key), known, 'python -m ccexp --cfg job lists the keys')})")
+            raise ConfigError(f"{key}: not a key ccexp reads ({did_you_mean(str(key), known, KEYS_HINT)})")
     groups = {}
     for name, schema in _SCHEMAS.items():
         if name not in cfg:
@@ -576,6 +576,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     return RunConfig(**groups, seed=seed, experiment_name=str(cfg.get("experiment_name", "default")))
 
 
+KEYS_HINT = "python -m ccexp --cfg job lists the keys"  # a mistyped key with no near one
+
+
 def did_you_mean(key: str, keys, otherwise: str) -> str:
     """"did you mean val/loss?" with the keys nearest a mistyped one, else ``otherwise``."""
     close = difflib.get_close_matches(key, sorted(keys), n=3)
@@ -595,7 +598,7 @@ def config_error_line(err: ConfigError | HydraException) -> str:
     if full_key and isinstance(parent, DictConfig) and added:  # "Could not override 'trainer.max_step'"
         prefix = full_key.rpartition(".")[0]
         keys = [f"{prefix}.{k}" if prefix else str(k) for k in parent.keys()]
-        line = f"{full_key}: not a key of the config ({did_you_mean(full_key, keys, 'python -m ccexp --cfg job lists the keys')})"
+        line = f"{full_key}: not a key of the config ({did_you_mean(full_key, keys, KEYS_HINT)})"
         # "+key=value" only for a new key of a free-form field (+task_mix.weights.reply=1). A
         # schema field the option's YAML leaves out is one that option does not use (method.r
         # with prompt_tuning), and a key no schema has, validate() would refuse after all.

@@ -67,8 +67,9 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
         logger._wandb_init.pop("anonymous", None)
         return logger
 
-    logger = wandb_logger(wandb_mode(cfg))
-    if wandb_mode(cfg) == "online":
+    mode = wandb_mode(cfg)
+    logger = wandb_logger(mode)
+    if mode == "online":
         # The run starts here rather than at the first logged step: a W&B that cannot be reached
         # (or refuses the key) would otherwise fail the run mid-training, and fail it again when
         # the run is closed, each after the init timeout.

@@ -21,8 +21,7 @@ from transformers import DynamicCache
 from ccexp import resume
 from ccexp.backends import decoding, packed, speedups
 from ccexp.backends.base import Generation, peak_rss_mb
-from ccexp.backends.lightning_modules import (TRAINER_STATE, BestAdapter, ChatDataModule, Checkpoints, CompletionLM,
-                                             Throughput)
+from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, Checkpoints, CompletionLM, Throughput
 from ccexp.config import ConfigError, RunConfig
 from ccexp.data.batching import (EncodedDataset, GroupedBatchSampler, collator, completion_nll,
                                  generation_prompt_room, prompt_text, to_device)
@@ -225,8 +224,8 @@ class TorchBackend:
         self.weights_changed()  # and the packed copies' memory is free for training
         with bnb_cpu_repacking_off(self.model):
             # weights_only=False: ccexp's own file, which holds the random state's Python objects.
-            trainer.fit(module, datamodule=data, ckpt_path=checkpoint / TRAINER_STATE if checkpoint else None,
-                        weights_only=False)
+            state = checkpoint / resume.TRAINER_STATE if checkpoint else None
+            trainer.fit(module, datamodule=data, ckpt_path=state, weights_only=False)
             if not module.history or module.history[-1]["step"] != trainer.global_step:
                 trainer.validate(module, datamodule=data, verbose=False)  # judge the final steps too
         best.restore(module)

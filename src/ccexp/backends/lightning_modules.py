@@ -20,9 +20,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from ccexp import resume
 from ccexp.config import ConfigError
-from ccexp.resume import TRAINER_STATE
 from ccexp.data.batching import EncodedDataset, GroupedBatchSampler, collator, completion_nll
-
 
 
 class ResumableLoader(DataLoader):
@@ -225,7 +223,7 @@ class Checkpoints(pl.Callback):
 
         def write(directory: Path) -> None:
             module.model.save_pretrained(directory)
-            trainer.save_checkpoint(directory / TRAINER_STATE)
+            trainer.save_checkpoint(directory / resume.TRAINER_STATE)
 
         resume.save_checkpoint(self.directory, step, self.config, write)
 

@@ -47,7 +47,7 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
     if run_dir is None:
         raise ConfigError(f"missing adapter=<run dir>; {USAGE}")
     if out is not None:
-        output_dir(out, ConfigError, "out=")  # created by run(), once the config is found good
+        output_dir(out, ConfigError, "out=")  # run() creates it, once the config validates
     for name in ("config.yaml", "adapter"):
         if not (run_dir / name).exists():
             raise ConfigError(f"{run_dir / name}: not found; expected a run dir written by python -m ccexp")

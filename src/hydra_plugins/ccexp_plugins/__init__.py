@@ -25,7 +25,7 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SlurmLauncher
 from omegaconf import DictConfig, ListConfig
 
-from ccexp.config import JOBS_AT_ONCE_ENV, ConfigError, config_error_line, did_you_mean, jobs_at_once
+from ccexp.config import JOBS_AT_ONCE_ENV, KEYS_HINT, ConfigError, config_error_line, did_you_mean, jobs_at_once
 from ccexp.sweep import job_label
 
 
@@ -98,7 +98,7 @@ def check_study(sweeper, arguments: list[str]) -> None:
         if override.is_add() or override.is_force_add() or override.is_delete() or key.startswith("hydra"):
             continue
         if "/" not in key and key not in task_keys and not _is_group(sweeper, key):
-            hint = did_you_mean(key, task_keys, "python -m ccexp --cfg job lists the keys")
+            hint = did_you_mean(key, task_keys, KEYS_HINT)
             raise ConfigError(f"{source}: {key} is not a key of the config ({hint})")
 
 
