@@ -202,12 +202,37 @@ def test_jsonl_values_that_are_not_text_or_numbers_fail(tmp_path, caplog):
     assert {ex["reference"]["label"] for s in splits.values() for ex in s} == {"FileClaim", "3"}
     path.write_text("\n".join(good[:10] + [json.dumps({"utterance": f"yes {i}", "intent": True}) for i in range(10)]))
     assert {ex["reference"]["label"] for s in build_splits(_dstc(train_path=str(path)), BIG, MIX).values()
-            for ex in s} == {"FileClaim", "3", "True"}  # a binary label
+            for ex in s} == {"FileClaim", "3", "true"}  # a binary label, spelled as in the file
     # NaN is pandas' missing value: counted with the empty labels, not taught as the label "nan".
     assert f"{path}: skipped 1 of 21 rows (1 with no label)" in [r.getMessage() for r in caplog.records]
     for value, shown in ((["FileClaim", "Other"], '["FileClaim", "Other"]'), ({"name": "x"}, '{"name": "x"}')):
         path.write_text("\n".join(good + [json.dumps({"utterance": "odd", "intent": value})]) + "\n")
         assert _error(_dstc(train_path=str(path))) == f"{path}:21: 'intent': expected text, a number or true/false, got {shown}"
+
+
+def test_one_label_written_two_ways_is_one_class(tmp_path):
+    """JSON's 1 and 1.0, or true and "true", are the same answer: two classes would split its
+    examples and list it twice in every prompt."""
+    path = tmp_path / "t.jsonl"
+    values = [1, 1.0, True, "true", "FileClaim"]
+    path.write_text("\n".join(json.dumps({"utterance": f"claim {i}", "intent": values[i % 5]}) for i in range(40)))
+    splits = build_splits(_dstc(train_path=str(path)), BIG, MIX)
+    assert {ex["reference"]["label"] for s in splits.values() for ex in s} == {"1", "true", "FileClaim"}
+
+
+def test_missing_value_labels_are_counted_not_learned(tmp_path, caplog):
+    """An export that wrote pandas' NaN as text ("nan", "NULL", "N/A") has rows without a label."""
+    sheet = tmp_path / "sheet.csv"
+    markers = ["nan", "NaN", "NULL", "None", "N/A"]
+    sheet.write_text("text,category\n" + "\n".join(
+        f"{row.split(',')[0]} {i},{markers[i % 5] if i % 4 == 0 else 'card_arrival'}" for i, row in enumerate(BANKING_ROWS * 2)))
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        splits = build_splits(DataConfig(name="csv", train_path=str(sheet)), BIG, MIX)
+    assert {ex["reference"]["label"] for s in splits.values() for ex in s} == {"card_arrival"}
+    n = len(BANKING_ROWS * 2)
+    skipped = len(range(0, n, 4))
+    assert (f"{sheet}: skipped {skipped} of {n} rows ({skipped} with a missing-value label (NaN, NULL, None, N/A, ...))"
+            in [r.getMessage() for r in caplog.records])
 
 
 def test_an_empty_file_and_another_delimiter_are_named(tmp_path):

@@ -39,12 +39,23 @@ def _jsonl_records(path: str, key: str, needed: tuple[str, ...]) -> Iterator[tup
         yield number, row
 
 
+# The text pandas reads as a missing value (read_csv's default na_values): a label written so
+# by an export (``astype(str)`` turns NaN into "nan") is no label, not a class to learn.
+MISSING_LABELS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                            "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+
+
 def _cell(value, where: str, column: str) -> str:
-    """A cell as text: JSON strings and numbers as written; null and NaN (pandas' missing value)
-    as empty, so the row is counted as skipped; anything else names the line."""
+    """A cell as text: JSON strings as written, numbers and true/false as JSON writes them (so 1
+    and 1.0, or true and "true", are one label); null and NaN (pandas' missing value) as empty,
+    so the row is counted as skipped; anything else names the line."""
     if value is None or isinstance(value, float) and value != value:
         return ""
-    if not isinstance(value, (str, int, float)):  # bool is an int: a binary label, "True"/"False"
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if not isinstance(value, (str, int, float)):
         raise ConfigError(f"{where}: {column!r}: expected text, a number or true/false, got "
                           f"{json.dumps(value)[:60]}")
     return str(value).strip()
@@ -53,13 +64,15 @@ def _cell(value, where: str, column: str) -> str:
 def load_rows(data: DataConfig, path: str, key: str) -> list[Row]:
     """Rows of one file with a text and a label; others are skipped and counted."""
     records = partial(read_csv, path, key) if data.name == "csv" else partial(_jsonl_records, path, key)
-    rows, skipped, total = [], {"with empty text": 0, "with no label": 0}, 0
+    rows, total = [], 0
+    skipped = {"with empty text": 0, "with no label": 0, "with a missing-value label (NaN, NULL, None, N/A, ...)": 0}
     for number, record in records((data.text_column, data.label_column)):
         total += 1
         where = f"{path}:{number}"
         text, label = (_cell(record.get(c), where, c) for c in (data.text_column, data.label_column))
-        if not text or not label:
-            skipped["with empty text" if not text else "with no label"] += 1
+        if not text or not label or label in MISSING_LABELS:
+            skipped["with empty text" if not text else "with no label" if not label else
+                    "with a missing-value label (NaN, NULL, None, N/A, ...)"] += 1
             continue
         # Ids number a CSV's records (as they always have, so runs' predictions still join) and a JSONL's lines.
         rows.append(Row(f"{data.task_name}/{Path(path).name}:{total if data.name == 'csv' else number}", text, label))
