@@ -109,3 +109,19 @@ def test_a_broken_parquet_file_is_one_line(tmp_path, capfd, caplog):
         build_splits(_hf(str(broken)), ALL, MIX)
     assert str(err.value).startswith(f"{broken}: unreadable parquet (") and "\n" not in str(err.value)
     assert not caplog.records and not capfd.readouterr().err
+
+
+def test_a_dev_split_is_the_validation_split_and_other_splits_are_named(tmp_path, caplog):
+    from datasets import Dataset, DatasetDict
+
+    def split(name, n):
+        return Dataset.from_list([{"messages": [{"role": "user", "content": f"{name} question {i}"},
+                                                {"role": "assistant", "content": "answer"}]} for i in range(n)])
+
+    DatasetDict({"train": split("train", 20), "dev": split("dev", 4), "test": split("test", 3),
+                 "unlabeled": split("unlabeled", 5)}).save_to_disk(str(tmp_path / "dd"))
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        splits = build_splits(_hf(str(tmp_path / "dd")), ALL, MIX)
+    assert {s: len(v) for s, v in splits.items()} == {"train": 20, "val": 4, "test": 3}
+    assert f"{tmp_path / 'dd'}: split unlabeled not used (ccexp reads train; validation / val / valid / dev; test)" \
+        in caplog.text

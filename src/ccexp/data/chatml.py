@@ -54,11 +54,18 @@ def _task_and_reference(row: dict, where: str) -> tuple[str, dict]:
     return task, reference
 
 
+def _given(value) -> str | None:
+    """An id as text; 0 and false are ids (a conversation numbered from 0), null and "" are not."""
+    if value is None or value == "":
+        return None
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
 def chat_example(row: dict, path: str, where: str | None = None) -> dict:
     """``where``: how errors name the row (default: file:line)."""
-    example_id = str(row.get("id") or f"{Path(path).name}:{row['line']}")
+    example_id = _given(row.get("id")) or f"{Path(path).name}:{row['line']}"
     task, reference = _task_and_reference(row, where or f"{path}:{row['line']}")
-    return {"id": example_id, "conversation_id": str(row.get("conversation_id") or example_id),
+    return {"id": example_id, "conversation_id": _given(row.get("conversation_id")) or example_id,
             "task": task, "messages": row["messages"], "reference": reference}
 
 

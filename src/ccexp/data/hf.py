@@ -20,8 +20,10 @@ from ccexp.data.chatml import chat_example, check_unique_ids, conversation_id, p
 from ccexp.data.formats import check_messages
 from ccexp.data.splitting import SPLITS, holdout_splits, report_skipped, take
 
-# What save_to_disk / the Hub call our splits.
-SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid"), "test": ("test",)}
+# What save_to_disk / the Hub call our splits (the first name is the one export writes).
+SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}
+
+log = logging.getLogger("ccexp.data")
 
 
 def to_dataset_dict(splits: dict[str, list[dict]]):
@@ -40,8 +42,10 @@ def to_dataset_dict(splits: dict[str, list[dict]]):
 
 def _open(path: str, key: str):
     """A Dataset or DatasetDict from a save_to_disk directory or a parquet file."""
+    import datasets
     from datasets import Dataset, load_from_disk
 
+    datasets.disable_progress_bars()  # from_parquet's "Generating train split" bar, on stderr
     p = Path(path)
     if p.is_dir():
         if not (p / "dataset_dict.json").exists() and not (p / "dataset_info.json").exists():
@@ -124,6 +128,11 @@ def build_hf(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
     data.test_path are null; what it lacks is held out of train as for every importer."""
     opened = _open(data.train_path, "data.train_path")
     if hasattr(opened, "keys"):
+        known = {n for names in SPLIT_NAMES.values() for n in names}
+        unused = [n for n in opened if n not in known]
+        if unused:  # said, never dropped silently
+            log.warning("%s: split%s %s not used (ccexp reads %s)", data.train_path, "s" * (len(unused) > 1),
+                        ", ".join(unused), "; ".join(" / ".join(n) for n in SPLIT_NAMES.values()))
         own = {f"{s}_path": data.train_path for s in ("val", "test")
                if getattr(data, f"{s}_path") is None and any(n in opened for n in SPLIT_NAMES[s])}
         data = replace(data, **own)
