@@ -35,6 +35,11 @@ def _write(path: Path, *lines: str) -> str:
 GOOD = json.dumps({"messages": _msgs(("user", "hi"), ("assistant", "hello"))})
 
 
+def _good(i: int) -> str:
+    """A valid line that asks its own question (rows asking the same thing are held out together)."""
+    return GOOD.replace("hi", f"hi {i}")
+
+
 def test_round_trip_keeps_extra_keys(tmp_path):
     examples = build_splits(DataConfig(seed=3), DataSizeConfig(train=5, val=1, test=1), MIX)["train"]
     path = write_chatml(examples, tmp_path / "x.jsonl")
@@ -65,20 +70,57 @@ def test_chatml_splits_80_10_10_and_chat_task():
 
 
 def test_data_size_caps_and_says_when_short(caplog):
-    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
-        splits = build_splits(_chatml(), DataSizeConfig(train=5, val=12, test=1), MIX)
+    with caplog.at_level(logging.INFO, logger="ccexp.data"):
+        splits = build_splits(_chatml(), DataSizeConfig(name="mine", train=5, val=12, test=1), MIX)
     assert {k: len(v) for k, v in splits.items()} == {"train": 5, "val": 2, "test": 1}
-    assert [r.getMessage() for r in caplog.records] == [
-        f"{FIXTURE}: the val split has 2 examples, fewer than data_size.val=12; using all 2"]
+    assert [r.getMessage() for r in caplog.records] == [  # a capped split too, never mistaken for the whole file
+        f"{FIXTURE}: the train split uses 5 of its 16 examples (data_size=mine; data_size.train=16 uses all)",
+        f"{FIXTURE}: the val split has 2 examples, fewer than data_size.val=12; using all 2",
+        f"{FIXTURE}: the test split uses 1 of its 2 examples (data_size=mine; data_size.test=2 uses all)"]
     full = build_splits(_chatml(), BIG, MIX)
     assert {ex["id"] for ex in splits["train"]} < {ex["id"] for ex in full["train"]}
 
 
 def test_given_val_and_test_files_are_used_whole(tmp_path):
     val = _write(tmp_path / "val.jsonl", GOOD, GOOD.replace("hello", "hey"))
-    splits = build_splits(_chatml(val_path=val, test_path=val), BIG, MIX)
+    test = _write(tmp_path / "test.jsonl", _good(1), _good(2))
+    splits = build_splits(_chatml(val_path=val, test_path=test), BIG, MIX)
     assert {k: len(v) for k, v in splits.items()} == {"train": 20, "val": 2, "test": 2}
     assert splits["val"][0]["id"] in ("val.jsonl:1", "val.jsonl:2")
+
+
+def test_a_test_file_that_is_the_val_file_is_refused(tmp_path, caplog):
+    """Validation picks the best step: on the test rows, the test score would choose itself."""
+    val = _write(tmp_path / "val.jsonl", _good(1), _good(2))
+    with pytest.raises(ConfigError) as err:
+        build_splits(_chatml(val_path=val, test_path=val), BIG, MIX)
+    assert str(err.value) == (f"{val}: all 2 test rows are also in the val split ({val}); expected held-out rows "
+                              "(the same file twice?)")
+    test = _write(tmp_path / "test.jsonl", _good(2), _good(3), _good(4))
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        assert len(build_splits(_chatml(val_path=val, test_path=test), BIG, MIX)["test"]) == 3
+    assert f"{test}: 1 of 3 test rows are also in the val split ({val}): the best step is chosen on them" in caplog.text
+
+
+def test_repeated_conversations_are_held_out_together(tmp_path):
+    """A chat export with each conversation written several times: the copies stay in one split,
+    whatever their ids, so no test row is one the model trained on."""
+    lines = [json.dumps({"messages": _msgs(("user", f"q{c}"), ("assistant", f"a{c}.{copy}")), "conversation_id": f"{c}/{copy}"})
+             for c in range(30) for copy in range(3)]
+    splits = build_splits(DataConfig(name="chatml", train_path=_write(tmp_path / "t.jsonl", *lines)), BIG, MIX)
+    asked = {s: {ex["messages"][0]["content"] for ex in rows} for s, rows in splits.items()}
+    assert not asked["train"] & asked["val"] and not asked["train"] & asked["test"] and not asked["val"] & asked["test"]
+    assert all(len(rows) % 3 == 0 for rows in splits.values())
+
+
+def test_a_conversation_id_of_0_is_an_id(tmp_path):
+    """Conversations numbered from 0: conversation 0's rows stay together like the others'."""
+    lines = [json.dumps({"messages": _msgs(("user", f"q{c}.{t}"), ("assistant", "a")), "conversation_id": c, "id": c * 10 + t})
+             for c in range(10) for t in range(3)]
+    splits = build_splits(DataConfig(name="chatml", train_path=_write(tmp_path / "t.jsonl", *lines)), BIG, MIX)
+    [home] = [s for s, rows in splits.items() if any(ex["conversation_id"] == "0" for ex in rows)]
+    assert sum(ex["conversation_id"] == "0" for ex in splits[home]) == 3
+    assert sorted(ex["id"] for rows in splits.values() for ex in rows if ex["conversation_id"] == "0") == ["0", "1", "2"]
 
 
 def test_chat_answers_are_scored_as_text():
@@ -92,7 +134,7 @@ def test_chat_answers_are_scored_as_text():
 
 def test_empty_messages_are_skipped_and_reported(tmp_path, caplog):
     empty = json.dumps({"messages": _msgs(("user", "hi"), ("assistant", "  "))})
-    path = _write(tmp_path / "t.jsonl", *([GOOD] * 10), empty, "")
+    path = _write(tmp_path / "t.jsonl", *map(_good, range(10)), empty, "")
     with caplog.at_level(logging.WARNING, logger="ccexp.data"):
         splits = build_splits(DataConfig(name="chatml", train_path=path), BIG, MIX)
     assert sum(map(len, splits.values())) == 10
@@ -155,7 +197,7 @@ def test_not_utf8_missing_file_and_empty_split(tmp_path):
         build_splits(DataConfig(name="chatml", train_path=str(tmp_path)), BIG, MIX)
     with pytest.raises(ConfigError, match=r"^nope\.jsonl: no such file \(data\.train_path; relative paths"):
         build_splits(DataConfig(name="chatml", train_path="nope.jsonl"), BIG, MIX)
-    four = _write(tmp_path / "four.jsonl", GOOD, GOOD, GOOD, GOOD)  # 10% rounds to 0: one row each
+    four = _write(tmp_path / "four.jsonl", *map(_good, range(4)))  # 10% rounds to 0: one row each
     assert {k: len(v) for k, v in build_splits(DataConfig(name="chatml", train_path=four), BIG, MIX).items()} == \
         {"train": 2, "val": 1, "test": 1}
     few = _write(tmp_path / "few.jsonl", GOOD, GOOD)

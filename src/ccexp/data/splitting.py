@@ -2,8 +2,8 @@
 
 A source hands over its rows (already parsed, with unusable ones counted and reported);
 ``holdout_splits`` reads val/test from their files or holds out seeded 10% slices of the
-training file, and ``take`` applies data_size: the first N of a seeded shuffle, saying so
-when a split has fewer rows than asked.
+training file, and ``take`` applies data_size: the first N of a seeded shuffle, saying how
+many of how many it kept.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
     seeded HOLDOUT slices of the training rows, which keep their file order. With
     ``conversation`` (a row's conversation id), rows of one conversation are held out together,
     so no conversation is in two splits; without it every row is a conversation of its own.
-    With ``content`` (what a model is asked: a row's prompt or text), val/test files are
-    checked against train: a file whose every row is in train is refused (the same file
-    twice), some rows in both are counted in a warning."""
+    With ``content`` (what a model is asked: a row's prompt or text), rows that ask the same
+    thing are held out together too, and val/test files are checked against train and test
+    against val: a file whose every row is in the other is refused (the same file twice), some
+    rows in both are counted in a warning."""
     train = load(data.train_path, "data.train_path")
     if not train:
         raise ConfigError(f"{data.train_path}: no usable rows for the train split")
@@ -48,8 +49,8 @@ def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
         _check_overlap(data, train, splits, content)
     held = [s for s in ("val", "test") if s not in splits]
     rows_of: dict[str, list[int]] = {}  # conversation -> its rows, conversations in file order
-    for i, row in enumerate(train):
-        rows_of.setdefault(conversation(row) if conversation else str(i), []).append(i)
+    for i, group in enumerate(_groups(train, conversation, content)):
+        rows_of.setdefault(group, []).append(i)
     order = list(rows_of.values())
     random.Random(f"{data.seed}/holdout").shuffle(order)
     n = max(1, round(len(train) * HOLDOUT))  # at least one row, so a small file still splits
@@ -81,6 +82,29 @@ def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
     return {s: splits[s] for s in SPLITS}
 
 
+def _groups(rows: list[Row], conversation: Callable[[Row], str] | None,
+            content: Callable[[Row], str] | None) -> list[str]:
+    """Each row's group, held out whole: its conversation, joined with every other row that asks
+    the same thing (a chat export with repeated conversations would otherwise score test rows
+    the model trained on)."""
+    keys = [conversation(row) if conversation else str(i) for i, row in enumerate(rows)]
+    if content is None:
+        return keys
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.get(key, key) != key:
+            key = parent[key]
+        return key
+
+    first_with: dict[str, str] = {}  # content -> a group that has it
+    for key, row in zip(keys, rows):
+        a, b = root(first_with.setdefault(content(row), key)), root(key)
+        if a != b:
+            parent[b] = a
+    return [root(key) for key in keys]
+
+
 def _check_overlap(data: DataConfig, train: list[Row], given: dict[str, list[Row]],
                    content: Callable[[Row], str]) -> None:
     """Scores on rows the model trained on measure memory, not what it learned."""
@@ -94,6 +118,15 @@ def _check_overlap(data: DataConfig, train: list[Row], given: dict[str, list[Row
         if shared:
             log.warning("%s: %d of %d %s rows are also in the train split (%s): their scores measure "
                         "memory", path, shared, len(rows), split, data.train_path)
+    if len(given) == 2:  # validation picks the best step: on test rows, the test score is chosen by itself
+        val = {content(row) for row in given["val"]}
+        shared = sum(content(row) in val for row in given["test"])
+        if given["test"] and shared == len(given["test"]):
+            raise ConfigError(f"{data.test_path}: all {shared} test rows are also in the val split ({data.val_path}); "
+                              "expected held-out rows (the same file twice?)")
+        if shared:
+            log.warning("%s: %d of %d test rows are also in the val split (%s): the best step is chosen on them",
+                        data.test_path, shared, len(given["test"]), data.val_path)
 
 
 def take(splits: dict[str, list[Row]], size: DataSizeConfig, data: DataConfig) -> dict[str, list[Row]]:
@@ -102,9 +135,12 @@ def take(splits: dict[str, list[Row]], size: DataSizeConfig, data: DataConfig) -
     for split in SPLITS:
         rows, wanted = list(splits[split]), getattr(size, split)
         random.Random(f"{data.seed}/{split}").shuffle(rows)
+        where = getattr(data, f"{split}_path") or data.train_path
         if len(rows) < wanted:
             log.warning("%s: the %s split has %d examples, fewer than data_size.%s=%d; using all %d",
-                        getattr(data, f"{split}_path") or data.train_path, split, len(rows), split, wanted,
-                        len(rows))
+                        where, split, len(rows), split, wanted, len(rows))
+        elif len(rows) > wanted:  # said, so a capped split is never mistaken for the whole file
+            log.info("%s: the %s split uses %d of its %d examples (data_size=%s; data_size.%s=%d uses all)",
+                     where, split, wanted, len(rows), size.name, split, len(rows))
         out[split] = rows[:wanted]
     return out
