@@ -64,9 +64,9 @@ def test_synthetic_card_has_the_noise_ceiling():
 
 def test_describe_cli(monkeypatch, capsys):
     monkeypatch.chdir(FIXTURES.parent.parent)
-    assert main(["describe", "data=csv", "model=tiny", "data_size.test=10"]) == 0
+    assert main(["describe", "data=csv", "model=tiny", "data_size.test=4"]) == 0
     out = capsys.readouterr().out
-    for text in ("classify 49", "classify 10", "Refund_not_showing_up", "prompt", "answer", "distinct transcripts",
+    for text in ("classify 43", "classify 6", "classify 4", "Refund_not_showing_up", "prompt", "answer", "distinct transcripts",
                  "vocabulary"):
         assert text in out
 
