@@ -121,6 +121,29 @@ def test_export_to_a_file_is_one_line(tmp_path, capsys):
                                        "created if missing)\n")
 
 
+def test_export_never_writes_over_its_input_or_an_earlier_export_unasked(tmp_path, capsys):
+    """Re-exporting an export into its own folder read train.jsonl while replacing it; a second
+    export into the default folder replaced the first without a word."""
+    csv = ["data=csv", f"data.train_path={FIXTURES / 'banking77_train.csv'}", "data_size=small"]
+    assert main(["export", *csv, "--out", str(tmp_path)]) == 0
+    train = tmp_path / "chatml" / "train.jsonl"
+    before = train.read_bytes()
+    capsys.readouterr()
+    assert main(["export", *csv, "data_size=tiny", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"ccexp.data: error: --out {tmp_path}: holds an earlier export "
+                                       f"({train}); give another --out, or --overwrite to replace it\n")
+    again = ["data=chatml", f"data.train_path={train}", f"data.val_path={tmp_path / 'chatml' / 'val.jsonl'}"]
+    for extra in ([], ["--overwrite"]):
+        assert main(["export", *again, "--out", str(tmp_path), *extra]) == 2
+        assert capsys.readouterr().err == (f"ccexp.data: error: --out {tmp_path}: would write over {train} "
+                                           "(data.train_path), which this export reads; expected another folder\n")
+    assert train.read_bytes() == before
+    assert main(["export", *csv, "data_size=tiny", "--out", str(tmp_path), "--overwrite"]) == 0
+    assert len(train.read_text().splitlines()) == 43  # the fixture's 55 rows less two holdouts, all of them
+    assert main(["describe", "--overwrite"]) == 2
+    assert "--overwrite: describe writes nothing" in capsys.readouterr().err
+
+
 def test_export_writes_a_dataset_dict_that_data_hf_reads(tmp_path, capsys):
     csv = ["data=csv", f"data.train_path={FIXTURES / 'banking77_train.csv'}",
            f"data.test_path={FIXTURES / 'banking77_test.csv'}"]

@@ -2,12 +2,13 @@
 would use, or write it out, with the same configs and overrides as ``python -m ccexp``.
 
     python -m ccexp.data describe data=csv model=tiny
-    python -m ccexp.data export data=jsonl data_size=small --out exports/dstc11
+    python -m ccexp.data export data=jsonl data_size=small --out exports/dstc11 [--overwrite]
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Optional
@@ -23,14 +24,17 @@ from ccexp.data import build_splits, to_dataset_dict
 from ccexp.data.card import dataset_card, print_card
 from ccexp.data.formats import write_chatml, write_mlx_layout
 
-USAGE = "usage: python -m ccexp.data {describe,export} [key=value ...] [--out DIR (default data/<data>-<size>)]"
+USAGE = ("usage: python -m ccexp.data {describe,export} [key=value ...] [--out DIR (default data/<data>-<size>)] "
+         "[--overwrite]")
 
 
-def _parse(args: list[str]) -> tuple[list[str], Optional[str]]:
-    overrides, out = [], None
+def _parse(args: list[str]) -> tuple[list[str], Optional[str], bool]:
+    overrides, out, overwrite = [], None, False
     while args:
         arg = args.pop(0)
-        if arg == "--out":
+        if arg == "--overwrite":
+            overwrite = True
+        elif arg == "--out":
             if not args:
                 raise ConfigError("--out: expected a directory")
             out = args.pop(0)
@@ -42,7 +46,7 @@ def _parse(args: list[str]) -> tuple[list[str], Optional[str]]:
             raise ConfigError(f"{arg}: unknown option ({USAGE})")
         else:
             overrides.append(arg)
-    return overrides, out
+    return overrides, out, overwrite
 
 
 def describe(rc: RunConfig, splits: dict, console: Console) -> dict:
@@ -59,7 +63,27 @@ def describe(rc: RunConfig, splits: dict, console: Console) -> dict:
     return card
 
 
-def export(splits: dict, out: Path, console: Console) -> None:
+def _check_targets(out: Path, inputs: dict[str, str], overwrite: bool) -> None:
+    """Never lose data: an export that would write over a file it reads (a re-export of an
+    export into its own folder) is refused, and one over an earlier export needs --overwrite."""
+    targets = [out / "chatml" / f"{split}.jsonl" for split in ("train", "val", "test")] + \
+              [out / "mlx" / f"{name}.jsonl" for name in ("train", "valid", "test")] + [out / "hf"]
+    for key, path in inputs.items():
+        source = Path(path).resolve()
+        for target in targets:
+            if source == target.resolve() or target.resolve() in source.parents:
+                raise ConfigError(f"--out {out}: would write over {path} ({key}), which this export reads; "
+                                  "expected another folder")
+    earlier = next((t for t in targets if t.exists()), None)
+    if earlier is not None and not overwrite:
+        raise ConfigError(f"--out {out}: holds an earlier export ({earlier}); give another --out, or --overwrite "
+                          "to replace it")
+
+
+def export(splits: dict, out: Path, console: Console, inputs: dict[str, str], overwrite: bool = False) -> None:
+    """``inputs``: the files the splits were read from, by key (never written over)."""
+    output_dir(out, ConfigError, "--out", create=False)
+    _check_targets(out, inputs, overwrite)
     output_dir(out, ConfigError, "--out", create=True)
     import datasets
 
@@ -67,6 +91,8 @@ def export(splits: dict, out: Path, console: Console) -> None:
     try:
         chatml = {split: write_chatml(examples, out / "chatml" / f"{split}.jsonl") for split, examples in splits.items()}
         mlx = write_mlx_layout(splits, out / "mlx")
+        if (out / "hf").is_dir():  # --overwrite: no shard of the earlier DatasetDict left beside the new one
+            shutil.rmtree(out / "hf")
         to_dataset_dict(splits).save_to_disk(str(out / "hf"))
     except OSError as err:  # a read-only folder, a full disk
         raise ConfigError(f"--out {err.filename or out}: cannot write ({err.strerror or err})") from None
@@ -87,9 +113,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     console = Console()
     try:
-        overrides, out = _parse(args[1:])
-        if args[0] == "describe" and out is not None:
-            raise ConfigError(f"--out {out}: describe writes nothing (it prints the dataset card); --out is export's")
+        overrides, out, overwrite = _parse(args[1:])
+        if args[0] == "describe" and (out is not None or overwrite):
+            option = f"--out {out}" if out is not None else "--overwrite"
+            raise ConfigError(f"{option}: describe writes nothing (it prints the dataset card); {option.split()[0]} "
+                              "is export's")
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
         rc = validate(cfg)
@@ -98,7 +126,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             describe(rc, splits, console)
         else:
             # Default: the repo's data/ folder, one directory per source and size.
-            export(splits, Path(out or f"data/{rc.data.name}-{rc.data_size.name}"), console)
+            inputs = {f"data.{split}_path": getattr(rc.data, f"{split}_path", None) for split in ("train", "val", "test")}
+            export(splits, Path(out or f"data/{rc.data.name}-{rc.data_size.name}"), console,
+                   {key: path for key, path in inputs.items() if path}, overwrite)
     except (ConfigError, HydraException) as err:
         print(f"ccexp.data: error: {config_error_line(err)}", file=sys.stderr)
         return 2
