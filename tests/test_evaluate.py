@@ -186,3 +186,24 @@ def test_a_generation_sample_bigger_than_the_test_split_is_said(caplog):
         metrics, _ = evaluate(ScriptedBackend(splits["test"]), splits, rc.eval)
     assert metrics["test/generated"] == len(splits["test"]) == 6
     assert "eval.generate_examples=100: the test split has 6 examples; all of them are generated" in caplog.messages
+
+
+def test_relative_data_paths_are_read_where_the_run_started(tmp_path):
+    """A run started in /project with data.train_path=calls.csv, evaluated from another folder:
+    the same calls.csv, not another folder's file of that name."""
+    from omegaconf import OmegaConf
+
+    from ccexp.evaluate.__main__ import anchor_relative_paths
+
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    cwd: /project\n")
+    saved = OmegaConf.create({"data": {"train_path": "calls.csv", "val_path": None, "test_path": "/abs/test.csv"},
+                              "model": {"path": "models/mine"}})
+    anchor_relative_paths(saved, run_dir)
+    assert OmegaConf.to_container(saved) == {
+        "data": {"train_path": "/project/calls.csv", "val_path": None, "test_path": "/abs/test.csv"},
+        "model": {"path": "/project/models/mine"}}
+    plain = OmegaConf.create({"data": {"train_path": "calls.csv"}, "model": {}})  # run() called from Python
+    anchor_relative_paths(plain, tmp_path)
+    assert plain.data.train_path == "calls.csv"

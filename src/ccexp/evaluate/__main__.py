@@ -61,6 +61,25 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
     return run_dir, out, overrides
 
 
+# Paths a run reads, relative to the directory it was started in (Hydra does not chdir).
+_PATH_KEYS = (("data", "train_path"), ("data", "val_path"), ("data", "test_path"), ("model", "path"))
+
+
+def anchor_relative_paths(saved, run_dir: Path) -> None:
+    """Relative paths in a run's config name files in the directory the run started in, which
+    Hydra records (``.hydra/hydra.yaml``, ``hydra.runtime.cwd``): evaluated from anywhere else,
+    they would read another directory's file of that name (or none). Overrides given to the
+    evaluation keep their own meaning, relative to where it runs."""
+    try:
+        started_in = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.cwd
+    except (OSError, yaml.YAMLError, OmegaConfBaseException):  # no Hydra record (run() called from Python)
+        return
+    for group, key in _PATH_KEYS:
+        value = OmegaConf.select(saved, f"{group}.{key}", default=None)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            saved[group][key] = str(Path(started_in) / value)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     try:
@@ -69,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             saved = OmegaConf.load(run_dir / "config.yaml")
         except yaml.YAMLError as err:
             raise ConfigError(f"{run_dir / 'config.yaml'}: not valid YAML ({yaml_problem(err)})") from None
+        anchor_relative_paths(saved, run_dir)
         try:
             cfg = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))
         except (OmegaConfBaseException, ValueError) as err:
