@@ -89,3 +89,23 @@ def test_generation_keeps_as_much_prompt_as_training():
     # ...unless the model's own context cannot hold prompt + answer cap.
     assert generation_prompt_room(1024, 160, 1100) == 940
     assert generation_prompt_room(64, 500, 256) == 1
+
+
+def test_a_conversation_the_chat_template_refuses_names_its_row(tiny_dir):
+    """Mistral-style templates raise on two user turns in a row, common in real chat logs: one
+    line naming the example's file:line, not jinja's traceback."""
+    import pytest
+
+    from ccexp.config import ConfigError
+    from ccexp.models import load_tokenizer
+
+    strict = load_tokenizer(tiny_dir)  # a copy: the session's tokenizer stays as it is
+    strict.chat_template = ("{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+                            "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+                            "{% endif %}{{ m['content'] }}{% endfor %}")
+    example = {"id": "chats.jsonl:38", "messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "hello?"},
+                                                   {"role": "assistant", "content": "yes"}]}
+    with pytest.raises(ConfigError) as err:
+        encode(strict, example, 256)
+    assert str(err.value) == ("chats.jsonl:38: the model's chat template refuses this conversation (Conversation roles "
+                              "must alternate user/assistant/user/assistant/...); expected the turns the template allows")

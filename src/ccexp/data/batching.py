@@ -26,9 +26,19 @@ IGNORE = -100
 log = logging.getLogger("ccexp")
 
 
-def prompt_text(tokenizer, messages: Sequence[dict]) -> str:
-    """The chat-formatted prompt that asks the model for the next assistant turn."""
-    return tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+def prompt_text(tokenizer, messages: Sequence[dict], where: str | None = None) -> str:
+    """The chat-formatted prompt that asks the model for the next assistant turn. ``where``
+    names the example (its id, file:line for the user's files) if the model's template refuses it."""
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    except TemplateError as err:  # e.g. Mistral's "roles must alternate": two user turns in a row
+        from ccexp.config import ConfigError
+
+        raise ConfigError(f"{where or 'a prompt'}: the model's chat template refuses this conversation "
+                          f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); expected the turns "
+                          "the template allows") from None
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ def encode(tokenizer, example: dict, max_len: int) -> Encoded:
     """Prompt tokens + answer tokens + EOS; an over-long prompt loses its oldest tokens, and an
     answer longer than half of ``max_len`` keeps its start and EOS. Both count as truncated."""
     messages = example["messages"]
-    prompt = tokenizer(prompt_text(tokenizer, messages[:-1]), add_special_tokens=False)["input_ids"]
+    prompt = tokenizer(prompt_text(tokenizer, messages[:-1], example.get("id")), add_special_tokens=False)["input_ids"]
     answer = tokenizer(messages[-1]["content"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     cut_answer = len(answer) > max_len // 2
     if cut_answer:  # keep EOS: a model trained on answers without it never learns to stop
