@@ -152,7 +152,24 @@ def test_cli_unparsable_override_is_one_line():
     proc = _cli("seed=[1")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert proc.stderr.startswith("ccexp: error: no viable alternative at input '[1'")
+    assert proc.stderr.startswith("ccexp: error: seed=[1: not an override Hydra can read (no viable alternative at "
+                                  "input '[1'")
+
+
+def test_a_path_hydra_cannot_read_unquoted_says_how_to_quote_it():
+    """"calls (1).csv", a browser's second download: Hydra's grammar error named neither the key
+    nor the fix."""
+    from hydra.errors import HydraException
+
+    from ccexp.config import config_error_line
+
+    with pytest.raises(HydraException) as err:
+        compose_cfg("data=csv", "data.train_path=/data/calls (1).csv")
+    assert config_error_line(err.value) == (
+        "data.train_path=/data/calls (1).csv: not an override Hydra can read (mismatched input ' (' expecting <EOF>; "
+        "a value with spaces, brackets, parentheses or ~ needs quotes: \"data.train_path='/data/calls (1).csv'\")")
+    data = validate(compose_cfg("data=csv", "data.train_path='~/calls (1).csv'", "data.test_path='~/t.csv'")).data
+    assert (data.train_path, data.test_path) == (str(Path.home() / "calls (1).csv"), str(Path.home() / "t.csv"))
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")

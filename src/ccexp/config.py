@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -66,6 +66,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         sources = ("embedded", "random", "hub", "local")
         _check(self.source in sources, "model.source", f"one of {sources}", self.source)
+        if isinstance(self.path, str):
+            self.path = os.path.expanduser(self.path)
         for key, value in self.arch.items():
             _check(key in RANDOM_ARCH, f"model.arch.{key}", f"one of {sorted(RANDOM_ARCH)}", key)
             default = RANDOM_ARCH[key]
@@ -276,6 +278,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.name in DATA_SOURCES, "data.name", f"one of {DATA_SOURCES}", self.name)
+        for key in ("train_path", "val_path", "test_path"):  # ~ as the shell would (Hydra gets it quoted)
+            if isinstance(getattr(self, key), str):
+                setattr(self, key, os.path.expanduser(getattr(self, key)))
         if self.name != "synthetic":
             _check(bool(self.train_path), "data.train_path", f"a file path for data.name={self.name}",
                    self.train_path)
@@ -608,6 +613,12 @@ def config_error_line(err: ConfigError | HydraException) -> str:
         if first in schema and "dict" in str(schema[first].type) and "." in rest:
             line += f"; {added.group(1)} adds it"
         return line
+    if isinstance(err, OverrideParseException) and "=" in err.override:  # a path with a space, () or [], ~
+        key, _, value = err.override.partition("=")
+        why = err.message.splitlines()[0] if err.message else "cannot be parsed"
+        if "'" not in value:
+            why += f"; a value with spaces, brackets, parentheses or ~ needs quotes: \"{key}='{value}'\""
+        return f"{err.override}: not an override Hydra can read ({why})"
     if isinstance(err, MissingConfigException) and err.options is not None:  # "Could not find 'method/lorax'"
         found = re.search(r"Could not find '([^']+)'", text)
         where = found.group(1).rpartition("/") if found else ("?", "", "?")

@@ -76,7 +76,7 @@ def anchor_relative_paths(saved, run_dir: Path) -> None:
         return
     for group, key in _PATH_KEYS:
         value = OmegaConf.select(saved, f"{group}.{key}", default=None)
-        if isinstance(value, str) and value and not Path(value).is_absolute():
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             saved[group][key] = str(Path(started_in) / value)
 
 
