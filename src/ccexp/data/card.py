@@ -51,7 +51,7 @@ def label_counts(splits: dict[str, list[dict]]) -> dict[str, dict[str, Counter]]
 
 
 def token_lengths(examples: list[dict], tokenizer) -> dict[str, list[int]]:
-    prompts = [prompt_text(tokenizer, ex["messages"][:-1], ex["id"]) for ex in examples]
+    prompts = [prompt_text(tokenizer, ex["messages"][:-1], ex.get("id")) for ex in examples]
     answers = [ex["messages"][-1]["content"] + tokenizer.eos_token for ex in examples]
     encode = lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]  # noqa: E731
     return {"prompt": encode(prompts) if prompts else [], "answer": encode(answers) if answers else []}
