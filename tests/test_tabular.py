@@ -245,3 +245,7 @@ def test_an_empty_file_and_another_delimiter_are_named(tmp_path):
     assert _error(DataConfig(name="csv", train_path=str(semicolons))) == (
         f"{semicolons}: no column 'text' (columns: text;category); the header holds ';': save the file "
         "comma-separated")
+    jsonl = tmp_path / "calls.jsonl"  # data=csv given a JSON Lines file
+    jsonl.write_text('{"text": "hello", "category": "a"}\n')
+    assert _error(DataConfig(name="csv", train_path=str(jsonl))) == (
+        f"{jsonl}: JSON, not CSV (no header row with 'text'); expected data=jsonl (or data=chatml) for a JSON Lines file")

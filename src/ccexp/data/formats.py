@@ -93,6 +93,9 @@ def read_csv(path: str | Path, key: str = "", needed: tuple[str, ...] = ()) -> I
                         # One column whose name holds ; or a tab: another delimiter than the comma.
                         sep = next((d for d in (";", "\t", "|") if len(header) == 1 and d in header[0]), None)
                         hint = f"; the header holds {sep!r}: save the file comma-separated" if sep else ""
+                        if header and header[0].lstrip().startswith(("{", "[")):  # JSON read as CSV
+                            raise ConfigError(f"{path}: JSON, not CSV (no header row with {column!r}); "
+                                              "expected data=jsonl (or data=chatml) for a JSON Lines file")
                         raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(header)}){hint}")
                 for record in reader:
                     start, line = line + 1, reader.line_num
