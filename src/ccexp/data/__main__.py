@@ -125,7 +125,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args[0] == "describe":
             describe(rc, splits, console)
         else:
-            # Default: the repo's data/ folder, one directory per source and size.
+            # Default: data/<source>-<size> in the folder run from (the repo root: its data/ folder).
             inputs = {f"data.{split}_path": getattr(rc.data, f"{split}_path", None) for split in ("train", "val", "test")}
             export(splits, Path(out or f"data/{rc.data.name}-{rc.data_size.name}"), console,
                    {key: path for key, path in inputs.items() if path}, overwrite)
