@@ -28,10 +28,17 @@ def test_every_group_has_options():
     assert "seed_mlx_small" in EXPERIMENTS
 
 
+# Options with a field the user must give (model=local: the directory).
+REQUIRED = {("model", "local"): ("model.path=/models/mine",)}
+
+
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_validates(group, option):
-    rc = validate(compose_cfg(f"{group}={option}"))
+    rc = validate(compose_cfg(f"{group}={option}", *REQUIRED.get((group, option), ())))
     assert group in ("trainer", "eval", "compare") or getattr(rc, group).name == option
+    if (group, option) in REQUIRED:
+        with pytest.raises(ConfigError, match=r"^model\.path: expected a hub id or directory for source=local, got None"):
+            validate(compose_cfg(f"{group}={option}"))
 
 
 @pytest.mark.parametrize("option", ["auto", "cpu", "cuda"])

