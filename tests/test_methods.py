@@ -97,6 +97,31 @@ def test_lora_targets_are_matched_as_peft_matches_them(tiny_dir):
     check_targets(model, ["q_proj", "self_attn.v_proj", "model.layers.0.mlp.up_proj"])
     with pytest.raises(ConfigError) as err:
         check_targets(model, ["q_proj", "c_attn"])
-    assert str(err.value) == ("method.target_modules: ['c_attn'] name no linear layer of this model (model.lora_targets "
-                              "/ method.target_modules; its linear layers: down_proj, gate_proj, k_proj, lm_head, "
-                              "o_proj, q_proj, up_proj, v_proj)")
+    assert str(err.value) == ("model.lora_targets: ['c_attn'] name no linear layer of this model (its linear layers: "
+                              "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj)")
+
+
+def test_gpt2_style_models_list_their_conv1d_layers_and_refuse_packing_with_attention_dropout():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ccexp.backends.lightning import packing_applies
+    from ccexp.config import ConfigError, validate
+    from ccexp.methods.base import check_targets
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=64, n_embd=32, n_layer=1, n_head=2))
+    with pytest.raises(ConfigError) as err:
+        check_targets(model, ["q_proj"])
+    assert str(err.value) == ("model.lora_targets: ['q_proj'] name no linear layer of this model (its linear layers: "
+                              "c_attn, c_fc, c_proj, lm_head)")
+    with pytest.raises(ConfigError) as err:  # GPT-2 names it attn_pdrop: the check read attention_dropout only
+        packing_applies(validate(compose_cfg("model=tiny")), model)
+    assert str(err.value) == "backend.packing=true: model tiny has attention dropout 0.1; set backend.packing=false"
+
+
+def test_a_bf16_base_without_autocast_is_refused():
+    from ccexp.backends.lightning import resolve_base_dtype
+    from ccexp.config import ConfigError
+
+    assert resolve_base_dtype("bfloat16", "bf16-mixed") == torch.bfloat16
+    with pytest.raises(ConfigError, match=r"^backend.base_dtype=bfloat16: a bf16 base needs autocast"):
+        resolve_base_dtype("bfloat16", "32-true")

@@ -134,8 +134,11 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     segments = kwargs.get(SEGMENTS)
     if segments is not None:  # a packed row: the batch's shared prompt start, then each example
-        if dropout > 0:  # no fallback could keep the examples apart (TorchBackend refuses such models)
-            raise ValueError("packed batches need attention dropout 0")
+        if dropout > 0:  # no fallback could keep the examples apart (packing_applies refuses known configs)
+            from ccexp.config import ConfigError
+
+            raise ConfigError(f"backend.packing=true: this model's attention has dropout {dropout}; "
+                              "set backend.packing=false")
         return packed_attention(query, key, value, scaling, *segments), None
     if dropout > 0 or kwargs.get("position_bias") is not None or kwargs.get("cache") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,

@@ -69,6 +69,9 @@ def resolve_base_dtype(requested: str, precision: str) -> torch.dtype:
     (peft's autocast_adapter_dtype), so optimizer math is unchanged."""
     if requested == "auto":
         return torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+    if requested == "bfloat16" and precision == "32-true":  # fp32 activations meet bf16 weights in every matmul
+        raise ConfigError("backend.base_dtype=bfloat16: a bf16 base needs autocast, and this run's precision is "
+                          "32-true; set backend.precision=bf16-mixed (or backend.base_dtype=auto)")
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[requested]
 
 
@@ -84,10 +87,15 @@ def packing_applies(cfg: RunConfig, model) -> bool:
     if sliding and window and window < cfg.model.max_seq_len:
         raise ConfigError(f"backend.packing=true: model {cfg.model.name} attends within a sliding window of {window} "
                           f"tokens, shorter than model.max_seq_len={cfg.model.max_seq_len}; set backend.packing=false")
-    if getattr(config, "attention_dropout", 0.0) > 0:
-        raise ConfigError(f"backend.packing=true: model {cfg.model.name} has attention dropout "
-                          f"{config.attention_dropout}; set backend.packing=false")
+    # Llama/Mistral/Qwen call it attention_dropout, GPT-2 attn_pdrop, BERT-style configs another name.
+    dropout = max(float(getattr(config, name, 0.0) or 0.0) for name in ATTENTION_DROPOUT_KEYS)
+    if dropout > 0:
+        raise ConfigError(f"backend.packing=true: model {cfg.model.name} has attention dropout {dropout}; "
+                          "set backend.packing=false")
     return True
+
+
+ATTENTION_DROPOUT_KEYS = ("attention_dropout", "attn_pdrop", "attention_probs_dropout_prob", "attn_dropout")
 
 
 class FirstTokenClock:

@@ -42,15 +42,14 @@ def quantize_linear_layers(model: nn.Module, model_name: str) -> int:
     return count
 
 
-def lora_keys(model: nn.Module, targets: list[str], model_name: str) -> list[str]:
+def lora_keys(model: nn.Module, targets: list[str], model_name: str, key: str = "model.lora_targets") -> list[str]:
     """Paths inside one transformer block (mlx-lm's ``keys``) whose last name is a target,
     as peft matches ``target_modules``."""
     found = {path for path, m in model.layers[0].named_modules()
              if path.rsplit(".", 1)[-1] in targets and isinstance(m, (nn.Linear, nn.QuantizedLinear))}
     missing = [t for t in targets if not any(p.rsplit(".", 1)[-1] == t for p in found)]
     if missing:
-        raise ConfigError(f"method.target_modules: {missing} name no linear layer of model={model_name} "
-                          f"(model.lora_targets / method.target_modules)")
+        raise ConfigError(f"{key}: {missing} name no linear layer of model={model_name}")
     return sorted(found)
 
 
@@ -95,7 +94,8 @@ def attach(net: PromptedLM, method: MethodConfig, model: ModelConfig, model_dir:
         quantize_linear_layers(net.model, model.name)
     net.freeze()
     params = {"rank": method.r, "scale": method.alpha / method.r, "dropout": method.dropout,
-              "keys": lora_keys(net.model, list(method.target_modules or model.lora_targets), model.name)}
+              "keys": lora_keys(net.model, list(method.target_modules or model.lora_targets), model.name,
+                                "method.target_modules" if method.target_modules else "model.lora_targets")}
     num_layers = len(net.model.layers)
     linear_to_lora_layers(net.model, num_layers, params)
     # mlx_lm.lora's adapter_config.json fields that load_adapters reads, plus where it came from.

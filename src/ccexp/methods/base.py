@@ -24,6 +24,7 @@ class MethodSpec:
     peft_config: PeftConfig
     quantization_config: Optional[BitsAndBytesConfig] = None
     gradient_checkpointing: bool = False
+    targets_key: str = "model.lora_targets"  # the key that set peft_config's target_modules, for errors
 
     def wrap(self, model: PreTrainedModel) -> PeftModel:
         if self.quantization_config is not None:
@@ -36,11 +37,11 @@ class MethodSpec:
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        check_targets(model, getattr(self.peft_config, "target_modules", None))
+        check_targets(model, getattr(self.peft_config, "target_modules", None), self.targets_key)
         return get_peft_model(model, self.peft_config)
 
 
-def check_targets(model: PreTrainedModel, targets) -> None:
+def check_targets(model: PreTrainedModel, targets, key: str = "model.lora_targets") -> None:
     """LoRA's target names against the model's modules, as peft matches them (a module's full
     name, or its end after a dot): a name that matches none fails here in one line that lists
     the linear layers there are, instead of peft's traceback after the model has loaded."""
@@ -48,8 +49,9 @@ def check_targets(model: PreTrainedModel, targets) -> None:
         return
     names = [name for name, _ in model.named_modules()]
     missing = sorted(t for t in targets if not any(n == t or n.endswith("." + t) for n in names))
+    # GPT-2's projections are transformers' Conv1D (a linear layer stored transposed), which LoRA takes too.
     linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-              if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Linear4bit"}
+              if isinstance(m, torch.nn.Linear) or type(m).__name__ in ("Linear4bit", "Conv1D")}
     if missing:
-        raise ConfigError(f"method.target_modules: {missing} name no linear layer of this model (model.lora_targets "
-                          f"/ method.target_modules; its linear layers: {', '.join(sorted(linear))})")
+        raise ConfigError(f"{key}: {missing} name no linear layer of this model (its linear layers: "
+                          f"{', '.join(sorted(linear))})")

@@ -30,4 +30,5 @@ def build(cfg: MethodConfig, model: ModelConfig, model_dir: str, compute_dtype: 
             bnb_4bit_compute_dtype=compute_dtype,
         )
     return MethodSpec(peft_config=peft_config, quantization_config=quantization,
-                      gradient_checkpointing=cfg.gradient_checkpointing)
+                      gradient_checkpointing=cfg.gradient_checkpointing,
+                      targets_key="method.target_modules" if cfg.target_modules else "model.lora_targets")
