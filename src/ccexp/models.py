@@ -212,7 +212,8 @@ def hub_model_dir(repo_id: str, cache: str | None = None) -> Path:
     if not _hub_reachable():
         raise ConfigError(
             f"{named}: not in the local Hugging Face cache and {_hub_host()[0]} cannot be reached; "
-            f"download it where there is network (hf download {repo_id}) or use model.source=local model.path=<dir>"
+            f"download it where there is network (hf download {repo_id}{f' --cache-dir {cache}' if cache else ''}) "
+            "or use model=local model.path=<dir>"
         )
     try:
         return check_model_files(Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache)), named)
