@@ -188,6 +188,20 @@ def test_a_generation_sample_bigger_than_the_test_split_is_said(caplog):
     assert "eval.generate_examples=100: the test split has 6 examples; all of them are generated" in caplog.messages
 
 
+@pytest.mark.parametrize("generate,said", [
+    (2, "eval.latency_examples=5: latency is timed on the 2 generated examples"),
+    (0, "eval.latency_examples=5: no latency is measured, as nothing is generated (eval.generate_examples=0)"),
+])
+def test_a_latency_sample_bigger_than_the_generated_answers_is_said(generate, said, caplog):
+    rc = validate(compose_cfg(*FAST, f"eval.generate_examples={generate}", "eval.baseline=false",
+                              "eval.latency_examples=5"))
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    with caplog.at_level("INFO", logger="ccexp"):  # the latency warm-up prompt is a training one
+        metrics, _ = evaluate(ScriptedBackend(splits["test"] + splits["train"]), splits, rc.eval)
+    assert said in caplog.messages
+    assert metrics.get("test/latency/examples") == (generate or None)
+
+
 def test_relative_data_paths_are_read_where_the_run_started(tmp_path):
     """A run started in /project with data.train_path=calls.csv, evaluated from another folder:
     the same calls.csv, not another folder's file of that name."""

@@ -115,6 +115,10 @@ def evaluate(backend: Backend, splits: dict[str, list[dict]], cfg: EvalConfig) -
     if len(subset) < cfg.generate_examples:  # said, as the importers say a split came out smaller
         log.info("eval.generate_examples=%d: the test split has %d examples; all of them are generated",
                  cfg.generate_examples, len(subset))
+    if cfg.latency_examples > len(subset):  # latency re-times generated answers: never more than there are
+        log.info("eval.latency_examples=%d: %s", cfg.latency_examples,
+                 f"latency is timed on the {len(subset)} generated examples" if subset else
+                 "no latency is measured, as nothing is generated (eval.generate_examples=0)")
     variants = [("adapter", True, "")] + ([("baseline", False, "baseline/")] if cfg.baseline else [])
     with _progress((len(subset) + min(cfg.latency_examples, len(subset))) * len(variants)) as progress:
         for model_name, adapter, prefix in variants:
