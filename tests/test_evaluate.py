@@ -196,8 +196,8 @@ def test_a_latency_sample_bigger_than_the_generated_answers_is_said(generate, sa
     rc = validate(compose_cfg(*FAST, f"eval.generate_examples={generate}", "eval.baseline=false",
                               "eval.latency_examples=5"))
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
-    with caplog.at_level("INFO", logger="ccexp"):  # the latency warm-up prompt is a training one
-        metrics, _ = evaluate(ScriptedBackend(splits["test"] + splits["train"]), splits, rc.eval)
+    with caplog.at_level("INFO", logger="ccexp"):  # the latency warm-up prompt is a validation one
+        metrics, _ = evaluate(ScriptedBackend(splits["test"] + splits["val"]), splits, rc.eval)
     assert said in caplog.messages
     assert metrics.get("test/latency/examples") == (generate or None)
 
