@@ -139,11 +139,18 @@ def test_cli_mistyped_key_is_one_line_with_the_nearest_keys():
 @pytest.mark.parametrize("override,line", [
     # "+" is offered only for a new key of a free-form field: not for a schema field the option
     # leaves out (the option does not use it), nor a key no schema has (validate would refuse it).
-    ("data.test_path=x.csv", "data.test_path: not a key of the config (python -m ccexp --cfg job lists the keys)"),
+    ("data.test_path=x.csv", "data.test_path: not a key of the config (python -m ccexp --cfg job lists the keys); "
+                             "data=chatml, data=csv, data=hf, data=jsonl and data=twcs have it"),
     ("task_mix.weights.reply=1", "task_mix.weights.reply: not a key of the config (did you mean "
                                  "task_mix.weights.journey or task_mix.weights.quality or task_mix.weights.issue?); "
                                  "+task_mix.weights.reply=1 adds it"),
     ("lr=0.001", "lr: not a key of the config (python -m ccexp --cfg job lists the keys)"),
+    # model.arch takes RANDOM_ARCH's keys only: "+model.arch.foo" would be refused next.
+    ("model.arch.foo=1", "model.arch.foo: not a key of the config (did you mean model.arch.family or model.arch.heads "
+                         "or model.arch.layers?)"),
+    # A field another option of the group sets: which one.
+    ("method.num_virtual_tokens=32", "method.num_virtual_tokens: not a key of the config (python -m ccexp --cfg job "
+                                     "lists the keys); method=prompt_tuning has it"),
 ])
 def test_a_new_key_is_suggested_only_where_an_option_reads_it(override, line):
     from hydra.errors import HydraException
@@ -151,8 +158,15 @@ def test_a_new_key_is_suggested_only_where_an_option_reads_it(override, line):
     from ccexp.config import config_error_line
 
     with pytest.raises(HydraException) as err:
-        compose_cfg(override)
+        compose_cfg(*(["model=tiny"] if override.startswith("model.arch") else []), override)
     assert config_error_line(err.value) == line
+
+
+@pytest.mark.parametrize("key", ["method.target_modules", "model.lora_targets"])
+def test_a_list_field_given_one_name_says_a_list_is_expected(key):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(f"{key}=q_proj"))
+    assert str(err.value) == f"{key}: expected a list, e.g. [q_proj,v_proj], got 'q_proj'"
 
 
 def test_cli_unparsable_override_is_one_line():

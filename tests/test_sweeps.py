@@ -134,7 +134,7 @@ def test_a_sweep_job_whose_config_does_not_compose_is_named(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "ccexp: error: sweep job method=prompt_tuning task_mix=all: method.r: not a key of the config (did you mean "
-        "method.lr or method.name?)"]
+        "method.lr or method.name?); method=lora and method=qlora have it"]
     assert not (tmp_path / "0").exists()
 
 

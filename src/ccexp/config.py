@@ -12,6 +12,7 @@ import difflib
 import math
 import os
 import re
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
@@ -581,6 +582,9 @@ def validate(cfg: DictConfig) -> RunConfig:
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None) or "?"
             msg = str(err).splitlines()[0]
+            if "is not a ListConfig, list or tuple" in msg:  # omegaconf's words for "a list was expected"
+                value = OmegaConf.select(cfg, key if key.startswith(name + ".") else f"{name}.{key}", default=None)
+                msg = f"expected a list, e.g. [q_proj,v_proj], got {value!r}"
             # Errors raised while resolving in place name the key from the root already.
             raise ConfigError(f"{key if key.startswith(name + '.') else f'{name}.{key}'}: {msg}") from None
     seed = cfg.get("seed", 42)
@@ -599,6 +603,27 @@ def did_you_mean(key: str, keys, otherwise: str) -> str:
     """"did you mean val/loss?" with the keys nearest a mistyped one, else ``otherwise``."""
     close = difflib.get_close_matches(key, sorted(keys), n=3)
     return f"did you mean {' or '.join(close)}?" if close else otherwise
+
+
+def _options_with(group: str, key: str) -> list[str]:
+    """The options of a config group whose YAML sets ``key`` (the packaged conf/ or the repo's)."""
+    import yaml
+
+    from ccexp.__main__ import CONFIG_DIR
+
+    loaded = {}
+    for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")):
+        try:
+            loaded[path.stem] = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+
+    def has(option: str, seen: tuple = ()) -> bool:  # its own keys, or an option its defaults list extends
+        node = loaded.get(option, {})
+        bases = [d for d in node.get("defaults", []) if isinstance(d, str) and d in loaded and d not in seen]
+        return key in node or any(has(base, (*seen, option)) for base in bases)
+
+    return [option for option in loaded if has(option)]
 
 
 def config_error_line(err: ConfigError | HydraException) -> str:
@@ -621,8 +646,17 @@ def config_error_line(err: ConfigError | HydraException) -> str:
         group, _, rest = full_key.partition(".")
         schema = {f.name: f for f in fields(_SCHEMAS[group])} if group in _SCHEMAS else {}
         first = rest.split(".")[0]
-        if first in schema and "dict" in str(schema[first].type) and "." in rest:
+        # model.arch takes only RANDOM_ARCH's keys: "+model.arch.foo" would be refused next.
+        arch_key_unknown = (group, first) == ("model", "arch") and rest.split(".")[1:2] != [] and \
+            rest.split(".")[1] not in RANDOM_ARCH
+        if first in schema and "dict" in str(schema[first].type) and "." in rest and not arch_key_unknown:
             line += f"; {added.group(1)} adds it"
+        elif first in schema and "." not in rest:  # a field of another option (num_virtual_tokens with lora)
+            owners = _options_with(group, first)
+            if owners:
+                named = [f"{group}={o}" for o in owners]
+                line += f"; {', '.join(named[:-1]) + ' and ' if len(named) > 1 else ''}{named[-1]} " + \
+                    ("has it" if len(named) == 1 else "have it")
         return line
     if isinstance(err, OverrideParseException) and "=" in err.override:  # a path with a space, () or [], ~
         key, _, value = err.override.partition("=")
