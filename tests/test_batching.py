@@ -74,9 +74,12 @@ def test_answer_only_loss_equals_full_logits_loss(tiny_dir, tokenizer):
     torch.testing.assert_close(nll / count, reference, rtol=1e-5, atol=1e-5)
 
 
-def test_sampler_keeps_whole_accumulation_groups():
-    sampler = GroupedBatchSampler([10] * 22, batch_size=4, shuffle=True, seed=0, multiple_of=4)
-    assert len(sampler) == 4 and len(list(sampler)) == 4  # 6 batches -> 4, the tail drops
+def test_sampler_keeps_whole_accumulation_groups(caplog):
+    with caplog.at_level(logging.INFO, logger="ccexp"):
+        sampler = GroupedBatchSampler([10] * 22, batch_size=4, shuffle=True, seed=0, multiple_of=4)
+    assert len(sampler) == 4 and len(list(sampler)) == 4  # 6 batches -> 4, the tail drops, and says so
+    assert caplog.messages == ["trainer.grad_accum=4: each epoch trains 4 of its 6 batches (whole optimizer steps); "
+                               "the 2 left over are other examples in each epoch's shuffle"]
     assert len(GroupedBatchSampler([10] * 5, batch_size=4, shuffle=True, seed=0, multiple_of=4)) == 2
 
 

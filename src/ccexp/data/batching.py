@@ -118,6 +118,11 @@ class GroupedBatchSampler(Sampler[list[int]]):
         # step the same size and validation on the step grid; the dropped tail is reshuffled
         # into the next epoch.
         self.multiple_of = multiple_of
+        n_batches = (len(self.keys) + batch_size - 1) // batch_size
+        if self._keep(n_batches) < n_batches:  # said: in a one-epoch run those examples are never trained
+            log.info("trainer.grad_accum=%d: each epoch trains %d of its %d batches (whole optimizer steps); the %d "
+                     "left over are other examples in each epoch's shuffle", multiple_of, self._keep(n_batches),
+                     n_batches, n_batches - self._keep(n_batches))
         self.epoch = 0
         self._position = (0, 0)  # (epoch of the pass under way, batches it has handed out)
         self._skip = 0
