@@ -162,13 +162,16 @@ def test_embedded_model_end_to_end(tmp_path):
     assert metrics["params/trainable"] == 30 * 16 * ((576 + 576) * 2 + (576 + 192) * 2)
 
 
-def test_early_stopping_and_best_adapter(tmp_path):
+def test_early_stopping_and_best_adapter(tmp_path, caplog):
     """With a vanishing learning rate validation never improves: training stops after
     `patience` checks, and the adapter kept is the one from the first validation."""
-    metrics = run(compose_cfg(*FAST, "trainer.max_steps=50", "trainer.val_every_n_steps=1",
-                              "trainer.early_stopping_patience=2", "method.lr=1e-12", "trainer.save_every_n_steps=2",
-                              "eval.generate_examples=0", "eval.baseline=false"), tmp_path)
+    with caplog.at_level("INFO", logger="ccexp"):
+        metrics = run(compose_cfg(*FAST, "trainer.max_steps=50", "trainer.val_every_n_steps=1",
+                                  "trainer.early_stopping_patience=2", "method.lr=1e-12", "trainer.save_every_n_steps=2",
+                                  "eval.generate_examples=0", "eval.baseline=false"), tmp_path)
     assert metrics["train/early_stopped"] == 1.0
+    assert ("stopped early at step 3: val/loss had not improved for trainer.early_stopping_patience=2 validations; "
+            "the adapter is the best step's (1)") in caplog.messages
     assert metrics["train/steps"] == 3  # validations at steps 1 (best), 2 and 3 (no improvement)
     assert metrics["train/best_step"] == 1
     assert [h["step"] for h in metrics["train/val_history"]] == [1, 2, 3]

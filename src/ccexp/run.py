@@ -68,6 +68,10 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         metrics["time/setup_s"] = time.perf_counter() - start
         if adapter is None:
             metrics.update(backend.fit(splits["train"], splits["val"], logger, run_dir, checkpoint))
+            if metrics.get("train/early_stopped"):  # Lightning's own last word is "max_epochs reached"
+                log.info("stopped early at step %d: val/loss had not improved for trainer.early_stopping_patience=%d "
+                         "validations; the adapter is the best step's (%s)", metrics["train/steps"],
+                         rc.trainer.early_stopping_patience, metrics.get("train/best_step"))
             adapter_dir = run_dir / "adapter"
             backend.save_adapter(adapter_dir)
         else:
