@@ -134,7 +134,7 @@ def test_bench_unknown_model_is_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", "nosuch"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip() == "ccexp.bench: error: model=nosuch: no such option, expected one of llama3_8b, mistral_7b, mistral_7b_random, qwen2_5_7b, smollm2_135m, tiny"
+    assert capsys.readouterr().err.strip() == "ccexp.bench: error: model=nosuch: no such option, expected one of llama3_8b, local, mistral_7b, mistral_7b_random, qwen2_5_7b, smollm2_135m, tiny"
 
 
 def test_bench_bad_parts_is_one_line(capsys):
@@ -276,11 +276,11 @@ def test_offline_gpu_run_without_its_bundle_is_one_line(tmp_path):
 @pytest.mark.parametrize("script,argv,line", [
     ("data_generation.py", ["--size", "huge"], "data_generation.py: error: data_size=huge: no such option, expected one of full, small, tiny"),
     ("mlx_vs_mlx_lm.py", ["--steps", "0"], "mlx_vs_mlx_lm.py: error: argument --steps: expected an integer >= 1, got '0'"),
-    ("mlx_vs_mlx_lm.py", ["--model", "nosuch"], "mlx_vs_mlx_lm.py: error: model=nosuch: no such option, expected one of llama3_8b, mistral_7b, mistral_7b_random, qwen2_5_7b, smollm2_135m, tiny"),
+    ("mlx_vs_mlx_lm.py", ["--model", "nosuch"], "mlx_vs_mlx_lm.py: error: model=nosuch: no such option, expected one of llama3_8b, local, mistral_7b, mistral_7b_random, qwen2_5_7b, smollm2_135m, tiny"),
     ("compiled_training.py", ["--rounds", "0"], "compiled_training.py: error: argument --rounds: expected an integer >= 1, got '0'"),
-    ("compiled_training.py", ["--model", "nosuch"], "compiled_training.py: error: model=nosuch: no such option, expected one of llama3_8b, mistral_7b, mistral_7b_random, qwen2_5_7b, smollm2_135m, tiny"),
+    ("compiled_training.py", ["--model", "nosuch"], "compiled_training.py: error: model=nosuch: no such option, expected one of llama3_8b, local, mistral_7b, mistral_7b_random, qwen2_5_7b, smollm2_135m, tiny"),
     ("huge_pages.py", ["--rounds", "0"], "huge_pages.py: error: argument --rounds: expected an integer >= 1, got '0'"),
-    ("huge_pages.py", ["--model", "nosuch"], "huge_pages.py: error: model=nosuch: no such option, expected one of llama3_8b, mistral_7b, mistral_7b_random, qwen2_5_7b, smollm2_135m, tiny"),
+    ("huge_pages.py", ["--model", "nosuch"], "huge_pages.py: error: model=nosuch: no such option, expected one of llama3_8b, local, mistral_7b, mistral_7b_random, qwen2_5_7b, smollm2_135m, tiny"),
 ])
 def test_the_benchmark_scripts_bad_input_is_one_line(script, argv, line):
     """benchmarks/*.py, as the README runs them: bad input one line, before any work."""
