@@ -221,3 +221,13 @@ def test_relative_data_paths_are_read_where_the_run_started(tmp_path):
     plain = OmegaConf.create({"data": {"train_path": "calls.csv"}, "model": {}})  # run() called from Python
     anchor_relative_paths(plain, tmp_path)
     assert plain.data.train_path == "calls.csv"
+
+
+def test_deltas_are_adapter_minus_base_for_scores_and_latency_not_for_counts():
+    rc = validate(compose_cfg(*FAST, "eval.generate_examples=6", "eval.latency_examples=2"))
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    metrics, _ = evaluate(ScriptedBackend(splits["test"] + splits["val"]), splits, rc.eval)
+    assert metrics["delta/test/json_valid"] == metrics["test/json_valid"] - metrics["baseline/test/json_valid"]
+    assert "delta/test/latency/p50_s" in metrics
+    counts = [k for k in metrics if k.startswith("delta/") and k.endswith(("/answers", "/generated", "/examples"))]
+    assert counts == [] and any(k.endswith("/answers") for k in metrics)  # counted, with no delta

@@ -20,6 +20,18 @@ from ccexp.scoring import parse_json_answer, score
     ('', None),
     ('```json\n{"csat": 4}\n``` or ```json\n{"csat": 3}\n```', None),  # two fenced objects: ambiguous
     ('```json\n{"csat": 4}\n``` then ```\nsome code\n```', {"csat": 4}),  # one of the fences is JSON
+    # Cut off at the token cap: never the whole object found before, or nested inside, the open one.
+    ('{"analysis": {"csat": 4}, "notes": "the customer', None),
+    ('{"csat": 4}\n{"csat": 5, "reason": "the cust', None),
+    ('```json\n{"csat": 4}\n```\n```json\n{"csat": 5', None),
+    ('```json\n{"csat": 4}\n```\nActually, I think {"csat": 2}', None),  # fenced and in prose: several
+    ('Transcript:\n```\nAgent: hi\n```\nAnswer: {"csat": 4}', {"csat": 4}),  # a fence that is not JSON
+    ('I {think} so: {"csat": 4}', {"csat": 4}),   # braces in prose are skipped whole
+    ('{"csat": 4, "x": {"a": 1},}', None),         # not JSON: no fragment of it either
+    ('{"reason": "a } in a string", "csat": 4}', {"reason": "a } in a string", "csat": 4}),
+    ('{"csat": NaN}', None),                       # Python's reader takes NaN; JSON (and predictions.jsonl) do not
+    ('{"a":' * 1000 + '1' + '}' * 1000, None),     # past the parser's depth: invalid, not a crash
+    ('{"csat": ' + '1' * 5000 + '}', None),        # past int()'s digit limit
 ])
 def test_parse_json_answer(text, expected):
     assert parse_json_answer(text) == expected
@@ -66,7 +78,7 @@ def test_coaching_is_a_set_and_null_matches_null():
 
 
 @pytest.mark.parametrize("answer", ['{"csat": NaN}', '{"csat": Infinity}', '{"csat": "nan"}',
-                                    '{"csat": 1' + "0" * 320 + '}'])
+                                    '{"csat": 1' + "0" * 320 + '}', '{"csat": 1e308}'])
 def test_non_finite_or_huge_numbers_are_no_score(answer):
     record = score(_ex("csat", csat=4), answer, EvalConfig())
     assert record["field_parsed"] == {"csat": False} and record["correct"] == {"csat": False}
@@ -91,3 +103,13 @@ def test_an_empty_reply_is_not_an_answer():
     example = {"task": "reply", "reference": {"reply": "Happy to help."}}
     for raw, parsed in (("", False), ("  \n", False), ("Sure.", True)):
         assert score(example, raw, EvalConfig())["field_parsed"] == {"reply": parsed}
+
+
+def test_the_users_labels_compare_as_the_importers_write_them():
+    """1.0 for the label "1", true for "true", a reference with a trailing space: accuracy and
+    macro-F1 (canonical_label) agree on each."""
+    cfg = EvalConfig()
+    for reference, answer in (("1", '{"label": 1.0}'), ("true", '{"label": true}'), ("card arrival ", '{"label": "card arrival"}')):
+        record = score(_ex("classify", label=reference), answer, cfg)
+        assert record["correct"] == {"label": True} and record["field_parsed"] == {"label": True}, reference
+    assert score(_ex("classify", label="True"), '{"label": true}', cfg)["correct"] == {"label": False}  # case kept

@@ -1,54 +1,70 @@
 """Parsing model answers and scoring them field by field. Pure functions, shared by backends.
 
 A careful user reads a reply that wraps valid JSON in prose or a code fence; an answer with
-no JSON object, or with several, is invalid (ambiguous), and never crashes evaluation.
+no JSON object, several, or one cut off is invalid (ambiguous), and never crashes evaluation.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any, Optional
 
 from ccexp.config import EvalConfig
 from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS
 
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")  # Python's reader takes NaN and Infinity; JSON does not
+
+
+def _closing_brace(text: str, start: int) -> Optional[int]:
+    """Where the object opened at ``start`` closes (braces inside strings skipped), or None when
+    the text ends first: an answer cut off at the token cap."""
+    depth, in_string, escaped = 0, False, False
+    for i in range(start, len(text)):
+        c = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
 
 
 def parse_json_answer(text: str) -> Optional[dict]:
-    """The JSON object in a model answer, or None when there is none or it is ambiguous (several
-    objects, in one code fence or in several)."""
-    text = text.strip()
-    fences = _FENCE.findall(text)
-    if len(fences) > 1:
-        answers = [parse_json_answer(fence) for fence in fences]
-        found = [a for a in answers if a is not None]
-        return found[0] if len(found) == 1 else None
-    if fences:
-        text = fences[0].strip()
-    try:
-        value = json.loads(text)
-        return value if isinstance(value, dict) else None
-    except json.JSONDecodeError:
-        pass
-    decoder, objects, pos = json.JSONDecoder(), [], 0
+    """The one JSON object in a model answer (in prose, in a code fence or bare), or None: no
+    object, several, or one left open (cut off at the token cap, even with a whole object
+    before it or nested inside it). Brace groups that are not JSON ("{name}" in prose) are
+    skipped whole, never searched for a fragment; nothing a model writes raises here."""
+    objects, pos = [], 0
     while (start := text.find("{", pos)) != -1:
+        end = _closing_brace(text, start)
+        if end is None:
+            return None
         try:
-            value, end = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            pos = start + 1
-            continue
+            value = json.loads(text[start : end + 1], parse_constant=_not_json)
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth / digit limits
+            value = None
         if isinstance(value, dict):
             objects.append(value)
-        pos = end
+        pos = end + 1
     return objects[0] if len(objects) == 1 else None
 
 
 def as_number(value: Any) -> Optional[float]:
-    """A finite number, from a JSON number or a numeric string ("4", "80%"); else None. NaN and
-    Infinity (which Python's JSON reader accepts) and integers past float range are no score."""
+    """A finite number, from a JSON number or a numeric string ("4", "80%"); else None. NaN,
+    Infinity and magnitudes past 1e15 (no score on any scale, and enough of them would turn a
+    mean absolute error into inf, which metrics.json cannot hold) are no score."""
     if isinstance(value, bool):
         return None
     try:
@@ -60,7 +76,7 @@ def as_number(value: Any) -> Optional[float]:
             return None
     except (ValueError, OverflowError):
         return None
-    return number if math.isfinite(number) else None
+    return number if math.isfinite(number) and abs(number) < 1e15 else None
 
 
 def _label(value: Any) -> Optional[str]:
@@ -82,11 +98,18 @@ def _same_label(pred: Any, ref: Any) -> bool:
 
 
 def canonical_label(field: str, value: Any) -> str:
-    """The form two labels are compared in: the user's own labels (``label``) exactly, ours
-    case-, space- and hyphen-insensitively; null (no secondary issue) is a class of its own."""
+    """The form two labels are compared in: the user's own labels (``label``) exactly, written
+    as the importers write them (true, 1 for 1.0: ``data.tabular``); ours case-, space- and
+    hyphen-insensitively; null (no secondary issue) is a class of its own."""
     if value is None:
         return "<null>"
-    return str(value).strip() if field == "label" else str(_label(value))
+    if field != "label":
+        return str(_label(value))
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
 def _same_set(pred: Any, ref: Any) -> bool:
@@ -118,7 +141,8 @@ def parses(kind: str, value: Any, name: str = "") -> bool:
     if kind == "label":
         if value is None:
             return name in NULLABLE_FIELDS
-        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+        # true/false is a label of the user's own (a binary column), never one of ours.
+        return isinstance(value, (str, int, float)) and (not isinstance(value, bool) or name == "label")
     if kind == "set":
         return isinstance(value, list)
     return isinstance(value, str) and bool(value.strip())  # an empty reply is no answer
@@ -136,7 +160,7 @@ def field_checks(cfg: EvalConfig) -> dict[str, Any]:
         "journey_type": _same_label,
         "coaching": _same_set,
         "reply": lambda pred, ref: " ".join(str(pred).split()) == " ".join(str(ref).split()),
-        "label": lambda pred, ref: pred is not None and canonical_label("label", pred) == str(ref),
+        "label": lambda pred, ref: pred is not None and canonical_label("label", pred) == canonical_label("label", ref),
     }
 
 

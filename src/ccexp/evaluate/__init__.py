@@ -21,8 +21,9 @@ from ccexp.scoring import score
 
 log = logging.getLogger("ccexp")
 
-# Keys that describe the work or the speed, not the quality: no delta/ for them.
-_NO_DELTA = ("answer_tokens", "generated", "tokens_per_s", "examples")
+# Keys that count the work (how many answers, tokens, examples) or its throughput: no delta/
+# for them. Latency keeps its delta: the base model often talks until the cap.
+_NO_DELTA = ("answer_tokens", "generated", "tokens_per_s", "examples", "answers")
 
 
 def generation_subset(examples: Sequence[dict], n: int) -> list[dict]:
