@@ -218,6 +218,9 @@ def test_relative_data_paths_are_read_where_the_run_started(tmp_path):
     assert OmegaConf.to_container(saved) == {
         "data": {"train_path": "/project/calls.csv", "val_path": None, "test_path": "/abs/test.csv"},
         "model": {"path": "/project/models/mine"}}
+    hub = OmegaConf.create({"data": {}, "model": {"source": "hub", "path": "mistralai/Mistral-7B-Instruct-v0.2"}})
+    anchor_relative_paths(hub, run_dir)
+    assert hub.model.path == "mistralai/Mistral-7B-Instruct-v0.2"  # a hub id, not a folder
     plain = OmegaConf.create({"data": {"train_path": "calls.csv"}, "model": {}})  # run() called from Python
     anchor_relative_paths(plain, tmp_path)
     assert plain.data.train_path == "calls.csv"

@@ -76,6 +76,9 @@ def anchor_relative_paths(saved, run_dir: Path) -> None:
         return
     for group, key in _PATH_KEYS:
         value = OmegaConf.select(saved, f"{group}.{key}", default=None)
+        if (group, key) == ("model", "path") and OmegaConf.select(saved, "model.source", default=None) == "hub" \
+                and not (Path(started_in) / str(value)).is_dir():
+            continue  # a hub id (owner/name), not a folder
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
             saved[group][key] = str(Path(started_in) / value)
 
