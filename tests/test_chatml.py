@@ -113,6 +113,25 @@ def test_repeated_conversations_are_held_out_together(tmp_path):
     assert all(len(rows) % 3 == 0 for rows in splits.values())
 
 
+def test_conversations_that_open_alike_are_not_joined(tmp_path, caplog):
+    """Every conversation's first row asks "Hi": joining conversations through a shared prompt
+    made them one group, which could not be held out. A repeated conversation under another
+    id is said in a warning instead."""
+    def conversation(c, cid):
+        turns = [("user", "Hi"), ("assistant", "Hello, how can I help?"), ("user", f"my issue {c}"),
+                 ("assistant", f"fix {c}"), ("user", f"thanks {c}"), ("assistant", "bye")]
+        return [json.dumps({"messages": _msgs(*turns[: 2 * k]), "conversation_id": cid}) for k in (1, 2, 3)]
+
+    lines = [line for c in range(50) for line in conversation(c, f"c{c}")]
+    path = _write(tmp_path / "conv.jsonl", *lines, *conversation(7, "again7"))  # conversation 7, exported twice
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        splits = build_splits(DataConfig(name="chatml", train_path=path), BIG, MIX)
+    assert {s: len(v) for s, v in splits.items()} == {"train": 123, "val": 15, "test": 15}
+    overlap = [m for m in caplog.messages if "held out of it ask what a train row asks" in m]
+    assert len(overlap) == 2  # "Hi" is asked in train, val and test alike
+    assert overlap[0].startswith(f"{path}: 5 of 15 val rows held out of it ask what a train row asks")
+
+
 def test_a_conversation_id_of_0_is_an_id(tmp_path):
     """Conversations numbered from 0: conversation 0's rows stay together like the others'."""
     lines = [json.dumps({"messages": _msgs(("user", f"q{c}.{t}"), ("assistant", "a")), "conversation_id": c, "id": c * 10 + t})

@@ -36,10 +36,11 @@ def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
     seeded HOLDOUT slices of the training rows, which keep their file order. With
     ``conversation`` (a row's conversation id), rows of one conversation are held out together,
     so no conversation is in two splits; without it every row is a conversation of its own.
-    With ``content`` (what a model is asked: a row's prompt or text), rows that ask the same
-    thing are held out together too, and val/test files are checked against train and test
-    against val: a file whose every row is in the other is refused (the same file twice), some
-    rows in both are counted in a warning."""
+    With ``content`` (what a model is asked: a row's prompt or text), single-row conversations
+    that ask the same thing are held out together too (``_groups``), held-out rows that still
+    ask what a train row asks are counted in a warning, and val/test files are checked against
+    train and test against val: a file whose every row is in the other is refused (the same
+    file twice), some rows in both are counted in a warning."""
     train = load(data.train_path, "data.train_path")
     if not train:
         raise ConfigError(f"{data.train_path}: no usable rows for the train split")
@@ -75,6 +76,8 @@ def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
             taken, _ = list(rows), order.remove(rows)
         splits[split] = [train[i] for i in sorted(taken)]
     splits["train"] = [train[i] for i in sorted(i for rows in order for i in rows)]
+    if content is not None:
+        _report_held_out_overlap(data, splits, held, content)
     for split in SPLITS:
         if not splits[split]:
             path = getattr(data, f"{split}_path") or data.train_path
@@ -84,25 +87,31 @@ def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
 
 def _groups(rows: list[Row], conversation: Callable[[Row], str] | None,
             content: Callable[[Row], str] | None) -> list[str]:
-    """Each row's group, held out whole: its conversation, joined with every other row that asks
-    the same thing (a chat export with repeated conversations would otherwise score test rows
-    the model trained on)."""
+    """Each row's group, held out whole: its conversation; and rows that are a conversation of
+    their own (a line without a conversation id) and ask the same thing are one group, so a
+    file that repeats its lines cannot put a copy in test and one in train. Conversations of
+    several rows are never joined: many open alike ("Hi"), and joining through any shared
+    prompt would chain them into one group."""
     keys = [conversation(row) if conversation else str(i) for i, row in enumerate(rows)]
     if content is None:
         return keys
-    parent: dict[str, str] = {}
+    size: dict[str, int] = {}
+    for key in keys:
+        size[key] = size.get(key, 0) + 1
+    first_with: dict[str, str] = {}  # a single row's content -> the group of the first such row
+    return [first_with.setdefault(content(row), key) if size[key] == 1 else key for key, row in zip(keys, rows)]
 
-    def root(key: str) -> str:
-        while parent.get(key, key) != key:
-            key = parent[key]
-        return key
 
-    first_with: dict[str, str] = {}  # content -> a group that has it
-    for key, row in zip(keys, rows):
-        a, b = root(first_with.setdefault(content(row), key)), root(key)
-        if a != b:
-            parent[b] = a
-    return [root(key) for key in keys]
+def _report_held_out_overlap(data: DataConfig, splits: dict[str, list[Row]], held: list[str],
+                             content: Callable[[Row], str]) -> None:
+    """Held-out rows that ask what a training row asks (a conversation repeated under another
+    id): counted in a warning, as for given files."""
+    seen = {content(row) for row in splits["train"]}
+    for split in held:
+        shared = sum(content(row) in seen for row in splits[split])
+        if shared:
+            log.warning("%s: %d of %d %s rows held out of it ask what a train row asks: their scores measure memory",
+                        data.train_path, shared, len(splits[split]), split)
 
 
 def _check_overlap(data: DataConfig, train: list[Row], given: dict[str, list[Row]],
