@@ -125,3 +125,22 @@ def test_a_dev_split_is_the_validation_split_and_other_splits_are_named(tmp_path
     assert {s: len(v) for s, v in splits.items()} == {"train": 20, "val": 4, "test": 3}
     assert f"{tmp_path / 'dd'}: split unlabeled not used (ccexp reads train; validation / val / valid / dev; test)" \
         in caplog.text
+
+
+def test_a_validation_split_that_repeats_the_test_split_is_held_out_of_train(tmp_path, caplog):
+    """Some Hub datasets publish test again as validation: the best step would be chosen on the
+    test rows, and the val/test check refused the dataset though the user gave one path."""
+    from datasets import Dataset, DatasetDict
+
+    def split(name, n):
+        return Dataset.from_list([{"messages": [{"role": "user", "content": f"{name} question {i}"},
+                                                {"role": "assistant", "content": "answer"}]} for i in range(n)])
+
+    DatasetDict({"train": split("train", 30), "validation": split("test", 4), "dev": split("dev", 2),
+                 "test": split("test", 4)}).save_to_disk(str(tmp_path / "dd"))
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        splits = build_splits(_hf(str(tmp_path / "dd")), ALL, MIX)
+    assert {s: len(v) for s, v in splits.items()} == {"train": 27, "val": 3, "test": 4}
+    assert f"{tmp_path / 'dd'}: split validation is the val split; dev not used" in caplog.messages
+    assert (f"{tmp_path / 'dd'}: its validation split repeats its test split; validation is held out of train "
+            "instead (data.val_path=<file> gives one)") in caplog.messages

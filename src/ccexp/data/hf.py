@@ -123,6 +123,12 @@ def load_split(path: str, key: str, split: str | None = None) -> list[dict]:
     return examples
 
 
+def _same_prompts(path: str) -> bool:
+    """Whether a DatasetDict's validation split asks only what its test split asks."""
+    val = {prompt_of(ex) for ex in load_split(path, "data.val_path", "val")}
+    return val <= {prompt_of(ex) for ex in load_split(path, "data.test_path", "test")}
+
+
 def build_hf(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
     """A DatasetDict directory gives its own validation/test splits when data.val_path /
     data.test_path are null; what it lacks is held out of train as for every importer."""
@@ -135,6 +141,17 @@ def build_hf(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
                         ", ".join(unused), "; ".join(" / ".join(n) for n in SPLIT_NAMES.values()))
         own = {f"{s}_path": data.train_path for s in ("val", "test")
                if getattr(data, f"{s}_path") is None and any(n in opened for n in SPLIT_NAMES[s])}
+        for split in ("val", "test"):  # a second validation split (validation and dev): said
+            present = [n for n in SPLIT_NAMES[split] if n in opened]
+            if f"{split}_path" in own and len(present) > 1:
+                log.warning("%s: split %s is the %s split; %s not used", data.train_path, present[0], split,
+                            ", ".join(present[1:]))
+        if len(own) == 2 and _same_prompts(data.train_path):
+            # Some Hub datasets publish their test split again as validation: choosing the best
+            # step on it would choose on the test rows. Validation is held out of train instead.
+            log.warning("%s: its validation split repeats its test split; validation is held out of train "
+                        "instead (data.val_path=<file> gives one)", data.train_path)
+            del own["val_path"]
         data = replace(data, **own)
 
     def load(path: str, key: str) -> list[dict]:
