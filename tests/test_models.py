@@ -126,8 +126,8 @@ def test_your_own_model_directory_is_checked_in_one_line(tiny_dir, tmp_path):
     bare = _copy_model(tiny_dir, tmp_path / "bare", drop=("model.safetensors",))
     with pytest.raises(ConfigError) as err:
         models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(bare)))
-    assert str(err.value) == (f"model.path={bare}: no weights in {bare} (expected model.safetensors, or *.safetensors "
-                              "shards with their index; an interrupted download?)")
+    assert str(err.value) == (f"model.path={bare}: no weights in {bare} (expected *.safetensors or "
+                              "pytorch_model*.bin; an interrupted download or copy? hub models are fetched as safetensors)")
     untokenized = _copy_model(tiny_dir, tmp_path / "untok", drop=models.TOKENIZER_FILES)
     with pytest.raises(ConfigError) as err:
         models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(untokenized)))
@@ -169,12 +169,42 @@ def test_fields_a_model_source_does_not_read_are_refused(fields, message):
 
 
 def test_the_hub_probe_follows_hf_endpoint_and_proxies(monkeypatch):
+    """A mirror (HF_ENDPOINT) or a proxy is what must take the connection; NO_PROXY exempts a host."""
+    tried = []
+
+    def connect(address, timeout):
+        tried.append(address)
+        raise OSError("unreachable")
+
+    monkeypatch.setattr(models.socket, "create_connection", connect)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example:8443")
-    assert models._hub_host() == ("hf-mirror.example", 8443)
-    monkeypatch.delenv("HF_ENDPOINT")
-    assert models._hub_host() == ("huggingface.co", 443)
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
-    assert models._hub_reachable()  # the proxy decides; the download says whether it can
+    assert not models._hub_reachable() and tried[-1] == ("hf-mirror.example", 8443)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    assert not models._hub_reachable() and tried[-1] == ("proxy.corp", 3128)
+    monkeypatch.setenv("NO_PROXY", "hf-mirror.example")
+    assert not models._hub_reachable() and tried[-1] == ("hf-mirror.example", 8443)
+
+
+def test_a_failed_download_is_one_line_whatever_raised_it(monkeypatch, tmp_path):
+    """A proxy's refusal is an httpx error, neither OSError nor the hub's HTTP error."""
+    import huggingface_hub
+
+    calls = []
+
+    def snapshot_download(repo_id, local_files_only=False, **kwargs):
+        calls.append(local_files_only)
+        if local_files_only:
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+        raise RuntimeError("407 Proxy Authentication Required\nmore detail")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: True)
+    with pytest.raises(ConfigError) as err:
+        models.hub_model_dir("me/model")
+    assert str(err.value) == "model.path=me/model: download failed: 407 Proxy Authentication Required"
+    assert calls == [True, False]
 
 
 def test_attention_a_model_needs_is_asked_for_in_one_line(tmp_path):
@@ -190,3 +220,22 @@ def test_attention_a_model_needs_is_asked_for_in_one_line(tmp_path):
         assert str(err.value) == (f"backend.attention={attention}: {tmp_path} caps its attention logits "
                                   "(attn_logit_softcapping=50.0), which only the model's own attention does; set "
                                   "backend.attention=eager backend.packing=false")
+
+
+def test_a_partial_cached_snapshot_is_downloaded_whole(monkeypatch, tmp_path, tiny_dir):
+    """Only the tokenizer cached (AutoTokenizer.from_pretrained ran once): the download completes it."""
+    import huggingface_hub
+
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.json").write_text("{}")
+
+    def snapshot_download(repo_id, local_files_only=False, **kwargs):
+        return str(partial if local_files_only else tiny_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: True)
+    assert models.hub_model_dir("me/model") == tiny_dir
+    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: False)
+    with pytest.raises(ConfigError, match=r"^model.path=me/model: no weights in "):
+        models.hub_model_dir("me/model")

@@ -54,8 +54,8 @@ def check_model_files(path: Path, named: str) -> Path:
     """A model directory has weights and a tokenizer: without them transformers fails in a
     traceback (or, for the tokenizer, asks for sentencepiece), after the model loaded."""
     if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
-        raise ConfigError(f"{named}: no weights in {path} (expected model.safetensors, or *.safetensors shards with "
-                          "their index; an interrupted download?)")
+        raise ConfigError(f"{named}: no weights in {path} (expected *.safetensors or pytorch_model*.bin; an "
+                          "interrupted download or copy? hub models are fetched as safetensors)")
     if not any((path / name).is_file() for name in VOCAB_FILES):
         raise ConfigError(f"{named}: no tokenizer in {path} (expected {', '.join(VOCAB_FILES[:-1])} or "
                           f"{VOCAB_FILES[-1]}; save the tokenizer beside the model)")
@@ -185,10 +185,20 @@ def _hub_host() -> tuple[str, int]:
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # reached through a proxy: the download itself says whether it can
+    """Whether the hub (or its proxy) takes a connection: without one the hub client retries for
+    minutes. Through a proxy (the endpoint's scheme's, unless NO_PROXY exempts the host), the
+    proxy is what must answer."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    host, port = _hub_host()
+    scheme = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").scheme or "https"
+    proxy = getproxies().get(scheme) or getproxies().get("all")
+    if proxy and not proxy_bypass(host):
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = parts.hostname or host, parts.port or 8080
     try:
-        socket.create_connection(_hub_host(), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
         return True
     except OSError:
         return False
@@ -197,10 +207,12 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def hub_model_dir(repo_id: str, cache: str | None = None) -> Path:
     """``cache``: the Hugging Face cache to read and download into (None: HF_HOME's)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
+    # Safetensors only: repos that also keep .bin copies would download the weights twice.
     patterns = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]
     named = f"model.path={repo_id}"
+    cache = os.path.expanduser(os.path.expandvars(cache)) if cache else None
     try:
         return check_model_files(Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True,
                                                         cache_dir=cache)), named)
@@ -208,6 +220,9 @@ def hub_model_dir(repo_id: str, cache: str | None = None) -> Path:
         pass
     except HFValidationError:
         raise ConfigError(f"{named}: neither a directory nor a hub id (owner/name)") from None
+    except ConfigError:  # a partial snapshot (only the tokenizer cached): the download completes it
+        if not _hub_reachable():
+            raise
     # Probe before downloading: without network the hub client retries for minutes.
     if not _hub_reachable():
         raise ConfigError(
@@ -216,9 +231,11 @@ def hub_model_dir(repo_id: str, cache: str | None = None) -> Path:
             "or use model=local model.path=<dir>"
         )
     try:
-        return check_model_files(Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache)), named)
-    except (HfHubHTTPError, OSError) as err:
-        raise ConfigError(f"{named}: download failed: {str(err).splitlines()[0]}") from None
+        folder = Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache))
+    except Exception as err:  # noqa: BLE001 - HTTP errors, a proxy's refusal (httpx), a full disk
+        raise ConfigError(f"{named}: download failed: {(str(err).splitlines() or [type(err).__name__])[0]}") \
+            from None
+    return check_model_files(folder, named)
 
 
 # For a base model without a chat template (gpt2, a pretraining checkpoint): ChatML's turns, as
