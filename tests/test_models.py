@@ -151,8 +151,10 @@ def test_a_base_model_without_a_chat_template_gets_chatml(tiny_dir, tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="ccexp"):
         tokenizer = models.load_tokenizer(base)
     assert "the tokenizer has no chat template (a base model?)" in caplog.text
-    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
-                                         tokenize=False) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False) \
+        == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"  # SmolLM2's BOS is <|im_start|>: not twice
+    tokenizer.bos_token = "<s>"  # a Llama-style BOS goes first, as in pretraining
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False).startswith("<s><|im_start|>")
 
 
 @pytest.mark.parametrize("fields,message", [

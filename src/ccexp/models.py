@@ -240,7 +240,9 @@ def hub_model_dir(repo_id: str, cache: str | None = None) -> Path:
 
 # For a base model without a chat template (gpt2, a pretraining checkpoint): ChatML's turns, as
 # plain text the fine-tuning teaches; the answer ends with the tokenizer's EOS like any other.
-CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+# BOS first, as the model saw it in pretraining: prompts are tokenized without special tokens.
+CHATML_TEMPLATE = ("{% if bos_token and bos_token != '<|im_start|>' %}{{ bos_token }}{% endif %}"
+                   "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
                    "+ '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
                    "{% endif %}")
 
