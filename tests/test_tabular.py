@@ -221,9 +221,10 @@ def test_one_label_written_two_ways_is_one_class(tmp_path):
 
 
 def test_missing_value_labels_are_counted_not_learned(tmp_path, caplog):
-    """An export that wrote pandas' NaN as text ("nan", "NULL", "N/A") has rows without a label."""
+    """An export that wrote pandas' NaN as text ("nan", "<NA>", "NULL") has rows without a label;
+    "None" and "N/A" are labels (LUIS's "None" intent)."""
     sheet = tmp_path / "sheet.csv"
-    markers = ["nan", "NaN", "NULL", "None", "N/A"]
+    markers = ["nan", "NaN", "NULL", "<NA>", "null"]
     sheet.write_text("text,category\n" + "\n".join(
         f"{row.split(',')[0]} {i},{markers[i % 5] if i % 4 == 0 else 'card_arrival'}" for i, row in enumerate(BANKING_ROWS * 2)))
     with caplog.at_level(logging.WARNING, logger="ccexp.data"):
@@ -231,8 +232,13 @@ def test_missing_value_labels_are_counted_not_learned(tmp_path, caplog):
     assert {ex["reference"]["label"] for s in splits.values() for ex in s} == {"card_arrival"}
     n = len(BANKING_ROWS * 2)
     skipped = len(range(0, n, 4))
-    assert (f"{sheet}: skipped {skipped} of {n} rows ({skipped} with a missing-value label (NaN, NULL, None, N/A, ...))"
+    assert (f"{sheet}: skipped {skipped} of {n} rows ({skipped} with a missing-value label (NaN, <NA>, NULL))"
             in [r.getMessage() for r in caplog.records])
+    sheet.write_text("text,category\n" + "\n".join(f"message {i},{['None', 'N/A', 'card_arrival'][i % 3]}"
+                                                    for i in range(30)))
+    labels = {ex["reference"]["label"] for s in build_splits(DataConfig(name="csv", train_path=str(sheet)), BIG,
+                                                             MIX).values() for ex in s}
+    assert labels == {"None", "N/A", "card_arrival"}
 
 
 def test_an_empty_file_and_another_delimiter_are_named(tmp_path):

@@ -39,10 +39,10 @@ def _jsonl_records(path: str, key: str, needed: tuple[str, ...]) -> Iterator[tup
         yield number, row
 
 
-# The text pandas reads as a missing value (read_csv's default na_values): a label written so
-# by an export (``astype(str)`` turns NaN into "nan") is no label, not a class to learn.
-MISSING_LABELS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-                            "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+# A missing value written as text: an export's NaN (``astype(str)`` turns it into "nan"), pandas'
+# <NA>, SQL's NULL. Not a class to learn. "None", "N/A" and "NA" stay labels: LUIS's "None"
+# intent, a region "NA" and an "N/A" category are real classes in real data.
+MISSING_LABELS = frozenset({"nan", "NaN", "-nan", "-NaN", "<NA>", "NULL", "null"})
 
 
 def _cell(value, where: str, column: str) -> str:
@@ -65,14 +65,14 @@ def load_rows(data: DataConfig, path: str, key: str) -> list[Row]:
     """Rows of one file with a text and a label; others are skipped and counted."""
     records = partial(read_csv, path, key) if data.name == "csv" else partial(_jsonl_records, path, key)
     rows, total = [], 0
-    skipped = {"with empty text": 0, "with no label": 0, "with a missing-value label (NaN, NULL, None, N/A, ...)": 0}
+    skipped = {"with empty text": 0, "with no label": 0, "with a missing-value label (NaN, <NA>, NULL)": 0}
     for number, record in records((data.text_column, data.label_column)):
         total += 1
         where = f"{path}:{number}"
         text, label = (_cell(record.get(c), where, c) for c in (data.text_column, data.label_column))
         if not text or not label or label in MISSING_LABELS:
             skipped["with empty text" if not text else "with no label" if not label else
-                    "with a missing-value label (NaN, NULL, None, N/A, ...)"] += 1
+                    "with a missing-value label (NaN, <NA>, NULL)"] += 1
             continue
         # Ids number a CSV's records (as they always have, so runs' predictions still join) and a JSONL's lines.
         rows.append(Row(f"{data.task_name}/{Path(path).name}:{total if data.name == 'csv' else number}", text, label))
