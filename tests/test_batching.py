@@ -81,6 +81,9 @@ def test_sampler_keeps_whole_accumulation_groups(caplog):
     assert caplog.messages == ["trainer.grad_accum=4: each epoch trains 4 of its 6 batches (whole optimizer steps); "
                                "the 2 left over are other examples in each epoch's shuffle"]
     assert len(GroupedBatchSampler([10] * 5, batch_size=4, shuffle=True, seed=0, multiple_of=4)) == 2
+    caplog.clear()
+    GroupedBatchSampler([10] * 22, batch_size=4, shuffle=True, seed=0, multiple_of=4, quiet=True)  # only counted
+    assert caplog.messages == []
 
 
 def test_generation_keeps_as_much_prompt_as_training():

@@ -584,7 +584,7 @@ def validate(cfg: DictConfig) -> RunConfig:
             msg = str(err).splitlines()[0]
             if "is not a ListConfig, list or tuple" in msg:  # omegaconf's words for "a list was expected"
                 value = OmegaConf.select(cfg, key if key.startswith(name + ".") else f"{name}.{key}", default=None)
-                msg = f"expected a list, e.g. [q_proj,v_proj], got {value!r}"
+                msg = f"expected a list, e.g. [{value}], got {value!r}"
             # Errors raised while resolving in place name the key from the root already.
             raise ConfigError(f"{key if key.startswith(name + '.') else f'{name}.{key}'}: {msg}") from None
     seed = cfg.get("seed", 42)
@@ -661,7 +661,8 @@ def config_error_line(err: ConfigError | HydraException) -> str:
     if isinstance(err, OverrideParseException) and "=" in err.override:  # a path with a space, () or [], ~
         key, _, value = err.override.partition("=")
         why = err.message.splitlines()[0] if err.message else "cannot be parsed"
-        if "'" not in value:
+        # A path with a space, (), ~, or [] inside it ("calls[4].csv"; a leading [ is a list).
+        if "'" not in value and (any(c in value for c in " ()~") or "[" in value[1:] and not value.startswith("[")):
             why += f"; a value with spaces, brackets, parentheses or ~ needs quotes: \"{key}='{value}'\""
         return f"{err.override}: not an override Hydra can read ({why})"
     if isinstance(err, MissingConfigException) and err.options is not None:  # "Could not find 'method/lorax'"

@@ -193,7 +193,7 @@ class TorchBackend:
         t = self.cfg.trainer
         data = ChatDataModule(self.tokenizer, train, val, self.cfg.model.max_seq_len, t.batch_size,
                               self.cfg.seed, t.grad_accum, packed=self.packing, group_by=t.group_by)
-        steps_per_epoch = math.ceil(len(data.train_sampler()) / t.grad_accum)
+        steps_per_epoch = math.ceil(len(data.train_sampler(quiet=True)) / t.grad_accum)
         total_steps = t.max_steps if t.max_steps > 0 else t.max_epochs * steps_per_epoch
         compiled = self.compile_for_training(total_steps)
         module = CompletionLM(self.model, self.cfg.method.lr, t.weight_decay, t.warmup_ratio, total_steps)

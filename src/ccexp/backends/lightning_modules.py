@@ -46,9 +46,10 @@ class ChatDataModule(pl.LightningDataModule):
         self.batch_size, self.seed, self.grad_accum, self.group_by = batch_size, seed, grad_accum, group_by
         self._collate = collator(packed, tokenizer.pad_token_id)
 
-    def train_sampler(self) -> GroupedBatchSampler:
+    def train_sampler(self, quiet: bool = False) -> GroupedBatchSampler:
+        """``quiet``: one only counted (its log line is the training loader's)."""
         return GroupedBatchSampler(self.train_set.sort_keys(self.group_by), self.batch_size, shuffle=True,
-                                   seed=self.seed, multiple_of=self.grad_accum)
+                                   seed=self.seed, multiple_of=self.grad_accum, quiet=quiet)
 
     def train_dataloader(self) -> DataLoader:
         return ResumableLoader(self.train_set, batch_sampler=self.train_sampler(), collate_fn=self._collate,

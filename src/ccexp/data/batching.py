@@ -112,17 +112,18 @@ class GroupedBatchSampler(Sampler[list[int]]):
     of a batch are alike (similar lengths, or the same prompt start)."""
 
     def __init__(self, keys: Sequence, batch_size: int, shuffle: bool, seed: int, group: int = 16,
-                 multiple_of: int = 1):
+                 multiple_of: int = 1, quiet: bool = False):
         self.keys, self.batch_size, self.shuffle, self.seed, self.group = list(keys), batch_size, shuffle, seed, group
         # With gradient accumulation, whole groups of micro-batches per epoch keep every optimizer
         # step the same size and validation on the step grid; the dropped tail is reshuffled
         # into the next epoch.
         self.multiple_of = multiple_of
         n_batches = (len(self.keys) + batch_size - 1) // batch_size
-        if self._keep(n_batches) < n_batches:  # said: in a one-epoch run those examples are never trained
+        left = n_batches - self._keep(n_batches)
+        if left and not quiet:  # said: in a one-epoch run those examples are never trained
             log.info("trainer.grad_accum=%d: each epoch trains %d of its %d batches (whole optimizer steps); the %d "
-                     "left over are other examples in each epoch's shuffle", multiple_of, self._keep(n_batches),
-                     n_batches, n_batches - self._keep(n_batches))
+                     "left over %s other examples in each epoch's shuffle", multiple_of, self._keep(n_batches),
+                     n_batches, left, "is" if left == 1 else "are")
         self.epoch = 0
         self._position = (0, 0)  # (epoch of the pass under way, batches it has handed out)
         self._skip = 0
