@@ -142,6 +142,11 @@ def test_export_never_writes_over_its_input_or_an_earlier_export_unasked(tmp_pat
     assert train.read_bytes() == before
     assert main(["export", *csv, "data_size=tiny", "--out", str(tmp_path), "--overwrite"]) == 0
     assert len(train.read_text().splitlines()) == 43  # the fixture's 55 rows less two holdouts, all of them
+    other = tmp_path / "other"
+    (other / "hf").mkdir(parents=True)  # a folder of the user's own, not an export's DatasetDict
+    assert main(["export", *csv, "--out", str(other), "--overwrite"]) == 2
+    assert capsys.readouterr().err == (f"ccexp.data: error: --out {other}: {other / 'hf'} is not a DatasetDict an "
+                                       "export wrote; expected another --out\n")
     assert main(["describe", "--overwrite"]) == 2
     assert "--overwrite: describe writes nothing" in capsys.readouterr().err
 

@@ -22,7 +22,7 @@ from ccexp.cli import output_dir
 from ccexp.config import ConfigError, RunConfig, config_error_line, validate
 from ccexp.data import build_splits, to_dataset_dict
 from ccexp.data.card import dataset_card, print_card
-from ccexp.data.formats import write_chatml, write_mlx_layout
+from ccexp.data.formats import MLX_FILES, write_chatml, write_mlx_layout
 
 USAGE = ("usage: python -m ccexp.data {describe,export} [key=value ...] [--out DIR (default data/<data>-<size>)] "
          "[--overwrite]")
@@ -66,8 +66,8 @@ def describe(rc: RunConfig, splits: dict, console: Console) -> dict:
 def _check_targets(out: Path, inputs: dict[str, str], overwrite: bool) -> None:
     """Never lose data: an export that would write over a file it reads (a re-export of an
     export into its own folder) is refused, and one over an earlier export needs --overwrite."""
-    targets = [out / "chatml" / f"{split}.jsonl" for split in ("train", "val", "test")] + \
-              [out / "mlx" / f"{name}.jsonl" for name in ("train", "valid", "test")] + [out / "hf"]
+    targets = [out / "chatml" / f"{split}.jsonl" for split in MLX_FILES] + \
+              [out / "mlx" / name for name in MLX_FILES.values()] + [out / "hf"]
     for key, path in inputs.items():
         source = Path(path).resolve()
         for target in targets:
@@ -78,6 +78,8 @@ def _check_targets(out: Path, inputs: dict[str, str], overwrite: bool) -> None:
     if earlier is not None and not overwrite:
         raise ConfigError(f"--out {out}: holds an earlier export ({earlier}); give another --out, or --overwrite "
                           "to replace it")
+    if (out / "hf").exists() and not (out / "hf" / "dataset_dict.json").is_file():  # --overwrite replaces exports only
+        raise ConfigError(f"--out {out}: {out / 'hf'} is not a DatasetDict an export wrote; expected another --out")
 
 
 def export(splits: dict, out: Path, console: Console, inputs: dict[str, str], overwrite: bool = False) -> None:
