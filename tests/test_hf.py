@@ -111,13 +111,18 @@ def test_a_broken_parquet_file_is_one_line(tmp_path, capfd, caplog):
     assert not caplog.records and not capfd.readouterr().err
 
 
+def _chat_split(name: str, n: int):
+    """n one-turn chats whose questions name the split they were written for."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"messages": [{"role": "user", "content": f"{name} question {i}"},
+                                            {"role": "assistant", "content": "answer"}]} for i in range(n)])
+
+
 def test_a_dev_split_is_the_validation_split_and_other_splits_are_named(tmp_path, caplog):
-    from datasets import Dataset, DatasetDict
+    from datasets import DatasetDict
 
-    def split(name, n):
-        return Dataset.from_list([{"messages": [{"role": "user", "content": f"{name} question {i}"},
-                                                {"role": "assistant", "content": "answer"}]} for i in range(n)])
-
+    split = _chat_split
     DatasetDict({"train": split("train", 20), "dev": split("dev", 4), "test": split("test", 3),
                  "unlabeled": split("unlabeled", 5)}).save_to_disk(str(tmp_path / "dd"))
     with caplog.at_level(logging.WARNING, logger="ccexp.data"):
@@ -130,12 +135,9 @@ def test_a_dev_split_is_the_validation_split_and_other_splits_are_named(tmp_path
 def test_a_validation_split_that_repeats_the_test_split_is_held_out_of_train(tmp_path, caplog):
     """Some Hub datasets publish test again as validation: the best step would be chosen on the
     test rows, and the val/test check refused the dataset though the user gave one path."""
-    from datasets import Dataset, DatasetDict
+    from datasets import DatasetDict
 
-    def split(name, n):
-        return Dataset.from_list([{"messages": [{"role": "user", "content": f"{name} question {i}"},
-                                                {"role": "assistant", "content": "answer"}]} for i in range(n)])
-
+    split = _chat_split
     DatasetDict({"train": split("train", 30), "validation": split("test", 4), "dev": split("dev", 2),
                  "test": split("test", 4)}).save_to_disk(str(tmp_path / "dd"))
     with caplog.at_level(logging.WARNING, logger="ccexp.data"):
