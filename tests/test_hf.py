@@ -111,22 +111,21 @@ def test_a_broken_parquet_file_is_one_line(tmp_path, capfd, caplog):
     assert not caplog.records and not capfd.readouterr().err
 
 
-def _chat_split(name: str, n: int):
-    """n one-turn chats whose questions name the split they were written for."""
-    from datasets import Dataset
+def _saved_splits(tmp_path, caplog, layout: dict[str, tuple[str, int]]) -> dict:
+    """A DatasetDict of one-turn chats (split name -> (the questions' prefix, how many)), saved
+    and read by data=hf, with its warnings in ``caplog``."""
+    from datasets import Dataset, DatasetDict
 
-    return Dataset.from_list([{"messages": [{"role": "user", "content": f"{name} question {i}"},
-                                            {"role": "assistant", "content": "answer"}]} for i in range(n)])
+    DatasetDict({name: Dataset.from_list([{"messages": [{"role": "user", "content": f"{prefix} question {i}"},
+                                                        {"role": "assistant", "content": "answer"}]} for i in range(n)])
+                 for name, (prefix, n) in layout.items()}).save_to_disk(str(tmp_path / "dd"))
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        return build_splits(_hf(str(tmp_path / "dd")), ALL, MIX)
 
 
 def test_a_dev_split_is_the_validation_split_and_other_splits_are_named(tmp_path, caplog):
-    from datasets import DatasetDict
-
-    split = _chat_split
-    DatasetDict({"train": split("train", 20), "dev": split("dev", 4), "test": split("test", 3),
-                 "unlabeled": split("unlabeled", 5)}).save_to_disk(str(tmp_path / "dd"))
-    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
-        splits = build_splits(_hf(str(tmp_path / "dd")), ALL, MIX)
+    splits = _saved_splits(tmp_path, caplog, {"train": ("train", 20), "dev": ("dev", 4), "test": ("test", 3),
+                                              "unlabeled": ("unlabeled", 5)})
     assert {s: len(v) for s, v in splits.items()} == {"train": 20, "val": 4, "test": 3}
     assert f"{tmp_path / 'dd'}: split unlabeled not used (ccexp reads train; validation / val / valid / dev; test)" \
         in caplog.text
@@ -135,13 +134,8 @@ def test_a_dev_split_is_the_validation_split_and_other_splits_are_named(tmp_path
 def test_a_validation_split_that_repeats_the_test_split_is_held_out_of_train(tmp_path, caplog):
     """Some Hub datasets publish test again as validation: the best step would be chosen on the
     test rows, and the val/test check refused the dataset though the user gave one path."""
-    from datasets import DatasetDict
-
-    split = _chat_split
-    DatasetDict({"train": split("train", 30), "validation": split("test", 4), "dev": split("dev", 2),
-                 "test": split("test", 4)}).save_to_disk(str(tmp_path / "dd"))
-    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
-        splits = build_splits(_hf(str(tmp_path / "dd")), ALL, MIX)
+    splits = _saved_splits(tmp_path, caplog, {"train": ("train", 30), "validation": ("test", 4), "dev": ("dev", 2),
+                                              "test": ("test", 4)})
     assert {s: len(v) for s, v in splits.items()} == {"train": 27, "val": 3, "test": 4}
     assert f"{tmp_path / 'dd'}: split validation is the val split; dev not used" in caplog.messages
     assert (f"{tmp_path / 'dd'}: its validation split repeats its test split; validation is held out of train "
