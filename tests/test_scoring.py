@@ -113,3 +113,24 @@ def test_the_users_labels_compare_as_the_importers_write_them():
         record = score(_ex("classify", label=reference), answer, cfg)
         assert record["correct"] == {"label": True} and record["field_parsed"] == {"label": True}, reference
     assert score(_ex("classify", label="True"), '{"label": true}', cfg)["correct"] == {"label": False}  # case kept
+
+
+def test_null_written_as_text_is_null_where_null_is_an_answer():
+    from ccexp.scoring import canonical_label
+
+    cfg = EvalConfig()
+    for answer in ('"null"', '"None"', "null"):
+        record = score(_ex("issue", issue_category="refund", secondary_category=None),
+                       f'{{"issue_category": "refund", "secondary_category": {answer}}}', cfg)
+        assert record["correct"] == {"issue_category": True, "secondary_category": True}, answer
+        assert record["field_parsed"]["secondary_category"], answer
+    assert canonical_label("secondary_category", "none") == canonical_label("secondary_category", None)  # macro-F1 too
+    assert canonical_label("issue_category", "none") == "none"  # elsewhere a word like any other
+
+
+@pytest.mark.parametrize("text", ["1_000", "٣", "inf", "0x10", "4/5", "4 stars"])
+def test_numbers_are_written_in_ascii_digits(text):
+    from ccexp.scoring import as_number
+
+    assert as_number(text) is None
+    assert as_number(" 85 ") == 85 and as_number("80%") == 80 and as_number("-1.5e2") == -150 and as_number(".5") == 0.5

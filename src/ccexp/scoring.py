@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Optional
 
 from ccexp.config import EvalConfig
@@ -61,6 +62,9 @@ def parse_json_answer(text: str) -> Optional[dict]:
     return objects[0] if len(objects) == 1 else None
 
 
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
 def as_number(value: Any) -> Optional[float]:
     """A finite number, from a JSON number or a numeric string ("4", "80%"); else None. NaN,
     Infinity and magnitudes past 1e15 (no score on any scale, and enough of them would turn a
@@ -71,7 +75,10 @@ def as_number(value: Any) -> Optional[float]:
         if isinstance(value, (int, float)):
             number = float(value)
         elif isinstance(value, str):
-            number = float(value.strip().rstrip("%"))
+            text = value.strip().rstrip("%")
+            if not _NUMBER.fullmatch(text):  # float() also takes "1_000", "٣" and "inf"
+                return None
+            number = float(text)
         else:
             return None
     except (ValueError, OverflowError):
@@ -97,11 +104,18 @@ def _same_label(pred: Any, ref: Any) -> bool:
     return _label(pred) == _label(ref)
 
 
+def null_answer(field: str, value: Any) -> Any:
+    """None for "null" or "none" written as text where null is an answer (no second issue)."""
+    if field in NULLABLE_FIELDS and isinstance(value, str) and value.strip().lower() in ("null", "none"):
+        return None
+    return value
+
+
 def canonical_label(field: str, value: Any) -> str:
     """The form two labels are compared in: the user's own labels (``label``) exactly, written
     as the importers write them (true, 1 for 1.0: ``data.tabular``); ours case-, space- and
     hyphen-insensitively; null (no secondary issue) is a class of its own."""
-    if value is None:
+    if null_answer(field, value) is None:
         return "<null>"
     if field != "label":
         return str(_label(value))
@@ -175,6 +189,7 @@ def score(example: dict, raw: str, cfg: EvalConfig) -> dict:
     field_parsed, correct = {}, {}
     for name in TASK_FIELDS[task]:
         present = parsed is not None and name in parsed
-        field_parsed[name] = bool(present and parses(FIELD_KINDS[name], parsed[name], name))
-        correct[name] = bool(present and checks[name](parsed[name], reference.get(name)))
+        value = null_answer(name, parsed[name]) if present else None
+        field_parsed[name] = bool(present and parses(FIELD_KINDS[name], value, name))
+        correct[name] = bool(present and checks[name](value, reference.get(name)))
     return {"parsed": parsed, "json_valid": parsed is not None, "field_parsed": field_parsed, "correct": correct}
