@@ -37,7 +37,7 @@ def test_option_composes_and_validates(group, option):
     rc = validate(compose_cfg(f"{group}={option}", *REQUIRED.get((group, option), ())))
     assert group in ("trainer", "eval", "compare") or getattr(rc, group).name == option
     if (group, option) in REQUIRED:
-        with pytest.raises(ConfigError, match=r"^model\.path: expected a hub id or directory for source=local, got None"):
+        with pytest.raises(ConfigError, match=r"^model\.path: expected a directory with the model for source=local, got None"):
             validate(compose_cfg(f"{group}={option}"))
 
 

@@ -144,9 +144,10 @@ def test_export_never_writes_over_its_input_or_an_earlier_export_unasked(tmp_pat
     assert len(train.read_text().splitlines()) == 43  # the fixture's 55 rows less two holdouts, all of them
     other = tmp_path / "other"
     (other / "hf").mkdir(parents=True)  # a folder of the user's own, not an export's DatasetDict
-    assert main(["export", *csv, "--out", str(other), "--overwrite"]) == 2
-    assert capsys.readouterr().err == (f"ccexp.data: error: --out {other}: {other / 'hf'} is not a DatasetDict an "
-                                       "export wrote; expected another --out\n")
+    for extra in ([], ["--overwrite"]):  # the same line with or without: it is no export to replace
+        assert main(["export", *csv, "--out", str(other), *extra]) == 2
+        assert capsys.readouterr().err == (f"ccexp.data: error: --out {other}: {other / 'hf'} is not a DatasetDict an "
+                                           "export wrote; expected another --out\n")
     assert main(["describe", "--overwrite"]) == 2
     assert "--overwrite: describe writes nothing" in capsys.readouterr().err
 

@@ -91,7 +91,8 @@ class ModelConfig:
         _check(arch["heads"] % arch["kv_heads"] == 0, "model.arch.kv_heads",
                f"a divisor of model.arch.heads={arch['heads']}", arch["kv_heads"])
         _check(self.source not in ("hub", "local") or bool(self.path), "model.path",
-               f"a hub id or directory for source={self.source}", self.path)
+               "a directory with the model for source=local" if self.source == "local" else
+               "a hub id (owner/name) or a directory for source=hub", self.path)
         # Fields a source does not read are refused: set, they would be silently ignored.
         _check(self.source != "embedded" or self.path is None, "model.path",
                "null for the embedded SmolLM2 (your own model: model=local model.path=<dir>; a hub id: "

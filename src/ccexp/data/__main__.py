@@ -74,12 +74,12 @@ def _check_targets(out: Path, inputs: dict[str, str], overwrite: bool) -> None:
             if source == target.resolve() or target.resolve() in source.parents:
                 raise ConfigError(f"--out {out}: would write over {path} ({key}), which this export reads; "
                                   "expected another folder")
+    if (out / "hf").exists() and not (out / "hf" / "dataset_dict.json").is_file():  # --overwrite replaces exports only
+        raise ConfigError(f"--out {out}: {out / 'hf'} is not a DatasetDict an export wrote; expected another --out")
     earlier = next((t for t in targets if t.exists()), None)
     if earlier is not None and not overwrite:
         raise ConfigError(f"--out {out}: holds an earlier export ({earlier}); give another --out, or --overwrite "
                           "to replace it")
-    if (out / "hf").exists() and not (out / "hf" / "dataset_dict.json").is_file():  # --overwrite replaces exports only
-        raise ConfigError(f"--out {out}: {out / 'hf'} is not a DatasetDict an export wrote; expected another --out")
 
 
 def export(splits: dict, out: Path, console: Console, inputs: dict[str, str], overwrite: bool = False) -> None:
