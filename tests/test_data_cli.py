@@ -29,6 +29,18 @@ def test_percentiles():
     assert percentiles([]) == {"p10": 0, "p50": 0, "p90": 0, "max": 0}
 
 
+def test_the_card_counts_whole_prompts_in_train_as_the_run_does():
+    """Conversations that end alike ("thanks") ask different things: only a whole prompt seen in
+    train measures memory (the run's holdout warning compares the same)."""
+    def chat(opening):
+        return {"task": "chat", "reference": {"reply": "bye"}, "messages": [
+            {"role": "user", "content": opening}, {"role": "assistant", "content": "done"},
+            {"role": "user", "content": "thanks"}, {"role": "assistant", "content": "bye"}]}
+
+    card = dataset_card({"train": [chat("my bill")], "val": [chat("my bill")], "test": [chat("my router")]})
+    assert card["eval_in_train"] == {"val": 1, "test": 0}
+
+
 def test_card_numbers(tokenizer):
     splits = {
         "train": [_ex("classify", "Card lost", '{"label": "lost"}', label="lost"),

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ccexp.data.batching import prompt_text
+from ccexp.data.chatml import prompt_of
 from ccexp.data.splitting import SPLITS
 from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS
 
@@ -63,7 +64,9 @@ def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Opt
     when ``noise`` (synthetic.noise_report()) is given."""
     examples = [ex for split in SPLITS for ex in splits[split]]
     transcripts = [ex["messages"][-2]["content"] for ex in examples]
-    train_prompts = {ex["messages"][-2]["content"] for ex in splits["train"]}
+    # The whole prompt, every turn before the answer (what the run's holdout warning compares):
+    # a last turn alone ("thanks") recurs across different conversations.
+    train_prompts = {prompt_of(ex) for ex in splits["train"]}
     words = Counter(w for ex in examples for m in ex["messages"] if m["role"] != "system"
                     for w in _WORD.findall(m["content"].lower()))
     card = {
@@ -72,8 +75,7 @@ def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Opt
         "labels": label_counts(splits),
         "distinct_transcripts": len(set(transcripts)),
         "distinct_transcript_ratio": round(len(set(transcripts)) / max(1, len(transcripts)), 4),
-        "eval_in_train": {s: sum(ex["messages"][-2]["content"] in train_prompts for ex in splits[s])
-                          for s in ("val", "test")},
+        "eval_in_train": {s: sum(prompt_of(ex) in train_prompts for ex in splits[s]) for s in ("val", "test")},
         "vocabulary": len(words),
     }
     if tokenizer is not None:
