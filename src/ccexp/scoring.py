@@ -12,7 +12,7 @@ import re
 from typing import Any, Optional
 
 from ccexp.config import EvalConfig
-from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS
+from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS, label_text
 
 def _not_json(constant: str):
     raise ValueError(f"{constant} is not JSON")  # Python's reader takes NaN and Infinity; JSON does not
@@ -112,18 +112,12 @@ def null_answer(field: str, value: Any) -> Any:
 
 
 def canonical_label(field: str, value: Any) -> str:
-    """The form two labels are compared in: the user's own labels (``label``) exactly, written
-    as the importers write them (true, 1 for 1.0: ``data.tabular``); ours case-, space- and
+    """The form two labels are compared in: the user's own labels (``label``) exactly, spelled
+    as the importers write them (``label_text``: true, 1 for 1.0); ours case-, space- and
     hyphen-insensitively; null (no secondary issue) is a class of its own."""
     if null_answer(field, value) is None:
         return "<null>"
-    if field != "label":
-        return str(_label(value))
-    if isinstance(value, bool):
-        return json.dumps(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+    return label_text(value) if field == "label" else str(_label(value))
 
 
 def _same_set(pred: Any, ref: Any) -> bool:

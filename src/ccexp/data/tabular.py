@@ -16,7 +16,7 @@ from typing import Iterator, NamedTuple
 from ccexp.config import ConfigError, DataConfig, DataSizeConfig
 from ccexp.data.formats import read_csv, read_jsonl
 from ccexp.data.splitting import holdout_splits, report_skipped, take
-from ccexp.data.tasks import SYSTEM_PROMPT
+from ccexp.data.tasks import SYSTEM_PROMPT, label_text
 
 log = logging.getLogger("ccexp.data")
 
@@ -51,14 +51,10 @@ def _cell(value, where: str, column: str) -> str:
     so the row is counted as skipped; anything else names the line."""
     if value is None or isinstance(value, float) and value != value:
         return ""
-    if isinstance(value, bool):
-        return json.dumps(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if not isinstance(value, (str, int, float)):
+    if not isinstance(value, (str, int, float)):  # bool is an int: a binary label
         raise ConfigError(f"{where}: {column!r}: expected text, a number or true/false, got "
                           f"{json.dumps(value)[:60]}")
-    return str(value).strip()
+    return label_text(value)
 
 
 def load_rows(data: DataConfig, path: str, key: str) -> list[Row]:

@@ -43,6 +43,16 @@ TASK_FIELDS["classify"] = ("label",)
 # Answered in plain text, scored on the whole answer; every other task answers in JSON.
 FREE_TEXT_TASKS = ("reply", "chat")
 
+
+def label_text(value) -> str:
+    """A label (``classify``'s) as text, one spelling per value: true as JSON writes it, 1 for
+    1.0. The importers write references so, and the scorer reads answers so."""
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
 SYSTEM_PROMPT = (
     "You are a contact-center analytics assistant. Read the interaction and answer exactly "
     "as instructed: a single compact JSON object for analytics questions, or only the "
