@@ -12,8 +12,8 @@ import difflib
 import math
 import os
 import re
-from pathlib import Path
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
@@ -68,9 +68,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         sources = ("embedded", "random", "hub", "local")
         _check(self.source in sources, "model.source", f"one of {sources}", self.source)
-        for key in ("path", "cache_dir"):
-            if isinstance(getattr(self, key), str):
-                setattr(self, key, os.path.expanduser(getattr(self, key)))
+        if isinstance(self.path, str):
+            self.path = os.path.expanduser(self.path)
+        if isinstance(self.cache_dir, str):  # a YAML default may name $SCRATCH
+            self.cache_dir = os.path.expanduser(os.path.expandvars(self.cache_dir))
         for key, value in self.arch.items():
             _check(key in RANDOM_ARCH, f"model.arch.{key}", f"one of {sorted(RANDOM_ARCH)}", key)
             default = RANDOM_ARCH[key]
@@ -543,6 +544,13 @@ class RunConfig:
                    self.method.double_quant)
 
 
+def lora_targets(method: MethodConfig, model: ModelConfig) -> tuple[list[str], str]:
+    """The modules LoRA attaches to, and the key that named them (for errors)."""
+    if method.target_modules:
+        return list(method.target_modules), "method.target_modules"
+    return list(model.lora_targets), "model.lora_targets"
+
+
 _SCHEMAS = {
     "model": ModelConfig, "method": MethodConfig, "backend": BackendConfig, "task_mix": TaskMixConfig,
     "data_size": DataSizeConfig, "data": DataConfig, "trainer": TrainerConfig, "eval": EvalConfig,
@@ -646,13 +654,13 @@ def config_error_line(err: ConfigError | HydraException) -> str:
         # with prompt_tuning), and a key no schema has, validate() would refuse after all.
         group, _, rest = full_key.partition(".")
         schema = {f.name: f for f in fields(_SCHEMAS[group])} if group in _SCHEMAS else {}
-        first = rest.split(".")[0]
-        # model.arch takes only RANDOM_ARCH's keys: "+model.arch.foo" would be refused next.
-        arch_key_unknown = (group, first) == ("model", "arch") and rest.split(".")[1:2] != [] and \
-            rest.split(".")[1] not in RANDOM_ARCH
-        if first in schema and "dict" in str(schema[first].type) and "." in rest and not arch_key_unknown:
+        first, *inner = rest.split(".")
+        free_form = first in schema and "dict" in str(schema[first].type) and bool(inner)
+        if (group, first) == ("model", "arch"):  # its keys are RANDOM_ARCH's: "+model.arch.foo" is refused next
+            free_form = free_form and inner[0] in RANDOM_ARCH
+        if free_form:
             line += f"; {added.group(1)} adds it"
-        elif first in schema and "." not in rest:  # a field of another option (num_virtual_tokens with lora)
+        elif first in schema and not inner:  # a field of another option (num_virtual_tokens with lora)
             owners = _options_with(group, first)
             if owners:
                 named = [f"{group}={o}" for o in owners]

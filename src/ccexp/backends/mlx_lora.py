@@ -20,7 +20,7 @@ from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 from mlx_lm.utils import load_model, load_tokenizer, save
 
 from ccexp.backends.mlx_prompt import PromptedLM, check_supported, load_weights_checked
-from ccexp.config import ConfigError, MethodConfig, ModelConfig
+from ccexp.config import ConfigError, MethodConfig, ModelConfig, lora_targets
 
 # QLoRA's base: MLX affine 4-bit, 64 weights per scale (mlx-lm's default quantization).
 QUANT = {"group_size": 64, "bits": 4, "mode": "affine"}
@@ -42,7 +42,7 @@ def quantize_linear_layers(model: nn.Module, model_name: str) -> int:
     return count
 
 
-def lora_keys(model: nn.Module, targets: list[str], model_name: str, key: str = "model.lora_targets") -> list[str]:
+def lora_keys(model: nn.Module, targets: list[str], key: str, model_name: str) -> list[str]:
     """Paths inside one transformer block (mlx-lm's ``keys``) whose last name is a target,
     as peft matches ``target_modules``."""
     found = {path for path, m in model.layers[0].named_modules()
@@ -94,8 +94,7 @@ def attach(net: PromptedLM, method: MethodConfig, model: ModelConfig, model_dir:
         quantize_linear_layers(net.model, model.name)
     net.freeze()
     params = {"rank": method.r, "scale": method.alpha / method.r, "dropout": method.dropout,
-              "keys": lora_keys(net.model, list(method.target_modules or model.lora_targets), model.name,
-                                "method.target_modules" if method.target_modules else "model.lora_targets")}
+              "keys": lora_keys(net.model, *lora_targets(method, model), model_name=model.name)}
     num_layers = len(net.model.layers)
     linear_to_lora_layers(net.model, num_layers, params)
     # mlx_lm.lora's adapter_config.json fields that load_adapters reads, plus where it came from.

@@ -6,19 +6,20 @@ import torch
 from peft import LoraConfig
 from transformers import BitsAndBytesConfig
 
-from ccexp.config import MethodConfig, ModelConfig
+from ccexp.config import MethodConfig, ModelConfig, lora_targets
 from ccexp.methods.base import MethodSpec
 
 
 def build(cfg: MethodConfig, model: ModelConfig, model_dir: str, compute_dtype: torch.dtype,
           quantize_base: bool = False) -> MethodSpec:
     del model_dir  # LoRA needs nothing from the model files
+    targets, targets_key = lora_targets(cfg, model)
     peft_config = LoraConfig(
         task_type="CAUSAL_LM",
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules or model.lora_targets),
+        target_modules=targets,
         bias="none",
     )
     quantization = None
@@ -31,4 +32,4 @@ def build(cfg: MethodConfig, model: ModelConfig, model_dir: str, compute_dtype: 
         )
     return MethodSpec(peft_config=peft_config, quantization_config=quantization,
                       gradient_checkpointing=cfg.gradient_checkpointing,
-                      targets_key="method.target_modules" if cfg.target_modules else "model.lora_targets")
+                      targets_key=targets_key)
