@@ -176,12 +176,13 @@ def _tokenizer_fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _hub_host() -> tuple[str, int]:
-    """Where the hub client connects: HF_ENDPOINT (a mirror) or huggingface.co."""
+def _hub_host() -> tuple[str, int, str]:
+    """Where the hub client connects: HF_ENDPOINT (a mirror) or huggingface.co; host, port, scheme."""
     from urllib.parse import urlsplit
 
     endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    return endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    scheme = endpoint.scheme or "https"
+    return endpoint.hostname or "huggingface.co", endpoint.port or (80 if scheme == "http" else 443), scheme
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -191,8 +192,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     from urllib.parse import urlsplit
     from urllib.request import getproxies, proxy_bypass
 
-    host, port = _hub_host()
-    scheme = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").scheme or "https"
+    host, port, scheme = _hub_host()
     proxy = getproxies().get(scheme) or getproxies().get("all")
     if proxy and not proxy_bypass(host):
         parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
@@ -205,14 +205,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def hub_model_dir(repo_id: str, cache: str | None = None) -> Path:
-    """``cache``: the Hugging Face cache to read and download into (None: HF_HOME's)."""
+    """``cache``: the Hugging Face cache to read and download into (None: HF_HOME's; model.cache_dir,
+    expanded by ModelConfig)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     # Safetensors only: repos that also keep .bin copies would download the weights twice.
     patterns = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]
     named = f"model.path={repo_id}"
-    cache = os.path.expanduser(os.path.expandvars(cache)) if cache else None
     try:
         return check_model_files(Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True,
                                                         cache_dir=cache)), named)
@@ -275,19 +275,18 @@ def load_model(model_dir: Path, dtype: torch.dtype | str, quantization_config=No
                attention: str = "sdpa"):
     """``dtype``: a torch dtype, or "auto" (the checkpoint's own). ``attention``: sdpa
     (transformers' own) | varlen (ccexp's, see backends/attention.py) | eager."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     # transformers 5 draws a "Loading weights" bar per load: noise for a local model that loads
     # in a second, and on stderr ahead of a bad input's one line of error.
     hf_logging.disable_progress_bar()
     requested = attention
+    config = AutoConfig.from_pretrained(model_dir)  # read once, for the check below and the load
     if attention in ("varlen", "sdpa"):
-        from transformers import AutoConfig
-
         # Gemma-2 caps its attention logits (tanh) inside attention: varlen would skip the cap
         # silently (other numbers than the model's), and transformers refuses sdpa in a traceback.
-        softcap = getattr(AutoConfig.from_pretrained(model_dir), "attn_logit_softcapping", None)
+        softcap = getattr(config, "attn_logit_softcapping", None)
         if softcap:
             raise ConfigError(f"backend.attention={attention}: {model_dir} caps its attention logits "
                               f"(attn_logit_softcapping={softcap}), which only the model's own attention does; "
@@ -296,7 +295,7 @@ def load_model(model_dir: Path, dtype: torch.dtype | str, quantization_config=No
         from ccexp.backends.attention import register
 
         attention = register()
-    kwargs = {"dtype": dtype, "attn_implementation": attention}
+    kwargs = {"config": config, "dtype": dtype, "attn_implementation": attention}
     if quantization_config is not None:
         # bitsandbytes quantizes while placing weights, so the device is chosen at load time.
         kwargs.update(quantization_config=quantization_config, device_map={"": device})
