@@ -84,7 +84,6 @@ def _check_targets(out: Path, inputs: dict[str, str], overwrite: bool) -> None:
 
 def export(splits: dict, out: Path, console: Console, inputs: dict[str, str], overwrite: bool = False) -> None:
     """``inputs``: the files the splits were read from, by key (never written over)."""
-    output_dir(out, ConfigError, "--out", create=False)
     _check_targets(out, inputs, overwrite)
     output_dir(out, ConfigError, "--out", create=True)
     import datasets

@@ -123,15 +123,16 @@ def load_split(path: str, key: str, split: str | None = None) -> list[dict]:
     return examples
 
 
-def _same_prompts(path: str) -> bool:
-    """Whether a DatasetDict's validation split asks only what its test split asks."""
-    val = {prompt_of(ex) for ex in load_split(path, "data.val_path", "val")}
-    return val <= {prompt_of(ex) for ex in load_split(path, "data.test_path", "test")}
-
-
 def build_hf(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
     """A DatasetDict directory gives its own validation/test splits when data.val_path /
     data.test_path are null; what it lacks is held out of train as for every importer."""
+    loaded: dict[str, list[dict]] = {}  # by key: a split read for a check is not read again
+
+    def load(path: str, key: str) -> list[dict]:
+        if key not in loaded:
+            loaded[key] = load_split(path, key, next((s for s in ("val", "test") if key == f"data.{s}_path"), None))
+        return loaded[key]
+
     opened = _open(data.train_path, "data.train_path")
     if hasattr(opened, "keys"):
         known = {n for names in SPLIT_NAMES.values() for n in names}
@@ -146,15 +147,13 @@ def build_hf(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
             if f"{split}_path" in own and len(present) > 1:
                 log.warning("%s: split %s is the %s split; %s not used", data.train_path, present[0], split,
                             ", ".join(present[1:]))
-        if len(own) == 2 and _same_prompts(data.train_path):
+        if len(own) == 2 and {prompt_of(ex) for ex in load(data.train_path, "data.val_path")} <= \
+                {prompt_of(ex) for ex in load(data.train_path, "data.test_path")}:
             # Some Hub datasets publish their test split again as validation: choosing the best
             # step on it would choose on the test rows. Validation is held out of train instead.
             log.warning("%s: its validation split repeats its test split; validation is held out of train "
                         "instead (data.val_path=<file> gives one)", data.train_path)
             del own["val_path"]
+            del loaded["data.val_path"]  # data.val_path is null now: no split of that key is read
         data = replace(data, **own)
-
-    def load(path: str, key: str) -> list[dict]:
-        return load_split(path, key, next((s for s in ("val", "test") if key == f"data.{s}_path"), None))
-
     return take(holdout_splits(data, load, conversation_id, prompt_of), size, data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from typing import Callable, TypeVar
 
 from ccexp.config import ConfigError, DataConfig, DataSizeConfig
@@ -95,9 +96,7 @@ def _groups(rows: list[Row], conversation: Callable[[Row], str] | None,
     keys = [conversation(row) if conversation else str(i) for i, row in enumerate(rows)]
     if content is None:
         return keys
-    size: dict[str, int] = {}
-    for key in keys:
-        size[key] = size.get(key, 0) + 1
+    size = Counter(keys)
     first_with: dict[str, str] = {}  # a single row's content -> the group of the first such row
     return [first_with.setdefault(content(row), key) if size[key] == 1 else key for key, row in zip(keys, rows)]
 
