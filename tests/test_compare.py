@@ -390,7 +390,7 @@ def test_out_that_is_a_file_is_one_line(sweep, capsys):
 def test_tradeoff_plot_shows_the_budget_and_sizes_by_area(sweep, monkeypatch):
     """Every run well inside the latency budget: the budget line is still on the plot; marker
     areas are in proportion to the adapters' sizes (a floor keeps a tiny one visible)."""
-    from ccexp import compare_plots
+    from ccexp.compare import plots as compare_plots
 
     for run in ("0", "1", "2"):
         metrics = json.loads((sweep / run / "metrics.json").read_text())

@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ccexp.compare import Run, column_label, fmt, setting
+from ccexp.compare.runs import Run, column_label, fmt, setting
 from ccexp.config import CompareConfig, parse_constraint
 
 FIELD_ACC = re.compile(r"^test/(?!task/)([^/]+)/acc$")  # test/<field>/acc, not test/task/<task>/acc

@@ -1,0 +1,155 @@
+"""``python -m ccexp.compare <sweep dir | run dirs> [--out DIR]``: the runs side by side, and a
+recommendation for a stated business constraint.
+
+Reads each run dir's ``metrics.json`` and ``config.yaml`` (no tracker account needed) and
+writes ``compare.md``, ``compare.csv`` and PNG plots; prints the table. Columns are the config
+values that differ between runs and the headline metrics (``compare.headline`` patterns);
+a metric a run lacks shows "-". Failed runs are listed with their error and never recommended.
+What is judged comes from the runs' ``compare`` config (conf/compare/), or from the flags.
+
+runs.py reads the run dirs, recommend.py writes the recommendation, tables.py and plots.py
+the outputs; this module puts them together for the command and for a sweep's end.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from rich.console import Console
+
+from ccexp.cli import OneLineParser, output_dir
+from ccexp.compare.recommend import recommend
+from ccexp.compare.runs import (CompareError, Run, best_runs, find_run_dirs, headline_columns, higher_is_better,
+                                load_runs, nested_run_dirs, read_yaml, swept_keys, unstarted_jobs)
+from ccexp.compare.tables import csv_rows, print_table, write_csv, write_markdown
+from ccexp.config import CompareConfig, ConfigError, did_you_mean, numeric_keys, parse_constraint
+
+__all__ = ["CompareError", "compare", "find_run_dirs", "higher_is_better", "load_runs", "main"]
+
+# The flag that settles each way recorded compare blocks can differ.
+JUDGED_BY = {"metric": "--metric", "direction": "--direction", "constraints": "--constraint or --no-constraints"}
+
+
+def recorded_compare_config(runs: list[Run], given: Sequence[str] = ()) -> dict:
+    """The compare block the runs recorded in config.yaml; runs from before it existed (or
+    hand-written ones) get conf/compare/default.yaml. Runs that record different ways to judge
+    them (two sweeps side by side) need the flag for each way that ``given`` does not settle;
+    their headline columns are joined."""
+    blocks = [(run, run.config["compare"]) for run in runs if isinstance(run.config.get("compare"), dict)]
+    if not blocks:
+        from ccexp.__main__ import CONFIG_DIR
+
+        return read_yaml(Path(CONFIG_DIR) / "compare" / "default.yaml")
+    first_run, first = blocks[0]
+    for key, flag in JUDGED_BY.items():
+        other = next(((r, b) for r, b in blocks if b.get(key) != first.get(key)), None)
+        if other is not None and key not in given:
+            raise CompareError(f"the runs record different compare.{key} ({first_run.name}: {first.get(key)!r}, "
+                               f"{other[0].name}: {other[1].get(key)!r}); give python -m ccexp.compare {flag} to "
+                               "judge them alike")
+    headline = [h for _, b in blocks for h in (b.get("headline") if isinstance(b.get("headline"), list) else [])]
+    return {**first, "headline": list(dict.fromkeys(headline)) or first.get("headline")}
+
+
+def check_reported(runs: list[Run], key: str, flag: str) -> None:
+    """A key typed on the command line that no finished run has, even as null, is a typo: one
+    line with the nearest keys, not a report ranked by nothing or a limit left unchecked. With
+    no finished run there is nothing to tell a typo by, and the report says why none finished.
+    (Recorded constraints a sweep's runs lack stay a "Not checked" note: the experiment chose them.)"""
+    finished = [r for r in runs if r.finished]
+    if finished and not any(key in r.metrics for r in finished):
+        reported = {k for r in finished for k in numeric_keys(r.metrics)}
+        hint = did_you_mean(key, reported, "see a run's metrics.json for the keys")
+        raise CompareError(f"{flag}: no finished run reports {key} ({hint})")
+    values = [r.metrics[key] for r in finished if r.metrics.get(key) is not None]
+    if values and not any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise CompareError(f"{flag}: {key} is not a number in the runs' metrics.json (a {type(values[0]).__name__}); "
+                           "expected a metric to rank by or limit")
+
+
+def recorded_config(runs: list[Run], **overrides) -> CompareConfig:
+    """The runs' recorded compare config with the command line's overrides (None = not given)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "metric" in given and "direction" not in given:
+        # The direction follows the metric asked for (val/loss: minimize), not the recorded one's.
+        higher = higher_is_better(given["metric"])
+        if higher is not None:
+            given["direction"] = "maximize" if higher else "minimize"
+        elif given["metric"] != recorded_compare_config(runs, list(JUDGED_BY)).get("metric"):  # the recorded
+            # metric keeps its recorded direction; any other needs --direction
+            raise CompareError(f"--metric {given['metric']}: its key does not say whether higher is better; "
+                               "give --direction maximize or minimize")
+    recorded = recorded_compare_config(runs, list(given))
+    try:
+        return CompareConfig(**{**recorded, **given})
+    except (TypeError, ConfigError) as err:
+        raise CompareError(f"compare config recorded in the runs' config.yaml: {err}") from None
+
+
+def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[CompareConfig] = None,
+            plots: bool = True, console: Optional[Console] = None) -> dict:
+    """Read the runs under paths, write compare.md/.csv and plots to out, print the table.
+    cc defaults to the compare config the runs recorded. Returns what was written."""
+    runs = load_runs(paths)
+    if cc is None:
+        cc = recorded_config(runs)
+    out = Path(out) if out is not None else (Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir()
+                                             else Path("compare"))
+    output_dir(out, CompareError, "--out", create=True)
+    console = console or Console()
+    named = {r.dir for r in runs}
+    nested = [d for d in nested_run_dirs(paths) if d.resolve() not in named]
+    if nested:
+        console.print(f"left out {len(nested)} evaluation{'s' * (len(nested) > 1)} inside the runs "
+                      f"({', '.join(map(str, nested[:3]))}{', …' if len(nested) > 3 else ''}): name "
+                      f"{'them' if len(nested) > 1 else 'it'} to compare", markup=False, highlight=False)
+    swept = swept_keys(runs)
+    columns = headline_columns(runs, cc.headline)
+    best = {k: best_runs(runs, k) for k in columns}
+    paragraphs = recommend(runs, cc, swept)
+    written_plots = []
+    if plots:
+        from ccexp.compare.plots import write_plots
+
+        written_plots = write_plots(runs, out, cc, swept)
+    unstarted = [(name if len(paths) == 1 else str(Path(p) / name), job)
+                 for p in paths if Path(p).is_dir() for name, job in unstarted_jobs(Path(p))]
+    write_markdown(out / "compare.md", runs, swept, columns, best, paragraphs, written_plots,
+                   [str(p) for p in paths], cc, unstarted)
+    write_csv(out / "compare.csv", csv_rows(runs, swept, columns, best))
+    print_table(runs, swept, columns, best, paragraphs, console)
+    return {"runs": runs, "swept": swept, "columns": columns, "best": best, "recommendation": paragraphs,
+            "plots": [out / f for _, f in written_plots], "markdown": out / "compare.md", "csv": out / "compare.csv"}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = OneLineParser(prog="python -m ccexp.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="a sweep dir (multirun/<date>/<time>) or run dirs")
+    parser.add_argument("--out", type=Path, help="where compare.md/.csv and the plots go (default: the sweep dir)")
+    parser.add_argument("--metric", help="rank by this metric (default: the runs' compare.metric, test/acc)")
+    parser.add_argument("--direction", choices=["maximize", "minimize"], help="default: compare.direction")
+    parser.add_argument("--constraint", action="append", metavar="'METRIC<=N'",
+                        help="a limit a recommended run must meet; repeat for several (replaces compare.constraints)")
+    parser.add_argument("--no-constraints", action="store_true", help="ignore compare.constraints")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        limits = [parse_constraint(text, "--constraint") for text in args.constraint or []]  # before any file is read
+        runs = load_runs(args.paths)
+        if args.metric is not None:
+            check_reported(runs, args.metric, f"--metric {args.metric}")
+        for (key, _, _), text in zip(limits, args.constraint or []):
+            check_reported(runs, key, f"--constraint {text!r}")
+        runs_cc = recorded_config(runs, metric=args.metric, direction=args.direction,
+                                  constraints=[] if args.no_constraints else args.constraint)
+        compare(args.paths, args.out, runs_cc, plots=not args.no_plots)
+    except (CompareError, ConfigError) as err:
+        print(f"ccexp.compare: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

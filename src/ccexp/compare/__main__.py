@@ -1,0 +1,7 @@
+"""python -m ccexp.compare"""
+
+import sys
+
+from ccexp.compare import main
+
+sys.exit(main())

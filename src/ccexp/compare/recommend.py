@@ -1,0 +1,136 @@
+"""The comparison report's recommendation: per scenario, the best finished run that meets every
+constraint, its runner-up, and what was left out and why."""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Optional
+
+from ccexp.compare.runs import Run, column_label, describe, fmt, named, setting
+from ccexp.config import CompareConfig, did_you_mean, numeric_keys, parse_constraint
+
+OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
+NEGATED = {"<=": ">", "<": ">=", ">=": "<", ">": "<="}
+
+
+def _violations(run: Run, constraints: list[tuple[str, str, float]]) -> list[str]:
+    out = []
+    for key, op, limit in constraints:
+        value = run.value(key)
+        if value is None:
+            out.append(f"lacks {key}")
+        elif not OPS[op](value, limit):
+            out.append(f"{key} {fmt(value)} {NEGATED[op]} {limit:g}")
+    return out
+
+
+TIE_BREAKS = ("val/loss", "adapter/size_mb")  # lower wins, in this order
+
+
+def _or_inf(value: Optional[float]) -> float:
+    return math.inf if value is None else value
+
+
+def _tie_note(best: Run, up: Run, method: str) -> str:
+    for key in TIE_BREAKS:
+        a, b = best.value(key), up.value(key)
+        if a is not None and b is not None and a < b:
+            return f", a tie: {method} is picked for its lower {key} ({fmt(a)} vs {fmt(b)})."
+    return ", a tie: the runs give no reason to prefer one (picked by run order)."
+
+
+def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], scenario: str) -> str:
+    metric, maximize = cc.metric, cc.direction == "maximize"
+    finished = [r for r in runs if r.finished]
+    failed = [r for r in runs if not r.finished]
+    head = f"**{scenario}:** " if scenario else ""
+    failed_note = ""
+    all_failed = all(r.status == "failed" for r in failed)  # else some never ended (killed)
+    if failed:
+        failed_note = (f" {len(failed)} run{'s' if len(failed) > 1 else ''} "
+                       f"{'failed' if all_failed else 'did not finish'} and "
+                       f"{'are' if len(failed) > 1 else 'is'} excluded: "
+                       + "; ".join(f"{named(r, swept)}: {r.error_sentence}" for r in failed) + ".")
+    if not finished:
+        return head + f"No recommendation: {f'all {len(runs)} runs failed' if all_failed else 'no run finished'}." \
+            + failed_note
+    constraints = [parse_constraint(c) for c in cc.constraints]
+    checked = [c for c in constraints if any(r.value(c[0]) is not None for r in finished)]
+    unchecked = [c for c in constraints if c not in checked]
+    unchecked_note = "".join(f" Not checked: `{k} {op} {v:g}`, no run reports {k}." for k, op, v in unchecked)
+    scored = [r for r in finished if r.value(metric) is not None]
+    # A finished run without a finite value is named, not silently left out of the ranking.
+    unranked_note = "".join(
+        f" Not ranked: {named(r, swept)} reports "
+        f"{'no finite' if metric in r.metrics else 'no'} {metric}." for r in finished if r.value(metric) is None)
+    if not scored:
+        reported = {k for r in finished for k in numeric_keys(r.metrics)}
+        nearest = did_you_mean(metric, reported, "see a run's metrics.json for the keys")
+        hint = "" if any(metric in r.metrics for r in finished) else f" ({nearest})"  # a typo, not a null
+        return head + (f"No recommendation: no finished run reports {metric} (compare.metric){hint}."
+                       + failed_note + unchecked_note)
+
+    def rank(rs: list[Run]) -> list[Run]:  # ties go to the lower val/loss, then the smaller adapter
+        rs = sorted(rs, key=lambda r: [_or_inf(r.value(k)) for k in TIE_BREAKS])
+        return sorted(rs, key=lambda r: r.value(metric), reverse=maximize)
+
+    eligible = rank([r for r in scored if not _violations(r, checked)])
+    excluded = [r for r in rank(scored) if _violations(r, checked)]
+    limits = ", ".join(f"{k} {op} {v:g}" for k, op, v in checked)
+    excluded_note = "" if not excluded else " Outside the constraints: " + "; ".join(
+        f"{named(r, swept)}: {', '.join(_violations(r, checked))}" for r in excluded) + "."
+    if not eligible:
+        top = rank(scored)[0]
+        return head + (f"**No run meets the constraints** ({limits}).{excluded_note} Without them the best "
+                       f"would be {top.flat.get('method.name', top.name)} (`{top.name}`, {metric} "
+                       f"{fmt(top.value(metric))}).{unranked_note}{failed_note}{unchecked_note}")
+    best = eligible[0]
+    method = best.flat.get("method.name", "?")
+    others = [r for r in eligible[1:] if r.flat.get("method.name") != method] or eligible[1:]
+    text = (f"{head}**Recommend {method}** — run `{best.name}` ({describe(best, swept)}) has the "
+            f"{'highest' if maximize else 'lowest'} {metric}, {fmt(best.value(metric))}")
+    if checked:
+        text += ", and meets " + " and ".join(f"{k} {fmt(best.value(k))} {op} {v:g}" for k, op, v in checked)
+    text += f"; {len(scored)} finished run{'s' if len(scored) > 1 else ''} compared."
+    if others:
+        up = others[0]
+        gap = best.value(metric) - up.value(metric)
+        text += (f" Runner-up: {up.flat.get('method.name', '?')} (`{up.name}`, {describe(up, swept)}) with "
+                 f"{fmt(up.value(metric))}" + (f", {abs(gap):.3f} {'lower' if maximize else 'higher'}." if gap else
+                 _tie_note(best, up, method)))
+    else:
+        text += f" No other {'ranked ' if unranked_note else ''}run meets the constraints, so there is no runner-up."
+    n, which = _answers_behind(best, metric)
+    if n:
+        text += f" {metric} comes from {n} {which} per run: one answer moves it by {1 / n:.3f} or more."
+    return text + excluded_note + unranked_note + failed_note + unchecked_note
+
+
+def _answers_behind(run: Run, metric: str) -> tuple[int | None, str]:
+    """How many generated answers a rate is over, and what they are: test/acc all of them (the
+    test split can hold fewer than eval.generate_examples asks for); a field's or a task's rate
+    only the answers that ask for it (``.../answers``, e.g. 3 of 18 for one task of six); the
+    valid-JSON rate the answers of JSON tasks (``test/json/answers``: reply drafts are free text)."""
+    if metric == "test/json_valid":
+        n = run.value("test/json/answers")
+        return (int(n), "test answers of JSON tasks") if n else (None, "")
+    if metric == "test/acc":
+        n = run.value("test/generated")
+        n = int(n) if n is not None else run.flat.get("eval.generate_examples")
+        return (n, "generated test answers") if isinstance(n, int) and n > 0 else (None, "")
+    if metric.startswith("test/") and metric.endswith(("/acc", "/parse_rate", "/exact_match")):
+        n = run.value(metric.rsplit("/", 1)[0] + "/answers")
+        subject = metric.removeprefix("test/").rsplit("/", 1)[0].removeprefix("task/")
+        return (int(n), f"test answers that ask for {subject}") if n else (None, "")
+    return None, ""
+
+
+def recommend(runs: list[Run], cc: CompareConfig, swept: list[str]) -> list[str]:
+    """One paragraph per scenario (the swept values other than the method's)."""
+    scenario_keys = [k for k in swept if not k.startswith("method.")]
+    scenarios: dict[str, list[Run]] = {}
+    for run in runs:
+        label = ", ".join(f"{column_label(k)}={setting(run.flat.get(k))}" for k in scenario_keys)
+        scenarios.setdefault(f"For {label}" if label else "", []).append(run)
+    return [_recommend_scenario(rs, cc, swept, label) for label, rs in scenarios.items()]

@@ -1,0 +1,290 @@
+"""The comparison report's runs: reading run dirs (metrics.json, config.yaml, Hydra's copy), the
+config keys a sweep varied, which way each metric is better, and how values are shown."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ccexp.cli import read_json_object, yaml_problem
+from ccexp.config import numeric_keys
+from ccexp.sweep import job_label, natural_key
+
+
+class CompareError(Exception):
+    """Bad input (no runs, unreadable files): one line naming the file, exit 2."""
+
+
+GROUP_ORDER = ["model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval"]
+
+
+@dataclass
+class Run:
+    dir: Path
+    name: str = ""
+    metrics: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # nested, as in config.yaml
+    flat: dict = field(default_factory=dict)    # dotted keys
+
+    @property
+    def status(self) -> str:
+        return str(self.metrics.get("status", "unknown"))
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def error(self) -> str:
+        path = self.dir / "error.txt"
+        if path.is_file():
+            return path.read_text(errors="replace").strip()
+        if self.status == "running":  # run() writes it first and replaces it when the run ends
+            return "it never ended (metrics.json still says running): killed, or still running"
+        if not (self.dir / "metrics.json").is_file():
+            return "no metrics.json: stopped before training began (killed while loading?)"
+        return str(self.metrics.get("error", "" if self.finished else "no error recorded"))
+
+    @property
+    def error_sentence(self) -> str:
+        return self.error.rstrip(". ")
+
+    def value(self, key: str) -> Optional[float | int]:
+        """The metric as a finite number, or None (missing, NaN, not a number)."""
+        v = self.metrics.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return None
+        return v if isinstance(v, int) else float(v)  # counts stay counts: "14,336", not "14,336.0"
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def _is_run_dir(path: Path) -> bool:
+    # A Hydra job dir with no metrics is a run too: one killed before its first write.
+    return (path / "metrics.json").is_file() or (path / "error.txt").is_file() or _is_job_dir(path)
+
+
+def _is_job_dir(path: Path) -> bool:
+    return (path / ".hydra" / "config.yaml").is_file()
+
+
+def find_run_dirs(path: Path) -> list[Path]:
+    if not path.exists():
+        raise CompareError(f"{path}: no such file or directory")
+    if path.is_file():
+        if path.name != "metrics.json":
+            raise CompareError(f"{path}: expected a run dir, a sweep dir or a metrics.json")
+        path = path.parent
+    if _is_run_dir(path):
+        return [path]
+    dirs = _run_dirs_below(path)
+    if not dirs:
+        raise CompareError(f"{path}: no runs found (no metrics.json or error.txt below it)")
+    # A run's own evaluations (<run>/eval/<time>, from python -m ccexp.evaluate) are not runs of
+    # the sweep: compared only when named.
+    return sorted((d for d in dirs if not any(a in dirs for a in d.parents)), key=natural_key)
+
+
+def _run_dirs_below(path: Path) -> set[Path]:
+    dirs = {p.parent for name in ("metrics.json", "error.txt") for p in path.rglob(name)}
+    return dirs | {p.parent.parent for p in path.rglob(".hydra/config.yaml")}
+
+
+def nested_run_dirs(paths: Sequence[Path]) -> list[Path]:
+    """Run dirs inside other run dirs under ``paths`` (evaluations), which find_run_dirs leaves out."""
+    found = set().union(*(_run_dirs_below(Path(p)) for p in paths if Path(p).is_dir()))
+    return sorted((d for d in found if any(a in found for a in d.parents)), key=natural_key)
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise CompareError(f"{path}: not valid YAML ({yaml_problem(err)})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise CompareError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CompareError(f"{path}: expected a mapping of config groups, got {type(data).__name__}")
+    return data
+
+
+def _resolved(tree: dict) -> dict:
+    """Hydra's copy of a job config still holds interpolations; resolve what can be."""
+    try:
+        return OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
+    except OmegaConfBaseException:
+        return tree
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = ",".join(map(str, value)) if isinstance(value, list) else value
+    return flat
+
+
+def load_run(run_dir: Path) -> Run:
+    path = run_dir / "metrics.json"
+    metrics = read_json_object(path, CompareError, "a metrics file") if path.is_file() else \
+        {"status": "failed" if (run_dir / "error.txt").is_file() else "unfinished"}
+    run = Run(dir=run_dir, metrics=metrics)
+    if (run_dir / "config.yaml").is_file():
+        run.config = read_yaml(run_dir / "config.yaml")
+    elif (run_dir / ".hydra" / "config.yaml").is_file():  # the job failed before run() wrote its own
+        run.config = _resolved(read_yaml(run_dir / ".hydra" / "config.yaml"))
+    run.flat = _flatten(run.config)
+    return run
+
+
+def unstarted_jobs(sweep_dir: Path) -> list[tuple[str, str]]:
+    """(job dir name, its overrides) of each job a basic Hydra sweep launched in ``sweep_dir``
+    (its multirun.yaml) that has no job dir: the sweep stopped (killed, out of time) before it,
+    or it is still queued. Empty where that cannot be told: an Optuna study, job dirs not named
+    by job number, a sweep over config files (glob) or shuffled, no multirun.yaml."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        hydra = (yaml.safe_load((sweep_dir / "multirun.yaml").read_text()) or {}).get("hydra", {})
+        if not str(hydra["sweeper"]["_target_"]).endswith("BasicSweeper") or \
+                str(hydra["sweep"]["subdir"]) != "${hydra.job.num}":
+            return []
+        params = [f"{k}={v}" for k, v in (hydra["sweeper"].get("params") or {}).items()]
+        if any("shuffle(" in o for o in params + list(hydra["overrides"]["task"])):
+            return []  # expanded again, a shuffled sweep would come out in another order
+        overrides = OverridesParser.create().parse_overrides(params + list(hydra["overrides"]["task"]))
+        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    except Exception:  # noqa: BLE001 - no multirun.yaml, another layout, a sweep Hydra needs its config to expand
+        return []
+    return [(str(i), job_label(job, jobs)) for i, job in enumerate(jobs) if not (sweep_dir / str(i)).exists()]
+
+
+def load_runs(paths: Sequence[Path]) -> list[Run]:
+    dirs = list(dict.fromkeys(d.resolve() for p in paths for d in find_run_dirs(Path(p))))
+    runs = [load_run(d) for d in dirs]
+    root = Path(os.path.commonpath(dirs)) if len(dirs) > 1 else dirs[0].parent
+    for run in runs:
+        run.name = str(run.dir.relative_to(root))
+    return runs
+
+
+# -- what to show -----------------------------------------------------------------------------
+
+def _key_rank(key: str) -> tuple:
+    group = key.split(".")[0]
+    return (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER), not key.endswith(".name"), key)
+
+
+_NOT_AXES = ("compare.", "logger.", "experiment_name")
+
+
+def swept_keys(runs: list[Run]) -> list[str]:
+    """Config keys whose values differ between runs (a run that failed before writing
+    config.yaml counts with Hydra's copy of its config). A group's fields that follow from its
+    choice (method.lr when method.name differs and each method has one lr) are left out."""
+    def known(run: Run, key: str) -> bool:  # an unresolved ${...} says nothing about the value
+        return "${" not in str(run.flat.get(key, ""))
+
+    # The compare block says how to judge the runs, the logger and experiment_name where they were
+    # recorded, not how they ran: never a swept axis (a split of the recommendation by logger).
+    keys = sorted({k for r in runs for k in r.flat if not k.startswith(_NOT_AXES)})
+    differing = [k for k in keys if len({repr(r.flat.get(k)) for r in runs if known(r, k)}) > 1]
+    chosen = {k[: -len(".name")] for k in differing if k.endswith(".name")}
+    shown = []
+    for key in differing:
+        # the chosen group the key belongs to, at any depth (task_mix.weights.churn is task_mix's)
+        group = next((g for g in chosen if key.startswith(g + ".")), None)
+        if group is not None and not key.endswith(".name"):
+            by_choice: dict[str, set] = {}
+            for r in runs:
+                by_choice.setdefault(repr(r.flat.get(f"{group}.name")), set()).add(repr(r.flat.get(key)))
+            if all(len(v) == 1 for v in by_choice.values()):
+                continue
+        shown.append(key)
+    return sorted(shown, key=_key_rank)
+
+
+def column_label(key: str) -> str:
+    return key[: -len(".name")] if key.endswith(".name") else key
+
+
+def higher_is_better(key: str) -> Optional[bool]:
+    """Direction of a metric from its key: None = neither (parameter counts, unknown keys)."""
+    last = key.rsplit("/", 1)[-1].lower()
+    if key.startswith("params/"):
+        return None
+    if last.endswith("per_s"):
+        return True
+    if key.startswith("time/") or last.endswith(("loss", "ppl", "mae", "rmse", "_s", "_mb", "seconds")) \
+            or "seconds" in last:
+        return False
+    if last in ("acc", "json_valid", "em", "exact_match", "parse_rate", "theme_coverage", "generated") \
+            or last.startswith(("bleu", "rouge", "within_")) or last.endswith("f1"):
+        return True
+    return None
+
+
+def headline_columns(runs: list[Run], patterns: Sequence[str]) -> list[str]:
+    present = sorted({k for r in runs for k in numeric_keys(r.metrics)})
+    columns: list[str] = []
+    for pattern in patterns:
+        # A pattern's matches leave out the answer counts (".../answers"): sizes, not scores.
+        columns += [k for k in present if (k == pattern or fnmatchcase(k, pattern) and not k.endswith("/answers"))
+                    and k not in columns]
+    return columns
+
+
+def best_runs(runs: list[Run], key: str) -> set[str]:
+    """Names of the finished runs holding the best value of key (ties all marked)."""
+    higher = higher_is_better(key)
+    values = {r.name: r.value(key) for r in runs if r.finished and r.value(key) is not None}
+    if higher is None or len(values) < 2:
+        return set()
+    if len(set(values.values())) == 1:
+        return set()  # all equal: nothing to single out
+    best = (max if higher else min)(values.values())
+    return {name for name, v in values.items() if v == best}
+
+
+def fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if abs(value) >= 100:
+        return f"{value:,.1f}"
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.001 else f"{value:.2e}"
+
+
+def setting(value: Any) -> str:
+    """A config value as the report shows it: a float to 4 significant digits, so that the
+    learning rates an Optuna search picks (0.0013 and 0.0016) stay apart; else as ``fmt``."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.4g}"
+    return fmt(value)
+
+
+def named(run: Run, swept: list[str]) -> str:
+    """"`1` (method=lora)": the run and its swept values (nothing swept: the name alone)."""
+    values = describe(run, swept)
+    return f"`{run.name}`" + (f" ({values})" if values != run.name else "")
+
+
+def describe(run: Run, swept: list[str]) -> str:
+    """'method=lora, task_mix=all': the run's swept values."""
+    return ", ".join(f"{column_label(k)}={setting(run.flat.get(k))}" for k in swept) or run.name

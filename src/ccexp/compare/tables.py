@@ -1,0 +1,111 @@
+"""The comparison report's tables: compare.md, compare.csv and the terminal's."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from ccexp.compare.runs import Run, column_label, fmt, higher_is_better, named, setting
+
+
+def csv_rows(runs: list[Run], swept: list[str], columns: list[str], best: dict[str, set]) -> list[dict]:
+    rows = []
+    for r in runs:
+        row = {"run": r.name, "status": r.status}
+        row.update({column_label(k): r.flat.get(k) for k in swept})  # as the run's config.yaml has it
+        row.update({k: r.value(k) for k in columns})
+        row["error"] = "" if r.finished else r.error
+        row["best_in"] = ";".join(k for k in columns if r.name in best[k])
+        rows.append(row)
+    return rows
+
+
+def _arrow(key: str) -> str:
+    return {True: " ↑", False: " ↓", None: ""}[higher_is_better(key)]
+
+
+def run_counts(runs: list[Run], unstarted: Sequence = ()) -> str:
+    """"3 runs: 2 finished, 1 failed", with the runs that never ended (killed) counted apart, and
+    the jobs of a stopped sweep that never started."""
+    finished = sum(r.finished for r in runs)
+    failed = sum(r.status == "failed" for r in runs)
+    unfinished = len(runs) - finished - failed
+    return (f"{len(runs)} run{'s' * (len(runs) != 1)}: {finished} finished, {failed} failed"
+            + (f", {unfinished} never ended (killed, or still running)" if unfinished else "")
+            + (f"; {len(unstarted)} more job{'s' * (len(unstarted) != 1)} of the sweep not started"
+               if unstarted else ""))
+
+
+def write_markdown(path: Path, runs, swept, columns, best, paragraphs, plots, sources, cc, unstarted=()) -> None:
+    lines = [f"# Comparison: {', '.join(f'`{s}`' for s in sources)}", "",
+             f"{run_counts(runs, unstarted)}. "
+             f"Ranked by `{cc.metric}` ({cc.direction})"
+             + (f" within {', '.join(f'`{c}`' for c in cc.constraints)}." if cc.constraints else "."), "",
+             "## Recommendation", ""]
+    for paragraph in paragraphs:
+        lines += [paragraph, ""]
+    header = ["run", "status"] + [column_label(k) for k in swept] + [k + _arrow(k) for k in columns]
+    lines += ["## Runs", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in runs:
+        cells = [f"`{r.name}`", r.status] + [setting(r.flat.get(k)) for k in swept]
+        cells += [f"**{fmt(r.value(k))}**" if r.name in best[k] else fmt(r.value(k)) for k in columns]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "Bold: the best finished run per column (↑ higher is better, ↓ lower). "
+              "\"-\": the run did not report it.", ""]
+    failed = [r for r in runs if not r.finished]
+    if failed or unstarted:
+        lines += ["## Failed runs", ""]
+        for r in failed:
+            tb = r.dir / "traceback.txt"
+            lines.append(f"- {named(r, swept)}: {r.error_sentence}"
+                         + (f" (traceback: `{r.name}/traceback.txt`)" if tb.is_file() else ""))
+        for name, overrides in unstarted:
+            lines.append(f"- `{name}` ({overrides}): not started (no job dir): the sweep stopped before it, or it "
+                         "is still queued")
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""]
+        for title, filename in plots:
+            lines += [f"### {title}", "", f"![{title}]({filename})", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+def print_table(runs, swept, columns, best, paragraphs, console: Console) -> None:
+    """Runs as columns and metrics as rows (a terminal is narrow; a sweep has few runs), or
+    runs as rows when there are many of them (an Optuna study)."""
+    title = "ccexp: runs side by side (bold = best)"
+    labels = [("status", lambda r: r.status if r.finished else f"[red]{r.status}[/]")]
+    labels += [(column_label(k), lambda r, k=k: setting(r.flat.get(k))) for k in swept]
+    metrics = [(k + _arrow(k), lambda r, k=k: f"[bold green]{fmt(r.value(k))}[/]" if r.name in best[k]
+                else fmt(r.value(k))) for k in columns]
+    if len(runs) <= 8:
+        table = Table(title=title)
+        # fold, never cut: two labels cut to the same "test/la…" would be two rows of nothing
+        table.add_column("run", overflow="fold")
+        for r in runs:
+            table.add_column(r.name, justify="right", overflow="fold")
+        for label, cell in labels + metrics:
+            table.add_row(label, *[cell(r) for r in runs])
+    else:
+        table = Table(title=title)
+        for label, _ in [("run", None)] + labels:
+            table.add_column(label, no_wrap=True)
+        for label, _ in metrics:  # fold, never cut: a narrow terminal wraps a number rather than hiding it
+            table.add_column(label, justify="right", overflow="fold")
+        for r in runs:
+            table.add_row(r.name, *[cell(r) for _, cell in labels + metrics])
+    console.print(table)
+    for paragraph in paragraphs:
+        console.print(paragraph.replace("**", "").replace("`", ""), highlight=False)
