@@ -17,7 +17,8 @@ from hydra.errors import HydraException
 
 from ccexp.bench.setup import compose_run_config
 from ccexp.cli import OneLineParser
-from ccexp.config import ConfigError, config_error_line
+from ccexp.config import ConfigError
+from ccexp.config_errors import config_error_line
 from ccexp.data import build_splits
 from ccexp.data.formats import write_chatml
 

@@ -61,7 +61,8 @@ def main() -> None:
     from ccexp.backends import speedups
     from ccexp.bench.setup import compose_run_config
     from ccexp.cli import OneLineParser, int_at_least
-    from ccexp.config import ConfigError, config_error_line
+    from ccexp.config import ConfigError
+    from ccexp.config_errors import config_error_line
 
     parser = OneLineParser(prog="huge_pages.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2_135m")

@@ -36,7 +36,8 @@ from ccexp.backends.mlx import MLXBackend
 from ccexp.backends.mlx_lora import lora_keys
 from ccexp.bench.setup import compose_run_config
 from ccexp.cli import OneLineParser, int_at_least
-from ccexp.config import ConfigError, RunConfig, config_error_line
+from ccexp.config import ConfigError, RunConfig
+from ccexp.config_errors import config_error_line
 from ccexp.data import build_splits
 from ccexp.data.batching import encode
 from ccexp.data.formats import read_chatml, write_mlx_layout

@@ -155,7 +155,7 @@ def test_cli_mistyped_key_is_one_line_with_the_nearest_keys():
 def test_a_new_key_is_suggested_only_where_an_option_reads_it(override, line):
     from hydra.errors import HydraException
 
-    from ccexp.config import config_error_line
+    from ccexp.config_errors import config_error_line
 
     with pytest.raises(HydraException) as err:
         compose_cfg(*(["model=tiny"] if override.startswith("model.arch") else []), override)
@@ -182,7 +182,7 @@ def test_a_path_hydra_cannot_read_unquoted_says_how_to_quote_it():
     nor the fix."""
     from hydra.errors import HydraException
 
-    from ccexp.config import config_error_line
+    from ccexp.config_errors import config_error_line
 
     with pytest.raises(HydraException) as err:
         compose_cfg("data=csv", "data.train_path=/data/calls (1).csv")

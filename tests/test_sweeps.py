@@ -277,21 +277,21 @@ def test_joblib_jobs_share_the_cores_they_really_run_on(as_hydra_job, monkeypatc
     16 at once would have); ccexp's launcher hands each job that count."""
     import hydra_plugins.ccexp_plugins as plugins
 
-    from ccexp import config
+    from ccexp import cores
 
-    monkeypatch.setattr(config, "available_cores", lambda: 16)
-    assert [config.jobs_at_once(-1, n) for n in (1, 2, 40)] == [1, 2, 16]
-    assert [config.jobs_at_once(n, 3) for n in (-2, 2, 0)] == [3, 2, 1]
+    monkeypatch.setattr(cores, "available_cores", lambda: 16)
+    assert [cores.jobs_at_once(-1, n) for n in (1, 2, 40)] == [1, 2, 16]
+    assert [cores.jobs_at_once(n, 3) for n in (-2, 2, 0)] == [3, 2, 1]
     launched = []
     monkeypatch.setattr(plugins._JoblibLauncher, "launch", lambda self, overrides, idx: launched.append(
         self.task_function(None)))
     launcher = plugins.JoblibLauncher(n_jobs=-1)
-    launcher.setup(hydra_context=None, task_function=lambda cfg: os.environ[config.JOBS_AT_ONCE_ENV], config=None)
-    monkeypatch.setenv(config.JOBS_AT_ONCE_ENV, "")  # restored after the test
+    launcher.setup(hydra_context=None, task_function=lambda cfg: os.environ[cores.JOBS_AT_ONCE_ENV], config=None)
+    monkeypatch.setenv(cores.JOBS_AT_ONCE_ENV, "")  # restored after the test
     launcher.launch([["method=lora"], ["method=qlora"]], 0)
     launcher.launch([["method=lora"]], 2)  # an Optuna study's last, smaller batch
     assert launched == ["2", "1"]
-    monkeypatch.setenv(config.JOBS_AT_ONCE_ENV, "2")
+    monkeypatch.setenv(cores.JOBS_AT_ONCE_ENV, "2")
     assert as_hydra_job(compose_with_hydra("hydra/launcher=joblib"))["num_threads"] == 8
 
 

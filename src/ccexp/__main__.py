@@ -14,7 +14,8 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ccexp.config import ConfigError, config_error_line, objective_missing
+from ccexp.config import ConfigError
+from ccexp.config_errors import config_error_line, objective_missing
 
 # A wheel carries the configs inside the package; a source checkout keeps them in ./conf.
 _PACKAGED = Path(__file__).parent / "conf"

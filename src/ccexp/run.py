@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from ccexp import resume
 from ccexp.backends import build_backend, resolve_backend
 from ccexp.backends.base import reset_peak_memory
-from ccexp.config import ConfigError, RunConfig, objective_missing, validate
+from ccexp.config import ConfigError, RunConfig, validate
+from ccexp.config_errors import objective_missing
 from ccexp.data import build_splits
 from ccexp.evaluate import evaluate
 from ccexp.models import resolve_model_dir

@@ -28,7 +28,8 @@ from ccexp.bench import inference, memory, training
 from ccexp.bench.report import RESULTS, ResultError, load_result, print_history, print_table, report_rows
 from ccexp.bench.setup import compose_run_config
 from ccexp.cli import OneLineParser, int_at_least, writable_file
-from ccexp.config import ConfigError, config_error_line
+from ccexp.config import ConfigError
+from ccexp.config_errors import config_error_line
 from ccexp.data import build_splits
 from ccexp.methods import METHODS
 from ccexp.models import load_model, resolve_model_dir

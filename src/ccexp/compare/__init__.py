@@ -24,7 +24,8 @@ from ccexp.compare.recommend import recommend
 from ccexp.compare.runs import (CompareError, Run, best_runs, find_run_dirs, headline_columns, higher_is_better,
                                 load_runs, nested_run_dirs, read_yaml, swept_keys, unstarted_jobs)
 from ccexp.compare.tables import csv_rows, print_table, write_csv, write_markdown
-from ccexp.config import CompareConfig, ConfigError, did_you_mean, numeric_keys, parse_constraint
+from ccexp.config import CompareConfig, ConfigError, did_you_mean, parse_constraint
+from ccexp.config_errors import numeric_keys
 
 __all__ = ["CompareError", "compare", "find_run_dirs", "higher_is_better", "load_runs", "main"]
 

@@ -8,7 +8,8 @@ import operator
 from typing import Optional
 
 from ccexp.compare.runs import Run, column_label, describe, fmt, named, setting
-from ccexp.config import CompareConfig, did_you_mean, numeric_keys, parse_constraint
+from ccexp.config import CompareConfig, did_you_mean, parse_constraint
+from ccexp.config_errors import numeric_keys
 
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 NEGATED = {"<=": ">", "<": ">=", ">=": "<", ">": "<="}

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ccexp.cli import read_json_object, yaml_problem
-from ccexp.config import numeric_keys
+from ccexp.config_errors import numeric_keys
 from ccexp.sweep import job_label, natural_key
 
 

@@ -19,7 +19,8 @@ from rich.console import Console
 
 from ccexp.__main__ import CONFIG_DIR
 from ccexp.cli import output_dir
-from ccexp.config import ConfigError, RunConfig, config_error_line, validate
+from ccexp.config import ConfigError, RunConfig, validate
+from ccexp.config_errors import config_error_line
 from ccexp.data import build_splits, to_dataset_dict
 from ccexp.data.card import dataset_card, print_card
 from ccexp.data.formats import MLX_FILES, write_chatml, write_mlx_layout

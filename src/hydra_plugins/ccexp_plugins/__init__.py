@@ -25,7 +25,9 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SlurmLauncher
 from omegaconf import DictConfig, ListConfig
 
-from ccexp.config import JOBS_AT_ONCE_ENV, KEYS_HINT, ConfigError, config_error_line, did_you_mean, jobs_at_once
+from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
+from ccexp.config_errors import config_error_line
+from ccexp.cores import JOBS_AT_ONCE_ENV, jobs_at_once
 from ccexp.sweep import job_label
 
 

@@ -1,0 +1,91 @@
+"""A config error as one line: Hydra's own errors (several lines and a hint about
+HYDRA_FULL_ERROR) turned into one that names the key, with the nearest keys or the options that
+have it; and the line for an objective metric a run does not report."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig
+
+from ccexp.config import _SCHEMAS, KEYS_HINT, RANDOM_ARCH, ConfigError, did_you_mean
+
+
+def _options_with(group: str, key: str) -> list[str]:
+    """The options of a config group whose YAML sets ``key`` (the packaged conf/ or the repo's)."""
+    import yaml
+
+    from ccexp.__main__ import CONFIG_DIR
+
+    loaded = {}
+    for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")):
+        try:
+            loaded[path.stem] = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+
+    def has(option: str, seen: tuple = ()) -> bool:  # its own keys, or an option its defaults list extends
+        node = loaded.get(option, {})
+        bases = [d for d in node.get("defaults", []) if isinstance(d, str) and d in loaded and d not in seen]
+        return key in node or any(has(base, (*seen, option)) for base in bases)
+
+    return [option for option in loaded if has(option)]
+
+
+def config_error_line(err: ConfigError | HydraException) -> str:
+    """Hydra's own errors (a mistyped override key, a config group option that does not exist, an
+    override it cannot parse) are several lines with a hint about HYDRA_FULL_ERROR: one line here,
+    naming the key. A ConfigError is one line already."""
+    if isinstance(err, ConfigError):
+        return str(err)
+    text = str(err)
+    cause = err.__cause__
+    full_key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
+    added = re.search(r"use (\+\S+)", text)
+    if full_key and isinstance(parent, DictConfig) and added:  # "Could not override 'trainer.max_step'"
+        prefix = full_key.rpartition(".")[0]
+        keys = [f"{prefix}.{k}" if prefix else str(k) for k in parent.keys()]
+        line = f"{full_key}: not a key of the config ({did_you_mean(full_key, keys, KEYS_HINT)})"
+        # "+key=value" only for a new key of a free-form field (+task_mix.weights.reply=1). A
+        # schema field the option's YAML leaves out is one that option does not use (method.r
+        # with prompt_tuning), and a key no schema has, validate() would refuse after all.
+        group, _, rest = full_key.partition(".")
+        schema = {f.name: f for f in fields(_SCHEMAS[group])} if group in _SCHEMAS else {}
+        first, *inner = rest.split(".")
+        free_form = first in schema and "dict" in str(schema[first].type) and bool(inner)
+        if (group, first) == ("model", "arch"):  # its keys are RANDOM_ARCH's: "+model.arch.foo" is refused next
+            free_form = free_form and inner[0] in RANDOM_ARCH
+        if free_form:
+            line += f"; {added.group(1)} adds it"
+        elif first in schema and not inner:  # a field of another option (num_virtual_tokens with lora)
+            owners = _options_with(group, first)
+            if owners:
+                named = [f"{group}={o}" for o in owners]
+                line += f"; {', '.join(named[:-1]) + ' and ' if len(named) > 1 else ''}{named[-1]} " + \
+                    ("has it" if len(named) == 1 else "have it")
+        return line
+    if isinstance(err, OverrideParseException) and "=" in err.override:  # a path with a space, () or [], ~
+        key, _, value = err.override.partition("=")
+        why = err.message.splitlines()[0] if err.message else "cannot be parsed"
+        # A path with a space, (), ~, or [] inside it ("calls[4].csv"; a leading [ is a list).
+        if "'" not in value and (any(c in value for c in " ()~") or "[" in value[1:] and not value.startswith("[")):
+            why += f"; a value with spaces, brackets, parentheses or ~ needs quotes: \"{key}='{value}'\""
+        return f"{err.override}: not an override Hydra can read ({why})"
+    if isinstance(err, MissingConfigException) and err.options is not None:  # "Could not find 'method/lorax'"
+        found = re.search(r"Could not find '([^']+)'", text)
+        where = found.group(1).rpartition("/") if found else ("?", "", "?")
+        return f"{where[0]}={where[2]}: no such option, expected one of {', '.join(err.options)}"
+    lines = [line.strip() for line in text.split("Config search path:")[0].splitlines() if line.strip()]
+    return "; ".join(lines)
+
+
+def numeric_keys(metrics: dict) -> list[str]:
+    return [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def objective_missing(key: str, metrics: dict) -> str:
+    hint = did_you_mean(key, numeric_keys(metrics), "see the run's metrics.json for the keys")
+    return f"objective.metric: {key!r} is not among this run's metrics ({hint}); a sweep gets no value from it"
