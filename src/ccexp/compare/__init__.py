@@ -23,7 +23,7 @@ from ccexp.cli import OneLineParser, output_dir
 from ccexp.compare.recommend import recommend
 from ccexp.compare.runs import (CompareError, Run, best_runs, find_run_dirs, headline_columns, higher_is_better,
                                 load_runs, nested_run_dirs, read_yaml, swept_keys, unstarted_jobs)
-from ccexp.compare.tables import csv_rows, print_table, write_csv, write_markdown
+from ccexp.compare.tables import Tables, csv_rows, print_table, write_csv, write_markdown
 from ccexp.config import CompareConfig, ConfigError, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
 
@@ -109,7 +109,7 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
     swept = swept_keys(runs)
     columns = headline_columns(runs, cc.headline)
     best = {k: best_runs(runs, k) for k in columns}
-    paragraphs = recommend(runs, cc, swept)
+    tables = Tables(runs, swept, columns, best, recommend(runs, cc, swept))
     written_plots = []
     if plots:
         from ccexp.compare.plots import write_plots
@@ -117,11 +117,10 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
         written_plots = write_plots(runs, out, cc, swept)
     unstarted = [(name if len(paths) == 1 else str(Path(p) / name), job)
                  for p in paths if Path(p).is_dir() for name, job in unstarted_jobs(Path(p))]
-    write_markdown(out / "compare.md", runs, swept, columns, best, paragraphs, written_plots,
-                   [str(p) for p in paths], cc, unstarted)
-    write_csv(out / "compare.csv", csv_rows(runs, swept, columns, best))
-    print_table(runs, swept, columns, best, paragraphs, console)
-    return {"runs": runs, "swept": swept, "columns": columns, "best": best, "recommendation": paragraphs,
+    write_markdown(out / "compare.md", tables, cc, [str(p) for p in paths], written_plots, unstarted)
+    write_csv(out / "compare.csv", csv_rows(tables))
+    print_table(tables, console)
+    return {"runs": runs, "swept": swept, "columns": columns, "best": best, "recommendation": tables.paragraphs,
             "plots": [out / f for _, f in written_plots], "markdown": out / "compare.md", "csv": out / "compare.csv"}
 
 

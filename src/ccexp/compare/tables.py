@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -10,9 +11,22 @@ from rich.console import Console
 from rich.table import Table
 
 from ccexp.compare.runs import Run, column_label, fmt, higher_is_better, named, setting
+from ccexp.config import CompareConfig
 
 
-def csv_rows(runs: list[Run], swept: list[str], columns: list[str], best: dict[str, set]) -> list[dict]:
+@dataclass
+class Tables:
+    """What every table shows: the runs, the config keys they differ in, the metric columns,
+    each column's best runs (names), and the recommendation's paragraphs."""
+    runs: list[Run]
+    swept: list[str]
+    columns: list[str]
+    best: dict[str, set]
+    paragraphs: list[str]
+
+
+def csv_rows(tables: Tables) -> list[dict]:
+    runs, swept, columns, best = tables.runs, tables.swept, tables.columns, tables.best
     rows = []
     for r in runs:
         row = {"run": r.name, "status": r.status}
@@ -40,7 +54,11 @@ def run_counts(runs: list[Run], unstarted: Sequence = ()) -> str:
                if unstarted else ""))
 
 
-def write_markdown(path: Path, runs, swept, columns, best, paragraphs, plots, sources, cc, unstarted=()) -> None:
+def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Sequence[str],
+                   plots: Sequence[tuple[str, str]] = (), unstarted: Sequence[tuple[str, str]] = ()) -> None:
+    """compare.md: how the runs were judged, the recommendation, the runs, failed runs and
+    unstarted jobs, and the plots (title, file name)."""
+    runs, swept, columns, best, paragraphs = tables.runs, tables.swept, tables.columns, tables.best, tables.paragraphs
     lines = [f"# Comparison: {', '.join(f'`{s}`' for s in sources)}", "",
              f"{run_counts(runs, unstarted)}. "
              f"Ranked by `{cc.metric}` ({cc.direction})"
@@ -82,9 +100,10 @@ def write_csv(path: Path, rows: list[dict]) -> None:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
-def print_table(runs, swept, columns, best, paragraphs, console: Console) -> None:
+def print_table(tables: Tables, console: Console) -> None:
     """Runs as columns and metrics as rows (a terminal is narrow; a sweep has few runs), or
     runs as rows when there are many of them (an Optuna study)."""
+    runs, swept, columns, best, paragraphs = tables.runs, tables.swept, tables.columns, tables.best, tables.paragraphs
     title = "ccexp: runs side by side (bold = best)"
     labels = [("status", lambda r: r.status if r.finished else f"[red]{r.status}[/]")]
     labels += [(column_label(k), lambda r, k=k: setting(r.flat.get(k))) for k in swept]
