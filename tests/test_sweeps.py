@@ -301,3 +301,46 @@ def test_slurm_launcher_composes(as_hydra_job):
     assert launcher._target_ == "hydra_plugins.ccexp_plugins.SlurmLauncher"  # submitit's, checking for SLURM first
     assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node, launcher.mem_gb) == ("gpu", 240, 1, 64)
     assert as_hydra_job(cfg)["num_threads"] == launcher.cpus_per_task == 8
+
+
+# A job that sends itself SIGTERM (kill, SLURM's time limit) or Ctrl-C at its third training step,
+# through Lightning's own handling of both: `python -m ccexp` with the step patched.
+_INTERRUPTING = """
+import os, signal, sys
+from hydra.core.hydra_config import HydraConfig
+from ccexp.backends.lightning_modules import CompletionLM
+how = sys.argv.pop()
+step = CompletionLM.training_step
+def interrupting(self, batch, batch_idx):
+    if self.global_step == 2 and HydraConfig.get().job.num == 1:
+        if how == "SIGTERM":
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            raise KeyboardInterrupt
+    return step(self, batch, batch_idx)
+CompletionLM.training_step = interrupting
+from ccexp.__main__ import cli
+cli()
+"""
+
+
+@pytest.mark.parametrize("how,code", [("SIGTERM", 143), ("Ctrl-C", 130)])
+def test_an_interrupted_sweep_says_so_and_writes_its_summary(tmp_path, how, code):
+    """SIGTERM or Ctrl-C in the second job: that job's error names the interruption and how to
+    resume, the sweep's summary and report cover the jobs that ran, the exit code is 143 or 130
+    (not Lightning's 0 for SIGTERM), and the third job never starts."""
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPTING, "-m", "method=lora,qlora,prompt_tuning", *FAST, *QUICK,
+                           "trainer.max_steps=4", f"hydra.sweep.dir={tmp_path}", how],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = ("interrupted by SIGTERM (kill, or a scheduler's time limit)" if how == "SIGTERM" else
+            "interrupted (Ctrl-C)") + "; trainer.resume_from=<its run dir> resumes it where it saved a checkpoint (trainer.save_every_n_steps)"
+    assert (tmp_path / "1" / "error.txt").read_text() == line + "\n"
+    assert json.loads((tmp_path / "1" / "metrics.json").read_text())["error"] == line
+    summary = json.loads((tmp_path / "sweep_summary.json").read_text())
+    assert (summary["jobs"], summary["finished"], summary["failed"]) == (2, 1, 1)
+    assert not (tmp_path / "2").exists()
+    report = (tmp_path / "compare.md").read_text()
+    assert "`2` (method=prompt_tuning): not started" in report
+    assert f"ccexp: sweep {tmp_path}: 2 jobs: 1 finished, 1 failed (job 1: {line};" in proc.stderr

@@ -25,7 +25,7 @@ CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().p
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Optional[float]:
     from ccexp.run import run
-    from ccexp.sweep import record_failure, sweep_group
+    from ccexp.sweep import interruption, record_failure, summarize_interrupted, sweep_group
 
     hc = HydraConfig.get()
     name = ",".join(hc.overrides.task) or "default"
@@ -49,6 +49,16 @@ def main(cfg: DictConfig) -> Optional[float]:
             sys.exit(2)
         record_failure(run_dir, err)
         raise
+    except (KeyboardInterrupt, SystemExit) as err:  # SIGTERM or Ctrl-C while training: Lightning's SystemExit
+        stopped = interruption(err)
+        if stopped is None:
+            raise
+        line, code = stopped
+        record_failure(run_dir, err)
+        print(f"ccexp: error: {line} ({f'job {hc.job.num}, ' if sweep else ''}{run_dir})", file=sys.stderr)
+        if sweep:
+            summarize_interrupted(hc, line)
+        sys.exit(code)
     key = cfg.objective.metric
     if key not in metrics:  # a typo, or a metric this run does not compute: no value, ever
         # Nothing reads it (an Optuna job has failed in run() instead): the run's results stand.

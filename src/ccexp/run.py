@@ -99,7 +99,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         if adapter is None:
             log_adapter(logger, rc.logger, adapter_dir, run_name)
         return metrics
-    except Exception as err:
+    except BaseException as err:  # SIGTERM and Ctrl-C too (Lightning's SystemExit): said, not "failed" alone
         metrics["error"] = one_line(err)  # in the tracker's summary too
         raise
     finally:

@@ -27,8 +27,27 @@ def sweep_group(sweep_dir: str) -> str:
     return "_".join(Path(sweep_dir).parts[-2:])
 
 
+RESUME_HINT = "trainer.resume_from=<its run dir> resumes it where it saved a checkpoint (trainer.save_every_n_steps)"
+
+
+def interruption(err: BaseException) -> tuple[str, int] | None:
+    """A stop the user or a scheduler asked for, as (one line, exit code), else None: SIGTERM
+    (kill, SLURM's time limit), which Lightning turns into ``SIGTERMException``, a SystemExit of
+    code 0, at the next step; Ctrl-C, which it turns into ``sys.exit(1)``."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    if isinstance(err, SIGTERMException):
+        return f"interrupted by SIGTERM (kill, or a scheduler's time limit); {RESUME_HINT}", 143
+    if isinstance(err, KeyboardInterrupt) or isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt):
+        return f"interrupted (Ctrl-C); {RESUME_HINT}", 130
+    return None
+
+
 def one_line(err: BaseException) -> str:
-    """An error as one line: a ConfigError's own words, else its type and first line."""
+    """An error as one line: a ConfigError's own words, an interruption's, else its type and first line."""
+    stopped = interruption(err)
+    if stopped is not None:
+        return stopped[0]
     text = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}".rstrip(": ")
     return text.splitlines()[0] if text else type(err).__name__
 
@@ -75,6 +94,8 @@ def natural_key(path: Path) -> list[tuple]:
 class SweepSummary(Callback):
     """hydra.callbacks.sweep_summary: counts finished and failed jobs after a multirun."""
 
+    running: "SweepSummary | None" = None  # the sweep of this process, for summarize_interrupted()
+
     def __init__(self, report: bool = True) -> None:
         self.report = report
         self.started = time.time()
@@ -83,9 +104,15 @@ class SweepSummary(Callback):
         self.started = time.time() - 1.0  # file mtimes can trail the clock by a tick
         # The Optuna sweeper opens its SQLite study in the sweep dir before any job creates it.
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        SweepSummary.running = self
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        self.summarize(Path(config.hydra.sweep.dir), "Optuna" in str(config.hydra.sweeper.get("_target_", "")))
+
+    def summarize(self, sweep_dir: Path, study: bool, interrupted: str | None = None) -> None:
+        """``interrupted``: a job was stopped by SIGTERM or Ctrl-C. Hydra never reaches
+        on_multirun_end then, so ``summarize_interrupted`` calls this, and its caller exits."""
+        SweepSummary.running = None
         jobs = []
         for job_dir in _job_dirs(sweep_dir, self.started):
             metrics = json.loads((job_dir / "metrics.json").read_text())
@@ -99,15 +126,16 @@ class SweepSummary(Callback):
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2))
         if self.report and jobs:
             # An Optuna study's report ranks all its trials, of every launch; a sweep's, its own jobs.
-            study = "Optuna" in str(config.hydra.sweeper.get("_target_", ""))
             self._write_report(sweep_dir, None if study else [sweep_dir / job["dir"] for job in jobs])
         line = (f"ccexp: sweep {sweep_dir}: {_count(len(jobs), 'job')}: "
                 f"{summary['finished']} finished, {len(failed)} failed")
         if failed:
             first = failed[0]
             line += f" (job {first['dir']}: {first['error']}; see {sweep_dir / first['dir'] / 'error.txt'})"
+        if interrupted:
+            line += "; the sweep was interrupted, its remaining jobs not started"
         print(line, file=sys.stderr if failed else sys.stdout, flush=True)
-        if failed:
+        if failed and not interrupted:
             sys.exit(1)  # a sweep with failed jobs is not a success, even though the others ran
 
     @staticmethod
@@ -129,3 +157,11 @@ class SweepSummary(Callback):
             compare(paths, out=sweep_dir)
         except CompareError as err:  # the jobs' results stand; the report is a convenience
             print(f"ccexp: compare: {err}", file=sys.stderr)
+
+
+def summarize_interrupted(hydra: DictConfig, line: str) -> None:
+    """A sweep stopped by SIGTERM or Ctrl-C in one of its jobs (``hydra``: HydraConfig.get()):
+    its summary and report for the jobs that ran, as at a sweep's end. The basic and Optuna
+    sweepers run their jobs in this process, where the callback waits."""
+    if SweepSummary.running is not None:
+        SweepSummary.running.summarize(Path(hydra.sweep.dir), "Optuna" in str(hydra.sweeper.get("_target_", "")), line)
