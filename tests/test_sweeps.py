@@ -344,3 +344,38 @@ def test_an_interrupted_sweep_says_so_and_writes_its_summary(tmp_path, how, code
     report = (tmp_path / "compare.md").read_text()
     assert "`2` (method=prompt_tuning): not started" in report
     assert f"ccexp: sweep {tmp_path}: 2 jobs: 1 finished, 1 failed (job 1: {line};" in proc.stderr
+
+
+_DYING_WORKER = """
+import os, signal
+from hydra.core.hydra_config import HydraConfig
+from ccexp.backends.lightning_modules import CompletionLM
+step = CompletionLM.training_step
+def dying(self, batch, batch_idx):
+    if self.global_step == 1 and HydraConfig.get().job.num == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer does
+    return step(self, batch, batch_idx)
+CompletionLM.training_step = dying
+"""
+
+
+def test_a_joblib_worker_killed_ends_the_sweep_in_one_line(tmp_path):
+    """A joblib job's worker process killed (out of memory): joblib stops the batch with a
+    traceback of its own; the sweep instead marks the jobs that were running as failed with one
+    line saying why, writes its summary, and exits 1. (A sitecustomize.py patches the training
+    step in the workers, which joblib starts as fresh interpreters.)"""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(_DYING_WORKER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")])}
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "ccexp", "-m", "method=lora,qlora", "hydra/launcher=joblib",
+                           "hydra.launcher.n_jobs=2", *FAST, *QUICK, "trainer.max_steps=4", f"hydra.sweep.dir={sweep}"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    from ccexp.sweep import WORKER_DIED
+
+    assert f"ccexp: error: {WORKER_DIED} (TerminatedWorkerError)" in proc.stderr
+    assert (sweep / "1" / "error.txt").read_text() == WORKER_DIED + "\n"
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["failed"] >= 1 and {r["status"] for r in summary["runs"]} <= {"finished", "failed"}

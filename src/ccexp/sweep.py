@@ -52,10 +52,10 @@ def one_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def record_failure(job_dir: Path, err: BaseException) -> str:
-    """Write error.txt and traceback.txt, mark metrics.json failed (creating it when the job
-    died before run() wrote one); return the one-line error."""
-    line = one_line(err)
+def record_failure(job_dir: Path, err: BaseException, line: str | None = None) -> str:
+    """Write error.txt (``line``, else the error's one line) and traceback.txt, mark metrics.json
+    failed (creating it when the job died before run() wrote one); return the one-line error."""
+    line = line or one_line(err)
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "error.txt").write_text(line + "\n")
     (job_dir / "traceback.txt").write_text("".join(traceback.format_exception(err)))
@@ -133,7 +133,7 @@ class SweepSummary(Callback):
             first = failed[0]
             line += f" (job {first['dir']}: {first['error']}; see {sweep_dir / first['dir'] / 'error.txt'})"
         if interrupted:
-            line += "; the sweep was interrupted, its remaining jobs not started"
+            line += "; the sweep stopped there, its remaining jobs not started"
         print(line, file=sys.stderr if failed else sys.stdout, flush=True)
         if failed and not interrupted:
             sys.exit(1)  # a sweep with failed jobs is not a success, even though the others ran
@@ -165,3 +165,21 @@ def summarize_interrupted(hydra: DictConfig, line: str) -> None:
     sweepers run their jobs in this process, where the callback waits."""
     if SweepSummary.running is not None:
         SweepSummary.running.summarize(Path(hydra.sweep.dir), "Optuna" in str(hydra.sweeper.get("_target_", "")), line)
+
+
+WORKER_DIED = ("a joblib worker process died (killed: out of memory? each job loads its own model, so lower "
+               "hydra.launcher.n_jobs), and joblib stopped the jobs running beside it")
+
+
+def workers_died(hydra: DictConfig, err: BaseException) -> None:
+    """joblib lost a worker (the kernel's out-of-memory killer, kill -9) and stopped the whole
+    batch: each job of this launch still running is marked failed with that line, the summary
+    and report cover what ran, and the sweep exits 1 in one line instead of loky's traceback."""
+    sweep_dir = Path(hydra.sweep.dir)
+    since = SweepSummary.running.started if SweepSummary.running is not None else 0.0
+    for job_dir in _job_dirs(sweep_dir, since):
+        if json.loads((job_dir / "metrics.json").read_text()).get("status") == "running":
+            record_failure(job_dir, err, WORKER_DIED)
+    print(f"ccexp: error: {WORKER_DIED} ({type(err).__name__})", file=sys.stderr, flush=True)
+    summarize_interrupted(hydra, WORKER_DIED)
+    sys.exit(1)

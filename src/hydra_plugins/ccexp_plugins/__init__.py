@@ -23,12 +23,13 @@ from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as _JoblibLauncher
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _OptunaSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SlurmLauncher
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 from omegaconf import DictConfig, ListConfig
 
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
 from ccexp.config_errors import config_error_line
 from ccexp.cores import JOBS_AT_ONCE_ENV, jobs_at_once
-from ccexp.sweep import job_label
+from ccexp.sweep import job_label, workers_died
 
 
 def _stop(message: str) -> None:
@@ -169,7 +170,10 @@ class JoblibLauncher(_JoblibLauncher):
         n_jobs = self.joblib.get("n_jobs", -1)
         at_once = jobs_at_once(1 if n_jobs is None else int(n_jobs), len(job_overrides))  # joblib: None = 1
         self.task_function = functools.partial(_counted, self._task, at_once)
-        return super().launch(job_overrides, initial_job_idx)
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        except TerminatedWorkerError as err:
+            workers_died(self.config.hydra, err)
 
 
 # hydra/launcher=joblib and the default hydra/sweeper=basic: the plugins' own fields and defaults,
