@@ -331,6 +331,19 @@ def test_precision_note_counts_the_answers_generated(tmp_path):
         root / "compare.md").read_text()
 
 
+def test_precision_note_follows_the_mean_over_uneven_tasks(tmp_path):
+    """test/acc is the mean of the tasks' accuracies: with 3 issue and 2 journey answers, one issue
+    answer moves it by 1/(2*3) = 0.167, not 1/5."""
+    root = tmp_path / "sweep"
+    for run, method, acc in (("0", "lora", 1 / 6), ("1", "prompt_tuning", 0.0)):
+        make_run(root / run, method, {"test/acc": acc, "test/generated": 5, "test/task/issue/answers": 3,
+                                      "test/task/journey/answers": 2}, compare={**COMPARE, "constraints": []})
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    assert "0.167 higher" in md or "0.167 lower" in md
+    assert "test/acc comes from 5 generated test answers per run: one answer moves it by 0.167 or more." in md
+
+
 def test_a_field_rate_counts_the_answers_that_ask_for_it(tmp_path):
     """One task of six: 3 of the 18 answers carry issue_category, so one answer moves its rate by 1/3."""
     root = tmp_path / "sweep"
@@ -362,7 +375,40 @@ def test_a_finished_run_without_the_metric_is_named(tmp_path):
     assert main([str(root), "--no-plots"]) == 0
     md = (root / "compare.md").read_text()
     assert "Not ranked: `0` (method=lora) reports no finite test/acc." in md
-    assert "No other ranked run meets the constraints, so there is no runner-up." in md
+    assert "It is the only run ranked, so there is no runner-up." in md
+
+
+def test_best_marks_and_ties_are_judged_within_a_scenario(tmp_path):
+    """Two task mixes: each mix's best val/loss is bold (another mix's validation set is no
+    rival); three runs tied on test/acc (2/3 summed two ways) say so, and the lowest val/loss wins."""
+    root = tmp_path / "sweep"
+    runs = [("lora", "all", 2 / 3, 0.9), ("qlora", "all", 0.6666666666666666, 0.8),
+            ("prompt_tuning", "all", 1 - 1 / 3, 1.0), ("lora", "classification", 0.5, 0.3),
+            ("prompt_tuning", "classification", 0.4, 0.5)]
+    for i, (method, mix, acc, loss) in enumerate(runs):
+        make_run(root / str(i), method, {"test/acc": acc, "val/loss": loss}, task_mix=mix,
+                 compare={**COMPARE, "constraints": []})
+    assert main([str(root), "--no-plots"]) == 0
+    with open(root / "compare.csv") as f:
+        best_in = {row["run"]: row["best_in"] for row in csv.DictReader(f)}
+    assert best_in == {"0": "", "1": "val/loss", "2": "", "3": "test/acc;val/loss", "4": ""}  # all tied: none bold
+    md = (root / "compare.md").read_text()
+    assert ("**For task_mix=all:** **Recommend qlora** — run `1` (method=qlora, task_mix=all) ties 2 other runs for "
+            "the highest test/acc, 0.667") in md
+    assert "a tie: qlora is picked for its lower val/loss (0.800 vs 0.900)." in md
+
+
+def test_models_swept_are_ranked_together(tmp_path):
+    """model and method are choices, not scenarios: one recommendation over both models."""
+    root = tmp_path / "sweep"
+    for i, (model, acc) in enumerate([("tiny", 0.5), ("smollm2_135m", 0.7)]):
+        run = make_run(root / str(i), "lora", {"test/acc": acc}, compare={**COMPARE, "constraints": []})
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        (run / "config.yaml").write_text(yaml.safe_dump({**config, "model": {"name": model}}))
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    assert "**Recommend lora** — run `1` (model=smollm2_135m) has the highest test/acc, 0.700" in md
+    assert "Runner-up: lora (`0`, model=tiny) with 0.500, 0.200 lower." in md and "For " not in md
 
 
 @pytest.mark.parametrize("block,error", [

@@ -22,7 +22,7 @@ from rich.console import Console
 from ccexp.cli import OneLineParser, output_dir
 from ccexp.compare.recommend import recommend
 from ccexp.compare.runs import (CompareError, Run, best_runs, find_run_dirs, headline_columns, higher_is_better,
-                                load_runs, nested_run_dirs, read_yaml, swept_keys, unstarted_jobs)
+                                load_runs, nested_run_dirs, read_yaml, scenarios, swept_keys, unstarted_jobs)
 from ccexp.compare.tables import Tables, csv_rows, print_table, write_csv, write_markdown
 from ccexp.config import CompareConfig, ConfigError, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
@@ -108,7 +108,9 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
                       f"{'them' if len(nested) > 1 else 'it'} to compare", markup=False, highlight=False)
     swept = swept_keys(runs)
     columns = headline_columns(runs, cc.headline)
-    best = {k: best_runs(runs, k) for k in columns}
+    # Marked within each scenario: a val/loss over another task mix's validation set is no rival.
+    groups = scenarios(runs, swept).values()
+    best = {k: set().union(*(best_runs(group, k) for group in groups)) for k in columns}
     tables = Tables(runs, swept, columns, best, recommend(runs, cc, swept))
     written_plots = []
     if plots:

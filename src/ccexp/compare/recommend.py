@@ -7,7 +7,7 @@ import math
 import operator
 from typing import Optional
 
-from ccexp.compare.runs import Run, column_label, describe, fmt, named, setting
+from ccexp.compare.runs import Run, describe, fmt, named, same, scenarios
 from ccexp.config import CompareConfig, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
 
@@ -54,8 +54,9 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
                        f"{'are' if len(failed) > 1 else 'is'} excluded: "
                        + "; ".join(f"{named(r, swept)}: {r.error_sentence}" for r in failed) + ".")
     if not finished:
-        return head + f"No recommendation: {f'all {len(runs)} runs failed' if all_failed else 'no run finished'}." \
-            + failed_note
+        none = ("the run failed" if len(runs) == 1 else f"all {len(runs)} runs failed") if all_failed else \
+            "no run finished"
+        return head + f"No recommendation: {none}." + failed_note
     constraints = [parse_constraint(c) for c in cc.constraints]
     checked = [c for c in constraints if any(r.value(c[0]) is not None for r in finished)]
     unchecked = [c for c in constraints if c not in checked]
@@ -74,7 +75,8 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
 
     def rank(rs: list[Run]) -> list[Run]:  # ties go to the lower val/loss, then the smaller adapter
         rs = sorted(rs, key=lambda r: [_or_inf(r.value(k)) for k in TIE_BREAKS])
-        return sorted(rs, key=lambda r: r.value(metric), reverse=maximize)
+        # 2/3 summed two ways (0.6666666666666667 vs ...666) is one value: rounded, a tie
+        return sorted(rs, key=lambda r: same(r.value(metric)), reverse=maximize)
 
     eligible = rank([r for r in scored if not _violations(r, checked)])
     excluded = [r for r in rank(scored) if _violations(r, checked)]
@@ -89,49 +91,54 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
     best = eligible[0]
     method = best.flat.get("method.name", "?")
     others = [r for r in eligible[1:] if r.flat.get("method.name") != method] or eligible[1:]
-    text = (f"{head}**Recommend {method}** — run `{best.name}` ({describe(best, swept)}) has the "
-            f"{'highest' if maximize else 'lowest'} {metric}, {fmt(best.value(metric))}")
+    tied = [r for r in eligible[1:] if same(r.value(metric)) == same(best.value(metric))]
+    text = (f"{head}**Recommend {method}** — run `{best.name}` ({describe(best, swept)}) "
+            + (f"ties {len(tied)} other run{'s' * (len(tied) > 1)} for the " if tied else "has the ")
+            + f"{'highest' if maximize else 'lowest'} {metric}, {fmt(best.value(metric))}")
     if checked:
         text += ", and meets " + " and ".join(f"{k} {fmt(best.value(k))} {op} {v:g}" for k, op, v in checked)
     text += f"; {len(scored)} finished run{'s' if len(scored) > 1 else ''} compared."
     if others:
         up = others[0]
-        gap = best.value(metric) - up.value(metric)
+        gap = same(best.value(metric)) - same(up.value(metric))
         text += (f" Runner-up: {up.flat.get('method.name', '?')} (`{up.name}`, {describe(up, swept)}) with "
                  f"{fmt(up.value(metric))}" + (f", {abs(gap):.3f} {'lower' if maximize else 'higher'}." if gap else
                  _tie_note(best, up, method)))
+    elif len(scored) == 1:
+        text += f" It is the only run ranked{' here' if scenario else ''}, so there is no runner-up."
     else:
         text += f" No other {'ranked ' if unranked_note else ''}run meets the constraints, so there is no runner-up."
-    n, which = _answers_behind(best, metric)
+    n, which, step = _answers_behind(best, metric)
     if n:
-        text += f" {metric} comes from {n} {which} per run: one answer moves it by {1 / n:.3f} or more."
+        text += f" {metric} comes from {n} {which} per run: one answer moves it by {step:.3f} or more."
     return text + excluded_note + unranked_note + failed_note + unchecked_note
 
 
-def _answers_behind(run: Run, metric: str) -> tuple[int | None, str]:
-    """How many generated answers a rate is over, and what they are: test/acc all of them (the
-    test split can hold fewer than eval.generate_examples asks for); a field's or a task's rate
-    only the answers that ask for it (``.../answers``, e.g. 3 of 18 for one task of six); the
-    valid-JSON rate the answers of JSON tasks (``test/json/answers``: reply drafts are free text)."""
+def _answers_behind(run: Run, metric: str) -> tuple[int | None, str, float]:
+    """How many generated answers a rate is over, what they are, and the least one answer moves
+    it by: test/acc all of them, but as the mean of the tasks' accuracies, so one answer of a
+    task with n_t answers moves it by 1 / (tasks · n_t) (the test split can hold fewer than
+    eval.generate_examples asks for, and the tasks uneven shares); a field's or a task's rate only
+    the answers that ask for it (``.../answers``, e.g. 3 of 18 for one task of six); the valid-JSON
+    rate the answers of JSON tasks (``test/json/answers``: reply drafts are free text)."""
     if metric == "test/json_valid":
         n = run.value("test/json/answers")
-        return (int(n), "test answers of JSON tasks") if n else (None, "")
+        return (int(n), "test answers of JSON tasks", 1 / n) if n else (None, "", 0.0)
     if metric == "test/acc":
+        per_task = [int(v) for k in run.metrics if k.startswith("test/task/") and k.endswith("/answers")
+                    and (v := run.value(k))]
+        if per_task:
+            return sum(per_task), "generated test answers", 1 / (len(per_task) * max(per_task))
         n = run.value("test/generated")
         n = int(n) if n is not None else run.flat.get("eval.generate_examples")
-        return (n, "generated test answers") if isinstance(n, int) and n > 0 else (None, "")
+        return (n, "generated test answers", 1 / n) if isinstance(n, int) and n > 0 else (None, "", 0.0)
     if metric.startswith("test/") and metric.endswith(("/acc", "/parse_rate", "/exact_match")):
         n = run.value(metric.rsplit("/", 1)[0] + "/answers")
         subject = metric.removeprefix("test/").rsplit("/", 1)[0].removeprefix("task/")
-        return (int(n), f"test answers that ask for {subject}") if n else (None, "")
-    return None, ""
+        return (int(n), f"test answers that ask for {subject}", 1 / n) if n else (None, "", 0.0)
+    return None, "", 0.0
 
 
 def recommend(runs: list[Run], cc: CompareConfig, swept: list[str]) -> list[str]:
-    """One paragraph per scenario (the swept values other than the method's)."""
-    scenario_keys = [k for k in swept if not k.startswith("method.")]
-    scenarios: dict[str, list[Run]] = {}
-    for run in runs:
-        label = ", ".join(f"{column_label(k)}={setting(run.flat.get(k))}" for k in scenario_keys)
-        scenarios.setdefault(f"For {label}" if label else "", []).append(run)
-    return [_recommend_scenario(rs, cc, swept, label) for label, rs in scenarios.items()]
+    """One paragraph per scenario (``scenarios``: the task mix, data or evaluation swept)."""
+    return [_recommend_scenario(rs, cc, swept, label) for label, rs in scenarios(runs, swept).items()]

@@ -217,6 +217,23 @@ def swept_keys(runs: list[Run]) -> list[str]:
     return sorted(shown, key=_key_rank)
 
 
+# What the runs are judged on: runs that differ in these answered other test questions (another
+# task mix, dataset, test size or evaluation setting), so each value is a scenario of its own,
+# with its own recommendation and best marks. Everything else (method, model, backend, trainer,
+# their hyperparameters) is a choice the report ranks.
+SCENARIO_GROUPS = ("task_mix.", "data.", "data_size.", "eval.")
+
+
+def scenarios(runs: list[Run], swept: list[str]) -> dict[str, list[Run]]:
+    """The runs by scenario, labelled "For task_mix=all" ("" when there is one)."""
+    keys = [k for k in swept if k.startswith(SCENARIO_GROUPS)]
+    grouped: dict[str, list[Run]] = {}
+    for run in runs:
+        label = ", ".join(f"{column_label(k)}={setting(run.flat.get(k))}" for k in keys)
+        grouped.setdefault(f"For {label}" if label else "", []).append(run)
+    return grouped
+
+
 def column_label(key: str) -> str:
     return key[: -len(".name")] if key.endswith(".name") else key
 
@@ -247,10 +264,17 @@ def headline_columns(runs: list[Run], patterns: Sequence[str]) -> list[str]:
     return columns
 
 
+def same(value: float) -> float:
+    """A metric as the report compares it: to 12 significant digits, past which float sums of
+    one value differ (2/3 as 0.6666666666666667 and 0.6666666666666666)."""
+    return float(f"{value:.12g}")
+
+
 def best_runs(runs: list[Run], key: str) -> set[str]:
-    """Names of the finished runs holding the best value of key (ties all marked)."""
+    """Names of the finished runs holding the best value of key (ties all marked), among runs of
+    one scenario (``scenarios``)."""
     higher = higher_is_better(key)
-    values = {r.name: r.value(key) for r in runs if r.finished and r.value(key) is not None}
+    values = {r.name: same(r.value(key)) for r in runs if r.finished and r.value(key) is not None}
     if higher is None or len(values) < 2:
         return set()
     if len(set(values.values())) == 1:
