@@ -36,8 +36,9 @@ def compose_with_hydra(*overrides: str):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ccexp", *args], capture_output=True, text=True, timeout=600)
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ccexp", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env})
 
 
 @pytest.fixture
@@ -168,12 +169,14 @@ def test_hparams_search_composes(name):
 
 
 def test_optuna_study_resumes_and_survives_a_failed_trial(tmp_path):
-    """Two trials; the same command again adds a third (here a failing one) to the same study."""
+    """Two trials; the same command again adds a third (here a failing one: the same override,
+    the seed it reads from the environment out of range) to the same study. Another setting on
+    resuming is refused."""
     common = ("-m", "hparams_search=lora_optuna", *FAST, "eval.baseline=false", "eval.generate_examples=0",
-              f"hydra.sweep.dir={tmp_path}")
-    first = cli(*common, "hydra.sweeper.n_trials=2")
+              "seed=${oc.env:CCEXP_TEST_SEED}", f"hydra.sweep.dir={tmp_path}")
+    first = cli(*common, "hydra.sweeper.n_trials=2", CCEXP_TEST_SEED="42")
     assert first.returncode == 0, first.stderr[-3000:]
-    second = cli(*common, "hydra.sweeper.n_trials=1", "method.r=-1")
+    second = cli(*common, "hydra.sweeper.n_trials=1", CCEXP_TEST_SEED="-1")
     assert second.returncode == 1, second.stderr[-3000:]
     assert f"ccexp: sweep {tmp_path}: 1 job: 0 finished, 1 failed" in second.stderr
     study = optuna.load_study(study_name="lora", storage=f"sqlite:///{tmp_path}/optuna.db")
@@ -181,20 +184,26 @@ def test_optuna_study_resumes_and_survives_a_failed_trial(tmp_path):
     assert yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())["best_value"] == study.best_value
     statuses = sorted(json.loads(p.read_text())["status"] for p in tmp_path.glob("*/metrics.json"))
     assert statuses == ["failed", "finished", "finished"]  # one dir per trial, none overwritten
+    other = cli(*common[:-1], "trainer.max_steps=3", common[-1], "hydra.sweeper.n_trials=1", CCEXP_TEST_SEED="42")
+    assert other.returncode == 2, other.stderr[-3000:]
+    assert other.stderr.splitlines()[-1].startswith(
+        "ccexp: error: hydra.sweeper.study_name=lora: the study's trials ran with no such override, this launch has "
+        "trainer.max_steps=3; trials of other settings are not comparable")
+    assert len(optuna.load_study(study_name="lora", storage=f"sqlite:///{tmp_path}/optuna.db").trials) == 3
 
 
-def test_an_objective_no_run_reports_fails_each_trial_in_one_line(tmp_path):
-    """A typo in objective.metric: each job fails saying so (with the close keys), and the study
-    that got no value ends in one line instead of optuna's "Record does not exist" traceback."""
-    proc = cli("-m", "hparams_search=lora_optuna", "hydra.sweeper.n_trials=1", "objective.metric=val/los", *FAST,
+def test_an_objective_no_run_reports_stops_the_study_in_one_line(tmp_path):
+    """A typo in objective.metric: the first trial fails saying so (with the close keys), and the
+    study stops there, since every trial would train and fail alike."""
+    proc = cli("-m", "hparams_search=lora_optuna", "hydra.sweeper.n_trials=3", "objective.metric=val/los", *FAST,
                "eval.baseline=false", "eval.generate_examples=0", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     error = ("objective.metric: 'val/los' is not among this run's metrics (did you mean val/loss or val/ppl?); a "
              "sweep gets no value from it\n")
     [job] = [p.parent for p in tmp_path.glob("*/error.txt")]
     assert (job / "error.txt").read_text() == error
-    assert "ccexp: Optuna study: no trial gave a value of objective.metric, so there are no best parameters" in proc.stderr
     assert f"ccexp: sweep {tmp_path}: 1 job: 0 finished, 1 failed" in proc.stderr
+    assert "the sweep stopped there, its remaining jobs not started" in proc.stderr
 
 
 def _study(cfg, tmp_path, **change):

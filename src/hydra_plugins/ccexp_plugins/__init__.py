@@ -105,6 +105,48 @@ def check_study(sweeper, arguments: list[str]) -> None:
             raise ConfigError(f"{source}: {key} is not a key of the config ({hint})")
 
 
+STUDY_SETTINGS = "ccexp_settings"  # the study's user attribute: the command line's settings of its first launch
+
+
+def _settings(arguments: list[str]) -> list[str]:
+    """The command line's overrides that decide what a trial measures: all but Hydra's own
+    (n_trials, the launcher, the sweep dir), which may change from launch to launch."""
+    return sorted(a for a in arguments if not a.lstrip("+~").startswith("hydra"))
+
+
+def _open_study(sweeper):
+    """The study in the sweeper's storage, or None where there is none yet (or no storage)."""
+    import optuna
+
+    if not sweeper.storage or sweeper.storage == "sqlite:///:memory:" or sweeper.study_name is None:
+        return None
+    try:
+        return optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
+    except KeyError:  # optuna 2.10: no such study in the storage
+        return None
+
+
+def check_resumed_study(sweeper, arguments: list[str]) -> None:
+    """A study resumed with other settings (trainer.max_steps=2, then 3) would mix trials that
+    measured different things, and TPE would learn from both: refused in one line."""
+    study = _open_study(sweeper)
+    earlier = study.user_attrs.get(STUDY_SETTINGS) if study is not None else None
+    now = _settings(arguments)
+    if earlier is None or earlier == now:
+        return
+    was, changed = [a for a in earlier if a not in now], [a for a in now if a not in earlier]
+    raise ConfigError(f"hydra.sweeper.study_name={sweeper.study_name}: the study's trials ran with "
+                      f"{' '.join(was) or 'no such override'}, this launch has {' '.join(changed) or 'none of it'}; "
+                      "trials of other settings are not comparable: give the same settings, or a new "
+                      "hydra.sweeper.study_name")
+
+
+def record_study_settings(sweeper, arguments: list[str]) -> None:
+    study = _open_study(sweeper)
+    if study is not None and STUDY_SETTINGS not in study.user_attrs:
+        study.set_user_attr(STUDY_SETTINGS, _settings(arguments))
+
+
 class BasicSweeper(_BasicSweeper):
     """Hydra's sweeper, which composes every job's config before launching any (a key one method
     lacks, swept with another: ``experiment=method_comparison method.r=8``), saying which job's
@@ -128,6 +170,7 @@ class OptunaSweeper(_OptunaSweeper):
     def sweep(self, arguments):
         try:
             check_study(self.sweeper, arguments)
+            check_resumed_study(self.sweeper, arguments)
         except ConfigError as err:
             _stop(str(err))
         try:
@@ -138,6 +181,8 @@ class OptunaSweeper(_OptunaSweeper):
                 raise
             print("ccexp: Optuna study: no trial gave a value of objective.metric, so there are no best "
                   "parameters (each job's error.txt says why)", file=sys.stderr, flush=True)
+        finally:
+            record_study_settings(self.sweeper, arguments)
 
 
 class SlurmLauncher(_SlurmLauncher):
