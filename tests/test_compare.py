@@ -467,3 +467,25 @@ def test_jobs_a_stopped_sweep_did_not_start_are_listed(tmp_path):
     assert ("- `2` (method=prompt_tuning seed=1): not started (no job dir): the sweep stopped before it, or it is "
             "still queued") in md
     assert "- `3` (method=prompt_tuning seed=2): not started" in md
+
+
+def test_a_resumed_runs_times_are_said_and_never_best(tmp_path, capsys):
+    """A run resumed at its last step took 5 s in this launch: not the fastest run, and said so."""
+    root = tmp_path / "sweep"
+    make_run(root / "0", "lora", {"test/acc": 0.5, "time/total_s": 5.6, "train/resumed_from_step": 40,
+                                  "train/tokens_per_s": None}, compare={**COMPARE, "constraints": [],
+                                                                        "headline": ["test/acc", "time/total_s"]})
+    make_run(root / "1", "qlora", {"test/acc": 0.4, "time/total_s": 63.8, "train/resumed_from_step": 0},
+             compare={**COMPARE, "constraints": [], "headline": ["test/acc", "time/total_s"]})
+    make_run(root / "2", "prompt_tuning", {"test/acc": 0.3, "time/total_s": 70.0},
+             compare={**COMPARE, "constraints": [], "headline": ["test/acc", "time/total_s"]})
+    assert main([str(root), "--no-plots"]) == 0
+    assert f"wrote compare.md, compare.csv to {root}" in capsys.readouterr().out
+    with open(root / "compare.csv") as f:
+        assert {row["run"]: row["best_in"] for row in csv.DictReader(f)} == {"0": "test/acc", "1": "time/total_s", "2": ""}
+    assert ("Resumed: `0` (from step 40): time/ columns and training speed cover the resumed part only, and are "
+            "never bold.") in (root / "compare.md").read_text()
+    with pytest.raises(SystemExit) as stop:
+        main([str(root), "--constraint", "test/acc>=0.1", "--no-constraints"])
+    assert stop.value.code == 2
+    assert "argument --no-constraints: not allowed with argument --constraint" in capsys.readouterr().err

@@ -302,6 +302,7 @@ def test_resume_auto_and_bad_checkpoints(tmp_path):
     assert first["train/resumed_from_step"] == 0
     again = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "trainer.resume_from=auto"), tmp_path / "job")
     assert again["train/resumed_from_step"] == 3 and again["train/val_history"] == first["train/val_history"]
+    assert again["train/tokens_per_s"] is None  # resumed at its last step: no step ran, no speed
     (tmp_path / "empty").mkdir()
     (tmp_path / "mlx" / "checkpoints" / "step_0000003").mkdir(parents=True)  # an adapter-only checkpoint
     cases = [(str(tmp_path / "nope"), "no such directory"), (str(tmp_path / "empty"), "no checkpoint to resume"),

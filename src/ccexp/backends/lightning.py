@@ -248,7 +248,8 @@ class TorchBackend:
             "train/seconds": speed.seconds,
             "train/resumed_from_step": module.resumed_from_step,
             "train/tokens": module.tokens_seen,  # a resumed run's include those before the checkpoint
-            "train/tokens_per_s": speed.tokens / max(speed.seconds, 1e-9),
+            # None when no step ran here (resumed from the last step): 0 tokens/s would be a speed
+            "train/tokens_per_s": speed.tokens / max(speed.seconds, 1e-9) if speed.batches else None,
             "train/truncated_examples": data.train_set.truncated,
             "train/compiled": float(compiled),
             "train/val_history": module.history,

@@ -122,6 +122,8 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
     write_markdown(out / "compare.md", tables, cc, [str(p) for p in paths], written_plots, unstarted)
     write_csv(out / "compare.csv", csv_rows(tables))
     print_table(tables, console)
+    console.print(f"wrote compare.md, compare.csv{f' and {len(written_plots)} plots' if written_plots else ''} "
+                  f"to {out}", markup=False, highlight=False, soft_wrap=True)
     return {"runs": runs, "swept": swept, "columns": columns, "best": best, "recommendation": tables.paragraphs,
             "plots": [out / f for _, f in written_plots], "markdown": out / "compare.md", "csv": out / "compare.csv"}
 
@@ -129,12 +131,14 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = OneLineParser(prog="python -m ccexp.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="a sweep dir (multirun/<date>/<time>) or run dirs")
-    parser.add_argument("--out", type=Path, help="where compare.md/.csv and the plots go (default: the sweep dir)")
+    parser.add_argument("--out", type=Path, help="where compare.md/.csv and the plots go (default: the one dir "
+                        "given; ./compare for several)")
     parser.add_argument("--metric", help="rank by this metric (default: the runs' compare.metric, test/acc)")
     parser.add_argument("--direction", choices=["maximize", "minimize"], help="default: compare.direction")
-    parser.add_argument("--constraint", action="append", metavar="'METRIC<=N'",
+    limits = parser.add_mutually_exclusive_group()  # --no-constraints would drop a stated --constraint
+    limits.add_argument("--constraint", action="append", metavar="'METRIC<=N'",
                         help="a limit a recommended run must meet; repeat for several (replaces compare.constraints)")
-    parser.add_argument("--no-constraints", action="store_true", help="ignore compare.constraints")
+    limits.add_argument("--no-constraints", action="store_true", help="ignore compare.constraints")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     try:

@@ -264,6 +264,12 @@ def headline_columns(runs: list[Run], patterns: Sequence[str]) -> list[str]:
     return columns
 
 
+def partly_timed(run: Run, key: str) -> bool:
+    """A resumed run's times and training speed cover the resumed part only: no rival of a whole run's."""
+    return (run.value("train/resumed_from_step") or 0) > 0 and \
+        (key.startswith("time/") or key in ("train/seconds", "train/tokens_per_s"))
+
+
 def same(value: float) -> float:
     """A metric as the report compares it: to 12 significant digits, past which float sums of
     one value differ (2/3 as 0.6666666666666667 and 0.6666666666666666)."""
@@ -274,7 +280,8 @@ def best_runs(runs: list[Run], key: str) -> set[str]:
     """Names of the finished runs holding the best value of key (ties all marked), among runs of
     one scenario (``scenarios``)."""
     higher = higher_is_better(key)
-    values = {r.name: same(r.value(key)) for r in runs if r.finished and r.value(key) is not None}
+    values = {r.name: same(r.value(key)) for r in runs
+              if r.finished and r.value(key) is not None and not partly_timed(r, key)}
     if higher is None or len(values) < 2:
         return set()
     if len(set(values.values())) == 1:

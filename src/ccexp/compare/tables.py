@@ -74,6 +74,11 @@ def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Seque
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "Bold: the best finished run per column (↑ higher is better, ↓ lower). "
               "\"-\": the run did not report it.", ""]
+    resumed = [f"`{r.name}` (from step {r.value('train/resumed_from_step')})" for r in runs
+               if (r.value("train/resumed_from_step") or 0) > 0]
+    if resumed:
+        lines += [f"Resumed: {', '.join(resumed)}: time/ columns and training speed cover the resumed "
+                  "part only, and are never bold.", ""]
     failed = [r for r in runs if not r.finished]
     if failed or unstarted:
         lines += ["## Failed runs", ""]
