@@ -316,6 +316,9 @@ def test_resume_auto_and_bad_checkpoints(tmp_path):
         run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "method.r=4", f"trainer.resume_from={tmp_path / 'job'}"),
             tmp_path / "y")
     assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"method\.name is 'qlora' here but 'lora' in the checkpoint's run"):
+        run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "method=qlora", f"trainer.resume_from={tmp_path / 'job'}"),
+            tmp_path / "y")  # the method, not a field that follows from it (gradient_checkpointing)
     # A checkpoint damaged after it was saved: its trainer state cut short, then gone.
     [checkpoint] = (tmp_path / "job" / "checkpoints").glob("step_*")
     state = checkpoint / "trainer_state.ckpt"

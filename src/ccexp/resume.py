@@ -135,7 +135,8 @@ def check_resumable(checkpoint: Path, config: dict) -> int:
 
 def _differences(here: Any, there: Any, key: str = ""):
     if isinstance(here, dict) and isinstance(there, dict):
-        for name in sorted(set(here) | set(there)):
+        # A group's name first: "method.name is 'qlora' here but 'lora'", not a field that follows from it
+        for name in sorted(set(here) | set(there), key=lambda n: (n != "name", n)):
             yield from _differences(here.get(name, _MISSING), there.get(name, _MISSING), f"{key}.{name}" if key else name)
     elif here != there:
         yield key, here, there
