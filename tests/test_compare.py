@@ -489,3 +489,19 @@ def test_a_resumed_runs_times_are_said_and_never_best(tmp_path, capsys):
         main([str(root), "--constraint", "test/acc>=0.1", "--no-constraints"])
     assert stop.value.code == 2
     assert "argument --no-constraints: not allowed with argument --constraint" in capsys.readouterr().err
+
+
+def test_data_sizes_with_one_test_set_are_ranked_together(tmp_path):
+    """data_size=tiny,small: different test sets, a scenario each; with one data_size.test, the
+    training data's size is a choice ranked like the method."""
+    for test_sizes, together in (((18, 188), False), ((188, 188), True)):
+        root = tmp_path / str(together)
+        for i, (size, train, test, acc) in enumerate([("tiny", 64, test_sizes[0], 0.4), ("small", 1500, test_sizes[1], 0.6)]):
+            run = make_run(root / str(i), "lora", {"test/acc": acc}, compare={**COMPARE, "constraints": []})
+            config = yaml.safe_load((run / "config.yaml").read_text())
+            config["data_size"] = {"name": size, "train": train, "val": 12, "test": test}
+            (run / "config.yaml").write_text(yaml.safe_dump(config))
+        assert main([str(root), "--no-plots"]) == 0
+        md = (root / "compare.md").read_text()
+        assert ("For data_size=" not in md) == together
+        assert ("Runner-up: lora (`0`, data_size=tiny" in md) == together

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ccexp.config import DataConfig, DataSizeConfig, TaskMixConfig
+import pytest
+
+from ccexp.config import ConfigError, DataConfig, DataSizeConfig, TaskMixConfig
 from ccexp.data import allocate, build_splits
 
 ALL6 = {"quality": 1, "csat": 1, "issue": 1, "churn": 1, "journey": 1, "coaching": 1}
@@ -35,3 +37,22 @@ def test_mix_weights_and_determinism():
     c = build_splits(DataConfig(seed=2), DataSizeConfig(train=40, val=4, test=4), mix)
     assert a == b and a != c
     assert sum(ex["task"] == "issue" for ex in a["train"]) == 30
+
+
+def test_a_split_is_the_same_whatever_the_other_splits_sizes():
+    """A data_size sweep with one test size is scored on one test set, and a smaller size's val
+    and test conversations are never a larger size's training conversations."""
+    mix = TaskMixConfig(weights=ALL6)
+    small = build_splits(DataConfig(seed=3), DataSizeConfig(train=30, val=6, test=12), mix)
+    large = build_splits(DataConfig(seed=3), DataSizeConfig(train=120, val=24, test=12), mix)
+    assert small["test"] == large["test"]
+    larger_test = build_splits(DataConfig(seed=3), DataSizeConfig(train=30, val=6, test=24), mix)["test"]
+    assert [ex["conversation_id"] for ex in larger_test[:12]] == [ex["conversation_id"] for ex in small["test"]]
+    trained = {ex["conversation_id"] for ex in large["train"]}
+    assert {ex["conversation_id"] for ex in small["train"]} <= trained
+    assert not trained & {ex["conversation_id"] for split in ("val", "test") for ex in small[split] + larger_test}
+
+
+def test_a_synthetic_split_past_the_generators_range_is_one_line():
+    with pytest.raises(ConfigError, match=r"^data_size\.train: expected at most 1,000,000 for data=synthetic"):
+        build_splits(DataConfig(), DataSizeConfig(train=1_000_001, val=1, test=1), TaskMixConfig(weights=ALL6))

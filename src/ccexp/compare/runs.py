@@ -220,13 +220,16 @@ def swept_keys(runs: list[Run]) -> list[str]:
 # What the runs are judged on: runs that differ in these answered other test questions (another
 # task mix, dataset, test size or evaluation setting), so each value is a scenario of its own,
 # with its own recommendation and best marks. Everything else (method, model, backend, trainer,
-# their hyperparameters) is a choice the report ranks.
+# their hyperparameters, the training data's size) is a choice the report ranks.
 SCENARIO_GROUPS = ("task_mix.", "data.", "data_size.", "eval.")
 
 
 def scenarios(runs: list[Run], swept: list[str]) -> dict[str, list[Run]]:
     """The runs by scenario, labelled "For task_mix=all" ("" when there is one)."""
-    keys = [k for k in swept if k.startswith(SCENARIO_GROUPS)]
+    keys = [k for k in swept if k.startswith(SCENARIO_GROUPS) and k != "data_size.train"]
+    if len({(r.flat.get("data_size.val"), r.flat.get("data_size.test")) for r in runs}) == 1:
+        # data_size=tiny,small data_size.test=188: more training data, one test set
+        keys = [k for k in keys if k != "data_size.name"]
     grouped: dict[str, list[Run]] = {}
     for run in runs:
         label = ", ".join(f"{column_label(k)}={setting(run.flat.get(k))}" for k in keys)

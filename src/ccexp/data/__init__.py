@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from ccexp.config import DataConfig, DataSizeConfig, TaskMixConfig
+from ccexp.config import ConfigError, DataConfig, DataSizeConfig, TaskMixConfig
 from ccexp.data.chatml import build_chatml
 from ccexp.data.hf import build_hf, to_dataset_dict
 from ccexp.data.synthetic import generate_conversations
@@ -46,15 +46,24 @@ def build_splits(data: DataConfig, size: DataSizeConfig, mix: TaskMixConfig) -> 
     return build_synthetic(data, size, mix)
 
 
+# Each split draws its conversations from its own range of the generator's indices, so a split
+# is the same conversations whatever the other splits' sizes: data_size=tiny's 18 test
+# conversations are the first 18 of small's and full's, a data_size sweep with one data_size.test
+# is scored on one test set, and no size trains on another size's val or test conversations.
+SPLIT_START = {"train": 0, "test": 1_000_000, "val": 2_000_000}
+SPLIT_RANGE = 1_000_000
+
+
 def build_synthetic(data: DataConfig, size: DataSizeConfig, mix: TaskMixConfig) -> dict[str, list[dict]]:
     """One conversation per example: the most variety for a given token budget, and splits
     that share no conversation by construction."""
     sizes = {"train": size.train, "val": size.val, "test": size.test}
-    conversations = generate_conversations(sum(sizes.values()), seed=data.seed)
-    splits, start = {}, 0
+    splits = {}
     for split in SPLITS:
-        convs = conversations[start : start + sizes[split]]
-        start += sizes[split]
+        if sizes[split] > SPLIT_RANGE:
+            raise ConfigError(f"data_size.{split}: expected at most {SPLIT_RANGE:,} for data=synthetic (each split "
+                              f"draws from its own {SPLIT_RANGE:,} conversations), got {sizes[split]:,}")
+        convs = generate_conversations(sizes[split], seed=data.seed, start=SPLIT_START[split])
         tasks = [t for t, c in allocate(mix.weights, len(convs)).items() for _ in range(c)]
         random.Random(f"{data.seed}/{split}").shuffle(tasks)
         splits[split] = [task_examples(conv, [task])[0] for conv, task in zip(convs, tasks)]

@@ -267,9 +267,9 @@ def make_conversation(seed: int, index: int) -> Conversation:
                         _latent_summary(lat, clean, pii))
 
 
-def generate_conversations(n: int, seed: int) -> list[Conversation]:
-    """``n`` conversations; the same seed always gives the same list."""
-    return [make_conversation(seed, i) for i in range(n)]
+def generate_conversations(n: int, seed: int, start: int = 0) -> list[Conversation]:
+    """``n`` conversations from index ``start``; the same seed always gives the same list."""
+    return [make_conversation(seed, i) for i in range(start, start + n)]
 
 
 def _format_value(value: object) -> str:
