@@ -169,7 +169,8 @@ def _tenure_risk(months: int) -> float:
 
 
 def _churn(lat: Latents, csat: int) -> float:
-    """Churn risk from loyalty, threats, outcome, queue wait and repeat contacts.
+    """Churn risk from loyalty, threats, outcome, queue wait, repeat contacts and their recency,
+    and a cancellation carried out.
 
     Every term is readable from the transcript: tenure is stated, threats are
     spoken, contact history is in the header or the customer's words.
@@ -182,6 +183,11 @@ def _churn(lat: Latents, csat: int) -> float:
     c += min(1.5 * max(0.0, _wait_minutes(lat) - 3.0), 15.0)
     c += 0.0 if lat.temporal["is_first_contact"] else 6.0  # shown in the header
     c += 10.0 if lat.journey == "repeat_issue" else 0.0  # "this is the third time..."
+    days = lat.temporal["days_since_last_contact"]
+    if days is not None and days <= 7 and not lat.temporal["is_followup"]:
+        c += 5.0  # back within a week unasked (header): what was done last time did not hold
+    if lat.issue == "cancellation" and lat.journey != "retention_save" and lat.outcome in ("resolved", "partially"):
+        c += 35.0  # the cancellation went through ("I've scheduled the cancellation"): leaving, or cutting back
     c += 5.0 * (3 - csat)
     return min(100.0, max(0.0, c))
 

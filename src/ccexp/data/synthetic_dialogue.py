@@ -70,6 +70,9 @@ def build_slots(rng: random.Random, lat: Latents) -> dict[str, str]:
     cents = rng.choice(("00", "99", "50", "49"))
     amounts = rng.sample(range(12, 260), 2)
     last_month = _MONTHS[(day.month - 2) % 12]
+    # "refund issued on {month} {day}", "around {month} {day}": a few days before the contact,
+    # never after it (a day of this month past today had been named 22% of the time)
+    past = day - dt.timedelta(days=rng.randint(3, 12))
     slots = {
         "company": lat.company,
         "contacting": "chatting with" if lat.channel == "chat" else "calling",
@@ -77,9 +80,10 @@ def build_slots(rng: random.Random, lat: Latents) -> dict[str, str]:
         "tod": "evening" if lat.temporal["time_of_day"] == "night" else str(lat.temporal["time_of_day"]),
         "amount": f"${amounts[0]}.{cents}",
         "amount2": f"${amounts[1]}.{cents}",
-        "month": rng.choice((last_month, _MONTHS[day.month - 1])),
+        "month": _MONTHS[past.month - 1],
+        "last_month": last_month,
         "next_month": _MONTHS[day.month % 12],
-        "day": str(rng.randint(2, 27)),
+        "day": str(past.day),
         "date": (day + dt.timedelta(days=rng.randint(3, 14))).strftime("%B %d").replace(" 0", " "),
         "weekday": _WEEKDAYS[(day.weekday() - rng.randint(1, 5)) % 7],
         "plan": rng.choice(P.PLANS),
@@ -275,7 +279,10 @@ def _resolution(d: _Dialogue) -> None:
     if lat.secondary and lat.outcome == "escalated":  # raise it before the handover
         _secondary(d)
     if lat.journey == "retention_save":
-        d.agent(d.returning, explain, d.pick(P.RETENTION_OFFER))
+        # A save over another issue answers that issue first (the fix, or that it cannot be fixed
+        # today): the offer alone had "fixed" a broken line the customer then called working.
+        answer = fix if lat.issue != "cancellation" and lat.outcome != "escalated" else ""
+        d.agent(d.returning, explain, answer, d.pick(P.RETENTION_OFFER))
         d.customer(d.pick(P.RETENTION_REPLY[lat.outcome]))
         follow = fix if lat.outcome == "escalated" else P.RETENTION_FOLLOW[lat.outcome].format_map(d.slots)
         d.agent(follow)

@@ -372,7 +372,7 @@ ISSUES: dict[str, dict] = {
             ("Is there any visible damage on the unit or the cable?",
              "just what I told you, otherwise it looks fine."),
             ("When did you buy it, roughly?",
-             "About a month ago, in {month}."),
+             "About a month ago, in {last_month}."),
             ("Have you tried a different charger or power outlet?",
              "yes, I tried two different ones."),
         ),

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Sequence
+
+from ccexp.data import synthetic_phrases as P
 
 from ccexp.data.synthetic import (
     COACHING_THEMES,
@@ -20,6 +23,7 @@ from ccexp.data.synthetic import (
     Conversation,
     render_transcript,
 )
+from ccexp.data.synthetic_issues import ISSUES
 
 ANALYTICS_TASKS = ("quality", "csat", "issue", "churn", "journey", "coaching")
 ALL_TASKS = (*ANALYTICS_TASKS, "all_in_one", "reply")
@@ -105,17 +109,31 @@ def instruction(task: str) -> str:
     return f"{_TASK_ASK[task]} Answer with one JSON object with these keys: {keys}."
 
 
+def phrase_pattern(template: str) -> re.Pattern:
+    """A phrase bank's line as a pattern: its slots ({team}, {ref}) match any text."""
+    return re.compile(".+?".join(re.escape(part) for part in re.split(r"\{\w+\}", template)), re.IGNORECASE)
+
+
+# Not a reply to teach or score: holds and fillers, canned and in about half the calls (a constant
+# "let me look into that, can I place you on a brief hold?" had scored BLEU 0.15), and the poor
+# practice the coaching labels mark down (a vague explanation, a cold transfer, a brush-off).
+NOT_A_REPLY = tuple(phrase_pattern(line) for line in (
+    *P.HOLD_ASK, *(ask for ask, _ in P.FILLER), *P.ESCALATE_COLD, *P.DISMISSIVE, *P.NO_VERIFY_LOOKUP,
+    *P.GREET_POOR, *(bad for issue in ISSUES.values() for bad in issue["explain_bad"])))
+
+
 def reply_turn_index(conv: Conversation) -> int:
-    """The agent turn to predict: an agent turn right after a customer turn,
-    nearest the middle of the call, whose text does not already occur earlier
-    (so the answer cannot be copied from the prompt)."""
+    """The agent turn to predict: an agent turn right after a customer turn, nearest the middle
+    of the call, whose text does not already occur earlier (so the answer cannot be copied from
+    the prompt), and is neither a hold, a filler nor poor practice where the call has another."""
     turns = conv.turns
     middle = len(turns) / 2
     candidates = [i for i in range(1, len(turns)) if turns[i][0] == "agent" and turns[i - 1][0] == "customer"]
-    for i in sorted(candidates, key=lambda i: (abs(i - middle), i)):
-        if turns[i][1] not in render_transcript(dataclasses.replace(conv, turns=turns[:i])):
-            return i
-    raise ValueError(f"{conv.id}: no agent turn follows a customer turn")
+    new = [i for i in sorted(candidates, key=lambda i: (abs(i - middle), i))
+           if turns[i][1] not in render_transcript(dataclasses.replace(conv, turns=turns[:i]))]
+    if not new:
+        raise ValueError(f"{conv.id}: no agent turn follows a customer turn")
+    return next((i for i in new if not any(p.search(turns[i][1]) for p in NOT_A_REPLY)), new[0])
 
 
 def _copy(value: object) -> object:
