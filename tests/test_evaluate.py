@@ -148,6 +148,8 @@ def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_pat
     (["adapter=/nonexistent"], "/nonexistent/config.yaml: not found"),
     (["adapter=x", "data=csv"], "a saved run's groups cannot be swapped"),
     (["adapter=x", "backend.fuse=true"], "argument 'backend.fuse=true': evaluate does not fuse"),
+    (["adapter=x", "method.name=qlora"], "argument 'method.name=qlora': the adapter was trained with this method"),
+    (["adapter=x", "task_mix.name=classification"], "a label: the saved run's fields decide what runs"),
     (["verbose"], "argument 'verbose': expected key=value"),
     (["adapter=x", "out=pyproject.toml"], "out=pyproject.toml: a file, expected a directory"),
     (["adapter=x", "out=pyproject.toml/sub"], "out=pyproject.toml/sub: pyproject.toml is a file, so no directory"),

@@ -135,6 +135,20 @@ def test_fused_model_matches_the_adapter(mlx_run, tiny_dir, method):
     assert type(layer.mlp.up_proj) is (nn.QuantizedLinear if method == "qlora" else nn.Linear)
 
 
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_mlx_lora_load_gives_the_model_evaluated(mlx_run, tiny_dir, method):
+    """ccexp's loader puts a QLoRA adapter on its 4-bit base, as trained: the logits ccexp scored.
+    mlx_lm.load would put it on the full-precision base, another model."""
+    from ccexp.backends import mlx_lora
+
+    run_dir, _, backend = mlx_run(method)
+    model, _ = mlx_lora.load(tiny_dir, run_dir / "adapter")
+    assert mx.allclose(_logits(model), _logits(backend.net), atol=1e-6).item()
+    if method == "qlora":
+        plain, _ = mlx_lm.load(str(tiny_dir), adapter_path=str(run_dir / "adapter"))
+        assert not mx.allclose(_logits(plain), _logits(backend.net), atol=1e-6).item()
+
+
 def test_prompt_tuning_adapter_reloads(mlx_run, tiny_dir):
     run_dir, _, backend = mlx_run("prompt_tuning")
     net = mlx_prompt.load(load_model(tiny_dir)[0], run_dir / "adapter")
@@ -185,7 +199,7 @@ def test_backend_mlx_without_mlx_is_one_line(monkeypatch):
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
-def test_saved_mlx_adapter_evaluates_again(method, mlx_run, tmp_path):
+def test_saved_mlx_adapter_evaluates_again(method, mlx_run, tmp_path, capsys):
     from ccexp.evaluate.__main__ import main as evaluate_main
 
     run_dir, metrics, _ = mlx_run(method)
@@ -193,6 +207,13 @@ def test_saved_mlx_adapter_evaluates_again(method, mlx_run, tmp_path):
                           "eval.latency_examples=0", "eval.baseline=false"]) == 0
     again = json.loads((tmp_path / "metrics.json").read_text())
     assert again["val/loss"] == pytest.approx(metrics["val/loss"], rel=1e-4)  # the trained adapter, not a fresh one
+    # Another setting would score another model (alpha rescales the update): one line, as on torch.
+    changed, field = ("method.alpha=64", "lora_parameters.scale") if method == "lora" else \
+        ("method.num_virtual_tokens=3", "num_virtual_tokens")
+    assert evaluate_main([f"adapter={run_dir}", f"out={tmp_path / 'x'}", changed, "eval.generate_examples=0",
+                          "eval.baseline=false"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and f"the adapter has {field}=" in line, line
 
 
 def test_the_final_validation_counts_no_patience():

@@ -19,8 +19,13 @@ from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 from mlx_lm.utils import load_model, load_tokenizer, save
 
-from ccexp.backends.mlx_prompt import PromptedLM, check_supported, load_weights_checked
+from ccexp.backends.mlx_prompt import PromptedLM, check_saved_config, check_supported, load_weights_checked
 from ccexp.config import ConfigError, MethodConfig, ModelConfig, lora_targets
+
+# What a saved adapter and this run's must share (the ccexp key that sets each); dropout only trains.
+SAVED_FIELDS = {"fine_tune_type": "method.name", "base_quantization": "method.name (qlora: the 4-bit base)",
+                "lora_parameters.rank": "method.r", "lora_parameters.scale": "method.alpha / method.r",
+                "lora_parameters.keys": "method.target_modules or model.lora_targets", "num_layers": "model"}
 
 # QLoRA's base: MLX affine 4-bit, 64 weights per scale (mlx-lm's default quantization).
 QUANT = {"group_size": 64, "bits": 4, "mode": "affine"}
@@ -76,6 +81,7 @@ class LoRA:
         (path / "adapter_config.json").write_text(json.dumps(self.config, indent=2))
 
     def load(self, path: Path) -> None:
+        check_saved_config(Path(path) / "adapter_config.json", self.config, SAVED_FIELDS)
         expected = dict(tree_flatten(self.net.model.trainable_parameters()))
         saved = load_weights_checked(Path(path) / "adapters.safetensors", expected)
         self.net.model.load_weights(list(saved.items()), strict=False)
@@ -101,6 +107,22 @@ def attach(net: PromptedLM, method: MethodConfig, model: ModelConfig, model_dir:
     config = {"fine_tune_type": "lora", "num_layers": num_layers, "lora_parameters": params,
               "model": str(model_dir), "base_quantization": QUANT if quantize_base else None}
     return LoRA(net, config)
+
+
+def load(model_dir: str | Path, adapter_dir: str | Path):
+    """(model, tokenizer): the adapter on its base as ccexp trained and scored it. For LoRA that
+    is ``mlx_lm.load(model_dir, adapter_path=adapter_dir)``; a QLoRA adapter's base is quantized
+    first, as in training, where mlx_lm.load would put it on the full-precision base: another
+    model, whose answers differ from those evaluated."""
+    from ccexp.cli import read_json_object
+
+    saved = read_json_object(Path(adapter_dir) / "adapter_config.json", ConfigError, "an mlx-lm adapter_config.json")
+    model, _ = load_model(Path(model_dir))
+    if saved.get("base_quantization"):
+        quantize_linear_layers(model, str(model_dir))
+    load_adapters(model, str(adapter_dir))
+    model.eval()
+    return model, load_tokenizer(Path(model_dir))
 
 
 def fuse(model_dir: Path, adapter_dir: Path, out: Path, quantized: bool = False) -> None:

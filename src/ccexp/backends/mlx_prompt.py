@@ -44,6 +44,27 @@ def load_weights_checked(file: Path, expected: dict[str, mx.array]) -> dict[str,
     return saved
 
 
+def check_saved_config(file: Path, live: dict, fields: dict[str, str]) -> None:
+    """An adapter's saved config against the one this run built: each of ``fields`` (a dotted path
+    in the JSON -> the ccexp key that sets it) must agree, or one line names the first that does
+    not. Evaluating with another alpha or base would score another model silently."""
+    from ccexp.cli import read_json_object
+
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such file; expected an adapter saved by ccexp's mlx backend")
+    saved = read_json_object(file, ConfigError, "an adapter config saved by ccexp's mlx backend")
+    for path, key in fields.items():
+        want, have = saved, live
+        for part in path.split("."):
+            want = want.get(part) if isinstance(want, dict) else None
+            have = have.get(part) if isinstance(have, dict) else None
+        if isinstance(want, list) and isinstance(have, list):
+            want, have = sorted(want), sorted(have)
+        if want != have:
+            raise ConfigError(f"{file}: the adapter has {path}={want!r}, this run's {key} gives {have!r}; "
+                              "expected the adapter's own setting (drop the override)")
+
+
 class PromptedLM(nn.Module):
     """An mlx-lm model behind an optional soft prompt (the trainable ``prompt`` array).
 
@@ -126,6 +147,8 @@ class SoftPrompt:
         (path / CONFIG).write_text(json.dumps(self.info, indent=2))
 
     def load(self, path: Path) -> None:
+        check_saved_config(Path(path) / CONFIG, self.info,
+                           {"method": "method.name", "num_virtual_tokens": "method.num_virtual_tokens"})
         saved = load_weights_checked(Path(path) / WEIGHTS, {"prompt_embeddings": self.net.prompt})
         self.net.prompt = saved["prompt_embeddings"]
 

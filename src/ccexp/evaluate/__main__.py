@@ -22,6 +22,13 @@ from ccexp.config import ConfigError
 
 USAGE = "usage: python -m ccexp.evaluate adapter=<run dir> [out=<dir>] [group.key=value ...]"
 _GROUPS = ("model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval", "logger")
+# A group's name that would change nothing but the label the evaluation records (its fields are
+# what ran), or, for the method, what the adapter was trained as (qlora: on a 4-bit base).
+_FIELDS_DECIDE = "a label: the saved run's fields decide what runs; override those instead"
+_LABELS = {"method.name": "the adapter was trained with this method (qlora: on a 4-bit base); an adapter of "
+                          "another method is another run's", "task_mix.name": _FIELDS_DECIDE,
+           "data_size.name": _FIELDS_DECIDE, "model.name": _FIELDS_DECIDE, "trainer.name": _FIELDS_DECIDE,
+           "eval.name": _FIELDS_DECIDE}
 
 
 def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
@@ -42,6 +49,8 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
             # The saved config is resolved: there is no group file to swap in, only fields.
             raise ConfigError(f"argument {arg!r}: a saved run's groups cannot be swapped; "
                               f"override their fields instead, e.g. {key}.<field>={value}")
+        elif key.lstrip("+~") in _LABELS:
+            raise ConfigError(f"argument {arg!r}: {_LABELS[key.lstrip('+~')]}")
         else:
             overrides.append(arg)
     if run_dir is None:
