@@ -80,6 +80,18 @@ def test_qlora_base_is_4bit(tiny_dir):
     assert q_proj.base_layer.weight.quant_type == "nf4"
 
 
+def test_qlora_on_widths_bitsandbytes_cpu_layout_cannot_take(tmp_path):
+    """A model 48 wide (k_proj 24 out, 48 in): bitsandbytes' AVX512-BF16 layout needs widths of
+    32 and 64 and failed at the first validation; those layers keep the generic 4-bit kernel."""
+    from conftest import FAST
+
+    from ccexp.run import run
+
+    metrics = run(compose_cfg(*FAST, "method=qlora", "backend=cpu", "model.arch.hidden=48", "model.arch.heads=4",
+                              "model.arch.kv_heads=2", "eval.generate_examples=2", "eval.baseline=false"), tmp_path)
+    assert metrics["status"] == "finished" and metrics["train/steps"] == 4
+
+
 def test_qlora_checkpoints_activations_and_lora_does_not(tiny_dir):
     """QLoRA's recipe (as in the paper) recomputes activations; LoRA keeps them by default."""
     for method, expected in (("qlora", True), ("lora", False)):

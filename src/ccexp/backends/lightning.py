@@ -115,6 +115,18 @@ class FirstTokenClock:
             self.first_token = time.perf_counter()
 
 
+def keep_odd_4bit_layers_generic(model: torch.nn.Module) -> None:
+    """bitsandbytes' AVX512-BF16 CPU layout needs a 4-bit layer's output width divisible by 32
+    and its input width by the quantization block (64), and fails mid-run otherwise (a model 48
+    wide): such layers keep the generic 4-bit kernel, which computes the same product."""
+    for layer in model.modules():
+        if not getattr(layer, "support_avx512bf16_for_cpu", False):
+            continue
+        block = getattr(getattr(layer.weight, "quant_state", None), "blocksize", 64)
+        if layer.out_features % 32 or layer.in_features % block:
+            layer.support_avx512bf16_for_cpu = False
+
+
 @contextlib.contextmanager
 def bnb_cpu_repacking_off(model: torch.nn.Module):
     """bitsandbytes (>= 0.47) re-lays a 4-bit weight out for its AVX512-BF16 CPU kernel at the
@@ -174,6 +186,8 @@ class TorchBackend:
         self.model = spec.wrap(base).to(device)
         speedups.apply(self.model, autocast=self.autocast_dtype is not None, shared_dropout=cfg.method.shared_dropout)
         self.quantized = spec.quantization_config is not None
+        if self.quantized and device == "cpu":
+            keep_odd_4bit_layers_generic(self.model)
         if cfg.backend.compile == "true" and device == "cpu" and speedups.cpp_compiler() is None:
             raise ConfigError("backend.compile: true needs a C++ compiler for torch.compile's CPU code (g++ or $CXX); "
                               "none found (install one, or set backend.compile=false)")
