@@ -189,6 +189,22 @@ def test_mlx_config_errors_name_the_key(overrides, key, tmp_path):
     assert not (tmp_path / "metrics.json").exists()  # refused before training
 
 
+def test_lora_targets_match_as_on_torch(tiny_dir):
+    """A target names a layer by its last name or by its path in the block, as peft matches
+    them on the torch backends; a name of none lists the block's linear layers."""
+    from mlx_lm.utils import load_model as mlx_load_model
+
+    from ccexp.backends.mlx_lora import lora_keys
+
+    model = mlx_load_model(tiny_dir)[0]
+    assert lora_keys(model, ["q_proj", "mlp.up_proj"], "method.target_modules", "tiny") == \
+        ["mlp.up_proj", "self_attn.q_proj"]
+    with pytest.raises(ConfigError, match=r"^method\.target_modules: \['qq_proj'\] name no linear layer of "
+                                          r"model=tiny \(its linear layers: down_proj, gate_proj, k_proj, o_proj, "
+                                          r"q_proj, up_proj, v_proj\)$"):
+        lora_keys(model, ["q_proj", "qq_proj"], "method.target_modules", "tiny")
+
+
 def test_backend_mlx_without_mlx_is_one_line(monkeypatch):
     from ccexp.backends import resolve_backend
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +22,8 @@ from mlx_lm.utils import load_model, load_tokenizer, save
 
 from ccexp.backends.mlx_prompt import PromptedLM, check_saved_config, check_supported, load_weights_checked
 from ccexp.config import ConfigError, MethodConfig, ModelConfig, lora_targets
+
+log = logging.getLogger("ccexp")
 
 # What a saved adapter and this run's must share (the ccexp key that sets each); dropout only trains.
 SAVED_FIELDS = {"fine_tune_type": "method.name", "base_quantization": "method.name (qlora: the 4-bit base)",
@@ -43,19 +46,28 @@ def quantize_linear_layers(model: nn.Module, model_name: str) -> int:
     if count == 0:
         raise ConfigError(f"method=qlora: no linear layer of model={model_name} has an input width divisible "
                           f"by the group size {QUANT['group_size']}; use method=lora")
+    others = sum(isinstance(m, nn.Linear) and p.rsplit(".", 1)[-1] != "lm_head" for p, m in model.named_modules())
+    if count < others:  # a 48-wide model: most of its layers stay full precision, which a reader should know
+        log.info("method=qlora: %d of %d linear layers quantized to 4 bits; the others' input widths are not "
+                 "multiples of %d and stay full precision", count, others, QUANT["group_size"])
     nn.quantize(model, QUANT["group_size"], QUANT["bits"], mode=QUANT["mode"], class_predicate=linear)
     return count
 
 
 def lora_keys(model: nn.Module, targets: list[str], key: str, model_name: str) -> list[str]:
-    """Paths inside one transformer block (mlx-lm's ``keys``) whose last name is a target,
-    as peft matches ``target_modules``."""
-    found = {path for path, m in model.layers[0].named_modules()
-             if path.rsplit(".", 1)[-1] in targets and isinstance(m, (nn.Linear, nn.QuantizedLinear))}
-    missing = [t for t in targets if not any(p.rsplit(".", 1)[-1] == t for p in found)]
+    """Paths inside one transformer block (mlx-lm's ``keys``) that a target names as peft matches
+    ``target_modules`` (the path, or its end after a dot: ``q_proj`` or ``self_attn.q_proj``),
+    so one setting picks the same layers on every backend."""
+    linear = {path for path, m in model.layers[0].named_modules() if isinstance(m, (nn.Linear, nn.QuantizedLinear))}
+
+    def named(path: str, target: str) -> bool:
+        return path == target or path.endswith("." + target)
+
+    missing = sorted(t for t in targets if not any(named(p, t) for p in linear))
     if missing:
-        raise ConfigError(f"{key}: {missing} name no linear layer of model={model_name}")
-    return sorted(found)
+        raise ConfigError(f"{key}: {missing} name no linear layer of model={model_name} (its linear layers: "
+                          f"{', '.join(sorted({p.rsplit('.', 1)[-1] for p in linear}))})")
+    return sorted(p for p in linear if any(named(p, t) for t in targets))
 
 
 class LoRA:
