@@ -75,6 +75,23 @@ def test_synthetic_card_has_the_noise_ceiling():
     assert "tokens" not in card
 
 
+def test_card_gives_a_constant_answers_test_accuracy():
+    """The floor a model must beat: train's most common label, or a score's median, judged by the
+    evaluation's own checks (a quality score within 10)."""
+    from ccexp.config import EvalConfig
+    from ccexp.scoring import field_checks
+
+    def ex(**reference):
+        return {"task": "x", "reference": reference, "messages": [{"role": "user", "content": "q"},
+                                                                  {"role": "assistant", "content": "a"}]}
+
+    splits = {"train": [ex(label="lost", quality_score=s) for s in (40, 50, 90)] + [ex(label="late", quality_score=60)],
+              "val": [], "test": [ex(label="lost", quality_score=55), ex(label="late", quality_score=70),
+                                  ex(label="lost", quality_score=49), ex(label="refund", quality_score=10)]}
+    card = dataset_card(splits, checks=field_checks(EvalConfig()))
+    assert card["constant_answer"] == {"label": 0.5, "quality_score": 0.5}  # "lost"; median_low 50: 55 and 49
+
+
 def test_describe_cli(monkeypatch, capsys):
     monkeypatch.chdir(FIXTURES.parent.parent)
     assert main(["describe", "data=csv", "model=tiny", "data_size.test=4"]) == 0

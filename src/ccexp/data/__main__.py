@@ -24,6 +24,7 @@ from ccexp.config_errors import config_error_line
 from ccexp.data import build_splits, to_dataset_dict
 from ccexp.data.card import dataset_card, print_card
 from ccexp.data.formats import MLX_FILES, write_chatml, write_mlx_layout
+from ccexp.scoring import field_checks
 
 USAGE = ("usage: python -m ccexp.data {describe,export} [key=value ...] [--out DIR (default data/<data>-<size>)] "
          "[--overwrite]")
@@ -59,7 +60,7 @@ def describe(rc: RunConfig, splits: dict, console: Console) -> dict:
 
         noise = noise_report()
     tokenizer = load_tokenizer(resolve_model_dir(rc.model))
-    card = dataset_card(splits, tokenizer, rc.model.max_seq_len, noise)
+    card = dataset_card(splits, tokenizer, rc.model.max_seq_len, noise, field_checks(rc.eval))
     print_card(card, f"data={rc.data.name} data_size={rc.data_size.name} model={rc.model.name}", console)
     return card
 

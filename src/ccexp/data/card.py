@@ -1,14 +1,17 @@
 """A dataset card: what a run would train and test on, before any model is trained.
 
 ``dataset_card`` measures the splits (sizes, tasks, label distributions, token lengths with
-the run's tokenizer, duplicates, vocabulary, and for synthetic data the label-noise ceiling);
+the run's tokenizer, duplicates, vocabulary, a constant answer's test accuracy, and for
+synthetic data the label-noise ceiling);
 ``print_card`` shows it with rich. Plain dicts in, plain dicts out, so tests assert numbers.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections import Counter
+import statistics
+from collections import Counter, defaultdict
 from typing import Optional, Sequence
 
 from rich.console import Console
@@ -51,6 +54,30 @@ def label_counts(splits: dict[str, list[dict]]) -> dict[str, dict[str, Counter]]
     return fields
 
 
+def constant_answers(splits: dict[str, list[dict]], checks: dict) -> dict[str, float]:
+    """Field -> the test accuracy of one constant answer, judged as evaluation judges a model
+    (``checks``: scoring.field_checks): the train split's most common value, or for a number its
+    median. What a model must beat to have read anything; next to the noise ceiling, the room."""
+    train, test = defaultdict(list), defaultdict(list)
+    for split, values in (("train", train), ("test", test)):
+        for ex in splits[split]:
+            for name, value in ex["reference"].items():
+                if name not in _FREE_TEXT_FIELDS and name in checks:
+                    values[name].append(value)
+    scores = {}
+    for name, refs in test.items():
+        seen = train.get(name)
+        if not seen:
+            continue
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seen):
+            guess = statistics.median_low(seen)
+        else:  # lists (coaching's themes) counted as the set they are
+            counted = Counter(json.dumps(sorted(v) if isinstance(v, list) else v) for v in seen)
+            guess = json.loads(counted.most_common(1)[0][0])
+        scores[name] = sum(bool(checks[name](guess, ref)) for ref in refs) / len(refs)
+    return scores
+
+
 def token_lengths(examples: list[dict], tokenizer) -> dict[str, list[int]]:
     prompts = [prompt_text(tokenizer, ex["messages"][:-1], ex.get("id")) for ex in examples]
     answers = [ex["messages"][-1]["content"] + tokenizer.eos_token for ex in examples]
@@ -59,9 +86,10 @@ def token_lengths(examples: list[dict], tokenizer) -> dict[str, list[int]]:
 
 
 def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Optional[int] = None,
-                 noise: Optional[dict] = None) -> dict:
+                 noise: Optional[dict] = None, checks: Optional[dict] = None) -> dict:
     """Numbers about the splits; token lengths only with a tokenizer, the noise ceiling only
-    when ``noise`` (synthetic.noise_report()) is given."""
+    when ``noise`` (synthetic.noise_report()) is given, a constant answer's test accuracy with
+    ``checks`` (scoring.field_checks)."""
     examples = [ex for split in SPLITS for ex in splits[split]]
     transcripts = [ex["messages"][-2]["content"] for ex in examples]
     # The whole prompt, every turn before the answer (what the run's holdout warning compares):
@@ -84,6 +112,8 @@ def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Opt
         if max_seq_len:
             totals = [p + a for p, a in zip(lengths["prompt"], lengths["answer"])]
             card["over_max_seq_len"] = sum(t > max_seq_len for t in totals)
+    if checks is not None:
+        card["constant_answer"] = constant_answers(splits, checks)
     if noise is not None:
         card["noise_ceiling"] = {name: noise[name]["ceiling"] for name in card["labels"] if name in noise}
     return card
@@ -127,6 +157,10 @@ def print_card(card: dict, title: str, console: Optional[Console] = None) -> Non
                   f"(ratio {card['distinct_transcript_ratio']:.3f}); val/test prompts also in train: "
                   f"{card['eval_in_train']['val']} / {card['eval_in_train']['test']}", soft_wrap=True)
     console.print(f"vocabulary: {card['vocabulary']} distinct words (lower-cased, system prompt excluded)")
+    if card.get("constant_answer"):
+        floor = ", ".join(f"{name} {value:.3f}" for name, value in card["constant_answer"].items())
+        console.print(f"one constant answer on test (train's most common value; a number's median), the floor a "
+                      f"model must beat: {floor}", soft_wrap=True)
     if card.get("noise_ceiling"):
         ceiling = ", ".join(f"{name} {value:.3f}" for name, value in card["noise_ceiling"].items())
         console.print(f"label-noise ceiling (best accuracy a perfect reader reaches): {ceiling}", soft_wrap=True)
