@@ -496,12 +496,27 @@ def test_data_sizes_with_one_test_set_are_ranked_together(tmp_path):
     training data's size is a choice ranked like the method."""
     for test_sizes, together in (((18, 188), False), ((188, 188), True)):
         root = tmp_path / str(together)
-        for i, (size, train, test, acc) in enumerate([("tiny", 64, test_sizes[0], 0.4), ("small", 1500, test_sizes[1], 0.6)]):
+        for i, (size, train, val, test, acc) in enumerate([("tiny", 64, 12, test_sizes[0], 0.4),
+                                                           ("small", 1500, 188, test_sizes[1], 0.6)]):
             run = make_run(root / str(i), "lora", {"test/acc": acc}, compare={**COMPARE, "constraints": []})
             config = yaml.safe_load((run / "config.yaml").read_text())
-            config["data_size"] = {"name": size, "train": train, "val": 12, "test": test}
+            config["data_size"] = {"name": size, "train": train, "val": val, "test": test}
             (run / "config.yaml").write_text(yaml.safe_dump(config))
         assert main([str(root), "--no-plots"]) == 0
         md = (root / "compare.md").read_text()
         assert ("For data_size=" not in md) == together
         assert ("Runner-up: lora (`0`, data_size=tiny" in md) == together
+
+
+def test_a_run_without_its_config_joins_a_scenario(tmp_path):
+    """A job that failed before writing its config has no task mix: it is named among the failed
+    runs of a scenario, and opens none of its own (nor adds keys to the others' labels)."""
+    root = tmp_path / "sweep"
+    for i, (method, mix, acc) in enumerate([("lora", "all", 0.5), ("lora", "classification", 0.7)]):
+        make_run(root / str(i), method, {"test/acc": acc}, task_mix=mix, compare={**COMPARE, "constraints": []})
+    (root / "2").mkdir()
+    (root / "2" / "error.txt").write_text("RuntimeError: out of memory\n")
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    assert md.count("**For task_mix=") == 2 and "For task_mix=-" not in md and "eval." not in md.split("## Runs")[0]
+    assert "1 run failed and is excluded: `2` (task_mix=-): RuntimeError: out of memory." in md

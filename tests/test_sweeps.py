@@ -202,8 +202,14 @@ def test_an_objective_no_run_reports_stops_the_study_in_one_line(tmp_path):
              "sweep gets no value from it\n")
     [job] = [p.parent for p in tmp_path.glob("*/error.txt")]
     assert (job / "error.txt").read_text() == error
+    assert "ccexp: Optuna study stopped: objective.metric: 'val/los' is not among" in proc.stderr
     assert f"ccexp: sweep {tmp_path}: 1 job: 0 finished, 1 failed" in proc.stderr
-    assert "the sweep stopped there, its remaining jobs not started" in proc.stderr
+    study = optuna.load_study(study_name="lora", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]  # the second asked, never launched: not RUNNING
+    # Fixed, the same study runs: it had no complete trial, so nothing of other settings to mix.
+    fixed = cli("-m", "hparams_search=lora_optuna", "hydra.sweeper.n_trials=1", *FAST, "eval.baseline=false",
+                "eval.generate_examples=0", f"hydra.sweep.dir={tmp_path}")
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
 
 
 def _study(cfg, tmp_path, **change):
@@ -355,36 +361,55 @@ def test_an_interrupted_sweep_says_so_and_writes_its_summary(tmp_path, how, code
     assert f"ccexp: sweep {tmp_path}: 2 jobs: 1 finished, 1 failed (job 1: {line};" in proc.stderr
 
 
-_DYING_WORKER = """
+_STOPPING_WORKER = """
 import os, signal
 from hydra.core.hydra_config import HydraConfig
 from ccexp.backends.lightning_modules import CompletionLM
 step = CompletionLM.training_step
-def dying(self, batch, batch_idx):
+def stopping(self, batch, batch_idx):
     if self.global_step == 1 and HydraConfig.get().job.num == 1:
-        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer does
+        os.kill(os.getpid(), getattr(signal, os.environ["CCEXP_TEST_SIGNAL"]))
     return step(self, batch, batch_idx)
-CompletionLM.training_step = dying
+CompletionLM.training_step = stopping
 """
 
 
-def test_a_joblib_worker_killed_ends_the_sweep_in_one_line(tmp_path):
-    """A joblib job's worker process killed (out of memory): joblib stops the batch with a
-    traceback of its own; the sweep instead marks the jobs that were running as failed with one
-    line saying why, writes its summary, and exits 1. (A sitecustomize.py patches the training
-    step in the workers, which joblib starts as fresh interpreters.)"""
+@pytest.mark.parametrize("signal_name,code", [("SIGKILL", 1), ("SIGTERM", 143)])
+def test_a_joblib_job_stopped_in_its_worker_ends_the_sweep_in_one_line(tmp_path, signal_name, code):
+    """A joblib worker killed (SIGKILL: the out-of-memory killer) or its job interrupted (SIGTERM):
+    joblib stops the batch, with a traceback of its own; the sweep instead marks the jobs that had
+    no result as failed with one line saying why, writes its summary and report, and exits 1 or
+    143. (A sitecustomize.py patches the training step in the workers, which joblib starts as
+    fresh interpreters.)"""
+    from ccexp.sweep import BATCH_STOPPED, RESUME_HINT, WORKER_DIED
+
     (tmp_path / "hook").mkdir()
-    (tmp_path / "hook" / "sitecustomize.py").write_text(_DYING_WORKER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")])}
+    (tmp_path / "hook" / "sitecustomize.py").write_text(_STOPPING_WORKER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")]),
+           "CCEXP_TEST_SIGNAL": signal_name}
     sweep = tmp_path / "sweep"
     proc = subprocess.run([sys.executable, "-m", "ccexp", "-m", "method=lora,qlora", "hydra/launcher=joblib",
                            "hydra.launcher.n_jobs=2", *FAST, *QUICK, "trainer.max_steps=4", f"hydra.sweep.dir={sweep}"],
                           capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == code, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    from ccexp.sweep import WORKER_DIED
-
-    assert f"ccexp: error: {WORKER_DIED} (TerminatedWorkerError)" in proc.stderr
-    assert (sweep / "1" / "error.txt").read_text() == WORKER_DIED + "\n"
+    why = WORKER_DIED if signal_name == "SIGKILL" else \
+        f"interrupted by SIGTERM (kill, or a scheduler's time limit); {RESUME_HINT}"
+    assert (sweep / "1" / "error.txt").read_text() == why + "\n"
+    other = (sweep / "0" / "error.txt").read_text().strip() if (sweep / "0" / "error.txt").exists() else "finished"
+    assert other in ("finished", WORKER_DIED, BATCH_STOPPED)
     summary = json.loads((sweep / "sweep_summary.json").read_text())
-    assert summary["failed"] >= 1 and {r["status"] for r in summary["runs"]} <= {"finished", "failed"}
+    assert summary["jobs"] == 2 and summary["failed"] == 2 - (other == "finished")
+    assert (sweep / "compare.md").is_file()
+
+
+def test_a_studys_settings_are_what_its_trials_measure():
+    """One spelling per setting (1e-3 is 0.001, quotes and + change nothing); the search space,
+    logging, judging and Hydra's own overrides are no settings of the study."""
+    from hydra_plugins.ccexp_plugins import _settings
+
+    one = _settings(["method.dropout=1e-3", "objective.metric='val/loss'", "+trainer.max_steps=3", "logger=csv",
+                     "method.lr=interval(1e-4,1e-3)", "compare.metric=test/acc", "hydra.sweeper.n_trials=2"])
+    other = _settings(["trainer.max_steps=3", "method.dropout=0.001", "objective.metric=val/loss", "logger=none",
+                       "hydra/launcher=joblib"])
+    assert one == other == ["method.dropout=0.001", "objective.metric='val/loss'", "trainer.max_steps=3"]

@@ -89,7 +89,3 @@ def numeric_keys(metrics: dict) -> list[str]:
 def objective_missing(key: str, metrics: dict) -> str:
     hint = did_you_mean(key, numeric_keys(metrics), "see the run's metrics.json for the keys")
     return f"objective.metric: {key!r} is not among this run's metrics ({hint}); a sweep gets no value from it"
-
-
-class ObjectiveMissing(ConfigError):
-    """A search's run without objective.metric: every trial of the study would train and fail alike."""

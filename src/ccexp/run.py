@@ -15,7 +15,7 @@ from ccexp import resume
 from ccexp.backends import build_backend, resolve_backend
 from ccexp.backends.base import reset_peak_memory
 from ccexp.config import ConfigError, RunConfig, validate
-from ccexp.config_errors import ObjectiveMissing, objective_missing
+from ccexp.config_errors import objective_missing
 from ccexp.data import build_splits
 from ccexp.evaluate import evaluate
 from ccexp.models import resolve_model_dir
@@ -93,7 +93,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
             for record in predictions:
                 f.write(json.dumps(record) + "\n")
         if required_metric is not None and required_metric not in metrics:
-            raise ObjectiveMissing(objective_missing(required_metric, metrics))
+            raise ConfigError(objective_missing(required_metric, metrics))
         metrics["status"] = "finished"
         log_predictions(logger, predictions)
         if adapter is None:

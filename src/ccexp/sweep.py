@@ -169,17 +169,24 @@ def summarize_interrupted(hydra: DictConfig, line: str) -> None:
 
 WORKER_DIED = ("a joblib worker process died (killed: out of memory? each job loads its own model, so lower "
                "hydra.launcher.n_jobs), and joblib stopped the jobs running beside it")
+BATCH_STOPPED = "stopped with its batch: another job of it was interrupted (SIGTERM or Ctrl-C)"
 
 
-def workers_died(hydra: DictConfig, err: BaseException) -> None:
-    """joblib lost a worker (the kernel's out-of-memory killer, kill -9) and stopped the whole
-    batch: each job of this launch still running is marked failed with that line, the summary
-    and report cover what ran, and the sweep exits 1 in one line instead of loky's traceback."""
+def stop_batch(hydra: DictConfig, since: float, err: BaseException, line: str, code: int) -> None:
+    """joblib stopped a batch of jobs: a worker died (the out-of-memory killer, kill -9) or a job
+    was interrupted in its worker. Each job dir of the batch (Hydra's ``.hydra/`` written since
+    ``since``) that has no result yet, or still says running, is marked failed with ``line``; the
+    summary and report cover what ran, and the sweep exits with ``code``, not loky's traceback."""
     sweep_dir = Path(hydra.sweep.dir)
-    since = SweepSummary.running.started if SweepSummary.running is not None else 0.0
-    for job_dir in _job_dirs(sweep_dir, since):
-        if json.loads((job_dir / "metrics.json").read_text()).get("status") == "running":
-            record_failure(job_dir, err, WORKER_DIED)
-    print(f"ccexp: error: {WORKER_DIED} ({type(err).__name__})", file=sys.stderr, flush=True)
-    summarize_interrupted(hydra, WORKER_DIED)
-    sys.exit(1)
+    for config in sweep_dir.rglob(".hydra/config.yaml"):
+        job_dir = config.parent.parent
+        if config.stat().st_mtime < since:
+            continue
+        try:
+            status = json.loads((job_dir / "metrics.json").read_text()).get("status")
+        except (OSError, ValueError):
+            status = None  # killed while loading its model: no metrics.json yet
+        if status in (None, "running"):
+            record_failure(job_dir, err, line)
+    summarize_interrupted(hydra, line)
+    sys.exit(code)

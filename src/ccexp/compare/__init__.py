@@ -109,9 +109,9 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
     swept = swept_keys(runs)
     columns = headline_columns(runs, cc.headline)
     # Marked within each scenario: a val/loss over another task mix's validation set is no rival.
-    groups = scenarios(runs, swept).values()
-    best = {k: set().union(*(best_runs(group, k) for group in groups)) for k in columns}
-    tables = Tables(runs, swept, columns, best, recommend(runs, cc, swept))
+    groups = scenarios(runs, swept)
+    best = {k: set().union(*(best_runs(group, k) for group in groups.values())) for k in columns}
+    tables = Tables(runs, swept, columns, best, recommend(groups, cc, swept))
     written_plots = []
     if plots:
         from ccexp.compare.plots import write_plots
@@ -135,10 +135,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "given; ./compare for several)")
     parser.add_argument("--metric", help="rank by this metric (default: the runs' compare.metric, test/acc)")
     parser.add_argument("--direction", choices=["maximize", "minimize"], help="default: compare.direction")
-    limits = parser.add_mutually_exclusive_group()  # --no-constraints would drop a stated --constraint
-    limits.add_argument("--constraint", action="append", metavar="'METRIC<=N'",
+    given = parser.add_mutually_exclusive_group()  # --no-constraints would drop a stated --constraint
+    given.add_argument("--constraint", action="append", metavar="'METRIC<=N'",
                         help="a limit a recommended run must meet; repeat for several (replaces compare.constraints)")
-    limits.add_argument("--no-constraints", action="store_true", help="ignore compare.constraints")
+    given.add_argument("--no-constraints", action="store_true", help="ignore compare.constraints")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     try:

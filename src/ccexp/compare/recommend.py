@@ -7,7 +7,7 @@ import math
 import operator
 from typing import Optional
 
-from ccexp.compare.runs import Run, describe, fmt, named, same, scenarios
+from ccexp.compare.runs import Run, describe, fmt, named, same
 from ccexp.config import CompareConfig, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
 
@@ -92,7 +92,7 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
     method = best.flat.get("method.name", "?")
     others = [r for r in eligible[1:] if r.flat.get("method.name") != method] or eligible[1:]
     tied = [r for r in eligible[1:] if same(r.value(metric)) == same(best.value(metric))]
-    text = (f"{head}**Recommend {method}** — run `{best.name}` ({describe(best, swept)}) "
+    text = (f"{head}**Recommend {method}** — run {named(best, swept)} "
             + (f"ties {len(tied)} other run{'s' * (len(tied) > 1)} for the " if tied else "has the ")
             + f"{'highest' if maximize else 'lowest'} {metric}, {fmt(best.value(metric))}")
     if checked:
@@ -101,7 +101,8 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
     if others:
         up = others[0]
         gap = same(best.value(metric)) - same(up.value(metric))
-        text += (f" Runner-up: {up.flat.get('method.name', '?')} (`{up.name}`, {describe(up, swept)}) with "
+        values = describe(up, swept)
+        text += (f" Runner-up: {up.flat.get('method.name', '?')} (`{up.name}`{', ' + values if values else ''}) with "
                  f"{fmt(up.value(metric))}" + (f", {abs(gap):.3f} {'lower' if maximize else 'higher'}." if gap else
                  _tie_note(best, up, method)))
     elif len(scored) == 1:
@@ -139,6 +140,6 @@ def _answers_behind(run: Run, metric: str) -> tuple[int | None, str, float]:
     return None, "", 0.0
 
 
-def recommend(runs: list[Run], cc: CompareConfig, swept: list[str]) -> list[str]:
-    """One paragraph per scenario (``scenarios``: the task mix, data or evaluation swept)."""
-    return [_recommend_scenario(rs, cc, swept, label) for label, rs in scenarios(runs, swept).items()]
+def recommend(groups: dict[str, list[Run]], cc: CompareConfig, swept: list[str]) -> list[str]:
+    """One paragraph per scenario (``groups``: runs.scenarios, what the runs are judged on)."""
+    return [_recommend_scenario(rs, cc, swept, label) for label, rs in groups.items()]

@@ -201,7 +201,8 @@ def swept_keys(runs: list[Run]) -> list[str]:
     # The compare block says how to judge the runs, the logger and experiment_name where they were
     # recorded, not how they ran: never a swept axis (a split of the recommendation by logger).
     keys = sorted({k for r in runs for k in r.flat if not k.startswith(_NOT_AXES)})
-    differing = [k for k in keys if len({repr(r.flat.get(k)) for r in runs if known(r, k)}) > 1]
+    # A run without the key (one that failed before writing its config) says nothing about it either.
+    differing = [k for k in keys if len({repr(r.flat[k]) for r in runs if k in r.flat and known(r, k)}) > 1]
     chosen = {k[: -len(".name")] for k in differing if k.endswith(".name")}
     shown = []
     for key in differing:
@@ -225,15 +226,30 @@ SCENARIO_GROUPS = ("task_mix.", "data.", "data_size.", "eval.")
 
 
 def scenarios(runs: list[Run], swept: list[str]) -> dict[str, list[Run]]:
-    """The runs by scenario, labelled "For task_mix=all" ("" when there is one)."""
-    keys = [k for k in swept if k.startswith(SCENARIO_GROUPS) and k != "data_size.train"]
-    if len({(r.flat.get("data_size.val"), r.flat.get("data_size.test")) for r in runs}) == 1:
-        # data_size=tiny,small data_size.test=188: more training data, one test set
-        keys = [k for k in keys if k != "data_size.name"]
+    """The runs by scenario, labelled "For task_mix=all" ("" when there is one). A run that
+    lacks a key (a failed run without its config, an older run) joins the first scenario its
+    other values fit, rather than opening one of its own."""
+    def value(run: Run, key: str):
+        return run.flat.get(key)
+
+    keys = [k for k in swept if k.startswith(SCENARIO_GROUPS) and k != "data_size.train"
+            and len({repr(value(r, k)) for r in runs if value(r, k) is not None}) > 1]
+    if len({value(r, "data_size.test") for r in runs if value(r, "data_size.test") is not None}) <= 1:
+        # -m data_size=tiny,small data_size.test=188: more training data, one test set (the val
+        # sets differ, so val/ columns compare runs over other validation examples)
+        keys = [k for k in keys if not k.startswith("data_size.")]
     grouped: dict[str, list[Run]] = {}
+    partial = []
     for run in runs:
-        label = ", ".join(f"{column_label(k)}={setting(run.flat.get(k))}" for k in keys)
+        if any(value(run, k) is None for k in keys):
+            partial.append(run)
+            continue
+        label = ", ".join(f"{column_label(k)}={setting(value(run, k))}" for k in keys)
         grouped.setdefault(f"For {label}" if label else "", []).append(run)
+    for run in partial:
+        fits = [label for label, group in grouped.items()
+                if all(value(run, k) is None or repr(value(run, k)) == repr(value(group[0], k)) for k in keys)]
+        grouped.setdefault(fits[0] if fits else f"For {describe(run, keys)}", []).append(run)
     return grouped
 
 
@@ -273,10 +289,10 @@ def partly_timed(run: Run, key: str) -> bool:
         (key.startswith("time/") or key in ("train/seconds", "train/tokens_per_s"))
 
 
-def same(value: float) -> float:
-    """A metric as the report compares it: to 12 significant digits, past which float sums of
-    one value differ (2/3 as 0.6666666666666667 and 0.6666666666666666)."""
-    return float(f"{value:.12g}")
+def same(value: float | int) -> float | int:
+    """A metric as the report compares it: a float to 12 significant digits, past which float
+    sums of one value differ (2/3 as 0.6666666666666667 and 0.6666666666666666); a count as it is."""
+    return float(f"{value:.12g}") if isinstance(value, float) else value
 
 
 def best_runs(runs: list[Run], key: str) -> set[str]:
@@ -316,9 +332,9 @@ def setting(value: Any) -> str:
 def named(run: Run, swept: list[str]) -> str:
     """"`1` (method=lora)": the run and its swept values (nothing swept: the name alone)."""
     values = describe(run, swept)
-    return f"`{run.name}`" + (f" ({values})" if values != run.name else "")
+    return f"`{run.name}`" + (f" ({values})" if values else "")
 
 
 def describe(run: Run, swept: list[str]) -> str:
-    """'method=lora, task_mix=all': the run's swept values."""
-    return ", ".join(f"{column_label(k)}={setting(run.flat.get(k))}" for k in swept) or run.name
+    """'method=lora, task_mix=all': the run's swept values ("" when nothing was swept)."""
+    return ", ".join(f"{column_label(k)}={setting(run.flat.get(k))}" for k in swept)

@@ -11,6 +11,7 @@ import functools
 import os
 import shutil
 import sys
+import time
 from collections.abc import MutableSequence
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from omegaconf import DictConfig, ListConfig
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
 from ccexp.config_errors import config_error_line
 from ccexp.cores import JOBS_AT_ONCE_ENV, jobs_at_once
-from ccexp.sweep import job_label, workers_died
+from ccexp.sweep import BATCH_STOPPED, WORKER_DIED, job_label, stop_batch
 
 
 def _stop(message: str) -> None:
@@ -105,13 +106,24 @@ def check_study(sweeper, arguments: list[str]) -> None:
             raise ConfigError(f"{source}: {key} is not a key of the config ({hint})")
 
 
-STUDY_SETTINGS = "ccexp_settings"  # the study's user attribute: the command line's settings of its first launch
+STUDY_SETTINGS = "ccexp_settings"  # the study's user attribute: the settings its first complete trial ran with
+# Settings that do not change what a trial measures: how it is logged and judged, Hydra's own.
+_NOT_MEASURED = ("hydra", "logger", "compare", "experiment_name")
 
 
 def _settings(arguments: list[str]) -> list[str]:
-    """The command line's overrides that decide what a trial measures: all but Hydra's own
-    (n_trials, the launcher, the sweep dir), which may change from launch to launch."""
-    return sorted(a for a in arguments if not a.lstrip("+~").startswith("hydra"))
+    """The command line's settings that decide what a trial measures, as ``key=value`` in one
+    spelling (``1e-3`` and ``0.001``, quoted or not, ``+key`` or ``key`` are one setting): not
+    a searched value (``method.lr=interval(...)``: the search space, which may change), nor how
+    a trial is logged or judged, nor Hydra's own (n_trials, the launcher, the sweep dir)."""
+    settings = []
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element().lstrip("+~")
+        if override.is_sweep_override() or key.split(".")[0].split("/")[0] in _NOT_MEASURED:
+            continue
+        value = "~" if override.is_delete() else repr(override.value())
+        settings.append(f"{key}={value}")
+    return sorted(settings)
 
 
 def _open_study(sweeper):
@@ -126,13 +138,20 @@ def _open_study(sweeper):
         return None
 
 
+def _completed(study) -> bool:
+    import optuna
+
+    return any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
 def check_resumed_study(sweeper, arguments: list[str]) -> None:
     """A study resumed with other settings (trainer.max_steps=2, then 3) would mix trials that
-    measured different things, and TPE would learn from both: refused in one line."""
+    measured different things, and TPE would learn from both: refused in one line. A study
+    with no complete trial yet (a mistyped objective.metric, fixed now) has nothing to mix."""
     study = _open_study(sweeper)
     earlier = study.user_attrs.get(STUDY_SETTINGS) if study is not None else None
     now = _settings(arguments)
-    if earlier is None or earlier == now:
+    if earlier is None or earlier == now or not _completed(study):
         return
     was, changed = [a for a in earlier if a not in now], [a for a in now if a not in earlier]
     raise ConfigError(f"hydra.sweeper.study_name={sweeper.study_name}: the study's trials ran with "
@@ -143,8 +162,31 @@ def check_resumed_study(sweeper, arguments: list[str]) -> None:
 
 def record_study_settings(sweeper, arguments: list[str]) -> None:
     study = _open_study(sweeper)
-    if study is not None and STUDY_SETTINGS not in study.user_attrs:
+    if study is not None and _completed(study) and STUDY_SETTINGS not in study.user_attrs:
         study.set_user_attr(STUDY_SETTINGS, _settings(arguments))
+
+
+def _objective_missing(job) -> str | None:
+    """The line of a job that ran without objective.metric in its metrics (its error.txt), else None."""
+    hydra_cfg = getattr(job, "hydra_cfg", None)
+    if hydra_cfg is None:
+        return None
+    error = Path(str(hydra_cfg.hydra.runtime.output_dir)) / "error.txt"
+    line = error.read_text().strip() if error.is_file() else ""
+    return line if line.startswith("objective.metric:") else None
+
+
+class _StudyStopped(Exception):
+    """Raised at the next batch's launch, after a batch whose trials lacked objective.metric."""
+
+
+def _fail_unlaunched_trials(sweeper) -> None:
+    """The trials the plugin asked for the batch it never launched: FAIL, not RUNNING for good."""
+    import optuna
+
+    study = _open_study(sweeper)
+    for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) if study is not None else []:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 class BasicSweeper(_BasicSweeper):
@@ -173,8 +215,25 @@ class OptunaSweeper(_OptunaSweeper):
             check_resumed_study(self.sweeper, arguments)
         except ConfigError as err:
             _stop(str(err))
+        # A trial without objective.metric (a typo): every trial would train and fail alike, so
+        # the study stops after that batch (recorded FAIL), not after n_trials runs.
+        launcher = self.sweeper.launcher
+        launch, missing = launcher.launch, []
+
+        def launch_unless_stopped(job_overrides, initial_job_idx):
+            if missing:
+                raise _StudyStopped
+            returns = launch(job_overrides, initial_job_idx)
+            missing.extend(line for line in map(_objective_missing, returns) if line)
+            return returns
+
+        launcher.launch = launch_unless_stopped
         try:
             return super().sweep(arguments)
+        except _StudyStopped:
+            _fail_unlaunched_trials(self.sweeper)
+            print(f"ccexp: Optuna study stopped: {missing[0]}; every trial would train and fail alike",
+                  file=sys.stderr, flush=True)
         except ValueError as err:
             # optuna 2.10's study.best_trial with no complete trial: the SQL storage's words, the in-memory one's
             if not any(words in str(err) for words in ("Record does not exist", "No trials are completed yet")):
@@ -182,6 +241,7 @@ class OptunaSweeper(_OptunaSweeper):
             print("ccexp: Optuna study: no trial gave a value of objective.metric, so there are no best "
                   "parameters (each job's error.txt says why)", file=sys.stderr, flush=True)
         finally:
+            launcher.launch = launch
             record_study_settings(self.sweeper, arguments)
 
 
@@ -215,10 +275,14 @@ class JoblibLauncher(_JoblibLauncher):
         n_jobs = self.joblib.get("n_jobs", -1)
         at_once = jobs_at_once(1 if n_jobs is None else int(n_jobs), len(job_overrides))  # joblib: None = 1
         self.task_function = functools.partial(_counted, self._task, at_once)
+        started = time.time() - 1.0  # file mtimes can trail the clock by a tick
         try:
             return super().launch(job_overrides, initial_job_idx)
         except TerminatedWorkerError as err:
-            workers_died(self.config.hydra, err)
+            print(f"ccexp: error: {WORKER_DIED} ({type(err).__name__})", file=sys.stderr, flush=True)
+            stop_batch(self.config.hydra, started, err, WORKER_DIED, 1)
+        except SystemExit as err:  # a job interrupted in its worker (SIGTERM, Ctrl-C) said so and exited
+            stop_batch(self.config.hydra, started, err, BATCH_STOPPED, err.code if isinstance(err.code, int) else 1)
 
 
 # hydra/launcher=joblib and the default hydra/sweeper=basic: the plugins' own fields and defaults,
