@@ -350,7 +350,7 @@ def test_an_interrupted_sweep_says_so_and_writes_its_summary(tmp_path, how, code
     assert proc.returncode == code, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     line = ("interrupted by SIGTERM (kill, or a scheduler's time limit)" if how == "SIGTERM" else
-            "interrupted (Ctrl-C)") + "; trainer.resume_from=<its run dir> resumes it where it saved a checkpoint (trainer.save_every_n_steps)"
+            "interrupted (Ctrl-C)") + "; on the torch backends, trainer.resume_from=<its run dir> resumes it where it saved a checkpoint (trainer.save_every_n_steps)"
     assert (tmp_path / "1" / "error.txt").read_text() == line + "\n"
     assert json.loads((tmp_path / "1" / "metrics.json").read_text())["error"] == line
     summary = json.loads((tmp_path / "sweep_summary.json").read_text())

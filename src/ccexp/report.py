@@ -56,8 +56,9 @@ def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) 
     console.print(table)
     if "train/steps" in metrics:  # absent when a saved adapter was evaluated (python -m ccexp.evaluate)
         console.print(
-            f"trained {metrics['train/steps']} steps in {metrics.get('train/seconds', 0):.0f}s "
-            f"({metrics.get('train/tokens_per_s') or 0:.0f} tokens/s); best step {metrics.get('train/best_step')}; "
+            f"trained {metrics['train/steps']} steps in {metrics.get('train/seconds', 0):.0f}s"
+            + (f" ({metrics['train/tokens_per_s']:.0f} tokens/s)" if metrics.get("train/tokens_per_s") else "")
+            + f"; best step {metrics.get('train/best_step')}; "
             f"adapter {metrics.get('adapter/size_mb', 0):.2f} MB, {metrics.get('params/trainable', 0):,} trainable params"
         )
     console.print(

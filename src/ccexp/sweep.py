@@ -21,13 +21,18 @@ from omegaconf import DictConfig
 from ccexp.config import ConfigError
 
 
+def is_study(hydra: DictConfig) -> bool:
+    """Whether ``hydra`` (HydraConfig, or a config's ``hydra`` node) runs an Optuna study."""
+    return "Optuna" in str(hydra.sweeper.get("_target_", ""))
+
+
 def sweep_group(sweep_dir: str) -> str:
     """The W&B group of a sweep: its dir's last two parts, multirun/<date>/<time> -> <date>_<time>
     (unique per sweep; an Optuna study's fixed dir gives all its launches one group)."""
     return "_".join(Path(sweep_dir).parts[-2:])
 
 
-RESUME_HINT = "trainer.resume_from=<its run dir> resumes it where it saved a checkpoint (trainer.save_every_n_steps)"
+RESUME_HINT = "on the torch backends, trainer.resume_from=<its run dir> resumes it where it saved a checkpoint (trainer.save_every_n_steps)"
 
 
 def interruption(err: BaseException) -> tuple[str, int] | None:
@@ -107,7 +112,7 @@ class SweepSummary(Callback):
         SweepSummary.running = self
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self.summarize(Path(config.hydra.sweep.dir), "Optuna" in str(config.hydra.sweeper.get("_target_", "")))
+        self.summarize(Path(config.hydra.sweep.dir), is_study(config.hydra))
 
     def summarize(self, sweep_dir: Path, study: bool, interrupted: str | None = None) -> None:
         """``interrupted``: a job was stopped by SIGTERM or Ctrl-C. Hydra never reaches
@@ -164,7 +169,7 @@ def summarize_interrupted(hydra: DictConfig, line: str) -> None:
     its summary and report for the jobs that ran, as at a sweep's end. The basic and Optuna
     sweepers run their jobs in this process, where the callback waits."""
     if SweepSummary.running is not None:
-        SweepSummary.running.summarize(Path(hydra.sweep.dir), "Optuna" in str(hydra.sweeper.get("_target_", "")), line)
+        SweepSummary.running.summarize(Path(hydra.sweep.dir), is_study(hydra), line)
 
 
 WORKER_DIED = ("a joblib worker process died (killed: out of memory? each job loads its own model, so lower "

@@ -477,7 +477,7 @@ ISSUES: dict[str, dict] = {
         ),
         "secondary": (  # (what the customer raises, what the agent did about it)
             ("also, quick question, when does my contract end?",
-             "Your contract ends in {month}; I'll put the date in the email I'm sending you."),
+             "Your contract ends in {next_month}; I'll put the date in the email I'm sending you."),
             ("I also wanted to ask about switching to paperless billing.",
              'Done, the account is on paperless billing from the next bill.'),
         ),

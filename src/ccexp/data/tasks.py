@@ -129,11 +129,18 @@ def reply_turn_index(conv: Conversation) -> int:
     turns = conv.turns
     middle = len(turns) / 2
     candidates = [i for i in range(1, len(turns)) if turns[i][0] == "agent" and turns[i - 1][0] == "customer"]
-    new = [i for i in sorted(candidates, key=lambda i: (abs(i - middle), i))
-           if turns[i][1] not in render_transcript(dataclasses.replace(conv, turns=turns[:i]))]
-    if not new:
+    first_new = None
+    for i in sorted(candidates, key=lambda i: (abs(i - middle), i)):
+        if any(p.search(turns[i][1]) for p in NOT_A_REPLY) and first_new is not None:
+            continue  # a fallback is kept already: no need to render this prefix
+        if turns[i][1] in render_transcript(dataclasses.replace(conv, turns=turns[:i])):
+            continue
+        if not any(p.search(turns[i][1]) for p in NOT_A_REPLY):
+            return i
+        first_new = i
+    if first_new is None:
         raise ValueError(f"{conv.id}: no agent turn follows a customer turn")
-    return next((i for i in new if not any(p.search(turns[i][1]) for p in NOT_A_REPLY)), new[0])
+    return first_new
 
 
 def _copy(value: object) -> object:

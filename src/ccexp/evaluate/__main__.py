@@ -27,8 +27,7 @@ _GROUPS = ("model", "method", "backend", "task_mix", "data_size", "data", "train
 _FIELDS_DECIDE = "a label: the saved run's fields decide what runs; override those instead"
 _LABELS = {"method.name": "the adapter was trained with this method (qlora: on a 4-bit base); an adapter of "
                           "another method is another run's", "task_mix.name": _FIELDS_DECIDE,
-           "data_size.name": _FIELDS_DECIDE, "model.name": _FIELDS_DECIDE, "trainer.name": _FIELDS_DECIDE,
-           "eval.name": _FIELDS_DECIDE}
+           "data_size.name": _FIELDS_DECIDE, "model.name": _FIELDS_DECIDE}
 
 
 def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
