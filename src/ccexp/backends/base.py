@@ -15,6 +15,30 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 
+def check_saved_config(file: Path, live: dict, fields: dict[str, str], layout: str) -> None:
+    """A saved adapter's config against the one this run built: each of ``fields`` (a dotted path
+    in the JSON -> the ccexp key that sets it) must agree, or one line names the first that does
+    not. Evaluating with another alpha or base would score another model silently. Lists compare
+    as sets (target modules); a field the file lacks (an older ccexp's) is not compared."""
+    from ccexp.cli import read_json_object
+    from ccexp.config import ConfigError
+
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such file; expected an adapter saved by ccexp ({layout})")
+    saved = read_json_object(file, ConfigError, f"an adapter config saved by ccexp ({layout})")
+    for path, key in fields.items():
+        want, have, present = saved, live, True
+        for part in path.split("."):
+            present = present and isinstance(want, dict) and part in want
+            want = want.get(part) if isinstance(want, dict) else None
+            have = have.get(part) if isinstance(have, dict) else None
+        if isinstance(want, list) and isinstance(have, list):
+            want, have = sorted(want), sorted(have)
+        if present and want != have:
+            raise ConfigError(f"{file}: the adapter has {path}={want!r}, this run's {key} gives {have!r}; "
+                              "expected the adapter's own setting (drop the override)")
+
+
 def reset_peak_memory() -> None:
     """Start the peak-memory counters afresh, so a run reports its own peak. Hydra's basic
     launcher runs a sweep's jobs one after another in one process, where VmHWM (and a GPU's

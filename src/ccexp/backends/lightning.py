@@ -20,7 +20,7 @@ from transformers import DynamicCache
 
 from ccexp import resume
 from ccexp.backends import decoding, packed, speedups
-from ccexp.backends.base import Generation, peak_rss_mb
+from ccexp.backends.base import Generation, check_saved_config, peak_rss_mb
 from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, Checkpoints, CompletionLM, Throughput
 from ccexp.config import ConfigError, RunConfig
 from ccexp.data.batching import (EncodedDataset, GroupedBatchSampler, collator, completion_nll,
@@ -154,22 +154,11 @@ ADAPTER_FIELDS = {"peft_type": "method.name", "r": "method.r", "lora_alpha": "me
 def check_adapter_config(path: Path, live: Any) -> None:
     """The adapter's adapter_config.json against ``live`` (the peft config built from this run's
     config): one line naming the first setting they differ in."""
-    from ccexp.cli import read_json_object
-
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file; expected an adapter saved by ccexp (peft layout)")
-    saved = read_json_object(path, ConfigError, "a peft adapter_config.json")
-    for field, key in ADAPTER_FIELDS.items():
-        if field not in saved:
-            continue
-        want, have = saved[field], getattr(live, field, None)
-        if field == "target_modules":
-            want, have = sorted(want or []), sorted(have or [])
-        elif field == "peft_type":
-            have = getattr(have, "value", have)
-        if want != have:
-            raise ConfigError(f"{path}: the adapter has {field}={want!r}, this run's {key} gives {have!r}; "
-                              "expected the adapter's own setting (drop the override)")
+    values = {field: getattr(live, field, None) for field in ADAPTER_FIELDS}
+    values["peft_type"] = getattr(values["peft_type"], "value", values["peft_type"])
+    if values["target_modules"] is not None:
+        values["target_modules"] = list(values["target_modules"])
+    check_saved_config(path, values, ADAPTER_FIELDS, "peft layout")
 
 
 class TorchBackend:

@@ -20,7 +20,8 @@ from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 from mlx_lm.utils import load_model, load_tokenizer, save
 
-from ccexp.backends.mlx_prompt import PromptedLM, check_saved_config, check_supported, load_weights_checked
+from ccexp.backends.base import check_saved_config
+from ccexp.backends.mlx_prompt import MLX_LAYOUT, PromptedLM, check_supported, load_weights_checked
 from ccexp.config import ConfigError, MethodConfig, ModelConfig, lora_targets
 
 log = logging.getLogger("ccexp")
@@ -93,7 +94,7 @@ class LoRA:
         (path / "adapter_config.json").write_text(json.dumps(self.config, indent=2))
 
     def load(self, path: Path) -> None:
-        check_saved_config(Path(path) / "adapter_config.json", self.config, SAVED_FIELDS)
+        check_saved_config(Path(path) / "adapter_config.json", self.config, SAVED_FIELDS, MLX_LAYOUT)
         expected = dict(tree_flatten(self.net.model.trainable_parameters()))
         saved = load_weights_checked(Path(path) / "adapters.safetensors", expected)
         self.net.model.load_weights(list(saved.items()), strict=False)

@@ -21,9 +21,11 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.cache import make_prompt_cache
 
+from ccexp.backends.base import check_saved_config
 from ccexp.config import ConfigError, MethodConfig, ModelConfig
 
 WEIGHTS, CONFIG = "prompt_embeddings.safetensors", "prompt_config.json"
+MLX_LAYOUT = "mlx backend"
 
 
 def load_weights_checked(file: Path, expected: dict[str, mx.array]) -> dict[str, mx.array]:
@@ -42,27 +44,6 @@ def load_weights_checked(file: Path, expected: dict[str, mx.array]) -> dict[str,
         if value.shape != expected[name].shape:
             raise ConfigError(f"{file}: {name} has shape {value.shape}, expected {expected[name].shape}")
     return saved
-
-
-def check_saved_config(file: Path, live: dict, fields: dict[str, str]) -> None:
-    """An adapter's saved config against the one this run built: each of ``fields`` (a dotted path
-    in the JSON -> the ccexp key that sets it) must agree, or one line names the first that does
-    not. Evaluating with another alpha or base would score another model silently."""
-    from ccexp.cli import read_json_object
-
-    if not file.is_file():
-        raise ConfigError(f"{file}: no such file; expected an adapter saved by ccexp's mlx backend")
-    saved = read_json_object(file, ConfigError, "an adapter config saved by ccexp's mlx backend")
-    for path, key in fields.items():
-        want, have = saved, live
-        for part in path.split("."):
-            want = want.get(part) if isinstance(want, dict) else None
-            have = have.get(part) if isinstance(have, dict) else None
-        if isinstance(want, list) and isinstance(have, list):
-            want, have = sorted(want), sorted(have)
-        if want != have:
-            raise ConfigError(f"{file}: the adapter has {path}={want!r}, this run's {key} gives {have!r}; "
-                              "expected the adapter's own setting (drop the override)")
 
 
 class PromptedLM(nn.Module):
@@ -148,7 +129,7 @@ class SoftPrompt:
 
     def load(self, path: Path) -> None:
         check_saved_config(Path(path) / CONFIG, self.info,
-                           {"method": "method.name", "num_virtual_tokens": "method.num_virtual_tokens"})
+                           {"method": "method.name", "num_virtual_tokens": "method.num_virtual_tokens"}, MLX_LAYOUT)
         saved = load_weights_checked(Path(path) / WEIGHTS, {"prompt_embeddings": self.net.prompt})
         self.net.prompt = saved["prompt_embeddings"]
 
