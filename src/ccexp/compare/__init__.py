@@ -155,7 +155,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"ccexp.compare: error: {err}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
