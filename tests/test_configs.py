@@ -162,6 +162,14 @@ def test_a_new_key_is_suggested_only_where_an_option_reads_it(override, line):
     assert config_error_line(err.value) == line
 
 
+def test_a_key_added_that_no_schema_has_gets_the_close_ones():
+    """+data.train_pth=… passes Hydra (a new key) and is refused by the schema, with the keys meant."""
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg("+data.train_pth=x.csv"))
+    assert str(err.value) == ("data.train_pth: not a key of the config (did you mean data.train_path or "
+                              "data.val_path or data.test_path?)")
+
+
 @pytest.mark.parametrize("key", ["method.target_modules", "model.lora_targets"])
 def test_a_list_field_given_one_name_says_a_list_is_expected(key):
     with pytest.raises(ConfigError) as err:

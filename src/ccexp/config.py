@@ -12,11 +12,11 @@ import difflib
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ccexp.cores import threads_per_job
 
@@ -557,11 +557,15 @@ def validate(cfg: DictConfig) -> RunConfig:
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None) or "?"
             msg = str(err).splitlines()[0]
-            if "is not a ListConfig, list or tuple" in msg:  # omegaconf's words for "a list was expected"
-                value = OmegaConf.select(cfg, key if key.startswith(name + ".") else f"{name}.{key}", default=None)
-                msg = f"expected a list, e.g. [{value}], got {value!r}"
             # Errors raised while resolving in place name the key from the root already.
-            raise ConfigError(f"{key if key.startswith(name + '.') else f'{name}.{key}'}: {msg}") from None
+            full = key if key.startswith(name + ".") else f"{name}.{key}"
+            if "is not a ListConfig, list or tuple" in msg:  # omegaconf's words for "a list was expected"
+                value = OmegaConf.select(cfg, full, default=None)
+                msg = f"expected a list, e.g. [{value}], got {value!r}"
+            elif isinstance(err, ConfigKeyError) and full.count(".") == 1:  # +data.x=1, or a key in an evaluated run
+                known_keys = [f"{name}.{f.name}" for f in fields(schema)]
+                msg = f"not a key of the config ({did_you_mean(full, known_keys, KEYS_HINT)})"
+            raise ConfigError(f"{full}: {msg}") from None
     seed = cfg.get("seed", 42)
     if isinstance(seed, str) and seed.strip().isdigit():  # ${oc.env:SEED} resolves to text
         seed = int(seed)
