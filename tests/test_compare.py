@@ -498,7 +498,8 @@ def test_data_sizes_with_one_test_set_are_ranked_together(tmp_path):
         root = tmp_path / str(together)
         for i, (size, train, val, test, acc) in enumerate([("tiny", 64, 12, test_sizes[0], 0.4),
                                                            ("small", 1500, 188, test_sizes[1], 0.6)]):
-            run = make_run(root / str(i), "lora", {"test/acc": acc}, compare={**COMPARE, "constraints": []})
+            run = make_run(root / str(i), "lora", {"test/acc": acc, "val/loss": 1.0 - acc},
+                           compare={**COMPARE, "constraints": []})
             config = yaml.safe_load((run / "config.yaml").read_text())
             config["data_size"] = {"name": size, "train": train, "val": val, "test": test}
             (run / "config.yaml").write_text(yaml.safe_dump(config))
@@ -506,6 +507,8 @@ def test_data_sizes_with_one_test_set_are_ranked_together(tmp_path):
         md = (root / "compare.md").read_text()
         assert ("For data_size=" not in md) == together
         assert ("Runner-up: lora (`0`, data_size=tiny" in md) == together
+    with open(tmp_path / "True" / "compare.csv") as f:  # val/loss over 12 and over 188 examples: no rivals
+        assert [row["best_in"] for row in csv.DictReader(f)] == ["", "test/acc"]
 
 
 def test_a_run_without_its_config_joins_a_scenario(tmp_path):
@@ -520,3 +523,16 @@ def test_a_run_without_its_config_joins_a_scenario(tmp_path):
     md = (root / "compare.md").read_text()
     assert md.count("**For task_mix=") == 2 and "For task_mix=-" not in md and "eval." not in md.split("## Runs")[0]
     assert "1 run failed and is excluded: `2` (task_mix=-): RuntimeError: out of memory." in md
+
+
+def test_a_failed_trials_recorded_typo_does_not_judge_the_study(tmp_path):
+    """A search's first trial failed on objective.metric=val/los (compare.metric follows it); the
+    fixed trials record val/loss: the finished runs' compare block judges, with no refusal."""
+    root = tmp_path / "study"
+    failed = make_run(root / "a_0", "lora", {}, compare={**COMPARE, "metric": "val/los", "direction": "minimize"})
+    (failed / "metrics.json").write_text(json.dumps({"status": "failed", "error": "objective.metric: 'val/los' ..."}))
+    for i, loss in enumerate((0.5, 0.4)):
+        make_run(root / f"b_{i}", "lora", {"val/loss": loss}, lr=1e-3 * (i + 1),
+                 compare={**COMPARE, "metric": "val/loss", "direction": "minimize", "constraints": []})
+    assert main([str(root), "--no-plots"]) == 0
+    assert "Ranked by `val/loss` (minimize)" in (root / "compare.md").read_text()

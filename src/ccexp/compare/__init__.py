@@ -21,8 +21,9 @@ from rich.console import Console
 
 from ccexp.cli import OneLineParser, output_dir
 from ccexp.compare.recommend import recommend
-from ccexp.compare.runs import (CompareError, Run, best_runs, find_run_dirs, headline_columns, higher_is_better,
-                                load_runs, nested_run_dirs, read_yaml, scenarios, swept_keys, unstarted_jobs)
+from ccexp.compare.runs import (CompareError, Run, best_runs, by_val_size, find_run_dirs, headline_columns,
+                                higher_is_better, load_runs, nested_run_dirs, read_yaml, scenarios, swept_keys,
+                                unstarted_jobs)
 from ccexp.compare.tables import Tables, csv_rows, print_table, write_csv, write_markdown
 from ccexp.config import CompareConfig, ConfigError, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
@@ -39,6 +40,9 @@ def recorded_compare_config(runs: list[Run], given: Sequence[str] = ()) -> dict:
     them (two sweeps side by side) need the flag for each way that ``given`` does not settle;
     their headline columns are joined."""
     blocks = [(run, run.config["compare"]) for run in runs if isinstance(run.config.get("compare"), dict)]
+    # The finished runs' blocks judge: a trial that failed on a mistyped objective.metric (which
+    # compare.metric follows in a search) recorded the typo, fixed in the study's later trials.
+    blocks = [(run, block) for run, block in blocks if run.finished] or blocks
     if not blocks:
         from ccexp.__main__ import CONFIG_DIR
 
@@ -108,9 +112,11 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
                       f"{'them' if len(nested) > 1 else 'it'} to compare", markup=False, highlight=False)
     swept = swept_keys(runs)
     columns = headline_columns(runs, cc.headline)
-    # Marked within each scenario: a val/loss over another task mix's validation set is no rival.
+    # Marked within each scenario: a val/loss over another task mix's validation set is no rival,
+    # nor (in one scenario of several data sizes) one over another number of validation examples.
     groups = scenarios(runs, swept)
-    best = {k: set().union(*(best_runs(group, k) for group in groups.values())) for k in columns}
+    best = {k: set().union(*(best_runs(same_val, k) for group in groups.values()
+                             for same_val in (by_val_size(group) if "val/" in k else [group]))) for k in columns}
     tables = Tables(runs, swept, columns, best, recommend(groups, cc, swept))
     written_plots = []
     if plots:

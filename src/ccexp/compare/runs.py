@@ -253,6 +253,15 @@ def scenarios(runs: list[Run], swept: list[str]) -> dict[str, list[Run]]:
     return grouped
 
 
+def by_val_size(runs: list[Run]) -> list[list[Run]]:
+    """The runs by their number of validation examples: val/ metrics over 12 and over 188
+    examples are no rivals."""
+    grouped: dict[str, list[Run]] = {}
+    for run in runs:
+        grouped.setdefault(repr(run.flat.get("data_size.val")), []).append(run)
+    return list(grouped.values())
+
+
 def column_label(key: str) -> str:
     return key[: -len(".name")] if key.endswith(".name") else key
 

@@ -54,6 +54,14 @@ def run_counts(runs: list[Run], unstarted: Sequence = ()) -> str:
                if unstarted else ""))
 
 
+def resumed_note(runs: list[Run]) -> str:
+    """The resumed runs, whose times and speed cover their resumed part only ("" when none)."""
+    resumed = [f"`{r.name}` (from step {r.value('train/resumed_from_step')})" for r in runs
+               if (r.value("train/resumed_from_step") or 0) > 0]
+    return (f"Resumed: {', '.join(resumed)}: time/ columns and training speed cover the resumed part only, "
+            "and are never bold.") if resumed else ""
+
+
 def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Sequence[str],
                    plots: Sequence[tuple[str, str]] = (), unstarted: Sequence[tuple[str, str]] = ()) -> None:
     """compare.md: how the runs were judged, the recommendation, the runs, failed runs and
@@ -74,11 +82,8 @@ def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Seque
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "Bold: the best finished run per column (↑ higher is better, ↓ lower). "
               "\"-\": the run did not report it.", ""]
-    resumed = [f"`{r.name}` (from step {r.value('train/resumed_from_step')})" for r in runs
-               if (r.value("train/resumed_from_step") or 0) > 0]
-    if resumed:
-        lines += [f"Resumed: {', '.join(resumed)}: time/ columns and training speed cover the resumed "
-                  "part only, and are never bold.", ""]
+    if resumed_note(runs):
+        lines += [resumed_note(runs), ""]
     failed = [r for r in runs if not r.finished]
     if failed or unstarted:
         lines += ["## Failed runs", ""]
@@ -131,5 +136,6 @@ def print_table(tables: Tables, console: Console) -> None:
         for r in runs:
             table.add_row(r.name, *[cell(r) for _, cell in labels + metrics])
     console.print(table)
-    for paragraph in paragraphs:
-        console.print(paragraph.replace("**", "").replace("`", ""), highlight=False)
+    for paragraph in [*paragraphs, resumed_note(runs)]:
+        if paragraph:
+            console.print(paragraph.replace("**", "").replace("`", ""), highlight=False)
