@@ -124,6 +124,10 @@ def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_pat
          f"{adapter / 'adapter_config.json'}: the adapter has target_modules=['k_proj', 'o_proj', 'q_proj', 'v_proj'], "
          "this run's model.lora_targets gives ['k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']; expected the "
          "adapter's own setting (drop the override)"),
+        (["method.target_modules=[q_proj,v_proj]"],
+         f"{adapter / 'adapter_config.json'}: the adapter has target_modules=['k_proj', 'o_proj', 'q_proj', 'v_proj'], "
+         "this run's method.target_modules gives ['q_proj', 'v_proj']; expected the adapter's own setting (drop the "
+         "override)"),
         ([f"out={tmp_path / 'run'}"], f"out={tmp_path / 'run'}: the adapter's own run dir (its metrics.json would be "
                                       f"replaced); expected a new folder, or leave out= out for {tmp_path / 'run' / 'eval'}/<time>"),
     ]

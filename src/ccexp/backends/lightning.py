@@ -22,7 +22,7 @@ from ccexp import resume
 from ccexp.backends import decoding, packed, speedups
 from ccexp.backends.base import Generation, check_saved_config, peak_rss_mb
 from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, Checkpoints, CompletionLM, Throughput
-from ccexp.config import ConfigError, RunConfig
+from ccexp.config import ConfigError, RunConfig, lora_targets
 from ccexp.data.batching import (EncodedDataset, GroupedBatchSampler, collator, completion_nll,
                                  generation_prompt_room, prompt_text, to_device)
 from ccexp.methods import METHODS
@@ -151,14 +151,15 @@ ADAPTER_FIELDS = {"peft_type": "method.name", "r": "method.r", "lora_alpha": "me
                   "target_modules": "model.lora_targets", "num_virtual_tokens": "method.num_virtual_tokens"}
 
 
-def check_adapter_config(path: Path, live: Any) -> None:
+def check_adapter_config(path: Path, live: Any, targets_key: str = "model.lora_targets") -> None:
     """The adapter's adapter_config.json against ``live`` (the peft config built from this run's
-    config): one line naming the first setting they differ in."""
+    config): one line naming the first setting they differ in (``targets_key``: the key that
+    set LoRA's targets, method.target_modules where given)."""
     values = {field: getattr(live, field, None) for field in ADAPTER_FIELDS}
     values["peft_type"] = getattr(values["peft_type"], "value", values["peft_type"])
     if values["target_modules"] is not None:
         values["target_modules"] = list(values["target_modules"])
-    check_saved_config(path, values, ADAPTER_FIELDS, "peft layout")
+    check_saved_config(path, values, {**ADAPTER_FIELDS, "target_modules": targets_key}, "peft layout")
 
 
 class TorchBackend:
@@ -376,7 +377,7 @@ class TorchBackend:
         if not weights.is_file():
             raise ConfigError(f"{weights}: no such file; expected an adapter saved by ccexp (peft layout)")
         live = self.model.peft_config["default"]
-        check_adapter_config(Path(path) / "adapter_config.json", live)
+        check_adapter_config(Path(path) / "adapter_config.json", live, lora_targets(self.cfg.method, self.cfg.model)[1])
         try:
             state = load_file(weights, device=self.device)
         except Exception as err:  # noqa: BLE001 - safetensors' own error type: a truncated or foreign file
