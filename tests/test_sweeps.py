@@ -355,6 +355,8 @@ def test_an_interrupted_sweep_says_so_and_writes_its_summary(tmp_path, how, code
     assert json.loads((tmp_path / "1" / "metrics.json").read_text())["error"] == line
     summary = json.loads((tmp_path / "sweep_summary.json").read_text())
     assert (summary["jobs"], summary["finished"], summary["failed"]) == (2, 1, 1)
+    assert summary["not_started"] == [{"dir": "2", "overrides": "method=prompt_tuning"}]
+    assert "; the sweep stopped there, 1 job not started (method=prompt_tuning)" in proc.stderr
     assert not (tmp_path / "2").exists()
     report = (tmp_path / "compare.md").read_text()
     assert "`2` (method=prompt_tuning): not started" in report

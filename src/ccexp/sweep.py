@@ -128,6 +128,10 @@ class SweepSummary(Callback):
         failed = [j for j in jobs if j["status"] != "finished"]
         summary = {"sweep_dir": str(sweep_dir), "jobs": len(jobs), "finished": len(jobs) - len(failed),
                    "failed": len(failed), "runs": jobs}
+        if interrupted:
+            from ccexp.compare.runs import unstarted_jobs
+
+            summary["not_started"] = [{"dir": name, "overrides": job} for name, job in unstarted_jobs(sweep_dir)]
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(summary, indent=2))
         if self.report and jobs:
             # An Optuna study's report ranks all its trials, of every launch; a sweep's, its own jobs.
@@ -138,7 +142,10 @@ class SweepSummary(Callback):
             first = failed[0]
             line += f" (job {first['dir']}: {first['error']}; see {sweep_dir / first['dir'] / 'error.txt'})"
         if interrupted:
-            line += "; the sweep stopped there, its remaining jobs not started"
+            left = summary["not_started"]
+            line += "; the sweep stopped there" + (
+                f", {_count(len(left), 'job')} not started ({', '.join(j['overrides'] for j in left[:3])}"
+                f"{', …' if len(left) > 3 else ''})" if left else "")
         print(line, file=sys.stderr if failed else sys.stdout, flush=True)
         if failed and not interrupted:
             sys.exit(1)  # a sweep with failed jobs is not a success, even though the others ran
