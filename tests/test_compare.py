@@ -536,3 +536,10 @@ def test_a_failed_trials_recorded_typo_does_not_judge_the_study(tmp_path):
                  compare={**COMPARE, "metric": "val/loss", "direction": "minimize", "constraints": []})
     assert main([str(root), "--no-plots"]) == 0
     assert "Ranked by `val/loss` (minimize)" in (root / "compare.md").read_text()
+
+
+def test_a_metric_typed_in_capitals_gets_the_key_meant(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    make_run(root / "0", "lora", {"test/acc": 0.5})
+    assert main([str(root), "--no-plots", "--metric", "TEST/ACC"]) == 2
+    assert "no finished run reports TEST/ACC (did you mean test/acc?)" in capsys.readouterr().err

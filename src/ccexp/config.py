@@ -580,5 +580,6 @@ KEYS_HINT = "python -m ccexp --cfg job lists the keys"  # a mistyped key with no
 
 def did_you_mean(key: str, keys, otherwise: str) -> str:
     """"did you mean val/loss?" with the keys nearest a mistyped one, else ``otherwise``."""
-    close = difflib.get_close_matches(key, sorted(keys), n=3)
+    by_lower = {k.lower(): k for k in sorted(keys, reverse=True)}  # TEST/ACC is test/acc mistyped too
+    close = [by_lower[k] for k in difflib.get_close_matches(key.lower(), sorted(by_lower), n=3)]
     return f"did you mean {' or '.join(close)}?" if close else otherwise
