@@ -241,7 +241,7 @@ def test_the_bench_command_restarts_with_one_malloc_arena():
     assert out.returncode == 0 and out.stdout.strip() == "not re-executed", out.stderr
 
 
-def test_a_config_error_in_one_side_is_still_one_line(capsys, monkeypatch, tiny_dir):
+def test_a_config_error_in_one_side_is_still_one_line(capsys, monkeypatch, tiny_dir, tmp_path):
     """The sides run in threads: an error in one reaches the bench as itself, not wrapped."""
     from ccexp.bench import training
     from ccexp.config import ConfigError
@@ -251,7 +251,8 @@ def test_a_config_error_in_one_side_is_still_one_line(capsys, monkeypatch, tiny_
 
     monkeypatch.setattr(training, "run_bare_loop", bare_loop)
     with pytest.raises(SystemExit) as exit_info:
-        main(["--model", "tiny", "--parts", "training", "--steps", "1", "--warmup", "1"])
+        main(["--model", "tiny", "--parts", "training", "--steps", "1", "--warmup", "1",
+              "--json", str(tmp_path / "bench.json")])  # never the repo's benchmarks/results/
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         "ccexp.bench: error: trainer.batch_size: expected an integer >= 1, got 0"  # after the model's loading bar

@@ -19,8 +19,9 @@ def test_bf16_base_weights_match_fp32_weights_under_autocast(tmp_path):
     a = [h["val_loss"] for h in plain["train/val_history"]]
     b = [h["val_loss"] for h in fast["train/val_history"]]
     assert len(a) == len(b) == 4
-    assert b == pytest.approx(a, rel=2e-3)
-    assert a[-1] < a[0] and b[-1] < b[0]  # both still learn
+    # The 4 steps lower the loss by ~0.02 (a random tiny model); bf16 weights move it by ~2e-4.
+    assert b == pytest.approx(a, abs=2e-3)
+    assert a[0] - a[-1] > 0.01 and b[0] - b[-1] > 0.01  # both still learn, by more than the tolerance
 
 
 def _loss_curve(tmp_path, name, *overrides):
@@ -39,9 +40,10 @@ def test_varlen_attention_and_shared_dropout_keep_the_loss_curve(tmp_path, monke
     plain = _loss_curve(tmp_path, "plain", "backend.attention=sdpa", "backend.packing=false",
                         "method.shared_dropout=false")
     assert len(fast) == len(plain) == 6
-    # Different dropout masks (shared vs independent) and bf16 rounding: close, not equal.
-    assert fast == pytest.approx(plain, rel=0.02)
-    assert fast[-1] < fast[0] and plain[-1] < plain[0]
+    # Different dropout masks (shared vs independent) and bf16 rounding: close, not equal. The 6
+    # steps lower the loss by ~0.04; the paths differ by ~3e-4, so 3e-3 fails a path that stopped learning.
+    assert fast == pytest.approx(plain, abs=3e-3)
+    assert fast[0] - fast[-1] > 0.02 and plain[0] - plain[-1] > 0.02
 
 
 def test_keep_mask_has_the_dropout_rate_in_every_field_and_follows_the_seed():

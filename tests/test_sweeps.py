@@ -57,10 +57,12 @@ def test_experiment_and_search_groups_are_populated():
     assert set(SEARCHES) == {"lora_optuna", "prompt_tuning_optuna"}
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_composes_and_validates(name):
-    rc = validate(compose_cfg(f"experiment={name}"))
-    assert rc.experiment_name == name
+def test_small_vs_base_runs(tmp_path):
+    """The first real run's settings, cut to fast ones: its validation cadence and batch caps run."""
+    metrics = run(compose_cfg("experiment=small_vs_base", *FAST, *QUICK, "trainer.max_steps=2"), tmp_path)
+    assert metrics["status"] == "finished" and metrics["train/steps"] == 2
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert (saved["experiment_name"], saved["trainer"]["limit_val_batches"]) == ("small_vs_base", 12)
 
 
 def test_seed_hf_recipe_is_seed_000():

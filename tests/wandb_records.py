@@ -25,8 +25,11 @@ def records(path: Path, timeout: float = 60.0) -> list:
     deadline = time.monotonic() + timeout
     while True:
         found = list(_parse(Path(path).read_bytes(), path))
-        if any(r.WhichOneof("record_type") == "exit" for r in found) or time.monotonic() > deadline:
+        if any(r.WhichOneof("record_type") == "exit" for r in found):
             return found
+        if time.monotonic() > deadline:  # said as what it is, not as a summary that lacks a key
+            raise AssertionError(f"{path}: no exit record after {timeout:.0f} s (the wandb service never finished "
+                                 f"writing the run; {len(found)} records so far)")
         time.sleep(0.1)
 
 
