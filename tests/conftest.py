@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
-import pytest
-from hydra import compose, initialize_config_dir
+# Caches the tests would fill in the user's home (datasets' parquet cache: an entry per temporary
+# file read) go to one folder of the temp dir; set before anything imports datasets or wandb.
+for _name, _sub in (("HF_DATASETS_CACHE", "hf-datasets"), ("WANDB_CACHE_DIR", "wandb-cache"),
+                    ("WANDB_DATA_DIR", "wandb-data")):
+    os.environ.setdefault(_name, str(Path(tempfile.gettempdir()) / "ccexp-tests" / _sub))
 
-from ccexp.__main__ import CONFIG_DIR
+import pytest  # noqa: E402 - after the cache settings
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from ccexp.__main__ import CONFIG_DIR  # noqa: E402
 
 
 def compose_cfg(*overrides: str):
