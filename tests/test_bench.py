@@ -192,7 +192,8 @@ def test_bench_without_gpu_is_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--device", "cuda"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.startswith("ccexp.bench: error: backend=cuda: torch sees no CUDA GPU")
+    assert capsys.readouterr().err.strip() == ("ccexp.bench: error: --device cuda: torch sees no CUDA GPU on this "
+                                               "machine; use --device cpu, or benchmarks/offline/run.sh on the GPU machine")
 
 
 def test_lightning_vs_bare_reports_the_step_by_step_spread():

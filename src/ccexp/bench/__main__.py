@@ -147,7 +147,11 @@ def run_bench(args: argparse.Namespace) -> None:
     overrides = [*fixed, *args.overrides]
     # Training's config; the memory probes (one step each) keep auto, which leaves them eager.
     rc = compose_run_config([*fixed, *_long_run_compile(args), *args.overrides, f"method={args.method}"])
-    device = resolve_backend(args.device)  # one line if there is no GPU
+    try:
+        device = resolve_backend(args.device)
+    except ConfigError:  # the bench's flag, not backend=, is what the user can change
+        raise ConfigError(f"--device {args.device}: torch sees no CUDA GPU on this machine; use --device cpu, or "
+                          "benchmarks/offline/run.sh on the GPU machine") from None
     model_dir = resolve_model_dir(rc.model)
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     results: dict = {"machine": machine(device),
