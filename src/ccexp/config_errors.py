@@ -86,6 +86,9 @@ def numeric_keys(metrics: dict) -> list[str]:
     return [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
+OBJECTIVE_MISSING = "is not among this run's metrics"  # how a search's plugin tells this line apart
+
+
 def objective_missing(key: str, metrics: dict) -> str:
     hint = did_you_mean(key, numeric_keys(metrics), "see the run's metrics.json for the keys")
-    return f"objective.metric: {key!r} is not among this run's metrics ({hint}); a sweep gets no value from it"
+    return f"objective.metric: {key!r} {OBJECTIVE_MISSING} ({hint}); a sweep gets no value from it"

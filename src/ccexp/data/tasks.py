@@ -131,11 +131,12 @@ def reply_turn_index(conv: Conversation) -> int:
     candidates = [i for i in range(1, len(turns)) if turns[i][0] == "agent" and turns[i - 1][0] == "customer"]
     first_new = None
     for i in sorted(candidates, key=lambda i: (abs(i - middle), i)):
-        if any(p.search(turns[i][1]) for p in NOT_A_REPLY) and first_new is not None:
+        canned = any(p.search(turns[i][1]) for p in NOT_A_REPLY)
+        if canned and first_new is not None:
             continue  # a fallback is kept already: no need to render this prefix
         if turns[i][1] in render_transcript(dataclasses.replace(conv, turns=turns[:i])):
             continue
-        if not any(p.search(turns[i][1]) for p in NOT_A_REPLY):
+        if not canned:
             return i
         first_new = i
     if first_new is None:

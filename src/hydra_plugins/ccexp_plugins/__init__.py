@@ -28,7 +28,7 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 from omegaconf import DictConfig, ListConfig
 
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
-from ccexp.config_errors import config_error_line
+from ccexp.config_errors import OBJECTIVE_MISSING, config_error_line
 from ccexp.cores import JOBS_AT_ONCE_ENV, jobs_at_once
 from ccexp.sweep import BATCH_STOPPED, WORKER_DIED, job_label, stop_batch
 
@@ -173,7 +173,7 @@ def _objective_missing(job) -> str | None:
         return None
     error = Path(str(hydra_cfg.hydra.runtime.output_dir)) / "error.txt"
     line = error.read_text().strip() if error.is_file() else ""
-    return line if line.startswith("objective.metric:") else None
+    return line if line.startswith("objective.metric:") and OBJECTIVE_MISSING in line else None
 
 
 class _StudyStopped(Exception):
@@ -181,7 +181,9 @@ class _StudyStopped(Exception):
 
 
 def _fail_unlaunched_trials(sweeper) -> None:
-    """The trials the plugin asked for the batch it never launched: FAIL, not RUNNING for good."""
+    """The trials the plugin asked for the batch it never launched: FAIL, not RUNNING for good.
+    Every RUNNING trial of the study is marked, so a launch of the same study running beside this
+    one (another machine on the same storage) would lose its trials too: one launch per study."""
     import optuna
 
     study = _open_study(sweeper)
