@@ -146,6 +146,14 @@ GOOD = {"machine": AVX2, "args": ARGS, "ratios": {"MFU": {"value": 0.4, "goal": 
      "seconds: expected an object of seconds per part and a total, got {'training': 400}"),
     (_with(GOOD, seconds={"training": "slow", "total": 500}),
      "seconds: expected an object of seconds per part and a total, got {'training': 'slow', 'total': 500}"),
+    # The machine's fields label and group the runs: a mistyped one was a TypeError in a table.
+    (_with(GOOD, machine={**AVX2, "cpu": 7}), "machine.cpu: expected the CPU's name as text, got 7"),
+    (_with(GOOD, machine={**AVX2, "threads": "2"}), "machine.threads: expected a whole number, got '2'"),
+    (_with(GOOD, machine={**AVX2, "cpu_bf16": "yes"}), "machine.cpu_bf16: expected true or false, got 'yes'"),
+    (_with(GOOD, unfinished="memory"), "unfinished: expected a list of the parts not run, got 'memory'"),
+    (_with(GOOD, load_average={"start": "high"}),
+     "load_average: expected an object of 1-minute load averages, got {'start': 'high'}"),
+    (_with(GOOD, code={"commit": 5}), "code: expected an object with commit and versions, got {'commit': 5}"),
 ])
 def test_bad_files_are_one_line(tmp_path, capsys, text, error):
     """Everything the tables read is checked when the file is read, so none fails in a table."""
@@ -260,3 +268,60 @@ def test_the_bench_records_the_cpu_generation():
     if not (cpuinfo.exists() and "cpu family" in cpuinfo.read_text()):
         pytest.skip("no x86 /proc/cpuinfo here")
     assert machine("cpu")["cpu_generation"].startswith("family ")
+
+
+def test_a_run_without_the_cpu_generation_joins_the_range_by_name_and_says_so(tmp_path, capsys):
+    """Files before the bench recorded the generation: pooled with a run that has it, by the rest
+    of the machine's record (else a day's runs and the next day's on one VM never compare), with a
+    line naming them; two generations that are both recorded stay apart."""
+    older = result(tmp_path, "older", 2.9)
+    zen4 = result(tmp_path, "zen4", 2.0, machine={**AVX2, "cpu_generation": "family 25 model 17"})
+    zen5 = result(tmp_path, "zen5", 3.1, machine={**AVX2, "cpu_generation": "family 26 model 2"})
+    main([str(older), str(zen4), str(zen5)])
+    out = capsys.readouterr().out
+    assert table_row(out, "training tokens/s vs HF Trainer")[-1] == "2.90–3.10"
+    assert "range*: over the 2 of 3 runs with the last one's machine and settings" in out
+    assert "range: older did not record the CPU's generation (the bench did not before 2026-12-07)" in out
+
+
+def test_what_code_each_run_measured_and_where_the_libraries_differ(tmp_path, capsys):
+    versions = {"torch": "2.13.0", "transformers": "5.2.0"}
+    a = result(tmp_path, "a", 2.9)  # before the bench recorded its code
+    b = tmp_path / "b.json"
+    b.write_text(_with(json.loads(result(tmp_path, "b", 3.0).read_text()),
+                       code={"commit": "abc123", "uncommitted_changes": True, "versions": versions}))
+    c = tmp_path / "c.json"
+    c.write_text(_with(json.loads(result(tmp_path, "c", 3.1).read_text()),
+                       code={"commit": "def456", "uncommitted_changes": False,
+                             "versions": {**versions, "transformers": "5.3.0"}}))
+    main([str(a), str(b), str(c)])
+    out = capsys.readouterr().out
+    assert ("code: commit not recorded in a; commit abc123 with uncommitted changes in b; commit def456 in c"
+            in out)
+    assert "transformers differs: not recorded in a; 5.2.0 in b; 5.3.0 in c" in out
+    assert "torch differs: not recorded in a; 2.13.0 in b, c" in out
+
+
+def test_the_load_average_is_printed_and_other_work_is_named(tmp_path, capsys):
+    calm = tmp_path / "calm.json"
+    calm.write_text(_with(json.loads(result(tmp_path, "x", 3.0).read_text()),
+                          load_average={"start": 0.1, "training": 2.05}))
+    main([str(calm)])
+    out = capsys.readouterr().out
+    assert "load average (1 min): 0.10 at the start, 2.05 after training" in out and "ABOVE" not in out
+    busy = tmp_path / "busy.json"
+    busy.write_text(_with(json.loads(calm.read_text()), load_average={"start": 0.1, "training": 3.6}))
+    main([str(busy)])
+    assert "3.60 after training; ABOVE THE BENCH'S OWN 2 THREADS: other work shared the CPUs" in capsys.readouterr().out
+
+
+def test_an_unfinished_run_says_which_parts_it_lacks(tmp_path, capsys):
+    stopped = tmp_path / "stopped.json"
+    stopped.write_text(_with(json.loads(result(tmp_path, "x", 3.0, memory=None).read_text()),
+                             unfinished=["generation", "memory"]))
+    main([str(stopped)])
+    assert "unfinished: stopped before generation, memory (the parts above were measured)" in capsys.readouterr().out
+    main([str(result(tmp_path, "whole", 2.9)), str(stopped)])
+    out = capsys.readouterr().out
+    assert "8m20s (training only, stopped before generation, memory)" in out
+    assert "range: none of its runs recorded the CPU's generation" in out

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.metadata
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import warnings
@@ -64,7 +66,7 @@ def _args(argv=None) -> argparse.Namespace:
             p.error(f"{override}: the bench sets {key} {SET_BY_THE_BENCH[key]}")
     if args.json is None:  # the default folder, checked before the minutes of measuring too
         try:
-            writable_file(RESULTS / "<time>.json")
+            args.json = writable_file(RESULTS / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json")  # named by its start
         except argparse.ArgumentTypeError as err:
             p.error(f"argument --json: {err}")
     return args
@@ -127,16 +129,97 @@ def machine(device: str) -> dict:
             "torch": torch.__version__, "python": platform.python_version()}
 
 
+def code_and_versions() -> dict:
+    """The code a run measured: its git commit (and whether the checkout had changes beside it;
+    None outside a git checkout) and the versions of the libraries the sides run on."""
+    repo = Path(__file__).resolve().parents[3]
+
+    def git(*cmd: str) -> str | None:
+        if not (repo / "src" / "ccexp" / "bench").is_dir():  # installed from a wheel: no checkout to ask
+            return None
+        try:
+            proc = subprocess.run(["git", "-C", str(repo), *cmd], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "--short=12", "HEAD")
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    versions = {}
+    for package in ("torch", "transformers", "peft", "pytorch-lightning", "bitsandbytes", "accelerate"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"commit": commit, "uncommitted_changes": None if commit is None or changed is None else bool(changed),
+            "versions": versions}
+
+
+class Record:
+    """The results of one bench run, written to ``path`` after every part: a run that fails in
+    a later part (a memory probe, an out-of-memory generation, Ctrl-C) keeps the minutes spent
+    measuring the earlier ones, and the file says which parts it lacks (``unfinished``)."""
+
+    def __init__(self, path: Path, parts: tuple[str, ...], results: dict):
+        self.path, self.left, self.results, self.written = path, list(parts), results, False
+        self.clock = _PartClock()
+        self.load = {"start": _load_average()}
+
+    def part_done(self, part: str) -> None:
+        self.clock.lap(part)
+        self.left.remove(part)
+        self.load[part] = _load_average()
+        self.write()
+
+    def write(self) -> None:
+        results = self.results
+        results["seconds"], results["load_average"] = self.clock.seconds(), self.load
+        rows = report_rows(results)
+        results["ratios"] = {name: {"value": value, "goal": goal, "met": met} for name, value, goal, met, _ in rows}
+        if self.left:
+            results["unfinished"] = list(self.left)
+        else:
+            results.pop("unfinished", None)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".part")  # never a half-written results file
+        partial.write_text(json.dumps(results, indent=2))
+        partial.replace(self.path)
+        self.written = True
+
+    def kept(self) -> str:
+        """For an error line: where the parts measured before it are."""
+        return f"; the parts measured before it are in {self.path}" if self.written else ""
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: above the bench's own threads, other work shared the CPUs."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # not on every platform
+        return None
+
+
 def main(argv=None) -> None:
     args = _args(argv)
+    record = Record(args.json, args.parts, {})
     try:
-        run_bench(args)
+        run_bench(args, record)
     except (ConfigError, HydraException) as err:  # e.g. --model nosuch: one line, not a traceback
-        print(f"ccexp.bench: error: {config_error_line(err)}", file=sys.stderr)
+        print(f"ccexp.bench: error: {config_error_line(err)}{record.kept()}", file=sys.stderr)
         sys.exit(2)
+    except memory.ProbeError as err:
+        print(f"ccexp.bench: error: {err}{record.kept()}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"ccexp.bench: interrupted{record.kept()}", file=sys.stderr)
+        sys.exit(130)
+    except BaseException:  # an unforeseen failure keeps its traceback, and says what was saved
+        if record.written:
+            print(f"ccexp.bench: {record.kept()[2:]}", file=sys.stderr)
+        raise
 
 
-def run_bench(args: argparse.Namespace) -> None:
+def run_bench(args: argparse.Namespace, record: Record) -> None:
     warnings.filterwarnings("ignore")
     console = Console()
     steps = args.warmup + args.steps
@@ -154,12 +237,12 @@ def run_bench(args: argparse.Namespace) -> None:
                           "benchmarks/offline/run.sh on the GPU machine") from None
     model_dir = resolve_model_dir(rc.model)
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
-    results: dict = {"machine": machine(device),
-                     "args": {k: str(v) for k, v in vars(args).items() if k != "against"},
-                     "when": time.strftime("%F %T")}
+    results = record.results
+    results.update({"machine": machine(device), "code": code_and_versions(),
+                    "args": {k: str(v) for k, v in vars(args).items() if k != "against"},
+                    "when": time.strftime("%F %T")})
     train, val = splits["train"], splits["val"]
     backend = None
-    clock = _PartClock()
 
     if "training" in args.parts:
         console.print(f"[bold]training[/]: {args.steps} timed steps (+{args.warmup} warm-up) of {args.batch_size} "
@@ -180,18 +263,19 @@ def run_bench(args: argparse.Namespace) -> None:
         # of them profiled: what its matmuls alone allow MFU to reach.
         timed = list(training.training_loader(backend, rc, train, val))[args.warmup:steps]
         alone = training.alone_window(backend, timed, device)
-        breakdown = training.step_breakdown(backend, timed[:2], total - trainable, max(peaks), device)
+        embeddings = training.embedding_params(backend.model)
+        breakdown = training.step_breakdown(backend, timed[:2], total - trainable, embeddings, max(peaks), device)
         results["training"] = {"ccexp": ours, "bare_loop": bare, "hf_trainer": hf, "matmul_peak_flops": max(peaks),
                                "matmul_peak_readings": peaks, "frozen_params": total - trainable,
-                               "embedding_params": training.embedding_params(backend.model), "turns": order,
+                               "embedding_params": embeddings, "turns": order,
                                "ccexp_alone": alone, "step_breakdown": breakdown}
-        clock.lap("training")
+        record.part_done("training")
 
     if "generation" in args.parts:
         if backend is None:  # an adapter to generate with: ccexp's side trained alone
             backend = training.run_ccexp(rc, model_dir, train, val, args.warmup, device)["backend"]
         _generation(results, console, backend, rc, [*overrides, f"method={args.method}"], model_dir, splits, args)
-        clock.lap("generation")
+        record.part_done("generation")
     backend = None
     release_memory()  # before the memory probes, which measure a GPU's allocations in other processes
 
@@ -204,20 +288,15 @@ def run_bench(args: argparse.Namespace) -> None:
                          f"data_size.train={args.batch_size}", "data_size.val=1"]
         # The same allocator setting on both sides: peak RSS then follows live tensors, not the heap
         # fragmentation that glibc keeps (see backend.release_freed_memory).
-        results["memory"] = {m: memory.measure([*mem_overrides, f"method={m}", "backend.release_freed_memory=true"])
+        results["memory"] = {m: memory.measure(m, [*mem_overrides, "backend.release_freed_memory=true"])
                              for m in ("lora", "qlora")}
-        clock.lap("memory")
+        record.part_done("memory")
 
-    results["seconds"] = clock.seconds()
-    rows = report_rows(results)
-    results["ratios"] = {name: {"value": value, "goal": goal, "met": met} for name, value, goal, met, _ in rows}
-    out = args.json or RESULTS / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))  # first: the minutes of measuring are kept whatever follows
-    print_table(console, rows, results)
+    record.write()  # the whole run's seconds; every part's numbers are already on disk
+    print_table(console, report_rows(results), results)
     if args.against:
         print_history(console, [args.against, ("this run", results)])
-    console.print(f"results: {out}", markup=False)
+    console.print(f"results: {record.path}", markup=False)
 
 
 def release_memory() -> None:

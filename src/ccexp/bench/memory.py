@@ -16,12 +16,24 @@ def current_rss_mb() -> float:
         return int(f.read().split()[1]) * 4096 / 2**20
 
 
-def measure(overrides: list[str]) -> dict:
-    """Run in a child process: build the backend, train, report memory."""
-    proc = subprocess.run([sys.executable, "-m", "ccexp.bench.memory", *overrides], capture_output=True, text=True)
+class ProbeError(RuntimeError):
+    """A memory probe's process failed; the message is one line: the method and the child's last error line."""
+
+
+def measure(method: str, overrides: list[str]) -> dict:
+    """Run in a child process: build the backend for ``method``, train, report memory."""
+    proc = subprocess.run([sys.executable, "-m", "ccexp.bench.memory", *overrides, f"method={method}"],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"memory probe {overrides} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        # A child killed by the kernel (out of memory) writes nothing: its signal says why.
+        why = (proc.stderr.strip().splitlines() or [f"killed by signal {-proc.returncode}" if proc.returncode < 0
+                                                     else f"exit status {proc.returncode}, no error output"])[-1]
+        raise ProbeError(f"the {method} memory probe (a child process) failed: {why}")
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise ProbeError(f"the {method} memory probe (a child process) printed no results line: "
+                         f"{proc.stdout.strip()[-200:]!r}") from None
 
 
 def main(overrides: list[str]) -> None:

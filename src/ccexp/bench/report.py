@@ -39,6 +39,21 @@ def load_result(path: str | Path) -> dict:
             raise ResultError(f"{path}: {key}: expected an object, got {type(results[key]).__name__}")
     if not results["ratios"]:
         raise ResultError(f"{path}: ratios: expected at least one ratio, got none")
+    for key, kind, expected in MACHINE_FIELDS:  # the tables print and group runs by them
+        value = results["machine"].get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise ResultError(f"{path}: machine.{key}: expected {expected}, got {value!r}"[:300])
+    unfinished = results.get("unfinished")
+    if unfinished is not None and not (isinstance(unfinished, list) and all(isinstance(p, str) for p in unfinished)):
+        raise ResultError(f"{path}: unfinished: expected a list of the parts not run, got {unfinished!r}"[:300])
+    load = results.get("load_average")
+    if load is not None and not (isinstance(load, dict) and all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in load.values())):
+        raise ResultError(f"{path}: load_average: expected an object of 1-minute load averages, got {load!r}"[:300])
+    code = results.get("code")
+    if code is not None and not (isinstance(code, dict) and isinstance(code.get("commit"), (str, type(None)))
+                                 and isinstance(code.get("versions", {}), dict)):
+        raise ResultError(f"{path}: code: expected an object with commit and versions, got {code!r}"[:300])
     for name, ratio in results["ratios"].items():
         where = f"{path}: ratios.{name}"
         if not isinstance(ratio, dict):
@@ -57,6 +72,12 @@ def load_result(path: str | Path) -> dict:
     return results
 
 
+# The machine's fields the tables read: (key, type, what a file must have there).
+MACHINE_FIELDS = (("cpu", str, "the CPU's name as text"), ("cpu_generation", str, "text such as 'family 26 model 2'"),
+                  ("cpu_isa", str, "text such as 'AVX512'"), ("cpu_bf16", bool, "true or false"),
+                  ("threads", int, "a whole number"), ("gpu", str, "the GPU's name as text"),
+                  ("torch", str, "a version as text"))
+
 # Files written before --method, --device and config overrides existed ran what these now say.
 EARLY_DEFAULTS = {"method": "lora", "device": "cpu", "overrides": "[]"}
 
@@ -65,12 +86,13 @@ def setting(results: dict, key: str) -> str:
     return results["args"].get(key, EARLY_DEFAULTS.get(key, "(not recorded)"))
 
 
-def machine_label(m: dict) -> str:
+def machine_label(m: dict, generation: bool = True) -> str:
     """Where a run ran, in the terms that decide its numbers; files written before the bench
     recorded the CPU's ISA say so."""
     if m.get("gpu"):
         return str(m["gpu"])
-    name = m.get("cpu", "CPU not recorded") + (f" {m['cpu_generation']}" if m.get("cpu_generation") else "")
+    name = m.get("cpu", "CPU not recorded") + (f" {m['cpu_generation']}" if generation and m.get("cpu_generation")
+                                               else "")
     cpu = f"{name} ({m.get('threads', '?')} threads"
     if "cpu_isa" not in m:
         return f"{cpu}, ISA not recorded)"
@@ -95,6 +117,9 @@ def _training_rows(r: dict) -> list[Row]:
     alone = t.get("ccexp_alone")
     computed = alone["computed_tokens_per_s"] if alone else in_turns
     mfu = training.mfu(computed, t["frozen_params"], t["matmul_peak_flops"])
+    # Alone, the batches run 6-28% faster than in the turns; far slower, something else ran then.
+    slowed = (f"; THE ALONE WINDOW RAN AT {computed / in_turns:.2f}x THE TURNS' SPEED: other work ran then, "
+              "and this MFU understates" if alone and computed < 0.5 * in_turns else "")
     loss_gap = abs(t["ccexp"]["val_loss"] - t["hf_trainer"]["val_loss"]) / t["hf_trainer"]["val_loss"]
     speedup = t["ccexp"]["tokens_per_s"] / t["hf_trainer"]["tokens_per_s"]
     goal = 1.5 if r["machine"].get("gpu") else 2.0  # the issue's goals: 2x on 2 CPU cores, 1.5x on a GPU
@@ -110,7 +135,8 @@ def _training_rows(r: dict) -> list[Row]:
          f"N={t['frozen_params'] / 1e6:.1f}M, {computed:.0f} tok/s computed"
          + (f" by ccexp's timed batches run again alone (in the turns {in_turns:.0f}: MFU "
             f"{training.mfu(in_turns, t['frozen_params'], t['matmul_peak_flops']):.2f})" if alone else "")
-         + f", peak {t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s" + _mfu_strict(t) + _mfu_bound(t.get("step_breakdown"))),
+         + f", peak {t['matmul_peak_flops'] / 1e9:.0f} GFLOP/s" + _mfu_strict(t) + _mfu_bound(t.get("step_breakdown"))
+         + slowed),
     ]
 
 
@@ -128,8 +154,11 @@ def _mfu_bound(b: dict | None) -> str:
     """What the profiled steps' matmuls alone allow (files from before the bench profiled have none)."""
     if not b:
         return ""
-    return (f"; matmuls alone would allow {b['mfu_bound']:.2f} (of {b['seconds']:.1f} s profiled: linear layers "
-            f"{b['linear_matmul_s']:.1f} s, attention {b['attention_matmul_s']:.1f} s)")
+    # Over the matmuls run too (files before it lack it): 4·N's ceiling passes 1 where the
+    # embeddings, looked up rather than multiplied, are most of N.
+    strict = f", {b['mfu_bound_strict']:.2f} over the matmuls run" if "mfu_bound_strict" in b else ""
+    return (f"; matmuls alone would allow {b['mfu_bound']:.2f}{strict} (of {b['seconds']:.1f} s profiled: linear "
+            f"layers {b['linear_matmul_s']:.1f} s, attention {b['attention_matmul_s']:.1f} s)")
 
 
 def _generation_rows(r: dict) -> list[Row]:
@@ -224,6 +253,29 @@ def print_table(console: Console, rows, results: dict) -> None:
         # The issue's "done when": the default bench in under 10 minutes on 2 CPU cores.
         console.print(f"ran in {_minutes(seconds['total'])} ({parts}); the default run's goal on 2 CPU cores: "
                       "< 10 min", markup=False)
+    load = load_line(results)
+    if load:
+        console.print(load, markup=False)
+    if results.get("unfinished"):
+        console.print(f"unfinished: stopped before {', '.join(results['unfinished'])} (the parts above were measured)",
+                      markup=False)
+
+
+def load_line(results: dict) -> str | None:
+    """The machine's 1-minute load average at the start and after each part (files before the
+    bench recorded it have none), and a warning where other work shared the CPUs: the turns
+    keep the ratios fair to every side, but MFU's alone window and the wall time pay for it."""
+    load = {k: v for k, v in (results.get("load_average") or {}).items() if v is not None}
+    if not load:
+        return None
+    line = "load average (1 min): " + ", ".join(
+        f"{v:.2f} {'at the start' if k == 'start' else f'after {k}'}" for k, v in load.items())
+    threads = results["machine"].get("threads") or 1
+    # The bench keeps its own threads busy (one per core): a reading a core above them, or a busy
+    # start, is other work.
+    busy = load.get("start", 0) > 1.0 or any(v > threads + 1 for k, v in load.items() if k != "start")
+    return line + (f"; ABOVE THE BENCH'S OWN {threads} THREADS: other work shared the CPUs, so the numbers are "
+                   "noisier than usual (MFU's alone window and the wall time most)" if busy else "")
 
 
 def _minutes(seconds: float) -> str:
@@ -260,7 +312,7 @@ def print_history(console: Console, runs: Sequence[tuple[str, dict]]) -> None:
     to read a change against. Below, what the runs' machines and settings differ in."""
     names = list(dict.fromkeys(name for _, r in sorted(runs, key=lambda run: -len(run[1]["ratios"]))
                                for name in r["ratios"]))
-    alike = [r for _, r in runs if _conditions(r) == _conditions(runs[-1][1])]
+    alike = [r for _, r in runs if _alike(r, runs[-1][1])]
     table = Table(title=f"ccexp.bench: {len(runs)} runs side by side (✓ = goal met)")
     table.add_column("measure")
     table.add_column("goal", justify="right")
@@ -281,18 +333,37 @@ def print_history(console: Console, runs: Sequence[tuple[str, dict]]) -> None:
     console.print(table)
     if len(alike) < len(runs):
         console.print(f"range*: over the {len(alike)} of {len(runs)} runs with the last one's machine and settings")
+    unsure = [label for label, r in runs if any(r is a for a in alike) and _no_generation(r)]
+    if len(alike) > 1 and unsure:
+        who = "none of its runs recorded" if len(unsure) == len(alike) else f"{', '.join(unsure)} did not record"
+        console.print(f"range: {who} the CPU's generation (the bench did not before 2026-12-07): pooled "
+                      "by the CPU's name, ISA and threads, which one VM's CPU name can share across generations "
+                      "2-3x apart", markup=False)
     for line in differences(runs):
         console.print(line, markup=False)
 
 
+def _alike(a: dict, b: dict) -> bool:
+    """Whether two runs' ratios measure the same thing: the same settings and machine. A file
+    without the CPU's generation (written before the bench recorded it) matches by the rest."""
+    if _conditions(a) != _conditions(b):
+        return False
+    generations = [r["machine"].get("cpu_generation") for r in (a, b)]
+    return None in generations or generations[0] == generations[1]
+
+
+def _no_generation(results: dict) -> bool:
+    return not results["machine"].get("gpu") and not results["machine"].get("cpu_generation")
+
+
 def _conditions(results: dict) -> tuple:
-    """What a run's ratios depend on besides the code, as differences() prints it."""
-    return (_machine(results), *(str(setting(results, key)) for key in SETTINGS))
+    """What a run's ratios depend on besides the code and the CPU's generation."""
+    return (_machine(results, generation=False), *(str(setting(results, key)) for key in SETTINGS))
 
 
-def _machine(results: dict) -> str:
+def _machine(results: dict, generation: bool = True) -> str:
     torch_version = results["machine"].get("torch")
-    return machine_label(results["machine"]) + (f", torch {torch_version}" if torch_version else "")
+    return machine_label(results["machine"], generation) + (f", torch {torch_version}" if torch_version else "")
 
 
 def _wall(results: dict) -> str:
@@ -300,7 +371,9 @@ def _wall(results: dict) -> str:
     if not seconds:
         return "–"
     parts = [name for name in seconds if name != "total"]
-    return escape(_minutes(seconds["total"]) + ("" if len(parts) == 3 else f" ({', '.join(parts)} only)"))
+    stopped = f", stopped before {', '.join(results['unfinished'])}" if results.get("unfinished") else ""
+    return escape(_minutes(seconds["total"]) + ("" if len(parts) == 3 and not stopped
+                                                else f" ({', '.join(parts)} only{stopped})"))
 
 
 def differences(runs: Sequence[tuple[str, dict]]) -> list[str]:
@@ -317,7 +390,22 @@ def differences(runs: Sequence[tuple[str, dict]]) -> list[str]:
         if len(values) > 1:
             lines.append(f"{flag} differ{'s' if flag.startswith('-') else ''}: " + "; ".join(
                 f"{value} in {', '.join(labels)}" for value, labels in values.items()))
+    if any(r.get("code") for _, r in runs):  # files before the bench recorded its commit have none
+        lines.append("code: " + "; ".join(f"{value} in {', '.join(labels)}"
+                                          for value, labels in _grouped(runs, _commit).items()))
+        for package in dict.fromkeys(p for _, r in runs for p in (r.get("code") or {}).get("versions", {})):
+            versions = _grouped(runs, lambda r: (r.get("code") or {}).get("versions", {}).get(package, "not recorded"))
+            if len(versions) > 1:
+                lines.append(f"{package} differs: " + "; ".join(
+                    f"{value} in {', '.join(labels)}" for value, labels in versions.items()))
     return lines
+
+
+def _commit(results: dict) -> str:
+    code = results.get("code") or {}
+    if not code.get("commit"):
+        return "commit not recorded" if not code else "not a git checkout"
+    return f"commit {code['commit']}" + (" with uncommitted changes" if code.get("uncommitted_changes") else "")
 
 
 def _grouped(runs: Sequence[tuple[str, dict]], key) -> dict[str, list[str]]:

@@ -112,17 +112,21 @@ def forward_backward(backend: TorchBackend, batch: dict, device: str = "cpu") ->
     return loss.item()
 
 
-def alone_window(backend: TorchBackend, batches: list[dict], device: str) -> dict:
+def alone_window(backend: TorchBackend, batches: list[dict], device: str, warmup: bool = True) -> dict:
     """Forward + backward of ``batches`` (ccexp's timed ones, after training) with nothing else
     running: the tokens/s MFU is measured on. In the turns each of ccexp's steps follows another
     side's, whose model, activations and thread pool it shares the machine's caches and heap
     with: run right after them, the same batches alone ran 6-28% faster on a Zen 5 EPYC (two
     sides of the same shapes in turns: 4-5%), a cost of the comparison, not of ccexp. The
     optimizer step is left out (MFU's 4·N counts forward and backward; the LoRA step is 7-12 ms
-    of a 3-4 s step on 2 cores)."""
+    of a 3-4 s step on 2 cores). ``warmup``: the first batch once untimed before, as every
+    side's warm-up step is: the first pass outside Lightning's loop took 1.6 s of the tiny
+    model's 60 ms steps (0.1-0.3 s on SmolLM2's 3 s)."""
     model = backend.model
     was_training = model.training
     model.train()
+    if warmup and batches:
+        forward_backward(backend, batches[0], device)
     seconds = []
     for batch in batches:
         sync(device)
@@ -170,17 +174,19 @@ ATTENTION_OPS = ("aten::bmm", "aten::baddbmm", "aten::baddbmm_", "aten::_scaled_
                  "aten::_efficient_attention")
 
 
-def step_breakdown(backend: TorchBackend, batches: list[dict], frozen_params: int, peak_flops: float,
-                   device: str) -> dict:
+def step_breakdown(backend: TorchBackend, batches: list[dict], frozen_params: int, embeddings: dict,
+                   peak_flops: float, device: str) -> dict:
     """Forward + backward of ``batches`` (ccexp's own, after warm-up) under the profiler: the
     seconds spent in the linear layers' matmuls and in attention's, and the MFU the step would
     have if nothing else took any time (``mfu_bound``): the ceiling the matmuls' own speed puts
-    on MFU on this machine, whatever the rest of the step gets down to."""
+    on MFU on this machine, whatever the rest of the step gets down to. ``mfu_bound_strict`` is
+    that ceiling over the FLOPs the matmuls run (``mfu_strict``): 4·N's can pass 1 where the
+    embeddings are most of N, as on the tiny model."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
-        window = alone_window(backend, batches, device)
+        window = alone_window(backend, batches, device, warmup=False)  # right after the alone window: warm
     seconds = window["seconds"]
     linear = attention = 0.0
     for event in prof.events():
@@ -195,7 +201,9 @@ def step_breakdown(backend: TorchBackend, batches: list[dict], frozen_params: in
     tokens, matmuls = window["computed_tokens"], linear + attention
     return {"batches": len(batches), "computed_tokens": tokens, "seconds": seconds, "linear_matmul_s": linear,
             "attention_matmul_s": attention, "mfu_window": mfu(window["computed_tokens_per_s"], frozen_params, peak_flops),
-            "mfu_bound": mfu(tokens / matmuls, frozen_params, peak_flops) if matmuls > 0 else math.nan}
+            "mfu_bound": mfu(tokens / matmuls, frozen_params, peak_flops) if matmuls > 0 else math.nan,
+            "mfu_bound_strict": (mfu_strict({**window, "seconds": matmuls}, frozen_params, embeddings, peak_flops)
+                                 if matmuls > 0 else math.nan)}
 
 
 def _matmul_kind(name: str) -> str | None:
