@@ -87,6 +87,7 @@ def test_bench_measures_every_ratio_on_tiny(tmp_path, tiny_dir, capsys, monkeypa
     # ccexp and the bare loop trade places every other round, so each follows HF's step as often.
     assert training["turns"] == ["ccexp", "bare_loop", "hf_trainer", "bare_loop", "ccexp", "hf_trainer",
                                  "ccexp", "bare_loop", "hf_trainer"]
+    assert "ccexp's step ran first in 1 of 2 rounds, the bare loop's in 1: each order weighted alike" in printed
     assert results["machine"]["cpu_isa"] and isinstance(results["machine"]["cpu_bf16"], bool)
     assert "malloc_arena_max" in results["machine"]
     assert results["memory"]["qlora"]["peak_mb"] > results["memory"]["qlora"]["before_model_mb"]
@@ -244,6 +245,31 @@ def test_lightning_vs_bare_reports_the_step_by_step_spread():
         "hf_trainer": {**side, "tokens_per_s": 50.0}, "frozen_params": 10, "matmul_peak_flops": 1e9}}
     row = next(r for r in report_rows(results) if r[0] == "Lightning path vs bare PyTorch loop")
     assert row[4] == "100 vs 95 tok/s; step by step 0.95–1.10"
+
+
+def test_lightning_vs_bare_weighs_each_order_of_the_pair_alike():
+    """Three timed rounds after the warm-up's: the bare loop's step first in two (as the bench's
+    odd rounds have it), ccexp's in one. A step timed first (right after HF's) ran slower here: the
+    plain ratio would credit ccexp with the extra round's position."""
+    from ccexp.bench.__main__ import report_rows
+
+    side = {"val_loss": 1.0}
+    turns = ["ccexp", "bare_loop", "hf_trainer", "bare_loop", "ccexp", "hf_trainer",
+             "ccexp", "bare_loop", "hf_trainer", "bare_loop", "ccexp", "hf_trainer"]
+    ours, bare = [9.0, 2.0, 2.2, 2.0], [1.0, 2.2, 2.0, 2.2]  # after warm-up: first 2.2, second 2.0, on either side
+    results = {"machine": {}, "args": {"warmup": "1"}, "training": {
+        "ccexp": {**side, "tokens_per_s": 100 / sum(ours[1:]), "step_seconds": ours},
+        "bare_loop": {**side, "tokens_per_s": 100 / sum(bare[1:]), "step_seconds": bare},
+        "hf_trainer": {**side, "tokens_per_s": 10.0}, "frozen_params": 10, "matmul_peak_flops": 1e9, "turns": turns,
+        "orders_weighted_alike": True}}
+    [row] = [r for r in report_rows(results) if r[0] == "Lightning path vs bare PyTorch loop"]
+    # Plain: 6.4 / 6.2 s = 1.03; by order: 2.0/2.2 with ccexp first, (2.2+2.2)/(2.0+2.0) with the bare loop first.
+    assert row[1] == pytest.approx(1.0)
+    assert row[4].endswith("ccexp's step ran first in 1 of 3 rounds, the bare loop's in 2: each order weighted "
+                           "alike (0.91 and 1.10)")
+    del results["training"]["orders_weighted_alike"]  # a file of the bench before it: its plain ratio, as recorded
+    [row] = [r for r in report_rows(results) if r[0] == "Lightning path vs bare PyTorch loop"]
+    assert row[1] == pytest.approx(6.4 / 6.2) and "order" not in row[4]
 
 
 def test_the_cpu_peak_is_the_fastest_product_over_every_size(monkeypatch):

@@ -267,7 +267,7 @@ def run_bench(args: argparse.Namespace, record: Record) -> None:
         breakdown = training.step_breakdown(backend, timed[:2], total - trainable, embeddings, max(peaks), device)
         results["training"] = {"ccexp": ours, "bare_loop": bare, "hf_trainer": hf, "matmul_peak_flops": max(peaks),
                                "matmul_peak_readings": peaks, "frozen_params": total - trainable,
-                               "embedding_params": embeddings, "turns": order,
+                               "embedding_params": embeddings, "turns": order, "orders_weighted_alike": True,
                                "ccexp_alone": alone, "step_breakdown": breakdown}
         record.part_done("training")
 
