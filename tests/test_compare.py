@@ -543,3 +543,34 @@ def test_a_metric_typed_in_capitals_gets_the_key_meant(tmp_path, capsys):
     make_run(root / "0", "lora", {"test/acc": 0.5})
     assert main([str(root), "--no-plots", "--metric", "TEST/ACC"]) == 2
     assert "no finished run reports TEST/ACC (did you mean test/acc?)" in capsys.readouterr().err
+
+
+def test_times_from_different_machines_are_never_best(tmp_path, capsys):
+    """A SLURM sweep's jobs on an H100 node and an A100 node: the faster GPU, not the faster run,
+    would be bold. Where every run ran on one machine (or none recorded it), times are judged."""
+    headline = {**COMPARE, "constraints": [], "headline": ["test/acc", "test/latency/p50_s", "train/tokens_per_s"]}
+    node = {"cpu": "AMD EPYC 9654", "cpu_generation": "family 25 model 17", "threads": 16, "gpu_count": 1}
+    root = tmp_path / "sweep"
+    for name, method, gpu, latency in (("0", "lora", "NVIDIA H100", 0.2), ("1", "qlora", "NVIDIA A100", 0.5),
+                                       ("2", "prompt_tuning", "NVIDIA A100", 0.4)):
+        run = make_run(root / name, method, {"test/acc": 0.5 - int(name) / 10, "test/latency/p50_s": latency,
+                                             "train/tokens_per_s": 1 / latency}, compare=headline)
+        (run / "environment.json").write_text(json.dumps({"machine": {**node, "host": f"gpu{name}", "gpu": gpu}}))
+    assert main([str(root), "--no-plots"]) == 0
+    with open(root / "compare.csv") as f:
+        assert {row["run"]: row["best_in"] for row in csv.DictReader(f)} == {"0": "test/acc", "1": "", "2": ""}
+    note = ("Machines differ: `0` on AMD EPYC 9654 family 25 model 17 with NVIDIA H100; `1`, `2` on AMD EPYC 9654 "
+            "family 25 model 17 with NVIDIA A100. Times, latencies and tokens/s compare the machines as much as the "
+            "runs: none is bold (each run's is in its environment.json).")
+    assert note in (root / "compare.md").read_text()
+    assert note.replace("`", "") in " ".join(capsys.readouterr().out.split())  # the terminal wraps it
+    # One kind of node (hosts differ): judged as before.
+    (root / "0" / "environment.json").write_text(json.dumps({"machine": {**node, "host": "gpu0", "gpu": "NVIDIA A100"}}))
+    assert main([str(root), "--no-plots"]) == 0
+    with open(root / "compare.csv") as f:
+        assert {row["run"]: row["best_in"] for row in csv.DictReader(f)} == {
+            "0": "test/acc;test/latency/p50_s;train/tokens_per_s", "1": "", "2": ""}
+    assert "Machines differ" not in (root / "compare.md").read_text()
+    (root / "0" / "environment.json").write_text("{not json")
+    assert main([str(root), "--no-plots"]) == 2
+    assert capsys.readouterr().err.startswith(f"ccexp.compare: error: {root / '0' / 'environment.json'}: not valid JSON")

@@ -18,7 +18,7 @@ from ccexp.config import ConfigError
 from ccexp.models import load_model
 from ccexp.run import run
 
-RUN_FILES = ("config.yaml", "metrics.json", "predictions.jsonl", "adapter/adapter_config.json",
+RUN_FILES = ("config.yaml", "environment.json", "metrics.json", "predictions.jsonl", "adapter/adapter_config.json",
              "adapter/adapter_model.safetensors")
 
 
@@ -54,6 +54,10 @@ def test_run_each_method_on_tiny(method, tmp_path, tiny_dir):
     assert saved["test/json_valid"] == pytest.approx(sum(p["json_valid"] for p in adapter) / len(adapter))
     assert (tmp_path / "csv" / "metrics.csv").is_file()
     assert metrics["val/loss"] == saved["val/loss"]
+    # Where it ran and on what code: the report ranks times only among runs of one machine.
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert env["machine"]["threads"] == __import__("torch").get_num_threads() and env["machine"]["cpu"]
+    assert env["versions"]["peft"] == __import__("peft").__version__ and "commit" in env
     # The saved adapter opens with plain peft.
     PeftModel.from_pretrained(load_model(tiny_dir, __import__("torch").float32), tmp_path / "adapter")
 
@@ -72,6 +76,11 @@ def test_wandb_offline_run_is_stored_under_the_run_dir(tmp_path, monkeypatch):
                for r in wandb_records.records(run_file))
     scalars = {k: v for k, v in metrics.items() if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)}
     assert len(scalars) > 20
+    config = {item.key: json.loads(item.value_json) for r in wandb_records.records(run_file)
+              for item in (r.run.config.update if r.WhichOneof("record_type") == "run" else
+                           r.config.update if r.WhichOneof("record_type") == "config" else [])}
+    assert config["environment"] == json.loads((tmp_path / "environment.json").read_text())
+    assert config["method"]["name"] == "lora"
     for key, value in scalars.items():
         assert summary[key] == (None if value is None else pytest.approx(value, nan_ok=True)), key
 

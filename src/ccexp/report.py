@@ -72,4 +72,4 @@ def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) 
             f"{metrics['test/latency/tokens_per_s']:.1f} tokens/s; peak memory {metrics.get('memory/peak_mb', 0):.0f} MB"
         )
     adapter = "adapter/, " if "train/steps" in metrics else ""  # python -m ccexp.evaluate writes none
-    console.print(f"files: {run_dir}/metrics.json, predictions.jsonl, {adapter}config.yaml")
+    console.print(f"files: {run_dir}/metrics.json, predictions.jsonl, {adapter}config.yaml, environment.json")

@@ -17,6 +17,7 @@ from ccexp.backends.base import reset_peak_memory
 from ccexp.config import ConfigError, RunConfig, validate
 from ccexp.config_errors import objective_missing
 from ccexp.data import build_splits
+from ccexp.environment import code_and_versions, machine
 from ccexp.evaluate import evaluate
 from ccexp.models import resolve_model_dir
 from ccexp.report import print_summary
@@ -51,6 +52,9 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     for stale in ("error.txt", "traceback.txt"):  # an earlier failed job's, in a sweep dir run again
         (run_dir / stale).unlink(missing_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    # Where it ran and on what code: the report ranks times only among runs of one machine.
+    env = {"machine": machine(device, every_gpu=True), **code_and_versions()}
+    (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
     trainable, total = backend.parameter_counts()
     log.info("%s on %s (%s): %d train / %d val / %d test examples; %s trainable of %s parameters",
              rc.method.name, device, getattr(backend, "precision", ""), len(splits["train"]),
@@ -59,7 +63,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     tags = [f"method={rc.method.name}", f"backend={device}", f"task_mix={rc.task_mix.name}",
             f"data_size={rc.data_size.name}", f"data={rc.data.name}", f"model={rc.model.name}"]
     logger = build_logger(rc.logger, run_dir, run_name, group or rc.experiment_name,
-                          OmegaConf.to_container(cfg, resolve=True), tags)
+                          {**OmegaConf.to_container(cfg, resolve=True), "environment": env}, tags)
     metrics: dict = {"status": "failed"}
     try:
         # Replaced when the run ends, whichever way: a run killed while training (out of memory,

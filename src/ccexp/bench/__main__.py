@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -25,7 +23,8 @@ from hydra.errors import HydraException
 from rich.console import Console
 
 from ccexp.backends import resolve_backend, speedups
-from ccexp.backends.lightning import cpu_has_bf16, resolve_base_dtype
+from ccexp.backends.lightning import resolve_base_dtype
+from ccexp import environment
 from ccexp.bench import inference, memory, training
 from ccexp.bench.report import RESULTS, ResultError, load_result, print_history, print_table, report_rows
 from ccexp.bench.setup import compose_run_config
@@ -107,52 +106,15 @@ def _long_run_compile(args: argparse.Namespace) -> list[str]:
     return ["backend.compile=true"] if long_run else []
 
 
-def _cpuinfo(field: str) -> str | None:
-    """The first processor's ``field`` in /proc/cpuinfo (None where there is none)."""
-    path = Path("/proc/cpuinfo")
-    lines = path.read_text().splitlines() if path.exists() else []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.split(":", 1)[0].strip() == field), None)
-
-
 def machine(device: str) -> dict:
-    cpu = _cpuinfo("model name") or platform.processor()
-    # A VM's CPU name can be bare ("AMD EPYC") over generations that differ 2-3x: family and model say which.
-    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
-    generation = {"cpu_generation": f"family {family} model {model}"} if family and model else {}
-    gpu = {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda} if device == "cuda" else {}
-    # Two CPUs of one name can differ in what decides the numbers: the vector ISA PyTorch's
-    # kernels use and whether bf16 dot products exist (without them ccexp trains in fp32).
-    return {"cpu": cpu, **generation, "cpu_isa": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_has_bf16(),
-            "threads": torch.get_num_threads(), "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
-            # Tensors on huge pages (benchmarks/huge_pages.py): the process's setting and the kernel's.
-            "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"), "thp_kernel": speedups.huge_pages_mode(), **gpu,
-            "torch": torch.__version__, "python": platform.python_version()}
-
-
-def code_and_versions() -> dict:
-    """The code a run measured: its git commit (and whether the checkout had changes beside it;
-    None outside a git checkout) and the versions of the libraries the sides run on."""
-    repo = Path(__file__).resolve().parents[3]
-
-    def git(*cmd: str) -> str | None:
-        if not (repo / "src" / "ccexp" / "bench").is_dir():  # installed from a wheel: no checkout to ask
-            return None
-        try:
-            proc = subprocess.run(["git", "-C", str(repo), *cmd], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    commit = git("rev-parse", "--short=12", "HEAD")
-    changed = git("status", "--porcelain", "--untracked-files=no")
-    versions = {}
-    for package in ("torch", "transformers", "peft", "pytorch-lightning", "bitsandbytes", "accelerate"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    return {"commit": commit, "uncommitted_changes": None if commit is None or changed is None else bool(changed),
-            "versions": versions}
+    """The run's hardware (``ccexp.environment.machine``, less the host: these files are
+    committed), and what else decides the bench's numbers: the allocator and huge-page settings."""
+    m = environment.machine(device)
+    del m["host"]
+    # Tensors on huge pages (benchmarks/huge_pages.py): the process's setting and the kernel's.
+    return {**m, "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"), "thp_mem_alloc": os.environ.get(
+        "THP_MEM_ALLOC_ENABLE"), "thp_kernel": speedups.huge_pages_mode(), "torch": torch.__version__,
+        "python": platform.python_version()}
 
 
 class Record:
@@ -238,7 +200,7 @@ def run_bench(args: argparse.Namespace, record: Record) -> None:
     model_dir = resolve_model_dir(rc.model)
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     results = record.results
-    results.update({"machine": machine(device), "code": code_and_versions(),
+    results.update({"machine": machine(device), "code": environment.code_and_versions(),
                     "args": {k: str(v) for k, v in vars(args).items() if k != "against"},
                     "when": time.strftime("%F %T")})
     train, val = splits["train"], splits["val"]

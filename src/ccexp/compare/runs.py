@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ccexp.cli import read_json_object, yaml_problem
 from ccexp.config_errors import numeric_keys
+from ccexp.environment import hardware
 from ccexp.sweep import job_label, natural_key
 
 
@@ -33,6 +34,13 @@ class Run:
     metrics: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)  # nested, as in config.yaml
     flat: dict = field(default_factory=dict)    # dotted keys
+    environment: dict = field(default_factory=dict)  # environment.json: where it ran (runs before it: none)
+
+    @property
+    def hardware(self) -> Optional[str]:
+        """The hardware its times were measured on, in words (None: not recorded)."""
+        m = self.environment.get("machine")
+        return hardware(m) if isinstance(m, dict) else None
 
     @property
     def status(self) -> str:
@@ -146,6 +154,8 @@ def load_run(run_dir: Path) -> Run:
     elif (run_dir / ".hydra" / "config.yaml").is_file():  # the job failed before run() wrote its own
         run.config = _resolved(read_yaml(run_dir / ".hydra" / "config.yaml"))
     run.flat = _flatten(run.config)
+    if (run_dir / "environment.json").is_file():
+        run.environment = read_json_object(run_dir / "environment.json", CompareError, "a run's environment file")
     return run
 
 
@@ -298,6 +308,22 @@ def partly_timed(run: Run, key: str) -> bool:
         (key.startswith("time/") or key in ("train/seconds", "train/tokens_per_s"))
 
 
+def timed(key: str) -> bool:
+    """A time or a speed: what the machine decides as much as the run (latency, tokens/s, time/)."""
+    last = key.rsplit("/", 1)[-1]
+    return key.startswith("time/") or "/latency/" in f"/{key}" or last.endswith("per_s") or key == "train/seconds"
+
+
+def machines(runs: list[Run]) -> dict[str, list[Run]]:
+    """The finished runs by the hardware their times were measured on; runs that did not record
+    it (before environment.json) are a group of their own, as they may have run anywhere."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.finished:
+            groups.setdefault(run.hardware or "a machine not recorded", []).append(run)
+    return groups
+
+
 def same(value: float | int) -> float | int:
     """A metric as the report compares it: a float to 12 significant digits, past which float
     sums of one value differ (2/3 as 0.6666666666666667 and 0.6666666666666666); a count as it is."""
@@ -312,6 +338,8 @@ def best_runs(runs: list[Run], key: str) -> set[str]:
               if r.finished and r.value(key) is not None and not partly_timed(r, key)}
     if higher is None or len(values) < 2:
         return set()
+    if timed(key) and len(machines([r for r in runs if r.name in values])) > 1:
+        return set()  # a faster machine, not a faster run (machines_note says so)
     if len(set(values.values())) == 1:
         return set()  # all equal: nothing to single out
     best = (max if higher else min)(values.values())

@@ -10,7 +10,7 @@ from typing import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from ccexp.compare.runs import Run, column_label, fmt, higher_is_better, named, setting
+from ccexp.compare.runs import Run, column_label, fmt, higher_is_better, machines, named, setting
 from ccexp.config import CompareConfig
 
 
@@ -62,6 +62,18 @@ def resumed_note(runs: list[Run]) -> str:
             "and are never bold.") if resumed else ""
 
 
+def machines_note(runs: list[Run]) -> str:
+    """Which runs ran on which hardware, where the finished runs' machines differ ("" when not):
+    their times and speeds compare machines as much as runs, so none is bold."""
+    groups = machines(runs)
+    if len(groups) < 2:
+        return ""
+    return ("Machines differ: " + "; ".join(f"{', '.join(f'`{r.name}`' for r in rs)} on {where}"
+                                             for where, rs in groups.items())
+            + ". Times, latencies and tokens/s compare the machines as much as the runs: none is bold "
+            "(each run's is in its environment.json).")
+
+
 def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Sequence[str],
                    plots: Sequence[tuple[str, str]] = (), unstarted: Sequence[tuple[str, str]] = ()) -> None:
     """compare.md: how the runs were judged, the recommendation, the runs, failed runs and
@@ -82,8 +94,9 @@ def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Seque
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "Bold: the best finished run per column (↑ higher is better, ↓ lower). "
               "\"-\": the run did not report it.", ""]
-    if resumed_note(runs):
-        lines += [resumed_note(runs), ""]
+    for note in (resumed_note(runs), machines_note(runs)):
+        if note:
+            lines += [note, ""]
     failed = [r for r in runs if not r.finished]
     if failed or unstarted:
         lines += ["## Failed runs", ""]
@@ -136,6 +149,6 @@ def print_table(tables: Tables, console: Console) -> None:
         for r in runs:
             table.add_row(r.name, *[cell(r) for _, cell in labels + metrics])
     console.print(table)
-    for paragraph in [*paragraphs, resumed_note(runs)]:
+    for paragraph in [*paragraphs, resumed_note(runs), machines_note(runs)]:
         if paragraph:
             console.print(paragraph.replace("**", "").replace("`", ""), highlight=False)
