@@ -85,6 +85,8 @@ def test_each_method_end_to_end(method, mlx_run):
     predictions = (run_dir / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == 12  # 6 answers x (adapter, baseline)
     assert metrics["val/loss"] == saved["val/loss"]
+    env = json.loads((run_dir / "environment.json").read_text())  # what precision=auto became on MLX
+    assert env["device"] == "mlx" and env["precision"] == "float32" and env["versions"]["mlx-lm"]
 
 
 def test_same_experiment_on_torch_and_mlx(mlx_run, tmp_path):

@@ -58,6 +58,7 @@ def test_run_each_method_on_tiny(method, tmp_path, tiny_dir):
     env = json.loads((tmp_path / "environment.json").read_text())
     assert env["machine"]["threads"] == __import__("torch").get_num_threads() and env["machine"]["cpu"]
     assert env["versions"]["peft"] == __import__("peft").__version__ and "commit" in env
+    assert env["device"] == "cpu" and env["precision"] in ("bf16-mixed", "32-true")  # what backend.precision=auto became
     # The saved adapter opens with plain peft.
     PeftModel.from_pretrained(load_model(tiny_dir, __import__("torch").float32), tmp_path / "adapter")
 

@@ -53,7 +53,10 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         (run_dir / stale).unlink(missing_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     # Where it ran and on what code: the report ranks times only among runs of one machine.
-    env = {"machine": machine(device, every_gpu=True), **code_and_versions()}
+    # What "auto" became: backend.precision=auto is bf16 autocast on a CPU with bf16 dot products,
+    # fp32 without, the model's dtype on MLX; config.yaml says only "auto".
+    env = {"machine": machine(device, every_gpu=True), "device": device, "precision": backend.precision,
+           **code_and_versions()}
     (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
     trainable, total = backend.parameter_counts()
     log.info("%s on %s (%s): %d train / %d val / %d test examples; %s trainable of %s parameters",
