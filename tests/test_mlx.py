@@ -87,6 +87,7 @@ def test_each_method_end_to_end(method, mlx_run):
     assert metrics["val/loss"] == saved["val/loss"]
     env = json.loads((run_dir / "environment.json").read_text())  # what precision=auto became on MLX
     assert env["device"] == "mlx" and env["precision"] == "float32" and env["versions"]["mlx-lm"]
+    assert saved["train/compiled"] == 1.0  # the step is mx.compile'd: its compiling is in train/seconds
 
 
 def test_same_experiment_on_torch_and_mlx(mlx_run, tmp_path):
