@@ -448,6 +448,13 @@ def test_tradeoff_plot_shows_the_budget_and_sizes_by_area(sweep, monkeypatch):
     assert ax.get_xlim()[1] > 1.0 and [line.get_xdata()[0] for line in ax.lines] == [1.0]
     areas = [float(c.get_sizes()[0]) for c in ax.collections]
     assert areas == [pytest.approx(900.0), pytest.approx(900.0), pytest.approx(20.0)]  # 7.07, 7.07, 0.05 MB
+    # The budget's label inside the axes, left of its line: on the right it ran under the legend.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(saved["tradeoff.png"]).get_renderer()
+    [label] = [t for t in ax.texts if t.get_text().startswith("budget")]
+    box, axes = label.get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert axes.x0 <= box.x0 and box.x1 <= axes.x1
 
 
 def test_jobs_a_stopped_sweep_did_not_start_are_listed(tmp_path):

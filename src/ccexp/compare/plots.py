@@ -90,8 +90,9 @@ def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -
             # Drawn even when every run is far inside it: the headroom is what the line shows.
             ax.set_xlim(ax.get_xlim()[0], max(ax.get_xlim()[1], limit * 1.08))
             ax.axvline(limit, linestyle="--", color="grey")
+            # Left of the line: on its right it ran past the axes, under the legend beside them.
             ax.annotate(f"budget {op} {fmt(limit)}", (limit, ax.get_ylim()[1]), fontsize=8, color="grey",
-                        xytext=(3, -12), textcoords="offset points")
+                        xytext=(-3, -12), textcoords="offset points", ha="right")
     ax.set_xlabel(f"{x_key} (lower is better)")
     ax.set_ylabel(f"{y_key} ({'higher' if cc.direction == 'maximize' else 'lower'} is better)")
     ax.set_title("Quality vs latency; marker area ∝ adapter size")
