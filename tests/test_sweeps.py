@@ -318,6 +318,53 @@ def test_slurm_launcher_composes(as_hydra_job):
     assert launcher._target_ == "hydra_plugins.ccexp_plugins.SlurmLauncher"  # submitit's, checking for SLURM first
     assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node, launcher.mem_gb) == ("gpu", 240, 1, 64)
     assert as_hydra_job(cfg)["num_threads"] == launcher.cpus_per_task == 8
+    # A job killed at its time limit is requeued only where it resumes itself; else it would start over.
+    assert (launcher.name, launcher.max_num_timeout) == ("ccexp", 0)
+    assert compose_with_hydra("hydra/launcher=slurm", "trainer.resume_from=auto").hydra.launcher.max_num_timeout == 3
+
+
+FAKE_SLURM = Path(__file__).parent / "fixtures" / "fake_slurm"  # sbatch, sacct, srun, ... stand-ins
+
+
+def fake_slurm(tmp_path: Path, **env: str) -> dict:
+    return {"PATH": f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_DIR": str(tmp_path / "slurm"),
+            "FAKE_SLURM_PYTHON": sys.executable, **env}
+
+
+def test_a_slurm_job_that_ends_without_a_result_is_a_failed_job(tmp_path):
+    """A job killed at its time limit, out of memory or with its node, leaves no result: in the
+    plugin, collecting the results raised and lost the whole sweep's summary. On a stand-in
+    cluster whose second job's node is lost: that job is failed, the other's results stand."""
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", "hydra/launcher=slurm", *FAST, *QUICK, "method=lora,prompt_tuning", f"hydra.sweep.dir={sweep}",
+               **fake_slurm(tmp_path, FAKE_SLURM_LOST="1"))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    line = ("the SLURM job 4242_1 ended without a result (state NODE_FAIL: its time limit, out of memory, or its "
+            f"node lost); its log: {sweep}/.submitit/4242_1/4242_1_0_log.err")
+    assert f"ccexp: error: {line} (job 1, {sweep / '1'})" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert [(job["dir"], job["status"]) for job in summary["runs"]] == [("0", "finished"), ("1", "failed")]
+    assert summary["runs"][1]["error"] == line == (sweep / "1" / "error.txt").read_text().strip()
+    assert (sweep / "compare.md").is_file() and (sweep / "0" / "adapter").is_dir()
+
+
+@pytest.mark.parametrize("override,error", [
+    ("hydra.launcher.partition=gpux", "hydra/launcher=slurm: sbatch refused the sweep's jobs: Batch job submission "
+                                      "failed: Invalid partition name specified"),
+    ("hydra.launcher.cpus_per_task=-2", "hydra.launcher.cpus_per_task: expected an integer >= 1, got -2"),
+    ("hydra.launcher.timeout_min=0", "hydra.launcher.timeout_min: expected an integer >= 1, got 0"),
+    ("hydra.launcher.mem_gb=-1", "hydra.launcher.mem_gb: expected a number of GB > 0 (or null: the partition's "
+                                 "default), got -1"),
+])
+def test_slurm_refusals_are_one_line(tmp_path, override, error):
+    """What sbatch would take as written (--cpus-per-task=-2 fails each job on its node after the
+    queue; --time=0 is no limit), and sbatch refusing the jobs: one line, before any job runs."""
+    refuse = {"FAKE_SLURM_REFUSE": "Invalid partition name specified"} if "partition" in override else {}
+    proc = cli("-m", "hydra/launcher=slurm", *FAST, "method=lora,prompt_tuning", override,
+               f"hydra.sweep.dir={tmp_path / 'sweep'}", **fake_slurm(tmp_path, **refuse))
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == f"ccexp: error: {error}"
+    assert "Traceback" not in proc.stderr and not (tmp_path / "slurm").exists()
 
 
 # A job that sends itself SIGTERM (kill, SLURM's time limit) or Ctrl-C at its third training step,

@@ -476,8 +476,18 @@ class CompareConfig:
                "a list of metric keys or patterns", self.headline)
 
 
-# ${threads_per_job:} in conf/backend/*.yaml: registered wherever a config is validated.
+def requeues_on_timeout(resume_from) -> int:
+    """``${requeues_on_timeout:${trainer.resume_from}}``, hydra.launcher.max_num_timeout in
+    conf/hydra/launcher/slurm.yaml: a job killed at its time limit is requeued (up to 3 times)
+    where it resumes itself (trainer.resume_from=auto); another would start over, and meet the
+    same limit."""
+    return 3 if resume_from == "auto" else 0
+
+
+# ${threads_per_job:} in conf/backend/*.yaml, ${requeues_on_timeout:} in the SLURM launcher's:
+# registered wherever a config is validated (and so whenever python -m ccexp starts).
 OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
+OmegaConf.register_new_resolver("requeues_on_timeout", requeues_on_timeout, replace=True)
 
 
 @dataclass

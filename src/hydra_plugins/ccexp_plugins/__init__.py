@@ -8,29 +8,32 @@ node is stored below under the plugin's own name); Hydra takes plugins only from
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import sys
 import time
 from collections.abc import MutableSequence
 from pathlib import Path
+from unittest import mock
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper as _BasicSweeper
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeperConf
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import ConfigCompositionException, HydraException
 from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as _JoblibLauncher
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _OptunaSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SlurmLauncher
 from joblib.externals.loky.process_executor import TerminatedWorkerError
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, open_dict
 
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
 from ccexp.config_errors import OBJECTIVE_MISSING, config_error_line
 from ccexp.cores import JOBS_AT_ONCE_ENV, jobs_at_once
-from ccexp.sweep import BATCH_STOPPED, WORKER_DIED, job_label, stop_batch
+from ccexp.sweep import BATCH_STOPPED, WORKER_DIED, job_label, record_failure, stop_batch
 
 
 def _stop(message: str) -> None:
@@ -247,14 +250,102 @@ class OptunaSweeper(_OptunaSweeper):
             record_study_settings(self.sweeper, arguments)
 
 
+# hydra.launcher fields sbatch would take as written (--cpus-per-task=-2, --time=0: no limit),
+# failing each job only on its node after the queue, or never: (least value, what it is).
+SLURM_COUNTS = {"cpus_per_task": 1, "timeout_min": 1, "tasks_per_node": 1, "nodes": 1, "array_parallelism": 1,
+                "gpus_per_node": 0, "max_num_timeout": 0}
+
+
+def check_slurm_resources(params: dict) -> None:
+    for key, least in SLURM_COUNTS.items():
+        value = params.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+            raise ConfigError(f"hydra.launcher.{key}: expected an integer >= {least}, got {value!r}")
+    mem = params.get("mem_gb")
+    if mem is not None and not (isinstance(mem, (int, float)) and not isinstance(mem, bool) and mem > 0):
+        raise ConfigError(f"hydra.launcher.mem_gb: expected a number of GB > 0 (or null: the partition's "
+                          f"default), got {mem!r}")
+
+
 class SlurmLauncher(_SlurmLauncher):
-    """On a machine without SLURM the plugin fails deep in submitit, with a traceback."""
+    """submitit's launcher with its failures in one line: no SLURM here, resources sbatch would
+    take as written, sbatch refusing the jobs (a wrong partition, account or QoS); and a job that
+    ends without a result (killed at its time limit, out of memory, its node lost), which in the
+    plugin raises when the sweep collects the results and loses the whole sweep's summary, is a
+    failed job like any other: marked in its dir, counted by the summary."""
 
     def launch(self, job_overrides, initial_job_idx):
+        import submitit
+        from submitit.core.utils import FailedJobError
+
         if shutil.which("srun") is None or shutil.which("sbatch") is None:
             _stop("hydra/launcher=slurm: no SLURM here (srun and sbatch are not on PATH); launch from "
                   "the cluster, or use hydra/launcher=joblib on this machine")
-        return super().launch(job_overrides, initial_job_idx)
+        try:
+            check_slurm_resources(self.params)
+        except ConfigError as err:
+            _stop(str(err))
+        submit, launcher = submitit.AutoExecutor.map_array, self
+
+        def map_array(executor, fn, overrides, *rest):
+            try:
+                jobs = submit(executor, fn, overrides, *rest)
+            except FailedJobError as err:
+                _stop(f"hydra/launcher=slurm: sbatch refused the sweep's jobs: "
+                      f"{_last_line(err).removeprefix('sbatch: error: ')}")
+            return [_SlurmJob(launcher, job, job_overrides, num) for job, job_overrides, num in zip(jobs, overrides, rest[1])]
+
+        # The plugin builds its executor inside launch and collects every job's result in one
+        # list: the executor's map_array, for this call only, hands it jobs that settle alone.
+        with mock.patch.object(submitit.AutoExecutor, "map_array", map_array):
+            return super().launch(job_overrides, initial_job_idx)
+
+    def job_dir(self, overrides: list[str], num: int, job_id: str) -> Path:
+        """Where job ``num`` ran: its sweep subdir, resolved as the job resolved it."""
+        try:
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(config.hydra.job):
+                config.hydra.job.num, config.hydra.job.id = num, job_id
+            return Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+        except Exception:  # noqa: BLE001 - a subdir of another kind: the default layout
+            return Path(str(self.config.hydra.sweep.dir)) / str(num)
+
+
+def _last_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+class _SlurmJob:
+    """A submitted job whose ``results()`` never raises: a job that ended without a result is
+    recorded failed in its dir (unless it wrote why itself, as a job stopped by SIGTERM does),
+    said in one line, and returned as a failed job's result (None, as ccexp's task returns)."""
+
+    def __init__(self, launcher: SlurmLauncher, job, overrides: list[str], num: int):
+        self.launcher, self.job, self.overrides, self.num = launcher, job, overrides, num
+
+    def results(self):
+        from submitit.core.utils import FailedJobError, UncompletedJobError
+
+        try:
+            return self.job.results()
+        except (UncompletedJobError, FailedJobError) as err:
+            job_dir = self.launcher.job_dir(self.overrides, self.num, str(self.job.job_id))
+            try:
+                status = json.loads((job_dir / "metrics.json").read_text()).get("status")
+            except (OSError, ValueError):
+                status = None  # killed before run() wrote one, or never started
+            if status in (None, "running"):
+                try:
+                    state = self.job.state
+                except Exception:  # noqa: BLE001 - sacct unreachable
+                    state = "unknown"
+                line = (f"the SLURM job {self.job.job_id} ended without a result (state {state}: its time limit, "
+                        f"out of memory, or its node lost); its log: {self.job.paths.stderr}")
+                record_failure(job_dir, err, line)
+                print(f"ccexp: error: {line} (job {self.num}, {job_dir})", file=sys.stderr, flush=True)
+            return [JobReturn(overrides=list(self.overrides), working_dir=str(job_dir), status=JobStatus.COMPLETED,
+                              _return_value=None)]
 
 
 def _counted(task_function, at_once: int, cfg):
