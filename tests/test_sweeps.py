@@ -323,6 +323,29 @@ def test_slurm_launcher_composes(as_hydra_job):
     assert compose_with_hydra("hydra/launcher=slurm", "trainer.resume_from=auto").hydra.launcher.max_num_timeout == 3
 
 
+@pytest.mark.parametrize("override,error", [
+    ("hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs: expected -1 (a job per core), -2 (all cores but one, and so "
+                                "on) or an integer >= 1, got 0"),
+    ("hydra.launcher.timeout=-1", "hydra.launcher.timeout: expected seconds > 0 per batch of jobs (or null: none), "
+                                  "got -1"),
+])
+def test_joblib_refusals_are_one_line(tmp_path, override, error):
+    proc = cli("-m", "hydra/launcher=joblib", *FAST, "method=lora,prompt_tuning", override, f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 2 and proc.stderr == f"ccexp: error: {error}\n"
+
+
+def test_a_joblib_batch_past_its_timeout_is_failed_jobs_and_a_summary(tmp_path):
+    """hydra.launcher.timeout: joblib stops the batch with multiprocessing's TimeoutError and a
+    traceback, leaving job dirs with no record; the jobs are failed with why, then the summary."""
+    proc = cli("-m", "hydra/launcher=joblib", *FAST, *QUICK, "method=lora,prompt_tuning", "hydra.launcher.timeout=2",
+               f"hydra.sweep.dir={tmp_path}")
+    line = "timed out: joblib stopped the batch at hydra.launcher.timeout=2 s"
+    assert proc.returncode == 1 and f"ccexp: error: {line}\n" in proc.stderr and "Traceback" not in proc.stderr
+    summary = json.loads((tmp_path / "sweep_summary.json").read_text())
+    assert [(job["status"], job["error"]) for job in summary["runs"]] == [("failed", line)] * 2
+    assert (tmp_path / "0" / "error.txt").read_text() == line + "\n"
+
+
 FAKE_SLURM = Path(__file__).parent / "fixtures" / "fake_slurm"  # sbatch, sacct, srun, ... stand-ins
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -365,7 +366,13 @@ class JoblibLauncher(_JoblibLauncher):
         self._task = task_function
 
     def launch(self, job_overrides, initial_job_idx):
-        n_jobs = self.joblib.get("n_jobs", -1)
+        n_jobs, timeout = self.joblib.get("n_jobs", -1), self.joblib.get("timeout")
+        # joblib's own words for these are a traceback, after the sweep dir was made.
+        if n_jobs is not None and (not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0):
+            _stop(f"hydra.launcher.n_jobs: expected -1 (a job per core), -2 (all cores but one, and so on) or an "
+                  f"integer >= 1, got {n_jobs!r}")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            _stop(f"hydra.launcher.timeout: expected seconds > 0 per batch of jobs (or null: none), got {timeout:g}")
         at_once = jobs_at_once(1 if n_jobs is None else int(n_jobs), len(job_overrides))  # joblib: None = 1
         self.task_function = functools.partial(_counted, self._task, at_once)
         started = time.time() - 1.0  # file mtimes can trail the clock by a tick
@@ -374,6 +381,10 @@ class JoblibLauncher(_JoblibLauncher):
         except TerminatedWorkerError as err:
             print(f"ccexp: error: {WORKER_DIED} ({type(err).__name__})", file=sys.stderr, flush=True)
             stop_batch(self.config.hydra, started, err, WORKER_DIED, 1)
+        except (TimeoutError, multiprocessing.TimeoutError) as err:  # joblib raises multiprocessing's
+            line = f"timed out: joblib stopped the batch at hydra.launcher.timeout={timeout:g} s"
+            print(f"ccexp: error: {line}", file=sys.stderr, flush=True)
+            stop_batch(self.config.hydra, started, err, line, 1)
         except SystemExit as err:  # a job interrupted in its worker (SIGTERM, Ctrl-C) said so and exited
             stop_batch(self.config.hydra, started, err, BATCH_STOPPED, err.code if isinstance(err.code, int) else 1)
 
