@@ -328,6 +328,8 @@ def test_slurm_launcher_composes(as_hydra_job):
                                 "on) or an integer >= 1, got 0"),
     ("hydra.launcher.timeout=-1", "hydra.launcher.timeout: expected seconds > 0 per batch of jobs (or null: none), "
                                   "got -1"),
+    # A typed field of the launcher's schema: Hydra's own line named the override only.
+    ("hydra.launcher.n_jobs=abc", "hydra.launcher.n_jobs: Value 'abc' of type 'str' could not be converted to Integer"),
 ])
 def test_joblib_refusals_are_one_line(tmp_path, override, error):
     proc = cli("-m", "hydra/launcher=joblib", *FAST, "method=lora,prompt_tuning", override, f"hydra.sweep.dir={tmp_path}")

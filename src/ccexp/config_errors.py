@@ -74,6 +74,9 @@ def config_error_line(err: ConfigError | HydraException) -> str:
         if "'" not in value and (any(c in value for c in " ()~") or "[" in value[1:] and not value.startswith("[")):
             why += f"; a value with spaces, brackets, parentheses or ~ needs quotes: \"{key}='{value}'\""
         return f"{err.override}: not an override Hydra can read ({why})"
+    merging = re.match(r"Error merging override ([^=\s]+)=", text)
+    if merging and cause is not None and str(cause).strip():  # a typed field's value: hydra.launcher.n_jobs=abc
+        return f"{merging.group(1)}: {str(cause).strip().splitlines()[0]}"
     if isinstance(err, MissingConfigException) and err.options is not None:  # "Could not find 'method/lorax'"
         found = re.search(r"Could not find '([^']+)'", text)
         where = found.group(1).rpartition("/") if found else ("?", "", "?")
