@@ -3,6 +3,7 @@ Hydra CLI, and the real embedded model for a few steps."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -54,6 +55,15 @@ def test_run_each_method_on_tiny(method, tmp_path, tiny_dir):
     assert saved["test/json_valid"] == pytest.approx(sum(p["json_valid"] for p in adapter) / len(adapter))
     assert (tmp_path / "csv" / "metrics.csv").is_file()
     assert metrics["val/loss"] == saved["val/loss"]
+    # The curve holds the validations only: the final val/loss (the best adapter's) drew a point at
+    # the last step the curve never had. The final row has every other metric, a null one as NaN.
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows if r["val/loss"]] == [h["step"] for h in saved["train/val_history"]]
+    final = [r for r in rows if r.get("test/acc")]
+    assert len(final) == 1 and all(k in final[0] for k, v in saved.items() if isinstance(v, (int, float, type(None)))
+                                   and k not in ("val/loss", "val/ppl"))
+    assert all(final[0][k] == "nan" for k, v in saved.items() if v is None)
     # Where it ran and on what code: the report ranks times only among runs of one machine.
     env = json.loads((tmp_path / "environment.json").read_text())
     assert env["machine"]["threads"] == __import__("torch").get_num_threads() and env["machine"]["cpu"]

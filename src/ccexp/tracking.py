@@ -8,6 +8,7 @@ the run waits out one init timeout and then logs offline, saying so in one line.
 from __future__ import annotations
 
 import json
+import math
 import netrc
 import os
 import sys
@@ -98,9 +99,18 @@ def finish_logger(logger: Optional[Any], metrics: dict[str, Any], failed: bool) 
             run.summary.update({"status": metrics.get("status", "failed"), "error": metrics.get("error", "")})
         run.finish(exit_code=1 if failed else 0)
     else:
-        if scalars:  # at the last training step, after the curves (not at step 0)
-            logger.log_metrics(scalars, step=metrics.get("train/steps"))
+        # At the last training step, after the curves (not at step 0); the curves' own keys left
+        # out: the final val/loss is the best adapter's, a point at the last step the curve never
+        # had (metrics.json has it). No value (an MAE with no numeric answer) is NaN, not left out.
+        final = {k: math.nan if v is None else v for k, v in metrics.items()
+                 if (v is None or k in scalars) and k not in CURVES}
+        if final:
+            logger.log_metrics(final, step=metrics.get("train/steps"))
         logger.save()
+
+
+# What the backends log during training, step by step (the loss and validation curves).
+CURVES = ("train/loss", "train/lr", "val/loss", "val/ppl")
 
 
 def log_predictions(logger: Optional[Any], predictions: list[dict]) -> None:
