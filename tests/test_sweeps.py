@@ -112,7 +112,7 @@ def test_method_comparison_sweep(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"ccexp: sweep {sweep_dir}: 3 jobs: 3 finished, 0 failed" in proc.stdout
     assert proc.stderr.count("ccexp: warning: objective.metric: 'test/csat/mae' is not among this run's metrics") == 3
-    groups, methods = set(), []
+    groups, methods, names = set(), [], []
     for job in ("0", "1", "2"):
         metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
         assert metrics["status"] == "finished"
@@ -120,7 +120,10 @@ def test_method_comparison_sweep(tmp_path):
         record = next(r.run for r in wandb_records.records(run_file) if r.WhichOneof("record_type") == "run")
         groups.add(record.run_group)
         methods += [t for t in record.tags if t.startswith("method=")]
+        names.append(record.display_name)
     assert groups == {"2026-01-01_10-00-00"}
+    # Named by what sets each job apart, not the command line all three share.
+    assert names == ["method=lora", "method=qlora", "method=prompt_tuning"]
     assert methods == ["method=lora", "method=qlora", "method=prompt_tuning"]
     summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
     assert (summary["jobs"], summary["finished"], summary["failed"]) == (3, 3, 0)

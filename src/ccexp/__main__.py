@@ -25,11 +25,11 @@ CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().p
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Optional[float]:
     from ccexp.run import run
-    from ccexp.sweep import interruption, is_study, record_failure, summarize_interrupted, sweep_group
+    from ccexp.sweep import interruption, is_study, record_failure, run_name, summarize_interrupted, sweep_group
 
     hc = HydraConfig.get()
-    name = ",".join(hc.overrides.task) or "default"
     sweep = hc.mode == RunMode.MULTIRUN
+    name = run_name(hc, sweep)
     run_dir = Path(hc.runtime.output_dir)
     # An Optuna search reads objective.metric: a run that lacks it fails (its W&B run too), so
     # the trial is recorded as failed with the reason in the job's error.txt.

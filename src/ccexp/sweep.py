@@ -32,6 +32,39 @@ def sweep_group(sweep_dir: str) -> str:
     return "_".join(Path(sweep_dir).parts[-2:])
 
 
+def run_name(hydra: DictConfig, multirun: bool) -> str:
+    """A run's name in W&B: in a sweep, the overrides that set it apart from the sweep's other
+    jobs (``method=qlora``), not the command line every job shares, which would come first and
+    push the part that differs off the end of a dashboard's column; a single run, all of its
+    overrides. ``hydra``: HydraConfig.get()."""
+    task = [str(o) for o in hydra.overrides.task]
+    if multirun:
+        swept = _swept_keys(hydra)
+        task = [o for o in task if _override_key(o) in swept] or task
+    return ",".join(task) or "default"
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _swept_keys(hydra: DictConfig) -> set[str]:
+    """The keys a sweep varies: its sweeper's params (an experiment's sweep, an Optuna search
+    space) and the command line's sweeps, as the sweep dir's multirun.yaml recorded them."""
+    import yaml
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = {_override_key(str(k)) for k in (hydra.sweeper.get("params") or {})}
+    try:
+        recorded = yaml.safe_load((Path(hydra.sweep.dir) / "multirun.yaml").read_text())["hydra"]["overrides"]["task"]
+        for override in OverridesParser.create().parse_overrides(list(recorded)):
+            # The command line wins over the params: one value there is no sweep of that key.
+            (keys.add if override.is_sweep_override() else keys.discard)(_override_key(override.input_line))
+    except Exception:  # noqa: BLE001 - no multirun.yaml (a custom layout): the params alone
+        pass
+    return keys
+
+
 RESUME_HINT = "on the torch backends, trainer.resume_from=<its run dir> resumes it where it saved a checkpoint (trainer.save_every_n_steps)"
 
 
