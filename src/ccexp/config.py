@@ -199,12 +199,13 @@ class BackendConfig:
     share is computed once. Ignored by mlx."""
     packed_weights: bool = True
     """cpu (x86): generation runs on copies of the frozen weights laid out once for oneDNN's
-    kernels, each LoRA projection merged into its weight (float32 sum), as a merged adapter is
-    served. bf16 base (CPUs with AVX512-BF16/AMX): ~30% faster decode steps, ~10% faster prompt
-    passes, answers equal the unmerged adapter's up to bf16 rounding, one copy of the bf16
-    weights. fp32 base (other CPUs): ~1.9× faster few-token products (prompt passes keep MKL on
-    the plain weights), answers equal up to fp32 rounding, one packed copy plus the merged copies
-    of the adapted projections. Ignored elsewhere (4-bit bases, GPUs, mlx)."""
+    kernels. bf16 base (CPUs with AVX512-BF16/AMX): each LoRA update added beside its packed
+    projection, as training computes it (merged into bf16 weights, a small adapter's update is
+    mostly rounded away); ~30% faster decode steps, ~10% faster prompt passes, the same logits
+    as the unpacked adapter, one copy of the bf16 weights. fp32 base (other CPUs): each LoRA
+    projection merged into its weight (the float32 sum); ~1.9× faster few-token products (prompt
+    passes keep MKL on the plain weights), answers equal up to fp32 rounding, one packed copy
+    plus the merged copies of the adapted projections. Ignored elsewhere (4-bit bases, GPUs, mlx)."""
 
     def __post_init__(self) -> None:
         names = ("auto", "cpu", "cuda", "mlx")

@@ -187,7 +187,7 @@ class TorchBackend:
         # Single requests: drafts from the training answers, and the shared prompt prefix's keys/values.
         self._draft_answers, self._drafter = list(draft_answers), None
         self.prefix_cache = decoding.PrefixCache() if cfg.backend.prefix_cache else None
-        # Generation on weights laid out for oneDNN, the adapter merged in (x86 CPUs, bf16 or fp32 bases).
+        # Generation on weights laid out for oneDNN, with the adapter (x86 CPUs, bf16 or fp32 bases).
         use_packed = cfg.backend.packed_weights and device == "cpu" and packed.available()
         self.packed = packed.PackedWeights(self.model, self.autocast_dtype or torch.float32) if use_packed else None
 
@@ -285,7 +285,7 @@ class TorchBackend:
                     yield self.model.get_base_model()
 
     def inference_weights(self, adapter: bool):
-        """Generation's weights: packed, LoRA merged per ``adapter`` (``backends/packed.py``), or
+        """Generation's weights: packed, with the LoRA per ``adapter`` (``backends/packed.py``), or
         the model's own where ``backend.packed_weights`` is off or does not apply."""
         return self.packed.active(adapter) if self.packed else contextlib.nullcontext()
 

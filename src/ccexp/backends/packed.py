@@ -1,4 +1,4 @@
-"""Inference weights prepacked for oneDNN, the adapter merged in (``backend.packed_weights``).
+"""Inference weights prepacked for oneDNN, with the adapter (``backend.packed_weights``).
 
 Generation on a CPU is latency-bound by matrix products with few rows: a decode step multiplies
 1–11 tokens by every weight. ``F.linear`` hands oneDNN a plain row-major weight, which it
@@ -8,21 +8,22 @@ blocked format (``torch.ops.mkldnn._reorder_linear_weight``, what ``torch.compil
 freezing pass does), the same products take about half the time (14 vs 23 ms per step), and a
 524-token prompt's take ~18% less (265 vs 322 ms); the outputs are bitwise the same.
 
-With the adapter on, each LoRA projection's ``W + scale·B·A`` is computed in float32 and packed as
-one weight, as the adapter is served once merged: peft's per-layer Python and its two small
-matmuls cost ~100 µs per adapted projection, 12 of a 63 ms SmolLM2 decode step. The merged
-weight is rounded to bf16 once, so answers match the unmerged adapter's up to bf16 rounding
-(the same order as the rounding a change of batch shape causes), not bit for bit. peft's own
-``merge_adapter``/``unmerge_adapter`` would write into the bf16 base and subtract back, which
-does not restore it exactly; here the merged weight is a copy and the base is never written.
+With the adapter on, a bf16 LoRA projection runs its base weight packed and adds the adapter's
+``scale·B·(A·x)`` beside it, in bf16, as training and validation compute it under bf16 autocast
+(``speedups.fuse_lora_update``: two small products, without peft's per-layer Python: ~100 µs per adapted projection, 12 of a 63 ms
+SmolLM2 decode step). It is not merged: ``W + scale·B·A`` rounded to bf16 lost a median 60% of
+a few-step adapter's update (ΔW ~3e-4 against bf16's resolution at |W| ≈ 0.19), and 2 of 6 of
+its greedy answers changed, so the run's scores were another model's. peft's own
+``merge_adapter``/``unmerge_adapter`` would also write into the bf16 base and subtract back,
+which does not restore it exactly; here the base is never written.
 
 float32 bases (CPUs without bf16 dot products, where ccexp trains in fp32) get the same treatment
 with oneDNN's fp32 kernels, which lay out the weight once too: on a 2-core AVX2 EPYC an 11-row
 product runs 1.9× faster packed (576→1536: 355 → 180 µs; SmolLM2's 49k-row head 31 → 9 ms), one
 row about as fast. From ~128 rows on, MKL's own sgemm on the plain row-major weight is the faster
 one there (a 524-token prompt's 1536×576 product: 5.3 vs 6.1 ms), so fp32 products of many rows
-keep ``F.linear`` — on a merged copy where the adapter is merged in. The merged fp32 weight is
-the exact fp32 sum: answers equal the unmerged adapter's up to fp32 rounding.
+keep ``F.linear``. An fp32 LoRA projection is merged (``W + scale·B·A``, the exact fp32 sum,
+one product instead of three): answers equal the unmerged adapter's up to fp32 rounding.
 
 The packed copies cost as much memory as the weights they copy (fp32 with an adapter: the merged
 plain copies of the adapted projections too); they are built on the first generation after the
@@ -64,19 +65,21 @@ def _packable(linear: nn.Module, dtype: torch.dtype) -> bool:
             and not linear.weight.requires_grad)
 
 
-def _lora_delta(layer, adapter: bool, dtype: torch.dtype) -> torch.Tensor | None | bool:
-    """The float32 ``scale·B·A`` of ``layer``'s active adapters (None: none active or ``adapter``
-    off); False where the layer cannot be merged here (DoRA, already merged, not a plain linear)."""
+def _active_adapters(layer, adapter: bool, dtype: torch.dtype) -> list[str] | bool:
+    """The names of ``layer``'s active LoRA adapters (none where ``adapter`` is off); False where
+    the layer cannot run here (DoRA, already merged, not a plain linear, a LoRA bias)."""
     if not _packable(layer.base_layer, dtype) or layer.merged:
         return False
     names = [n for n in layer.active_adapters if n in layer.lora_A] if adapter and not layer.disable_adapters else []
-    if any(layer.use_dora.get(n, False) for n in names):
+    if any(layer.use_dora.get(n, False) or layer.lora_B[n].bias is not None for n in names):
         return False
-    delta = None
-    for name in names:
-        d = layer.get_delta_weight(name).float()
-        delta = d if delta is None else delta + d
-    return delta
+    return names
+
+
+def _lora_terms(layer, names: list[str], dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """Each active adapter's (A, B, scale) in the products' dtype, as autocast hands them to peft."""
+    return [(layer.lora_A[n].weight.detach().to(dtype), layer.lora_B[n].weight.detach().to(dtype), layer.scaling[n])
+            for n in names]
 
 
 class PackedWeights:
@@ -105,15 +108,17 @@ class PackedWeights:
         wrapped = set()
         for module in self.model.modules():
             if isinstance(module, LoraLayer):
-                delta = _lora_delta(module, adapter, self.dtype)
+                names = _active_adapters(module, adapter, self.dtype)
                 wrapped.update(module.modules())
-                if delta is False:
+                if names is False:
                     continue
                 base = module.base_layer
-                weight = base.weight.detach()
-                if delta is not None:
-                    weight = (weight.float() + delta).to(weight.dtype)
-                self._packed[module] = _PackedForward(weight, base.bias)
+                weight, terms = base.weight.detach(), []
+                if names and self.dtype == torch.float32:  # merged: exact to fp32 rounding
+                    weight = weight + sum(module.get_delta_weight(n).float() for n in names)
+                elif names:  # beside the base: bf16 would round most of a small update away
+                    terms = _lora_terms(module, names, self.dtype)
+                self._packed[module] = _PackedForward(weight, base.bias, terms)
         for module in self.model.modules():
             if module not in wrapped and _packable(module, self.dtype):
                 self._packed[module] = _PackedForward(module.weight.detach(), module.bias)
@@ -139,10 +144,12 @@ class PackedWeights:
 
 class _PackedForward:
     """``F.linear(x, W, b)`` on W packed for oneDNN, in W's dtype (bf16 in, bf16 out, as under
-    bf16 autocast); fp32 products of many rows on the plain W instead (``FP32_PLAIN_ROWS``)."""
+    bf16 autocast); fp32 products of many rows on the plain W instead (``FP32_PLAIN_ROWS``).
+    ``lora``: adapters' (A, B, scale) whose ``scale·B·(A·x)`` is added, in peft's order."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
-        self.dtype = weight.dtype
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None,
+                 lora: list[tuple[torch.Tensor, torch.Tensor, float]] = ()):
+        self.dtype, self.lora = weight.dtype, list(lora)
         self.bias = None if bias is None else bias.detach().to(self.dtype)
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, ROWS_HINT)
         # A reference to the model's own weight, or the merged copy: bf16 products are faster
@@ -155,4 +162,6 @@ class _PackedForward:
             y = torch.nn.functional.linear(rows, self.plain, self.bias)
         else:
             y = torch.ops.mkldnn._linear_pointwise(rows.contiguous(), self.packed, self.bias, "none", [], "")
+        for a, b, scale in self.lora:  # as the training forward adds it (speedups.fuse_lora_update)
+            y = torch.addmm(y, torch.nn.functional.linear(rows, a), b.t(), alpha=scale)
         return y.view(*x.shape[:-1], y.shape[-1])

@@ -107,7 +107,8 @@ def answer_latency(backend: TorchBackend, examples: list[dict], train: list[dict
     - ``generate``: transformers' greedy loop, exactly the reference's token count;
     - ccexp's single-request path (``decoding.greedy_decode``): n-gram drafts from the prompt and
       the ``train`` answers, the prompt prefix shared with an earlier request reused, the
-      weights packed with the adapter merged in where ``backend.packed_weights`` applies. Its cost
+      weights packed (the adapter beside them in bf16, merged in fp32) where ``backend.packed_weights``
+      applies. Its cost
       depends on what the model says (a right draft saves steps), so the reference stands in for
       the model's choices: the time of a model that answers like the reference, which this
       briefly trained adapter does not yet do.
@@ -147,7 +148,10 @@ def answer_latency(backend: TorchBackend, examples: list[dict], train: list[dict
             "prefix_reused_p50": statistics.median(reused), "prefill_p50_s": statistics.median(prefill),
             "decode_token_p50_s": statistics.median(per_token),
             "prompt_tokens_p50": statistics.median(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts),
-            "packed_weights": backend.packed is not None}
+            "packed_weights": backend.packed is not None,
+            # bf16: the adapter's update beside the packed base; fp32: merged into it (packed.py).
+            "packed_lora": None if backend.packed is None else
+            "merged" if backend.packed.dtype == torch.float32 else "beside"}
 
 
 def merged_vs_base(backend: TorchBackend, base, examples: list[dict], n_tokens: int) -> dict:

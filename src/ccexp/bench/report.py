@@ -179,12 +179,19 @@ def _generation_rows(r: dict) -> list[Row]:
         ("all-in-one analysis p50 latency (s)", a["p50_s"], "<= 1.0", a["p50_s"] <= 1.0,
          f"{a['prompt_tokens_p50']:.0f} prompt + {a['answer_tokens_p50']:.0f} answer tokens in "
          f"{a['forward_passes_p50']:.0f} forward passes ({a['prefix_reused_p50']:.0f} prompt tokens reused"
-         f"{', packed weights, LoRA merged' if a.get('packed_weights') else ''}); "
+         f"{_packed(a)}); "
          f"generate: {a['generate_p50_s']:.2f} s = prefill {a['prefill_p50_s']:.2f} s + "
          f"{1000 * a['decode_token_p50_s']:.0f} ms/token"),
         ("merged adapter vs base latency", merged_ratio, "<= 1.05", merged_ratio <= 1.05,
          f"{r['merged']['merged_p50_s']:.2f} vs {r['merged']['base_p50_s']:.2f} s"),
     ]
+
+
+def _packed(a: dict) -> str:
+    """How the all-in-one path ran the adapter (files before packed_lora merged it: bf16 rounding)."""
+    if not a.get("packed_weights"):
+        return ""
+    return ", packed weights, LoRA " + {"beside": "beside them"}.get(a.get("packed_lora"), "merged")
 
 
 def _memory_rows(r: dict) -> list[Row]:
