@@ -111,6 +111,13 @@ def test_lora_targets_are_matched_as_peft_matches_them(tiny_dir):
         check_targets(model, ["q_proj", "c_attn"])
     assert str(err.value) == ("model.lora_targets: ['c_attn'] name no linear layer of this model (its linear layers: "
                               "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj)")
+    # A block or a norm exists but is no layer LoRA takes: peft's traceback came after the model loaded.
+    with pytest.raises(ConfigError) as err:
+        check_targets(model, ["mlp", "input_layernorm"], "method.target_modules")
+    assert str(err.value) == ("method.target_modules: input_layernorm (LlamaRMSNorm), mlp (LlamaMLP) are no linear "
+                              "layers; LoRA adapts linear layers (this model's: down_proj, gate_proj, k_proj, lm_head, "
+                              "o_proj, q_proj, up_proj, v_proj)")
+    check_targets(model, ["q_proj", "embed_tokens"])  # peft's LoRA takes embeddings too
 
 
 def test_gpt2_style_models_list_their_conv1d_layers_and_refuse_packing_with_attention_dropout():

@@ -47,11 +47,26 @@ def check_targets(model: PreTrainedModel, targets, key: str = "model.lora_target
     the linear layers there are, instead of peft's traceback after the model has loaded."""
     if not targets or isinstance(targets, str):  # a regex string: peft's own matching decides
         return
-    names = [name for name, _ in model.named_modules()]
-    missing = sorted(t for t in targets if not any(n == t or n.endswith("." + t) for n in names))
     # GPT-2's projections are transformers' Conv1D (a linear layer stored transposed), which LoRA takes too.
-    linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-              if isinstance(m, torch.nn.Linear) or type(m).__name__ in ("Linear4bit", "Conv1D")}
+    def is_linear(module) -> bool:
+        return isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Conv1D")
+
+    def matches(name: str, target: str) -> bool:
+        return name == target or name.endswith("." + target)
+
+    def lora_takes(module) -> bool:  # what peft's LoRA wraps: linear layers, and embeddings and convolutions
+        return is_linear(module) or isinstance(module, (torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d,
+                                                        torch.nn.Conv3d, torch.nn.MultiheadAttention))
+
+    modules = list(model.named_modules())
+    linear = {name.rsplit(".", 1)[-1] for name, m in modules if is_linear(m)}
+    missing = sorted(t for t in targets if not any(matches(n, t) for n, _ in modules))
     if missing:
         raise ConfigError(f"{key}: {missing} name no linear layer of this model (its linear layers: "
                           f"{', '.join(sorted(linear))})")
+    # A block (self_attn, mlp) or a norm: peft refuses it with a traceback after the model loaded.
+    blocks = sorted({f"{t} ({type(m).__name__})" for t in targets for n, m in modules
+                     if matches(n, t) and not lora_takes(m)})
+    if blocks:
+        raise ConfigError(f"{key}: {', '.join(blocks)} {'are no linear layers' if len(blocks) > 1 else 'is no linear layer'}"
+                          f"; LoRA adapts linear layers (this model's: {', '.join(sorted(linear))})")
