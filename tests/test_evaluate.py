@@ -147,6 +147,24 @@ def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_pat
         "node content, but found '<stream end>')")
 
 
+def test_a_qlora_adapter_records_its_4bit_base_and_refuses_another(tmp_path, capsys):
+    """peft's adapter_config.json does not say which 4-bit base a QLoRA adapter was trained on:
+    scored on nf4 after training on fp4 it is another model, with no error. ccexp writes the
+    base's BitsAndBytesConfig beside it, and an evaluation with another is one line."""
+    from transformers import BitsAndBytesConfig
+
+    run(compose_cfg(*FAST, "method=qlora", "method.quant_type=fp4", "method.double_quant=false",
+                    "eval.baseline=false", "eval.generate_examples=0", "eval.latency_examples=0"), tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "adapter" / "quantization.json").read_text())
+    config = BitsAndBytesConfig(**saved)  # the README's recipe for loading it with peft
+    assert (config.bnb_4bit_quant_type, config.bnb_4bit_use_double_quant, config.load_in_4bit) == ("fp4", False, True)
+    assert evaluate_main([f"adapter={tmp_path / 'run'}", "method.quant_type=nf4", f"out={tmp_path / 'e'}"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ccexp.evaluate: error: {tmp_path / 'run' / 'adapter' / 'quantization.json'}: the adapter has "
+        "bnb_4bit_quant_type='fp4', this run's method.quant_type gives 'nf4'; expected the adapter's own setting "
+        "(drop the override)")
+
+
 @pytest.mark.parametrize("args,message", [
     ([], "missing adapter=<run dir>"),
     (["adapter=/nonexistent"], "/nonexistent/config.yaml: not found"),

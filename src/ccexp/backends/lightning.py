@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -151,6 +152,16 @@ ADAPTER_FIELDS = {"peft_type": "method.name", "r": "method.r", "lora_alpha": "me
                   "target_modules": "model.lora_targets", "num_virtual_tokens": "method.num_virtual_tokens"}
 
 
+# A QLoRA adapter's 4-bit base, as BitsAndBytesConfig's arguments: BitsAndBytesConfig(**json.load(...)).
+QUANTIZATION_FILE = "quantization.json"
+
+
+def quantization_record(config) -> dict:
+    return {"load_in_4bit": True, "bnb_4bit_quant_type": config.bnb_4bit_quant_type,
+            "bnb_4bit_use_double_quant": config.bnb_4bit_use_double_quant,
+            "bnb_4bit_compute_dtype": str(config.bnb_4bit_compute_dtype).removeprefix("torch.")}
+
+
 def check_adapter_config(path: Path, live: Any, targets_key: str = "model.lora_targets") -> None:
     """The adapter's adapter_config.json against ``live`` (the peft config built from this run's
     config): one line naming the first setting they differ in (``targets_key``: the key that
@@ -176,6 +187,7 @@ class TorchBackend:
         self.model = spec.wrap(base).to(device)
         speedups.apply(self.model, autocast=self.autocast_dtype is not None, shared_dropout=cfg.method.shared_dropout)
         self.quantized = spec.quantization_config is not None
+        self.quantization = spec.quantization_config
         if self.quantized and device == "cpu":
             keep_odd_4bit_layers_generic(self.model)
         if cfg.backend.compile == "true" and device == "cpu" and speedups.cpp_compiler() is None:
@@ -371,6 +383,10 @@ class TorchBackend:
 
     def save_adapter(self, path: Path) -> None:
         self.model.save_pretrained(path)
+        if self.quantization is not None:
+            # peft's adapter_config.json does not say which 4-bit base the adapter was trained on:
+            # on another (nf4 for fp4) it is a slightly different model, with no error anywhere.
+            (Path(path) / QUANTIZATION_FILE).write_text(json.dumps(quantization_record(self.quantization), indent=2))
 
     def load_adapter(self, path: Path) -> None:
         weights = Path(path) / "adapter_model.safetensors"
@@ -378,6 +394,11 @@ class TorchBackend:
             raise ConfigError(f"{weights}: no such file; expected an adapter saved by ccexp (peft layout)")
         live = self.model.peft_config["default"]
         check_adapter_config(Path(path) / "adapter_config.json", live, lora_targets(self.cfg.method, self.cfg.model)[1])
+        if (Path(path) / QUANTIZATION_FILE).is_file():  # adapters saved before it have none
+            check_saved_config(Path(path) / QUANTIZATION_FILE,
+                               quantization_record(self.quantization) if self.quantization is not None else {},
+                               {"bnb_4bit_quant_type": "method.quant_type",
+                                "bnb_4bit_use_double_quant": "method.double_quant"}, "peft layout")
         try:
             state = load_file(weights, device=self.device)
         except Exception as err:  # noqa: BLE001 - safetensors' own error type: a truncated or foreign file
