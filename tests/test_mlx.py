@@ -297,3 +297,19 @@ def test_a_damaged_mlx_adapter_file_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=rf"^{file}: not a readable safetensors file \(") as err:
         mlx_prompt.load_weights_checked(file, {"w": mx.zeros((4, 4))})
     assert "\n" not in str(err.value)
+
+
+def test_a_run_of_hours_on_mlx_cpu_is_said(tiny_dir, caplog, monkeypatch):
+    """mlx[cpu] on Linux runs at reference BLAS's speed: experiment=seed_mlx_small there is days of
+    SmolLM2, which started without a word. Hours of training get one warning line; a few steps none."""
+    import logging
+
+    model, _ = load_model(tiny_dir)
+    monkeypatch.setattr(mlx_backend, "available_cores", lambda: 2)
+    with caplog.at_level(logging.WARNING, logger="ccexp"):
+        mlx_backend._warn_if_days_on_a_cpu(model, 4 * 6, [700] * 10)
+        assert not caplog.records
+        mlx_backend._warn_if_days_on_a_cpu(model, 1500 * 4, [700] * 10)
+    [record] = caplog.records
+    assert record.getMessage().startswith("backend=mlx runs on the CPU here (mlx[cpu]: reference BLAS, ~")
+    assert "6,000 examples of training take ~" in record.getMessage() and "use backend=cpu (torch)" in record.getMessage()
