@@ -128,6 +128,13 @@ def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_pat
          f"{adapter / 'adapter_config.json'}: the adapter has target_modules=['k_proj', 'o_proj', 'q_proj', 'v_proj'], "
          "this run's method.target_modules gives ['q_proj', 'v_proj']; expected the adapter's own setting (drop the "
          "override)"),
+        # In the saved run's terms: the method it was trained with, a field of the group to override.
+        (["method.name=qlora"], "argument 'method.name=qlora': the adapter was trained with method=lora; an adapter "
+                                "of another method is another run's"),
+        (["method=qlora"], "argument 'method=qlora': the adapter was trained with method=lora; an adapter of another "
+                           "method is another run's"),
+        (["trainer=fast"], "argument 'trainer=fast': a saved run's groups cannot be swapped; override their fields "
+                           "instead, e.g. trainer.max_epochs=..."),
         ([f"out={tmp_path / 'run'}"], f"out={tmp_path / 'run'}: the adapter's own run dir (its metrics.json would be "
                                       f"replaced); expected a new folder, or leave out= out for {tmp_path / 'run' / 'eval'}/<time>"),
     ]
@@ -170,7 +177,7 @@ def test_a_qlora_adapter_records_its_4bit_base_and_refuses_another(tmp_path, cap
     (["adapter=/nonexistent"], "/nonexistent/config.yaml: not found"),
     (["adapter=x", "data=csv"], "a saved run's groups cannot be swapped"),
     (["adapter=x", "backend.fuse=true"], "argument 'backend.fuse=true': evaluate does not fuse"),
-    (["adapter=x", "method.name=qlora"], "argument 'method.name=qlora': the adapter was trained with this method"),
+    (["adapter=x", "method.name=qlora"], "argument 'method.name=qlora': the adapter was trained with its own method"),
     (["adapter=x", "task_mix.name=classification"], "a label: the saved run's fields decide what runs"),
     (["verbose"], "argument 'verbose': expected key=value"),
     (["adapter=x", "out=pyproject.toml"], "out=pyproject.toml: a file, expected a directory"),

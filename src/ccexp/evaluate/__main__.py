@@ -25,14 +25,34 @@ _GROUPS = ("model", "method", "backend", "task_mix", "data_size", "data", "train
 # A group's name that would change nothing but the label the evaluation records (its fields are
 # what ran), or, for the method, what the adapter was trained as (qlora: on a 4-bit base).
 _FIELDS_DECIDE = "a label: the saved run's fields decide what runs; override those instead"
-_LABELS = {"method.name": "the adapter was trained with this method (qlora: on a 4-bit base); an adapter of "
-                          "another method is another run's", "task_mix.name": _FIELDS_DECIDE,
-           "data_size.name": _FIELDS_DECIDE, "model.name": _FIELDS_DECIDE}
+_LABELS = {"method.name": None, "task_mix.name": _FIELDS_DECIDE, "data_size.name": _FIELDS_DECIDE,
+           "model.name": _FIELDS_DECIDE}
+
+
+def _refusal(arg: str, key: str, run_dir: Path) -> str:
+    """Why ``arg`` (a group swapped, or a group's name) cannot apply to the saved run, in terms of
+    what it has: the method its adapter was trained with, a field of the group to override."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        saved = {}
+    group = key.split(".")[0]
+    node = saved.get(group) if isinstance(saved.get(group), dict) else {}
+    if group == "method":  # what the adapter is: another method's is another run's (qlora: a 4-bit base)
+        trained = f"method={node['name']}" if node.get("name") else "its own method"
+        return f"argument {arg!r}: the adapter was trained with {trained}; an adapter of another method is another run's"
+    if key in _LABELS:
+        return f"argument {arg!r}: {_LABELS[key]}"
+    field = next((f for f, v in node.items() if f != "name" and not isinstance(v, (dict, list))), "<field>")
+    return (f"argument {arg!r}: a saved run's groups cannot be swapped; override their fields instead, "
+            f"e.g. {group}.{field}=...")
 
 
 def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
     """(run dir, output dir or None, config overrides)."""
-    run_dir, out, overrides = None, None, []
+    run_dir, out, overrides, refused = None, None, [], []
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep:
@@ -44,16 +64,15 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
         elif key == "backend.fuse":  # fusing follows training; an evaluation would silently skip it
             raise ConfigError(f"argument {arg!r}: evaluate does not fuse; the run fuses its adapter after training "
                               "(python -m ccexp backend=mlx backend.fuse=true)")
-        elif key in _GROUPS:
+        elif key in _GROUPS or key.lstrip("+~") in _LABELS:
             # The saved config is resolved: there is no group file to swap in, only fields.
-            raise ConfigError(f"argument {arg!r}: a saved run's groups cannot be swapped; "
-                              f"override their fields instead, e.g. {key}.<field>={value}")
-        elif key.lstrip("+~") in _LABELS:
-            raise ConfigError(f"argument {arg!r}: {_LABELS[key.lstrip('+~')]}")
+            refused.append((arg, key.lstrip("+~")))
         else:
             overrides.append(arg)
     if run_dir is None:
         raise ConfigError(f"missing adapter=<run dir>; {USAGE}")
+    if refused:  # said in the saved run's terms, so once its dir is known
+        raise ConfigError(_refusal(*refused[0], run_dir))
     if out is not None:
         output_dir(out, ConfigError, "out=")  # run() creates it, once the config validates
     for name in ("config.yaml", "adapter"):
