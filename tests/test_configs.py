@@ -115,6 +115,13 @@ def test_bad_value_names_the_key(override, key):
         validate(compose_cfg(override))
 
 
+def test_an_empty_init_text_is_refused():
+    """'' started the soft prompt at random, as null does, while the config said text."""
+    with pytest.raises(ConfigError, match=re.escape("method.init_text: expected text to start the soft prompt from, "
+                                                    "or null for a random start")):
+        validate(compose_cfg("method=prompt_tuning", "method.init_text=''"))
+
+
 def test_wrong_type_names_the_key():
     with pytest.raises(ConfigError, match=r"trainer\.batch_size"):
         validate(compose_cfg("trainer.batch_size=abc"))

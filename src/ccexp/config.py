@@ -148,6 +148,9 @@ class MethodConfig:
         _check(self.quant_type in ("nf4", "fp4"), "method.quant_type", "nf4 or fp4", self.quant_type)
         _check(self.num_virtual_tokens >= 1, "method.num_virtual_tokens", "an integer >= 1",
                self.num_virtual_tokens)
+        # '' would start the soft prompt at random, as null does, while the config says text.
+        _check(self.init_text is None or bool(self.init_text.strip()), "method.init_text",
+               "text to start the soft prompt from, or null for a random start", self.init_text)
         _check(self.target_modules is None or len(self.target_modules) > 0, "method.target_modules",
                "null (model.lora_targets) or a non-empty list of module names", self.target_modules)
 
