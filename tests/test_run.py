@@ -32,8 +32,12 @@ def test_your_own_model_directory_trains_and_evaluates(tmp_path, tiny_dir):
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora", "prompt_tuning"])
-def test_run_each_method_on_tiny(method, tmp_path, tiny_dir):
+def test_run_each_method_on_tiny(method, tmp_path, tiny_dir, capsys):
     metrics = run(compose_cfg(*FAST, f"method={method}", "logger=csv"), tmp_path)
+    # The summary's adapter size: a soft prompt's few KB in KB (it read "0.00 MB").
+    size = metrics["adapter/size_mb"]
+    assert (f"adapter {size:.2f} MB," if size >= 0.1 else f"adapter {size * 1024:.1f} KB,") in capsys.readouterr().out
+    assert size >= 0.1 or f"{size * 1024:.1f}" != "0.0"
     for name in RUN_FILES:
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "metrics.json").read_text())

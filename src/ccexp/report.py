@@ -40,6 +40,11 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _size(mb: float) -> str:
+    """A size in MB (2**20 bytes, as the metrics count them); a soft prompt's few KB in KB, not "0.00 MB"."""
+    return f"{mb:.2f} MB" if mb >= 0.1 else f"{mb * 1024:.1f} KB"
+
+
 def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"ccexp: base model vs fine-tuned  ({run_dir})")
@@ -59,7 +64,7 @@ def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) 
             f"trained {metrics['train/steps']} steps in {metrics.get('train/seconds', 0):.0f}s"
             + (f" ({metrics['train/tokens_per_s']:.0f} tokens/s)" if metrics.get("train/tokens_per_s") else "")
             + f"; best step {metrics.get('train/best_step')}; "
-            f"adapter {metrics.get('adapter/size_mb', 0):.2f} MB, {metrics.get('params/trainable', 0):,} trainable params"
+            f"adapter {_size(metrics.get('adapter/size_mb', 0))}, {metrics.get('params/trainable', 0):,} trainable params"
         )
     console.print(
         f"wall {metrics.get('time/total_s', 0):.0f}s: setup {metrics.get('time/setup_s', 0):.0f}s, "
