@@ -306,6 +306,7 @@ def test_a_run_of_hours_on_mlx_cpu_is_said(tiny_dir, caplog, monkeypatch):
 
     model, _ = load_model(tiny_dir)
     monkeypatch.setattr(mlx_backend, "available_cores", lambda: 2)
+    monkeypatch.setattr(mlx_backend.mx, "default_device", lambda: mx.Device(mx.cpu))  # a Mac's is its GPU
     with caplog.at_level(logging.WARNING, logger="ccexp"):
         mlx_backend._warn_if_days_on_a_cpu(model, 4 * 6, [700] * 10)
         assert not caplog.records

@@ -323,14 +323,16 @@ def test_slurm_launcher_composes(as_hydra_job):
     assert as_hydra_job(cfg)["num_threads"] == launcher.cpus_per_task == 8
     # A job killed at its time limit is requeued only where it resumes itself; else it would start over.
     assert (launcher.name, launcher.max_num_timeout) == ("ccexp", 0)
-    assert compose_with_hydra("hydra/launcher=slurm", "trainer.resume_from=auto").hydra.launcher.max_num_timeout == 3
+    assert compose_with_hydra("hydra/launcher=slurm", "trainer.resume_from=auto").hydra.launcher.max_num_timeout == 0
+    assert compose_with_hydra("hydra/launcher=slurm", "trainer.resume_from=auto",  # checkpoints to resume from
+                              "trainer.save_every_n_steps=100").hydra.launcher.max_num_timeout == 3
 
 
 @pytest.mark.parametrize("override,error", [
     ("hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs: expected -1 (a job per core), -2 (all cores but one, and so "
                                 "on) or an integer >= 1, got 0"),
-    ("hydra.launcher.timeout=-1", "hydra.launcher.timeout: expected seconds > 0 per batch of jobs (or null: none), "
-                                  "got -1"),
+    ("hydra.launcher.timeout=-1", "hydra.launcher.timeout: expected seconds > 0 that joblib waits for each job's "
+                                  "result (or null: no limit), got -1"),
     # A typed field of the launcher's schema: Hydra's own line named the override only.
     ("hydra.launcher.n_jobs=abc", "hydra.launcher.n_jobs: Value 'abc' of type 'str' could not be converted to Integer"),
 ])
@@ -344,7 +346,7 @@ def test_a_joblib_batch_past_its_timeout_is_failed_jobs_and_a_summary(tmp_path):
     traceback, leaving job dirs with no record; the jobs are failed with why, then the summary."""
     proc = cli("-m", "hydra/launcher=joblib", *FAST, *QUICK, "method=lora,prompt_tuning", "hydra.launcher.timeout=2",
                f"hydra.sweep.dir={tmp_path}")
-    line = "timed out: joblib stopped the batch at hydra.launcher.timeout=2 s"
+    line = "timed out: a job ran past hydra.launcher.timeout=2 s, and joblib stopped its batch"
     assert proc.returncode == 1 and f"ccexp: error: {line}\n" in proc.stderr and "Traceback" not in proc.stderr
     summary = json.loads((tmp_path / "sweep_summary.json").read_text())
     assert [(job["status"], job["error"]) for job in summary["runs"]] == [("failed", line)] * 2
@@ -492,3 +494,19 @@ def test_a_studys_settings_are_what_its_trials_measure():
     other = _settings(["trainer.max_steps=3", "method.dropout=0.001", "objective.metric=val/loss", "logger=none",
                        "hydra/launcher=joblib"])
     assert one == other == ["method.dropout=0.001", "objective.metric='val/loss'", "trainer.max_steps=3"]
+
+
+def test_a_slurm_jobs_dir_is_found_by_its_job_id(tmp_path):
+    """The Optuna presets name a trial's dir by the time (${now:...}_num): resolved again when the
+    results are collected, it would name another dir, and a lost job be recorded twice. The dir
+    whose Hydra record has the job's SLURM id is the one it ran in (the latest, after a requeue)."""
+    from hydra_plugins.ccexp_plugins import SlurmLauncher
+
+    for name, job_id in (("2026-12-07_04-00-00_0", "4242_0"), ("2026-12-07_04-00-01_1", "4242_1")):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"id": job_id}}}))
+    launcher = SlurmLauncher.__new__(SlurmLauncher)
+    launcher.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path), "subdir": "later_${hydra.job.num}"}}})
+    launcher.hydra_context, launcher.started = None, 0.0
+    assert launcher.job_dir(["method=lora"], 1, "4242_1") == tmp_path / "2026-12-07_04-00-01_1"
+    assert launcher.job_dir(["method=lora"], 2, "4242_2") == tmp_path / "2"  # never started: the default layout

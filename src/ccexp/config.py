@@ -205,7 +205,9 @@ class BackendConfig:
     kernels. bf16 base (CPUs with AVX512-BF16/AMX): each LoRA update added beside its packed
     projection, as training computes it (merged into bf16 weights, a small adapter's update is
     mostly rounded away); ~30% faster decode steps, ~10% faster prompt passes, the same logits
-    as the unpacked adapter, one copy of the bf16 weights. fp32 base (other CPUs): each LoRA
+    as the unpacked adapter, one copy of the bf16 weights (the speeds measured with the adapter
+    merged, before its update was found rounded away; beside it, two small products per adapted
+    projection). fp32 base (other CPUs): each LoRA
     projection merged into its weight (the float32 sum); ~1.9× faster few-token products (prompt
     passes keep MKL on the plain weights), answers equal up to fp32 rounding, one packed copy
     plus the merged copies of the adapted projections. Ignored elsewhere (4-bit bases, GPUs, mlx)."""
@@ -480,12 +482,12 @@ class CompareConfig:
                "a list of metric keys or patterns", self.headline)
 
 
-def requeues_on_timeout(resume_from) -> int:
-    """``${requeues_on_timeout:${trainer.resume_from}}``, hydra.launcher.max_num_timeout in
-    conf/hydra/launcher/slurm.yaml: a job killed at its time limit is requeued (up to 3 times)
-    where it resumes itself (trainer.resume_from=auto); another would start over, and meet the
-    same limit."""
-    return 3 if resume_from == "auto" else 0
+def requeues_on_timeout(resume_from, save_every_n_steps) -> int:
+    """``${requeues_on_timeout:${trainer.resume_from},${trainer.save_every_n_steps}}``,
+    hydra.launcher.max_num_timeout in conf/hydra/launcher/slurm.yaml: a job killed at its time
+    limit is requeued (up to 3 times) where it resumes itself (trainer.resume_from=auto, with
+    checkpoints to resume from); another would start over, and meet the same limit."""
+    return 3 if resume_from == "auto" and save_every_n_steps else 0
 
 
 # ${threads_per_job:} in conf/backend/*.yaml, ${requeues_on_timeout:} in the SLURM launcher's:

@@ -11,8 +11,6 @@ import socket
 import subprocess
 from pathlib import Path
 
-import torch
-
 # The libraries whose versions decide what a run computes and how fast.
 LIBRARIES = ("torch", "transformers", "peft", "pytorch-lightning", "bitsandbytes", "accelerate", "mlx", "mlx-lm")
 
@@ -33,6 +31,8 @@ def machine(device: str, every_gpu: bool = False) -> dict:
     what PyTorch's kernels use (the vector ISA) and in bf16 dot products (without them ccexp
     trains in fp32 on a CPU). The GPU where ``device`` is cuda, or with ``every_gpu`` wherever
     there is one (a run's record: a backend=cpu run on a GPU node is on that node)."""
+    import torch  # here: the comparison report reads environment.json without loading torch
+
     from ccexp.backends.lightning import cpu_has_bf16
 
     family, model = cpuinfo("cpu family"), cpuinfo("model")

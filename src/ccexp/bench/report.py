@@ -307,11 +307,13 @@ def load_line(results: dict) -> str | None:
     line = "load average (1 min): " + ", ".join(
         f"{v:.2f} {'at the start' if k == 'start' else f'after {k}'}" for k, v in load.items())
     threads = results["machine"].get("threads") or 1
-    # The bench keeps its own threads busy (one per core): a reading a core above them, or a busy
-    # start, is other work.
-    busy = load.get("start", 0) > 1.0 or any(v > threads + 1 for k, v in load.items() if k != "start")
-    return line + (f"; ABOVE THE BENCH'S OWN {threads} THREADS: other work shared the CPUs, so the numbers are "
-                   "noisier than usual (MFU's alone window and the wall time most)" if busy else "")
+    # Before the bench's threads start, a core's worth of load is other work; after a part, a core
+    # above the bench's own threads (one per core) is.
+    why = ([f"{load['start']:.2f} before the bench began"] if load.get("start", 0) > 1.0 else []) + \
+        [f"{v:.2f} after {k}, above the bench's own {threads} threads" for k, v in load.items()
+         if k != "start" and v > threads + 1]
+    return line + (f"; OTHER WORK SHARED THE CPUs ({'; '.join(why)}), so the numbers are noisier than usual (MFU's "
+                   "alone window and the wall time most)" if why else "")
 
 
 def _minutes(seconds: float) -> str:
@@ -372,7 +374,7 @@ def print_history(console: Console, runs: Sequence[tuple[str, dict]]) -> None:
     unsure = [label for label, r in runs if any(r is a for a in alike) and _no_generation(r)]
     if len(alike) > 1 and unsure:
         who = "none of its runs recorded" if len(unsure) == len(alike) else f"{', '.join(unsure)} did not record"
-        console.print(f"range: {who} the CPU's generation (the bench did not before 2026-12-07): pooled "
+        console.print(f"range: {who} the CPU's generation (older files lack it): pooled "
                       "by the CPU's name, ISA and threads, which one VM's CPU name can share across generations "
                       "2-3x apart", markup=False)
     for line in differences(runs):
@@ -384,6 +386,8 @@ def _alike(a: dict, b: dict) -> bool:
     without the CPU's generation (written before the bench recorded it) matches by the rest."""
     if _conditions(a) != _conditions(b):
         return False
+    if a["machine"].get("gpu"):  # a GPU run's numbers are the GPU's (its label names the GPU only)
+        return True
     generations = [r["machine"].get("cpu_generation") for r in (a, b)]
     return None in generations or generations[0] == generations[1]
 
@@ -429,8 +433,10 @@ def differences(runs: Sequence[tuple[str, dict]]) -> list[str]:
     if any(r.get("code") for _, r in runs):  # files before the bench recorded its commit have none
         lines.append("code: " + "; ".join(f"{value} in {', '.join(labels)}"
                                           for value, labels in _grouped(runs, _commit).items()))
-        for package in dict.fromkeys(p for _, r in runs for p in (r.get("code") or {}).get("versions", {})):
-            versions = _grouped(runs, lambda r: (r.get("code") or {}).get("versions", {}).get(package, "not recorded"))
+        recorded = [(label, r) for label, r in runs if r.get("code")]  # older files: not compared
+        for package in dict.fromkeys(p for _, r in recorded for p in r["code"].get("versions", {})):
+            versions = _grouped(recorded, lambda r: r["code"].get("versions", {}).get(package, "not recorded")
+                                or "not installed")
             if len(versions) > 1:
                 lines.append(f"{package} differs: " + "; ".join(
                     f"{value} in {', '.join(labels)}" for value, labels in versions.items()))

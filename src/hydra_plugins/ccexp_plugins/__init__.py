@@ -29,6 +29,7 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher a
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _OptunaSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SlurmLauncher
 from joblib.externals.loky.process_executor import TerminatedWorkerError
+import yaml
 from omegaconf import DictConfig, ListConfig, open_dict
 
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
@@ -287,6 +288,7 @@ class SlurmLauncher(_SlurmLauncher):
         except ConfigError as err:
             _stop(str(err))
         submit, launcher = submitit.AutoExecutor.map_array, self
+        self.started = time.time() - 1.0  # file mtimes can trail the clock by a tick
 
         def map_array(executor, fn, overrides, *rest):
             try:
@@ -302,7 +304,22 @@ class SlurmLauncher(_SlurmLauncher):
             return super().launch(job_overrides, initial_job_idx)
 
     def job_dir(self, overrides: list[str], num: int, job_id: str) -> Path:
-        """Where job ``num`` ran: its sweep subdir, resolved as the job resolved it."""
+        """Where job ``num`` ran: the job dir whose Hydra record has its SLURM job id (a subdir
+        named by the time, as the Optuna presets name trials, resolves to another name here), the
+        latest where a requeued job made several; for a job that never started, its sweep subdir
+        as it would have resolved it."""
+        sweep_dir, ran = Path(str(self.config.hydra.sweep.dir)), []
+        for record in sweep_dir.rglob(".hydra/hydra.yaml"):
+            if record.stat().st_mtime < self.started:  # an earlier launch's job in the same dir
+                continue
+            try:
+                job = ((yaml.safe_load(record.read_text()) or {}).get("hydra") or {}).get("job") or {}
+            except (OSError, yaml.YAMLError):
+                continue
+            if str(job.get("id")) == job_id:
+                ran.append(record.parent.parent)
+        if ran:
+            return max(ran, key=lambda d: (d / ".hydra" / "hydra.yaml").stat().st_mtime)
         try:
             config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(config.hydra.job):
@@ -341,7 +358,9 @@ class _SlurmJob:
                     state = self.job.state
                 except Exception:  # noqa: BLE001 - sacct unreachable
                     state = "unknown"
-                line = (f"the SLURM job {self.job.job_id} ended without a result (state {state}: its time limit, "
+                line = (f"the SLURM job {self.job.job_id} failed in submitit: {_last_line(err)}; its log: "
+                        f"{self.job.paths.stderr}" if isinstance(err, FailedJobError) else
+                        f"the SLURM job {self.job.job_id} ended without a result (state {state}: its time limit, "
                         f"out of memory, or its node lost); its log: {self.job.paths.stderr}")
                 record_failure(job_dir, err, line)
                 print(f"ccexp: error: {line} (job {self.num}, {job_dir})", file=sys.stderr, flush=True)
@@ -372,7 +391,8 @@ class JoblibLauncher(_JoblibLauncher):
             _stop(f"hydra.launcher.n_jobs: expected -1 (a job per core), -2 (all cores but one, and so on) or an "
                   f"integer >= 1, got {n_jobs!r}")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            _stop(f"hydra.launcher.timeout: expected seconds > 0 per batch of jobs (or null: none), got {timeout:g}")
+            _stop(f"hydra.launcher.timeout: expected seconds > 0 that joblib waits for each job's result (or null: "
+                  f"no limit), got {timeout:g}")
         at_once = jobs_at_once(1 if n_jobs is None else int(n_jobs), len(job_overrides))  # joblib: None = 1
         self.task_function = functools.partial(_counted, self._task, at_once)
         started = time.time() - 1.0  # file mtimes can trail the clock by a tick
@@ -382,7 +402,7 @@ class JoblibLauncher(_JoblibLauncher):
             print(f"ccexp: error: {WORKER_DIED} ({type(err).__name__})", file=sys.stderr, flush=True)
             stop_batch(self.config.hydra, started, err, WORKER_DIED, 1)
         except (TimeoutError, multiprocessing.TimeoutError) as err:  # joblib raises multiprocessing's
-            line = f"timed out: joblib stopped the batch at hydra.launcher.timeout={timeout:g} s"
+            line = f"timed out: a job ran past hydra.launcher.timeout={timeout:g} s, and joblib stopped its batch"
             print(f"ccexp: error: {line}", file=sys.stderr, flush=True)
             stop_batch(self.config.hydra, started, err, line, 1)
         except SystemExit as err:  # a job interrupted in its worker (SIGTERM, Ctrl-C) said so and exited
