@@ -136,12 +136,13 @@ def test_method_comparison_sweep(tmp_path):
 def test_a_sweep_job_whose_config_does_not_compose_is_named(tmp_path):
     """method.r swept with the three methods: prompt tuning has no rank. Hydra composes every job
     before launching any; the line says which job, not only which key."""
-    proc = cli("-m", "experiment=method_comparison", "method.r=8", *FAST, f"hydra.sweep.dir={tmp_path}")
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", "experiment=method_comparison", "method.r=8", *FAST, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "ccexp: error: sweep job method=prompt_tuning task_mix=all: method.r: not a key of the config (did you mean "
         "method.lr or method.name?); method=lora and method=qlora have it"]
-    assert not (tmp_path / "0").exists()
+    assert not sweep.exists()  # not even Hydra's multirun.yaml: no empty sweep left behind
 
 
 def test_a_sweep_dir_run_again_reports_this_launch(tmp_path):
@@ -337,8 +338,11 @@ def test_slurm_launcher_composes(as_hydra_job):
     ("hydra.launcher.n_jobs=abc", "hydra.launcher.n_jobs: Value 'abc' of type 'str' could not be converted to Integer"),
 ])
 def test_joblib_refusals_are_one_line(tmp_path, override, error):
-    proc = cli("-m", "hydra/launcher=joblib", *FAST, "method=lora,prompt_tuning", override, f"hydra.sweep.dir={tmp_path}")
+    sweep = tmp_path / "multirun" / "2026-12-07" / "10-00-00"
+    proc = cli("-m", "hydra/launcher=joblib", *FAST, "method=lora,prompt_tuning", override, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 2 and proc.stderr == f"ccexp: error: {error}\n"
+    # No empty sweep left behind (Hydra had written its multirun.yaml), nor its date folder.
+    assert not (tmp_path / "multirun" / "2026-12-07").exists()
 
 
 def test_a_joblib_batch_past_its_timeout_is_failed_jobs_and_a_summary(tmp_path):

@@ -107,6 +107,21 @@ def record_failure(job_dir: Path, err: BaseException, line: str | None = None) -
     return line
 
 
+def discard_unstarted(sweep_dir: Path) -> None:
+    """A sweep refused before any job ran leaves the dir Hydra made with only its multirun.yaml:
+    an empty sweep in the user's multirun/ (and in a report over it). Removed, with its
+    multirun/<date> folder where that is left empty; anything else in them is kept."""
+    try:
+        if sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]:
+            (sweep_dir / "multirun.yaml").unlink()
+            sweep_dir.rmdir()
+            day = sweep_dir.parent
+            if day.parent.name == "multirun" and not any(day.iterdir()):
+                day.rmdir()
+    except OSError:  # another process writing there: it is theirs
+        pass
+
+
 def _job_dirs(sweep_dir: Path, since: float) -> list[Path]:
     """Job dirs written by this launch (an Optuna study's dir also holds earlier launches)."""
     dirs = [p.parent for p in sweep_dir.rglob("metrics.json") if p.stat().st_mtime >= since]

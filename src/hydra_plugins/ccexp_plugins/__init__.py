@@ -35,10 +35,13 @@ from omegaconf import DictConfig, ListConfig, open_dict
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
 from ccexp.config_errors import OBJECTIVE_MISSING, config_error_line
 from ccexp.cores import JOBS_AT_ONCE_ENV, jobs_at_once
-from ccexp.sweep import BATCH_STOPPED, WORKER_DIED, job_label, record_failure, stop_batch
+from ccexp.sweep import BATCH_STOPPED, WORKER_DIED, discard_unstarted, job_label, record_failure, stop_batch
 
 
-def _stop(message: str) -> None:
+def _stop(message: str, config: DictConfig | None = None) -> None:
+    """One line and exit 2; ``config`` (the sweep's): its dir, which holds nothing yet, goes."""
+    if config is not None:
+        discard_unstarted(Path(str(config.hydra.sweep.dir)))
     print(f"ccexp: error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
 
@@ -206,6 +209,7 @@ class BasicSweeper(_BasicSweeper):
             try:
                 super().validate_batch_is_legal([overrides])
             except HydraException as err:
+                discard_unstarted(Path(str(self.config.hydra.sweep.dir)))
                 raise ConfigCompositionException(f"sweep job {job_label(overrides, batch)}: "
                                                  f"{config_error_line(err)}") from None
 
@@ -221,7 +225,7 @@ class OptunaSweeper(_OptunaSweeper):
             check_study(self.sweeper, arguments)
             check_resumed_study(self.sweeper, arguments)
         except ConfigError as err:
-            _stop(str(err))
+            _stop(str(err), self.sweeper.config)
         # A trial without objective.metric (a typo): every trial would train and fail alike, so
         # the study stops after that batch (recorded FAIL), not after n_trials runs.
         launcher = self.sweeper.launcher
@@ -282,11 +286,11 @@ class SlurmLauncher(_SlurmLauncher):
 
         if shutil.which("srun") is None or shutil.which("sbatch") is None:
             _stop("hydra/launcher=slurm: no SLURM here (srun and sbatch are not on PATH); launch from "
-                  "the cluster, or use hydra/launcher=joblib on this machine")
+                  "the cluster, or use hydra/launcher=joblib on this machine", self.config)
         try:
             check_slurm_resources(self.params)
         except ConfigError as err:
-            _stop(str(err))
+            _stop(str(err), self.config)
         submit, launcher = submitit.AutoExecutor.map_array, self
         self.started = time.time() - 1.0  # file mtimes can trail the clock by a tick
 
@@ -389,10 +393,10 @@ class JoblibLauncher(_JoblibLauncher):
         # joblib's own words for these are a traceback, after the sweep dir was made.
         if n_jobs is not None and (not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0):
             _stop(f"hydra.launcher.n_jobs: expected -1 (a job per core), -2 (all cores but one, and so on) or an "
-                  f"integer >= 1, got {n_jobs!r}")
+                  f"integer >= 1, got {n_jobs!r}", self.config)
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
             _stop(f"hydra.launcher.timeout: expected seconds > 0 that joblib waits for each job's result (or null: "
-                  f"no limit), got {timeout:g}")
+                  f"no limit), got {timeout:g}", self.config)
         at_once = jobs_at_once(1 if n_jobs is None else int(n_jobs), len(job_overrides))  # joblib: None = 1
         self.task_function = functools.partial(_counted, self._task, at_once)
         started = time.time() - 1.0  # file mtimes can trail the clock by a tick
