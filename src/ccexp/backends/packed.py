@@ -10,8 +10,8 @@ freezing pass does), the same products take about half the time (14 vs 23 ms per
 
 With the adapter on, a bf16 LoRA projection runs its base weight packed and adds the adapter's
 ``scale·B·(A·x)`` beside it, in bf16, as training and validation compute it under bf16 autocast
-(``speedups.fuse_lora_update``: two small products, without peft's per-layer Python: ~100 µs per adapted projection, 12 of a 63 ms
-SmolLM2 decode step). It is not merged: ``W + scale·B·A`` rounded to bf16 lost a median 60% of
+(``speedups.fuse_lora_update``: two small products, without peft's per-layer Python, ~100 µs
+per adapted projection, 12 of a 63 ms SmolLM2 decode step). It is not merged: ``W + scale·B·A`` rounded to bf16 lost a median 60% of
 a few-step adapter's update (ΔW ~3e-4 against bf16's resolution at |W| ≈ 0.19), and 2 of 6 of
 its greedy answers changed, so the run's scores were another model's. peft's own
 ``merge_adapter``/``unmerge_adapter`` would also write into the bf16 base and subtract back,
@@ -39,6 +39,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ccexp.backends import speedups
+
 # oneDNN picks the blocked layout for a row-count hint; any hint from ~32 to ~1,000 rows serves
 # decode steps (1–16 rows) and prompt passes (hundreds) alike (measured on SmolLM2's shapes).
 ROWS_HINT = 128
@@ -65,21 +67,15 @@ def _packable(linear: nn.Module, dtype: torch.dtype) -> bool:
             and not linear.weight.requires_grad)
 
 
-def _active_adapters(layer, adapter: bool, dtype: torch.dtype) -> list[str] | bool:
-    """The names of ``layer``'s active LoRA adapters (none where ``adapter`` is off); False where
-    the layer cannot run here (DoRA, already merged, not a plain linear, a LoRA bias)."""
+def _adapter_here(layer, adapter: bool, dtype: torch.dtype) -> str | None | bool:
+    """The adapter ``layer``'s packed forward adds (None: the base alone, the adapter being off);
+    False where the layer keeps its own forward: not a plain linear of ``dtype``, merged, or an
+    update the training forward leaves to peft too (``speedups.plain_lora_adapter``)."""
     if not _packable(layer.base_layer, dtype) or layer.merged:
         return False
-    names = [n for n in layer.active_adapters if n in layer.lora_A] if adapter and not layer.disable_adapters else []
-    if any(layer.use_dora.get(n, False) or layer.lora_B[n].bias is not None for n in names):
-        return False
-    return names
-
-
-def _lora_terms(layer, names: list[str], dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
-    """Each active adapter's (A, B, scale) in the products' dtype, as autocast hands them to peft."""
-    return [(layer.lora_A[n].weight.detach().to(dtype), layer.lora_B[n].weight.detach().to(dtype), layer.scaling[n])
-            for n in names]
+    if not adapter or layer.disable_adapters or not any(n in layer.lora_A for n in layer.active_adapters):
+        return None
+    return speedups.plain_lora_adapter(layer) or False
 
 
 class PackedWeights:
@@ -108,17 +104,17 @@ class PackedWeights:
         wrapped = set()
         for module in self.model.modules():
             if isinstance(module, LoraLayer):
-                names = _active_adapters(module, adapter, self.dtype)
+                name = _adapter_here(module, adapter, self.dtype)
                 wrapped.update(module.modules())
-                if names is False:
+                if name is False:
                     continue
-                base = module.base_layer
-                weight, terms = base.weight.detach(), []
-                if names and self.dtype == torch.float32:  # merged: exact to fp32 rounding
-                    weight = weight + sum(module.get_delta_weight(n).float() for n in names)
-                elif names:  # beside the base: bf16 would round most of a small update away
-                    terms = _lora_terms(module, names, self.dtype)
-                self._packed[module] = _PackedForward(weight, base.bias, terms)
+                weight, lora = module.base_layer.weight.detach(), None
+                if name and self.dtype == torch.float32:  # merged: exact to fp32 rounding
+                    weight = weight + module.get_delta_weight(name).float()
+                elif name:  # beside the base, in bf16 as autocast hands A and B to the training forward
+                    lora = (module.lora_A[name].weight.detach().to(self.dtype),
+                            module.lora_B[name].weight.detach().to(self.dtype), module.scaling[name])
+                self._packed[module] = _PackedForward(weight, module.base_layer.bias, lora)
         for module in self.model.modules():
             if module not in wrapped and _packable(module, self.dtype):
                 self._packed[module] = _PackedForward(module.weight.detach(), module.bias)
@@ -145,11 +141,12 @@ class PackedWeights:
 class _PackedForward:
     """``F.linear(x, W, b)`` on W packed for oneDNN, in W's dtype (bf16 in, bf16 out, as under
     bf16 autocast); fp32 products of many rows on the plain W instead (``FP32_PLAIN_ROWS``).
-    ``lora``: adapters' (A, B, scale) whose ``scale·B·(A·x)`` is added, in peft's order."""
+    ``lora``: an adapter's (A, B, scale), whose ``scale·B·(A·x)`` is added as the training
+    forward adds it (``speedups.fuse_lora_update``: one ``addmm``)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None,
-                 lora: list[tuple[torch.Tensor, torch.Tensor, float]] = ()):
-        self.dtype, self.lora = weight.dtype, list(lora)
+                 lora: tuple[torch.Tensor, torch.Tensor, float] | None = None):
+        self.dtype, self.lora = weight.dtype, lora
         self.bias = None if bias is None else bias.detach().to(self.dtype)
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, ROWS_HINT)
         # A reference to the model's own weight, or the merged copy: bf16 products are faster
@@ -162,6 +159,7 @@ class _PackedForward:
             y = torch.nn.functional.linear(rows, self.plain, self.bias)
         else:
             y = torch.ops.mkldnn._linear_pointwise(rows.contiguous(), self.packed, self.bias, "none", [], "")
-        for a, b, scale in self.lora:  # as the training forward adds it (speedups.fuse_lora_update)
+        if self.lora is not None:
+            a, b, scale = self.lora
             y = torch.addmm(y, torch.nn.functional.linear(rows, a), b.t(), alpha=scale)
         return y.view(*x.shape[:-1], y.shape[-1])

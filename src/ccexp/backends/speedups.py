@@ -155,6 +155,20 @@ def fuse_lora_update(model: nn.Module) -> int:
     return done
 
 
+def plain_lora_adapter(layer) -> str | None:
+    """The one active adapter of a peft LoRA layer whose update is ``scale·B·(A·x)`` alone, the
+    update ``fuse_lora_update`` and the packed inference weights compute themselves; None where
+    peft's own forward is needed (adapter off, merged, several active, a variant such as DoRA, a
+    LoRA bias)."""
+    active = layer.active_adapters
+    if layer.disable_adapters or layer.merged or len(active) != 1:
+        return None
+    name = active[0]
+    if name not in layer.lora_A or name in layer.lora_variant or layer.lora_B[name].bias is not None:
+        return None
+    return name
+
+
 @functools.cache
 def fused_update_class() -> type:
     """peft's LoRA ``Linear`` with ``fuse_lora_update``'s forward (built on first use, as peft is
@@ -165,12 +179,9 @@ def fused_update_class() -> type:
         """peft's LoRA ``Linear`` whose update is added by ``addmm`` (``fuse_lora_update``)."""
 
         def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-            active = self.active_adapters
-            if (args or kwargs or self.disable_adapters or self.merged or len(active) != 1
-                    or active[0] not in self.lora_A or active[0] in self.lora_variant
-                    or self.lora_B[active[0]].bias is not None):
+            name = None if args or kwargs else plain_lora_adapter(self)
+            if name is None:
                 return super().forward(x, *args, **kwargs)
-            name = active[0]
             result = self.base_layer(x)
             h = self.lora_A[name](self.lora_dropout[name](self._cast_input_dtype(x, self.lora_A[name].weight.dtype)))
             weight_b = self.lora_B[name].weight
