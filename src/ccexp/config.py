@@ -533,6 +533,12 @@ def lora_targets(method: MethodConfig, model: ModelConfig) -> tuple[list[str], s
     return list(model.lora_targets), "model.lora_targets"
 
 
+def target_names(path: str, target: str) -> bool:
+    """Whether a LoRA target names the module at ``path`` as peft matches ``target_modules``: the
+    whole path, or its end after a dot (``q_proj``, ``self_attn.q_proj``); every backend the same."""
+    return path == target or path.endswith("." + target)
+
+
 _SCHEMAS = {
     "model": ModelConfig, "method": MethodConfig, "backend": BackendConfig, "task_mix": TaskMixConfig,
     "data_size": DataSizeConfig, "data": DataConfig, "trainer": TrainerConfig, "eval": EvalConfig,

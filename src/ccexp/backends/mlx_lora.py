@@ -22,7 +22,7 @@ from mlx_lm.utils import load_model, load_tokenizer, save
 
 from ccexp.backends.base import check_saved_config
 from ccexp.backends.mlx_prompt import MLX_LAYOUT, PromptedLM, check_supported, load_weights_checked
-from ccexp.config import ConfigError, MethodConfig, ModelConfig, lora_targets
+from ccexp.config import ConfigError, MethodConfig, ModelConfig, lora_targets, target_names
 
 log = logging.getLogger("ccexp")
 
@@ -60,15 +60,11 @@ def lora_keys(model: nn.Module, targets: list[str], key: str, model_name: str) -
     ``target_modules`` (the path, or its end after a dot: ``q_proj`` or ``self_attn.q_proj``),
     so one setting picks the same layers on every backend."""
     linear = {path for path, m in model.layers[0].named_modules() if isinstance(m, (nn.Linear, nn.QuantizedLinear))}
-
-    def named(path: str, target: str) -> bool:
-        return path == target or path.endswith("." + target)
-
-    missing = sorted(t for t in targets if not any(named(p, t) for p in linear))
+    missing = sorted(t for t in targets if not any(target_names(p, t) for p in linear))
     if missing:
         raise ConfigError(f"{key}: {missing} name no linear layer of model={model_name} (its linear layers: "
                           f"{', '.join(sorted({p.rsplit('.', 1)[-1] for p in linear}))})")
-    return sorted(p for p in linear if any(named(p, t) for t in targets))
+    return sorted(p for p in linear if any(target_names(p, t) for t in targets))
 
 
 class LoRA:

@@ -10,7 +10,7 @@ import torch
 from peft import PeftConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, PreTrainedModel
 
-from ccexp.config import ConfigError
+from ccexp.config import ConfigError, target_names
 
 # peft 0.21 reads model.is_gradient_checkpointing, which transformers 5 deprecates: a warning in
 # every run's console that only a peft release can act on.
@@ -51,22 +51,19 @@ def check_targets(model: PreTrainedModel, targets, key: str = "model.lora_target
     def is_linear(module) -> bool:
         return isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Conv1D")
 
-    def matches(name: str, target: str) -> bool:
-        return name == target or name.endswith("." + target)
-
     def lora_takes(module) -> bool:  # what peft's LoRA wraps: linear layers, and embeddings and convolutions
         return is_linear(module) or isinstance(module, (torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d,
                                                         torch.nn.Conv3d, torch.nn.MultiheadAttention))
 
     modules = list(model.named_modules())
     linear = {name.rsplit(".", 1)[-1] for name, m in modules if is_linear(m)}
-    missing = sorted(t for t in targets if not any(matches(n, t) for n, _ in modules))
+    missing = sorted(t for t in targets if not any(target_names(n, t) for n, _ in modules))
     if missing:
         raise ConfigError(f"{key}: {missing} name no linear layer of this model (its linear layers: "
                           f"{', '.join(sorted(linear))})")
     # A block (self_attn, mlp) or a norm: peft refuses it with a traceback after the model loaded.
     blocks = sorted({f"{t} ({type(m).__name__})" for t in targets for n, m in modules
-                     if matches(n, t) and not lora_takes(m)})
+                     if target_names(n, t) and not lora_takes(m)})
     if blocks:
         raise ConfigError(f"{key}: {', '.join(blocks)} {'are no linear layers' if len(blocks) > 1 else 'is no linear layer'}"
                           f"; LoRA adapts linear layers (this model's: {', '.join(sorted(linear))})")
