@@ -307,7 +307,7 @@ class DataConfig:
         else:  # the generator reads no file: a path here would be silently ignored
             for key in ("train_path", "val_path", "test_path"):
                 _check(getattr(self, key) is None, f"data.{key}", "null for data=synthetic (files are read by "
-                       f"data=csv, jsonl, chatml, hf or twcs: pick one with data=…)", getattr(self, key))
+                       "data=csv, jsonl, chatml, hf or twcs: pick one with data=…)", getattr(self, key))
         for key in ("val_path", "test_path"):
             value = getattr(self, key)
             _check(value is None or bool(value), f"data.{key}", "a file path or null", value)
