@@ -196,7 +196,6 @@ class BestAdapter:
             self.net.load_weights(self._state, strict=False)
 
 
-
 # mlx[cpu] on Linux multiplies with reference BLAS: ~6 tokens/s for SmolLM2 (135M) on 2 cores.
 MLX_CPU_TOKENS_PER_S_135M_2_CORES = 6.0
 
@@ -214,6 +213,7 @@ def _warn_if_days_on_a_cpu(net, examples: int, lengths: list[int]) -> None:
         log.warning("backend=mlx runs on the CPU here (mlx[cpu]: reference BLAS, ~%.0f tokens/s for this model on %d "
                     "cores): %s examples of training take ~%.0f hours; on this machine use backend=cpu (torch), or "
                     "model=tiny to check an MLX setup", rate, cores, f"{examples:,}", hours)
+
 
 class MLXBackend:
     def __init__(self, cfg: RunConfig, model_dir: Path):

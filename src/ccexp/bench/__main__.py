@@ -22,9 +22,9 @@ import torch
 from hydra.errors import HydraException
 from rich.console import Console
 
+from ccexp import environment
 from ccexp.backends import resolve_backend, speedups
 from ccexp.backends.lightning import resolve_base_dtype
-from ccexp import environment
 from ccexp.bench import inference, memory, training
 from ccexp.bench.report import RESULTS, ResultError, load_result, print_history, print_table, report_rows
 from ccexp.bench.setup import compose_run_config
@@ -122,8 +122,8 @@ class Record:
     a later part (a memory probe, an out-of-memory generation, Ctrl-C) keeps the minutes spent
     measuring the earlier ones, and the file says which parts it lacks (``unfinished``)."""
 
-    def __init__(self, path: Path, parts: tuple[str, ...], results: dict):
-        self.path, self.left, self.results, self.written = path, list(parts), results, False
+    def __init__(self, path: Path, parts: tuple[str, ...]):
+        self.path, self.left, self.results, self.written = path, list(parts), {}, False
         self.clock = _PartClock()
         self.load = {"start": _load_average()}
 
@@ -163,7 +163,7 @@ def _load_average() -> float | None:
 
 def main(argv=None) -> None:
     args = _args(argv)
-    record = Record(args.json, args.parts, {})
+    record = Record(args.json, args.parts)
     try:
         run_bench(args, record)
     except (ConfigError, HydraException) as err:  # e.g. --model nosuch: one line, not a traceback

@@ -22,11 +22,9 @@ from ccexp.config import ConfigError
 
 USAGE = "usage: python -m ccexp.evaluate adapter=<run dir> [out=<dir>] [group.key=value ...]"
 _GROUPS = ("model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval", "logger")
-# A group's name that would change nothing but the label the evaluation records (its fields are
-# what ran), or, for the method, what the adapter was trained as (qlora: on a 4-bit base).
-_FIELDS_DECIDE = "a label: the saved run's fields decide what runs; override those instead"
-_LABELS = {"method.name": None, "task_mix.name": _FIELDS_DECIDE, "data_size.name": _FIELDS_DECIDE,
-           "model.name": _FIELDS_DECIDE}
+# A group's name: for the method, what the adapter was trained as (qlora: on a 4-bit base); for
+# the others, a label the evaluation would record while the saved fields decide what runs.
+_NAMES = ("method.name", "task_mix.name", "data_size.name", "model.name")
 
 
 def _refusal(arg: str, key: str, run_dir: Path) -> str:
@@ -43,8 +41,8 @@ def _refusal(arg: str, key: str, run_dir: Path) -> str:
     if group == "method":  # what the adapter is: another method's is another run's (qlora: a 4-bit base)
         trained = f"method={node['name']}" if node.get("name") else "its own method"
         return f"argument {arg!r}: the adapter was trained with {trained}; an adapter of another method is another run's"
-    if key in _LABELS:
-        return f"argument {arg!r}: {_LABELS[key]}"
+    if key in _NAMES:
+        return f"argument {arg!r}: a label: the saved run's fields decide what runs; override those instead"
     field = next((f for f, v in node.items() if f != "name" and not isinstance(v, (dict, list))), "<field>")
     return (f"argument {arg!r}: a saved run's groups cannot be swapped; override their fields instead, "
             f"e.g. {group}.{field}=...")
@@ -64,7 +62,7 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
         elif key == "backend.fuse":  # fusing follows training; an evaluation would silently skip it
             raise ConfigError(f"argument {arg!r}: evaluate does not fuse; the run fuses its adapter after training "
                               "(python -m ccexp backend=mlx backend.fuse=true)")
-        elif key in _GROUPS or key.lstrip("+~") in _LABELS:
+        elif key in _GROUPS or key.lstrip("+~") in _NAMES:
             # The saved config is resolved: there is no group file to swap in, only fields.
             refused.append((arg, key.lstrip("+~")))
         else:

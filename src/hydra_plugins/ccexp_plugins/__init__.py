@@ -28,8 +28,8 @@ from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as _JoblibLauncher
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _OptunaSweeper
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SlurmLauncher
-from joblib.externals.loky.process_executor import TerminatedWorkerError
 import yaml
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 from omegaconf import DictConfig, ListConfig, open_dict
 
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
@@ -291,7 +291,7 @@ class SlurmLauncher(_SlurmLauncher):
             check_slurm_resources(self.params)
         except ConfigError as err:
             _stop(str(err), self.config)
-        submit, launcher = submitit.AutoExecutor.map_array, self
+        submit = submitit.AutoExecutor.map_array
         self.started = time.time() - 1.0  # file mtimes can trail the clock by a tick
 
         def map_array(executor, fn, overrides, *rest):
@@ -300,7 +300,7 @@ class SlurmLauncher(_SlurmLauncher):
             except FailedJobError as err:
                 _stop(f"hydra/launcher=slurm: sbatch refused the sweep's jobs: "
                       f"{_last_line(err).removeprefix('sbatch: error: ')}")
-            return [_SlurmJob(launcher, job, job_overrides, num) for job, job_overrides, num in zip(jobs, overrides, rest[1])]
+            return [_SlurmJob(self, job, job_overrides, num) for job, job_overrides, num in zip(jobs, overrides, rest[1])]
 
         # The plugin builds its executor inside launch and collects every job's result in one
         # list: the executor's map_array, for this call only, hands it jobs that settle alone.
@@ -358,18 +358,19 @@ class _SlurmJob:
             except (OSError, ValueError):
                 status = None  # killed before run() wrote one, or never started
             if status in (None, "running"):
-                try:
-                    state = self.job.state
-                except Exception:  # noqa: BLE001 - sacct unreachable
-                    state = "unknown"
-                line = (f"the SLURM job {self.job.job_id} failed in submitit: {_last_line(err)}; its log: "
-                        f"{self.job.paths.stderr}" if isinstance(err, FailedJobError) else
-                        f"the SLURM job {self.job.job_id} ended without a result (state {state}: its time limit, "
-                        f"out of memory, or its node lost); its log: {self.job.paths.stderr}")
+                why = (f"failed in submitit: {_last_line(err)}" if isinstance(err, FailedJobError) else
+                       f"ended without a result (state {self._state()}: its time limit, out of memory, or its node lost)")
+                line = f"the SLURM job {self.job.job_id} {why}; its log: {self.job.paths.stderr}"
                 record_failure(job_dir, err, line)
                 print(f"ccexp: error: {line} (job {self.num}, {job_dir})", file=sys.stderr, flush=True)
             return [JobReturn(overrides=list(self.overrides), working_dir=str(job_dir), status=JobStatus.COMPLETED,
                               _return_value=None)]
+
+    def _state(self) -> str:
+        try:
+            return self.job.state
+        except Exception:  # noqa: BLE001 - sacct unreachable
+            return "unknown"
 
 
 def _counted(task_function, at_once: int, cfg):
