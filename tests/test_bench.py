@@ -146,12 +146,14 @@ def test_a_failed_part_keeps_the_parts_measured_before_it(tmp_path, tiny_dir, ca
     memory) ends the run in one line naming the file, which keeps the training numbers and says
     which parts it lacks."""
     import subprocess
+    from types import SimpleNamespace
 
     from ccexp.bench import memory
     from ccexp.bench.show import main as show
 
     killed = subprocess.CompletedProcess([], returncode=-9, stdout="", stderr="")
-    monkeypatch.setattr(memory.subprocess, "run", lambda *args, **kwargs: killed)
+    # The probe's own subprocess module only: inductor compiles through subprocess.run too.
+    monkeypatch.setattr(memory, "subprocess", SimpleNamespace(run=lambda *args, **kwargs: killed))
     out = tmp_path / "bench.json"
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", "tiny", "--parts", "training,memory", "--steps", "1", "--warmup", "0", "--json", str(out)])
