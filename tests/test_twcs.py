@@ -100,3 +100,32 @@ def test_a_customer_is_never_in_two_splits(tmp_path):
     assert {s: len(exs) for s, exs in splits.items()} == {"train": 30, "val": 3, "test": 3}
     assert not customers["train"] & customers["val"] and not customers["train"] & customers["test"]
     assert not customers["val"] & customers["test"] and customers["val"] <= {f"twcs/customer/cust{c}" for c in range(12)}
+
+
+def _brand_file(path: Path, counts: dict[str, int], start: int) -> str:
+    """Each brand's n pairs, customer tweets numbered from ``start`` (distinct across files)."""
+    rows = ["tweet_id,author_id,inbound,created_at,text,response_tweet_id,in_response_to_tweet_id"]
+    for brand, n in counts.items():
+        for i in range(n):
+            asked = start + 2 * len(rows)
+            rows.append(f"{asked},c{asked},True,,@{brand} help {brand} {asked},{asked + 1},")
+            rows.append(f"{asked + 1},{brand},False,,@c{asked} sorry {i},,{asked}")
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_a_given_test_file_keeps_the_train_files_brands(tmp_path, caplog):
+    """The test file's own top brands would score the model on brands it never trained on."""
+    train = _brand_file(tmp_path / "train.csv", {"BrandA": 20, "BrandB": 15, "BrandC": 2}, 1000)
+    test = _brand_file(tmp_path / "test.csv", {"BrandC": 10, "BrandD": 8, "BrandA": 3}, 90000)
+    with caplog.at_level(logging.INFO, logger="ccexp.data"):
+        splits = build_splits(_twcs(train_path=train, test_path=test, top_brands=2), BIG, MIX)
+    brand = lambda ex: ex["messages"][1]["content"].split(" for ")[1].split(" on ")[0]  # noqa: E731
+    assert {brand(ex) for ex in splits["train"]} == {"BrandA", "BrandB"}
+    assert [brand(ex) for ex in splits["test"]] == ["BrandA"] * 3
+    assert f"{test}: kept the train file's brands (BrandA 3, BrandB 0): 3 of 21 pairs" in caplog.messages
+    other = _brand_file(tmp_path / "other.csv", {"BrandD": 4}, 90000)
+    with pytest.raises(ConfigError) as err:
+        build_splits(_twcs(train_path=train, test_path=other, top_brands=2), BIG, MIX)
+    assert str(err.value) == (f"{other}: none of its 4 brand replies are from the train file's brands (BrandA, BrandB); "
+                              "expected replies of the brands the model trains on")

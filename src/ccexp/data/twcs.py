@@ -66,8 +66,10 @@ def _read(path: str, key: str) -> tuple[dict[str, tuple[str, str]], list[dict]]:
     return customers, replies
 
 
-def load_pairs(data: DataConfig, path: str, key: str) -> list[Pair]:
-    """Customer tweet + first brand reply, for the top_brands brands; the rest counted."""
+def load_pairs(data: DataConfig, path: str, key: str, brands: list[str] | None = None) -> list[Pair]:
+    """Customer tweet + first brand reply, for the top_brands brands; the rest counted. A val or
+    test file gets ``brands``, the train file's: its own top brands would score the model on
+    brands it never trained on."""
     customers, replies = _read(path, key)
     pairs, answered = [], set()
     skipped = {"answering a tweet not in the file or not from a customer": 0,
@@ -89,11 +91,17 @@ def load_pairs(data: DataConfig, path: str, key: str) -> list[Pair]:
         pairs.append(Pair(f"twcs/{_tweet_id(row['tweet_id'])}", row["author_id"].strip(), customer, reply, author))
     report_skipped(path, skipped, len(replies), noun="brand replies")
     counts = Counter(p.brand for p in pairs)
-    brands = sorted(counts, key=lambda b: (-counts[b], b.lower()))[: data.top_brands]
-    kept = [p for p in pairs if p.brand in brands]
-    log.info("%s: %d brands, kept the top %d by replies (%s): %d of %d pairs", path, len(counts), len(brands),
-             ", ".join(f"{b} {counts[b]}" for b in brands), len(kept), len(pairs))
-    return kept
+    if brands is None:
+        brands = sorted(counts, key=lambda b: (-counts[b], b.lower()))[: data.top_brands]
+        log.info("%s: %d brands, kept the top %d by replies (%s): %d of %d pairs", path, len(counts), len(brands),
+                 ", ".join(f"{b} {counts[b]}" for b in brands), sum(counts[b] for b in brands), len(pairs))
+    else:
+        if pairs and not any(counts[b] for b in brands):
+            raise ConfigError(f"{path}: none of its {len(pairs)} brand replies are from the train file's brands "
+                              f"({', '.join(brands)}); expected replies of the brands the model trains on")
+        log.info("%s: kept the train file's brands (%s): %d of %d pairs", path,
+                 ", ".join(f"{b} {counts[b]}" for b in brands), sum(counts[b] for b in brands), len(pairs))
+    return [p for p in pairs if p.brand in brands]
 
 
 def reply_instruction(brand: str) -> str:
@@ -112,6 +120,14 @@ def reply_example(pair: Pair) -> dict:
 def build_twcs(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
     # By customer: a thread's later pairs quote and continue its earlier ones, so a thread split
     # across train and test would leak; a customer's other threads share their words too.
-    splits = take(holdout_splits(data, lambda path, key: load_pairs(data, path, key), attrgetter("author"),
-                                 content=attrgetter("customer")), size, data)
+    # holdout_splits reads the train file first: its top brands then pick a val/test file's pairs.
+    brands: list[str] = []
+
+    def load(path: str, key: str) -> list[Pair]:
+        pairs = load_pairs(data, path, key, brands if key != "data.train_path" else None)
+        if key == "data.train_path":
+            brands[:] = sorted({p.brand for p in pairs}, key=str.lower)
+        return pairs
+
+    splits = take(holdout_splits(data, load, attrgetter("author"), content=attrgetter("customer")), size, data)
     return {split: [reply_example(p) for p in pairs] for split, pairs in splits.items()}
