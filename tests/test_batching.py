@@ -29,13 +29,20 @@ def test_long_prompt_is_cut_from_the_left_and_counted(tokenizer):
 
 
 def test_cut_training_examples_are_said_in_the_log(tokenizer, caplog):
-    examples = [_example("word " * 400, '{"csat": 4}'), _example("hi", '{"csat": 4}')]
+    """Which part was cut: a long answer (over half of max_seq_len) loses its end, not the prompt its start."""
+    examples = [_example("word " * 400, '{"csat": 4}'), _example("hi", '{"csat": 4}'),
+                _example("hi", "word " * 100)]
     with caplog.at_level(logging.WARNING, logger="ccexp"):
-        assert EncodedDataset(tokenizer, examples, 128, "train").truncated == 1
-        EncodedDataset(tokenizer, examples[1:], 128, "val")  # none cut: nothing said
+        dataset = EncodedDataset(tokenizer, examples, 128, "train")
+        EncodedDataset(tokenizer, examples[1:2], 128, "val")  # none cut: nothing said
+    assert dataset.truncated == 2 and [(i.prompt_cut, i.answer_cut) for i in dataset.items] == [
+        (True, False), (False, False), (False, True)]
+    long_answer = dataset.items[2]
+    assert long_answer.n_answer == 64 and len(long_answer.input_ids) < 128
+    assert long_answer.input_ids[-1] == tokenizer.eos_token_id
     assert [r.getMessage() for r in caplog.records] == [
-        "1 of 2 train examples are longer than model.max_seq_len=128 and were cut (a prompt loses its start, the "
-        "instruction included); raise model.max_seq_len to keep them whole"]
+        "2 of 3 train examples were cut to model.max_seq_len=128: 1 prompts lose their start (the instruction "
+        "included), 1 answers over half of it their end; raise model.max_seq_len to keep them whole"]
 
 
 def test_collate_left_pads_and_masks_prompt(tokenizer):

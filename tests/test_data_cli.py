@@ -92,6 +92,39 @@ def test_card_gives_a_constant_answers_test_accuracy():
     assert card["constant_answer"] == {"label": 0.5, "quality_score": 0.5}  # "lost"; median_low 50: 55 and 49
 
 
+def test_the_card_counts_user_labels_as_the_scorer_does():
+    """A user's whole-number labels are classes, not a score to take the median of; 1, 1.0 and
+    "1" are one label, as the scorer reads them."""
+    from ccexp.config import EvalConfig
+    from ccexp.scoring import field_checks
+
+    def ex(label, text="q"):
+        return {"task": "classify", "reference": {"label": label}, "messages": [
+            {"role": "user", "content": text}, {"role": "assistant", "content": "a"}]}
+
+    numbers = {"train": [ex(0)] * 10 + [ex(7)] * 2 + [ex(9)] * 9, "val": [], "test": [ex(0)] * 8 + [ex(9)] * 2}
+    assert dataset_card(numbers, checks=field_checks(EvalConfig()))["constant_answer"] == {"label": 0.8}
+    spelled = {"train": [ex(1)] * 5 + [ex(1.0)] * 5 + [ex("1")] * 5 + [ex(2)] * 12, "val": [],
+               "test": [ex(1)] * 4 + [ex(2)]}
+    card = dataset_card(spelled, checks=field_checks(EvalConfig()))
+    assert {s: dict(c) for s, c in card["labels"]["label"].items()} == {
+        "train": {"1": 15, "2": 12}, "val": {}, "test": {"1": 4, "2": 1}}
+    assert card["constant_answer"] == {"label": 0.8}
+
+
+def test_the_card_compares_prompts_and_counts_cuts_as_the_run_does(tokenizer):
+    """Case and spacing aside, as the importers compare texts; an answer over half of
+    max_seq_len is cut (batching.encode), however short its prompt; words of any script."""
+    splits = {"train": [_ex("classify", "I have problem number 1 with my card", "a", label="x")],
+              "val": [_ex("classify", "i HAVE problem number 1   with my card", "a", label="x")],
+              "test": [_ex("chat", "¿Dónde está la información?", "word " * 100, reply="b")]}
+    card = dataset_card(splits, tokenizer, max_seq_len=128)
+    assert card["eval_in_train"] == {"val": 1, "test": 0} and card["distinct_transcripts"] == 2
+    assert card["over_max_seq_len"] == 1 and card["cut"] == {"prompt": 0, "answer": 1}
+    assert card["vocabulary"] == len({"i", "have", "problem", "number", "1", "with", "my", "card", "dónde", "está",
+                                      "la", "información", "a", "word"})  # answers' words too
+
+
 def test_describe_cli(monkeypatch, capsys):
     monkeypatch.chdir(FIXTURES.parent.parent)
     assert main(["describe", "data=csv", "model=tiny", "data_size.test=4"]) == 0

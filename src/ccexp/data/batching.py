@@ -45,7 +45,18 @@ def prompt_text(tokenizer, messages: Sequence[dict], where: str | None = None) -
 class Encoded:
     input_ids: list[int]
     n_answer: int
-    truncated: bool
+    prompt_cut: bool  # lost its oldest tokens
+    answer_cut: bool = False  # over half of max_len: lost its end, kept its EOS
+
+    @property
+    def truncated(self) -> bool:
+        return self.prompt_cut or self.answer_cut
+
+
+def cut_parts(n_prompt: int, n_answer: int, max_len: int) -> tuple[bool, bool]:
+    """(answer cut, prompt cut) for an example of these token counts (the answer with its EOS):
+    an answer keeps at most half of ``max_len``, the prompt what the answer leaves."""
+    return n_answer > max_len // 2, n_prompt > max_len - min(n_answer, max_len // 2)
 
 
 def encode(tokenizer, example: dict, max_len: int) -> Encoded:
@@ -54,12 +65,11 @@ def encode(tokenizer, example: dict, max_len: int) -> Encoded:
     messages = example["messages"]
     prompt = tokenizer(prompt_text(tokenizer, messages[:-1], example.get("id")), add_special_tokens=False)["input_ids"]
     answer = tokenizer(messages[-1]["content"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-    cut_answer = len(answer) > max_len // 2
+    cut_answer, cut_prompt = cut_parts(len(prompt), len(answer), max_len)
     if cut_answer:  # keep EOS: a model trained on answers without it never learns to stop
         answer = answer[: max_len // 2 - 1] + answer[-1:]
     room = max_len - len(answer)
-    truncated = cut_answer or len(prompt) > room
-    return Encoded(prompt[-room:] + answer, len(answer), truncated)
+    return Encoded(prompt[-room:] + answer, len(answer), cut_prompt, cut_answer)
 
 
 def generation_prompt_room(max_seq_len: int, max_new_tokens: int, context: int | None) -> int:
@@ -82,10 +92,11 @@ class EncodedDataset(Dataset):
         self.truncated = sum(item.truncated for item in self.items)
         if split and self.truncated:
             # Prompts lose their oldest tokens: the system prompt and the task instruction first,
-            # which the model then never sees for these examples.
-            log.warning("%d of %d %s examples are longer than model.max_seq_len=%d and were cut (a prompt "
-                        "loses its start, the instruction included); raise model.max_seq_len to keep them whole",
-                        self.truncated, len(self.items), split, max_len)
+            # which the model then never sees for these examples; answers lose their end.
+            log.warning("%d of %d %s examples were cut to model.max_seq_len=%d: %d prompts lose their start (the "
+                        "instruction included), %d answers over half of it their end; raise model.max_seq_len to "
+                        "keep them whole", self.truncated, len(self.items), split, max_len,
+                        sum(item.prompt_cut for item in self.items), sum(item.answer_cut for item in self.items))
 
     def __len__(self) -> int:
         return len(self.items)

@@ -17,13 +17,14 @@ from typing import Optional, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from ccexp.data.batching import prompt_text
-from ccexp.data.chatml import prompt_of
+from ccexp.data.batching import cut_parts, prompt_text
+from ccexp.data.chatml import fold, prompt_of
 from ccexp.data.splitting import SPLITS
-from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS
+from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS, label_text
+from ccexp.scoring import FIELD_KINDS, canonical_label
 
 TOP_LABELS = 12  # values shown per field; the rest are summed into one row
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")  # letters and digits of any script: "información" is one word
 _FREE_TEXT_FIELDS = {f for t in FREE_TEXT_TASKS for f in TASK_FIELDS[t]}
 
 
@@ -36,8 +37,12 @@ def percentiles(values: Sequence[int]) -> dict[str, int]:
     return {"p10": rank(0.1), "p50": rank(0.5), "p90": rank(0.9), "max": ordered[-1]}
 
 
-def _label_key(value) -> str:
-    return "null" if value is None else str(value)
+def _label_key(name: str, value) -> str:
+    """A value as the card counts it: a user's label spelled as the scorer reads it (1 and 1.0
+    are one label), anything else as written."""
+    if value is None:
+        return "null"
+    return label_text(value) if name == "label" else str(value)
 
 
 def label_counts(splits: dict[str, list[dict]]) -> dict[str, dict[str, Counter]]:
@@ -49,8 +54,8 @@ def label_counts(splits: dict[str, list[dict]]) -> dict[str, dict[str, Counter]]
                 if name in _FREE_TEXT_FIELDS:
                     continue
                 counts = fields.setdefault(name, {s: Counter() for s in SPLITS})[split]
-                counts.update(_label_key(v) for v in value) if isinstance(value, list) else counts.update(
-                    [_label_key(value)])
+                counts.update(_label_key(name, v) for v in value) if isinstance(value, list) else counts.update(
+                    [_label_key(name, value)])
     return fields
 
 
@@ -69,11 +74,17 @@ def constant_answers(splits: dict[str, list[dict]], checks: dict) -> dict[str, f
         seen = train.get(name)
         if not seen:
             continue
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seen):
+        # A median only for a score: a user's labels 0/7/9 are classes, whose median no one answers.
+        if FIELD_KINDS.get(name) == "number" and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     for v in seen):
             guess = statistics.median_low(seen)
-        else:  # lists (coaching's themes) counted as the set they are
-            counted = Counter(json.dumps(sorted(v) if isinstance(v, list) else v) for v in seen)
-            guess = json.loads(counted.most_common(1)[0][0])
+        else:  # labels as the scorer compares them (1 and 1.0 are one); lists (coaching's themes) as sets
+            def key(value) -> str:
+                if isinstance(value, list):
+                    return json.dumps(sorted(map(str, value)))
+                return canonical_label(name, value) if FIELD_KINDS.get(name) == "label" else json.dumps(value)
+            top = Counter(map(key, seen)).most_common(1)[0][0]
+            guess = next(v for v in seen if key(v) == top)
         scores[name] = sum(bool(checks[name](guess, ref)) for ref in refs) / len(refs)
     return scores
 
@@ -91,7 +102,7 @@ def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Opt
     when ``noise`` (synthetic.noise_report()) is given, a constant answer's test accuracy with
     ``checks`` (scoring.field_checks)."""
     examples = [ex for split in SPLITS for ex in splits[split]]
-    transcripts = [ex["messages"][-2]["content"] for ex in examples]
+    transcripts = [fold(ex["messages"][-2]["content"]) for ex in examples]
     # The whole prompt, every turn before the answer (what the run's holdout warning compares):
     # a last turn alone ("thanks") recurs across different conversations.
     train_prompts = {prompt_of(ex) for ex in splits["train"]}
@@ -110,8 +121,10 @@ def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Opt
         lengths = token_lengths(examples, tokenizer)
         card["tokens"] = {kind: percentiles(values) for kind, values in lengths.items()}
         if max_seq_len:
-            totals = [p + a for p, a in zip(lengths["prompt"], lengths["answer"])]
-            card["over_max_seq_len"] = sum(t > max_seq_len for t in totals)
+            # Training's own rule (batching.encode): an answer over half of max_seq_len is cut too.
+            cuts = [cut_parts(p, a, max_seq_len) for p, a in zip(lengths["prompt"], lengths["answer"])]
+            card["over_max_seq_len"] = sum(any(cut) for cut in cuts)
+            card["cut"] = {"prompt": sum(prompt for _, prompt in cuts), "answer": sum(answer for answer, _ in cuts)}
     if checks is not None:
         card["constant_answer"] = constant_answers(splits, checks)
     if noise is not None:
@@ -150,11 +163,15 @@ def print_card(card: dict, title: str, console: Optional[Console] = None) -> Non
             table.add_row(kind, *(str(p[k]) for k in ("p10", "p50", "p90", "max")))
         console.print(table)
         if "over_max_seq_len" in card:
-            console.print(f"examples longer than model.max_seq_len (prompt cut from the left): "
-                          f"{card['over_max_seq_len']}")
+            cut = card.get("cut", {})
+            parts = f" ({cut['prompt']} prompts cut from the left, {cut['answer']} answers over half of it cut)" \
+                if card["over_max_seq_len"] and cut else ""
+            console.print(f"examples training cuts to model.max_seq_len: {card['over_max_seq_len']}{parts}",
+                          soft_wrap=True)
     n = sum(card["sizes"].values())
     console.print(f"distinct transcripts: {card['distinct_transcripts']} of {n} "
-                  f"(ratio {card['distinct_transcript_ratio']:.3f}); val/test prompts also in train: "
+                  f"(ratio {card['distinct_transcript_ratio']:.3f}); val/test prompts also in train (case and spacing "
+                  f"aside): "
                   f"{card['eval_in_train']['val']} / {card['eval_in_train']['test']}", soft_wrap=True)
     console.print(f"vocabulary: {card['vocabulary']} distinct words (lower-cased, system prompt excluded)")
     if card.get("constant_answer"):

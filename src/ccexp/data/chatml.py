@@ -72,9 +72,17 @@ def chat_example(row: dict, path: str, where: str | None = None) -> dict:
 conversation_id = itemgetter("conversation_id")  # what holdout_splits keeps together
 
 
+def fold(text: str) -> str:
+    """Text as the overlap checks compare it: case and spacing aside ("Reset my  password?" is
+    "reset my password?")."""
+    return " ".join(text.casefold().split())
+
+
 def prompt_of(example: dict) -> str:
-    """What the model is asked (every turn before the answer), for the train/val/test overlap check."""
-    return json.dumps(example["messages"][:-1], sort_keys=True, ensure_ascii=False)
+    """What the model is asked (every turn before the answer, case and spacing aside), for the
+    train/val/test overlap check."""
+    return json.dumps([{"role": m["role"], "content": fold(m["content"])} for m in example["messages"][:-1]],
+                      ensure_ascii=False)
 
 
 def load_chat(path: str, key: str) -> list[dict]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 from ccexp.config import ConfigError, DataConfig, DataSizeConfig
+from ccexp.data.chatml import fold
 from ccexp.data.formats import read_csv, read_jsonl
 from ccexp.data.splitting import holdout_splits, report_skipped, take
 from ccexp.data.tasks import SYSTEM_PROMPT, label_text
@@ -94,7 +95,7 @@ def classify_example(data: DataConfig, labels: list[str], row: Row) -> dict:
 def _same_text(row: Row) -> str:
     """Texts equal but for case and spacing are one conversation (labelled alike or not): held
     out together, never in two splits ("reset my password?" is common in real support data)."""
-    return " ".join(row.text.casefold().split())
+    return fold(row.text)
 
 
 def build_tabular(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
