@@ -170,6 +170,7 @@ def test_empty_messages_are_skipped_and_reported(tmp_path, caplog):
     (json.dumps({"messages": _msgs(("assistant", "hi"), ("user", "x"))}),
      ":2: last message is from 'user', expected 'assistant'"),
     ('[1, 2]', ":2: expected a JSON object, got list"),
+    ("null", ":2: expected a JSON object, got null"),
     (json.dumps({"messages": _msgs(("system", "be brief"), ("assistant", "hello"))}),
      ":2: no user message before the last (assistant) one: nothing for it to answer"),
     ('{"n": ' + "9" * 5000 + "}", ":2: invalid JSON (ValueError: Exceeds the limit (4300 digits) for integer string "
@@ -267,7 +268,7 @@ def test_text_tasks_without_a_reference_learn_the_last_turn(tmp_path):
     assert all(ex["reference"] == {"reply": ex["messages"][-1]["content"]} for ex in examples)
 
 
-def test_long_conversations_do_not_empty_or_swell_a_split(tmp_path):
+def test_long_conversations_do_not_empty_or_swell_a_split(tmp_path, caplog):
     """Held-out splits take whole conversations that fit in their 10%: one 50-row conversation
     stays in train (it would be half the file as a test split); two conversations cannot fill
     three splits, which says so."""
@@ -278,6 +279,16 @@ def test_long_conversations_do_not_empty_or_swell_a_split(tmp_path):
     for seed in range(5):
         data = DataConfig(name="chatml", train_path=_write(tmp_path / "t.jsonl", *rows([1] * 50 + [50])), seed=seed)
         assert {s: len(v) for s, v in build_splits(data, BIG, MIX).items()} == {"train": 80, "val": 10, "test": 10}
+    # No conversation fits in 10%: the shortest is held out, and its share is said.
+    path = _write(tmp_path / "four.jsonl", *rows([5, 5, 5, 6]))
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        assert {s: len(v) for s, v in build_splits(DataConfig(name="chatml", train_path=path), BIG, MIX).items()} \
+            == {"train": 11, "val": 5, "test": 5}
+    assert [m for m in caplog.messages if "no conversation fits" in m] == [
+        f"{path}: no conversation fits in a 2-row val holdout (10% of 21 rows); holding out the shortest, 5 rows "
+        "(24%); give data.val_path to choose",
+        f"{path}: no conversation fits in a 2-row test holdout (10% of 21 rows); holding out the shortest, 5 rows "
+        "(24%); give data.test_path to choose"]
     path = _write(tmp_path / "two.jsonl", *rows([5, 5]))
     with pytest.raises(ConfigError) as err:
         build_splits(DataConfig(name="chatml", train_path=path), BIG, MIX)

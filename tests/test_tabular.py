@@ -162,6 +162,8 @@ def test_csv_header_and_bom_errors_name_their_line(tmp_path):
                                                  "value quoted)"),
     ("just some text", ":22: 1 field, the header has 2 (a line cut short?)"),
     ("text,category", ":22: the header row again (two files joined together?)"),
+    # Two Excel "CSV UTF-8" files joined: the second header starts with its BOM.
+    ("\ufefftext,category", ":22: the header row again (two files joined together?)"),
     ('"never closed,a', ":22: a quoted field opened here is never closed"),
     # ... or closed by the next quote, lines later: the error names the line where the record began.
     ('"I lost my card,card_arrival\nwhere is it,card_arrival\n"quoted, fine",card_arrival',
@@ -205,7 +207,8 @@ def test_jsonl_values_that_are_not_text_or_numbers_fail(tmp_path, caplog):
             for ex in s} == {"FileClaim", "3", "true"}  # a binary label, spelled as in the file
     # NaN is pandas' missing value: counted with the empty labels, not taught as the label "nan".
     assert f"{path}: skipped 1 of 21 rows (1 with no label)" in [r.getMessage() for r in caplog.records]
-    for value, shown in ((["FileClaim", "Other"], '["FileClaim", "Other"]'), ({"name": "x"}, '{"name": "x"}')):
+    for value, shown in ((["FileClaim", "Other"], '["FileClaim", "Other"]'), ({"name": "x"}, '{"name": "x"}'),
+                         (float("inf"), "Infinity"), (float("-inf"), "-Infinity")):
         path.write_text("\n".join(good + [json.dumps({"utterance": "odd", "intent": value})]) + "\n")
         assert _error(_dstc(train_path=str(path))) == f"{path}:21: 'intent': expected text, a number or true/false, got {shown}"
 
@@ -226,10 +229,11 @@ def test_missing_value_labels_are_counted_not_learned(tmp_path, caplog):
     sheet = tmp_path / "sheet.csv"
     markers = ["nan", "NaN", "NULL", "<NA>", "null"]
     sheet.write_text("text,category\n" + "\n".join(
-        f"{row.split(',')[0]} {i},{markers[i % 5] if i % 4 == 0 else 'card_arrival'}" for i, row in enumerate(BANKING_ROWS * 2)))
+        f"{row.split(',')[0]} {i},{markers[i % 5] if i % 4 == 0 else 'card_arrival' if i % 2 else 'pin_blocked'}"
+        for i, row in enumerate(BANKING_ROWS * 2)))
     with caplog.at_level(logging.WARNING, logger="ccexp.data"):
         splits = build_splits(DataConfig(name="csv", train_path=str(sheet)), BIG, MIX)
-    assert {ex["reference"]["label"] for s in splits.values() for ex in s} == {"card_arrival"}
+    assert {ex["reference"]["label"] for s in splits.values() for ex in s} == {"card_arrival", "pin_blocked"}
     n = len(BANKING_ROWS * 2)
     skipped = len(range(0, n, 4))
     assert (f"{sheet}: skipped {skipped} of {n} rows ({skipped} with a missing-value label (NaN, <NA>, NULL))"
@@ -255,3 +259,12 @@ def test_an_empty_file_and_another_delimiter_are_named(tmp_path):
     jsonl.write_text('{"text": "hello", "category": "a"}\n')
     assert _error(DataConfig(name="csv", train_path=str(jsonl))) == (
         f"{jsonl}: JSON, not CSV (no header row with 'text'); expected data=jsonl (or data=chatml) for a JSON Lines file")
+
+
+def test_one_label_for_every_row_is_refused(tmp_path):
+    """Nothing to tell apart: most likely data.label_column names the wrong column."""
+    path = tmp_path / "t.csv"
+    path.write_text("text,category\n" + "\n".join(f"message {i},card_arrival" for i in range(20)) + "\n")
+    assert _error(DataConfig(name="csv", train_path=str(path))) == (
+        f"{path}: every train row has the 'category' 'card_arrival'; expected at least two labels "
+        "(data.label_column=category)")

@@ -59,7 +59,8 @@ def read_jsonl(path: str | Path, key: str = "") -> Iterator[tuple[int, dict]]:
             raise ConfigError(f"{path}:{number}: invalid JSON ({err.__class__.__name__}: "
                               f"{str(err).splitlines()[0]})") from None
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
+            got = "null" if value is None else type(value).__name__
+            raise ConfigError(f"{path}:{number}: expected a JSON object, got {got}")
         yield number, value
 
 
@@ -101,7 +102,8 @@ def read_csv(path: str | Path, key: str = "", needed: tuple[str, ...] = ()) -> I
                     start, line = line + 1, reader.line_num
                     if not record or len(record) == 1 and not record[0].strip(" \t\x1a"):
                         continue  # a blank line (spaces, or DOS's end-of-file Ctrl-Z)
-                    if record == header:
+                    # The header again, maybe with the BOM of a second "CSV UTF-8" file glued on.
+                    if [cell.lstrip("\ufeff").strip() for cell in record] == [cell.strip() for cell in header]:
                         raise ConfigError(f"{path}:{start}: the header row again (two files joined together?)")
                     if len(record) != len(header):
                         hint = ("a comma in a value needs the value quoted" if len(record) > len(header)

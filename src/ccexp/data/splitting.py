@@ -72,9 +72,12 @@ def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
             if len(taken) + len(rows) <= n:
                 taken += rows
                 order.remove(rows)
-        if not taken:  # every conversation is longer than n rows: the shortest one
+        if not taken:  # every conversation is longer than n rows: the shortest one, said
             rows = min(order, key=len)
             taken, _ = list(rows), order.remove(rows)
+            log.warning("%s: no conversation fits in a %d-row %s holdout (10%% of %d rows); holding out the "
+                        "shortest, %d rows (%.0f%%); give data.%s_path to choose", data.train_path, n, split,
+                        len(train), len(taken), 100 * len(taken) / len(train), split)
         splits[split] = [train[i] for i in sorted(taken)]
     splits["train"] = [train[i] for i in sorted(i for rows in order for i in rows)]
     if content is not None:

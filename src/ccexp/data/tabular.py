@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from functools import partial
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -52,7 +53,8 @@ def _cell(value, where: str, column: str) -> str:
     so the row is counted as skipped; anything else names the line."""
     if value is None or isinstance(value, float) and value != value:
         return ""
-    if not isinstance(value, (str, int, float)):  # bool is an int: a binary label
+    if not isinstance(value, (str, int, float)) or isinstance(value, float) and value in (math.inf, -math.inf):
+        # bool is an int: a binary label. Infinity (Python's json reads it; 1e400 too) is no label.
         raise ConfigError(f"{where}: {column!r}: expected text, a number or true/false, got "
                           f"{json.dumps(value)[:60]}")
     return label_text(value)
@@ -101,6 +103,9 @@ def _same_text(row: Row) -> str:
 def build_tabular(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
     splits = holdout_splits(data, lambda path, key: load_rows(data, path, key), _same_text, _same_text)
     labels = sorted({row.label for row in splits["train"]})
+    if len(labels) < 2:  # nothing to tell apart: most likely data.label_column names the wrong column
+        raise ConfigError(f"{data.train_path}: every train row has the {data.label_column!r} {labels[0]!r}; "
+                          f"expected at least two labels (data.label_column={data.label_column})")
     for split in ("val", "test"):
         unseen = sum(row.label not in labels for row in splits[split])
         if unseen:
