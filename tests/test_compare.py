@@ -240,6 +240,19 @@ def test_metric_flag_brings_its_direction(sweep, tmp_path, capsys):
     assert main([str(sweep), "--metric", "train/steps"]) == 2
     assert capsys.readouterr().err == ("ccexp.compare: error: --metric train/steps: its key does not say whether "
                                        "higher is better; give --direction maximize or minimize\n")
+    assert main([str(sweep), "--metric", "train/steps", "--direction", "minimize", "--no-plots",
+                 "--out", str(tmp_path / "b")]) == 0
+    # A direction against its key, on the command line or recorded by the runs, ranks nothing.
+    assert main([str(sweep), "--metric", "val/loss", "--direction", "maximize"]) == 2
+    assert capsys.readouterr().err == ("ccexp.compare: error: --direction: maximize, but lower val/loss is better; "
+                                       "expected --direction minimize\n")
+    for run in ("0", "1", "2"):
+        config = (sweep / run / "config.yaml").read_text()
+        (sweep / run / "config.yaml").write_text(config.replace("metric: test/acc", "metric: val/loss"))
+    assert main([str(sweep), "--no-plots", "--out", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err == ("ccexp.compare: error: compare config recorded in the runs' config.yaml: "
+                                       "compare.direction: maximize, but lower val/loss is better; expected "
+                                       "compare.direction=minimize\n")
 
 
 def test_flag_keys_no_run_reports_are_typos(sweep, capsys):

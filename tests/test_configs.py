@@ -97,6 +97,11 @@ def test_qlora_is_lora_with_a_4bit_base():
     ("trainer.save_every_n_steps=0", "trainer.save_every_n_steps"),
     ("objective.direction=down", "objective.direction"),
     ("compare.direction=best", "compare.direction"),
+    # A direction against its key would rank the worst run first, or have Optuna search for it.
+    ("compare.metric=val/loss", "compare.direction: maximize, but lower val/loss is better; expected "
+                                "compare.direction=minimize"),
+    ("objective.metric=val/acc", "objective.direction: minimize, but higher val/acc is better; expected "
+                                 "objective.direction=maximize"),
     ("compare.constraints=[latency is low]", "compare.constraints[0]"),
     # numpy's seeding takes 0 .. 2**32 - 1 (Lightning's traceback otherwise); 1.5 would run as seed 1
     ("seed=-1", "seed: expected an integer in [0, 2**32), got -1"),
@@ -254,6 +259,7 @@ def test_groups_interpolate_each_other_and_escapes_stay_text():
     """A group may name another's value (compare.metric: ${objective.metric}); text that
     escapes \\${...} keeps it as text; an interpolation that fails names its key once."""
     rc = validate(compose_cfg("objective.metric=val/ppl", "compare.metric=${objective.metric}",
+                              "compare.direction=${objective.direction}",
                               "data=csv", "data.instruction=Cost \\${price} for the ${.task_name}"))
     assert rc.compare.metric == "val/ppl" and rc.data.instruction == "Cost ${price} for the intent"
     with pytest.raises(ConfigError) as err:

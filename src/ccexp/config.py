@@ -426,6 +426,32 @@ class LoggerConfig:
 DIRECTIONS = ("minimize", "maximize")
 
 
+def higher_is_better(key: str) -> Optional[bool]:
+    """Direction of a metric from its key: None = neither (parameter counts, unknown keys)."""
+    last = key.rsplit("/", 1)[-1].lower()
+    if key.startswith("params/"):
+        return None
+    if last.endswith("per_s"):
+        return True
+    if key.startswith("time/") or last.endswith(("loss", "ppl", "mae", "rmse", "_s", "_mb", "seconds")) \
+            or "seconds" in last:
+        return False
+    if last in ("acc", "json_valid", "em", "exact_match", "parse_rate", "theme_coverage", "generated") \
+            or last.startswith(("bleu", "rouge", "within_")) or last.endswith("f1"):
+        return True
+    return None
+
+
+def check_direction(metric: str, direction: str, key: str) -> None:
+    """A direction against what the metric's key says (maximize val/loss) would rank the worst
+    run first, or have Optuna search for it: one line instead. Keys that say nothing pass."""
+    higher = higher_is_better(metric)
+    if higher is not None and (direction == "maximize") != higher:
+        right = "maximize" if higher else "minimize"
+        raise ConfigError(f"{key}: {direction}, but {'higher' if higher else 'lower'} {metric} is better; "
+                          f"expected {key}={right}")
+
+
 @dataclass
 class ObjectiveConfig:
     """What ``python -m ccexp`` returns: the number a sweep (Optuna) optimises."""
@@ -438,6 +464,7 @@ class ObjectiveConfig:
     def __post_init__(self) -> None:
         _check(bool(self.metric.strip()), "objective.metric", "a metrics.json key such as val/loss", self.metric)
         _check(self.direction in DIRECTIONS, "objective.direction", f"one of {DIRECTIONS}", self.direction)
+        check_direction(self.metric, self.direction, "objective.direction")
 
 
 _CONSTRAINT = re.compile(r"^\s*(?P<key>[^<>=\s]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[-+0-9.eE]+)\s*$")
@@ -473,6 +500,7 @@ class CompareConfig:
         _check(isinstance(self.metric, str) and bool(self.metric.strip()), "compare.metric",
                "a metrics.json key such as test/acc", self.metric)
         _check(self.direction in DIRECTIONS, "compare.direction", f"one of {DIRECTIONS}", self.direction)
+        check_direction(self.metric, self.direction, "compare.direction")
         _check(isinstance(self.constraints, (list, tuple)), "compare.constraints", "a list of 'METRIC OP NUMBER'",
                self.constraints)
         for i, text in enumerate(self.constraints):

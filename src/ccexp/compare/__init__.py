@@ -25,7 +25,7 @@ from ccexp.compare.runs import (CompareError, Run, best_runs, by_val_size, find_
                                 higher_is_better, load_runs, nested_run_dirs, read_yaml, scenarios, swept_keys,
                                 unstarted_jobs)
 from ccexp.compare.tables import Tables, csv_rows, print_table, write_csv, write_markdown
-from ccexp.config import CompareConfig, ConfigError, did_you_mean, parse_constraint
+from ccexp.config import CompareConfig, ConfigError, check_direction, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
 
 __all__ = ["CompareError", "compare", "find_run_dirs", "higher_is_better", "load_runs", "main"]
@@ -87,6 +87,12 @@ def recorded_config(runs: list[Run], **overrides) -> CompareConfig:
             raise CompareError(f"--metric {given['metric']}: its key does not say whether higher is better; "
                                "give --direction maximize or minimize")
     recorded = recorded_compare_config(runs, list(given))
+    if "direction" in given:  # the flag against its metric, named as the flag
+        try:
+            check_direction(given.get("metric", recorded.get("metric", CompareConfig.metric)), given["direction"],
+                            "--direction")
+        except ConfigError as err:
+            raise CompareError(str(err).replace("expected --direction=", "expected --direction ")) from None
     try:
         return CompareConfig(**{**recorded, **given})
     except (TypeError, ConfigError) as err:

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ccexp.cli import read_json_object, yaml_problem
+from ccexp.config import higher_is_better
 from ccexp.config_errors import numeric_keys
 from ccexp.environment import hardware
 from ccexp.sweep import job_label, natural_key
@@ -274,22 +275,6 @@ def by_val_size(runs: list[Run]) -> list[list[Run]]:
 
 def column_label(key: str) -> str:
     return key[: -len(".name")] if key.endswith(".name") else key
-
-
-def higher_is_better(key: str) -> Optional[bool]:
-    """Direction of a metric from its key: None = neither (parameter counts, unknown keys)."""
-    last = key.rsplit("/", 1)[-1].lower()
-    if key.startswith("params/"):
-        return None
-    if last.endswith("per_s"):
-        return True
-    if key.startswith("time/") or last.endswith(("loss", "ppl", "mae", "rmse", "_s", "_mb", "seconds")) \
-            or "seconds" in last:
-        return False
-    if last in ("acc", "json_valid", "em", "exact_match", "parse_rate", "theme_coverage", "generated") \
-            or last.startswith(("bleu", "rouge", "within_")) or last.endswith("f1"):
-        return True
-    return None
 
 
 def headline_columns(runs: list[Run], patterns: Sequence[str]) -> list[str]:
