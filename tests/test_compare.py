@@ -115,6 +115,27 @@ def test_flags_override_the_recorded_constraints(sweep, tmp_path):
         (sweep / run / "config.yaml").write_text(yaml.safe_dump(config))
     assert main([str(sweep), "--out", str(tmp_path / "d"), "--no-plots"]) == 0
     assert "Not checked: `test/bleu >= 0.2`, no run reports test/bleu." in (tmp_path / "d" / "compare.md").read_text()
+    # Reported by every run as null (no answer gave a number): checked, and no run meets it.
+    for run in ("0", "1", "2"):
+        metrics = json.loads((sweep / run / "metrics.json").read_text())
+        (sweep / run / "metrics.json").write_text(json.dumps({**metrics, "test/quality_score/mae": None}))
+    assert main([str(sweep), "--out", str(tmp_path / "e"), "--no-plots",
+                 "--constraint", "test/quality_score/mae<=5"]) == 0
+    md = (tmp_path / "e" / "compare.md").read_text()
+    assert "**No run meets the constraints** (test/quality_score/mae <= 5)" in md
+    assert "`0` (method=lora): no number for test/quality_score/mae" in md and "Not checked" not in md
+
+
+def test_the_runner_ups_gap_keeps_its_digits(tmp_path):
+    """0.5 against 0.5004 is not "0.000 lower"; a count's gap is a count."""
+    compare = {**COMPARE, "constraints": []}
+    make_run(tmp_path / "s" / "0", "lora", {"test/acc": 0.5004, "params/trainable": 1280}, compare=compare)
+    make_run(tmp_path / "s" / "1", "prompt_tuning", {"test/acc": 0.5, "params/trainable": 14336}, compare=compare)
+    assert main([str(tmp_path / "s"), "--out", str(tmp_path / "a"), "--no-plots"]) == 0
+    assert "with 0.500, 4.00e-04 lower." in (tmp_path / "a" / "compare.md").read_text()
+    assert main([str(tmp_path / "s"), "--out", str(tmp_path / "b"), "--no-plots", "--metric", "params/trainable",
+                 "--direction", "minimize"]) == 0
+    assert "with 14,336, 13,056 higher." in (tmp_path / "b" / "compare.md").read_text()
 
 
 def test_one_recommendation_per_scenario(tmp_path):

@@ -19,8 +19,8 @@ def _violations(run: Run, constraints: list[tuple[str, str, float]]) -> list[str
     out = []
     for key, op, limit in constraints:
         value = run.value(key)
-        if value is None:
-            out.append(f"lacks {key}")
+        if value is None:  # null: no answer gave a number (a MAE over no parsed scores)
+            out.append(f"no number for {key}" if key in run.metrics else f"lacks {key}")
         elif not OPS[op](value, limit):
             out.append(f"{key} {fmt(value)} {NEGATED[op]} {limit:g}")
     return out
@@ -58,7 +58,9 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
             "no run finished"
         return head + f"No recommendation: {none}." + failed_note
     constraints = [parse_constraint(c) for c in cc.constraints]
-    checked = [c for c in constraints if any(r.value(c[0]) is not None for r in finished)]
+    # Checked where any finished run reports the key, even as null (no answer gave a number):
+    # a run without a number for it does not meet it.
+    checked = [c for c in constraints if any(c[0] in r.metrics for r in finished)]
     unchecked = [c for c in constraints if c not in checked]
     unchecked_note = "".join(f" Not checked: `{k} {op} {v:g}`, no run reports {k}." for k, op, v in unchecked)
     scored = [r for r in finished if r.value(metric) is not None]
@@ -103,7 +105,7 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
         gap = same(best.value(metric)) - same(up.value(metric))
         values = describe(up, swept)
         text += (f" Runner-up: {up.flat.get('method.name', '?')} (`{up.name}`{', ' + values if values else ''}) with "
-                 f"{fmt(up.value(metric))}" + (f", {abs(gap):.3f} {'lower' if maximize else 'higher'}." if gap else
+                 f"{fmt(up.value(metric))}" + (f", {fmt(abs(gap))} {'lower' if maximize else 'higher'}." if gap else
                  _tie_note(best, up, method)))
     elif len(scored) == 1:
         text += f" It is the only run ranked{' here' if scenario else ''}, so there is no runner-up."
