@@ -96,7 +96,7 @@ def test_metrics_agree_with_an_independent_recomputation():
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
-def test_saved_adapter_evaluates_again(method, tmp_path):
+def test_saved_adapter_evaluates_again(method, tmp_path, monkeypatch):
     trained = run(compose_cfg(*FAST, f"method={method}", "eval.baseline=false", "eval.generate_examples=2"),
                   tmp_path / "run")
     code = evaluate_main([f"adapter={tmp_path / 'run'}", f"out={tmp_path / 'again'}", "eval.generate_examples=3",
@@ -107,6 +107,14 @@ def test_saved_adapter_evaluates_again(method, tmp_path):
     assert again["val/loss"] == pytest.approx(trained["val/loss"], rel=1e-4)
     assert again["test/generated"] == 3 and "train/steps" not in again
     assert len((tmp_path / "again" / "predictions.jsonl").read_text().splitlines()) == 3
+    # Two evaluations in the same second each get their own dir, not one over the other.
+    import ccexp.evaluate.__main__ as cli
+
+    monkeypatch.setattr(cli, "_now", lambda: "2026-12-07_06-20-16")
+    for _ in range(2):
+        assert evaluate_main([f"adapter={tmp_path / 'run'}", "eval.generate_examples=1", "eval.latency_examples=0"]) == 0
+    assert sorted(p.name for p in (tmp_path / "run" / "eval").iterdir()) == ["2026-12-07_06-20-16",
+                                                                            "2026-12-07_06-20-16_1"]
 
 
 def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_path, capsys):
@@ -117,6 +125,8 @@ def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_pat
         tmp_path / "run")
     adapter = tmp_path / "run" / "adapter"
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert evaluate_main([f"adapter={tmp_path / 'run'}", "eval.generate_examples=-1"]) == 2
+    assert not (tmp_path / "run" / "eval").exists()  # a config refused: no empty eval/<time> left behind
     cases = [
         (["method.alpha=3"], f"{adapter / 'adapter_config.json'}: the adapter has lora_alpha=32, this run's "
                              "method.alpha gives 3; expected the adapter's own setting (drop the override)"),
@@ -134,7 +144,14 @@ def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_pat
         (["method=qlora"], "argument 'method=qlora': the adapter was trained with method=lora; an adapter of another "
                            "method is another run's"),
         (["trainer=fast"], "argument 'trainer=fast': a saved run's groups cannot be swapped; override their fields "
-                           "instead, e.g. trainer.max_epochs=..."),
+                           "instead, e.g. trainer.batch_size=..."),
+        # Only training reads these: the evaluation would record values the adapter never trained with.
+        (["method.lr=0.5"], "argument 'method.lr=0.5': only training reads method.lr; the saved adapter was trained "
+                            "with its own (the run's: 0.001)"),
+        (["trainer.max_steps=999"], "argument 'trainer.max_steps=999': only training reads trainer.max_steps; the "
+                                    "saved adapter was trained with its own (the run's: 4)"),
+        (["+data_size.train=7"], "argument '+data_size.train=7': only training reads data_size.train; the saved "
+                                 "adapter was trained with its own (the run's: 12)"),
         ([f"out={tmp_path / 'run'}"], f"out={tmp_path / 'run'}: the adapter's own run dir (its metrics.json would be "
                                       f"replaced); expected a new folder, or leave out= out for {tmp_path / 'run' / 'eval'}/<time>"),
     ]
@@ -152,6 +169,16 @@ def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_pat
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"ccexp.evaluate: error: {tmp_path / 'run' / 'config.yaml'}: not valid YAML (line 2 column 1: expected the "
         "node content, but found '<stream end>')")
+    config = tmp_path / "run" / "config.yaml"
+    evaluations = sorted((tmp_path / "run" / "eval").iterdir())
+    for text, error in (("- a\n", "expected a mapping of config groups (model:, method:, data:, ...), got a list"),
+                        ("3\n", "expected a mapping of config groups (model:, method:, data:, ...) (Invalid loaded "
+                                "object type: int)"),
+                        ("model: 3\n", "model: expected a mapping of the group's fields, got 3")):
+        config.write_text(text)
+        assert evaluate_main([f"adapter={tmp_path / 'run'}"]) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == f"ccexp.evaluate: error: {config}: {error}"
+    assert sorted((tmp_path / "run" / "eval").iterdir()) == evaluations  # refused before anything ran: no new dir
 
 
 def test_a_qlora_adapter_records_its_4bit_base_and_refuses_another(tmp_path, capsys):

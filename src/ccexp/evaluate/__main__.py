@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ccexp.cli import output_dir, yaml_problem
@@ -25,25 +25,37 @@ _GROUPS = ("model", "method", "backend", "task_mix", "data_size", "data", "train
 # A group's name: for the method, what the adapter was trained as (qlora: on a 4-bit base); for
 # the others, a label the evaluation would record while the saved fields decide what runs.
 _NAMES = ("method.name", "task_mix.name", "data_size.name", "model.name")
+# Keys only training reads: an evaluation given one would record a value its adapter was never
+# trained with (config.yaml, and the comparison report's columns).
+TRAINING_ONLY = ("method.lr", "method.dropout", "method.shared_dropout", "method.gradient_checkpointing",
+                 "method.init_text", "data_size.train", "trainer.max_epochs", "trainer.max_steps",
+                 "trainer.grad_accum", "trainer.warmup_ratio", "trainer.weight_decay", "trainer.max_grad_norm",
+                 "trainer.val_every_n_steps", "trainer.early_stopping_patience", "trainer.save_every_n_steps",
+                 "trainer.resume_from", "trainer.group_by")
 
 
 def _refusal(arg: str, key: str, run_dir: Path) -> str:
-    """Why ``arg`` (a group swapped, or a group's name) cannot apply to the saved run, in terms of
-    what it has: the method its adapter was trained with, a field of the group to override."""
-    import yaml
-
+    """Why ``arg`` (a group swapped, a group's name, or a key only training reads) cannot apply to
+    the saved run, in terms of what it has: the method its adapter was trained with, a field of the
+    group to override, the value the run trained with."""
     try:
         saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         saved = {}
     group = key.split(".")[0]
-    node = saved.get(group) if isinstance(saved.get(group), dict) else {}
+    node = saved.get(group) if isinstance(saved, dict) and isinstance(saved.get(group), dict) else {}
+    if key in TRAINING_ONLY:
+        field = key.split(".", 1)[1]
+        trained = f" (the run's: {node[field]})" if field in node else ""
+        return (f"argument {arg!r}: only training reads {key}; the saved adapter was trained with its own"
+                f"{trained}")
     if group == "method":  # what the adapter is: another method's is another run's (qlora: a 4-bit base)
         trained = f"method={node['name']}" if node.get("name") else "its own method"
         return f"argument {arg!r}: the adapter was trained with {trained}; an adapter of another method is another run's"
     if key in _NAMES:
         return f"argument {arg!r}: a label: the saved run's fields decide what runs; override those instead"
-    field = next((f for f, v in node.items() if f != "name" and not isinstance(v, (dict, list))), "<field>")
+    field = next((f for f, v in node.items() if f != "name" and not isinstance(v, (dict, list))
+                  and f"{group}.{f}" not in TRAINING_ONLY), "<field>")
     return (f"argument {arg!r}: a saved run's groups cannot be swapped; override their fields instead, "
             f"e.g. {group}.{field}=...")
 
@@ -62,7 +74,7 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
         elif key == "backend.fuse":  # fusing follows training; an evaluation would silently skip it
             raise ConfigError(f"argument {arg!r}: evaluate does not fuse; the run fuses its adapter after training "
                               "(python -m ccexp backend=mlx backend.fuse=true)")
-        elif key in _GROUPS or key.lstrip("+~") in _NAMES:
+        elif key in _GROUPS or key.lstrip("+~") in _NAMES or key.lstrip("+~") in TRAINING_ONLY:
             # The saved config is resolved: there is no group file to swap in, only fields.
             refused.append((arg, key.lstrip("+~")))
         else:
@@ -108,6 +120,35 @@ def anchor_relative_paths(saved, run_dir: Path) -> None:
             saved[group][key] = str(Path(started_in) / value)
 
 
+def _check_groups(saved, path: Path) -> None:
+    """A config.yaml that is not a mapping of groups (a list; ``model: 3``) fails in one line
+    naming the file, not in OmegaConf's traceback."""
+    if not isinstance(saved, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping of config groups (model:, method:, data:, ...), got a list")
+    for group in _GROUPS:
+        value = saved.get(group)
+        if value is not None and not isinstance(value, DictConfig):
+            raise ConfigError(f"{path}: {group}: expected a mapping of the group's fields, got {value!r}")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def _new_eval_dir(run_dir: Path) -> Path:
+    """<run dir>/eval/<time>, made here so two evaluations started in the same second each get
+    their own (the second <time>_1) instead of writing over each other."""
+    stamp = _now()
+    out, n = run_dir / "eval" / stamp, 0
+    while True:
+        try:
+            out.mkdir(parents=True)
+            return out
+        except FileExistsError:
+            n += 1
+            out = run_dir / "eval" / f"{stamp}_{n}"
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     try:
@@ -116,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             saved = OmegaConf.load(run_dir / "config.yaml")
         except yaml.YAMLError as err:
             raise ConfigError(f"{run_dir / 'config.yaml'}: not valid YAML ({yaml_problem(err)})") from None
+        except OSError as err:  # OmegaConf's "Invalid loaded object type: int" for a file holding one number
+            raise ConfigError(f"{run_dir / 'config.yaml'}: expected a mapping of config groups (model:, method:, "
+                              f"data:, ...) ({err})") from None
+        _check_groups(saved, run_dir / "config.yaml")
         anchor_relative_paths(saved, run_dir)
         try:
             cfg = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))
@@ -123,8 +168,16 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{run_dir / 'config.yaml'} + {overrides}: {str(err).splitlines()[0]}") from None
         from ccexp.run import run
 
-        out = out or run_dir / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S")
-        metrics = run(cfg, out, run_name=f"eval:{run_dir.name}", adapter=run_dir / "adapter")
+        made = out is None
+        out = out or _new_eval_dir(run_dir)
+        try:
+            metrics = run(cfg, out, run_name=f"eval:{run_dir.name}", adapter=run_dir / "adapter")
+        except ConfigError:
+            if made and not any(out.iterdir()):  # refused before anything was written: no empty dir left
+                out.rmdir()
+                if not any(out.parent.iterdir()):
+                    out.parent.rmdir()
+            raise
     except ConfigError as err:
         print(f"ccexp.evaluate: error: {err}", file=sys.stderr)
         return 2
