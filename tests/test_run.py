@@ -300,6 +300,26 @@ def test_a_resumed_run_is_the_whole_run(tmp_path):
         assert all(torch.equal(weights[k], again[k]) for k in weights)
 
 
+def test_a_run_resumed_from_an_epochs_last_step_without_validation_goes_on(tmp_path):
+    """Validations every 4 steps, a checkpoint at step 6, the first epoch's last: saved at that
+    batch's end, the resumed run took the epoch for done twice and stopped at step 6, finished.
+    Runs of max_steps and of max_epochs alike."""
+    from safetensors.torch import load_file
+
+    for name, steps in (("steps", ("trainer.val_every_n_steps=4",)),  # max_steps=8
+                        ("epochs", ("trainer.val_every_n_steps=4", "trainer.max_steps=-1", "trainer.max_epochs=2"))):
+        common = (*RESUMABLE, *steps)
+        whole = run(compose_cfg(*common), tmp_path / name / "whole")
+        resumed = run(compose_cfg(*common, "trainer.resume_from="
+                                  f"{tmp_path / name / 'whole' / 'checkpoints' / 'step_0000006'}"), tmp_path / name / "resumed")
+        assert resumed["train/resumed_from_step"] == 6 and whole["train/steps"] == {"steps": 8, "epochs": 12}[name]
+        for key in ("train/val_history", "train/steps", "train/epochs", "train/best_step", "train/tokens", "val/loss"):
+            assert resumed[key] == whole[key], (name, key)
+        weights, again = (load_file(tmp_path / name / d / "adapter" / "adapter_model.safetensors")
+                          for d in ("whole", "resumed"))
+        assert all(torch.equal(weights[k], again[k]) for k in weights), name
+
+
 def test_a_resumed_qlora_run_is_the_whole_run(tmp_path):
     """QLoRA resumed between two validations (step 3 of validations at 2 and 4): on CPUs with
     AVX512-BF16, bitsandbytes would re-lay the 4-bit base out (scales in bf16) at the whole run's

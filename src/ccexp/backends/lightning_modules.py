@@ -194,13 +194,15 @@ class BestAdapter(pl.Callback):
 
 class Checkpoints(pl.Callback):
     """Every N optimizer steps, ``<directory>/step_NNNNNNN``: the adapter (peft layout) and the
-    trainer state to resume from (``ccexp.resume``). Saved after the step's update, or on a step
-    that validates, after the validation: Lightning resumes a checkpoint saved at a batch's end
-    past that batch's validation, which would then never run. Put it after the callbacks whose
+    trainer state to resume from (``ccexp.resume``). Saved after the step's update (an epoch's
+    last step at the epoch's end), or on a step that validates, after the validation: Lightning
+    resumes a checkpoint saved at a batch's end past that batch's validation, which would then
+    never run. Put it after the callbacks whose
     state it should hold (best adapter, early stopping)."""
 
     def __init__(self, directory: Path, every: int, val_every: int, config: dict):
         self.directory, self.every, self.val_every, self.config, self._last = directory, every, val_every, config, 0
+        self._at_epoch_end = False
 
     def state_dict(self) -> dict[str, int]:
         return {"last": self._last}  # resumed, the checkpoint's own step is not saved again
@@ -209,8 +211,42 @@ class Checkpoints(pl.Callback):
         self._last = state["last"]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if trainer.global_step % self.val_every:
+        # An epoch's last batch is saved at the epoch's end: saved at the batch's end, Lightning
+        # resumed it as an epoch already done and counted it done again, ending a run early.
+        if trainer.global_step % self.val_every and batch_idx + 1 < trainer.num_training_batches:
             self._save(trainer, module)
+
+    def on_train_epoch_end(self, trainer, module):
+        if trainer.global_step % self.val_every:  # a validating step saved after its validation
+            self._at_epoch_end = True
+            try:
+                self._save(trainer, module)
+            finally:
+                self._at_epoch_end = False
+
+    def on_save_checkpoint(self, trainer, module, checkpoint: dict[str, Any]) -> None:
+        """Saved at an epoch's end, the loops' state says the epoch is processed but not yet
+        completed, and Lightning, resuming, processes it a second time: max_epochs is reached an
+        epoch early. Written as the state between two epochs, the next epoch starts afresh."""
+        if not self._at_epoch_end:
+            return
+        loops = checkpoint["loops"]["fit_loop"]
+        for part in ("total", "current"):
+            loops["epoch_progress"][part]["completed"] = loops["epoch_progress"][part]["processed"]
+        # The per-epoch counters, as a new epoch resets them (the val loop's total counts per epoch).
+        batches = loops["epoch_loop.batch_progress"]
+        batches["current"] = dict.fromkeys(batches["current"], 0)
+        batches["is_last_batch"] = False
+        loops["epoch_loop.scheduler_progress"]["current"] = dict.fromkeys(
+            loops["epoch_loop.scheduler_progress"]["current"], 0)
+        steps = loops["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]
+        for counter in steps.values():
+            counter["current"] = dict.fromkeys(counter["current"], 0)
+        val = loops["epoch_loop.val_loop.batch_progress"]
+        val["total"] = dict.fromkeys(val["total"], 0)
+        # The batch sampler's place: the next epoch's order from its start, not this one's end.
+        loops["state_dict"]["combined_loader"] = [
+            {"epoch": state["epoch"] + 1, "served": 0} for state in loops["state_dict"].get("combined_loader", [])]
 
     def on_validation_end(self, trainer, module):
         if trainer.state.fn == TrainerFn.FITTING:  # not the final trainer.validate after fit
