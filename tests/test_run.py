@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -339,7 +340,7 @@ def test_a_resumed_qlora_run_is_the_whole_run(tmp_path):
     assert all(torch.equal(weights[k], again[k]) for k in weights)
 
 
-def test_resume_auto_and_bad_checkpoints(tmp_path):
+def test_resume_auto_and_bad_checkpoints(tmp_path, caplog):
     """auto starts afresh where the run dir holds no checkpoint, and resumes where it does (a
     requeued job); a path without one, or another configuration, is refused in one line."""
     first = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "trainer.resume_from=auto"), tmp_path / "job")
@@ -356,6 +357,20 @@ def test_resume_auto_and_bad_checkpoints(tmp_path):
         with pytest.raises(ConfigError, match=error) as err:
             run(compose_cfg(*RESUMABLE, f"trainer.resume_from={path}"), tmp_path / "x")
         assert "\n" not in str(err.value)
+    # auto in a run dir whose checkpoints are adapter-only: refused, not started afresh over them.
+    with pytest.raises(ConfigError) as err:
+        run(compose_cfg(*RESUMABLE, "trainer.resume_from=auto"), tmp_path / "mlx")
+    assert str(err.value) == (f"trainer.resume_from=auto: {tmp_path / 'mlx' / 'checkpoints' / 'step_0000003'} has no "
+                              "resume.json: an adapter-only checkpoint (backend=mlx saves those) or a damaged one; "
+                              "expected a run dir of a backend=cpu or cuda run, or a new one")
+    # auto past a damaged latest checkpoint: the whole one before it, and the one passed over said.
+    (tmp_path / "job" / "checkpoints" / "step_0000006").mkdir()
+    with caplog.at_level(logging.WARNING, logger="ccexp"):
+        again = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "trainer.resume_from=auto"), tmp_path / "job")
+    assert again["train/resumed_from_step"] == 3
+    assert "trainer.resume_from=auto: passing over step_0000006 (no resume.json: damaged); resuming from " \
+           "step_0000003" in caplog.messages
+    (tmp_path / "job" / "checkpoints" / "step_0000006").rmdir()
     with pytest.raises(ConfigError, match=r"method\.r is 4 here but 16 in the checkpoint's run") as err:
         run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "method.r=4", f"trainer.resume_from={tmp_path / 'job'}"),
             tmp_path / "y")

@@ -410,29 +410,37 @@ from ccexp.backends.lightning_modules import CompletionLM
 how = sys.argv.pop()
 step = CompletionLM.training_step
 def interrupting(self, batch, batch_idx):
-    if self.global_step == 2 and HydraConfig.get().job.num == 1:
+    if self.global_step == 2 and HydraConfig.get().job.num == 1 and how != "SIGTERM in evaluation":
         if how == "SIGTERM":
             os.kill(os.getpid(), signal.SIGTERM)
         else:
             raise KeyboardInterrupt
     return step(self, batch, batch_idx)
 CompletionLM.training_step = interrupting
+import ccexp.run
+evaluate = ccexp.run.evaluate
+def interrupted_evaluation(*args, **kwargs):  # SIGTERM after training, outside Lightning's own handling
+    if how == "SIGTERM in evaluation" and HydraConfig.get().job.num == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return evaluate(*args, **kwargs)
+ccexp.run.evaluate = interrupted_evaluation
 from ccexp.__main__ import cli
 cli()
 """
 
 
-@pytest.mark.parametrize("how,code", [("SIGTERM", 143), ("Ctrl-C", 130)])
+@pytest.mark.parametrize("how,code", [("SIGTERM", 143), ("Ctrl-C", 130), ("SIGTERM in evaluation", 143)])
 def test_an_interrupted_sweep_says_so_and_writes_its_summary(tmp_path, how, code):
     """SIGTERM or Ctrl-C in the second job: that job's error names the interruption and how to
     resume, the sweep's summary and report cover the jobs that ran, the exit code is 143 or 130
-    (not Lightning's 0 for SIGTERM), and the third job never starts."""
+    (not Lightning's 0 for SIGTERM), and the third job never starts. SIGTERM after training too,
+    where Python's default ended the process with the job's metrics.json saying "running"."""
     proc = subprocess.run([sys.executable, "-c", _INTERRUPTING, "-m", "method=lora,qlora,prompt_tuning", *FAST, *QUICK,
                            "trainer.max_steps=4", f"hydra.sweep.dir={tmp_path}", how],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == code, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    line = ("interrupted by SIGTERM (kill, or a scheduler's time limit)" if how == "SIGTERM" else
+    line = ("interrupted by SIGTERM (kill, or a scheduler's time limit)" if how.startswith("SIGTERM") else
             "interrupted (Ctrl-C)") + "; on the torch backends, trainer.resume_from=<its run dir> resumes it where it saved a checkpoint (trainer.save_every_n_steps)"
     assert (tmp_path / "1" / "error.txt").read_text() == line + "\n"
     assert json.loads((tmp_path / "1" / "metrics.json").read_text())["error"] == line

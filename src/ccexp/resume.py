@@ -58,9 +58,21 @@ def find_checkpoint(resume_from: Optional[str], run_dir: Path) -> Optional[Path]
     if resume_from is None:
         return None
     if resume_from == "auto":
-        latest = _latest(run_dir / "checkpoints")
+        checkpoints = run_dir / "checkpoints"
+        latest = _latest(checkpoints)
+        # Step dirs past the latest whole checkpoint without resume.json (unfinished saves are
+        # .step_N.partial): damaged, or another backend's; passed over, never in silence.
+        skipped = [p for p in sorted(checkpoints.glob("step_*")) if not (p / STATE).is_file()
+                   and (latest is None or p.name > latest.name)] if checkpoints.is_dir() else []
+        if skipped and latest is None:  # starting afresh would write over them
+            raise ConfigError(f"trainer.resume_from=auto: {skipped[-1]} has no {STATE}: an adapter-only checkpoint "
+                              "(backend=mlx saves those) or a damaged one; expected a run dir of a backend=cpu or cuda "
+                              "run, or a new one")
+        if skipped:
+            log.warning("trainer.resume_from=auto: passing over %s (no %s: damaged); resuming from %s",
+                        ", ".join(p.name for p in skipped), STATE, latest.name)
         if latest is None:
-            log.info("trainer.resume_from=auto: no checkpoint in %s yet; training from step 0", run_dir / "checkpoints")
+            log.info("trainer.resume_from=auto: no checkpoint in %s yet; training from step 0", checkpoints)
         return latest
     path = Path(resume_from).expanduser()
     expected = "expected a run dir with checkpoints/ or one of its checkpoints/step_NNNNNNN"

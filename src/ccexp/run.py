@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +70,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     logger = build_logger(rc.logger, run_dir, run_name, group or rc.experiment_name,
                           {**OmegaConf.to_container(cfg, resolve=True), "environment": env}, tags)
     metrics: dict = {"status": "failed"}
+    restore_sigterm = _raise_on_sigterm()
     try:
         # Replaced when the run ends, whichever way: a run killed while training (out of memory,
         # a SLURM time limit) still says so to the comparison report. A bad config stops
@@ -118,6 +121,26 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
                         run_dir / "metrics.json")
         if metrics["status"] == "finished":
             print_summary(metrics, run_dir)
+        restore_sigterm()
+
+
+def _raise_on_sigterm():
+    """SIGTERM (kill, a scheduler's time limit) while the run loads, evaluates or trains on MLX
+    raises Lightning's SIGTERMException, which the run records as it does one in Lightning's
+    training loop (which installs its own handler meanwhile): error.txt, metrics.json, exit 143,
+    the sweep's summary. Python's default would end the process with metrics.json saying
+    "running". Returns what puts the handler back (off the main thread, where none can be set,
+    nothing to do)."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, frame):
+        raise SIGTERMException()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def adapter_size_mb(adapter_dir: Path) -> float:
