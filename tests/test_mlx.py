@@ -15,6 +15,7 @@ from conftest import FAST, compose_cfg
 from mlx.utils import tree_flatten
 from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.utils import load_model
+from pytorch_lightning.loggers.logger import Logger
 
 from ccexp.backends import build_backend, mlx_prompt
 from ccexp.backends import mlx as mlx_backend
@@ -106,12 +107,37 @@ def test_same_experiment_on_torch_and_mlx(mlx_run, tmp_path):
     assert mlx["baseline/test/loss"] == pytest.approx(cpu["baseline/test/loss"], rel=1e-3)
 
 
+class _Recorder(Logger):
+    """A logger that keeps what the backend logs per step."""
+
+    def __init__(self):
+        super().__init__()
+        self.logged: list[tuple[int, dict]] = []
+
+    name, version = "recorder", 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self.logged.append((step, dict(metrics)))
+
+
 def test_same_seed_same_mlx_run(mlx_run, tmp_path):
+    """The same run again; and it logs per step the keys the Lightning backend logs, so a sweep
+    across backends draws one set of curves."""
     _, metrics, _ = mlx_run("lora")
     rc = validate(compose_cfg(*MLX))
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
-    again = build_backend("mlx", rc, resolve_model_dir(rc.model)).fit(splits["train"], splits["val"], None, tmp_path)
+    logger = _Recorder()
+    again = build_backend("mlx", rc, resolve_model_dir(rc.model)).fit(splits["train"], splits["val"], logger, tmp_path)
     assert again["train/val_history"] == metrics["train/val_history"]
+    torch_logger = _Recorder()
+    rc = validate(compose_cfg(*SHORT, "backend=cpu"))
+    build_backend("cpu", rc, resolve_model_dir(rc.model)).fit(splits["train"], splits["val"], torch_logger,
+                                                              tmp_path / "cpu")
+    keys = lambda records: {(step, tuple(sorted(m))) for step, m in records}  # noqa: E731
+    assert keys(logger.logged) == keys(torch_logger.logged) and logger.logged
 
 
 def test_lora_adapter_opens_with_mlx_lm(mlx_run, tiny_dir):

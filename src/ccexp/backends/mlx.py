@@ -305,8 +305,9 @@ class MLXBackend:
                     if not update:
                         continue
                     step += 1
-                    _log(logger, {"train/loss": sum(losses) / len(losses), "train/lr": optimizer.learning_rate.item(),
-                                  "epoch": epochs}, step)
+                    # The keys the Lightning backend logs per step: a sweep across backends has one set of curves.
+                    _log(logger, {"train/loss": sum(losses) / len(losses), "train/lr": optimizer.learning_rate.item()},
+                         step)
                     losses = []
                     if step % t.val_every_n_steps == 0:
                         stop = validate(step)
