@@ -352,6 +352,24 @@ def test_evaluations_inside_runs_are_left_out_and_said(sweep, capsys):
     assert "left out" not in capsys.readouterr().out
 
 
+def test_a_run_and_its_evaluation_rank_side_by_side(tmp_path):
+    """The run recorded data.train_path relative to where it started; its evaluation, anchored
+    there. Read where they point, they are one scenario; named from above the run, 0 and
+    0/eval/<time>, not . and eval/<time>."""
+    compare = {**COMPARE, "constraints": []}
+    run_dir = make_run(tmp_path / "sweep" / "0", "lora", {"test/acc": 0.5}, compare=compare)
+    evaluation = make_run(run_dir / "eval" / "2026-12-07_06-20-16", "lora", {"test/acc": 0.6}, compare=compare)
+    for directory, path in ((run_dir, "data/calls.csv"), (evaluation, "/project/data/calls.csv")):
+        config = yaml.safe_load((directory / "config.yaml").read_text())
+        (directory / "config.yaml").write_text(yaml.safe_dump({**config, "data": {"name": "csv", "train_path": path}}))
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    cwd: /project\n")
+    assert main([str(run_dir), str(evaluation), "--out", str(tmp_path / "c"), "--no-plots"]) == 0
+    md = (tmp_path / "c" / "compare.md").read_text()
+    assert "For data.train_path" not in md
+    assert "**Recommend lora** — run `0/eval/2026-12-07_06-20-16` " in md and "Runner-up: lora (`0`" in md
+
+
 def test_precision_note_counts_the_answers_generated(tmp_path):
     root = tmp_path / "sweep"
     make_run(root / "0", "lora", {"test/acc": 0.5, "test/generated": 18}, compare={**COMPARE, "constraints": []})

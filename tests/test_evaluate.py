@@ -264,7 +264,7 @@ def test_relative_data_paths_are_read_where_the_run_started(tmp_path):
     the same calls.csv, not another folder's file of that name."""
     from omegaconf import OmegaConf
 
-    from ccexp.evaluate.__main__ import anchor_relative_paths
+    from ccexp.environment import anchor_relative_paths
 
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)

@@ -78,3 +78,32 @@ def code_and_versions() -> dict:
             versions[package] = None
     return {"commit": commit, "uncommitted_changes": None if commit is None or changed is None else bool(changed),
             "versions": versions}
+
+
+# Paths a run reads, relative to the directory it was started in (Hydra does not chdir).
+_PATH_KEYS = (("data", "train_path"), ("data", "val_path"), ("data", "test_path"), ("model", "path"))
+
+
+def anchor_relative_paths(saved, run_dir: Path) -> None:
+    """Relative paths in a run's config (a dict or a DictConfig, changed in place) name files in
+    the directory the run started in, which Hydra records (``.hydra/hydra.yaml``,
+    ``hydra.runtime.cwd``): evaluated from anywhere else, they would read another directory's file
+    of that name (or none), and compared with an evaluation of the run (which records them
+    anchored), they would read as other data. Overrides given to an evaluation keep their own
+    meaning, relative to where it runs."""
+    import yaml
+
+    try:
+        hydra = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())
+        started_in = Path(hydra["hydra"]["runtime"]["cwd"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):  # no Hydra record (run() called from Python)
+        return
+    for group, key in _PATH_KEYS:
+        node = saved.get(group) if hasattr(saved, "get") else None
+        if not hasattr(node, "get"):
+            continue
+        value = node.get(key)
+        if (group, key) == ("model", "path") and node.get("source") == "hub" and not (started_in / str(value)).is_dir():
+            continue  # a hub id (owner/name), not a folder
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            node[key] = str(started_in / value)

@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ccexp.cli import read_json_object, yaml_problem
 from ccexp.config import higher_is_better
 from ccexp.config_errors import numeric_keys
-from ccexp.environment import hardware
+from ccexp.environment import anchor_relative_paths, hardware
 from ccexp.sweep import job_label, natural_key
 
 
@@ -152,6 +152,8 @@ def load_run(run_dir: Path) -> Run:
     run = Run(dir=run_dir, metrics=metrics)
     if (run_dir / "config.yaml").is_file():
         run.config = read_yaml(run_dir / "config.yaml")
+        if isinstance(run.config, dict):  # its files by where they are: an evaluation of it records them so
+            anchor_relative_paths(run.config, run_dir)
     elif (run_dir / ".hydra" / "config.yaml").is_file():  # the job failed before run() wrote its own
         run.config = _resolved(read_yaml(run_dir / ".hydra" / "config.yaml"))
     run.flat = _flatten(run.config)
@@ -187,6 +189,8 @@ def load_runs(paths: Sequence[Path]) -> list[Run]:
     dirs = list(dict.fromkeys(d.resolve() for p in paths for d in find_run_dirs(Path(p))))
     runs = [load_run(d) for d in dirs]
     root = Path(os.path.commonpath(dirs)) if len(dirs) > 1 else dirs[0].parent
+    if root in dirs:  # a run and an evaluation inside it: named 0 and 0/eval/<time>, not . and eval/<time>
+        root = root.parent
     for run in runs:
         run.name = str(run.dir.relative_to(root))
     return runs

@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ccexp.cli import output_dir, yaml_problem
 from ccexp.config import ConfigError
+from ccexp.environment import anchor_relative_paths
 
 USAGE = "usage: python -m ccexp.evaluate adapter=<run dir> [out=<dir>] [group.key=value ...]"
 _GROUPS = ("model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval", "logger")
@@ -96,28 +97,6 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
             raise ConfigError(f"out={out}: {whose} (its metrics.json would be replaced); expected a new folder, "
                               f"or leave out= out for {run_dir / 'eval'}/<time>")
     return run_dir, out, overrides
-
-
-# Paths a run reads, relative to the directory it was started in (Hydra does not chdir).
-_PATH_KEYS = (("data", "train_path"), ("data", "val_path"), ("data", "test_path"), ("model", "path"))
-
-
-def anchor_relative_paths(saved, run_dir: Path) -> None:
-    """Relative paths in a run's config name files in the directory the run started in, which
-    Hydra records (``.hydra/hydra.yaml``, ``hydra.runtime.cwd``): evaluated from anywhere else,
-    they would read another directory's file of that name (or none). Overrides given to the
-    evaluation keep their own meaning, relative to where it runs."""
-    try:
-        started_in = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.cwd
-    except (OSError, yaml.YAMLError, OmegaConfBaseException):  # no Hydra record (run() called from Python)
-        return
-    for group, key in _PATH_KEYS:
-        value = OmegaConf.select(saved, f"{group}.{key}", default=None)
-        if (group, key) == ("model", "path") and OmegaConf.select(saved, "model.source", default=None) == "hub" \
-                and not (Path(started_in) / str(value)).is_dir():
-            continue  # a hub id (owner/name), not a folder
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            saved[group][key] = str(Path(started_in) / value)
 
 
 def _check_groups(saved, path: Path) -> None:
