@@ -41,8 +41,8 @@ def test_cut_training_examples_are_said_in_the_log(tokenizer, caplog):
     assert long_answer.n_answer == 64 and len(long_answer.input_ids) < 128
     assert long_answer.input_ids[-1] == tokenizer.eos_token_id
     assert [r.getMessage() for r in caplog.records] == [
-        "2 of 3 train examples were cut to model.max_seq_len=128: 1 prompts lose their start (the instruction "
-        "included), 1 answers over half of it their end; raise model.max_seq_len to keep them whole"]
+        "2 of 3 train examples were cut to model.max_seq_len=128: 1 prompt loses its start (the instruction "
+        "included), 1 answer over half of it loses its end; raise model.max_seq_len to keep them whole"]
 
 
 def test_collate_left_pads_and_masks_prompt(tokenizer):

@@ -93,10 +93,16 @@ class EncodedDataset(Dataset):
         if split and self.truncated:
             # Prompts lose their oldest tokens: the system prompt and the task instruction first,
             # which the model then never sees for these examples; answers lose their end.
-            log.warning("%d of %d %s examples were cut to model.max_seq_len=%d: %d prompts lose their start (the "
-                        "instruction included), %d answers over half of it their end; raise model.max_seq_len to "
-                        "keep them whole", self.truncated, len(self.items), split, max_len,
-                        sum(item.prompt_cut for item in self.items), sum(item.answer_cut for item in self.items))
+            prompts, answers = (sum(getattr(item, cut) for item in self.items) for cut in ("prompt_cut", "answer_cut"))
+            parts = []
+            if prompts:
+                parts.append(("1 prompt loses its" if prompts == 1 else f"{prompts} prompts lose their")
+                             + " start (the instruction included)")
+            if answers:
+                parts.append("1 answer over half of it loses its end" if answers == 1 else
+                             f"{answers} answers over half of it lose their end")
+            log.warning("%d of %d %s examples were cut to model.max_seq_len=%d: %s; raise model.max_seq_len to keep "
+                        "them whole", self.truncated, len(self.items), split, max_len, ", ".join(parts))
 
     def __len__(self) -> int:
         return len(self.items)
