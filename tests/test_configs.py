@@ -127,9 +127,18 @@ def test_an_empty_init_text_is_refused():
         validate(compose_cfg("method=prompt_tuning", "method.init_text=''"))
 
 
-def test_wrong_type_names_the_key():
-    with pytest.raises(ConfigError, match=r"trainer\.batch_size"):
-        validate(compose_cfg("trainer.batch_size=abc"))
+@pytest.mark.parametrize("override,error", [
+    ("trainer.batch_size=abc", "trainer.batch_size: expected an integer, got abc"),
+    ("method.alpha=16.0", "method.alpha: expected an integer, got 16.0"),
+    ("method.lr=fast", "method.lr: expected a number, got fast"),
+    ("method.shared_dropout=maybe", "method.shared_dropout: expected true or false, got maybe"),
+])
+def test_wrong_type_names_the_key(override, error):
+    """In what was expected and what was given, not OmegaConf's "Value '16.0' of type 'float'
+    could not be converted to Integer"."""
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(override))
+    assert str(err.value) == error
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -335,7 +335,7 @@ def test_slurm_launcher_composes(as_hydra_job):
     ("hydra.launcher.timeout=-1", "hydra.launcher.timeout: expected seconds > 0 that joblib waits for each job's "
                                   "result (or null: no limit), got -1"),
     # A typed field of the launcher's schema: Hydra's own line named the override only.
-    ("hydra.launcher.n_jobs=abc", "hydra.launcher.n_jobs: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("hydra.launcher.n_jobs=abc", "hydra.launcher.n_jobs: expected an integer, got abc"),
 ])
 def test_joblib_refusals_are_one_line(tmp_path, override, error):
     sweep = tmp_path / "multirun" / "2026-12-07" / "10-00-00"

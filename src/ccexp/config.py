@@ -609,6 +609,7 @@ def validate(cfg: DictConfig) -> RunConfig:
             msg = str(err).splitlines()[0]
             # Errors raised while resolving in place name the key from the root already.
             full = key if key.startswith(name + ".") else f"{name}.{key}"
+            msg = plain_type_error(msg)
             if "is not a ListConfig, list or tuple" in msg:  # omegaconf's words for "a list was expected"
                 value = OmegaConf.select(cfg, full, default=None)
                 msg = f"expected a list, e.g. [{value}], got {value!r}"
@@ -626,6 +627,19 @@ def validate(cfg: DictConfig) -> RunConfig:
 
 
 KEYS_HINT = "python -m ccexp --cfg job lists the keys"  # a mistyped key with no near one
+
+_CONVERTED = re.compile(r"Value '(.*)' of type '\w+' could not be converted to (Integer|Float|Boolean)$")
+_NOT_BOOL = re.compile(r"Value '(.*)' is not a valid bool \(type \w+\)$")
+
+
+def plain_type_error(msg: str) -> str:
+    """OmegaConf's words for a value of another type ("Value '16.0' of type 'float' could not be
+    converted to Integer") as what was expected and what was given; other messages as they are."""
+    converted, not_bool = _CONVERTED.match(msg), _NOT_BOOL.match(msg)
+    if converted:
+        kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}[converted[2]]
+        return f"expected {kind}, got {converted[1]}"
+    return f"expected true or false, got {not_bool[1]}" if not_bool else msg
 
 
 def did_you_mean(key: str, keys, otherwise: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
 
-from ccexp.config import _SCHEMAS, KEYS_HINT, RANDOM_ARCH, ConfigError, did_you_mean
+from ccexp.config import _SCHEMAS, KEYS_HINT, RANDOM_ARCH, ConfigError, did_you_mean, plain_type_error
 
 
 def _options_with(group: str, key: str) -> list[str]:
@@ -76,7 +76,7 @@ def config_error_line(err: ConfigError | HydraException) -> str:
         return f"{err.override}: not an override Hydra can read ({why})"
     merging = re.match(r"Error merging override ([^=\s]+)=", text)
     if merging and cause is not None and str(cause).strip():  # a typed field's value: hydra.launcher.n_jobs=abc
-        return f"{merging.group(1)}: {str(cause).strip().splitlines()[0]}"
+        return f"{merging.group(1)}: {plain_type_error(str(cause).strip().splitlines()[0])}"
     if isinstance(err, MissingConfigException) and err.options is not None:  # "Could not find 'method/lorax'"
         found = re.search(r"Could not find '([^']+)'", text)
         where = found.group(1).rpartition("/") if found else ("?", "", "?")
