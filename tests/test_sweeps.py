@@ -410,12 +410,16 @@ from ccexp.backends.lightning_modules import CompletionLM
 how = sys.argv.pop()
 step = CompletionLM.training_step
 def interrupting(self, batch, batch_idx):
-    if self.global_step == 2 and HydraConfig.get().job.num == 1 and how != "SIGTERM in evaluation":
+    stopping = self.global_step == 2 and HydraConfig.get().job.num == 1 and how != "SIGTERM in evaluation"
+    if stopping:
         if how == "SIGTERM":
             os.kill(os.getpid(), signal.SIGTERM)
         else:
             raise KeyboardInterrupt
-    return step(self, batch, batch_idx)
+    loss = step(self, batch, batch_idx)
+    if stopping:  # SIGTERM ends a step at its end, not in the middle
+        print("the step signalled in ran on", file=sys.stderr)
+    return loss
 CompletionLM.training_step = interrupting
 import ccexp.run
 evaluate = ccexp.run.evaluate
@@ -444,6 +448,7 @@ def test_an_interrupted_sweep_says_so_and_writes_its_summary(tmp_path, how, code
             "interrupted (Ctrl-C)") + "; on the torch backends, trainer.resume_from=<its run dir> resumes it where it saved a checkpoint (trainer.save_every_n_steps)"
     assert (tmp_path / "1" / "error.txt").read_text() == line + "\n"
     assert json.loads((tmp_path / "1" / "metrics.json").read_text())["error"] == line
+    assert ("the step signalled in ran on" in proc.stderr) == (how == "SIGTERM")
     summary = json.loads((tmp_path / "sweep_summary.json").read_text())
     assert (summary["jobs"], summary["finished"], summary["failed"]) == (2, 1, 1)
     assert summary["not_started"] == [{"dir": "2", "overrides": "method=prompt_tuning"}]

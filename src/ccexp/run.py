@@ -7,10 +7,13 @@ import logging
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ccexp import resume
@@ -70,7 +73,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     logger = build_logger(rc.logger, run_dir, run_name, group or rc.experiment_name,
                           {**OmegaConf.to_container(cfg, resolve=True), "environment": env}, tags)
     metrics: dict = {"status": "failed"}
-    restore_sigterm = _raise_on_sigterm()
+    sigterm = _SigtermRaises()
     try:
         # Replaced when the run ends, whichever way: a run killed while training (out of memory,
         # a SLURM time limit) still says so to the comparison report. A bad config stops
@@ -78,7 +81,8 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         (run_dir / "metrics.json").write_text(json.dumps({"status": "running"}))
         metrics["time/setup_s"] = time.perf_counter() - start
         if adapter is None:
-            metrics.update(backend.fit(splits["train"], splits["val"], logger, run_dir, checkpoint))
+            with sigterm.paused(backend.handles_sigterm):
+                metrics.update(backend.fit(splits["train"], splits["val"], logger, run_dir, checkpoint))
             if metrics.get("train/early_stopped"):  # Lightning's own last word is "max_epochs reached"
                 log.info("stopped early at step %d: val/loss had not improved for trainer.early_stopping_patience=%d "
                          "validations; the adapter is the best step's (%s)", metrics["train/steps"],
@@ -121,26 +125,43 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
                         run_dir / "metrics.json")
         if metrics["status"] == "finished":
             print_summary(metrics, run_dir)
-        restore_sigterm()
+        sigterm.restore()
 
 
-def _raise_on_sigterm():
-    """SIGTERM (kill, a scheduler's time limit) while the run loads, evaluates or trains on MLX
-    raises Lightning's SIGTERMException, which the run records as it does one in Lightning's
-    training loop (which installs its own handler meanwhile): error.txt, metrics.json, exit 143,
-    the sweep's summary. Python's default would end the process with metrics.json saying
-    "running". Returns what puts the handler back (off the main thread, where none can be set,
-    nothing to do)."""
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
+class _SigtermRaises:
+    """SIGTERM (kill, a scheduler's time limit) while the run evaluates, or trains on MLX, raises
+    Lightning's SIGTERMException, which the run records as it does one in Lightning's training
+    loop: error.txt, metrics.json, exit 143, the sweep's summary. Python's default would end the
+    process with metrics.json saying "running". Installed in the main thread over the default
+    handler only: a launcher's own (submitit's, which lets SLURM's requeue signal work) is kept."""
 
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+    def __init__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            self.previous = signal.signal(signal.SIGTERM, self._stop)
 
-    def stop(signum, frame):
+    @staticmethod
+    def _stop(signum, frame):
         raise SIGTERMException()
 
-    previous = signal.signal(signal.SIGTERM, stop)
-    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    @contextmanager
+    def paused(self, pause: bool) -> Iterator[None]:
+        """The default handler back while Lightning trains: Lightning installs its own, which
+        stops at the end of the step, and calls the handler it found after its own, which would
+        raise in the middle of the step (a checkpoint half written)."""
+        if not pause or self.previous is None:
+            yield
+            return
+        signal.signal(signal.SIGTERM, self.previous)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, self._stop)
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def adapter_size_mb(adapter_dir: Path) -> float:

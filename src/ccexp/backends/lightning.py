@@ -174,6 +174,7 @@ def check_adapter_config(path: Path, live: Any, targets_key: str = "model.lora_t
 
 
 class TorchBackend:
+    handles_sigterm = True  # Lightning's loop stops at the end of the step, SIGTERMException then
     def __init__(self, cfg: RunConfig, device: str, model_dir: Path, draft_answers: Sequence[str] = ()):
         self.name, self.cfg, self.device = device, cfg, device
         self.precision = resolve_precision(cfg.backend.precision, device)
