@@ -400,3 +400,28 @@ def test_dates_the_customer_recalls_are_before_the_contact(convs):
                 year = day.year if months[month] <= day.month else day.year - 1
                 assert dt.date(year, months[month], int(d)) < day, (c.id, text)
     assert seen >= 10
+
+
+def test_the_call_holds_together(convs):
+    """Three things a reader would catch: back from a hold that never happened ("Sorry that took
+    a while." before a second issue), a resolved call answered "No" to "does that fully resolve
+    it?", and a customer who "just signed up a few days ago" whose last contact was a week back."""
+    holds = returns = 0
+    for c in convs:
+        for speaker, text in c.turns:
+            if speaker == "system" and "hold for" in text:
+                holds += 1
+            if speaker == "agent":
+                returns += sum(text.count(line) for line in P.HOLD_RETURN)
+            assert returns <= holds, (c.id, text)
+        holds = returns = 0
+    asked = 0
+    for c in convs:
+        for (side, text), (_, reply) in zip(c.turns, c.turns[1:]):
+            if side == "agent" and text.endswith("Does that fully resolve the issue for you?"):
+                asked += 1
+                assert not reply.lower().lstrip(" .,").startswith("no"), (c.id, reply)
+    joined = [c for c in convs if c.latents["tenure_months"] == 0
+              and (c.temporal["days_since_last_contact"] or 0) >= 5]
+    assert asked >= 10 and len(joined) >= 10
+    assert not [c.id for c in joined if any("a few days ago" in text for _, text in c.turns)]

@@ -63,6 +63,15 @@ def _phone(rng: random.Random) -> str:
     return rng.choice((f"({area}) 555-{line:04d}", f"{area}-555-{line:04d}", f"+1 {area} 555 {line:04d}"))
 
 
+def _joined_ago(tenure_months: int, days_since_last_contact, rng: random.Random) -> str:
+    """When a customer joined, in words: a new customer (0 months) whose last contact was a week
+    or more ago joined before it, not "a few days ago"."""
+    if tenure_months:
+        return rng.choice(("last month", "a few weeks ago"))
+    return "a week or two ago" if days_since_last_contact is not None and days_since_last_contact >= 5 \
+        else "a few days ago"
+
+
 def build_slots(rng: random.Random, lat: Latents) -> dict[str, str]:
     """Fill every template field used by the phrase banks."""
     day = dt.date.fromisoformat(str(lat.temporal["date"]))
@@ -104,7 +113,7 @@ def build_slots(rng: random.Random, lat: Latents) -> dict[str, str]:
         "ordinal": _ORDINALS[min(cust.prior_contacts, 6)],
         "prior": _NUMBERS[min(cust.prior_contacts, 6)],
         "tenure": tenure_phrase(cust.tenure_months),
-        "tenure_ago": "a few days ago" if cust.tenure_months == 0 else rng.choice(("last month", "a few weeks ago")),
+        "tenure_ago": _joined_ago(cust.tenure_months, lat.temporal["days_since_last_contact"], rng),
         "wait": str(int(float(lat.temporal["queue_wait_minutes"]))),
         "name": f"{cust.first_name} {cust.last_name}",
         "phone": _phone(rng),
@@ -283,11 +292,13 @@ def _resolution(d: _Dialogue) -> None:
         # today): the offer alone had "fixed" a broken line the customer then called working.
         answer = fix if lat.issue != "cancellation" and lat.outcome != "escalated" else ""
         d.agent(d.returning, explain, answer, d.pick(P.RETENTION_OFFER))
+        d.returning = ""  # said: a second issue after this has no hold to come back from
         d.customer(d.pick(P.RETENTION_REPLY[lat.outcome]))
         follow = fix if lat.outcome == "escalated" else P.RETENTION_FOLLOW[lat.outcome].format_map(d.slots)
         d.agent(follow)
     else:
         d.agent(d.returning, explain, fix)
+        d.returning = ""
         if lat.threat and lat.issue != "cancellation":
             d.customer(d.pick(P.CANCEL_THREAT))
             d.agent(d.pick(P.EMPATHY) if b["empathy"] else d.pick(P.NEUTRAL_ACK), "I've noted that on the account.")
@@ -309,11 +320,15 @@ def _wrap_up(d: _Dialogue, csat: int) -> None:
     lat, b = d.lat, d.lat.behaviours
     if b["confirm"]:
         fixed = lat.issue in P.FIXED_ISSUES
-        if lat.outcome == "resolved":
-            d.agent(d.pick(P.CONFIRM_FIXED if fixed else P.CONFIRM_DONE))
+        if lat.outcome == "resolved" and not fixed:
+            # Each question with its own answers: "Does that fully resolve it?" "No, that's
+            # clear." read as an unresolved call.
+            question, replies = d.rng.choice(P.CONFIRM_DONE)
+            d.agent(question.format_map(d.slots))
+            d.customer(d.pick(replies))
         else:
-            d.agent(d.pick(P.CONFIRM_OTHER))
-        d.customer(d.pick(P.CONFIRM_REPLY["fixed" if fixed and lat.outcome == "resolved" else lat.outcome]))
+            d.agent(d.pick(P.CONFIRM_FIXED if lat.outcome == "resolved" else P.CONFIRM_OTHER))
+            d.customer(d.pick(P.CONFIRM_REPLY["fixed" if fixed and lat.outcome == "resolved" else lat.outcome]))
     steps = ""
     if b["next_steps"]:
         escalated = lat.outcome == "escalated"

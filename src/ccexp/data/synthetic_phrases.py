@@ -269,10 +269,13 @@ CONFIRM_FIXED = (
     "Is that working for you now?",
     "Can you try it once more while I'm still here?",
 )
-CONFIRM_DONE = (
-    "Does that fully resolve the issue for you?",
-    "Can you confirm you can see the change on your side?",
-    "Is there anything about that you'd like me to go over again?",
+CONFIRM_DONE = (  # (question, the answers that fit it) for a resolved call
+    ("Does that fully resolve the issue for you?", ("Yes, it does, thanks.", "Yes, that's everything.",
+                                                    "yes that's sorted, thanks.")),
+    ("Can you confirm you can see the change on your side?", ("Yes, I can see it.", "Yep, it's there now.",
+                                                              "yes i see it.")),
+    ("Is there anything about that you'd like me to go over again?", ("No, that's clear.", "No, all clear, thanks.",
+                                                                     "no, got it.")),
 )
 FIXED_ISSUES = ("internet_connectivity", "account_access", "product_defect", "technical_setup")
 CONFIRM_OTHER = (
@@ -282,7 +285,6 @@ CONFIRM_OTHER = (
 )
 CONFIRM_REPLY = {
     "fixed": ("Yes, it's working now.", "Yep, looks good now.", "yes that's sorted, thanks."),
-    "resolved": ("Yes, I can see it.", "No, that's clear.", "yes that's sorted, thanks."),
     "partially": ("Sort of, part of it is still not right.", "Mostly, yeah.", "kind of."),
     "unresolved": ("No, it's still not fixed.", "Not really.", "no."),
     "escalated": ("I guess so.", "Yes, I understand.", "ok."),
