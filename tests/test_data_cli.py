@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_cfg
+from rich.console import Console
 
 from ccexp.config import DataConfig, DataSizeConfig, TaskMixConfig, validate
 from ccexp.data import build_splits
 from ccexp.data.__main__ import main
-from ccexp.data.card import dataset_card, percentiles
+from ccexp.data.card import dataset_card, percentiles, print_card
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MIX = TaskMixConfig(weights={"issue": 1})
@@ -110,6 +111,10 @@ def test_the_card_counts_user_labels_as_the_scorer_does():
     assert {s: dict(c) for s, c in card["labels"]["label"].items()} == {
         "train": {"1": 15, "2": 12}, "val": {}, "test": {"1": 4, "2": 1}}
     assert card["constant_answer"] == {"label": 0.8}
+    # ccexp's own label fields as the scorer compares them: case and hyphens aside.
+    issues = {"train": [{**ex(0), "reference": {"issue_category": v}} for v in ("Billing", "billing", "tech-support")],
+              "val": [], "test": []}
+    assert dict(dataset_card(issues)["labels"]["issue_category"]["train"]) == {"billing": 2, "tech_support": 1}
 
 
 def test_the_card_compares_prompts_and_counts_cuts_as_the_run_does(tokenizer):
@@ -121,6 +126,10 @@ def test_the_card_compares_prompts_and_counts_cuts_as_the_run_does(tokenizer):
     card = dataset_card(splits, tokenizer, max_seq_len=128)
     assert card["eval_in_train"] == {"val": 1, "test": 0} and card["distinct_transcripts"] == 2
     assert card["over_max_seq_len"] == 1 and card["cut"] == {"prompt": 0, "answer": 1}
+    console = Console(width=200, record=True)
+    print_card(card, "cuts", console)
+    assert "examples training cuts to model.max_seq_len: 1: 1 answer over half of it loses its end" in \
+        console.export_text()
     assert card["vocabulary"] == len({"i", "have", "problem", "number", "1", "with", "my", "card", "dónde", "está",
                                       "la", "información", "a", "word"})  # answers' words too
 

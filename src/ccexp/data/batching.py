@@ -59,6 +59,19 @@ def cut_parts(n_prompt: int, n_answer: int, max_len: int) -> tuple[bool, bool]:
     return n_answer > max_len // 2, n_prompt > max_len - min(n_answer, max_len // 2)
 
 
+def said_cut(prompts: int, answers: int) -> str:
+    """"3 prompts lose their start (the instruction included), 1 answer over half of it loses its
+    end": the parts cut, for the training log and the dataset card alike."""
+    parts = []
+    if prompts:
+        parts.append(("1 prompt loses its" if prompts == 1 else f"{prompts} prompts lose their")
+                     + " start (the instruction included)")
+    if answers:
+        parts.append("1 answer over half of it loses its end" if answers == 1 else
+                     f"{answers} answers over half of it lose their end")
+    return ", ".join(parts)
+
+
 def encode(tokenizer, example: dict, max_len: int) -> Encoded:
     """Prompt tokens + answer tokens + EOS; an over-long prompt loses its oldest tokens, and an
     answer longer than half of ``max_len`` keeps its start and EOS. Both count as truncated."""
@@ -94,15 +107,8 @@ class EncodedDataset(Dataset):
             # Prompts lose their oldest tokens: the system prompt and the task instruction first,
             # which the model then never sees for these examples; answers lose their end.
             prompts, answers = (sum(getattr(item, cut) for item in self.items) for cut in ("prompt_cut", "answer_cut"))
-            parts = []
-            if prompts:
-                parts.append(("1 prompt loses its" if prompts == 1 else f"{prompts} prompts lose their")
-                             + " start (the instruction included)")
-            if answers:
-                parts.append("1 answer over half of it loses its end" if answers == 1 else
-                             f"{answers} answers over half of it lose their end")
             log.warning("%d of %d %s examples were cut to model.max_seq_len=%d: %s; raise model.max_seq_len to keep "
-                        "them whole", self.truncated, len(self.items), split, max_len, ", ".join(parts))
+                        "them whole", self.truncated, len(self.items), split, max_len, said_cut(prompts, answers))
 
     def __len__(self) -> int:
         return len(self.items)

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from ccexp.data.batching import cut_parts, prompt_text
+from ccexp.data.batching import cut_parts, prompt_text, said_cut
 from ccexp.data.chatml import fold, prompt_of
 from ccexp.data.splitting import SPLITS
 from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS, label_text
@@ -38,11 +38,13 @@ def percentiles(values: Sequence[int]) -> dict[str, int]:
 
 
 def _label_key(name: str, value) -> str:
-    """A value as the card counts it: a user's label spelled as the scorer reads it (1 and 1.0
-    are one label), anything else as written."""
+    """A value as the card counts it: a label as the scorer compares it (a user's 1 and 1.0 are
+    one label; ccexp's own label fields case- and hyphen-insensitively), anything else as written."""
     if value is None:
         return "null"
-    return label_text(value) if name == "label" else str(value)
+    if name == "label":
+        return label_text(value)
+    return canonical_label(name, value) if FIELD_KINDS.get(name) == "label" else str(value)
 
 
 def label_counts(splits: dict[str, list[dict]]) -> dict[str, dict[str, Counter]]:
@@ -163,9 +165,8 @@ def print_card(card: dict, title: str, console: Optional[Console] = None) -> Non
             table.add_row(kind, *(str(p[k]) for k in ("p10", "p50", "p90", "max")))
         console.print(table)
         if "over_max_seq_len" in card:
-            cut = card.get("cut", {})
-            parts = f" ({cut['prompt']} prompts cut from the left, {cut['answer']} answers over half of it cut)" \
-                if card["over_max_seq_len"] and cut else ""
+            cut = card.get("cut")
+            parts = f": {said_cut(cut['prompt'], cut['answer'])}" if card["over_max_seq_len"] and cut else ""
             console.print(f"examples training cuts to model.max_seq_len: {card['over_max_seq_len']}{parts}",
                           soft_wrap=True)
     n = sum(card["sizes"].values())
