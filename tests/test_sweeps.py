@@ -336,6 +336,9 @@ def test_slurm_launcher_composes(as_hydra_job):
                                   "result (or null: no limit), got -1"),
     # A typed field of the launcher's schema: Hydra's own line named the override only.
     ("hydra.launcher.n_jobs=abc", "hydra.launcher.n_jobs: expected an integer, got abc"),
+    ("hydra.launcher.backend=threading", "hydra.launcher.backend: expected loky (or null), got 'threading': Hydra's "
+                                         "joblib launcher runs each job in a loky process, its threads being "
+                                         "incompatible with Hydra"),
 ])
 def test_joblib_refusals_are_one_line(tmp_path, override, error):
     sweep = tmp_path / "multirun" / "2026-12-07" / "10-00-00"

@@ -395,6 +395,10 @@ class JoblibLauncher(_JoblibLauncher):
         if n_jobs is not None and (not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0):
             _stop(f"hydra.launcher.n_jobs: expected -1 (a job per core), -2 (all cores but one, and so on) or an "
                   f"integer >= 1, got {n_jobs!r}", self.config)
+        backend = self.joblib.get("backend")
+        if backend not in (None, "loky"):  # Hydra's plugin runs loky whatever is asked, without a word
+            _stop(f"hydra.launcher.backend: expected loky (or null), got {backend!r}: Hydra's joblib launcher runs "
+                  "each job in a loky process, its threads being incompatible with Hydra", self.config)
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
             _stop(f"hydra.launcher.timeout: expected seconds > 0 that joblib waits for each job's result (or null: "
                   f"no limit), got {timeout:g}", self.config)
