@@ -140,6 +140,61 @@ def test_your_own_model_directory_is_checked_in_one_line(tiny_dir, tmp_path):
     assert str(err.value) == "model.path=./nowhere: neither a directory nor a hub id (owner/name)"
 
 
+def test_a_model_directory_transformers_would_fail_on_is_one_line(tiny_dir, tmp_path):
+    """From config.json, before any weight loads: a config transformers cannot read, a model that
+    is not a causal LM (BERT would load as a decoder with new random weights; T5 a traceback), a
+    max_seq_len past the model's context (an index error mid-training); and paths that are no
+    model directory, said as what they are."""
+    import json
+
+    def config_with(name, **fields):
+        out = _copy_model(tiny_dir, tmp_path / name)
+        config = json.loads((out / "config.json").read_text())
+        (out / "config.json").write_text(json.dumps({**config, **fields}))
+        return out
+
+    def error(path, **fields):
+        with pytest.raises(ConfigError) as err:
+            models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(path), **fields))
+        return str(err.value)
+
+    odd = config_with("odd", model_type="foo_bar")
+    assert error(odd).startswith(f"{odd / 'config.json'}: not a config transformers reads (")
+    bert = config_with("bert", model_type="bert", architectures=["BertForMaskedLM"])
+    assert error(bert) == (f"{bert / 'config.json'}: BertForMaskedLM is not a causal (decoder-only) language model; "
+                           "expected one such as LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM")
+    t5 = config_with("t5", model_type="t5", architectures=["T5ForConditionalGeneration"], is_encoder_decoder=True)
+    assert "T5ForConditionalGeneration is not a causal (decoder-only) language model" in error(t5)
+    short = config_with("short", max_position_embeddings=256)
+    assert error(short, max_seq_len=512) == (f"model.max_seq_len=512: longer than the model's context "
+                                             f"(max_position_embeddings=256 in {short / 'config.json'}); expected "
+                                             "model.max_seq_len<=256")
+    assert models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(short), max_seq_len=256)) == short
+    expected = "expected a Hugging Face model directory (config.json, weights, tokenizer) or a .gguf file"
+    assert error(tmp_path / "nowhere").startswith(f"model.path={tmp_path / 'nowhere'}: no such file or directory "
+                                                  f"({expected}; relative paths are resolved against ")
+    weights = tiny_dir / "model.safetensors"
+    assert error(weights) == f"model.path={weights}: a file, not a directory; {expected}"
+    (tmp_path / "ggufs").mkdir()
+    (tmp_path / "ggufs" / "mine.gguf").write_bytes(b"GGUF")
+    assert error(tmp_path / "ggufs") == (f"model.path={tmp_path / 'ggufs'}: no config.json in {tmp_path / 'ggufs'}; "
+                                         f"{expected}; it holds mine.gguf: give that file as model.path")
+    assert error(tmp_path / "ggufs" / "mine.gguf").startswith(
+        f"model.path={tmp_path / 'ggufs' / 'mine.gguf'}: transformers cannot convert this GGUF (")
+    assert not [p for p in tmp_path.rglob(".gguf-*")]  # the failed conversion's temp dir is gone
+
+
+def test_a_gguf_file_is_converted_once_into_a_model_directory(tmp_path):
+    """llama.cpp's format, as the embedded model is shipped: model=local model.path=<file>.gguf."""
+    gguf = models.embedded_gguf()
+    cfg = ModelConfig(name="local", source="local", path=str(gguf), cache_dir=str(tmp_path))
+    first = models.resolve_model_dir(cfg)
+    assert first.parent == tmp_path and first.name.startswith(f"gguf-{gguf.stem}-")
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert models.resolve_model_dir(cfg) == first and (first / "model.safetensors").stat().st_mtime_ns == stamp
+    assert AutoModelForCausalLM.from_pretrained(first).config.num_hidden_layers == 30
+
+
 def test_a_base_model_without_a_chat_template_gets_chatml(tiny_dir, tmp_path, caplog):
     import json
     import logging
@@ -160,7 +215,7 @@ def test_a_base_model_without_a_chat_template_gets_chatml(tiny_dir, tmp_path, ca
 @pytest.mark.parametrize("fields,message", [
     ({"source": "embedded", "path": "/models/mine"}, "model.path: expected null for the embedded SmolLM2 (your own "
                                                      "model: model=local model.path=<dir>"),
-    ({"source": "local", "path": "/m", "cache_dir": "/c"}, "model.cache_dir: expected null for source=local"),
+    ({"source": "local", "path": "/m", "cache_dir": "/c"}, "model.cache_dir: expected null for a directory with source=local"),
     ({"source": "embedded", "arch": {"layers": 4}}, "model.arch: expected empty for source=embedded: only "
                                                    "source=random builds an architecture"),
 ])

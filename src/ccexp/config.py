@@ -92,14 +92,15 @@ class ModelConfig:
         _check(arch["heads"] % arch["kv_heads"] == 0, "model.arch.kv_heads",
                f"a divisor of model.arch.heads={arch['heads']}", arch["kv_heads"])
         _check(self.source not in ("hub", "local") or bool(self.path), "model.path",
-               "a directory with the model for source=local" if self.source == "local" else
+               "a directory with the model, or a .gguf file, for source=local" if self.source == "local" else
                "a hub id (owner/name) or a directory for source=hub", self.path)
         # Fields a source does not read are refused: set, they would be silently ignored.
         _check(self.source != "embedded" or self.path is None, "model.path",
                "null for the embedded SmolLM2 (your own model: model=local model.path=<dir>; a hub id: "
                "model.source=hub model.path=<owner/name>)", self.path)
-        _check(self.source != "local" or self.cache_dir is None, "model.cache_dir",
-               "null for source=local (the model is read from model.path where it is)", self.cache_dir)
+        _check(self.source != "local" or self.cache_dir is None or str(self.path).lower().endswith(".gguf"),
+               "model.cache_dir", "null for a directory with source=local (the model is read where it is; a "
+               ".gguf file's conversion is kept there)", self.cache_dir)
         _check(self.source == "random" or not self.arch, "model.arch",
                f"empty for source={self.source}: only source=random builds an architecture (your own model: "
                "model=local model.path=<dir>)", self.arch)

