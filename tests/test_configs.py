@@ -45,7 +45,7 @@ def test_option_composes_and_validates(group, option):
     else:
         assert getattr(rc, group).name == option
     if (group, option) in REQUIRED:
-        with pytest.raises(ConfigError, match=r"^model\.path: expected a directory with the model for source=local, got None"):
+        with pytest.raises(ConfigError, match=r"^model\.path: expected a directory with the model, or a \.gguf file, for source=local, got None"):
             validate(compose_cfg(f"{group}={option}"))
 
 
