@@ -388,3 +388,27 @@ def test_resume_auto_and_bad_checkpoints(tmp_path, caplog):
     state.unlink()
     with pytest.raises(ConfigError, match=rf"^{state}: no such file; {damaged}$"):
         run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", f"trainer.resume_from={checkpoint}"), tmp_path / "z")
+
+
+def test_sigterm_outside_lightnings_loop_is_recorded(tmp_path, monkeypatch):
+    """SIGTERM while the torch backend builds its batches (before Lightning's loop, whose own
+    handler ends a step first): raised and recorded, not the process ended with metrics.json
+    saying "running"; the default handler back afterwards."""
+    import signal
+
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    import ccexp.backends.lightning as lightning_backend
+
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # else the run keeps the handler it finds
+    batches = lightning_backend.ChatDataModule
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return batches(*args, **kwargs)
+
+    monkeypatch.setattr(lightning_backend, "ChatDataModule", terminated)
+    with pytest.raises(SIGTERMException):
+        run(compose_cfg(*FAST, "eval.baseline=false"), tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text())["error"].startswith("interrupted by SIGTERM")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ccexp import resume
@@ -26,6 +21,7 @@ from ccexp.environment import code_and_versions, machine
 from ccexp.evaluate import evaluate
 from ccexp.models import resolve_model_dir
 from ccexp.report import print_summary
+from ccexp.signals import raise_on_sigterm
 from ccexp.sweep import one_line
 from ccexp.tracking import build_logger, finish_logger, log_adapter, log_predictions
 
@@ -73,7 +69,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     logger = build_logger(rc.logger, run_dir, run_name, group or rc.experiment_name,
                           {**OmegaConf.to_container(cfg, resolve=True), "environment": env}, tags)
     metrics: dict = {"status": "failed"}
-    sigterm = _SigtermRaises()
+    restore_sigterm = raise_on_sigterm()
     try:
         # Replaced when the run ends, whichever way: a run killed while training (out of memory,
         # a SLURM time limit) still says so to the comparison report. A bad config stops
@@ -81,8 +77,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         (run_dir / "metrics.json").write_text(json.dumps({"status": "running"}))
         metrics["time/setup_s"] = time.perf_counter() - start
         if adapter is None:
-            with sigterm.paused(backend.handles_sigterm):
-                metrics.update(backend.fit(splits["train"], splits["val"], logger, run_dir, checkpoint))
+            metrics.update(backend.fit(splits["train"], splits["val"], logger, run_dir, checkpoint))
             if metrics.get("train/early_stopped"):  # Lightning's own last word is "max_epochs reached"
                 log.info("stopped early at step %d: val/loss had not improved for trainer.early_stopping_patience=%d "
                          "validations; the adapter is the best step's (%s)", metrics["train/steps"],
@@ -125,43 +120,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
                         run_dir / "metrics.json")
         if metrics["status"] == "finished":
             print_summary(metrics, run_dir)
-        sigterm.restore()
-
-
-class _SigtermRaises:
-    """SIGTERM (kill, a scheduler's time limit) while the run evaluates, or trains on MLX, raises
-    Lightning's SIGTERMException, which the run records as it does one in Lightning's training
-    loop: error.txt, metrics.json, exit 143, the sweep's summary. Python's default would end the
-    process with metrics.json saying "running". Installed in the main thread over the default
-    handler only: a launcher's own (submitit's, which lets SLURM's requeue signal work) is kept."""
-
-    def __init__(self):
-        self.previous = None
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            self.previous = signal.signal(signal.SIGTERM, self._stop)
-
-    @staticmethod
-    def _stop(signum, frame):
-        raise SIGTERMException()
-
-    @contextmanager
-    def paused(self, pause: bool) -> Iterator[None]:
-        """The default handler back while Lightning trains: Lightning installs its own, which
-        stops at the end of the step, and calls the handler it found after its own, which would
-        raise in the middle of the step (a checkpoint half written)."""
-        if not pause or self.previous is None:
-            yield
-            return
-        signal.signal(signal.SIGTERM, self.previous)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, self._stop)
-
-    def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        restore_sigterm()
 
 
 def adapter_size_mb(adapter_dir: Path) -> float:

@@ -110,7 +110,6 @@ class Generation:
 
 class Backend(Protocol):
     name: str
-    handles_sigterm: bool  # its training loop stops at the end of a step on SIGTERM (Lightning's does)
 
     def fit(self, train: Sequence[dict], val: Sequence[dict], logger: Any, run_dir: Path,
             checkpoint: Path | None = None) -> dict[str, float]:

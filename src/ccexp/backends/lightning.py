@@ -28,6 +28,7 @@ from ccexp.data.batching import (EncodedDataset, GroupedBatchSampler, collator, 
                                  generation_prompt_room, prompt_text, to_device)
 from ccexp.methods import METHODS
 from ccexp.models import load_model, load_tokenizer
+from ccexp.signals import lightning_stops_itself
 
 
 class _NoAdverts(logging.Filter):
@@ -174,7 +175,6 @@ def check_adapter_config(path: Path, live: Any, targets_key: str = "model.lora_t
 
 
 class TorchBackend:
-    handles_sigterm = True  # Lightning's loop stops at the end of the step, SIGTERMException then
     def __init__(self, cfg: RunConfig, device: str, model_dir: Path, draft_answers: Sequence[str] = ()):
         self.name, self.cfg, self.device = device, cfg, device
         self.precision = resolve_precision(cfg.backend.precision, device)
@@ -247,7 +247,7 @@ class TorchBackend:
         )
         self.model.train()  # from_pretrained leaves eval mode; Lightning keeps submodule modes as found
         self.weights_changed()  # and the packed copies' memory is free for training
-        with bnb_cpu_repacking_off(self.model):
+        with bnb_cpu_repacking_off(self.model), lightning_stops_itself():
             # weights_only=False: ccexp's own file, which holds the random state's Python objects.
             state = checkpoint / resume.TRAINER_STATE if checkpoint else None
             trainer.fit(module, datamodule=data, ckpt_path=state, weights_only=False)

@@ -216,8 +216,6 @@ def _warn_if_days_on_a_cpu(net, examples: int, lengths: list[int]) -> None:
 
 
 class MLXBackend:
-    handles_sigterm = False  # run() raises SIGTERMException where the signal lands
-
     def __init__(self, cfg: RunConfig, model_dir: Path):
         self.name, self.cfg, self.model_dir = "mlx", cfg, model_dir
         mx.random.seed(cfg.seed)  # LoRA init, soft-prompt init, dropout
