@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import pytest
 import torch
@@ -140,7 +141,7 @@ def test_your_own_model_directory_is_checked_in_one_line(tiny_dir, tmp_path):
     assert str(err.value) == "model.path=./nowhere: neither a directory nor a hub id (owner/name)"
 
 
-def test_a_model_directory_transformers_would_fail_on_is_one_line(tiny_dir, tmp_path):
+def test_a_model_directory_transformers_would_fail_on_is_one_line(tiny_dir, tmp_path, caplog):
     """From config.json, before any weight loads: a config transformers cannot read, a model that
     is not a causal LM (BERT would load as a decoder with new random weights; T5 a traceback), a
     max_seq_len past the model's context (an index error mid-training); and paths that are no
@@ -165,11 +166,21 @@ def test_a_model_directory_transformers_would_fail_on_is_one_line(tiny_dir, tmp_
                            "expected one such as LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM")
     t5 = config_with("t5", model_type="t5", architectures=["T5ForConditionalGeneration"], is_encoder_decoder=True)
     assert "T5ForConditionalGeneration is not a causal (decoder-only) language model" in error(t5)
-    short = config_with("short", max_position_embeddings=256)
-    assert error(short, max_seq_len=512) == (f"model.max_seq_len=512: longer than the model's context "
-                                             f"(max_position_embeddings=256 in {short / 'config.json'}); expected "
-                                             "model.max_seq_len<=256")
-    assert models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(short), max_seq_len=256)) == short
+    learned = _copy_model(tiny_dir, tmp_path / "learned")  # GPT-2's own config: learned positions
+    (learned / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+                                                     "n_positions": 256}))
+    assert error(learned, max_seq_len=512) == (
+        f"model.max_seq_len=512: longer than the model's context (max_position_embeddings=256 in "
+        f"{learned / 'config.json'}); expected model.max_seq_len<=256 (its positions are learned: a longer row has "
+        "no embedding for its last positions)")
+    # Rotary positions run on (a YaRN scaling may be meant to take them there): said, not refused.
+    rotary = config_with("rotary", max_position_embeddings=256)
+    with caplog.at_level(logging.WARNING, logger="ccexp"):
+        assert models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(rotary),
+                                                    max_seq_len=512)) == rotary
+    assert caplog.messages == [f"model.max_seq_len=512: longer than the model's context (max_position_embeddings=256 "
+                               f"in {rotary / 'config.json'}): rotary positions run on past it, which the model was "
+                               "not trained on unless its rope scaling covers them"]
     expected = "expected a Hugging Face model directory (config.json, weights, tokenizer) or a .gguf file"
     assert error(tmp_path / "nowhere").startswith(f"model.path={tmp_path / 'nowhere'}: no such file or directory "
                                                   f"({expected}; relative paths are resolved against ")

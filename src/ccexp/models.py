@@ -84,8 +84,8 @@ def gguf_model_dir(gguf: Path, root: Path, named: str) -> Path:
 def check_model_config(path: Path, cfg: ModelConfig) -> None:
     """What transformers would fail on after minutes of loading, or in a traceback mid-training,
     said in one line from config.json: a config it cannot read, a model that is not a causal
-    (decoder-only) LM, and a model.max_seq_len past the model's context (learned positions
-    index out of range; rotary ones run on, past what the model was trained on)."""
+    (decoder-only) LM, and a model.max_seq_len past the model's context where its positions
+    are learned (an index out of range mid-training; rotary ones run on: a warning)."""
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -104,8 +104,13 @@ def check_model_config(path: Path, cfg: ModelConfig) -> None:
                           "LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM")
     context = getattr(config, "max_position_embeddings", None)
     if isinstance(context, int) and cfg.max_seq_len > context:
-        raise ConfigError(f"model.max_seq_len={cfg.max_seq_len}: longer than the model's context "
-                          f"(max_position_embeddings={context} in {where}); expected model.max_seq_len<={context}")
+        past = f"model.max_seq_len={cfg.max_seq_len}: longer than the model's context (max_position_embeddings={context} in {where})"
+        if not any(getattr(config, key, None) for key in ("rope_parameters", "rope_scaling", "rope_theta")):
+            raise ConfigError(f"{past}; expected model.max_seq_len<={context} (its positions are learned: a longer "
+                              "row has no embedding for its last positions)")
+        # Rotary positions run on: a rope scaling (YaRN, say) may be meant to take it that far.
+        logging.getLogger("ccexp").warning("%s: rotary positions run on past it, which the model was not trained on "
+                                           "unless its rope scaling covers them", past)
 
 
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
