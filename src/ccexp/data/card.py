@@ -63,8 +63,8 @@ def label_counts(splits: dict[str, list[dict]]) -> dict[str, dict[str, Counter]]
 
 def constant_answers(splits: dict[str, list[dict]], checks: dict) -> dict[str, float]:
     """Field -> the test accuracy of one constant answer, judged as evaluation judges a model
-    (``checks``: scoring.field_checks): the train split's most common value, or for a number its
-    median. What a model must beat to have read anything; next to the noise ceiling, the room."""
+    (``checks``: scoring.field_checks): the train split's most common value, or for a score
+    (quality, CSAT, churn) its median. What a model must beat to have read anything; next to the noise ceiling, the room."""
     train, test = defaultdict(list), defaultdict(list)
     for split, values in (("train", train), ("test", test)):
         for ex in splits[split]:
@@ -177,7 +177,7 @@ def print_card(card: dict, title: str, console: Optional[Console] = None) -> Non
     console.print(f"vocabulary: {card['vocabulary']} distinct words (lower-cased, system prompt excluded)")
     if card.get("constant_answer"):
         floor = ", ".join(f"{name} {value:.3f}" for name, value in card["constant_answer"].items())
-        console.print(f"one constant answer on test (train's most common value; a number's median), the floor a "
+        console.print(f"one constant answer on test (train's most common label; a score's median), the floor a "
                       f"model must beat: {floor}", soft_wrap=True)
     if card.get("noise_ceiling"):
         ceiling = ", ".join(f"{name} {value:.3f}" for name, value in card["noise_ceiling"].items())
