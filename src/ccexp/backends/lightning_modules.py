@@ -202,7 +202,6 @@ class Checkpoints(pl.Callback):
 
     def __init__(self, directory: Path, every: int, val_every: int, config: dict):
         self.directory, self.every, self.val_every, self.config, self._last = directory, every, val_every, config, 0
-        self._at_epoch_end = False
 
     def state_dict(self) -> dict[str, int]:
         return {"last": self._last}  # resumed, the checkpoint's own step is not saved again
@@ -218,19 +217,16 @@ class Checkpoints(pl.Callback):
 
     def on_train_epoch_end(self, trainer, module):
         if trainer.global_step % self.val_every:  # a validating step saved after its validation
-            self._at_epoch_end = True
-            try:
-                self._save(trainer, module)
-            finally:
-                self._at_epoch_end = False
+            self._save(trainer, module)
 
     def on_save_checkpoint(self, trainer, module, checkpoint: dict[str, Any]) -> None:
         """Saved at an epoch's end, the loops' state says the epoch is processed but not yet
         completed, and Lightning, resuming, processes it a second time: max_epochs is reached an
         epoch early. Written as the state between two epochs, the next epoch starts afresh."""
-        if not self._at_epoch_end:
-            return
         loops = checkpoint["loops"]["fit_loop"]
+        epochs = loops["epoch_progress"]["total"]
+        if epochs["processed"] == epochs["completed"]:  # saved within an epoch: Lightning resumes it
+            return
         for part in ("total", "current"):
             loops["epoch_progress"][part]["completed"] = loops["epoch_progress"][part]["processed"]
         # The per-epoch counters, as a new epoch resets them (the val loop's total counts per epoch).
