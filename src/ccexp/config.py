@@ -443,14 +443,15 @@ def higher_is_better(key: str) -> Optional[bool]:
     return None
 
 
-def check_direction(metric: str, direction: str, key: str) -> None:
+def check_direction(metric: str, direction: str, key: str, assign: str = "=") -> None:
     """A direction against what the metric's key says (maximize val/loss) would rank the worst
-    run first, or have Optuna search for it: one line instead. Keys that say nothing pass."""
+    run first, or have Optuna search for it: one line instead. Keys that say nothing pass.
+    ``assign``: how the fix is written, "=" for a config key, " " for a command-line flag."""
     higher = higher_is_better(metric)
     if higher is not None and (direction == "maximize") != higher:
         right = "maximize" if higher else "minimize"
         raise ConfigError(f"{key}: {direction}, but {'higher' if higher else 'lower'} {metric} is better; "
-                          f"expected {key}={right}")
+                          f"expected {key}{assign}{right}")
 
 
 @dataclass

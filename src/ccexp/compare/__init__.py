@@ -90,9 +90,9 @@ def recorded_config(runs: list[Run], **overrides) -> CompareConfig:
     if "direction" in given:  # the flag against its metric, named as the flag
         try:
             check_direction(given.get("metric", recorded.get("metric", CompareConfig.metric)), given["direction"],
-                            "--direction")
+                            "--direction", assign=" ")
         except ConfigError as err:
-            raise CompareError(str(err).replace("expected --direction=", "expected --direction ")) from None
+            raise CompareError(str(err)) from None
     try:
         return CompareConfig(**{**recorded, **given})
     except (TypeError, ConfigError) as err:

@@ -20,7 +20,7 @@ from rich.table import Table
 from ccexp.data.batching import cut_parts, prompt_text, said_cut
 from ccexp.data.chatml import fold, prompt_of
 from ccexp.data.splitting import SPLITS
-from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS, label_text
+from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS
 from ccexp.scoring import FIELD_KINDS, canonical_label
 
 TOP_LABELS = 12  # values shown per field; the rest are summed into one row
@@ -42,8 +42,6 @@ def _label_key(name: str, value) -> str:
     one label; ccexp's own label fields case- and hyphen-insensitively), anything else as written."""
     if value is None:
         return "null"
-    if name == "label":
-        return label_text(value)
     return canonical_label(name, value) if FIELD_KINDS.get(name) == "label" else str(value)
 
 
@@ -82,9 +80,7 @@ def constant_answers(splits: dict[str, list[dict]], checks: dict) -> dict[str, f
             guess = statistics.median_low(seen)
         else:  # labels as the scorer compares them (1 and 1.0 are one); lists (coaching's themes) as sets
             def key(value) -> str:
-                if isinstance(value, list):
-                    return json.dumps(sorted(map(str, value)))
-                return canonical_label(name, value) if FIELD_KINDS.get(name) == "label" else json.dumps(value)
+                return json.dumps(sorted(map(str, value))) if isinstance(value, list) else _label_key(name, value)
             top = Counter(map(key, seen)).most_common(1)[0][0]
             guess = next(v for v in seen if key(v) == top)
         scores[name] = sum(bool(checks[name](guess, ref)) for ref in refs) / len(refs)
