@@ -114,6 +114,9 @@ def test_qlora_is_lora_with_a_4bit_base():
     ("eval.quality_band=inf", "eval.quality_band: expected a finite number >= 0, got inf"),
     # the generator reads no file: a test file given with data=synthetic would be silently ignored
     ("+data.test_path=real_test.csv", "data.test_path: expected null for data=synthetic"),
+    # wandb.init refuses these after the model has loaded, mid-training, in a traceback
+    ("logger.project=team/ccexp", "logger.project: expected a W&B project name"),
+    ("logger.project=", "logger.project: expected a W&B project name"),
 ])
 def test_bad_value_names_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):

@@ -145,6 +145,38 @@ def test_csv_logs_of_an_earlier_launch_in_the_run_dir_are_kept(tmp_path):
     assert (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[1:] == ["5,2.0"]
 
 
+@pytest.mark.parametrize("env,mode", [("disabled", None), ("dryrun", "offline"), ("OFFLINE", "offline")])
+def test_wandb_mode_from_the_environment_is_wandbs_own(tmp_path, monkeypatch, env, mode):
+    """WANDB_MODE=disabled means no W&B run (it made an offline one, and with a key went online
+    and waited out the init timeout); dryrun is wandb's older name for offline."""
+    from ccexp.config import LoggerConfig
+    from ccexp.tracking import build_logger, wandb_mode
+
+    monkeypatch.setenv("WANDB_MODE", env)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert wandb_mode(LoggerConfig()) == (mode or "disabled")
+    if mode is None:
+        assert build_logger(LoggerConfig(), tmp_path, "run", "group", {}, []) is None
+        assert not (tmp_path / "wandb").exists()
+
+
+def test_csv_final_row_of_a_run_stopped_in_training_is_at_its_last_step(tmp_path):
+    """No train/steps when training was stopped (SIGTERM, an error): the final row went to step 0,
+    behind the curve."""
+    from ccexp.config import LoggerConfig
+    from ccexp.tracking import build_logger, finish_logger
+
+    logger = build_logger(LoggerConfig(name="csv"), tmp_path, "run", "group", {}, [])
+    for step in (1, 2, 3):
+        logger.log_metrics({"train/loss": 2.0 / step}, step=step)
+    logger.save()
+    logger.log_metrics({"train/loss": 0.5}, step=4)  # not yet written
+    finish_logger(logger, {"time/setup_s": 1.5, "status": "failed"}, failed=True)
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["step"]), r["time/setup_s"]) for r in rows][-2:] == [(4, ""), (4, "1.5")]
+
+
 def test_cli_writes_a_run_dir(tmp_path):
     # 8 steps of 6 batches per epoch: two epochs, which the progress bar counts as such.
     proc = subprocess.run([sys.executable, "-m", "ccexp", *FAST, "trainer.max_steps=8", "logger=wandb",

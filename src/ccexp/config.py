@@ -408,6 +408,9 @@ class EvalConfig:
             _check(0 <= getattr(self, band) < math.inf, f"eval.{band}", "a finite number >= 0", getattr(self, band))
 
 
+WANDB_PROJECT_FORBIDS = "/\\#?%:"
+
+
 @dataclass
 class LoggerConfig:
     name: str = "wandb"
@@ -422,6 +425,10 @@ class LoggerConfig:
     def __post_init__(self) -> None:
         _check(self.name in ("wandb", "csv", "none"), "logger.name", "wandb, csv or none", self.name)
         _check(self.mode in ("auto", "online", "offline"), "logger.mode", "auto, online or offline", self.mode)
+        if self.name == "wandb":  # wandb.init's own rule, which it applies after the model has loaded
+            _check(isinstance(self.project, str) and 0 < len(self.project) <= 128
+                   and not set(self.project) & set(WANDB_PROJECT_FORBIDS), "logger.project",
+                   f"a W&B project name (1-128 characters, none of {' '.join(WANDB_PROJECT_FORBIDS)})", self.project)
 
 
 DIRECTIONS = ("minimize", "maximize")

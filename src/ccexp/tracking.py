@@ -33,8 +33,12 @@ def wandb_api_key_configured() -> bool:
 def wandb_mode(cfg: LoggerConfig) -> str:
     if cfg.mode != "auto":
         return cfg.mode
-    if os.environ.get("WANDB_MODE") in ("online", "offline"):
-        return os.environ["WANDB_MODE"]
+    # wandb's own switch, read as wandb reads it: the mode ccexp passes to wandb.init overrides it.
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env in ("online", "offline", "disabled"):
+        return env
+    if env == "dryrun":  # wandb's older name for offline
+        return "offline"
     return "online" if wandb_api_key_configured() else "offline"
 
 
@@ -42,19 +46,7 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
     if cfg.name == "none":
         return None
     if cfg.name == "csv":
-        from pytorch_lightning.loggers import CSVLogger
-
-        earlier = run_dir / "csv"
-        if earlier.is_dir() and any(earlier.iterdir()):
-            # An earlier launch in this run dir (trainer.resume_from=auto after a requeue): Lightning
-            # would delete its metrics.csv, the curve before the checkpoint with it. Kept beside.
-            stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(earlier.stat().st_mtime))
-            kept = run_dir / f"csv.until_{stamp}"
-            n = 1
-            while kept.exists():  # two launches within a second
-                kept, n = run_dir / f"csv.until_{stamp}.{n}", n + 1
-            earlier.rename(kept)
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        return csv_logger(run_dir)
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
@@ -69,6 +61,8 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
         return logger
 
     mode = wandb_mode(cfg)
+    if mode == "disabled":  # WANDB_MODE=disabled: no W&B run at all (metrics.json is the record)
+        return None
     logger = wandb_logger(mode)
     if mode == "online":
         # The run starts here rather than at the first logged step: a W&B that cannot be reached
@@ -82,6 +76,32 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
                   "(wandb sync uploads it later)", file=sys.stderr, flush=True)
             logger = wandb_logger("offline")
     return logger
+
+
+def csv_logger(run_dir: Path) -> Any:
+    """Lightning's CSV logger in ``<run dir>/csv``, knowing the last step it was given (the final
+    row of a run stopped in training goes there)."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    class StepCSVLogger(CSVLogger):
+        last_step = 0
+
+        def log_metrics(self, metrics, step=None):
+            if step is not None:
+                self.last_step = max(self.last_step, int(step))
+            super().log_metrics(metrics, step)
+
+    earlier = run_dir / "csv"
+    if earlier.is_dir() and any(earlier.iterdir()):
+        # An earlier launch in this run dir (trainer.resume_from=auto after a requeue): Lightning
+        # would delete its metrics.csv, the curve before the checkpoint with it. Kept beside.
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(earlier.stat().st_mtime))
+        kept = run_dir / f"csv.until_{stamp}"
+        n = 1
+        while kept.exists():  # two launches within a second
+            kept, n = run_dir / f"csv.until_{stamp}.{n}", n + 1
+        earlier.rename(kept)
+    return StepCSVLogger(save_dir=str(run_dir), name="csv", version="")
 
 
 def finish_logger(logger: Optional[Any], metrics: dict[str, Any], failed: bool) -> None:
@@ -105,7 +125,10 @@ def finish_logger(logger: Optional[Any], metrics: dict[str, Any], failed: bool) 
         final = {k: math.nan if v is None else v for k, v in metrics.items()
                  if (v is None or k in scalars) and k not in CURVES}
         if final:
-            logger.log_metrics(final, step=metrics.get("train/steps"))
+            # A run stopped in training has no train/steps: its last logged step, not Lightning's
+            # default (the count of rows not yet written, 0 after a flush).
+            step = metrics.get("train/steps")
+            logger.log_metrics(final, step=step if step is not None else logger.last_step)
         logger.save()
 
 
