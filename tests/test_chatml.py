@@ -170,6 +170,9 @@ def test_empty_messages_are_skipped_and_reported(tmp_path, caplog):
     (json.dumps({"messages": _msgs(("assistant", "hi"), ("user", "x"))}),
      ":2: last message is from 'user', expected 'assistant'"),
     ('[1, 2]', ":2: expected a JSON object, got list"),
+    # An escaped half of a UTF-16 pair reads, and then no UTF-8 writer (export, the tokenizer) takes it.
+    ('{"messages": [{"role": "user", "content": "bad \\ud800"}, {"role": "assistant", "content": "x"}]}',
+     ":2: a lone UTF-16 surrogate ('\\ud800'), expected valid Unicode (an escape \\ud800-\\udfff without its pair)"),
     ("null", ":2: expected a JSON object, got null"),
     (json.dumps({"messages": _msgs(("system", "be brief"), ("assistant", "hello"))}),
      ":2: no user message before the last (assistant) one: nothing for it to answer"),

@@ -93,6 +93,23 @@ def test_card_gives_a_constant_answers_test_accuracy():
     assert card["constant_answer"] == {"label": 0.5, "quality_score": 0.5}  # "lost"; median_low 50: 55 and 49
 
 
+def test_the_card_breaks_a_tie_for_most_common_label_the_same_in_any_order():
+    """Two labels as common on train: the floor was the first one seen's, so the same examples
+    exported and read back (in another order) gave another floor."""
+    from ccexp.config import EvalConfig
+    from ccexp.scoring import field_checks
+
+    def ex(label):
+        return {"task": "x", "reference": {"label": label}, "messages": [{"role": "user", "content": "q"},
+                                                                         {"role": "assistant", "content": "a"}]}
+
+    train = [ex("b"), ex("a"), ex("b"), ex("a"), ex("c")]
+    floors = {dataset_card({"train": order, "val": [], "test": [ex("a"), ex("b"), ex("b")]},
+                           checks=field_checks(EvalConfig()))["constant_answer"]["label"]
+              for order in (train, train[::-1], train[1:] + train[:1])}
+    assert len(floors) == 1 and floors.pop() == pytest.approx(1 / 3)  # "a", first of the tied labels in order
+
+
 def test_the_card_counts_user_labels_as_the_scorer_does():
     """A user's whole-number labels are classes, not a score to take the median of; 1, 1.0 and
     "1" are one label, as the scorer reads them."""
@@ -157,7 +174,14 @@ def test_export_round_trips_through_data_chatml(tmp_path, capsys):
     again = build_splits(DataConfig(name="chatml", **paths), DataSizeConfig(train=1000, val=1000, test=1000), MIX)
     key = lambda ex: ex["id"]  # noqa: E731 (data=chatml reshuffles for data_size)
     assert {s: sorted(v, key=key) for s, v in again.items()} == {s: sorted(v, key=key) for s, v in original.items()}
-    assert "train on it: python -m ccexp data=chatml" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # The commands printed train on every row exported (data_size=tiny would keep 64), and
+    # mlx-lm on the answers only, as ccexp does (mlx-lm's default is the whole text).
+    sizes = " ".join(f"data_size.{s}={len(original[s])}" for s in ("train", "val", "test"))
+    assert f"train on it: python -m ccexp data=chatml data.train_path={paths['train_path']} " \
+           f"data.val_path={paths['val_path']} data.test_path={paths['test_path']} {sizes}" in out
+    assert f"python -m ccexp data=hf data.train_path={tmp_path / 'hf'} {sizes}" in out
+    assert f"mlx_lm.lora --train --mask-prompt --data {tmp_path / 'mlx'}" in out
 
 
 def test_export_defaults_to_the_data_folder(tmp_path, monkeypatch):

@@ -101,11 +101,15 @@ def export(splits: dict, out: Path, console: Console, inputs: dict[str, str], ov
         raise ConfigError(f"--out {err.filename or out}: cannot write ({err.strerror or err})") from None
     for split in splits:
         console.print(f"{split}: {len(splits[split])} examples -> {chatml[split]}, {mlx[split]}", soft_wrap=True)
+    # Every row exported, which data_size's default (tiny: 64 train) would cut on the way back in.
+    sizes = " ".join(f"data_size.{split}={len(examples)}" for split, examples in splits.items())
     console.print(f"as a datasets.DatasetDict: datasets.load_from_disk({str(out / 'hf')!r}), or "
-                  f"python -m ccexp data=hf data.train_path={out / 'hf'}", soft_wrap=True)
+                  f"python -m ccexp data=hf data.train_path={out / 'hf'} {sizes}", soft_wrap=True)
     console.print(f"train on it: python -m ccexp data=chatml data.train_path={chatml['train']} "
-                  f"data.val_path={chatml['val']} data.test_path={chatml['test']}", soft_wrap=True)
-    console.print(f"or with mlx-lm: mlx_lm.lora --train --data {out / 'mlx'} --model <model>", soft_wrap=True)
+                  f"data.val_path={chatml['val']} data.test_path={chatml['test']} {sizes}", soft_wrap=True)
+    # mlx-lm's loss covers the prompt unless asked; ccexp's covers the answer only.
+    console.print(f"or with mlx-lm: mlx_lm.lora --train --mask-prompt --data {out / 'mlx'} --model <model>",
+                  soft_wrap=True)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

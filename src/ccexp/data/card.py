@@ -81,7 +81,10 @@ def constant_answers(splits: dict[str, list[dict]], checks: dict) -> dict[str, f
         else:  # labels as the scorer compares them (1 and 1.0 are one); lists (coaching's themes) as sets
             def key(value) -> str:
                 return json.dumps(sorted(map(str, value))) if isinstance(value, list) else _label_key(name, value)
-            top = Counter(map(key, seen)).most_common(1)[0][0]
+            counts = Counter(map(key, seen))
+            # A tie broken by the label, not by which came first: the same examples in another
+            # order (exported and read back) give the same floor.
+            top = min(counts, key=lambda label: (-counts[label], label))
             guess = next(v for v in seen if key(v) == top)
         scores[name] = sum(bool(checks[name](guess, ref)) for ref in refs) / len(refs)
     return scores

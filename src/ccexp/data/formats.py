@@ -58,6 +58,12 @@ def read_jsonl(path: str | Path, key: str = "") -> Iterator[tuple[int, dict]]:
         except (ValueError, RecursionError) as err:  # a 5,000-digit number; nesting deeper than Python recurses
             raise ConfigError(f"{path}:{number}: invalid JSON ({err.__class__.__name__}: "
                               f"{str(err).splitlines()[0]})") from None
+        if "\\u" in line.lower():  # an escaped half of a UTF-16 pair reads, and then no UTF-8 writer takes it
+            try:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise ConfigError(f"{path}:{number}: a lone UTF-16 surrogate ({err.object[err.start]!a}), expected "
+                                  "valid Unicode (an escape \\ud800-\\udfff without its pair)") from None
         if not isinstance(value, dict):
             got = "null" if value is None else type(value).__name__
             raise ConfigError(f"{path}:{number}: expected a JSON object, got {got}")
