@@ -81,6 +81,17 @@ def test_runs_side_by_side_with_the_range_over_alike_runs(tmp_path, capsys):
     assert "--steps differs: 5 in a, b; 2 in c" in out
 
 
+def test_one_days_runs_put_their_date_in_the_title(tmp_path, capsys):
+    """13 runs of one day in 240 columns cut every heading to the same "2026-12-01_…"."""
+    paths = [result(tmp_path, f"2026-12-01_{h:02d}-21-54", 1.0 + h / 100) for h in range(13)]
+    main([str(p) for p in paths])
+    out = capsys.readouterr().out
+    assert "13 runs side by side (✓ = goal met), 2026-12-01_…" in out
+    header = next(line for line in out.splitlines() if line.startswith("┃ measure"))
+    assert [c.strip() for c in header.strip("┃").split("┃")][2:-1] == [f"{h:02d}-21-54" for h in range(13)]
+    assert table_row(out, "training tokens/s vs HF Trainer")[2:4] == ["1.00", "1.01"]
+
+
 def test_a_gpu_run_beside_a_cpu_run_shows_both_goals(tmp_path, capsys):
     gpu = result(tmp_path, "gpu", 1.6, machine={**AVX2, "gpu": "NVIDIA H200"}, device="cuda")
     gpu_results = json.loads(gpu.read_text())

@@ -5,6 +5,7 @@ back from their JSON files, so that a change, or the machine's noise, shows as n
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -351,11 +352,18 @@ def print_history(console: Console, runs: Sequence[tuple[str, dict]]) -> None:
     names = list(dict.fromkeys(name for _, r in sorted(runs, key=lambda run: -len(run[1]["ratios"]))
                                for name in r["ratios"]))
     alike = [r for _, r in runs if _alike(r, runs[-1][1])]
-    table = Table(title=f"ccexp.bench: {len(runs)} runs side by side (✓ = goal met)")
-    table.add_column("measure")
-    table.add_column("goal", justify="right")
-    for label, _ in runs:
-        table.add_column(escape(label), justify="right")
+    # Runs of one day (files named by their time) share the date: it goes in the title, or every
+    # heading is cut to the same "2026-12-01_…" when a dozen runs share the width. Cells that do
+    # not fit wrap onto a second line instead of ending in "…".
+    labels = [label for label, _ in runs]
+    shared = os.path.commonprefix(labels)
+    shared = shared[:shared.rfind("_") + 1] if all(len(label) > len(shared) for label in labels) else ""
+    table = Table(title=f"ccexp.bench: {len(runs)} runs side by side (✓ = goal met)"
+                  + (f", {escape(shared)}…" if shared else ""))
+    table.add_column("measure", no_wrap=True)
+    table.add_column("goal", justify="right", overflow="fold")
+    for label in labels:
+        table.add_column(escape(label[len(shared):]), justify="right", overflow="fold")
     table.add_column("range" if len(alike) == len(runs) else "range*", justify="right")
     for name in names:
         cells = [r["ratios"].get(name) for _, r in runs]
