@@ -144,3 +144,32 @@ def test_a_bf16_base_without_autocast_is_refused():
     assert resolve_base_dtype("bfloat16", "bf16-mixed") == torch.bfloat16
     with pytest.raises(ConfigError, match=r"^backend.base_dtype=bfloat16: a bf16 base needs autocast"):
         resolve_base_dtype("bfloat16", "32-true")
+
+
+def test_a_prompt_tuned_row_is_scored_as_alone_whatever_its_batch(tiny_dir, tokenizer):
+    """peft puts the soft prompt before a row's left padding and drops position ids: the more
+    padding a batch gave a row, the further its prompt from its text (SmolLM2's validation loss
+    1.60 in batches of 8, 1.42 one at a time). Each row is now [pad][prompt][text]. The tiny
+    model's attention is sharpened (q, k x10) so that a distance shows in its numbers."""
+    from ccexp.methods.prompt_tuning import soft_prompt_inputs
+
+    torch.manual_seed(0)
+    _, model = _wrapped("prompt_tuning", tiny_dir)
+    model.eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "q_proj" in name or "k_proj" in name:
+                param.mul_(10)
+    examples = [{"messages": [{"role": "user", "content": "Rate the call: " + "the agent was polite. " * n},
+                              {"role": "assistant", "content": f'{{"csat": {1 + n % 5}}}'}]} for n in (1, 30, 9)]
+    items = EncodedDataset(tokenizer, examples, 512).items
+    with torch.no_grad():
+        alone = [completion_nll(model, collate([item], tokenizer.pad_token_id))[0] for item in items]
+        together, _ = completion_nll(model, collate(items, tokenizer.pad_token_id))
+        torch.testing.assert_close(together, sum(alone), rtol=0, atol=1e-3)  # 0.1 apart with peft's layout
+        # The last prompt token's logits (generation's first step) as peft gives the row alone.
+        batch = collate(items, tokenizer.pad_token_id)
+        last = model.base_model(**soft_prompt_inputs(model, batch["input_ids"], batch["attention_mask"])).logits[:, -1]
+        for row, item in enumerate(items):
+            ids = torch.tensor([item.input_ids])
+            torch.testing.assert_close(last[row], model(input_ids=ids).logits[0, -1], rtol=1e-4, atol=1e-4)

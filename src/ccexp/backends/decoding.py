@@ -39,6 +39,7 @@ from transformers.cache_utils import DynamicLayer
 
 from ccexp.backends import attention
 from ccexp.data.batching import common_prefix, common_prefix_all
+from ccexp.methods.prompt_tuning import prompt_learning
 
 
 def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
@@ -288,13 +289,6 @@ def _packed_prompt_pass(net, prompts: Sequence[Sequence[int]], share_prefix: boo
     layers = [([part(layer.keys, i) for i in range(len(prompts))], [part(layer.values, i) for i in range(len(prompts))])
               for layer in cache.layers]
     return layers, list(logits)
-
-
-def prompt_learning(net) -> bool:
-    """Whether ``net`` is a peft prompt-learning model (prompt tuning): peft puts its virtual
-    tokens before each row, so it takes neither packed rows nor ccexp's own decoding loops."""
-    peft_config = getattr(net, "active_peft_config", None)
-    return peft_config is not None and peft_config.is_prompt_learning
 
 
 def _packs_prompts(net) -> bool:

@@ -27,6 +27,7 @@ from ccexp.config import ConfigError, RunConfig, lora_targets
 from ccexp.data.batching import (EncodedDataset, GroupedBatchSampler, collator, completion_nll,
                                  generation_prompt_room, prompt_text, to_device)
 from ccexp.methods import METHODS
+from ccexp.methods.prompt_tuning import prompt_learning, soft_prompt_inputs
 from ccexp.models import load_model, load_tokenizer
 from ccexp.signals import lightning_stops_itself
 
@@ -79,9 +80,9 @@ def resolve_base_dtype(requested: str, precision: str) -> torch.dtype:
 
 def packing_applies(cfg: RunConfig, model) -> bool:
     """Whether training and validation batches are packed rows (``backend.packing``). Prompt
-    tuning keeps padded rows: peft puts its virtual tokens before each row and drops position
-    ids. A model the packed attention would get wrong is refused in one line."""
-    if not cfg.backend.packing or decoding.prompt_learning(model):
+    tuning keeps padded rows, each with its soft prompt (``methods/prompt_tuning.py``). A model
+    the packed attention would get wrong is refused in one line."""
+    if not cfg.backend.packing or prompt_learning(model):
         return False
     config = model.config
     window = getattr(config, "sliding_window", None)
@@ -362,18 +363,25 @@ class TorchBackend:
 
     def _own_decoding(self, net) -> bool:
         """ccexp's greedy loops (``backends/decoding.py``) for everything but prompt tuning,
-        which keeps ``generate``: peft adds the virtual tokens to the first step only there."""
-        return not decoding.prompt_learning(net)
+        which keeps transformers' ``generate`` (``_generate``)."""
+        return not prompt_learning(net)
 
     def _generate(self, net, ids: list[list[int]], max_new_tokens: int) -> tuple[list[list[int]], float]:
-        """transformers' generate on a left-padded batch: (answers up to EOS, seconds to first token)."""
+        """transformers' generate on a left-padded batch: (answers up to EOS, seconds to first token).
+        A prompt-tuned model's rows get their soft prompt next to their text (``soft_prompt_inputs``;
+        peft's own ``generate`` puts it before the padding), and generate its positions from the mask."""
         eos = self.tokenizer.eos_token_id
         enc = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
         clock = FirstTokenClock()
-        out = net.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                           pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos, streamer=clock)
-        answers = [row[: row.index(eos) + 1] if eos in row else row
-                   for row in out[:, enc["input_ids"].shape[1]:].tolist()]
+        settings = dict(max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                        pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos, streamer=clock)
+        if prompt_learning(net):
+            inputs = soft_prompt_inputs(net, enc["input_ids"], enc["attention_mask"])
+            out = net.base_model.generate(inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"],
+                                          **settings)  # the new tokens only: there were no input ids
+        else:
+            out = net.generate(**enc, **settings)[:, enc["input_ids"].shape[1]:]
+        answers = [row[: row.index(eos) + 1] if eos in row else row for row in out.tolist()]
         return answers, clock.first_token - clock.start
 
     def drafter(self) -> decoding.NgramDrafter | None:

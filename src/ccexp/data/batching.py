@@ -281,7 +281,13 @@ def completion_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
         nll = torch.nn.functional.cross_entropy(out.logits[0].float(), batch["labels"], reduction="sum")
         return nll, batch["labels"].new_tensor(batch["labels"].numel())
     keep = int(batch["n_answer"]) + 1
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+    from ccexp.methods.prompt_tuning import prompt_learning, soft_prompt_inputs
+
+    if prompt_learning(model):  # each row's soft prompt next to its text, not before its padding
+        out = model.base_model(**soft_prompt_inputs(model, batch["input_ids"], batch["attention_mask"]),
+                               logits_to_keep=keep)
+    else:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
     logits = out.logits[:, :-1].float()
     targets = batch["labels"][:, -(keep - 1):]
     nll = torch.nn.functional.cross_entropy(
