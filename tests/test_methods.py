@@ -173,3 +173,20 @@ def test_a_prompt_tuned_row_is_scored_as_alone_whatever_its_batch(tiny_dir, toke
         for row, item in enumerate(items):
             ids = torch.tensor([item.input_ids])
             torch.testing.assert_close(last[row], model(input_ids=ids).logits[0, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_prompt_tuning_checkpoints_activations_when_asked(tiny_dir, tokenizer):
+    """method.gradient_checkpointing is prompt tuning's key too (the config lacked it: "not a key
+    of the config"), and the soft prompt's gradient is the one without checkpointing."""
+    grads = {}
+    for checkpointing in (False, True):
+        rc = validate(compose_cfg("model=tiny", "method=prompt_tuning", f"method.gradient_checkpointing={checkpointing}"))
+        torch.manual_seed(0)
+        model = METHODS["prompt_tuning"](rc.method, rc.model, str(tiny_dir), torch.float32).wrap(
+            load_model(tiny_dir, torch.float32))
+        assert model.get_base_model().is_gradient_checkpointing is checkpointing
+        model.train()
+        nll, count = completion_nll(model, _batch(tokenizer))
+        (nll / count).backward()
+        grads[checkpointing] = next(p.grad for p in model.parameters() if p.requires_grad)
+    torch.testing.assert_close(grads[True], grads[False])
