@@ -176,13 +176,13 @@ def test_hparams_search_composes(name):
 
 def test_optuna_study_resumes_and_survives_a_failed_trial(tmp_path):
     """Two trials; the same command again adds a third (here a failing one: the same override,
-    the seed it reads from the environment out of range) to the same study. Another setting on
-    resuming is refused."""
+    the checkpoint it reads from the environment one that is not there) to the same study.
+    Another setting on resuming is refused."""
     common = ("-m", "hparams_search=lora_optuna", *FAST, "eval.baseline=false", "eval.generate_examples=0",
-              "seed=${oc.env:CCEXP_TEST_SEED}", f"hydra.sweep.dir={tmp_path}")
-    first = cli(*common, "hydra.sweeper.n_trials=2", CCEXP_TEST_SEED="42")
+              "trainer.resume_from=${oc.env:CCEXP_TEST_RESUME,null}", f"hydra.sweep.dir={tmp_path}")
+    first = cli(*common, "hydra.sweeper.n_trials=2")
     assert first.returncode == 0, first.stderr[-3000:]
-    second = cli(*common, "hydra.sweeper.n_trials=1", CCEXP_TEST_SEED="-1")
+    second = cli(*common, "hydra.sweeper.n_trials=1", CCEXP_TEST_RESUME=str(tmp_path / "nowhere"))
     assert second.returncode == 1, second.stderr[-3000:]
     assert f"ccexp: sweep {tmp_path}: 1 job: 0 finished, 1 failed" in second.stderr
     study = optuna.load_study(study_name="lora", storage=f"sqlite:///{tmp_path}/optuna.db")
@@ -190,12 +190,29 @@ def test_optuna_study_resumes_and_survives_a_failed_trial(tmp_path):
     assert yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())["best_value"] == study.best_value
     statuses = sorted(json.loads(p.read_text())["status"] for p in tmp_path.glob("*/metrics.json"))
     assert statuses == ["failed", "finished", "finished"]  # one dir per trial, none overwritten
-    other = cli(*common[:-1], "trainer.max_steps=3", common[-1], "hydra.sweeper.n_trials=1", CCEXP_TEST_SEED="42")
+    other = cli(*common[:-1], "trainer.max_steps=3", common[-1], "hydra.sweeper.n_trials=1")
     assert other.returncode == 2, other.stderr[-3000:]
     assert other.stderr.splitlines()[-1].startswith(
         "ccexp: error: hydra.sweeper.study_name=lora: the study's trials ran with no such override, this launch has "
         "trainer.max_steps=3; trials of other settings are not comparable")
     assert len(optuna.load_study(study_name="lora", storage=f"sqlite:///{tmp_path}/optuna.db").trials) == 3
+
+
+def test_a_trial_whose_objective_has_no_number_fails_everywhere(tmp_path):
+    """Optuna records a trial whose objective is null (no answer gave a number) or NaN (a diverged
+    run) as failed; its job said "finished", the summary "0 failed", the exit code 0."""
+    proc = cli("-m", "hparams_search=lora_optuna", "hydra.sweeper.n_trials=1", *FAST, "eval.baseline=false",
+               "objective.metric=test/csat/mae", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"ccexp: sweep {tmp_path}: 1 job: 0 finished, 1 failed" in proc.stderr
+    [job] = [p.parent for p in tmp_path.glob("*/error.txt")]
+    assert (job / "error.txt").read_text() == (
+        "objective.metric: test/csat/mae is null in this run's metrics (no answer gave a number), not a value to "
+        "optimise; the Optuna trial is recorded as failed\n")
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["test/csat/mae"] is None  # the run's numbers stay
+    study = optuna.load_study(study_name="lora", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL"]
 
 
 def test_an_objective_no_run_reports_stops_the_study_in_one_line(tmp_path):
@@ -257,11 +274,45 @@ def test_a_bad_study_is_refused_in_one_line_before_it_opens(change, error, tmp_p
     assert not (tmp_path / "optuna.db").exists()
 
 
+@pytest.mark.parametrize("overrides,error", [
+    # every trial would be refused alike, n_trials times, each a FAIL in the study
+    (["method.r=0"], "method.r: expected an integer >= 1, got 0"),
+    # and this one after the study had stored "maximize" for good (the fixed command then failed on it)
+    (["objective.direction=maximize"], "objective.direction: maximize, but lower val/loss is better; expected "
+                                       "objective.direction=minimize"),
+    # the plugin's own key, under objective.direction: it maximised val/loss while the report minimised it
+    (["hydra.sweeper.direction=maximize"], "hydra.sweeper.direction=maximize, but objective.direction=minimize: "
+                                           "the study optimises objective.metric; set objective.direction instead"),
+])
+def test_what_every_trial_would_fail_on_is_refused_before_the_study_opens(overrides, error, tmp_path):
+    from hydra_plugins.ccexp_plugins import check_study
+
+    cfg = compose_with_hydra("hparams_search=lora_optuna", *overrides)
+    with pytest.raises(ConfigError) as err:
+        check_study(_study(cfg, tmp_path), [])
+    assert str(err.value) == error
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_a_resumed_study_keeps_its_direction(tmp_path):
+    """optuna refuses another direction for a stored study in a traceback ("Cannot overwrite study
+    direction"); hydra.sweeper.* is no setting the resume check compared."""
+    from hydra_plugins.ccexp_plugins import check_resumed_study
+
+    cfg = compose_with_hydra("hparams_search=lora_optuna", "objective.metric=test/acc", "objective.direction=maximize")
+    optuna.create_study(study_name="lora", storage=f"sqlite:///{tmp_path}/optuna.db", direction="minimize")
+    with pytest.raises(ConfigError) as err:
+        check_resumed_study(_study(cfg, tmp_path, study_name="lora"), [])
+    assert str(err.value) == ("hydra.sweeper.study_name=lora: the study was created to minimize, this launch asks "
+                              "to maximize; a study's direction cannot change: give a new hydra.sweeper.study_name")
+
+
 def test_a_bad_study_setting_stops_the_search_in_one_line(tmp_path):
-    proc = cli("-m", "hparams_search=lora_optuna", "hydra.sweeper.n_trials=0", *FAST, f"hydra.sweep.dir={tmp_path}")
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", "hparams_search=lora_optuna", "hydra.sweeper.n_trials=0", *FAST, f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 2
     assert proc.stderr == "ccexp: error: hydra.sweeper.n_trials: expected an integer >= 1, got 0\n"
-    assert not (tmp_path / "optuna.db").exists()
+    assert not sweep.exists()  # made for the study's SQLite file; nothing in it
 
 
 @pytest.mark.skipif(shutil.which("srun") is not None, reason="SLURM is here")
@@ -514,6 +565,8 @@ def test_a_studys_settings_are_what_its_trials_measure():
     other = _settings(["trainer.max_steps=3", "method.dropout=0.001", "objective.metric=val/loss", "logger=none",
                        "hydra/launcher=joblib"])
     assert one == other == ["method.dropout=0.001", "objective.metric='val/loss'", "trainer.max_steps=3"]
+    assert _settings(["trainer.max_steps=2", "method.dropout=0.1", "trainer.max_steps=3"]) == \
+        _settings(["method.dropout=0.1", "trainer.max_steps=3"])  # a key given twice: Hydra takes the last
 
 
 def test_a_slurm_jobs_dir_is_found_by_its_job_id(tmp_path):

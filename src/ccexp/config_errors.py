@@ -4,9 +4,11 @@ have it; and the line for an objective metric a run does not report."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import fields
 from pathlib import Path
+from typing import Optional
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
@@ -90,6 +92,22 @@ def numeric_keys(metrics: dict) -> list[str]:
 
 
 OBJECTIVE_MISSING = "is not among this run's metrics"  # how a search's plugin tells this line apart
+
+
+def objective_value(value) -> Optional[float]:
+    """A metric as a search's objective: a finite number, else None (NaN: a diverged run; null:
+    nothing to score), which the Optuna sweeper records as a failed trial (optuna 2.10 refuses
+    to be told a NaN)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def objective_not_a_number(key: str, value) -> str:
+    """A search's objective the run has, but without a number: Optuna fails the trial."""
+    why = "null in this run's metrics (no answer gave a number)" if value is None else \
+        f"{value!r} in this run's metrics (a diverged run?)"
+    return f"objective.metric: {key} is {why}, not a value to optimise; the Optuna trial is recorded as failed"
 
 
 def objective_missing(key: str, metrics: dict) -> str:

@@ -15,7 +15,7 @@ from ccexp import resume
 from ccexp.backends import build_backend, resolve_backend
 from ccexp.backends.base import reset_peak_memory
 from ccexp.config import ConfigError, RunConfig, validate
-from ccexp.config_errors import objective_missing
+from ccexp.config_errors import objective_missing, objective_not_a_number, objective_value
 from ccexp.data import build_splits
 from ccexp.environment import code_and_versions, machine
 from ccexp.evaluate import evaluate
@@ -103,6 +103,9 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
                 f.write(json.dumps(record) + "\n")
         if required_metric is not None and required_metric not in metrics:
             raise ConfigError(objective_missing(required_metric, metrics))
+        if required_metric is not None and objective_value(metrics[required_metric]) is None:
+            # Optuna records a failed trial: so do the job, the sweep's summary and its exit code.
+            raise ConfigError(objective_not_a_number(required_metric, metrics[required_metric]))
         metrics["status"] = "finished"
         log_predictions(logger, predictions)
         if adapter is None:

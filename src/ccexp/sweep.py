@@ -108,12 +108,13 @@ def record_failure(job_dir: Path, err: BaseException, line: str | None = None) -
 
 
 def discard_unstarted(sweep_dir: Path) -> None:
-    """A sweep refused before any job ran leaves the dir Hydra made with only its multirun.yaml:
-    an empty sweep in the user's multirun/ (and in a report over it). Removed, with its
-    multirun/<date> folder where that is left empty; anything else in them is kept."""
+    """A sweep refused before any job ran leaves the dir Hydra made with only its multirun.yaml
+    (an Optuna study's, made for its SQLite file, with nothing): an empty sweep in the user's
+    multirun/ (and in a report over it). Removed, with its multirun/<date> folder where that is
+    left empty; anything else in them is kept."""
     try:
-        if sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]:
-            (sweep_dir / "multirun.yaml").unlink()
+        if sweep_dir.is_dir() and [p.name for p in sweep_dir.iterdir()] in ([], ["multirun.yaml"]):
+            (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
             sweep_dir.rmdir()
             day = sweep_dir.parent
             if day.parent.name == "multirun" and not any(day.iterdir()):

@@ -32,7 +32,7 @@ import yaml
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 from omegaconf import DictConfig, ListConfig, open_dict
 
-from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
+from ccexp.config import KEYS_HINT, ConfigError, did_you_mean, validate
 from ccexp.config_errors import OBJECTIVE_MISSING, config_error_line
 from ccexp.cores import JOBS_AT_ONCE_ENV, jobs_at_once
 from ccexp.sweep import BATCH_STOPPED, WORKER_DIED, discard_unstarted, job_label, record_failure, stop_batch
@@ -90,6 +90,13 @@ def check_study(sweeper, arguments: list[str]) -> None:
         if name not in ("minimize", "maximize"):
             raise ConfigError(f"objective.direction (the study's hydra.sweeper.direction): expected minimize or "
                               f"maximize, got {name!r}")
+    # What every trial would be refused on in run() (method.r=0; maximize val/loss): once, here,
+    # not n_trials times, and before the study stores a direction against its metric for good.
+    objective = validate(sweeper.config).objective
+    name = getattr(directions[0], "name", directions[0])
+    if len(directions) == 1 and name != objective.direction:
+        raise ConfigError(f"hydra.sweeper.direction={name}, but objective.direction={objective.direction}: the "
+                          "study optimises objective.metric; set objective.direction instead")
     storage = sweeper.storage
     if isinstance(storage, str) and storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
         folder = Path(storage.removeprefix("sqlite:///")).parent
@@ -124,14 +131,13 @@ def _settings(arguments: list[str]) -> list[str]:
     spelling (``1e-3`` and ``0.001``, quoted or not, ``+key`` or ``key`` are one setting): not
     a searched value (``method.lr=interval(...)``: the search space, which may change), nor how
     a trial is logged or judged, nor Hydra's own (n_trials, the launcher, the sweep dir)."""
-    settings = []
+    settings = {}
     for override in OverridesParser.create().parse_overrides(arguments):
         key = override.get_key_element().lstrip("+~")
         if override.is_sweep_override() or key.split(".")[0].split("/")[0] in _NOT_MEASURED:
             continue
-        value = "~" if override.is_delete() else repr(override.value())
-        settings.append(f"{key}={value}")
-    return sorted(settings)
+        settings[key] = "~" if override.is_delete() else repr(override.value())  # given twice: Hydra's last
+    return sorted(f"{key}={value}" for key, value in settings.items())
 
 
 def _open_study(sweeper):
@@ -157,6 +163,13 @@ def check_resumed_study(sweeper, arguments: list[str]) -> None:
     measured different things, and TPE would learn from both: refused in one line. A study
     with no complete trial yet (a mistyped objective.metric, fixed now) has nothing to mix."""
     study = _open_study(sweeper)
+    wanted = [str(getattr(d, "name", d)) for d in
+              (sweeper.direction if isinstance(sweeper.direction, MutableSequence) else [sweeper.direction])]
+    stored = [d.name.lower() for d in study.directions] if study is not None else wanted
+    if stored != wanted:  # optuna refuses it in a traceback ("Cannot overwrite study direction")
+        raise ConfigError(f"hydra.sweeper.study_name={sweeper.study_name}: the study was created to "
+                          f"{' '.join(stored)}, this launch asks to {' '.join(wanted)}; a study's direction cannot "
+                          "change: give a new hydra.sweeper.study_name")
     earlier = study.user_attrs.get(STUDY_SETTINGS) if study is not None else None
     now = _settings(arguments)
     if earlier is None or earlier == now or not _completed(study):
