@@ -157,6 +157,15 @@ def test_cli_range_error_is_one_line():
     assert proc.stderr.strip() == "ccexp: error: method.r: expected an integer >= 1, got -1"
 
 
+def test_cli_sweep_with_cfg_is_one_line():
+    """Hydra raises its own flag check as a ValueError with a traceback (exit 1)."""
+    proc = subprocess.run([sys.executable, "-m", "ccexp", "-m", "experiment=method_comparison", "--cfg", "job"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr == ("ccexp: error: -m with --cfg or --info: Hydra takes one of --multirun, --cfg, --info; "
+                           "without -m, --cfg job shows the config and --cfg hydra the sweep (hydra.sweeper.params)\n")
+
+
 def test_cli_unknown_option_lists_choices():
     proc = _cli("method=foo")
     assert proc.returncode == 2

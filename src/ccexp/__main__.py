@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ccexp.config import ConfigError
-from ccexp.config_errors import config_error_line, objective_missing
+from ccexp.config_errors import config_error_line, objective_missing, objective_value
 
 # A wheel carries the configs inside the package; a source checkout keeps them in ./conf.
 _PACKAGED = Path(__file__).parent / "conf"
@@ -64,10 +63,7 @@ def main(cfg: DictConfig) -> Optional[float]:
         # Nothing reads it (an Optuna job has failed in run() instead): the run's results stand.
         print(f"ccexp: warning: {objective_missing(key, metrics)}", file=sys.stderr)
         return None
-    value = metrics[key]
-    # No value (NaN: a diverged run) is None: the Optuna sweeper records a failed trial and goes
-    # on, where a NaN would stop it (optuna 2.10 refuses to tell a NaN).
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return objective_value(metrics[key])
 
 
 def cli() -> None:
@@ -82,6 +78,12 @@ def cli() -> None:
         main()
     except HydraException as err:
         print(f"ccexp: error: {config_error_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as err:  # Hydra's own flag check, raised (not printed) under HYDRA_FULL_ERROR
+        if not str(err).startswith("Only one of --run, --multirun, --cfg"):
+            raise
+        print("ccexp: error: -m with --cfg or --info: Hydra takes one of --multirun, --cfg, --info; without -m, "
+              "--cfg job shows the config and --cfg hydra the sweep (hydra.sweeper.params)", file=sys.stderr)
         sys.exit(2)
     finally:
         if before is None:
