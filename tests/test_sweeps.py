@@ -250,6 +250,11 @@ def _study(cfg, tmp_path, **change):
                           "got 'up'"),
     ({"storage": "sqlite:////nonexistent/dir/x.db"},
      "hydra.sweeper.storage: sqlite:////nonexistent/dir/x.db: /nonexistent/dir is not a folder this user can write to"),
+    ({"storage": "postgresql://optuna@db/studies"},
+     "hydra.sweeper.storage: postgresql://optuna@db/studies: No module named 'psycopg2' (expected sqlite:///<file>, "
+     "or a database URL whose driver is installed)"),
+    ({"storage": "optuna.db"}, "hydra.sweeper.storage: optuna.db: Could not parse SQLAlchemy URL from string "
+                               "'optuna.db' (expected sqlite:///<file>, or a database URL whose driver is installed)"),
     ({"params": {"method.lr": "tag(log, interval(3e-3, 1e-4))"}},
      "hydra.sweeper.params: method.lr=tag(log, interval(3e-3, 1e-4)): The `low` value must be smaller than or equal "
      "to the `high` value (low=0.003, high=0.0001)."),

@@ -102,6 +102,14 @@ def check_study(sweeper, arguments: list[str]) -> None:
         folder = Path(storage.removeprefix("sqlite:///")).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
             raise ConfigError(f"hydra.sweeper.storage: {storage}: {folder} is not a folder this user can write to")
+    elif isinstance(storage, str) and not storage.startswith(("sqlite:", "redis")):
+        from sqlalchemy import create_engine
+
+        try:  # imports the URL's database driver, connecting to nothing: optuna's traceback otherwise
+            create_engine(storage).dispose()
+        except Exception as err:  # noqa: BLE001 - a missing driver, an unknown dialect, no URL at all
+            raise ConfigError(f"hydra.sweeper.storage: {storage}: {str(err).splitlines()[0]} (expected "
+                              "sqlite:///<file>, or a database URL whose driver is installed)") from None
     params = sweeper.params or {}  # a DictConfig; None without a search space
     task_keys = _config_keys(sweeper.config)
     parser = OverridesParser.create()
