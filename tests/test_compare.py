@@ -633,3 +633,17 @@ def test_times_from_different_machines_are_never_best(tmp_path, capsys):
     (root / "0" / "environment.json").write_text("{not json")
     assert main([str(root), "--no-plots"]) == 2
     assert capsys.readouterr().err.startswith(f"ccexp.compare: error: {root / '0' / 'environment.json'}: not valid JSON")
+
+
+def test_training_curves_of_one_validation_each_keep_whole_steps(tmp_path, monkeypatch):
+    """Runs validated once each, all at step 2: the axis had ticks 1.900 1.925 ... run together."""
+    from ccexp.compare import plots as compare_plots
+
+    for i, method in enumerate(("lora", "qlora")):
+        make_run(tmp_path / "sweep" / str(i), method, {"test/acc": 0.5, "val/loss": 1.0 + i,
+                                                        "train/val_history": [{"step": 2, "val_loss": 1.0 + i}]})
+    saved = {}
+    monkeypatch.setattr(compare_plots, "_save", lambda fig, path: saved.setdefault(path.name, fig))
+    assert main([str(tmp_path / "sweep")]) == 0
+    ticks = saved["training_curves.png"].axes[0].get_xticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks

@@ -120,6 +120,9 @@ def training_curves(runs: list[Run], swept: list[str], path: Path) -> bool:
     for run, pts in curves:
         ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o", label=_label(run, swept))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    steps = {s for _, pts in curves for s, _ in pts}
+    if len(steps) == 1:  # one validation each, at one step: a range of whole steps around it, not 1.9..2.1
+        ax.set_xlim(min(steps) - 1, min(steps) + 1)
     ax.set_xlabel("optimizer step")
     # Validation during training may score a subset (trainer.limit_val_batches); val/loss is the whole split.
     limits = {run.flat.get("trainer.limit_val_batches") for run, _ in curves} - {None}
