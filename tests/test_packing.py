@@ -176,3 +176,19 @@ def test_packing_refuses_a_sliding_window_shorter_than_the_rows(tiny_dir):
     model.config = MistralConfig(sliding_window=4096, num_hidden_layers=2)
     assert packing_applies(rc, model)
     assert not packing_applies(validate(compose_cfg("model=tiny", "backend=cpu", "backend.packing=false")), model)
+
+
+def test_a_mask_first_made_in_inference_trains(tiny_dir, tokenizer, monkeypatch):
+    """Long rows go to SDPA with a cached bottom-right causal mask (every row on a GPU). One made
+    first under inference_mode (validation, evaluation, an earlier job) is an inference tensor,
+    and training then failed: "Inference tensors cannot be saved for backward"."""
+    from ccexp.backends import attention
+
+    monkeypatch.setattr(attention, "EXPLICIT_MAX_LEN", 0)  # every row fused, as on a GPU
+    attention.causal_bias.cache_clear()
+    model = _lora(tiny_dir)
+    batch = collate_packed(_items(tokenizer))
+    with torch.inference_mode():
+        completion_nll(model, batch)
+    loss, _, grads = _loss_and_grads(model, batch)
+    assert torch.isfinite(loss) and grads.abs().max() > 1e-3

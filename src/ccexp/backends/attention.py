@@ -365,9 +365,12 @@ def explicit_attention(query, key, value, scaling: float, mask: torch.Tensor | N
 
 @functools.lru_cache(maxsize=64)
 def causal_bias(q_len: int, k_len: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """0 where query i (the last ``q_len`` of ``k_len`` positions) may see key j, -inf above."""
-    hidden = torch.ones(q_len, k_len, dtype=torch.bool, device=device).triu_(k_len - q_len + 1)
-    return torch.zeros(q_len, k_len, dtype=dtype, device=device).masked_fill_(hidden, float("-inf"))
+    """0 where query i (the last ``q_len`` of ``k_len`` positions) may see key j, -inf above.
+    Made outside inference mode whatever the caller's: the cached mask of a first call under
+    ``inference_mode`` (validation) would be an inference tensor, which SDPA's backward cannot save."""
+    with torch.inference_mode(False):
+        hidden = torch.ones(q_len, k_len, dtype=torch.bool, device=device).triu_(k_len - q_len + 1)
+        return torch.zeros(q_len, k_len, dtype=dtype, device=device).masked_fill_(hidden, float("-inf"))
 
 
 def register() -> str:
