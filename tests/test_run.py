@@ -175,6 +175,15 @@ def test_csv_final_row_of_a_run_stopped_in_training_is_at_its_last_step(tmp_path
     with open(tmp_path / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(int(r["step"]), r["time/setup_s"]) for r in rows][-2:] == [(4, ""), (4, "1.5")]
+    # Requeued and resumed (its curve kept beside), then stopped before it logged a step: the
+    # final row goes after the kept curve, not to step 0.
+    again = build_logger(LoggerConfig(name="csv"), tmp_path, "run", "group", {}, [])
+    finish_logger(again, {"time/setup_s": 2.5, "status": "failed"}, failed=True)
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        assert [(int(r["step"]), r["time/setup_s"]) for r in csv.DictReader(f)] == [(4, "2.5")]
+    import pickle
+
+    assert pickle.loads(pickle.dumps(again)).last_step == 4  # a launcher may ship it to a worker
 
 
 def test_cli_writes_a_run_dir(tmp_path):
@@ -444,3 +453,18 @@ def test_sigterm_outside_lightnings_loop_is_recorded(tmp_path, monkeypatch):
         run(compose_cfg(*FAST, "eval.baseline=false"), tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text())["error"].startswith("interrupted by SIGTERM")
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_training_leaves_the_model_on_its_device(tmp_path, monkeypatch):
+    """Lightning's teardown after every fit and validate moves the module to the CPU: after GPU
+    training, evaluation sent its batches to the GPU and the weights were on the CPU (and a 7B
+    base was copied ~15 GB each way). A no-op on a CPU, so the move itself is what is checked."""
+    from ccexp.backends.lightning_modules import CompletionLM
+
+    def cpu(self):
+        raise AssertionError("the model was moved to the CPU")
+
+    monkeypatch.setattr(CompletionLM, "cpu", cpu)
+    metrics = run(compose_cfg(*FAST, "trainer.max_steps=2", "eval.baseline=false", "eval.generate_examples=0",
+                              "eval.latency_examples=0"), tmp_path)
+    assert metrics["status"] == "finished"

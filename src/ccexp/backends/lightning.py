@@ -22,7 +22,8 @@ from transformers import DynamicCache
 from ccexp import resume
 from ccexp.backends import decoding, packed, speedups
 from ccexp.backends.base import Generation, check_saved_config, peak_rss_mb
-from ccexp.backends.lightning_modules import BestAdapter, ChatDataModule, Checkpoints, CompletionLM, Throughput
+from ccexp.backends.lightning_modules import (BestAdapter, ChatDataModule, Checkpoints, CompletionLM, StayOnDevice,
+                                             Throughput)
 from ccexp.config import ConfigError, RunConfig, lora_targets
 from ccexp.data.batching import (EncodedDataset, GroupedBatchSampler, collator, completion_nll,
                                  generation_prompt_room, prompt_text, to_device)
@@ -226,6 +227,7 @@ class TorchBackend:
         trainer = pl.Trainer(
             accelerator="gpu" if self.device == "cuda" else "cpu",
             devices=1,
+            strategy=StayOnDevice(device=torch.device("cuda", 0) if self.device == "cuda" else torch.device("cpu")),
             precision=self.precision,
             # With max_steps, the epochs those steps take (not -1, "no limit", which the progress
             # bar prints as "Epoch 0/-2"); steps_per_epoch counts the optimizer steps Lightning takes.

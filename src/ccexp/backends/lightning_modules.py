@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
@@ -157,6 +158,19 @@ class CompletionLM(pl.LightningModule):
         warmup = int(self.warmup_ratio * self.total_steps)
         scheduler = get_linear_schedule_with_warmup(optimizer, warmup, self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class StayOnDevice(SingleDeviceStrategy):
+    """Lightning's one-device strategy, except that its teardown leaves the model and optimizer
+    where they are. Lightning's moves them to the CPU after every fit and validate: evaluation
+    after GPU training then sent its batches to the GPU with the weights on the CPU (and a 7B
+    base would be copied ~15 GB each way)."""
+
+    def teardown(self) -> None:
+        self.precision_plugin.teardown()
+        assert self.accelerator is not None
+        self.accelerator.teardown()
+        self.checkpoint_io.teardown()
 
 
 class BestAdapter(pl.Callback):
