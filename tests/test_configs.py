@@ -157,13 +157,14 @@ def test_cli_range_error_is_one_line():
     assert proc.stderr.strip() == "ccexp: error: method.r: expected an integer >= 1, got -1"
 
 
-def test_cli_sweep_with_cfg_is_one_line():
+@pytest.mark.parametrize("flags", [["-m", "experiment=method_comparison", "--cfg", "job"], ["--cfg", "job", "--info"]])
+def test_cli_two_modes_at_once_is_one_line(flags):
     """Hydra raises its own flag check as a ValueError with a traceback (exit 1)."""
-    proc = subprocess.run([sys.executable, "-m", "ccexp", "-m", "experiment=method_comparison", "--cfg", "job"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "ccexp", *flags], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr == ("ccexp: error: -m with --cfg or --info: Hydra takes one of --multirun, --cfg, --info; "
-                           "without -m, --cfg job shows the config and --cfg hydra the sweep (hydra.sweeper.params)\n")
+    assert proc.stderr == ("ccexp: error: one of -m (--multirun), --cfg and --info at a time, as Hydra takes them; "
+                           "a sweep's config: --cfg job without -m shows its first job's, --cfg hydra its "
+                           "hydra.sweeper.params\n")
 
 
 def test_cli_unknown_option_lists_choices():

@@ -299,6 +299,26 @@ def test_what_every_trial_would_fail_on_is_refused_before_the_study_opens(overri
     assert not (tmp_path / "optuna.db").exists()
 
 
+@pytest.mark.parametrize("override", ["seed=${hydra:job.num}", "method.dropout=${oc.env:CCEXP_TEST_UNSET_ON_PURPOSE}"])
+def test_a_value_read_from_the_jobs_runtime_is_left_to_its_trials(override, tmp_path):
+    """${hydra:job.num}, or a variable only a SLURM node sets, resolves in the job, not in the
+    sweeper: the check before the study opens leaves such a config to the trials."""
+    from hydra_plugins.ccexp_plugins import check_study
+
+    cfg = compose_with_hydra("hparams_search=lora_optuna", override)
+    check_study(_study(cfg, tmp_path), [])
+
+
+def test_a_study_without_a_direction_is_one_line(tmp_path):
+    from hydra_plugins.ccexp_plugins import check_study
+
+    cfg = compose_with_hydra("hparams_search=lora_optuna")
+    with pytest.raises(ConfigError) as err:
+        check_study(_study(cfg, tmp_path, direction=[]), [])
+    assert str(err.value) == "objective.direction (the study's hydra.sweeper.direction): expected minimize or " \
+                             "maximize, got []"
+
+
 def test_a_resumed_study_keeps_its_direction(tmp_path):
     """optuna refuses another direction for a stored study in a traceback ("Cannot overwrite study
     direction"); hydra.sweeper.* is no setting the resume check compared."""

@@ -82,8 +82,8 @@ def cli() -> None:
     except ValueError as err:  # Hydra's own flag check, raised (not printed) under HYDRA_FULL_ERROR
         if not str(err).startswith("Only one of --run, --multirun, --cfg"):
             raise
-        print("ccexp: error: -m with --cfg or --info: Hydra takes one of --multirun, --cfg, --info; without -m, "
-              "--cfg job shows the config and --cfg hydra the sweep (hydra.sweeper.params)", file=sys.stderr)
+        print("ccexp: error: one of -m (--multirun), --cfg and --info at a time, as Hydra takes them; a sweep's "
+              "config: --cfg job without -m shows its first job's, --cfg hydra its hydra.sweeper.params", file=sys.stderr)
         sys.exit(2)
     finally:
         if before is None:

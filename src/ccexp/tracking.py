@@ -7,6 +7,7 @@ the run waits out one init timeout and then logs offline, saying so in one line.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import netrc
@@ -15,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
+
+from pytorch_lightning.loggers import CSVLogger
 
 from ccexp.config import LoggerConfig
 
@@ -78,30 +81,43 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
     return logger
 
 
-def csv_logger(run_dir: Path) -> Any:
-    """Lightning's CSV logger in ``<run dir>/csv``, knowing the last step it was given (the final
-    row of a run stopped in training goes there)."""
-    from pytorch_lightning.loggers import CSVLogger
+class StepCSVLogger(CSVLogger):
+    """Lightning's CSV logger in ``<run dir>/csv``, knowing the last step it was given: the final
+    row of a run stopped in training goes there (Lightning's default is the count of rows not
+    yet written, 0 after a flush)."""
 
-    class StepCSVLogger(CSVLogger):
-        last_step = 0
+    def __init__(self, run_dir: Path, last_step: int = 0):
+        super().__init__(save_dir=str(run_dir), name="csv", version="")
+        self.last_step = last_step
 
-        def log_metrics(self, metrics, step=None):
-            if step is not None:
-                self.last_step = max(self.last_step, int(step))
-            super().log_metrics(metrics, step)
+    def log_metrics(self, metrics, step=None):
+        if step is not None:
+            self.last_step = max(self.last_step, int(step))
+        super().log_metrics(metrics, step)
 
-    earlier = run_dir / "csv"
+
+def csv_logger(run_dir: Path) -> StepCSVLogger:
+    earlier, last_step = run_dir / "csv", 0
     if earlier.is_dir() and any(earlier.iterdir()):
         # An earlier launch in this run dir (trainer.resume_from=auto after a requeue): Lightning
-        # would delete its metrics.csv, the curve before the checkpoint with it. Kept beside.
+        # would delete its metrics.csv, the curve before the checkpoint with it. Kept beside; this
+        # launch's steps go on from its last.
+        last_step = _last_step(earlier / "metrics.csv")
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(earlier.stat().st_mtime))
         kept = run_dir / f"csv.until_{stamp}"
         n = 1
         while kept.exists():  # two launches within a second
             kept, n = run_dir / f"csv.until_{stamp}.{n}", n + 1
         earlier.rename(kept)
-    return StepCSVLogger(save_dir=str(run_dir), name="csv", version="")
+    return StepCSVLogger(run_dir, last_step)
+
+
+def _last_step(path: Path) -> int:
+    try:
+        with open(path, newline="") as f:
+            return max((int(float(row["step"])) for row in csv.DictReader(f) if row.get("step")), default=0)
+    except (OSError, ValueError, KeyError):  # no file, a damaged one: the curve starts at 0 as before
+        return 0
 
 
 def finish_logger(logger: Optional[Any], metrics: dict[str, Any], failed: bool) -> None:

@@ -30,7 +30,8 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SlurmLauncher
 import yaml
 from joblib.externals.loky.process_executor import TerminatedWorkerError
-from omegaconf import DictConfig, ListConfig, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean, validate
 from ccexp.config_errors import OBJECTIVE_MISSING, config_error_line
@@ -72,6 +73,20 @@ def _is_group(sweeper, key: str) -> bool:
     return repository is not None and repository.group_exists(key.replace(".", "/"))
 
 
+def _resolves_here(config: DictConfig) -> bool:
+    """Whether the task's config (not Hydra's) resolves in the sweeper's process."""
+    try:
+        for key in config:
+            if key == "hydra":
+                continue
+            node = config[key]  # a top-level value resolves as it is read (seed=${hydra:job.num})
+            if isinstance(node, DictConfig):
+                OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException:  # an interpolation that needs the job's runtime or environment
+        return False
+    return True
+
+
 def check_study(sweeper, arguments: list[str]) -> None:
     """What the plugin would fail on with a traceback, or only after a trial has started (and
     stays RUNNING in the study for good): checked before the study is opened, as one line
@@ -85,18 +100,20 @@ def check_study(sweeper, arguments: list[str]) -> None:
         if not _is_count(value):
             raise ConfigError(f"hydra.sweeper.{key}: expected an integer >= 1, got {value!r}")
     directions = sweeper.direction if isinstance(sweeper.direction, MutableSequence) else [sweeper.direction]
-    for direction in directions:
-        name = getattr(direction, "name", direction)
-        if name not in ("minimize", "maximize"):
-            raise ConfigError(f"objective.direction (the study's hydra.sweeper.direction): expected minimize or "
-                              f"maximize, got {name!r}")
+    names = [getattr(direction, "name", direction) for direction in directions]
+    if not names or any(name not in ("minimize", "maximize") for name in names):
+        got = next((name for name in names if name not in ("minimize", "maximize")), [])
+        raise ConfigError(f"objective.direction (the study's hydra.sweeper.direction): expected minimize or "
+                          f"maximize, got {got!r}")
     # What every trial would be refused on in run() (method.r=0; maximize val/loss): once, here,
     # not n_trials times, and before the study stores a direction against its metric for good.
-    objective = validate(sweeper.config).objective
-    name = getattr(directions[0], "name", directions[0])
-    if len(directions) == 1 and name != objective.direction:
-        raise ConfigError(f"hydra.sweeper.direction={name}, but objective.direction={objective.direction}: the "
-                          "study optimises objective.metric; set objective.direction instead")
+    # A config with a value only a job can resolve (${hydra:job.num}; a variable its node sets)
+    # is left to the trials.
+    if _resolves_here(sweeper.config):
+        objective = validate(sweeper.config).objective
+        if len(names) == 1 and names[0] != objective.direction:
+            raise ConfigError(f"hydra.sweeper.direction={names[0]}, but objective.direction={objective.direction}: "
+                              "the study optimises objective.metric; set objective.direction instead")
     storage = sweeper.storage
     if isinstance(storage, str) and storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
         folder = Path(storage.removeprefix("sqlite:///")).parent
