@@ -88,6 +88,10 @@ def test_coaching_gets_text_scores_and_theme_coverage():
     assert m["test/coaching/exact_match"] == m["test/coaching/acc"] == 0.5
     assert m["test/coaching/theme_coverage"] == pytest.approx((1.0 + 0.5) / 2)
     assert 0 < m["test/coaching/rougeL"] < 1 and 0 <= m["test/coaching/bleu"] <= 1
+    # The same themes in another order: a set, so its text scores are the exact answer's.
+    same = summarize(_records("coaching", ref, ['{"coaching": ["offer the next steps", "show more empathy"]}'], cfg),
+                     "test/", cfg)
+    assert same["test/coaching/rougeL"] == pytest.approx(1.0) and same["test/coaching/bleu"] == pytest.approx(1.0)
 
 
 def test_bleu_is_sacrebleus_with_punctuation_split_off():

@@ -32,6 +32,8 @@ from ccexp.scoring import parse_json_answer, score
     ('{"csat": NaN}', None),                       # Python's reader takes NaN; JSON (and predictions.jsonl) do not
     ('{"a":' * 1000 + '1' + '}' * 1000, None),     # past the parser's depth: invalid, not a crash
     ('{"csat": ' + '1' * 5000 + '}', None),        # past int()'s digit limit
+    ('{"csat": 1, "csat": 4}', None),              # a key given twice says two things: ambiguous
+    ('{"csat": 4, "x": {"a": 1, "a": 2}}', None),  # at any depth
 ])
 def test_parse_json_answer(text, expected):
     assert parse_json_answer(text) == expected
@@ -134,3 +136,12 @@ def test_numbers_are_written_in_ascii_digits(text):
 
     assert as_number(text) is None
     assert as_number(" 85 ") == 85 and as_number("80%") == 80 and as_number("-1.5e2") == -150 and as_number(".5") == 0.5
+
+
+def test_a_percent_is_a_number_only_on_a_0_to_100_scale():
+    """"80%" is a churn risk or a quality score of 80; on CSAT's 1-5 scale "1%" is no rating."""
+    cfg = EvalConfig()
+    csat = score(_ex("csat", csat=1), '{"csat": "1%"}', cfg)
+    assert csat["field_parsed"] == {"csat": False} and csat["correct"] == {"csat": False}
+    churn = score(_ex("churn", churn_risk=80), '{"churn_risk": "80%"}', cfg)
+    assert churn["field_parsed"]["churn_risk"] and churn["correct"]["churn_risk"]

@@ -60,10 +60,11 @@ def text_scores(references: Sequence[str], predictions: Sequence[str]) -> dict[s
 
 
 def coaching_text(value: Any) -> str:
-    """Coaching themes as text for BLEU/ROUGE: in order, '; '-joined, 'none' for an empty list."""
+    """Coaching themes as text for BLEU/ROUGE: '; '-joined, 'none' for an empty list. Sorted as
+    the scorer compares themes: a set, whose order alone must not cost text overlap."""
     if not isinstance(value, list):
         return ""
-    return "; ".join(str(v) for v in value) or "none"
+    return "; ".join(str(v) for v in sorted(value, key=lambda v: (_theme(v), str(v)))) or "none"
 
 
 def _field_values(records: list[dict]) -> dict[str, list[tuple[Any, Any, bool, bool]]]:

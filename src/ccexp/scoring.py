@@ -18,6 +18,15 @@ def _not_json(constant: str):
     raise ValueError(f"{constant} is not JSON")  # Python's reader takes NaN and Infinity; JSON does not
 
 
+def _once_each(pairs: list[tuple[str, Any]]) -> dict:
+    """An object whose keys are all different: {"csat": 1, "csat": 4} says two things (Python's
+    reader keeps the last), so it is no answer."""
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        raise ValueError("a key given twice")
+    return value
+
+
 def _closing_brace(text: str, start: int) -> Optional[int]:
     """Where the object opened at ``start`` closes (braces inside strings skipped), or None when
     the text ends first: an answer cut off at the token cap."""
@@ -53,7 +62,7 @@ def parse_json_answer(text: str) -> Optional[dict]:
         if end is None:
             return None
         try:
-            value = json.loads(text[start : end + 1], parse_constant=_not_json)
+            value = json.loads(text[start : end + 1], parse_constant=_not_json, object_pairs_hook=_once_each)
         except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth / digit limits
             value = None
         if isinstance(value, dict):
@@ -65,17 +74,20 @@ def parse_json_answer(text: str) -> Optional[dict]:
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 
-def as_number(value: Any) -> Optional[float]:
-    """A finite number, from a JSON number or a numeric string ("4", "80%"); else None. NaN,
-    Infinity and magnitudes past 1e15 (no score on any scale, and enough of them would turn a
-    mean absolute error into inf, which metrics.json cannot hold) are no score."""
+def as_number(value: Any, percent: bool = True) -> Optional[float]:
+    """A finite number, from a JSON number or a numeric string ("4", and "80%" where ``percent``:
+    a 0-100 scale); else None. NaN, Infinity and magnitudes past 1e15 (no score on any scale,
+    and enough of them would turn a mean absolute error into inf, which metrics.json cannot
+    hold) are no score."""
     if isinstance(value, bool):
         return None
     try:
         if isinstance(value, (int, float)):
             number = float(value)
         elif isinstance(value, str):
-            text = value.strip().rstrip("%")
+            text = value.strip()
+            if percent and text.endswith("%"):
+                text = text[:-1]
             if not _NUMBER.fullmatch(text):  # float() also takes "1_000", "٣" and "inf"
                 return None
             number = float(text)
@@ -92,9 +104,9 @@ def _label(value: Any) -> Optional[str]:
     return str(value).strip().lower().replace(" ", "_").replace("-", "_")
 
 
-def _within(band: float):
+def _within(band: float, percent: bool = True):
     def check(pred: Any, ref: Any) -> bool:
-        p, r = as_number(pred), as_number(ref)
+        p, r = as_number(pred, percent), as_number(ref, percent)
         return p is not None and r is not None and abs(p - r) <= band + 1e-9
 
     return check
@@ -141,11 +153,17 @@ NULLABLE_FIELDS = ("secondary_category",)  # null is an answer there: "no second
 NUMBER_RANGES: dict[str, tuple[int, int]] = {"quality_score": (0, 100), "csat": (1, 5), "churn_risk": (0, 100)}
 
 
+def takes_percent(name: str) -> bool:
+    """Whether "80%" is a value of the number field ``name``: on a 0-100 scale (quality, churn
+    risk), not on CSAT's 1-5, where "1%" is no rating."""
+    return NUMBER_RANGES.get(name, (0, 100)) == (0, 100)
+
+
 def parses(kind: str, value: Any, name: str = "") -> bool:
     """Whether a parsed field has a usable value of its kind (a number, a label, a list, text).
     Null is a label only where it means something (``NULLABLE_FIELDS``)."""
     if kind == "number":
-        return as_number(value) is not None
+        return as_number(value, percent=takes_percent(name)) is not None
     if kind == "label":
         if value is None:
             return name in NULLABLE_FIELDS
@@ -161,7 +179,7 @@ def field_checks(cfg: EvalConfig) -> dict[str, Any]:
     return {
         "quality_score": _within(cfg.quality_band),
         "effectiveness": _same_label,
-        "csat": _within(cfg.csat_band),
+        "csat": _within(cfg.csat_band, percent=takes_percent("csat")),
         "issue_category": _same_label,
         "secondary_category": _same_label,
         "churn_risk": _within(cfg.churn_band),
