@@ -288,6 +288,18 @@ def test_the_cpu_peak_is_the_fastest_product_over_every_size(monkeypatch):
     assert next(calls) == 4 * (1 + 2 * 2 + 1)
 
 
+def test_the_bench_sees_one_gpu_as_its_ccexp_side_trains_on():
+    """HF Trainer takes every visible GPU (DataParallel), ccexp's side one: a CUDA bench restarts
+    with the first of them alone; a CPU bench, or one GPU already chosen, as it is."""
+    from ccexp.bench.__main__ import restart_settings
+
+    arena = {"MALLOC_ARENA_MAX": "1"}
+    assert restart_settings(["--device", "cuda"], arena) == {"CUDA_VISIBLE_DEVICES": "0"}
+    assert restart_settings(["--device", "cuda"], {**arena, "CUDA_VISIBLE_DEVICES": "2,3"}) == {"CUDA_VISIBLE_DEVICES": "2"}
+    assert restart_settings(["--device", "cuda"], {**arena, "CUDA_VISIBLE_DEVICES": "1"}) == {}
+    assert restart_settings(["--device", "cpu"], arena) == {}
+
+
 def test_the_bench_command_restarts_with_one_malloc_arena():
     """``python -m ccexp.bench`` re-executes itself with MALLOC_ARENA_MAX=1 (the training sides'
     threads would each keep their freed memory), its arguments intact; not again once it is set."""
@@ -296,7 +308,7 @@ def test_the_bench_command_restarts_with_one_malloc_arena():
     import sys
 
     code = ("import sys; sys.argv = ['ccexp.bench', '--parts', 'speed']; "
-            "from ccexp.bench.__main__ import _one_malloc_arena; _one_malloc_arena(); print('not re-executed')")
+            "from ccexp.bench.__main__ import _restart; _restart(); print('not re-executed')")
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     # Re-executed as the bench, which parsed the arguments it was given.

@@ -272,6 +272,19 @@ def test_fp16_autocast_is_refused_on_cpu():
     assert resolve_precision("32-true", "cpu") == "32-true"
 
 
+def test_auto_precision_on_a_gpu_without_bf16_is_fp16(monkeypatch):
+    """torch's is_bf16_supported() says yes on a T4 or V100 too (bf16 emulated, slowly): auto asks
+    whether the GPU has bf16 itself."""
+    import torch
+
+    from ccexp.backends.lightning import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert resolve_precision("auto", "cuda") == "16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_precision("auto", "cuda") == "bf16-mixed"
+
+
 def test_seed_from_the_environment(monkeypatch):
     monkeypatch.setenv("CCEXP_TEST_SEED", "7")  # ${oc.env:...} resolves to text
     assert validate(compose_cfg("seed=${oc.env:CCEXP_TEST_SEED}")).seed == 7

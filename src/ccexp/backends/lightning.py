@@ -62,7 +62,8 @@ def resolve_precision(requested: str, device: str) -> str:
     if requested != "auto":
         return requested
     if device == "cuda":
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        # Not emulated: torch says yes on a T4 or V100 too, where bf16 runs slowly in software.
+        return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
     return "bf16-mixed" if cpu_has_bf16() else "32-true"
 
 

@@ -301,16 +301,32 @@ class _PartClock:
         return {**self.parts, "total": time.perf_counter() - self.start}
 
 
-def _one_malloc_arena() -> None:
-    """Start again with ``MALLOC_ARENA_MAX=1`` (glibc), unless already set: the training sides
-    run in threads of their own (``turns.py``), and with an arena per thread each kept ~5 GB
-    that it had freed, which ran a 24 GB VM out of memory. ``mallopt`` at run time comes too
-    late once PyTorch's threads have made arenas of their own (peak 19.8 GB against 14.7 GB)."""
-    if sys.platform == "linux" and "MALLOC_ARENA_MAX" not in os.environ:
-        env = {**os.environ, "MALLOC_ARENA_MAX": "1"}
-        os.execve(sys.executable, [sys.executable, "-m", "ccexp.bench", *sys.argv[1:]], env)
+def restart_settings(argv: list[str], environ: dict) -> dict[str, str]:
+    """What the bench restarts itself with, where the environment lacks it:
+    - ``MALLOC_ARENA_MAX=1`` (glibc): the training sides run in threads of their own
+      (``turns.py``), and with an arena per thread each kept ~5 GB that it had freed, which ran
+      a 24 GB VM out of memory; ``mallopt`` at run time comes too late once PyTorch's threads
+      have made arenas of their own (peak 19.8 GB against 14.7 GB);
+    - with ``--device cuda``, one GPU visible (the first): HF Trainer takes every GPU it sees
+      (DataParallel for LoRA; for QLoRA a batch as many times larger) where ccexp's side trains
+      on one, so the two would not do the same work; set before CUDA reads it, at its start."""
+    settings = {}
+    if sys.platform == "linux" and "MALLOC_ARENA_MAX" not in environ:
+        settings["MALLOC_ARENA_MAX"] = "1"
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device")  # the one flag read here; the bench itself parses them all, and says what is wrong
+    if device.parse_known_args(argv)[0].device == "cuda" and (visible is None or "," in visible):
+        settings["CUDA_VISIBLE_DEVICES"] = (visible or "0").split(",")[0].strip()
+    return settings
+
+
+def _restart() -> None:
+    settings = restart_settings(sys.argv[1:], dict(os.environ))
+    if settings:
+        os.execve(sys.executable, [sys.executable, "-m", "ccexp.bench", *sys.argv[1:]], {**os.environ, **settings})
 
 
 if __name__ == "__main__":
-    _one_malloc_arena()
+    _restart()
     main()

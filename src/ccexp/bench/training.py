@@ -355,9 +355,11 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
         def on_step_end(self, args, state, control, **kw):
             clock.step_end(pass_turn)
 
-    spec = METHODS[rc.method.name](rc.method, rc.model, str(model_dir), torch.bfloat16)
+    # QLoRA's compute dtype and load dtype: ccexp's side's (bf16 where the hardware has it, fp16 on a GPU without).
+    compute = autocast_dtype(rc, device) or torch.float32
+    spec = METHODS[rc.method.name](rc.method, rc.model, str(model_dir), compute)
     if spec.quantization_config is not None:
-        base = prepare_model_for_kbit_training(load_model(model_dir, torch.bfloat16, spec.quantization_config, device))
+        base = prepare_model_for_kbit_training(load_model(model_dir, compute, spec.quantization_config, device))
     else:  # transformers' default: the dtype the checkpoint was saved in (fp32 for the converted SmolLM2)
         base = load_model(model_dir, "auto", device=device)
     model = get_peft_model(base, spec.peft_config)
