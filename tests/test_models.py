@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import types
 
 import pytest
 import torch
@@ -109,6 +110,19 @@ def test_local_dir_without_config_is_rejected(tmp_path):
 def test_load_model_fp32(tiny_dir):
     model = models.load_model(tiny_dir, torch.float32)
     assert next(model.parameters()).dtype == torch.float32 and model.config.use_cache is False
+
+
+def test_a_gpu_model_loads_straight_onto_the_gpu(tiny_dir, monkeypatch):
+    """Not into host memory first and copied after (~15 GB for a 7B model): weights are placed
+    on the device as they load, as bitsandbytes' 4-bit ones already were; on a CPU, as before."""
+    from transformers import AutoModelForCausalLM
+
+    seen = []
+    loaded = types.SimpleNamespace(config=types.SimpleNamespace())
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda path, **kw: seen.append(kw) or loaded)
+    models.load_model(tiny_dir, torch.bfloat16, device="cuda")
+    models.load_model(tiny_dir, torch.bfloat16)
+    assert seen[0]["device_map"] == {"": "cuda"} and "device_map" not in seen[1]
 
 
 def _copy_model(tiny_dir, out, drop=()):

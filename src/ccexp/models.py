@@ -368,6 +368,8 @@ def load_model(model_dir: Path, dtype: torch.dtype | str, quantization_config=No
     if quantization_config is not None:
         # bitsandbytes quantizes while placing weights, so the device is chosen at load time.
         kwargs.update(quantization_config=quantization_config, device_map={"": device})
+    elif device != "cpu":  # straight to the GPU: not a 7B model's ~15 GB in host memory first, then copied
+        kwargs["device_map"] = {"": device}
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     except ValueError as err:
