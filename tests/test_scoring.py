@@ -34,6 +34,7 @@ from ccexp.scoring import parse_json_answer, score
     ('{"csat": ' + '1' * 5000 + '}', None),        # past int()'s digit limit
     ('{"csat": 1, "csat": 4}', None),              # a key given twice says two things: ambiguous
     ('{"csat": 4, "x": {"a": 1, "a": 2}}', None),  # at any depth
+    ('{"coaching": ["a"], "coaching": ["b"]} {"csat": 3}', None),  # not skipped as prose: the other is not the one
 ])
 def test_parse_json_answer(text, expected):
     assert parse_json_answer(text) == expected

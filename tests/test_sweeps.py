@@ -309,6 +309,16 @@ def test_a_value_read_from_the_jobs_runtime_is_left_to_its_trials(override, tmp_
     check_study(_study(cfg, tmp_path), [])
 
 
+def test_a_mistyped_interpolation_is_still_refused_before_the_study_opens(tmp_path):
+    """Only a value the job's runtime resolves is left to the trials: ${method.dropoutt} is a
+    typo every trial would fail on."""
+    from hydra_plugins.ccexp_plugins import check_study
+
+    cfg = compose_with_hydra("hparams_search=lora_optuna", "method.dropout=${method.dropoutt}")
+    with pytest.raises(ConfigError, match=r"^method\.dropout"):
+        check_study(_study(cfg, tmp_path), [])
+
+
 def test_a_study_without_a_direction_is_one_line(tmp_path):
     from hydra_plugins.ccexp_plugins import check_study
 

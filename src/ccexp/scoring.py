@@ -18,12 +18,16 @@ def _not_json(constant: str):
     raise ValueError(f"{constant} is not JSON")  # Python's reader takes NaN and Infinity; JSON does not
 
 
+class _KeyTwice(Exception):
+    """Not a ValueError: an object giving a key twice is JSON, so no brace group to skip as prose."""
+
+
 def _once_each(pairs: list[tuple[str, Any]]) -> dict:
     """An object whose keys are all different: {"csat": 1, "csat": 4} says two things (Python's
-    reader keeps the last), so it is no answer."""
+    reader keeps the last), so the answer is ambiguous."""
     value = dict(pairs)
     if len(value) < len(pairs):
-        raise ValueError("a key given twice")
+        raise _KeyTwice
     return value
 
 
@@ -65,6 +69,8 @@ def parse_json_answer(text: str) -> Optional[dict]:
             value = json.loads(text[start : end + 1], parse_constant=_not_json, object_pairs_hook=_once_each)
         except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth / digit limits
             value = None
+        except _KeyTwice:
+            return None
         if isinstance(value, dict):
             objects.append(value)
         pos = end + 1

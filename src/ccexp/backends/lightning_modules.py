@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.optimizer import _optimizers_to_device
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
@@ -161,12 +162,15 @@ class CompletionLM(pl.LightningModule):
 
 
 class StayOnDevice(SingleDeviceStrategy):
-    """Lightning's one-device strategy, except that its teardown leaves the model and optimizer
-    where they are. Lightning's moves them to the CPU after every fit and validate: evaluation
-    after GPU training then sent its batches to the GPU with the weights on the CPU (and a 7B
-    base would be copied ~15 GB each way)."""
+    """Lightning's one-device strategy, except that its teardown leaves the model where it is.
+    Lightning's moves it to the CPU after every fit and validate: evaluation after GPU training
+    then sent its batches to the GPU with the weights on the CPU (and a 7B base would be copied
+    ~15 GB each way)."""
 
     def teardown(self) -> None:
+        # Lightning 2.6's Strategy.teardown without its ``lightning_module.cpu()``: the optimizer's
+        # state still leaves the GPU, which evaluation needs for itself.
+        _optimizers_to_device(self.optimizers, torch.device("cpu"))
         self.precision_plugin.teardown()
         assert self.accelerator is not None
         self.accelerator.teardown()

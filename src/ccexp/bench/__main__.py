@@ -314,10 +314,14 @@ def restart_settings(argv: list[str], environ: dict) -> dict[str, str]:
     if sys.platform == "linux" and "MALLOC_ARENA_MAX" not in environ:
         settings["MALLOC_ARENA_MAX"] = "1"
     visible = environ.get("CUDA_VISIBLE_DEVICES")
-    device = argparse.ArgumentParser(add_help=False)
-    device.add_argument("--device")  # the one flag read here; the bench itself parses them all, and says what is wrong
-    if device.parse_known_args(argv)[0].device == "cuda" and (visible is None or "," in visible):
-        settings["CUDA_VISIBLE_DEVICES"] = (visible or "0").split(",")[0].strip()
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    parser.add_argument("--device")  # the one flag read here; the bench itself parses them all, and says what is wrong
+    try:
+        device = parser.parse_known_args(argv)[0].device
+    except argparse.ArgumentError:  # "--device" without a value: the bench's own parser says so
+        device = None
+    if device == "cuda" and (visible is None or "," in visible):
+        settings["CUDA_VISIBLE_DEVICES"] = next((d.strip() for d in (visible or "0").split(",") if d.strip()), "0")
     return settings
 
 

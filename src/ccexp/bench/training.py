@@ -18,7 +18,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from ccexp.backends.lightning import TorchBackend
+from ccexp.backends.lightning import TorchBackend, resolve_base_dtype
 from ccexp.backends.lightning_modules import ChatDataModule, Throughput
 from ccexp.bench.turns import StepClock, Turns
 from ccexp.config import RunConfig
@@ -355,11 +355,12 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
         def on_step_end(self, args, state, control, **kw):
             clock.step_end(pass_turn)
 
-    # QLoRA's compute dtype and load dtype: ccexp's side's (bf16 where the hardware has it, fp16 on a GPU without).
-    compute = autocast_dtype(rc, device) or torch.float32
-    spec = METHODS[rc.method.name](rc.method, rc.model, str(model_dir), compute)
+    # QLoRA as ccexp's side has it: its compute dtype (bf16 where the hardware has it, fp16 on a
+    # GPU without), the unquantized layers in its base dtype.
+    spec = METHODS[rc.method.name](rc.method, rc.model, str(model_dir), autocast_dtype(rc, device) or torch.float32)
     if spec.quantization_config is not None:
-        base = prepare_model_for_kbit_training(load_model(model_dir, compute, spec.quantization_config, device))
+        dtype = resolve_base_dtype(rc.backend.base_dtype, _precision(rc, device))
+        base = prepare_model_for_kbit_training(load_model(model_dir, dtype, spec.quantization_config, device))
     else:  # transformers' default: the dtype the checkpoint was saved in (fp32 for the converted SmolLM2)
         base = load_model(model_dir, "auto", device=device)
     model = get_peft_model(base, spec.peft_config)

@@ -31,7 +31,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 import yaml
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean, validate
 from ccexp.config_errors import OBJECTIVE_MISSING, config_error_line
@@ -74,7 +74,10 @@ def _is_group(sweeper, key: str) -> bool:
 
 
 def _resolves_here(config: DictConfig) -> bool:
-    """Whether the task's config (not Hydra's) resolves in the sweeper's process."""
+    """Whether the task's config (not Hydra's) resolves in the sweeper's process: a resolver
+    (``${hydra:job.num}``, ``${oc.env:…}`` of a variable the job's node sets) may not, and is
+    the job's to resolve; a key that is not there (``${method.dropoutt}``) is a typo, and
+    ``validate`` says so."""
     try:
         for key in config:
             if key == "hydra":
@@ -82,7 +85,9 @@ def _resolves_here(config: DictConfig) -> bool:
             node = config[key]  # a top-level value resolves as it is read (seed=${hydra:job.num})
             if isinstance(node, DictConfig):
                 OmegaConf.to_container(node, resolve=True)
-    except OmegaConfBaseException:  # an interpolation that needs the job's runtime or environment
+    except InterpolationKeyError:
+        return True
+    except InterpolationResolutionError:
         return False
     return True
 
@@ -101,10 +106,10 @@ def check_study(sweeper, arguments: list[str]) -> None:
             raise ConfigError(f"hydra.sweeper.{key}: expected an integer >= 1, got {value!r}")
     directions = sweeper.direction if isinstance(sweeper.direction, MutableSequence) else [sweeper.direction]
     names = [getattr(direction, "name", direction) for direction in directions]
-    if not names or any(name not in ("minimize", "maximize") for name in names):
-        got = next((name for name in names if name not in ("minimize", "maximize")), [])
+    wrong = [name for name in names if name not in ("minimize", "maximize")]
+    if wrong or not names:
         raise ConfigError(f"objective.direction (the study's hydra.sweeper.direction): expected minimize or "
-                          f"maximize, got {got!r}")
+                          f"maximize, got {wrong[0] if wrong else []!r}")
     # What every trial would be refused on in run() (method.r=0; maximize val/loss): once, here,
     # not n_trials times, and before the study stores a direction against its metric for good.
     # A config with a value only a job can resolve (${hydra:job.num}; a variable its node sets)
@@ -125,7 +130,7 @@ def check_study(sweeper, arguments: list[str]) -> None:
         try:  # imports the URL's database driver, connecting to nothing: optuna's traceback otherwise
             create_engine(storage).dispose()
         except Exception as err:  # noqa: BLE001 - a missing driver, an unknown dialect, no URL at all
-            raise ConfigError(f"hydra.sweeper.storage: {storage}: {str(err).splitlines()[0]} (expected "
+            raise ConfigError(f"hydra.sweeper.storage: {storage}: {(str(err).splitlines() or [type(err).__name__])[0]} (expected "
                               "sqlite:///<file>, or a database URL whose driver is installed)") from None
     params = sweeper.params or {}  # a DictConfig; None without a search space
     task_keys = _config_keys(sweeper.config)
