@@ -386,3 +386,30 @@ def test_strict_mfu_counts_the_embeddings_only_where_they_run():
     assert mfu_strict(alone, 100, tied, 1e6) < mfu(1000 / 2.0, 100, 1e6)
     untied = {"embedding": 30, "head": 20, "tied": False}  # both in the 100
     assert mfu_strict(alone, 100, untied, 1e6) == pytest.approx((4 * 50 * 1000 + 4 * 20 * 10) / 2.0 / 1e6)
+
+
+def test_hf_trainers_side_steps_with_the_others_optimizer(monkeypatch, tiny_dir):
+    """transformers 5 defaults to fused AdamW (torch >= 2.8), where ccexp and the bare loop step
+    with torch's plain AdamW: the same optimizer on every side, as the bench says."""
+    import transformers
+
+    from ccexp.bench import training
+    from ccexp.bench.setup import compose_run_config
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    class Trainer:
+        def __init__(self, model, args, **kwargs):
+            seen["optim"] = args.optim
+
+        def train(self):
+            raise Stop
+
+    monkeypatch.setattr(transformers, "Trainer", Trainer)
+    rc = compose_run_config(["model=tiny", "logger=none", "trainer.max_steps=1"])
+    with pytest.raises(Stop):
+        training.run_hf_trainer(rc, tiny_dir, [], [], 0, "cpu")
+    assert seen["optim"] == "adamw_torch"

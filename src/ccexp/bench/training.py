@@ -295,14 +295,18 @@ def run_bare_loop(rc: RunConfig, model_dir: Path, train: list[dict], val: list[d
     optimizer = torch.optim.AdamW(params, lr=rc.method.lr, weight_decay=t.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * t.max_steps), t.max_steps)
     model.train()
+    # fp16 (a GPU without bf16) scales the loss, as Lightning and HF Trainer do; a no-op otherwise.
+    scaler = torch.amp.GradScaler(device, enabled=backend.precision == "16-mixed")
     tokens = []
     clock = StepClock(partial(sync, device))  # each batch timed from the previous one's end, as on the other sides
     for step, batch in enumerate(loader):
         if step == t.max_steps:
             break
-        training_loss(backend, batch, device).backward()
+        scaler.scale(training_loss(backend, batch, device)).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         tokens.append((batch["n_tokens"], batch["n_computed"]))
@@ -373,6 +377,9 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
             fp16=precision == "16-mixed", use_cpu=device == "cpu", logging_strategy="no", log_level="error",
             save_strategy="no", report_to=[], seed=rc.seed, dataloader_num_workers=0,
             remove_unused_columns=False, disable_tqdm=True,
+            # torch's plain AdamW, as ccexp and the bare loop step with: transformers 5 defaults
+            # to the fused one where torch >= 2.8 has it.
+            optim="adamw_torch",
         )
         # A list of dicts is a map-style dataset to Trainer (``datasets`` is not needed to run the
         # bench, e.g. on an offline GPU machine that lacks it); the same random batches.
