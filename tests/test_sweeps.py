@@ -434,6 +434,17 @@ def test_joblib_refusals_are_one_line(tmp_path, override, error):
     assert not (tmp_path / "multirun" / "2026-12-07").exists()
 
 
+def test_ccexps_joblib_launcher_whatever_the_order_hydra_scans_plugins_in(tmp_path):
+    """Hydra's plugin scan runs each hydra_plugins module again in path order: with src ahead of
+    site-packages (or a wheel, where ccexp_plugins sorts first) the joblib plugin's node came
+    last and replaced ccexp's, and n_jobs=0 was joblib's ValueError traceback."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    proc = cli("-m", "hydra/launcher=joblib", *FAST, "hydra.launcher.n_jobs=0", f"hydra.sweep.dir={tmp_path / 's'}",
+               PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    assert proc.returncode == 2 and proc.stderr.startswith("ccexp: error: hydra.launcher.n_jobs: expected -1"), \
+        proc.stderr[-2000:]
+
+
 def test_a_joblib_batch_past_its_timeout_is_failed_jobs_and_a_summary(tmp_path):
     """hydra.launcher.timeout: joblib stops the batch with multiprocessing's TimeoutError and a
     traceback, leaving job dirs with no record; the jobs are failed with why, then the summary."""

@@ -69,6 +69,9 @@ def main(cfg: DictConfig) -> Optional[float]:
 def cli() -> None:
     """``python -m ccexp`` and the ``ccexp`` command: ``main`` with Hydra's own errors in one line
     (exit 2, as ccexp's config errors). HYDRA_FULL_ERROR=1 set by the user keeps Hydra's output."""
+    from hydra_plugins.ccexp_plugins import store_nodes_after_the_scan
+
+    store_nodes_after_the_scan()
     before = os.environ.get("HYDRA_FULL_ERROR")
     if before == "1":  # as Hydra reads it
         main()

@@ -461,10 +461,26 @@ class JoblibLauncher(_JoblibLauncher):
             stop_batch(self.config.hydra, started, err, BATCH_STOPPED, err.code if isinstance(err.code, int) else 1)
 
 
-# hydra/launcher=joblib and the default hydra/sweeper=basic: the plugins' own fields and defaults,
-# with ccexp's classes (stored under their names, after them, so that they replace the nodes
-# rather than shadowing them with files).
-ConfigStore.instance().store(group="hydra/launcher", name="joblib", provider="ccexp",
-                             node=JobLibLauncherConf(_target_="hydra_plugins.ccexp_plugins.JoblibLauncher"))
-ConfigStore.instance().store(group="hydra/sweeper", name="basic", provider="ccexp",
-                             node=BasicSweeperConf(_target_="hydra_plugins.ccexp_plugins.BasicSweeper"))
+def store_nodes() -> None:
+    """hydra/launcher=joblib and the default hydra/sweeper=basic: the plugins' own fields and
+    defaults, with ccexp's classes, stored under their names so that they replace the nodes
+    rather than shadowing them with files."""
+    ConfigStore.instance().store(group="hydra/launcher", name="joblib", provider="ccexp",
+                                 node=JobLibLauncherConf(_target_="hydra_plugins.ccexp_plugins.JoblibLauncher"))
+    ConfigStore.instance().store(group="hydra/sweeper", name="basic", provider="ccexp",
+                                 node=BasicSweeperConf(_target_="hydra_plugins.ccexp_plugins.BasicSweeper"))
+
+
+def store_nodes_after_the_scan() -> None:
+    """Hydra's plugin scan runs every module under hydra_plugins again, in path order: where the
+    joblib plugin's comes after this one (``src`` ahead of site-packages on the path; a wheel,
+    whose ``ccexp_plugins`` sorts first), its node replaced ccexp's, and Hydra's own launcher ran
+    (n_jobs=0 a traceback, cores not shared). The scan is made now, once (Hydra keeps it), and
+    ccexp's nodes stored after it."""
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()
+    store_nodes()
+
+
+store_nodes()
