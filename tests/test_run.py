@@ -114,6 +114,8 @@ def test_wandb_that_cannot_be_reached_logs_offline_in_one_line(tmp_path, monkeyp
     def init(*args, **kwargs):
         modes.append(kwargs.get("mode"))
         if kwargs.get("mode") == "online":
+            # wandb leaves the failed attempt's folder, which `wandb sync --sync-all` would take for a run
+            (tmp_path / "wandb" / "run-20261207_000000-abcd1234" / "logs").mkdir(parents=True)
             raise wandb.errors.CommError("Failed to get resume status: context deadline exceeded")
         return real_init(*args, **kwargs)
 
@@ -124,6 +126,7 @@ def test_wandb_that_cannot_be_reached_logs_offline_in_one_line(tmp_path, monkeyp
         "ccexp: warning: W&B online: Failed to get resume status: context deadline exceeded; this run logs offline "
         f"to {tmp_path / 'wandb'} (wandb sync uploads it later)\n")
     assert logger.experiment.offline
+    assert [p.name for p in (tmp_path / "wandb").glob("run-*")] == []
     finish_logger(logger, {"val/loss": 1.5}, failed=False)
     assert modes == ["online", "offline"]  # one attempt online, then never again
     assert wandb_records.summary(next(tmp_path.glob("wandb/offline-run-*/run-*.wandb")))["val/loss"] == 1.5

@@ -12,6 +12,7 @@ import json
 import math
 import netrc
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -71,12 +72,16 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
         # The run starts here rather than at the first logged step: a W&B that cannot be reached
         # (or refuses the key) would otherwise fail the run mid-training, and fail it again when
         # the run is closed, each after the init timeout.
+        earlier = set((run_dir / "wandb").glob("run-*"))
         try:
             logger.experiment
         except Exception as err:  # noqa: BLE001 - wandb's CommError, AuthenticationError, timeouts
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             print(f"ccexp: warning: W&B online: {reason}; this run logs offline to {run_dir / 'wandb'} "
                   "(wandb sync uploads it later)", file=sys.stderr, flush=True)
+            # The failed attempt's folder, which `wandb sync --sync-all` would take for a run of its own.
+            for attempt in set((run_dir / "wandb").glob("run-*")) - earlier:
+                shutil.rmtree(attempt, ignore_errors=True)
             logger = wandb_logger("offline")
     return logger
 

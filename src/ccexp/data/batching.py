@@ -281,6 +281,7 @@ def completion_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
         nll = torch.nn.functional.cross_entropy(out.logits[0].float(), batch["labels"], reduction="sum")
         return nll, batch["labels"].new_tensor(batch["labels"].numel())
     keep = int(batch["n_answer"]) + 1
+    # Here, not at the top: the data side (python -m ccexp.data) runs without peft imported.
     from ccexp.methods.prompt_tuning import prompt_learning, soft_prompt_inputs
 
     if prompt_learning(model):  # each row's soft prompt next to its text, not before its padding
