@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -354,3 +355,16 @@ def test_gpu_runs_pool_whatever_cpu_their_nodes_have(tmp_path, capsys):
     b = result(tmp_path, "b", 1.8, machine={**h100, "cpu_generation": "family 25 model 17"}, device="cuda")
     main([str(a), str(b)])
     assert table_row(capsys.readouterr().out, "training tokens/s vs HF Trainer")[-1] == "1.60–1.80"
+
+
+def test_a_gpu_run_records_the_gpus_memory(monkeypatch):
+    """One GPU name covers cards of different memory (A100 40 and 80 GB): the record says which."""
+    import torch
+
+    from ccexp.bench.__main__ import machine
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: SimpleNamespace(total_memory=85 * 10**9))
+    m = machine("cuda")
+    assert m["gpu"] == "NVIDIA H100 80GB HBM3" and m["gpu_count"] == 1 and m["gpu_memory_gb"] == 79.2

@@ -41,7 +41,9 @@ def machine(device: str, every_gpu: bool = False) -> dict:
          "cpu_isa": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_has_bf16(),
          "threads": torch.get_num_threads()}
     if device == "cuda" or (every_gpu and torch.cuda.is_available()):
-        m.update(gpu=torch.cuda.get_device_name(), gpu_count=torch.cuda.device_count(), cuda=torch.version.cuda)
+        # The memory too: one GPU name covers cards of 40 and 80 GB (A100) or 80 and 94 GB (H100).
+        m.update(gpu=torch.cuda.get_device_name(), gpu_count=torch.cuda.device_count(), cuda=torch.version.cuda,
+                 gpu_memory_gb=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1))
     return m
 
 

@@ -200,9 +200,11 @@ def run_bench(args: argparse.Namespace, record: Record) -> None:
     model_dir = resolve_model_dir(rc.model)
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     results = record.results
+    # The precision every side trained and generated in (what backend.precision=auto became):
+    # the same machine gives other ratios in fp32, bf16 or fp16.
     results.update({"machine": machine(device), "code": environment.code_and_versions(),
                     "args": {k: str(v) for k, v in vars(args).items() if k != "against"},
-                    "when": time.strftime("%F %T")})
+                    "precision": training.precision_of(rc, device), "when": time.strftime("%F %T")})
     train, val = splits["train"], splits["val"]
     backend = None
 

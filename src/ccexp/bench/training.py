@@ -363,12 +363,12 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
     # GPU without), the unquantized layers in its base dtype.
     spec = METHODS[rc.method.name](rc.method, rc.model, str(model_dir), autocast_dtype(rc, device) or torch.float32)
     if spec.quantization_config is not None:
-        dtype = resolve_base_dtype(rc.backend.base_dtype, _precision(rc, device))
+        dtype = resolve_base_dtype(rc.backend.base_dtype, precision_of(rc, device))
         base = prepare_model_for_kbit_training(load_model(model_dir, dtype, spec.quantization_config, device))
     else:  # transformers' default: the dtype the checkpoint was saved in (fp32 for the converted SmolLM2)
         base = load_model(model_dir, "auto", device=device)
     model = get_peft_model(base, spec.peft_config)
-    t, precision = rc.trainer, _precision(rc, device)
+    t, precision = rc.trainer, precision_of(rc, device)
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp, per_device_train_batch_size=t.batch_size, max_steps=t.max_steps,
@@ -391,7 +391,9 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
             "val_loss": val_loss(model, ours, val, rc.model.max_seq_len, autocast_dtype(rc, device), device)}
 
 
-def _precision(rc: RunConfig, device: str) -> str:
+def precision_of(rc: RunConfig, device: str) -> str:
+    """What ``backend.precision`` becomes on ``device`` (``auto``: bf16-mixed where the CPU or
+    GPU has bf16, 16-mixed on older GPUs, else 32-true), as ccexp's side resolves it."""
     from ccexp.backends.lightning import resolve_precision
 
     return resolve_precision(rc.backend.precision, device)
@@ -399,7 +401,7 @@ def _precision(rc: RunConfig, device: str) -> str:
 
 def autocast_dtype(rc: RunConfig, device: str) -> torch.dtype | None:
     """The autocast dtype of ccexp's side, which every side trains and is scored in."""
-    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(_precision(rc, device))
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision_of(rc, device))
 
 
 def mfu(tokens_per_s: float, frozen_params: int, peak_flops: float) -> float:
