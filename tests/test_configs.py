@@ -308,3 +308,17 @@ def test_an_unknown_top_level_key_is_refused_with_the_nearest():
         validate(compose_cfg("model=tiny", "+sed=1"))
     with pytest.raises(ConfigError, match=r"^lr: not a key ccexp reads \(python -m ccexp --cfg job lists the keys\)$"):
         validate(compose_cfg("model=tiny", "+lr=0.001"))
+
+
+def test_the_default_model_keeps_every_synthetic_all_in_one_prompt_whole(tokenizer):
+    """An all-in-one analysis (task_mix=analytics_json) runs to 1,233 tokens on the synthetic
+    corpus: at the default model's max_seq_len of 1,024 about a quarter of them lost their start,
+    the system prompt and the instruction with it, in training and in generation alike."""
+    from ccexp.data import build_splits
+    from ccexp.data.batching import EncodedDataset
+
+    rc = validate(compose_cfg("task_mix=analytics_json", "data_size.train=300"))
+    assert rc.model.name == "smollm2_135m"  # the tiny fixture's tokenizer is the embedded model's
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    dataset = EncodedDataset(tokenizer, splits["train"] + splits["test"], rc.model.max_seq_len)
+    assert max(len(item.input_ids) for item in dataset.items) > 1024 and dataset.truncated == 0
