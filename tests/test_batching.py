@@ -22,14 +22,32 @@ def test_encode_puts_answer_and_eos_last(tokenizer):
     assert not enc.truncated
 
 
-def test_long_prompt_is_cut_from_the_left_and_counted(tokenizer):
-    enc = encode(tokenizer, _example("word " * 400, '{"csat": 4}'), 128)
-    assert len(enc.input_ids) == 128 and enc.truncated
+def test_long_prompt_loses_its_middle_and_is_counted(tokenizer):
+    """The system prompt and the instruction (the first user paragraph) stay, and the prompt's
+    end: cut from the left, a long call lost its instruction and label list first."""
+    enc = encode(tokenizer, _example("Rate the call.\n\nCustomer: " + "word " * 400 + "bye", '{"csat": 4}'), 128)
+    assert len(enc.input_ids) == 128 and enc.truncated and enc.prompt_cut
     assert tokenizer.decode(enc.input_ids[-enc.n_answer:]) == '{"csat": 4}<|im_end|>'
+    prompt = tokenizer.decode(enc.input_ids[:-enc.n_answer])
+    assert prompt.startswith("<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nRate the call.")
+    assert "Customer:" not in prompt and prompt.endswith("word bye<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_prompt_whose_head_is_most_of_it_keeps_half_the_room_for_its_end(tokenizer):
+    """One long first paragraph (a transcript with no instruction before it): its start and the
+    prompt's end share the room, so the answer still follows the assistant header."""
+    from ccexp.data.batching import prompt_ids
+
+    messages = _example("start " + "word " * 400 + "end", "")["messages"][:-1]
+    ids = prompt_ids(tokenizer, messages, 100)
+    full = tokenizer(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
+                     add_special_tokens=False)["input_ids"]
+    assert len(ids) == 100 and ids[:50] == full[:50] and ids[50:] == full[-50:]
+    assert prompt_ids(tokenizer, messages, len(full)) == full  # whole where it fits
 
 
 def test_cut_training_examples_are_said_in_the_log(tokenizer, caplog):
-    """Which part was cut: a long answer (over half of max_seq_len) loses its end, not the prompt its start."""
+    """Which part was cut: a long answer (over half of max_seq_len) loses its end, a long prompt its middle."""
     examples = [_example("word " * 400, '{"csat": 4}'), _example("hi", '{"csat": 4}'),
                 _example("hi", "word " * 100)]
     with caplog.at_level(logging.WARNING, logger="ccexp"):
@@ -41,8 +59,8 @@ def test_cut_training_examples_are_said_in_the_log(tokenizer, caplog):
     assert long_answer.n_answer == 64 and len(long_answer.input_ids) < 128
     assert long_answer.input_ids[-1] == tokenizer.eos_token_id
     assert [r.getMessage() for r in caplog.records] == [
-        "2 of 3 train examples were cut to model.max_seq_len=128: 1 prompt loses its start (the instruction "
-        "included), 1 answer over half of it loses its end; raise model.max_seq_len to keep them whole"]
+        "2 of 3 train examples were cut to model.max_seq_len=128: 1 prompt loses its transcript's oldest tokens "
+        "(the instruction kept), 1 answer over half of it loses its end; raise model.max_seq_len to keep them whole"]
 
 
 def test_collate_left_pads_and_masks_prompt(tokenizer):
@@ -122,3 +140,14 @@ def test_a_conversation_the_chat_template_refuses_names_its_row(tiny_dir):
         encode(strict, example, 256)
     assert str(err.value) == ("chats.jsonl:38: the model's chat template refuses this conversation (Conversation roles "
                               "must alternate user/assistant/user/assistant/...); expected the turns the template allows")
+
+
+def test_the_kept_head_is_the_first_user_turns_first_paragraph_not_a_match_in_the_system_prompt(tokenizer):
+    """A user turn whose first paragraph also occurs in the system prompt ("hi" in "this") is
+    found where the user's turn is."""
+    from ccexp.data.batching import _head_tokens
+
+    messages = [{"role": "system", "content": "this is sys"}, {"role": "user", "content": "hi\n\nmore"}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    head = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:_head_tokens(tokenizer, text, messages)])
+    assert head == "<|im_start|>system\nthis is sys<|im_end|>\n<|im_start|>user\nhi"

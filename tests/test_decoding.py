@@ -232,8 +232,9 @@ def test_backend_single_request_matches_its_batched_answer(method):
 
 
 def test_generation_prompts_are_cut_as_in_training(monkeypatch):
-    """A prompt over max_seq_len keeps its last max_seq_len - 1 tokens, as training keeps it,
-    not max_seq_len - the answer cap (which cut all-in-one prompts' system prompt)."""
+    """A prompt over max_seq_len keeps max_seq_len - 1 tokens, as training keeps it, not
+    max_seq_len - the answer cap; and it loses its middle as training's do: its start (the
+    system prompt, and the instruction up to half the room) and its end stay."""
     from conftest import FAST, compose_cfg
 
     from ccexp.backends import decoding
@@ -250,7 +251,9 @@ def test_generation_prompts_are_cut_as_in_training(monkeypatch):
     monkeypatch.setattr(decoding, "greedy_decode", lambda net, ids, *a, **kw: seen.append(ids) or original(net, ids, *a, **kw))
     backend.generate([prompt], 12)
     full = backend.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
-    assert len(full) > 63 and seen[0] == list(full[-63:])
+    assert len(full) > 63 and len(seen[0]) == 63
+    # The system prompt is longer than half of this room: the start fills that half, the end the rest.
+    assert seen[0][:31] == list(full[:31]) and seen[0][31:] == list(full[-32:])
 
 
 def test_prompt_learning_models_keep_the_prefix_tree(model):

@@ -21,6 +21,7 @@ from ccexp.backends import build_backend, mlx_prompt
 from ccexp.backends import mlx as mlx_backend
 from ccexp.config import ConfigError, validate
 from ccexp.data import build_splits
+from ccexp.data.batching import prompt_ids
 from ccexp.models import resolve_model_dir
 from ccexp.run import run
 
@@ -64,7 +65,7 @@ def _same_answers(backend, model, tokenizer, max_tokens: int = 8) -> None:
     prompts, room = _prompts(), backend.cfg.model.max_seq_len - max_tokens
     ours = backend.generate(prompts, max_tokens)
     for messages, text, n in zip(prompts, ours.texts, ours.new_tokens):
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)[-room:]  # cut as the backend does
+        ids = prompt_ids(backend.tokenizer, messages, room)  # cut as training and the backend cut
         theirs = [r.token for r in mlx_lm.stream_generate(model, tokenizer, ids, max_tokens=max_tokens)]
         assert n == len(theirs) and text == tokenizer.decode(theirs, skip_special_tokens=True).strip()
 

@@ -121,8 +121,8 @@ def test_prompt_sort_keys_put_a_tasks_examples_together(tokenizer):
     assert min(shared) > 0 and max(shared) < alone + 40
 
 
-# Prompts kept whole (tiny's 512 cuts most synthetic prompts from the left, system prompt first,
-# and cut prompts share no start to pack once).
+# Prompts kept whole (tiny's 512 cuts most synthetic prompts, and a prompt whose kept start is
+# cut at half the room shares less of it to pack once).
 QUIET = (*FAST, "eval.generate_examples=0", "eval.baseline=false", "trainer.val_every_n_steps=1",
          "trainer.early_stopping_patience=0", "backend=cpu", "backend.precision=32-true", "method.dropout=0",
          "trainer.max_steps=4", "model.max_seq_len=1024")

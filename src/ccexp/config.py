@@ -67,7 +67,9 @@ class ModelConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Module names LoRA attaches to (the seeds' recipe: attention projections)."""
     max_seq_len: int = 1024
-    """Examples longer than this are cut from the left of the prompt (the answer is kept whole)."""
+    """Examples longer than this lose their prompt's middle, the transcript's oldest part (the
+    system prompt, instruction and latest turns stay; ``batching.fit_prompt``); an answer over
+    half of it loses its end."""
     arch: dict[str, Any] = field(default_factory=dict)
     """Architecture of a random model (source=random); keys and defaults in ``RANDOM_ARCH``."""
 

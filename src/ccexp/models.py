@@ -333,7 +333,7 @@ def load_tokenizer(model_dir: Path):
     # Left padding everywhere: generation needs it, and training keeps every answer at the
     # end of the row so only the last few positions need vocabulary logits.
     tokenizer.padding_side = "left"
-    tokenizer.truncation_side = "left"  # keep the question at the end of an over-long prompt
+    tokenizer.truncation_side = "left"  # a caller truncating through the tokenizer keeps the question (ccexp: fit_prompt)
     return tokenizer
 
 

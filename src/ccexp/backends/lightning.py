@@ -26,7 +26,7 @@ from ccexp.backends.lightning_modules import (BestAdapter, ChatDataModule, Check
                                              Throughput)
 from ccexp.config import ConfigError, RunConfig, lora_targets
 from ccexp.data.batching import (EncodedDataset, GroupedBatchSampler, collator, completion_nll,
-                                 generation_prompt_room, prompt_text, to_device)
+                                 generation_prompt_room, prompt_ids, to_device)
 from ccexp.methods import METHODS
 from ccexp.methods.prompt_tuning import prompt_learning, soft_prompt_inputs
 from ccexp.models import load_model, load_tokenizer
@@ -330,20 +330,19 @@ class TorchBackend:
         return total, count
 
     def generate(self, prompts: Sequence[list[dict]], max_new_tokens: int, adapter: bool = True) -> Generation:
-        texts = [prompt_text(self.tokenizer, messages) for messages in prompts]
         room = generation_prompt_room(self.cfg.model.max_seq_len, max_new_tokens,
                                       getattr(self.model.config, "max_position_embeddings", None))
-        # Over-long prompts lose their oldest tokens, as in training (tokenizer truncates left).
-        all_ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=room)["input_ids"]
-        out_texts, seconds, new_tokens = [""] * len(texts), [0.0] * len(texts), [0] * len(texts)
-        first = [0.0] * len(texts)
+        # Over-long prompts lose their middle, as in training.
+        all_ids = [prompt_ids(self.tokenizer, messages, room) for messages in prompts]
+        n = len(all_ids)
+        out_texts, seconds, new_tokens, first = [""] * n, [0.0] * n, [0] * n, [0.0] * n
         eos = self.tokenizer.eos_token_id
         with self._net(adapter) as net, self.inference_weights(adapter):
             own = self._own_decoding(net)
             # ccexp's batched loop computes each prompt start a batch shares once: prompts in token
             # order put one task's instruction in a batch. generate pads: similar lengths instead.
             by_prompt = own and self.cfg.backend.prefix_cache
-            order = sorted(range(len(texts)), key=lambda i: all_ids[i] if by_prompt else len(all_ids[i]))
+            order = sorted(range(n), key=lambda i: all_ids[i] if by_prompt else len(all_ids[i]))
             for start in range(0, len(order), self.cfg.eval.batch_size):
                 rows = order[start : start + self.cfg.eval.batch_size]
                 ids = [all_ids[i] for i in rows]

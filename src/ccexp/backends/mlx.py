@@ -38,7 +38,7 @@ from ccexp.backends.base import Generation, peak_rss_mb
 from ccexp.backends.mlx_prompt import PromptedLM
 from ccexp.config import ConfigError, RunConfig
 from ccexp.cores import available_cores
-from ccexp.data.batching import Encoded, EncodedDataset, GroupedBatchSampler, generation_prompt_room, prompt_text
+from ccexp.data.batching import Encoded, EncodedDataset, GroupedBatchSampler, generation_prompt_room, prompt_ids
 from ccexp.models import load_tokenizer
 
 log = logging.getLogger("ccexp")
@@ -373,9 +373,7 @@ class MLXBackend:
         room = generation_prompt_room(self.cfg.model.max_seq_len, max_new_tokens, context)
         with self._net(adapter) as net:
             for messages in prompts:
-                # Over-long prompts lose their oldest tokens, as in training (the tokenizer truncates left).
-                ids = self.tokenizer(prompt_text(self.tokenizer, messages), add_special_tokens=False, truncation=True,
-                                     max_length=room)["input_ids"]
+                ids = prompt_ids(self.tokenizer, messages, room)  # over-long: its middle goes, as in training
                 tic, out = time.perf_counter(), []
                 for token, _ in generate_step(mx.array(ids), net, max_tokens=max_new_tokens):
                     if not out:

@@ -41,11 +41,49 @@ def prompt_text(tokenizer, messages: Sequence[dict], where: str | None = None) -
                           "the template allows") from None
 
 
+def prompt_ids(tokenizer, messages: Sequence[dict], room: int, where: str | None = None) -> list[int]:
+    """The chat-formatted prompt's tokens, at most ``room`` of them (``fit_prompt``)."""
+    text = prompt_text(tokenizer, messages, where)
+    return fit_prompt(tokenizer, text, messages, tokenizer(text, add_special_tokens=False)["input_ids"], room)
+
+
+def fit_prompt(tokenizer, text: str, messages: Sequence[dict], ids: list[int], room: int) -> list[int]:
+    """``ids`` (``text``, the prompt of ``messages``, tokenized) in at most ``room`` tokens. An
+    over-long prompt loses its middle, not its start: its head, the system prompt and the first
+    user turn's first paragraph, stays (up to half the room), and the rest of the room is the
+    prompt's end, the latest turns and the assistant header the answer follows. ccexp's own
+    prompts are the task instruction, a blank line, then the transcript, so what goes is the
+    transcript's oldest part; cutting from the left had taken the system prompt and the
+    instruction (the label list of a classification) first, from every long call alike."""
+    if len(ids) <= room:
+        return ids
+    head = min(_head_tokens(tokenizer, text, messages), room // 2)
+    return ids[:head] + ids[len(ids) - (room - head):]
+
+
+def _head_tokens(tokenizer, text: str, messages: Sequence[dict]) -> int:
+    """How many of the prompt's first tokens are its head (``fit_prompt``): the text up to the end
+    of the first user turn's first paragraph, tokenized alone (a token prefix of the whole; one
+    token more or less at the seam only moves the cut by a token). No user turn, or a template
+    that rewrites its text: no head, the prompt's end only."""
+    at = 0  # each turn is looked for after the one before it: a short user turn ("hi") can occur in the system prompt
+    for message in messages:
+        content = message["content"] if isinstance(message["content"], str) else ""
+        found = text.find(content, at)
+        if found < 0:
+            return 0
+        if message["role"] == "user":
+            end = found + len(content.split("\n\n", 1)[0])
+            return len(tokenizer(text[:end], add_special_tokens=False)["input_ids"])
+        at = found + len(content)
+    return 0
+
+
 @dataclass(frozen=True)
 class Encoded:
     input_ids: list[int]
     n_answer: int
-    prompt_cut: bool  # lost its oldest tokens
+    prompt_cut: bool  # lost its middle: the transcript's oldest tokens (``fit_prompt``)
     answer_cut: bool = False  # over half of max_len: lost its end, kept its EOS
 
     @property
@@ -60,12 +98,12 @@ def cut_parts(n_prompt: int, n_answer: int, max_len: int) -> tuple[bool, bool]:
 
 
 def said_cut(prompts: int, answers: int) -> str:
-    """"3 prompts lose their start (the instruction included), 1 answer over half of it loses its
-    end": the parts cut, for the training log and the dataset card alike."""
+    """"3 prompts lose their transcript's oldest tokens (the instruction kept), 1 answer over half
+    of it loses its end": the parts cut, for the training log and the dataset card alike."""
     parts = []
     if prompts:
         parts.append(("1 prompt loses its" if prompts == 1 else f"{prompts} prompts lose their")
-                     + " start (the instruction included)")
+                     + " transcript's oldest tokens (the instruction kept)")
     if answers:
         parts.append("1 answer over half of it loses its end" if answers == 1 else
                      f"{answers} answers over half of it lose their end")
@@ -73,20 +111,21 @@ def said_cut(prompts: int, answers: int) -> str:
 
 
 def encode(tokenizer, example: dict, max_len: int) -> Encoded:
-    """Prompt tokens + answer tokens + EOS; an over-long prompt loses its oldest tokens, and an
-    answer longer than half of ``max_len`` keeps its start and EOS. Both count as truncated."""
+    """Prompt tokens + answer tokens + EOS; an over-long prompt loses its middle (``fit_prompt``),
+    and an answer longer than half of ``max_len`` keeps its start and EOS. Both count as truncated."""
     messages = example["messages"]
-    prompt = tokenizer(prompt_text(tokenizer, messages[:-1], example.get("id")), add_special_tokens=False)["input_ids"]
+    text = prompt_text(tokenizer, messages[:-1], example.get("id"))
+    prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
     answer = tokenizer(messages[-1]["content"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     cut_answer, cut_prompt = cut_parts(len(prompt), len(answer), max_len)
     if cut_answer:  # keep EOS: a model trained on answers without it never learns to stop
         answer = answer[: max_len // 2 - 1] + answer[-1:]
-    room = max_len - len(answer)
-    return Encoded(prompt[-room:] + answer, len(answer), cut_prompt, cut_answer)
+    prompt = fit_prompt(tokenizer, text, messages[:-1], prompt, max_len - len(answer))
+    return Encoded(prompt + answer, len(answer), cut_prompt, cut_answer)
 
 
 def generation_prompt_room(max_seq_len: int, max_new_tokens: int, context: int | None) -> int:
-    """Most prompt tokens kept when generating (over-long prompts lose their oldest tokens).
+    """Most prompt tokens kept when generating (over-long prompts lose their middle, ``fit_prompt``).
     Training keeps up to ``max_seq_len - 1`` prompt tokens (``encode``: max_seq_len minus the
     answer), so generation keeps as many: reserving the whole answer cap inside max_seq_len
     instead (prompt ≤ 1024 - 160 for an all-in-one analysis) cut the system prompt and task
@@ -104,8 +143,8 @@ class EncodedDataset(Dataset):
         self.items = [encode(tokenizer, ex, max_len) for ex in examples]
         self.truncated = sum(item.truncated for item in self.items)
         if split and self.truncated:
-            # Prompts lose their oldest tokens: the system prompt and the task instruction first,
-            # which the model then never sees for these examples; answers lose their end.
+            # Prompts lose the transcript's oldest tokens, which the model then never sees for
+            # these examples (a call's start often states its issue); answers lose their end.
             prompts, answers = (sum(getattr(item, cut) for item in self.items) for cut in ("prompt_cut", "answer_cut"))
             log.warning("%d of %d %s examples were cut to model.max_seq_len=%d: %s; raise model.max_seq_len to keep "
                         "them whole", self.truncated, len(self.items), split, max_len, said_cut(prompts, answers))
