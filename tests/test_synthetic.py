@@ -425,3 +425,32 @@ def test_the_call_holds_together(convs):
               and (c.temporal["days_since_last_contact"] or 0) >= 5]
     assert asked >= 10 and len(joined) >= 10
     assert not [c.id for c in joined if any("a few days ago" in text for _, text in c.turns)]
+
+
+_HESITATION = re.compile(r"^(?:(?:um|uh|erm|so|like),?\s+)+", re.IGNORECASE)
+
+
+def test_a_cancellation_carried_out_is_not_answered_as_unfixed(convs):
+    """"I've processed the cancellation. Is everything clear about what happens next?" had been
+    answered "No, it's still not fixed." in 44% of such calls; and an account being cancelled
+    raised no upgrade ("I've been thinking about upgrading to Fiber 900 too")."""
+    from ccexp.data.synthetic_context import sample_latents
+
+    asked = 0
+    for c in convs:
+        turns = c.turns
+        done = next((i for i, (s, t) in enumerate(turns) if s == "agent" and "processed the cancellation" in t), None)
+        if done is None:
+            continue
+        for (side, text), (_, reply) in zip(turns[done:], turns[done + 1:]):
+            if side == "agent" and text.endswith(P.CONFIRM_OTHER):
+                asked += 1
+                said = _HESITATION.sub("", reply.lower())
+                assert not said.startswith(("no", "not really")), (c.id, reply)
+    assert asked >= 10
+    cancelled = [lat for lat in (sample_latents(123, i) for i in range(6000))
+                 if (lat.journey == "retention_save" and lat.outcome == "unresolved")
+                 or (lat.issue == "cancellation" and lat.journey != "retention_save"
+                     and lat.outcome in ("resolved", "partially"))]
+    assert len(cancelled) > 200
+    assert not [lat.index for lat in cancelled if lat.secondary == "plan_upgrade"]

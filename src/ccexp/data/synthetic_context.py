@@ -334,6 +334,14 @@ def sample_holds(rng: random.Random, agent: Agent, complexity: float) -> tuple[i
     return tuple(holds)
 
 
+def cancels_account(issue: str, journey: str, outcome: str) -> bool:
+    """The contact ends with a cancellation carried out: a failed save ("I've processed the
+    cancellation"), or a cancellation request granted."""
+    if journey == "retention_save":
+        return outcome == "unresolved"
+    return issue == "cancellation" and outcome in ("resolved", "partially")
+
+
 def sample_latents(seed: int, index: int) -> Latents:
     """Draw every latent of conversation ``index`` from its own stream."""
     rng = derive_rng(seed, "latent", index)
@@ -357,6 +365,8 @@ def sample_latents(seed: int, index: int) -> Latents:
         temperament=temperament,
     )
     outcome = sample_outcome(rng, issue, journey, agent, temporal)
+    if secondary == "plan_upgrade" and cancels_account(issue, journey, outcome):
+        secondary = None  # "thinking about upgrading to Fiber 900 too" once the account is cancelled
     threat = journey == "retention_save" or issue == "cancellation"
     threat = threat or rng.random() < {"angry": 0.35, "frustrated": 0.1}.get(temperament, 0.0)
     complexity = ISSUES[issue]["complexity"]

@@ -318,12 +318,13 @@ def _secondary(d: _Dialogue) -> None:
 
 def _wrap_up(d: _Dialogue, csat: int) -> None:
     lat, b = d.lat, d.lat.behaviours
+    cancelled = lat.journey == "retention_save" and lat.outcome == "unresolved"  # the save failed
     if b["confirm"]:
         fixed = lat.issue in P.FIXED_ISSUES
-        if lat.outcome == "resolved" and not fixed:
+        if cancelled or (lat.outcome == "resolved" and not fixed):
             # Each question with its own answers: "Does that fully resolve it?" "No, that's
             # clear." read as an unresolved call.
-            question, replies = d.rng.choice(P.CONFIRM_DONE)
+            question, replies = d.rng.choice(P.CONFIRM_CANCELLED if cancelled else P.CONFIRM_DONE)
             d.agent(question.format_map(d.slots))
             d.customer(d.pick(replies))
         else:
@@ -332,7 +333,6 @@ def _wrap_up(d: _Dialogue, csat: int) -> None:
     steps = ""
     if b["next_steps"]:
         escalated = lat.outcome == "escalated"
-        cancelled = lat.journey == "retention_save" and lat.outcome == "unresolved"
         issue = "cancellation" if cancelled else lat.issue
         steps = d.pick(P.NEXT_STEPS_ESCALATED if escalated else ISSUES[issue]["next_steps"])
     # The customer's last words lean towards their satisfaction, no more: a fifth just sign off,
