@@ -454,3 +454,18 @@ def test_a_cancellation_carried_out_is_not_answered_as_unfixed(convs):
                      and lat.outcome in ("resolved", "partially"))]
     assert len(cancelled) > 200
     assert not [lat.index for lat in cancelled if lat.secondary == "plan_upgrade"]
+
+
+def test_a_partial_refund_is_less_than_the_price(convs):
+    """"The refund I got was $129.50, but I paid $29.50.": the smaller amount is what came back
+    (47% of that variant had read the other way), and "a partial refund of" is the smaller one."""
+    money = r"\$(\d+\.\d\d)"
+    pairs = [r"refund I got was {m}, but I paid {m}", r"it was for {m}, not {m}"]
+    seen = 0
+    for c in convs:
+        text = " ".join(t for _, t in c.turns)
+        for pattern in pairs:
+            for got, paid in re.findall(pattern.format(m=money), text, re.IGNORECASE):
+                seen += 1
+                assert float(got) < float(paid), (c.id, got, paid)
+    assert seen >= 10

@@ -77,7 +77,9 @@ def build_slots(rng: random.Random, lat: Latents) -> dict[str, str]:
     day = dt.date.fromisoformat(str(lat.temporal["date"]))
     cust = lat.customer
     cents = rng.choice(("00", "99", "50", "49"))
-    amounts = rng.sample(range(12, 260), 2)
+    # amount2 is the smaller: a partial refund ("I got {amount2}, but I paid {amount}") had been
+    # larger than the price in half the calls
+    amounts = sorted(rng.sample(range(12, 260), 2), reverse=True)
     last_month = _MONTHS[(day.month - 2) % 12]
     # "refund issued on {month} {day}", "around {month} {day}": a few days before the contact,
     # never after it (a day of this month past today had been named 22% of the time)
