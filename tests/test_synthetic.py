@@ -469,3 +469,17 @@ def test_a_partial_refund_is_less_than_the_price(convs):
                 seen += 1
                 assert float(got) < float(paid), (c.id, got, paid)
     assert seen >= 10
+
+
+def test_an_explanation_claims_only_steps_that_ran(convs):
+    """"Since it won't start even after a reset" had followed calls where the agent never asked for
+    the reset (95 of 172): a variant's ``needs`` steps always run."""
+    from ccexp.data.synthetic_issues import ISSUES
+
+    claimed = 0
+    for c in convs:
+        agent = _agent_text(c)
+        if "even after a reset" in agent:
+            claimed += 1
+            assert ISSUES["product_defect"]["steps"][0][0] in agent, c.id
+    assert claimed >= 10

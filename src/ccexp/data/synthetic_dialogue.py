@@ -249,8 +249,11 @@ def _investigation(d: _Dialogue) -> None:
     steps = ISSUES[lat.issue]["steps"]
     # A variant answers some checks its own way ("it's completely down": no speed to read out).
     answers = d.variant.get("answers", {})
-    events = [("step", (steps[i][0], answers.get(i, steps[i][1])))
-              for i in sorted(d.rng.sample(range(len(steps)), lat.steps))]
+    # The steps its explanation cites always run ("even after a reset" had followed no reset).
+    needs = d.variant.get("needs", ())
+    others = [i for i in range(len(steps)) if i not in needs]
+    chosen = [*needs, *d.rng.sample(others, max(0, lat.steps - len(needs)))]
+    events = [("step", (steps[i][0], answers.get(i, steps[i][1]))) for i in sorted(chosen)]
     extras = [("filler", d.rng.choice(P.FILLER)) for _ in range(lat.fillers)]
     extras += [("hold", minutes) for minutes in lat.holds]
     for event in extras:  # fillers and holds land between steps

@@ -10,7 +10,9 @@ Bank fields:
                  the clear explanation, and the fixes coherent with each other
     steps        (agent, customer) investigation exchanges, in order; a variant's
                  ``answers`` (step index -> reply) override the replies that would
-                 contradict its problem ("completely down": no speed to read out)
+                 contradict its problem ("completely down": no speed to read out), and
+                 its ``needs`` (step indices) always run: the steps its explanation
+                 cites ("even after a reset")
     explain_bad  vague or jargon-heavy explanations (a coachable miss)
     next_steps   what happens after the contact
     secondary    the issue raised in passing, as a second topic: (the customer's
@@ -354,7 +356,8 @@ ISSUES: dict[str, dict] = {
              "explain": "Since it won't start even after a reset, the power board has most likely failed. That's a manufacturing defect, not something you caused.",
              "resolved": "I've approved a free replacement {product}, and it ships today.",
              "partially": "I've logged the warranty claim, but the manufacturer has to approve the replacement.",
-             "answers": {2: "Only a week ago, and it already stopped working."}},
+             "answers": {2: "Only a week ago, and it already stopped working."},
+             "needs": (0,)},
             {"open": ("I've had the {product} for a month and the battery already won't hold a charge.",
                       "The {product} keeps turning itself off randomly."),
              "explain": "That's a known fault with the battery in one production batch. It's covered by the warranty, so a replacement costs you nothing.",
