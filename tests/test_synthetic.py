@@ -483,3 +483,16 @@ def test_an_explanation_claims_only_steps_that_ran(convs):
             claimed += 1
             assert ISSUES["product_defect"]["steps"][0][0] in agent, c.id
     assert claimed >= 10
+
+
+def test_no_word_is_said_twice_in_a_row(convs):
+    """"I've emailed you the the Veridia app setup guide", "Um, um, I got a new phone", "Okay. Okay,
+    no need...", and "Also, I also need help" (a second-issue line that already says "also")."""
+    # a word twice with only spaces between, or a sentence opening with the same word twice
+    doubled = re.compile(r"\b([a-z]+)\s+\1\b|(?:^|[.!?]\s+)([a-z]+)[,.]?\s+\2\b", re.IGNORECASE)
+    for c in convs:
+        for _, text in c.turns:
+            assert not doubled.search(text), (c.id, text)
+            for sentence in re.split(r"(?<=[.!?])\s+", text):
+                words = re.findall(r"[a-z']+", sentence.lower())
+                assert not ("also" in words[:2] and words.count("also") > 1), (c.id, sentence)

@@ -132,9 +132,11 @@ def roughen(text: str, rng: random.Random, chat: bool) -> str:
     """Add the small disfluencies and typos of real customer text."""
     words = text.split(" ")
     if not chat and rng.random() < 0.25:  # spoken hesitation
-        if words and not words[0].startswith(("I ", "I'")) and words[0] != "I":
-            words[0] = words[0][:1].lower() + words[0][1:]
-        words.insert(0, rng.choice(P.HESITATIONS))
+        hesitation = rng.choice(P.HESITATIONS)
+        if words[0].lower().rstrip(",") != hesitation.rstrip(","):  # not "Um, um, I got a new phone"
+            if not words[0].startswith(("I ", "I'")) and words[0] != "I":
+                words[0] = words[0][:1].lower() + words[0][1:]
+            words.insert(0, hesitation)
     p_typo = 0.25 if chat else 0.1
     if rng.random() < p_typo:  # doubled letter
         i = rng.randrange(len(words))
@@ -317,7 +319,9 @@ def _secondary(d: _Dialogue) -> None:
         d.returning = ""
     # The agent answers what was raised: a generic "that's handled too" had followed every one.
     raised, fix = d.rng.choice(ISSUES[d.lat.secondary]["secondary"])
-    d.customer(d.pick(P.SECONDARY_INTRO), raised.format_map(d.slots))
+    # "Also, I also need help": a line that says "also" takes an intro that doesn't
+    intros = tuple(i for i in P.SECONDARY_INTRO if "also" not in raised.lower() or "also" not in i.lower())
+    d.customer(d.pick(intros), raised.format_map(d.slots))
     d.agent(d.pick(P.SECONDARY_ACK), fix.format_map(d.slots))
 
 

@@ -258,7 +258,7 @@ ISSUES: dict[str, dict] = {
         "variants": (
             {"open": ("My order {order} was supposed to arrive on {weekday} and it still hasn't come.",
                       "I ordered a {product} two weeks ago and the tracking hasn't updated since."),
-             "explain": "The parcel got stuck at the {carrier} depot after a sorting error, so it never went out for delivery. That's why tracking stopped updating.",
+             "explain": "The parcel got stuck at {carrier}'s depot after a sorting error, so it never went out for delivery. That's why tracking stopped updating.",
              "resolved": "I've sent a replacement by express delivery, and it'll arrive by {date}.",
              "partially": "I've opened a trace with {carrier}, but I can't send a replacement until the trace closes."},
             {"open": ("The tracking says delivered but there's nothing at my door.",
@@ -438,7 +438,7 @@ ISSUES: dict[str, dict] = {
             ("I also need help setting up the new {device}.",
              "I've emailed you the setup steps for the {device}, with a video."),
             ("I can't figure out how to set up {app} either.",
-             "I've emailed you the {app} setup guide; it takes about five minutes."),
+             "I've emailed you the setup guide for {app}; it takes about five minutes."),
         ),
     },
     "general_inquiry": {

@@ -139,7 +139,7 @@ NEUTRAL_ACK = ("Okay.", "Right.", "Alright.", "Mm-hm.", "Fine.", "Okay, noted.")
 DISMISSIVE = (
     "Well, that's just how it works.",
     "I just work here, so.",
-    "Okay, no need to get worked up.",
+    "Look, no need to get worked up.",
     "I can only do what the system lets me.",
 )
 
