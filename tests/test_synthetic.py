@@ -496,3 +496,15 @@ def test_no_word_is_said_twice_in_a_row(convs):
             for sentence in re.split(r"(?<=[.!?])\s+", text):
                 words = re.findall(r"[a-z']+", sentence.lower())
                 assert not ("also" in words[:2] and words.count("also") > 1), (c.id, sentence)
+
+
+def test_nobody_speaks_while_on_hold(convs):
+    """"[Customer placed on hold for 8 minutes]" had been followed by the customer reading out a
+    card, and the agent's "Thank you for your patience" after it: the agent comes back first."""
+    holds = 0
+    for c in convs:
+        for (side, text), (after, _) in zip(c.turns, c.turns[1:]):
+            if side == "system" and "on hold for" in text:
+                holds += 1
+                assert after == "agent", (c.id, text)
+    assert holds >= 100

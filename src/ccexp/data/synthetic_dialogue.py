@@ -278,6 +278,9 @@ def _investigation(d: _Dialogue) -> None:
         card = d.pii_text(P.CARD_MENTION) if i == card_at else ""
         d.customer(answer.format_map(d.slots), card, rough=not card)
     if card_at == len(events):
+        if returning:  # back from a trailing hold before the customer reads out the card
+            d.agent(returning)
+            returning = ""
         d.customer(d.pii_text(P.CARD_MENTION), rough=False)
     d.returning = returning
 
