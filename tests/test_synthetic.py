@@ -508,3 +508,22 @@ def test_nobody_speaks_while_on_hold(convs):
                 holds += 1
                 assert after == "agent", (c.id, text)
     assert holds >= 100
+
+
+def test_a_poor_close_is_not_a_reply_target():
+    """"Yep." / "Alright." / "Ok. Bye." closing a call is poor practice, never the reply to learn
+    while the call has another agent turn; an "Alright." that opens a real answer still is one."""
+    from ccexp.data.tasks import reply_turn_index
+
+    def conv(*turns: tuple[str, str]) -> S.Conversation:
+        return S.Conversation("conv-x", {}, (("system", "[Chat started]"), *turns), {})
+
+    for poor in (line for line in P.CLOSE_POOR if line):
+        closing = conv(("agent", "Hi, how can I help?"), ("customer", "My bill is wrong."),
+                       ("agent", poor), ("customer", "Fine. Bye."),
+                       ("agent", "I've reversed the charge."), ("customer", "Thanks."))
+        assert reply_turn_index(closing) == 5, poor
+    answer = conv(("agent", "Hi, how can I help?"), ("customer", "My bill is wrong."),
+                  ("agent", "Alright. I've reversed the charge."), ("customer", "Fine. Bye."),
+                  ("agent", "Thanks for calling."), ("customer", "Bye."))
+    assert reply_turn_index(answer) == 3

@@ -116,10 +116,13 @@ def phrase_pattern(template: str) -> re.Pattern:
 
 # Not a reply to teach or score: holds and fillers, canned and in about half the calls (a constant
 # "let me look into that, can I place you on a brief hold?" had scored BLEU 0.15), and the poor
-# practice the coaching labels mark down (a vague explanation, a cold transfer, a brush-off).
+# practice the coaching labels mark down (a vague explanation, a cold transfer, a brush-off, a
+# curt close). A close ("Alright.") is a whole turn: found anywhere, it would also drop the real
+# answers that open with the same acknowledgement.
 NOT_A_REPLY = tuple(phrase_pattern(line) for line in (
     *P.HOLD_ASK, *(ask for ask, _ in P.FILLER), *P.ESCALATE_COLD, *P.DISMISSIVE, *P.NO_VERIFY_LOOKUP,
-    *P.GREET_POOR, *(bad for issue in ISSUES.values() for bad in issue["explain_bad"])))
+    *P.GREET_POOR, *(bad for issue in ISSUES.values() for bad in issue["explain_bad"]))) + tuple(
+    re.compile(rf"^{re.escape(line)}$", re.IGNORECASE) for line in P.CLOSE_POOR if line)
 
 
 def reply_turn_index(conv: Conversation) -> int:
