@@ -527,3 +527,15 @@ def test_a_poor_close_is_not_a_reply_target():
                   ("agent", "Alright. I've reversed the charge."), ("customer", "Fine. Bye."),
                   ("agent", "Thanks for calling."), ("customer", "Bye."))
     assert reply_turn_index(answer) == 3
+
+
+def test_a_repeated_request_is_not_a_recurring_fault(convs):
+    """"It's happening again. I've already called three times." had opened a question about the
+    contract end date: a request (a question, an upgrade, a cancellation) recurs only as contact."""
+    fault_cues = [_slot_free(cue).lower() for cue in P.JOURNEY_CUES["repeat_issue"] if cue not in P.REPEAT_REQUEST_CUES]
+    requests = [c for c in convs if c.latents["clean_labels"]["journey_type"] == "repeat_issue"
+                and c.latents["clean_labels"]["issue_category"] in P.REQUEST_ISSUES]
+    assert len(requests) >= 20 and len(fault_cues) >= 2
+    for c in requests:
+        opening = next(text for side, text in c.turns if side == "customer").lower()
+        assert not any(cue in opening for cue in fault_cues), (c.id, opening)

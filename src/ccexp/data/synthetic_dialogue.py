@@ -217,7 +217,8 @@ def _opening(d: _Dialogue) -> None:
     long_wait = float(lat.temporal["queue_wait_minutes"]) >= LONG_WAIT_MINUTES
     p_complain = (0.25 if b["ack_wait"] else 0.6) if mood != "calm" else 0.3
     complaint = d.pick(P.WAIT_COMPLAINT) if long_wait and d.rng.random() < p_complain else ""
-    cue = d.pick(P.JOURNEY_CUES[lat.journey])
+    request = lat.journey == "repeat_issue" and lat.issue in P.REQUEST_ISSUES
+    cue = d.pick(P.REPEAT_REQUEST_CUES if request else P.JOURNEY_CUES[lat.journey])
     issue = d.pick(d.variant["open"])
     intro = d.pii_text(P.PII_INTRO) if lat.has_pii and not b["verify"] else ""
     d.customer(d.pick(P.MOOD_PREFIX[mood]), complaint, cue, issue, intro, rough=not intro)

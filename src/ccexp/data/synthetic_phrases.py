@@ -114,6 +114,10 @@ JOURNEY_CUES = {
         "I'm new to {company}, just started {tenure_ago}, and",
     ),
 }
+# Issues that are requests, not faults, and the repeat cues that fit them too: "It's happening
+# again" had opened a question about the contract end date.
+REQUEST_ISSUES = ("general_inquiry", "plan_upgrade", "cancellation")
+REPEAT_REQUEST_CUES = (JOURNEY_CUES["repeat_issue"][0], JOURNEY_CUES["repeat_issue"][3])
 CANCEL_THREAT = (
     "Honestly, if this keeps up I'm switching providers.",
     "If this isn't sorted I'm cancelling, I mean it.",
