@@ -539,3 +539,11 @@ def test_a_repeated_request_is_not_a_recurring_fault(convs):
     for c in requests:
         opening = next(text for side, text in c.turns if side == "customer").lower()
         assert not any(cue in opening for cue in fault_cues), (c.id, opening)
+
+
+def test_a_chat_is_not_called_a_call(convs):
+    """"I can't resolve it on this call." had been typed in chats."""
+    chats = [c for c in convs if c.latents["channel"] == "chat"]
+    assert len(chats) >= 300
+    assert not [c.id for c in chats if "this call" in _agent_text(c)]
+    assert any("on this chat" in _agent_text(c) for c in chats)

@@ -87,6 +87,7 @@ def build_slots(rng: random.Random, lat: Latents) -> dict[str, str]:
     slots = {
         "company": lat.company,
         "contacting": "chatting with" if lat.channel == "chat" else "calling",
+        "contact": lat.channel,  # "on this chat", "on this call"
         "agent": lat.agent.name,
         "tod": "evening" if lat.temporal["time_of_day"] == "night" else str(lat.temporal["time_of_day"]),
         "amount": f"${amounts[0]}.{cents}",

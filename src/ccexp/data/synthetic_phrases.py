@@ -227,7 +227,7 @@ FILLER = (
 UNRESOLVED = (
     "Unfortunately, I'm not able to fix this from my side today.",
     "I'm afraid there isn't anything else I can do about this right now.",
-    "I've tried everything I can on my end, and I can't resolve it on this call.",
+    "I've tried everything I can on my end, and I can't resolve it on this {contact}.",
     "That's not something I can change, I'm sorry.",
 )
 ESCALATE_PROTOCOL = (
