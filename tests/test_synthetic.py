@@ -547,3 +547,14 @@ def test_a_chat_is_not_called_a_call(convs):
     assert len(chats) >= 300
     assert not [c.id for c in chats if "this call" in _agent_text(c)]
     assert any("on this chat" in _agent_text(c) for c in chats)
+
+
+def test_monthly_price_changes_are_tens_of_dollars(convs):
+    """"Removing Basic 100 lowers your bill by $181.50": a plan or add-on changes a monthly bill by
+    tens of dollars, not by a one-off amount's hundreds."""
+    money = r"\$(\d+)\.\d\d"
+    patterns = [rf"lowers your bill by {money}", rf"will be {money} lower", rf"costs {money} a month more",
+                rf"costs {money} a month on", rf"costs {money} more per month"]
+    prices = [int(m) for c in convs for p in patterns for m in re.findall(p, _agent_text(c))]
+    assert len(prices) >= 30
+    assert max(prices) <= 60

@@ -92,6 +92,9 @@ def build_slots(rng: random.Random, lat: Latents) -> dict[str, str]:
         "tod": "evening" if lat.temporal["time_of_day"] == "night" else str(lat.temporal["time_of_day"]),
         "amount": f"${amounts[0]}.{cents}",
         "amount2": f"${amounts[1]}.{cents}",
+        # A plan's monthly price change is tens of dollars ("lowers your bill by $181.50" was not);
+        # taken from the draw above so the rest of the text stream stays as it was.
+        "monthly": f"${5 + amounts[1] % 36}.{cents}",
         "month": _MONTHS[past.month - 1],
         "last_month": last_month,
         "next_month": _MONTHS[day.month % 12],
