@@ -647,3 +647,31 @@ def test_training_curves_of_one_validation_each_keep_whole_steps(tmp_path, monke
     assert main([str(tmp_path / "sweep")]) == 0
     ticks = saved["training_curves.png"].axes[0].get_xticks()
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+
+
+def set_config(run: Path, **groups) -> Path:
+    """Merge ``groups`` ({"eval": {...}}) into the run's config.yaml, as another launch wrote it."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    for group, values in groups.items():
+        config[group] = {**config.get(group, {}), **values}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
+
+
+def test_eval_settings_that_leave_the_answers_alone_are_no_scenario(tmp_path):
+    """The README's sweep (eval.baseline=false) beside a `make run` output (baseline, latency
+    examples): the same test questions scored alike, ranked together. A band that scores the
+    answers differently is a scenario of its own."""
+    compare = {**COMPARE, "constraints": []}
+    root = tmp_path / "sweep"
+    set_config(make_run(root / "0", "lora", {"test/acc": 0.5}, compare=compare),
+               eval={"baseline": False, "latency_examples": 0, "batch_size": 4})
+    set_config(make_run(root / "1", "prompt_tuning", {"test/acc": 0.4}, compare=compare),
+               eval={"baseline": True, "latency_examples": 8, "batch_size": 8})
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    assert "For " not in md and "Runner-up: prompt_tuning (`1`" in md
+    set_config(root / "0", eval={"quality_band": 10.0})
+    set_config(root / "1", eval={"quality_band": 5.0})
+    assert main([str(root), "--no-plots"]) == 0
+    assert md.count("**Recommend") == 1 and (root / "compare.md").read_text().count("**For eval.quality_band=") == 2

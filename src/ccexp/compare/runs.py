@@ -234,10 +234,14 @@ def swept_keys(runs: list[Run]) -> list[str]:
 
 
 # What the runs are judged on: runs that differ in these answered other test questions (another
-# task mix, dataset, test size or evaluation setting), so each value is a scenario of its own,
-# with its own recommendation and best marks. Everything else (method, model, backend, trainer,
-# their hyperparameters, the training data's size) is a choice the report ranks.
-SCENARIO_GROUPS = ("task_mix.", "data.", "data_size.", "eval.")
+# task mix, dataset, test size, number of generated answers) or had them scored otherwise (a
+# token cap that cuts answers, a band), so each value is a scenario of its own, with its own
+# recommendation and best marks. Everything else (method, model, backend, trainer, their
+# hyperparameters, the training data's size, and eval.baseline, eval.latency_examples and
+# eval.batch_size, which add metrics or time them but leave the answers and their scores alone)
+# is a choice the report ranks.
+SCENARIO_GROUPS = ("task_mix.", "data.", "data_size.", "eval.generate_examples", "eval.max_new_tokens",
+                   "eval.quality_band", "eval.csat_band", "eval.churn_band")  # max_new_tokens_by_task, csat_band_100 too
 
 
 def scenarios(runs: list[Run], swept: list[str]) -> dict[str, list[Run]]:
