@@ -675,3 +675,36 @@ def test_eval_settings_that_leave_the_answers_alone_are_no_scenario(tmp_path):
     set_config(root / "1", eval={"quality_band": 5.0})
     assert main([str(root), "--no-plots"]) == 0
     assert md.count("**Recommend") == 1 and (root / "compare.md").read_text().count("**For eval.quality_band=") == 2
+
+
+def data_size_runs(root: Path, runs: list[tuple[str, str, dict]]) -> Path:
+    """Runs of one test set (data_size.test=18) over tiny's 12 or small's 188 validation examples."""
+    sizes = {"tiny": {"name": "tiny", "train": 64, "val": 12, "test": 18},
+             "small": {"name": "small", "train": 1500, "val": 188, "test": 18}}
+    for i, (method, size, metrics) in enumerate(runs):
+        set_config(make_run(root / str(i), method, metrics, compare={**COMPARE, "constraints": []}),
+                   data_size=sizes[size])
+    return root
+
+
+def test_val_metrics_are_not_ranked_across_validation_sets(tmp_path):
+    """data_size=tiny,small with one test set: val/loss over 12 examples is no rival of val/loss
+    over 188, neither as the metric ranked by nor as a tie-break."""
+    root = data_size_runs(tmp_path / "sweep", [
+        ("lora", "tiny", {"test/acc": 0.5, "val/loss": 0.3, "adapter/size_mb": 7.07}),
+        ("prompt_tuning", "small", {"test/acc": 0.5, "val/loss": 0.4, "adapter/size_mb": 0.05})])
+    assert main([str(root), "--no-plots", "--metric", "val/loss", "--out", str(tmp_path / "a")]) == 0
+    md = (tmp_path / "a" / "compare.md").read_text()
+    assert "**Recommend" not in md
+    assert ("No recommendation: val/loss is over each run's own validation set, and these differ "
+            "(data_size.val=12: `0`; data_size.val=188: `1`), so it ranks none of them against another; "
+            "rank by a test/ metric.") in md
+    assert main([str(root), "--no-plots", "--out", str(tmp_path / "b")]) == 0
+    md = (tmp_path / "b" / "compare.md").read_text()
+    assert "**Recommend prompt_tuning** — run `1`" in md
+    assert ("a tie: prompt_tuning is picked for its smaller adapter/size_mb (0.050 vs 7.070); val/loss is not "
+            "compared, their validation sets differ (188 vs 12 examples).") in md
+    # One validation set: val/loss ranks, and breaks the tie.
+    set_config(root / "1", data_size={"val": 12})
+    assert main([str(root), "--no-plots", "--out", str(tmp_path / "c")]) == 0
+    assert "a tie: lora is picked for its lower val/loss (0.300 vs 0.400)." in (tmp_path / "c" / "compare.md").read_text()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 import operator
+from itertools import groupby
 from typing import Optional
 
-from ccexp.compare.runs import Run, describe, fmt, named, same
+from ccexp.compare.runs import Run, by_val_size, describe, fmt, named, same, setting
 from ccexp.config import CompareConfig, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
 
@@ -26,19 +27,47 @@ def _violations(run: Run, constraints: list[tuple[str, str, float]]) -> list[str
     return out
 
 
-TIE_BREAKS = ("val/loss", "adapter/size_mb")  # lower wins, in this order
+TIE_BREAKS = {"val/loss": "lower", "adapter/size_mb": "smaller"}  # lower wins, in this order
 
 
 def _or_inf(value: Optional[float]) -> float:
     return math.inf if value is None else value
 
 
-def _tie_note(best: Run, up: Run, method: str) -> str:
-    for key in TIE_BREAKS:
+def _tie_breaks(tied: list[Run]) -> list[str]:
+    """The tie-breaks that can judge these tied runs: a val/ metric only where they were all
+    validated on one set (``by_val_size``), as over 12 and over 188 examples it ranks nothing."""
+    return [k for k in TIE_BREAKS if not k.startswith("val/") or len(by_val_size(tied)) == 1]
+
+
+def _ranked(runs: list[Run], metric: str, maximize: bool) -> list[Run]:
+    """Best first by metric (2/3 summed two ways, 0.6666666666666667 vs ...666, is one value:
+    rounded, a tie); each tie settled by the tie-breaks that can judge it, then run order."""
+    order = sorted(runs, key=lambda r: same(r.value(metric)), reverse=maximize)
+    ranked = []
+    for _, group in groupby(order, key=lambda r: same(r.value(metric))):
+        tied = list(group)
+        keys = _tie_breaks(tied)
+        ranked += sorted(tied, key=lambda r: [_or_inf(r.value(k)) for k in keys])
+    return ranked
+
+
+def _val_sets(runs: list[Run]) -> str:
+    """"data_size.val=12: `0`; data_size.val=188: `1`": which runs were validated on which set."""
+    return "; ".join(f"data_size.val={setting(group[0].flat.get('data_size.val'))}: "
+                     + ", ".join(f"`{r.name}`" for r in group) for group in by_val_size(runs))
+
+
+def _tie_note(best: Run, up: Run, method: str, tied: list[Run]) -> str:
+    keys = _tie_breaks(tied)
+    skipped = "" if keys == list(TIE_BREAKS) else (
+        "; val/loss is not compared, their validation sets differ "
+        f"({setting(best.flat.get('data_size.val'))} vs {setting(up.flat.get('data_size.val'))} examples)")
+    for key in keys:
         a, b = best.value(key), up.value(key)
         if a is not None and b is not None and a < b:
-            return f", a tie: {method} is picked for its lower {key} ({fmt(a)} vs {fmt(b)})."
-    return ", a tie: the runs give no reason to prefer one (picked by run order)."
+            return f", a tie: {method} is picked for its {TIE_BREAKS[key]} {key} ({fmt(a)} vs {fmt(b)}){skipped}."
+    return f", a tie: the runs give no reason to prefer one (picked by run order){skipped}."
 
 
 def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], scenario: str) -> str:
@@ -75,10 +104,13 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
         return head + (f"No recommendation: no finished run reports {metric} (compare.metric){hint}."
                        + failed_note + unchecked_note)
 
-    def rank(rs: list[Run]) -> list[Run]:  # ties go to the lower val/loss, then the smaller adapter
-        rs = sorted(rs, key=lambda r: [_or_inf(r.value(k)) for k in TIE_BREAKS])
-        # 2/3 summed two ways (0.6666666666666667 vs ...666) is one value: rounded, a tie
-        return sorted(rs, key=lambda r: same(r.value(metric)), reverse=maximize)
+    if metric.startswith("val/") and len(by_val_size(scored)) > 1:
+        return head + (f"No recommendation: {metric} is over each run's own validation set, and these differ "
+                       f"({_val_sets(scored)}), so it ranks none of them against another; rank by a test/ metric."
+                       + unranked_note + failed_note + unchecked_note)
+
+    def rank(rs: list[Run]) -> list[Run]:
+        return _ranked(rs, metric, maximize)
 
     eligible = rank([r for r in scored if not _violations(r, checked)])
     excluded = [r for r in rank(scored) if _violations(r, checked)]
@@ -106,7 +138,7 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
         values = describe(up, swept)
         text += (f" Runner-up: {up.flat.get('method.name', '?')} (`{up.name}`{', ' + values if values else ''}) with "
                  f"{fmt(up.value(metric))}" + (f", {fmt(abs(gap))} {'lower' if maximize else 'higher'}." if gap else
-                 _tie_note(best, up, method)))
+                 _tie_note(best, up, method, [best, *tied])))
     elif len(scored) == 1:
         text += f" It is the only run ranked{' here' if scenario else ''}, so there is no runner-up."
     else:
