@@ -708,3 +708,30 @@ def test_val_metrics_are_not_ranked_across_validation_sets(tmp_path):
     set_config(root / "1", data_size={"val": 12})
     assert main([str(root), "--no-plots", "--out", str(tmp_path / "c")]) == 0
     assert "a tie: lora is picked for its lower val/loss (0.300 vs 0.400)." in (tmp_path / "c" / "compare.md").read_text()
+
+
+@pytest.mark.parametrize("losses,sizes,note", [
+    # Only the winner has a val/loss: that is the rule that picked it, not run order.
+    ((None, 0.8), (0.05, 7.07), "a tie: qlora is picked as only it has a val/loss (0.800)."),
+    # Apart in the fourth digit: printed apart.
+    ((0.9004, 0.9001), (7.07, 7.07), "a tie: qlora is picked for its lower val/loss (0.9001 vs 0.9004)."),
+    # Equal to 12 digits: a tie on val/loss too, settled by the adapter's size.
+    ((0.9, 0.9000000000000001), (7.07, 0.05), "a tie: qlora is picked for its smaller adapter/size_mb (0.050 vs 7.070)."),
+])
+def test_the_tie_note_names_the_rule_that_picked(tmp_path, losses, sizes, note):
+    root = tmp_path / "sweep"
+    for i, (method, loss, size) in enumerate(zip(("lora", "qlora"), losses, sizes)):
+        metrics = {"test/acc": 0.5, "adapter/size_mb": size, **({"val/loss": loss} if loss is not None else {})}
+        make_run(root / str(i), method, metrics, compare={**COMPARE, "constraints": []})
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    assert "**Recommend qlora** — run `1`" in md and note in md
+
+
+def test_a_constraint_is_met_to_12_digits(tmp_path):
+    """0.1 + 0.2 is 0.30000000000000004: it meets test/latency/p50_s <= 0.3."""
+    root = tmp_path / "sweep"
+    make_run(root / "0", "lora", {"test/acc": 0.5, "test/latency/p50_s": 0.1 + 0.2},
+             compare={**COMPARE, "constraints": ["test/latency/p50_s <= 0.3"]})
+    assert main([str(root), "--no-plots"]) == 0
+    assert "**Recommend lora** — run `0`" in (root / "compare.md").read_text()

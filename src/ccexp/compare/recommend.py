@@ -22,7 +22,7 @@ def _violations(run: Run, constraints: list[tuple[str, str, float]]) -> list[str
         value = run.value(key)
         if value is None:  # null: no answer gave a number (a MAE over no parsed scores)
             out.append(f"no number for {key}" if key in run.metrics else f"lacks {key}")
-        elif not OPS[op](value, limit):
+        elif not OPS[op](same(value), limit):  # 0.1 + 0.2 meets <= 0.3: equal to 12 digits
             out.append(f"{key} {fmt(value)} {NEGATED[op]} {limit:g}")
     return out
 
@@ -48,7 +48,7 @@ def _ranked(runs: list[Run], metric: str, maximize: bool) -> list[Run]:
     for _, group in groupby(order, key=lambda r: same(r.value(metric))):
         tied = list(group)
         keys = _tie_breaks(tied)
-        ranked += sorted(tied, key=lambda r: [_or_inf(r.value(k)) for k in keys])
+        ranked += sorted(tied, key=lambda r: [_or_inf(same(r.value(k))) for k in keys])
     return ranked
 
 
@@ -63,11 +63,25 @@ def _tie_note(best: Run, up: Run, method: str, tied: list[Run]) -> str:
     skipped = "" if keys == list(TIE_BREAKS) else (
         "; val/loss is not compared, their validation sets differ "
         f"({setting(best.flat.get('data_size.val'))} vs {setting(up.flat.get('data_size.val'))} examples)")
-    for key in keys:
+    for key in keys:  # the first that tells them apart is the one that ranked them (_ranked)
         a, b = best.value(key), up.value(key)
-        if a is not None and b is not None and a < b:
-            return f", a tie: {method} is picked for its {TIE_BREAKS[key]} {key} ({fmt(a)} vs {fmt(b)}){skipped}."
+        if a is None or (b is not None and same(a) >= same(b)):
+            continue
+        if b is None:
+            return f", a tie: {method} is picked as only it has a {key} ({fmt(a)}){skipped}."
+        return f", a tie: {method} is picked for its {TIE_BREAKS[key]} {key} ({' vs '.join(_apart(a, b))}){skipped}."
     return f", a tie: the runs give no reason to prefer one (picked by run order){skipped}."
+
+
+def _apart(a: float, b: float) -> tuple[str, str]:
+    """a and b as the report shows them, with the digits that tell them apart (0.9001 vs 0.9004,
+    not 0.900 vs 0.900)."""
+    shown = fmt(a), fmt(b)
+    for digits in range(4, 13):
+        if shown[0] != shown[1]:
+            break
+        shown = f"{a:.{digits}g}", f"{b:.{digits}g}"
+    return shown
 
 
 def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], scenario: str) -> str:
