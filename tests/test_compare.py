@@ -735,3 +735,22 @@ def test_a_constraint_is_met_to_12_digits(tmp_path):
              compare={**COMPARE, "constraints": ["test/latency/p50_s <= 0.3"]})
     assert main([str(root), "--no-plots"]) == 0
     assert "**Recommend lora** — run `0`" in (root / "compare.md").read_text()
+
+
+def test_tradeoff_falls_back_to_test_acc_and_labels_it_so(sweep, monkeypatch):
+    """Ranked by a MAE that every run reports as null: the plot's y axis is test/acc, labelled
+    with test/acc's direction, and says what it stands in for; the recommendation says there is
+    no number, not that the key is missing."""
+    from ccexp.compare import plots as compare_plots
+
+    for run in ("0", "1", "2"):
+        metrics = json.loads((sweep / run / "metrics.json").read_text())
+        (sweep / run / "metrics.json").write_text(json.dumps({**metrics, "test/quality_score/mae": None}))
+    saved = {}
+    monkeypatch.setattr(compare_plots, "_save", lambda fig, path: saved.setdefault(path.name, fig))
+    assert main([str(sweep), "--metric", "test/quality_score/mae", "--no-constraints"]) == 0
+    ax = saved["tradeoff.png"].axes[0]
+    assert ax.get_ylabel() == "test/acc (higher is better)"
+    assert "test/acc in place of test/quality_score/mae: no finished run has a number for it" in ax.get_title()
+    assert ("No recommendation: no finished run has a number for test/quality_score/mae (compare.metric)."
+            in (sweep / "compare.md").read_text())

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ccexp.compare.runs import Run, column_label, fmt, setting
-from ccexp.config import CompareConfig, parse_constraint
+from ccexp.config import CompareConfig, higher_is_better, parse_constraint
 
 FIELD_ACC = re.compile(r"^test/(?!task/)([^/]+)/acc$")  # test/<field>/acc, not test/task/<task>/acc
 LATENCY_KEYS = ("test/latency/p50_s", "time/eval_s")  # first one reported wins
@@ -59,6 +59,8 @@ def field_accuracy(runs: list[Run], swept: list[str], path: Path) -> bool:
 
 def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -> bool:
     y_key = cc.metric if any(r.value(cc.metric) is not None for r in runs) else "test/acc"
+    # The y key's own direction: a fallback to test/acc is higher-is-better whatever cc.metric's is.
+    higher = cc.direction == "maximize" if y_key == cc.metric else higher_is_better(y_key)
     x_key = next((k for k in LATENCY_KEYS if any(r.value(k) is not None for r in runs)), None)
     points = [r for r in runs if x_key and r.value(x_key) is not None and r.value(y_key) is not None]
     if not points:
@@ -94,8 +96,12 @@ def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -
             ax.annotate(f"budget {op} {fmt(limit)}", (limit, ax.get_ylim()[1]), fontsize=8, color="grey",
                         xytext=(-3, -12), textcoords="offset points", ha="right")
     ax.set_xlabel(f"{x_key} (lower is better)")
-    ax.set_ylabel(f"{y_key} ({'higher' if cc.direction == 'maximize' else 'lower'} is better)")
-    ax.set_title("Quality vs latency; marker area ∝ adapter size")
+    ax.set_ylabel(f"{y_key} ({'higher' if higher else 'lower'} is better)")
+    title = "Quality vs latency; marker area ∝ adapter size"
+    if y_key != cc.metric:
+        had = "has a number for" if any(cc.metric in r.metrics for r in runs) else "reports"
+        title += f"\n{y_key} in place of {cc.metric}: no finished run {had} it"
+    ax.set_title(title)
     legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), markerscale=0.3)
     for handle in legend.legend_handles:  # uniform legend markers: the area is the plot's to show
         handle.set_sizes([30])

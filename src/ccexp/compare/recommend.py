@@ -114,8 +114,10 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
     if not scored:
         reported = {k for r in finished for k in numeric_keys(r.metrics)}
         nearest = did_you_mean(metric, reported, "see a run's metrics.json for the keys")
-        hint = "" if any(metric in r.metrics for r in finished) else f" ({nearest})"  # a typo, not a null
-        return head + (f"No recommendation: no finished run reports {metric} (compare.metric){hint}."
+        null = any(metric in r.metrics for r in finished)  # null: no answer gave a number; not a typo
+        missing = f"has a number for {metric} (compare.metric)" if null else \
+            f"reports {metric} (compare.metric) ({nearest})"
+        return head + (f"No recommendation: no finished run {missing}."
                        + failed_note + unchecked_note)
 
     if metric.startswith("val/") and len(by_val_size(scored)) > 1:

@@ -240,8 +240,9 @@ def swept_keys(runs: list[Run]) -> list[str]:
 # hyperparameters, the training data's size, and eval.baseline, eval.latency_examples and
 # eval.batch_size, which add metrics or time them but leave the answers and their scores alone)
 # is a choice the report ranks.
-SCENARIO_GROUPS = ("task_mix.", "data.", "data_size.", "eval.generate_examples", "eval.max_new_tokens",
-                   "eval.quality_band", "eval.csat_band", "eval.churn_band")  # max_new_tokens_by_task, csat_band_100 too
+SCENARIO_GROUPS = ("task_mix.", "data.", "data_size.", "eval.generate_examples",
+                   "eval.max_new_tokens",  # and eval.max_new_tokens_by_task.*
+                   "eval.quality_band", "eval.csat_band", "eval.churn_band")  # csat_band: and csat_band_100
 
 
 def scenarios(runs: list[Run], swept: list[str]) -> dict[str, list[Run]]:
