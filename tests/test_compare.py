@@ -754,3 +754,28 @@ def test_tradeoff_falls_back_to_test_acc_and_labels_it_so(sweep, monkeypatch):
     assert "test/acc in place of test/quality_score/mae: no finished run has a number for it" in ax.get_title()
     assert ("No recommendation: no finished run has a number for test/quality_score/mae (compare.metric)."
             in (sweep / "compare.md").read_text())
+
+
+def test_plots_say_which_runs_they_leave_out(sweep, capsys):
+    """A finished run without a latency is no point on tradeoff.png, one without a validation
+    history no curve: compare.md and the terminal say so, a line per plot."""
+    for run, key in (("2", "test/latency/p50_s"), ("1", "train/val_history")):
+        metrics = json.loads((sweep / run / "metrics.json").read_text())
+        (sweep / run / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != key}))
+    metrics = json.loads((sweep / "0" / "metrics.json").read_text())
+    (sweep / "0" / "metrics.json").write_text(json.dumps({**metrics, "test/latency/p50_s": None}))
+    assert main([str(sweep), "--no-constraints"]) == 0
+    lines = ["tradeoff.png leaves out `0` (no number for test/latency/p50_s), `2` (no test/latency/p50_s).",
+             "training_curves.png leaves out `1` (no train/val_history)."]
+    md = (sweep / "compare.md").read_text()
+    assert all(f"- {line}" in md.split("## Plots")[1] for line in lines)
+    assert "per_field_accuracy.png leaves" not in md
+    out = capsys.readouterr().out
+    assert all(line.replace("`", "") in out for line in lines)
+    # A plot with nothing to show says why it is missing.
+    for run in ("0", "1"):
+        metrics = json.loads((sweep / run / "metrics.json").read_text())
+        (sweep / run / "metrics.json").write_text(json.dumps({**metrics, "test/latency/p50_s": None}))
+    assert main([str(sweep), "--no-constraints"]) == 0
+    assert ("- tradeoff.png: not drawn, no finished run has a number for test/latency/p50_s or time/eval_s."
+            in (sweep / "compare.md").read_text())

@@ -57,14 +57,28 @@ def field_accuracy(runs: list[Run], swept: list[str], path: Path) -> bool:
     return True
 
 
-def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -> bool:
+def _lacks(run: Run, key: str) -> str:
+    """Why a run has no value for key: "no number for K" (null, NaN) or "no K"."""
+    return f"no number for {key}" if key in run.metrics else f"no {key}"
+
+
+def left_out(filename: str, missing: list[tuple[Run, str]]) -> str:
+    """"tradeoff.png leaves out `2` (no test/latency/p50_s)" ("" when none is left out)."""
+    return f"{filename} leaves out " + ", ".join(f"`{r.name}` ({why})" for r, why in missing) + "." if missing else ""
+
+
+def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -> tuple[bool, str]:
+    """Whether it drew the plot, and what it left out and why, or why it drew none ("": nothing)."""
     y_key = cc.metric if any(r.value(cc.metric) is not None for r in runs) else "test/acc"
     # The y key's own direction: a fallback to test/acc is higher-is-better whatever cc.metric's is.
     higher = cc.direction == "maximize" if y_key == cc.metric else higher_is_better(y_key)
     x_key = next((k for k in LATENCY_KEYS if any(r.value(k) is not None for r in runs)), None)
     points = [r for r in runs if x_key and r.value(x_key) is not None and r.value(y_key) is not None]
     if not points:
-        return False
+        latency = " or ".join(LATENCY_KEYS) if x_key is None else y_key
+        had = "has a number for" if any(k in r.metrics for r in runs for k in LATENCY_KEYS) else "reports"
+        return False, f"{path.name}: not drawn, no finished run {had} {latency}." if runs else ""
+    missing = [(r, _lacks(r, x_key if r.value(x_key) is None else y_key)) for r in runs if r not in points]
     sizes = [r.value("adapter/size_mb") or 0.0 for r in points]
     biggest = max(sizes) or 1.0
     fig = Figure(figsize=(9.5, 4.5))
@@ -106,21 +120,25 @@ def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -
     for handle in legend.legend_handles:  # uniform legend markers: the area is the plot's to show
         handle.set_sizes([30])
     _save(fig, path)
-    return True
+    return True, left_out(path.name, missing)
 
 
-def training_curves(runs: list[Run], swept: list[str], path: Path) -> bool:
-    curves = []
+def training_curves(runs: list[Run], swept: list[str], path: Path) -> tuple[bool, str]:
+    """Whether it drew the plot, and what it left out and why, or why it drew none ("": nothing)."""
+    curves, missing = [], []
     for run in runs:
         history = run.metrics.get("train/val_history")
-        if isinstance(history, list):
-            pts = [(h["step"], h["val_loss"]) for h in history
-                   if isinstance(h, dict) and isinstance(h.get("step"), (int, float))
-                   and isinstance(h.get("val_loss"), (int, float))]
-            if pts:
-                curves.append((run, pts))
+        pts = [(h["step"], h["val_loss"]) for h in history
+               if isinstance(h, dict) and isinstance(h.get("step"), (int, float))
+               and isinstance(h.get("val_loss"), (int, float))] if isinstance(history, list) else []
+        if pts:
+            curves.append((run, pts))
+        else:  # never validated during training (an empty history), or a run from before it was kept
+            missing.append((run, "no validation loss in train/val_history" if isinstance(history, list)
+                            else "no train/val_history"))
     if not curves:
-        return False
+        return False, (f"{path.name}: not drawn, no finished run has a validation loss in train/val_history."
+                       if runs else "")
     fig = Figure(figsize=(8, 4.2))
     ax = fig.subplots()
     for run, pts in curves:
@@ -137,7 +155,7 @@ def training_curves(runs: list[Run], swept: list[str], path: Path) -> bool:
     ax.set_title("Training curves")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
-    return True
+    return True, left_out(path.name, missing)
 
 
 def _is_rate(key: str) -> bool:
@@ -146,14 +164,20 @@ def _is_rate(key: str) -> bool:
                                       "rougeL", "theme_coverage") or key.rsplit("/", 1)[-1].startswith("within_")
 
 
-def write_plots(runs: list[Run], out: Path, cc: CompareConfig, swept: list[str]) -> list[tuple[str, str]]:
-    """(title, file name) of each plot written; a plot with nothing to show is skipped."""
+def write_plots(runs: list[Run], out: Path, cc: CompareConfig,
+                swept: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(title, file name) of each plot written, and a line per plot that left finished runs out
+    (or is not drawn: nothing to show) saying which and why. Per-field accuracy leaves none out:
+    a run without a field has no bar there, as its title says."""
     finished = [r for r in runs if r.finished]
-    written = []
+    written, notes = [], []
     if field_accuracy(finished, swept, out / "per_field_accuracy.png"):
         written.append(("Per-field accuracy by run", "per_field_accuracy.png"))
-    if tradeoff(finished, swept, cc, out / "tradeoff.png"):
-        written.append(("Quality vs latency vs adapter size", "tradeoff.png"))
-    if training_curves(finished, swept, out / "training_curves.png"):
-        written.append(("Training curves (validation loss)", "training_curves.png"))
-    return written
+    for title, filename, draw in (
+            ("Quality vs latency vs adapter size", "tradeoff.png", lambda p: tradeoff(finished, swept, cc, p)),
+            ("Training curves (validation loss)", "training_curves.png", lambda p: training_curves(finished, swept, p))):
+        drawn, note = draw(out / filename)
+        if drawn:
+            written.append((title, filename))
+        notes += [note] if note else []
+    return written, notes

@@ -75,9 +75,10 @@ def machines_note(runs: list[Run]) -> str:
 
 
 def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Sequence[str],
-                   plots: Sequence[tuple[str, str]] = (), unstarted: Sequence[tuple[str, str]] = ()) -> None:
+                   plots: Sequence[tuple[str, str]] = (), unstarted: Sequence[tuple[str, str]] = (),
+                   plot_notes: Sequence[str] = ()) -> None:
     """compare.md: how the runs were judged, the recommendation, the runs, failed runs and
-    unstarted jobs, and the plots (title, file name)."""
+    unstarted jobs, and the plots (title, file name) with what they left out (plot_notes)."""
     runs, swept, columns, best, paragraphs = tables.runs, tables.swept, tables.columns, tables.best, tables.paragraphs
     lines = [f"# Comparison: {', '.join(f'`{s}`' for s in sources)}", "",
              f"{run_counts(runs, unstarted)}. "
@@ -108,8 +109,10 @@ def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Seque
             lines.append(f"- `{name}` ({overrides}): not started (no job dir): the sweep stopped before it, or it "
                          "is still queued")
         lines.append("")
-    if plots:
+    if plots or plot_notes:
         lines += ["## Plots", ""]
+        if plot_notes:
+            lines += [f"- {note}" for note in plot_notes] + [""]
         for title, filename in plots:
             lines += [f"### {title}", "", f"![{title}]({filename})", ""]
     path.write_text("\n".join(lines))
