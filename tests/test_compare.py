@@ -509,7 +509,7 @@ def test_tradeoff_plot_shows_the_budget_and_sizes_by_area(sweep, monkeypatch):
     assert axes.x0 <= box.x0 and box.x1 <= axes.x1
 
 
-def test_jobs_a_stopped_sweep_did_not_start_are_listed(tmp_path):
+def test_jobs_a_stopped_sweep_did_not_start_are_listed(tmp_path, capsys):
     """A sweep killed during job 1 of 4 (an experiment's hydra.sweeper.params times a command-line
     sweep): the report counts and names the two jobs that have no dir."""
     root = tmp_path / "sweep"
@@ -526,6 +526,11 @@ def test_jobs_a_stopped_sweep_did_not_start_are_listed(tmp_path):
     assert ("- `2` (method=prompt_tuning seed=1): not started (no job dir): the sweep stopped before it, or it is "
             "still queued") in md
     assert "- `3` (method=prompt_tuning seed=2): not started" in md
+    note = ("2 jobs of the sweep have not started, so the recommendation does not cover them: `2` "
+            "(method=prompt_tuning seed=1), `3` (method=prompt_tuning seed=2); the sweep stopped before them, or "
+            "they are still queued.")
+    assert note in md.split("## Recommendation")[1].split("## Runs")[0]
+    assert note.replace("`", "") in " ".join(capsys.readouterr().out.split())  # the terminal wraps it
 
 
 def test_a_resumed_runs_times_are_said_and_never_best(tmp_path, capsys):

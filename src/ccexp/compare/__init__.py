@@ -123,14 +123,14 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
     groups = scenarios(runs, swept)
     best = {k: set().union(*(best_runs(same_val, k) for group in groups.values()
                              for same_val in (by_val_size(group) if "val/" in k else [group]))) for k in columns}
-    tables = Tables(runs, swept, columns, best, recommend(groups, cc, swept))
+    unstarted = [(name if len(paths) == 1 else str(Path(p) / name), job)
+                 for p in paths if Path(p).is_dir() for name, job in unstarted_jobs(Path(p))]
+    tables = Tables(runs, swept, columns, best, recommend(groups, cc, swept, unstarted))
     written_plots, plot_notes = [], []
     if plots:
         from ccexp.compare.plots import write_plots
 
         written_plots, plot_notes = write_plots(runs, out, cc, swept)
-    unstarted = [(name if len(paths) == 1 else str(Path(p) / name), job)
-                 for p in paths if Path(p).is_dir() for name, job in unstarted_jobs(Path(p))]
     write_markdown(out / "compare.md", tables, cc, [str(p) for p in paths], written_plots, unstarted, plot_notes)
     write_csv(out / "compare.csv", csv_rows(tables))
     print_table(tables, console)

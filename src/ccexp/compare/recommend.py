@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import operator
 from itertools import groupby
-from typing import Optional
+from typing import Optional, Sequence
 
 from ccexp.compare.runs import Run, by_val_size, describe, fmt, named, same, setting
 from ccexp.config import CompareConfig, did_you_mean, parse_constraint
@@ -190,6 +190,17 @@ def _answers_behind(run: Run, metric: str) -> tuple[int | None, str, float]:
     return None, "", 0.0
 
 
-def recommend(groups: dict[str, list[Run]], cc: CompareConfig, swept: list[str]) -> list[str]:
-    """One paragraph per scenario (``groups``: runs.scenarios, what the runs are judged on)."""
-    return [_recommend_scenario(rs, cc, swept, label) for label, rs in groups.items()]
+def recommend(groups: dict[str, list[Run]], cc: CompareConfig, swept: list[str],
+              unstarted: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """One paragraph per scenario (``groups``: runs.scenarios, what the runs are judged on), and
+    one naming the sweep's jobs that have not started (``unstarted``: name, overrides), which a
+    pick among the runs that did cannot speak for."""
+    paragraphs = [_recommend_scenario(rs, cc, swept, label) for label, rs in groups.items()]
+    if unstarted:
+        many = len(unstarted) > 1
+        paragraphs.append(f"{len(unstarted)} job{'s' * many} of the sweep {'have' if many else 'has'} not started, "
+                          f"so the recommendation does not cover {'them' if many else 'it'}: "
+                          + ", ".join(f"`{name}` ({overrides})" for name, overrides in unstarted)
+                          + f"; the sweep stopped before {'them' if many else 'it'}, or "
+                          f"{'they are' if many else 'it is'} still queued.")
+    return paragraphs
