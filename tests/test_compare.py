@@ -271,7 +271,7 @@ def test_metric_flag_brings_its_direction(sweep, tmp_path, capsys):
         config = (sweep / run / "config.yaml").read_text()
         (sweep / run / "config.yaml").write_text(config.replace("metric: test/acc", "metric: val/loss"))
     assert main([str(sweep), "--no-plots", "--out", str(tmp_path / "c")]) == 2
-    assert capsys.readouterr().err == ("ccexp.compare: error: compare config recorded in the runs' config.yaml: "
+    assert capsys.readouterr().err == (f"ccexp.compare: error: compare config recorded in {sweep / '0' / 'config.yaml'}: "
                                        "compare.direction: maximize, but lower val/loss is better; expected "
                                        "compare.direction=minimize\n")
 
@@ -470,7 +470,8 @@ def test_models_swept_are_ranked_together(tmp_path):
 def test_bad_recorded_compare_blocks_are_one_line(tmp_path, capsys, block, error):
     make_run(tmp_path / "sweep" / "0", "lora", {"test/acc": 0.5}, compare={**COMPARE, **block})
     assert main([str(tmp_path / "sweep"), "--no-plots"]) == 2
-    assert capsys.readouterr().err == f"ccexp.compare: error: compare config recorded in the runs' config.yaml: {error}\n"
+    assert capsys.readouterr().err == (f"ccexp.compare: error: compare config recorded in "
+                                       f"{tmp_path / 'sweep' / '0' / 'config.yaml'}: {error}\n")
 
 
 def test_out_that_is_a_file_is_one_line(sweep, capsys):

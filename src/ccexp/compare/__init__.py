@@ -39,14 +39,9 @@ def recorded_compare_config(runs: list[Run], given: Sequence[str] = ()) -> dict:
     hand-written ones) get conf/compare/default.yaml. Runs that record different ways to judge
     them (two sweeps side by side) need the flag for each way that ``given`` does not settle;
     their headline columns are joined."""
-    blocks = [(run, run.config["compare"]) for run in runs if isinstance(run.config.get("compare"), dict)]
-    # The finished runs' blocks judge: a trial that failed on a mistyped objective.metric (which
-    # compare.metric follows in a search) recorded the typo, fixed in the study's later trials.
-    blocks = [(run, block) for run, block in blocks if run.finished] or blocks
+    blocks = _judging_blocks(runs)
     if not blocks:
-        from ccexp.__main__ import CONFIG_DIR
-
-        return read_yaml(Path(CONFIG_DIR) / "compare" / "default.yaml")
+        return read_yaml(_default_compare_path())
     first_run, first = blocks[0]
     for key, flag in JUDGED_BY.items():
         other = next(((r, b) for r, b in blocks if b.get(key) != first.get(key)), None)
@@ -56,6 +51,20 @@ def recorded_compare_config(runs: list[Run], given: Sequence[str] = ()) -> dict:
                                "judge them alike")
     headline = [h for _, b in blocks for h in (b.get("headline") if isinstance(b.get("headline"), list) else [])]
     return {**first, "headline": list(dict.fromkeys(headline)) or first.get("headline")}
+
+
+def _judging_blocks(runs: list[Run]) -> list[tuple[Run, dict]]:
+    """(run, its compare block) of the runs that recorded one, the finished runs' only where any
+    did: a trial that failed on a mistyped objective.metric (which compare.metric follows in a
+    search) recorded the typo, fixed in the study's later trials."""
+    blocks = [(run, run.config["compare"]) for run in runs if isinstance(run.config.get("compare"), dict)]
+    return [(run, block) for run, block in blocks if run.finished] or blocks
+
+
+def _default_compare_path() -> Path:
+    from ccexp.__main__ import CONFIG_DIR
+
+    return Path(CONFIG_DIR) / "compare" / "default.yaml"
 
 
 def check_reported(runs: list[Run], key: str, flag: str) -> None:
@@ -95,8 +104,10 @@ def recorded_config(runs: list[Run], **overrides) -> CompareConfig:
             raise CompareError(str(err)) from None
     try:
         return CompareConfig(**{**recorded, **given})
-    except (TypeError, ConfigError) as err:
-        raise CompareError(f"compare config recorded in the runs' config.yaml: {err}") from None
+    except (TypeError, ConfigError) as err:  # named by the file that judges (the first run's that records one)
+        blocks = _judging_blocks(runs)
+        where = blocks[0][0].dir / "config.yaml" if blocks else _default_compare_path()
+        raise CompareError(f"compare config recorded in {where}: {err}") from None
 
 
 def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[CompareConfig] = None,
