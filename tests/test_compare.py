@@ -219,6 +219,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert "missing: no such file or directory" in capsys.readouterr().err
     assert main([str(tmp_path), "--constraint", "latency is low"]) == 2
     assert "expected 'METRIC <= NUMBER'" in capsys.readouterr().err
+    for metric in ("", " "):
+        assert main([str(tmp_path), "--metric", metric]) == 2
+        assert capsys.readouterr().err == ("ccexp.compare: error: --metric: expected a metrics.json key such as "
+                                           f"test/acc, got {metric!r}\n")
     with pytest.raises(SystemExit) as exit_info:  # argparse's own errors: one line too, the same prefix
         main([str(tmp_path), "--no-such-flag"])
     assert exit_info.value.code == 2

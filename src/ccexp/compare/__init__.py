@@ -168,6 +168,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         limits = [parse_constraint(text, "--constraint") for text in args.constraint or []]  # before any file is read
+        if args.metric is not None and not args.metric.strip():
+            raise CompareError(f"--metric: expected a metrics.json key such as test/acc, got {args.metric!r}")
         runs = load_runs(args.paths)
         if args.metric is not None:
             check_reported(runs, args.metric, f"--metric {args.metric}")
