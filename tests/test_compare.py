@@ -75,6 +75,7 @@ def test_report_marks_the_best_and_recommends_within_the_constraints(sweep, caps
     assert table["1"] == "| `1` | finished | qlora | **0.650** | **0.610** | **1.100** | 1.400 | 7.070 | **600.0** |"
     assert table["2"] == "| `2` | finished | prompt_tuning | 0.400 | - | 2.000 | **0.500** | **0.050** | - |"
     assert table["3"] == "| `3` | failed | qlora | - | - | - | - | - | - |"
+    assert "Bold: the best finished run per column within each scenario (" in md
 
     recommendation = md.split("## Recommendation")[1].split("## Runs")[0]
     assert "**Recommend lora** — run `0` (method=lora) has the highest test/acc, 0.600" in recommendation

@@ -93,8 +93,8 @@ def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Seque
         cells = [f"`{r.name}`", r.status] + [setting(r.flat.get(k)) for k in swept]
         cells += [f"**{fmt(r.value(k))}**" if r.name in best[k] else fmt(r.value(k)) for k in columns]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    lines += ["", "Bold: the best finished run per column (↑ higher is better, ↓ lower). "
-              "\"-\": the run did not report it.", ""]
+    lines += ["", "Bold: the best finished run per column within each scenario (↑ higher is better, ↓ lower; "
+              "val/ columns among runs of one validation set). \"-\": the run did not report it.", ""]
     for note in (resumed_note(runs), machines_note(runs)):
         if note:
             lines += [note, ""]
