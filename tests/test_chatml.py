@@ -325,3 +325,45 @@ def test_a_json_array_file_is_named_as_such(tmp_path):
         build_splits(DataConfig(name="chatml", train_path=str(path)), BIG, MIX)
     assert str(err.value) == (f"{path}:1: invalid JSON (Expecting value at column 2); the file looks like one JSON "
                               "array, expected JSON Lines (an object per line)")
+
+
+def _per_turn(call: int, opener: bool = False) -> list[str]:
+    """A call written the usual SFT way: one line per assistant turn, each line the one before
+    plus a turn, and no conversation_id. ``opener``: every call opens with the same exchange."""
+    turns = [("user", "Hi"), ("assistant", "Hello, how can I help?")] if opener else []
+    for t in range(4):
+        turns += [("user", f"call {call} customer turn {t}"), ("assistant", f"call {call} agent turn {t}")]
+    return [json.dumps({"messages": _msgs(("system", "You are an agent."), *turns[: 2 * k])})
+            for k in range(1, len(turns) // 2 + 1)]
+
+
+def _answers_in_train_prompts(splits) -> int:
+    prompts = [json.dumps(ex["messages"][:-1]) for ex in splits["train"]]
+    return sum(any(json.dumps(ex["messages"])[:-1] in p for p in prompts) for s in ("val", "test") for ex in splits[s])
+
+
+def test_the_lines_of_one_call_are_one_conversation(tmp_path):
+    """Rows whose messages start another row's messages are one conversation, held out whole: a
+    test answer never appears inside a training prompt. A common opening exchange ("Hi"), its
+    own line in every call, joins nothing."""
+    for opener in (False, True):
+        path = _write(tmp_path / "calls.jsonl", *(line for c in range(25) for line in _per_turn(c, opener)))
+        splits = build_splits(DataConfig(name="chatml", train_path=path), BIG, MIX)
+        assert _answers_in_train_prompts(splits) == 0
+        calls = {s: {ex["messages"][1 + 2 * opener]["content"].split()[1] for ex in rows if len(ex["messages"]) > 3}
+                 for s, rows in splits.items()}
+        assert not calls["train"] & calls["test"] and not calls["train"] & calls["val"] and calls["test"]
+    # An explicit conversation_id still names the conversation.
+    lines = [json.dumps({**json.loads(line), "conversation_id": f"c{c}"}) for c in range(25) for line in _per_turn(c)]
+    splits = build_splits(DataConfig(name="chatml", train_path=_write(tmp_path / "ids.jsonl", *lines)), BIG, MIX)
+    assert {ex["conversation_id"] for ex in splits["test"]} <= {f"c{c}" for c in range(25)}
+
+
+def test_a_given_test_file_with_earlier_turns_of_train_rows_is_counted(tmp_path, caplog):
+    """A test row whose whole conversation starts a train row: its answer is in a training prompt."""
+    train = _write(tmp_path / "train.jsonl", *(_per_turn(c)[-1] for c in range(10)))  # whole calls only
+    test = _write(tmp_path / "test.jsonl", _per_turn(3)[1], *_per_turn(40))
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        build_splits(DataConfig(name="chatml", train_path=train, test_path=test), BIG, MIX)
+    assert f"{test}: 1 of 5 test rows are earlier turns of a train row ({train}): their answers are in its prompt" \
+        in caplog.text

@@ -140,3 +140,20 @@ def test_a_validation_split_that_repeats_the_test_split_is_held_out_of_train(tmp
     assert f"{tmp_path / 'dd'}: split validation is the val split; dev not used" in caplog.messages
     assert (f"{tmp_path / 'dd'}: its validation split repeats its test split; validation is held out of train "
             "instead (data.val_path=<file> gives one)") in caplog.messages
+
+
+def test_the_rows_of_one_call_are_held_out_together(tmp_path):
+    """A call written one row per assistant turn, with no conversation_id (the Hub's usual SFT
+    layout): its rows are one conversation, so no test answer sits inside a training prompt."""
+    from datasets import Dataset
+
+    def call(c):
+        turns = [m for t in range(4) for m in ({"role": "user", "content": f"call {c} q{t}"},
+                                                {"role": "assistant", "content": f"call {c} a{t}"})]
+        return [{"messages": turns[: 2 * k]} for k in range(1, 5)]
+
+    Dataset.from_list([row for c in range(25) for row in call(c)]).to_parquet(str(tmp_path / "calls.parquet"))
+    splits = build_splits(_hf(str(tmp_path / "calls.parquet")), ALL, MIX)
+    calls = {s: {ex["messages"][0]["content"].split()[1] for ex in rows} for s, rows in splits.items()}
+    assert not calls["train"] & calls["test"] and not calls["train"] & calls["val"]
+    assert all(len(rows) % 4 == 0 for rows in splits.values())

@@ -7,7 +7,10 @@ keeps its own ``task`` and ``reference``, so exported data is scored as it was g
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+from collections import Counter
 from operator import itemgetter
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from ccexp.data.formats import read_chatml
 from ccexp.data.splitting import holdout_splits, report_skipped, take
 from ccexp.data.tasks import TASK_FIELDS
 
+log = logging.getLogger("ccexp.data")
 
 # What a reference field must hold, by its kind (scoring.FIELD_KINDS), in words for errors.
 _KIND_WORDS = {"number": "a number", "label": "a label (text or a number)", "set": "a list", "text": "text"}
@@ -85,6 +89,48 @@ def prompt_of(example: dict) -> str:
                       ensure_ascii=False)
 
 
+def turn_keys(messages: list[dict]) -> list[str]:
+    """A digest of the messages up to each assistant turn, case and spacing aside; the last is
+    the whole conversation's. Incremental: a 40-turn row costs 40 hashes, not 40 serializations."""
+    digest, keys = hashlib.sha1(), []
+    for m in messages:
+        digest.update(json.dumps([m["role"], fold(m["content"])], ensure_ascii=False).encode("utf-8"))
+        if m["role"] == "assistant":
+            keys.append(digest.hexdigest())
+    return keys
+
+
+def join_turns(examples: list[dict], rows: list[dict]) -> None:
+    """Rows without a ``conversation_id`` whose messages start another row's (a call written
+    one line per assistant turn, the usual SFT layout) get one conversation_id, so they are held
+    out together: else a test answer sits word for word in a training prompt. Each row joins
+    the row of its longest earlier turns, unless other rows extend those turns too: a common
+    opening line ("Hi" / "How can I help?") would chain every call into one conversation.
+    The id is the first given conversation_id among the joined rows, else the first row's id."""
+    keys = [turn_keys(ex["messages"]) for ex in examples]
+    first = {}  # a whole conversation's digest -> the first row holding it (a repeated line is one node)
+    for i, k in enumerate(keys):
+        first.setdefault(k[-1], i)
+    parent: dict[int, int] = {}
+    for i, k in enumerate(keys):
+        if first[k[-1]] == i:
+            p = next((first[key] for key in reversed(k[:-1]) if key in first), None)
+            if p is not None:
+                parent[i] = p
+    extensions = Counter(parent.values())
+    groups: dict[int, list[int]] = {}
+    for i, k in enumerate(keys):
+        root = first[k[-1]]
+        while root in parent and extensions[parent[root]] == 1:
+            root = parent[root]
+        groups.setdefault(root, []).append(i)
+    for root, members in groups.items():
+        given = [examples[i]["conversation_id"] for i in members if _given(rows[i].get("conversation_id"))]
+        for i in members:
+            if not _given(rows[i].get("conversation_id")):
+                examples[i]["conversation_id"] = given[0] if given else examples[min(members)]["id"]
+
+
 def load_chat(path: str, key: str) -> list[dict]:
     """Examples of one file; a line with an empty message is skipped and counted."""
     rows = read_chatml(path, key)
@@ -92,7 +138,24 @@ def load_chat(path: str, key: str) -> list[dict]:
     report_skipped(path, {"with an empty message": len(rows) - len(usable)}, len(rows))
     examples = [chat_example(row, path) for row in usable]
     check_unique_ids(examples, [(f"{path}:{row['line']}", f"line {row['line']}") for row in usable])
+    join_turns(examples, usable)
     return examples
+
+
+def report_earlier_turns(data: DataConfig, splits: dict[str, list[dict]]) -> None:
+    """Val/test rows whose whole conversation starts a train row (rows of one call in two files,
+    or split by their given conversation_ids): the train row's prompt holds their answer, so
+    their scores measure memory. Counted in a warning, as for rows in both splits."""
+    earlier = {key for ex in splits["train"] for key in turn_keys(ex["messages"])[:-1]}
+    for split in ("val", "test"):
+        shared = sum(turn_keys(ex["messages"])[-1] in earlier for ex in splits[split])
+        path = getattr(data, f"{split}_path")
+        if shared and path is None:
+            log.warning("%s: %d of %d %s rows held out of it are earlier turns of a train row: their answers are "
+                        "in its prompt", data.train_path, shared, len(splits[split]), split)
+        elif shared:
+            log.warning("%s: %d of %d %s rows are earlier turns of a train row (%s): their answers are in its "
+                        "prompt", path, shared, len(splits[split]), split, data.train_path)
 
 
 def check_unique_ids(examples: list[dict], rows: list[tuple[str, str]]) -> None:
@@ -108,4 +171,6 @@ def check_unique_ids(examples: list[dict], rows: list[tuple[str, str]]) -> None:
 
 
 def build_chatml(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
-    return take(holdout_splits(data, load_chat, conversation_id, prompt_of), size, data)
+    splits = holdout_splits(data, load_chat, conversation_id, prompt_of)
+    report_earlier_turns(data, splits)
+    return take(splits, size, data)

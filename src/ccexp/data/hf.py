@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ccexp.config import ConfigError, DataConfig, DataSizeConfig
-from ccexp.data.chatml import chat_example, check_unique_ids, conversation_id, prompt_of
+from ccexp.data.chatml import (chat_example, check_unique_ids, conversation_id, join_turns, prompt_of,
+                                report_earlier_turns)
 from ccexp.data.formats import check_messages
 from ccexp.data.splitting import SPLITS, holdout_splits, report_skipped, take
 
@@ -120,6 +121,7 @@ def load_split(path: str, key: str, split: str | None = None) -> list[dict]:
     report_skipped(path, {"with an empty message": len(rows) - len(usable)}, len(rows))
     examples = [chat_example(row, path, f"{path}: row {row['line']}") for row in usable]
     check_unique_ids(examples, [(f"{path}: row {row['line']}", f"row {row['line']}") for row in usable])
+    join_turns(examples, usable)
     return examples
 
 
@@ -156,4 +158,6 @@ def build_hf(data: DataConfig, size: DataSizeConfig) -> dict[str, list[dict]]:
             del own["val_path"]
             del loaded["data.val_path"]  # data.val_path is null now: no split of that key is read
         data = replace(data, **own)
-    return take(holdout_splits(data, load, conversation_id, prompt_of), size, data)
+    splits = holdout_splits(data, load, conversation_id, prompt_of)
+    report_earlier_turns(data, splits)
+    return take(splits, size, data)
