@@ -201,6 +201,19 @@ def test_empty_messages_are_skipped_and_reported(tmp_path, caplog):
      ":2: reference 'quality_score': expected a number from 0 to 100, got 150"),
     (json.dumps({"messages": _msgs(("user", "hi"), ("assistant", "hello")), "id": "1"}),
      ":2: id '1' is already the id of line 1; expected one id per row (conversation_id groups rows)"),
+    # The reference is what the model is scored on, the assistant turn what it learns: they must agree.
+    (json.dumps({"messages": _msgs(("user", "rate"), ("assistant", '{"csat": 2}')), "task": "csat",
+                 "reference": {"csat": 4}}), ":2: reference 'csat' is 4 but the assistant turn says 2"),
+    (json.dumps({"messages": _msgs(("user", "rate"), ("assistant", "The customer was happy: 4 of 5.")),
+                 "task": "csat", "reference": {"csat": 4}}),
+     ":2: task 'csat' is scored on one JSON object in the answer, but the assistant turn holds none "
+     "(\"The customer was happy: 4 of 5.\"); expected an object with 'csat'"),
+    (json.dumps({"messages": _msgs(("user", "rate"), ("assistant", '{"quality_score": 80}')), "task": "quality",
+                 "reference": {"quality_score": 80, "effectiveness": "good"}}),
+     ":2: reference 'effectiveness' is \"good\" but the assistant turn has no 'effectiveness'"),
+    (json.dumps({"messages": _msgs(("user", "hi"), ("assistant", "hello there")), "task": "reply",
+                 "reference": {"reply": "goodbye"}}),
+     ":2: reference 'reply' is \"goodbye\" but the assistant turn says \"hello there\""),
 ])
 def test_bad_lines_fail_in_one_line(tmp_path, line, message):
     path = _write(tmp_path / "bad.jsonl", json.dumps({**json.loads(GOOD), "id": "1"}), line)
@@ -367,3 +380,16 @@ def test_a_given_test_file_with_earlier_turns_of_train_rows_is_counted(tmp_path,
         build_splits(DataConfig(name="chatml", train_path=train, test_path=test), BIG, MIX)
     assert f"{test}: 1 of 5 test rows are earlier turns of a train row ({train}): their answers are in its prompt" \
         in caplog.text
+
+
+def test_references_that_agree_with_the_assistant_turn_as_scoring_reads_it(tmp_path):
+    """Agreement is scoring's: numbers as numbers, our labels case- and spacing-insensitively,
+    "none" for no second issue, a reply whitespace aside."""
+    lines = [json.dumps({"messages": _msgs(("user", f"rate {i}"), ("assistant", turn)), "task": task, "reference": ref})
+             for i, (task, turn, ref) in enumerate(10 * [
+                 ("csat", 'Here: {"csat": "4.0"}', {"csat": 4}),
+                 ("issue", '{"issue_category": "Billing Dispute", "secondary_category": "none"}',
+                  {"issue_category": "billing_dispute", "secondary_category": None}),
+                 ("reply", "hello  there", {"reply": "hello there"})])]
+    splits = build_splits(DataConfig(name="chatml", train_path=_write(tmp_path / "ok.jsonl", *lines)), BIG, MIX)
+    assert sum(len(rows) for rows in splits.values()) == 30

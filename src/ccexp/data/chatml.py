@@ -2,7 +2,8 @@
 
 Each line becomes one example that learns its last assistant turn, as task ``chat`` with
 reference ``{"reply": <that turn>}``. A line written by ``python -m ccexp.data export``
-keeps its own ``task`` and ``reference``, so exported data is scored as it was generated.
+keeps its own ``task`` and ``reference``, so exported data is scored as it was generated; the
+reference must say what that last turn says, as scoring reads it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,31 @@ def _task_and_reference(row: dict, where: str) -> tuple[str, dict]:
         if low is not None and not low <= as_number(value) <= high:
             raise ConfigError(f"{where}: reference {field!r}: expected a number from {low} to {high}, "
                               f"got {json.dumps(value)[:60]}")
+    _check_agreement(task, reference, row["messages"][-1]["content"], where)
     return task, reference
+
+
+def _check_agreement(task: str, reference: dict, turn: str, where: str) -> None:
+    """The model learns the last assistant turn and is scored on the reference: they must say
+    the same, as scoring reads the turn (its JSON parse, labels and "none" as scoring compares
+    them, numbers exactly), or a model that learns the file perfectly scores 0."""
+    from ccexp.config import EvalConfig
+    from ccexp.scoring import score
+
+    exact = EvalConfig(quality_band=0, csat_band=0, csat_band_100=0, churn_band=0)
+    result = score({"task": task, "reference": reference}, turn, exact)
+    if result["parsed"] is None:
+        fields = ", ".join(map(repr, TASK_FIELDS[task]))
+        raise ConfigError(f"{where}: task {task!r} is scored on one JSON object in the answer, but the assistant "
+                          f"turn holds none ({json.dumps(turn, ensure_ascii=False)[:60]}); expected an object "
+                          f"with {fields}")
+    for field in TASK_FIELDS[task]:
+        if not result["correct"][field]:
+            said = result["parsed"].get(field, None)
+            says = f"says {json.dumps(said, ensure_ascii=False)[:60]}" if field in result["parsed"] \
+                else f"has no {field!r}"
+            raise ConfigError(f"{where}: reference {field!r} is {json.dumps(reference[field], ensure_ascii=False)[:60]} "
+                              f"but the assistant turn {says}")
 
 
 def _given(value) -> str | None:
