@@ -201,6 +201,12 @@ def test_empty_messages_are_skipped_and_reported(tmp_path, caplog):
      ":2: reference 'quality_score': expected a number from 0 to 100, got 150"),
     (json.dumps({"messages": _msgs(("user", "hi"), ("assistant", "hello")), "id": "1"}),
      ":2: id '1' is already the id of line 1; expected one id per row (conversation_id groups rows)"),
+    # Python's reader keeps the last of two values, silently: the line would train on the second.
+    ('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], '
+     '"messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}',
+     ":2: key 'messages' given twice"),
+    ('{"messages": [{"role": "user", "content": "a"}, {"role": "user", "role": "assistant", "content": "b"}]}',
+     ":2: key 'role' given twice"),
     # The reference is what the model is scored on, the assistant turn what it learns: they must agree.
     (json.dumps({"messages": _msgs(("user", "rate"), ("assistant", '{"csat": 2}')), "task": "csat",
                  "reference": {"csat": 4}}), ":2: reference 'csat' is 4 but the assistant turn says 2"),

@@ -65,6 +65,8 @@ def _save(tmp_path, rows, name="bad"):
      "row 1: last message is from 'user', expected 'assistant'"),
     ([{"id": "x", "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
       for i in range(2)], "row 2: id 'x' is already the id of row 1"),
+    ([{"messages": [{"role": "user", "content": "rate"}, {"role": "assistant", "content": '{"csat": 4}'}],
+       "task": "csat", "reference": '{"csat": 2, "csat": 4}'}], "row 1: 'reference': key 'csat' given twice"),
 ])
 def test_bad_datasets_fail_in_one_line_naming_the_row(tmp_path, rows, error):
     path = _save(tmp_path, rows)

@@ -268,3 +268,11 @@ def test_one_label_for_every_row_is_refused(tmp_path):
     assert _error(DataConfig(name="csv", train_path=str(path))) == (
         f"{path}: every train row has the 'category' 'card_arrival'; expected at least two labels "
         "(data.label_column=category)")
+
+
+def test_a_key_given_twice_is_named(tmp_path):
+    """Python's reader keeps the last of two values: the line would train as "fx", silently."""
+    good = [json.dumps({"utterance": f"claim {i}", "intent": ["refund", "fx"][i % 2]}) for i in range(20)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(good + ['{"utterance": "card charged twice", "intent": "refund", "intent": "fx"}']))
+    assert _error(_dstc(train_path=str(path))) == f"{path}:21: key 'intent' given twice"

@@ -41,6 +41,27 @@ def read_text(path: str | Path, key: str = "") -> str:
         raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {at}; re-save the file as UTF-8)") from None
 
 
+class KeyGivenTwice(ValueError):
+    """A JSON object naming one key twice: Python's reader keeps the last value, silently."""
+
+    def __init__(self, key: str):
+        super().__init__(f"key {key!r} given twice")
+
+
+def _once_each(pairs: list[tuple[str, object]]) -> dict:
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set[str] = set()
+        raise KeyGivenTwice(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return value
+
+
+def loads(text: str):
+    """``json.loads``, except that an object giving a key twice raises ``KeyGivenTwice``
+    ({"intent": "refund", "intent": "fx"} would otherwise train as fx)."""
+    return json.loads(text, object_pairs_hook=_once_each)
+
+
 def read_jsonl(path: str | Path, key: str = "") -> Iterator[tuple[int, dict]]:
     """(line number, object) per non-blank line. Lines end at \\n only: JSON strings may hold
     U+2028, U+2029 or U+0085 unescaped (ccexp's own export writes them so), which
@@ -49,7 +70,9 @@ def read_jsonl(path: str | Path, key: str = "") -> Iterator[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = loads(line)
+        except KeyGivenTwice as err:
+            raise ConfigError(f"{path}:{number}: {err}") from None
         except json.JSONDecodeError as err:
             # A .json file holding one array (IBM's dev.json, say) breaks on its first line: say what it is.
             hint = "; the file looks like one JSON array, expected JSON Lines (an object per line)" \

@@ -18,7 +18,7 @@ from typing import Any
 from ccexp.config import ConfigError, DataConfig, DataSizeConfig
 from ccexp.data.chatml import (chat_example, check_unique_ids, conversation_id, join_turns, prompt_of,
                                 report_earlier_turns)
-from ccexp.data.formats import check_messages
+from ccexp.data.formats import KeyGivenTwice, check_messages, loads
 from ccexp.data.splitting import SPLITS, holdout_splits, report_skipped, take
 
 # What save_to_disk / the Hub call our splits (the first name is the one export writes).
@@ -100,7 +100,9 @@ def _rows(dataset, path: str) -> list[dict]:
         reference: Any = row.get("reference")
         if isinstance(reference, str):
             try:
-                reference = json.loads(reference)
+                reference = loads(reference)
+            except KeyGivenTwice as err:
+                raise ConfigError(f"{where}: 'reference': {err}") from None
             except json.JSONDecodeError:
                 raise ConfigError(f"{where}: 'reference' is not JSON ({reference[:40]!r})") from None
         rows.append({**row, "reference": reference, "messages": check_messages(row, where), "line": number})
