@@ -129,3 +129,25 @@ def test_a_given_test_file_keeps_the_train_files_brands(tmp_path, caplog):
         build_splits(_twcs(train_path=train, test_path=other, top_brands=2), BIG, MIX)
     assert str(err.value) == (f"{other}: none of its 4 brand replies are from the train file's brands (BrandA, BrandB); "
                               "expected replies of the brands the model trains on")
+
+
+def test_a_repeated_tweet_id(tmp_path, caplog):
+    """Pairs are joined by tweet_id: an id on two different tweets would answer one customer's
+    tweet with a reply to another, so it stops naming both lines; a row exported twice as it
+    was is counted and read once."""
+    path = _brand_file(tmp_path / "t.csv", {"BrandA": 20}, 1000)
+    rows = Path(path).read_text().splitlines()
+    Path(path).write_text("\n".join(rows + rows[1:3] + [rows[4]]) + "\n")  # a customer tweet and a reply again
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        splits = build_splits(_twcs(train_path=path), BIG, MIX)
+    assert sum(map(len, splits.values())) == 20
+    assert f"{path}: skipped 3 of 43 rows (3 repeating an earlier row)" in caplog.messages
+    other = rows[3].replace("help BrandA", "another customer's problem")
+    Path(path).write_text("\n".join(rows + [other]) + "\n")
+    with pytest.raises(ConfigError) as err:
+        build_splits(_twcs(train_path=path), BIG, MIX)
+    tweet = rows[3].split(",")[0]
+    assert str(err.value) == f"{path}:42: tweet_id {tweet} already on line 4 with other values; expected one row per tweet"
+    Path(path).write_text("\n".join(rows + [rows[4].replace("sorry", "thanks")]) + "\n")  # a brand reply
+    with pytest.raises(ConfigError, match=r":42: tweet_id \d+ already on line 5 with other values"):
+        build_splits(_twcs(train_path=path), BIG, MIX)

@@ -51,19 +51,40 @@ def _tweet_id(value: str) -> str:
     return value.strip().removesuffix(".0")  # pandas wrote the id column as floats ("3.0")
 
 
-def _read(path: str, key: str) -> tuple[dict[str, tuple[str, str]], list[dict]]:
-    """(customer tweet id -> (author, text), brand replies in file order), streamed."""
-    customers, replies = {}, []
+def _read(path: str, key: str) -> tuple[dict[str, tuple[str, str, int]], list[dict]]:
+    """(customer tweet id -> (author, text, line), brand replies in file order), streamed. A
+    row repeated as it was (a file joined with an overlapping export) is read once and counted;
+    a tweet_id given again with other values fails naming both lines: pairs join by id, so it
+    would answer one customer's tweet with a reply to another's."""
+    customers: dict[str, tuple[str, str, int]] = {}
+    replies: dict[str, tuple[int, dict]] = {}  # reply id -> (line, row)
+    rows = repeated = 0
     for line, row in read_csv(path, key, COLUMNS):
+        rows += 1
         inbound = row["inbound"].strip().lower()
         if inbound not in ("true", "false"):  # else every row would read as a brand reply
             raise ConfigError(f"{path}:{line}: inbound {row['inbound']!r}: expected True (a customer's tweet) "
                               "or False (a brand's)")
-        if inbound == "true":
-            customers[_tweet_id(row["tweet_id"])] = row["author_id"].strip(), row["text"]
-        elif row["in_response_to_tweet_id"]:
-            replies.append(row)
-    return customers, replies
+        tweet, author = _tweet_id(row["tweet_id"]), row["author_id"].strip()
+        if inbound == "false" and not row["in_response_to_tweet_id"]:
+            continue  # a brand's tweet answering nothing: never paired
+        if tweet in customers or tweet in replies:
+            if tweet in customers:
+                first, same = customers[tweet][2], inbound == "true" and customers[tweet][:2] == (author, row["text"])
+            else:
+                first, earlier = replies[tweet]
+                same = inbound == "false" and all(earlier[c] == row[c] for c in ("author_id", "text")) and \
+                    _tweet_id(earlier["in_response_to_tweet_id"]) == _tweet_id(row["in_response_to_tweet_id"])
+            if not same:
+                raise ConfigError(f"{path}:{line}: tweet_id {tweet} already on line {first} with other values; "
+                                  "expected one row per tweet")
+            repeated += 1
+        elif inbound == "true":
+            customers[tweet] = author, row["text"], line
+        else:
+            replies[tweet] = line, row
+    report_skipped(path, {"repeating an earlier row": repeated}, rows)
+    return customers, [row for _, row in replies.values()]
 
 
 def load_pairs(data: DataConfig, path: str, key: str, brands: list[str] | None = None) -> list[Pair]:
@@ -83,7 +104,7 @@ def load_pairs(data: DataConfig, path: str, key: str, brands: list[str] | None =
             skipped["extra replies to an answered tweet"] += 1
             continue
         answered.add(asked)
-        author, text = customers[asked]
+        author, text, _ = customers[asked]
         customer, reply = clean_tweet(text), clean_tweet(row["text"])
         if not (_has_words(customer) and _has_words(reply)):
             skipped["with no text besides handles and links"] += 1
