@@ -276,3 +276,30 @@ def test_a_key_given_twice_is_named(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join(good + ['{"utterance": "card charged twice", "intent": "refund", "intent": "fx"}']))
     assert _error(_dstc(train_path=str(path))) == f"{path}:21: key 'intent' given twice"
+
+
+def test_spreadsheet_and_json_layouts_are_named(tmp_path):
+    """Files that look right to a person and wrong to a reader: each error says what it sees."""
+    spaced = tmp_path / "spaced.csv"  # "text, category": the header's space is part of the name
+    spaced.write_text("text, category\nhello, a\n")
+    assert _error(DataConfig(name="csv", train_path=str(spaced))) == (
+        f"{spaced}: no column 'category' (columns: 'text', ' category'); did you mean ' category'? (spaces and "
+        "case in the header are part of a name)")
+    sep = tmp_path / "sep.csv"  # Excel's delimiter line above the header
+    sep.write_text("sep=,\ntext,category\nhello,a\n")
+    assert _error(DataConfig(name="csv", train_path=str(sep))) == (
+        f"{sep}:1: Excel's delimiter line 'sep=,', expected the header row (delete that line)")
+    pretty = tmp_path / "pretty.jsonl"
+    pretty.write_text("".join(json.dumps({"utterance": f"hi {i}", "intent": "A"}, indent=2) + "\n" for i in range(3)))
+    assert _error(_dstc(train_path=str(pretty))) == (
+        f"{pretty}:1: invalid JSON (Expecting property name enclosed in double quotes at column 2); the object "
+        "goes on past the line's end: pretty-printed JSON? expected JSON Lines (an object per line)")
+    array = tmp_path / "array.jsonl"  # one array on one line
+    array.write_text(json.dumps([{"utterance": f"hi {i}", "intent": "A"} for i in range(3)]) + "\n")
+    assert _error(_dstc(train_path=str(array))) == (
+        f"{array}:1: expected a JSON object, got list; the file looks like one JSON array, expected JSON Lines "
+        "(an object per line)")
+    # A JSON array given as CSV: pointing at data=jsonl would send the user round in a circle.
+    assert _error(DataConfig(name="csv", train_path=str(array))) == (
+        f"{array}: one JSON array, not CSV (no header row with 'text'); expected CSV, or JSON Lines (an object "
+        "per line) for data=jsonl / data=chatml")

@@ -151,3 +151,13 @@ def test_a_repeated_tweet_id(tmp_path, caplog):
     Path(path).write_text("\n".join(rows + [rows[4].replace("sorry", "thanks")]) + "\n")  # a brand reply
     with pytest.raises(ConfigError, match=r":42: tweet_id \d+ already on line 5 with other values"):
         build_splits(_twcs(train_path=path), BIG, MIX)
+
+
+def test_a_json_array_is_not_sent_to_data_jsonl(tmp_path):
+    """data=jsonl refuses arrays too: the error says what would read, not another refusal."""
+    path = tmp_path / "tweets.json"
+    path.write_text('[{"tweet_id": 1, "text": "hi"}]\n')
+    with pytest.raises(ConfigError) as err:
+        build_splits(_twcs(train_path=str(path)), BIG, MIX)
+    assert str(err.value) == (f"{path}: one JSON array, not CSV (no header row with 'tweet_id'); expected CSV, or JSON "
+                              "Lines (an object per line) for data=jsonl / data=chatml")

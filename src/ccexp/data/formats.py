@@ -62,6 +62,21 @@ def loads(text: str):
     return json.loads(text, object_pairs_hook=_once_each)
 
 
+def no_column(where: str, column: str, columns: Iterable) -> ConfigError:
+    """A missing column, listing the file's; a column equal but for spaces or case ("text,
+    category" exported with a space) is named, and the columns quoted so its space shows."""
+    columns = [str(c) for c in columns]
+    near = next((c for c in columns if c.strip().casefold() == column.strip().casefold()), None)
+    if near is None:
+        return ConfigError(f"{where}: no column {column!r} (columns: {', '.join(columns)})")
+    return ConfigError(f"{where}: no column {column!r} (columns: {', '.join(map(repr, columns))}); did you mean "
+                       f"{near!r}? (spaces and case in the header are part of a name)")
+
+
+# A JSON array given as JSON Lines (IBM's dev.json, say).
+_ARRAY_HINT = "; the file looks like one JSON array, expected JSON Lines (an object per line)"
+
+
 def read_jsonl(path: str | Path, key: str = "") -> Iterator[tuple[int, dict]]:
     """(line number, object) per non-blank line. Lines end at \\n only: JSON strings may hold
     U+2028, U+2029 or U+0085 unescaped (ccexp's own export writes them so), which
@@ -74,9 +89,11 @@ def read_jsonl(path: str | Path, key: str = "") -> Iterator[tuple[int, dict]]:
         except KeyGivenTwice as err:
             raise ConfigError(f"{path}:{number}: {err}") from None
         except json.JSONDecodeError as err:
-            # A .json file holding one array (IBM's dev.json, say) breaks on its first line: say what it is.
-            hint = "; the file looks like one JSON array, expected JSON Lines (an object per line)" \
-                if number == 1 and line.strip() in ("[", "[{") else ""
+            # A .json file holding one array breaks on its first line; pretty-printed objects (one
+            # over several lines) on a line of their own "{": say what the file is.
+            hint = _ARRAY_HINT if number == 1 and line.strip() in ("[", "[{") else \
+                "; the object goes on past the line's end: pretty-printed JSON? expected JSON Lines (an object " \
+                "per line)" if line.strip() == "{" else ""
             raise ConfigError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno}){hint}") from None
         except (ValueError, RecursionError) as err:  # a 5,000-digit number; nesting deeper than Python recurses
             raise ConfigError(f"{path}:{number}: invalid JSON ({err.__class__.__name__}: "
@@ -89,7 +106,8 @@ def read_jsonl(path: str | Path, key: str = "") -> Iterator[tuple[int, dict]]:
                                   "valid Unicode (an escape \\ud800-\\udfff without its pair)") from None
         if not isinstance(value, dict):
             got = "null" if value is None else type(value).__name__
-            raise ConfigError(f"{path}:{number}: expected a JSON object, got {got}")
+            raise ConfigError(f"{path}:{number}: expected a JSON object, got {got}"
+                              f"{_ARRAY_HINT if number == 1 and isinstance(value, list) else ''}")
         yield number, value
 
 
@@ -118,15 +136,24 @@ def read_csv(path: str | Path, key: str = "", needed: tuple[str, ...] = ()) -> I
                     raise ConfigError(f"{path}:1: column {twice!r} appears twice in the header")
                 if needed and not header:
                     raise ConfigError(f"{path}: an empty file, expected a header row ({', '.join(needed)}) and rows")
+                if len(header) <= 2 and header[0].lower().startswith("sep="):  # Excel writes it above the header
+                    raise ConfigError(f"{path}:1: Excel's delimiter line {','.join(header)!r}, expected the header "
+                                      "row (delete that line)")
                 for column in needed:
                     if column not in header:
                         # One column whose name holds ; or a tab: another delimiter than the comma.
                         sep = next((d for d in (";", "\t", "|") if len(header) == 1 and d in header[0]), None)
                         hint = f"; the header holds {sep!r}: save the file comma-separated" if sep else ""
-                        if header and header[0].lstrip().startswith(("{", "[")):  # JSON read as CSV
+                        if header and header[0].lstrip().startswith("["):  # an array: not JSON Lines either
+                            raise ConfigError(f"{path}: one JSON array, not CSV (no header row with {column!r}); "
+                                              "expected CSV, or JSON Lines (an object per line) for data=jsonl / "
+                                              "data=chatml")
+                        if header and header[0].lstrip().startswith("{"):  # JSON Lines read as CSV
                             raise ConfigError(f"{path}: JSON, not CSV (no header row with {column!r}); "
                                               "expected data=jsonl (or data=chatml) for a JSON Lines file")
-                        raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(header)}){hint}")
+                        if hint:
+                            raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(header)}){hint}")
+                        raise no_column(str(path), column, header)
                 for record in reader:
                     start, line = line + 1, reader.line_num
                     if not record or len(record) == 1 and not record[0].strip(" \t\x1a"):

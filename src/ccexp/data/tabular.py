@@ -16,7 +16,7 @@ from typing import Iterator, NamedTuple
 
 from ccexp.config import ConfigError, DataConfig, DataSizeConfig
 from ccexp.data.chatml import fold
-from ccexp.data.formats import read_csv, read_jsonl
+from ccexp.data.formats import no_column, read_csv, read_jsonl
 from ccexp.data.splitting import holdout_splits, report_skipped, take
 from ccexp.data.tasks import SYSTEM_PROMPT, label_text
 
@@ -29,15 +29,11 @@ class Row(NamedTuple):
     label: str
 
 
-def _no_column(where: str, column: str, columns) -> ConfigError:
-    return ConfigError(f"{where}: no column {column!r} (columns: {', '.join(map(str, columns))})")
-
-
 def _jsonl_records(path: str, key: str, needed: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
     for number, row in read_jsonl(path, key):
         for column in needed:
             if column not in row:
-                raise _no_column(path if number == 1 else f"{path}:{number}", column, row)
+                raise no_column(path if number == 1 else f"{path}:{number}", column, row)
         yield number, row
 
 
