@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import subprocess
+import sys
 import types
 
 import pytest
@@ -321,3 +323,18 @@ def test_a_partial_cached_snapshot_is_downloaded_whole(monkeypatch, tmp_path, ti
     monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: False)
     with pytest.raises(ConfigError, match=r"^model.path=me/model: no weights in "):
         models.hub_model_dir("me/model")
+
+
+def test_bitsandbytes_fetches_no_kernel_from_the_hub():
+    """bitsandbytes asks the hub for a CPU kernel at import on AVX512-BF16 CPUs (a network call
+    in every run, and downloaded code where the hub answers); after ``import ccexp`` it keeps
+    its own. Another process: bitsandbytes is imported once per process."""
+    script = ("import sys, ccexp, kernels\n"
+              "kernels.get_kernel = lambda *a, **k: sys.exit('asked the hub for a kernel')\n"
+              "import peft, bitsandbytes, bitsandbytes.functional as F\n"
+              "print('kept its own' if F.has_avx512bf16() else 'no AVX512-BF16')\n"
+              "assert sys.modules['kernels'] is kernels\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-300:]
+    if "no AVX512-BF16" in out.stdout:
+        pytest.skip("bitsandbytes asks the hub only on CPUs with AVX512-BF16")
