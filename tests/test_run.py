@@ -132,6 +132,28 @@ def test_wandb_that_cannot_be_reached_logs_offline_in_one_line(tmp_path, monkeyp
     assert wandb_records.summary(next(tmp_path.glob("wandb/offline-run-*/run-*.wandb")))["val/loss"] == 1.5
 
 
+def test_an_offline_wandb_run_sends_nothing(tmp_path):
+    """An offline run logs to its folder only: wandb 0.31's telemetry had posted to its server
+    from offline runs (it read the process's settings, which the run's mode did not change).
+    Another process: audit hooks cannot be removed, and wandb keeps process-wide state."""
+    script = f"""
+import atexit, sys
+asked = []
+sys.addaudithook(lambda event, args: asked.append(args[0]) if event == "socket.getaddrinfo" else None)
+atexit.register(lambda: print("looked up:", asked))  # the first registered runs last: after wandb's own flush
+from ccexp.config import LoggerConfig
+from ccexp.tracking import build_logger, finish_logger
+from pathlib import Path
+logger = build_logger(LoggerConfig(mode="offline"), Path({str(tmp_path)!r}), "run", "group", {{"seed": 1}}, [])
+logger.log_metrics({{"train/loss": 1.0}}, step=1)
+finish_logger(logger, {{"val/loss": 1.5}}, failed=False)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert "looked up: []" in out.stdout, out.stdout
+    assert wandb_records.summary(next(tmp_path.glob("wandb/offline-run-*/run-*.wandb")))["val/loss"] == 1.5
+
+
 def test_csv_logs_of_an_earlier_launch_in_the_run_dir_are_kept(tmp_path):
     """trainer.resume_from=auto after a requeue runs in the same dir: Lightning's CSV logger would
     delete the curve logged before the checkpoint."""

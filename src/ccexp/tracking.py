@@ -67,6 +67,8 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
     mode = wandb_mode(cfg)
     if mode == "disabled":  # WANDB_MODE=disabled: no W&B run at all (metrics.json is the record)
         return None
+    if mode == "offline":
+        offline_process(wandb)
     logger = wandb_logger(mode)
     if mode == "online":
         # The run starts here rather than at the first logged step: a W&B that cannot be reached
@@ -81,8 +83,18 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
             # The failed attempt's folder, which `wandb sync --sync-all` would take for a run of its own.
             for attempt in set((run_dir / "wandb").glob("run-*")) - earlier:
                 shutil.rmtree(attempt, ignore_errors=True)
+            offline_process(wandb)
             logger = wandb_logger("offline")
     return logger
+
+
+def offline_process(wandb) -> None:
+    """wandb 0.31 sends usage telemetry (histograms of its own timings) to its server from an
+    offline run too: it asks the process-wide settings, not the run's, whether it is offline,
+    and a run made offline by ``wandb.init(mode="offline")`` posted to api.forge.coreweave.com.
+    Offline process-wide as well, then. A later online run in the process (a sweep's next job)
+    still goes online: the run's own mode wins."""
+    wandb.setup(settings=wandb.Settings(mode="offline"))
 
 
 class StepCSVLogger(CSVLogger):
