@@ -493,3 +493,39 @@ def test_training_leaves_the_model_on_its_device(tmp_path, monkeypatch):
     metrics = run(compose_cfg(*FAST, "trainer.max_steps=2", "eval.baseline=false", "eval.generate_examples=0",
                               "eval.latency_examples=0"), tmp_path)
     assert metrics["status"] == "finished"
+
+
+def _saved_checkpoint(tmp_path, config: dict):
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_0000020"
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    (checkpoint / "resume.json").write_text(json.dumps({"step": 20, "config": config}))
+    return checkpoint
+
+
+def test_resume_compares_the_precision_a_run_trained_in_not_what_was_typed(tmp_path, monkeypatch):
+    """backend.precision=auto is bf16-mixed on an AVX512-BF16 CPU and 32-true without: a checkpoint
+    of auto on one resumed with auto on the other was taken (results differ), and bf16-mixed typed
+    on the other refused as not 'auto'. What each became is compared, both named when they differ."""
+    import ccexp.backends.lightning as lightning_backend
+    from ccexp.config import validate
+    from ccexp.resume import check_resumable, training_config
+
+    def config(precision: str, bf16_cpu: bool) -> dict:
+        monkeypatch.setattr(lightning_backend, "cpu_has_bf16", lambda: bf16_cpu)
+        return training_config(validate(compose_cfg(*RESUMABLE, f"backend.precision={precision}")), "cpu")
+
+    checkpoint = _saved_checkpoint(tmp_path, config("auto", bf16_cpu=True))
+    assert check_resumable(checkpoint, config("bf16-mixed", bf16_cpu=False)) == 20
+    with pytest.raises(ConfigError) as err:
+        check_resumable(checkpoint, config("auto", bf16_cpu=False))
+    assert str(err.value) == (f"trainer.resume_from={checkpoint}: backend.precision is 'auto' (32-true) here but "
+                              "'auto' (bf16-mixed) in the checkpoint's run; a resumed run continues the same "
+                              "configuration (set it back, or start a new run without trainer.resume_from)")
+    # A checkpoint of an earlier ccexp, without what its precision became: what it has, compared.
+    old = config("auto", bf16_cpu=True)
+    for key in ("resolved_precision", "resolved_base_dtype"):
+        old["backend"].pop(key)
+    checkpoint = _saved_checkpoint(tmp_path, old)
+    assert check_resumable(checkpoint, config("auto", bf16_cpu=False)) == 20
+    with pytest.raises(ConfigError, match=r"backend\.precision is 'bf16-mixed' here but 'auto' in the checkpoint"):
+        check_resumable(checkpoint, config("bf16-mixed", bf16_cpu=True))

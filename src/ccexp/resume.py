@@ -26,16 +26,25 @@ STATE = "resume.json"
 TRAINER_STATE = "trainer_state.ckpt"  # Lightning's checkpoint, less the frozen base, in each checkpoint dir
 # Trainer fields that only say where or how often to save: a resumed run may change them.
 FREE_TRAINER_KEYS = ("resume_from", "save_every_n_steps")
+# backend keys compared as what they became, where the checkpoint records that (ccexp before
+# these fields recorded the typed value only, which is then what is compared)
+RESOLVED = {"precision": "resolved_precision", "base_dtype": "resolved_base_dtype"}
 
 
 def training_config(rc: RunConfig, device: str) -> dict[str, Any]:
     """What decides a run's training, as JSON would hold it (the device as resolved: backend=auto
-    on a GPU machine is backend=cuda)."""
+    on a GPU machine is backend=cuda; the precision and base dtype as typed and as resolved:
+    precision=auto is bf16-mixed on one CPU and 32-true on another)."""
+    from ccexp.backends.lightning import resolve_base_dtype, resolve_precision
+
+    precision = resolve_precision(rc.backend.precision, device)
+    base_dtype = str(resolve_base_dtype(rc.backend.base_dtype, precision)).removeprefix("torch.")
     trainer = {k: v for k, v in asdict(rc.trainer).items() if k not in FREE_TRAINER_KEYS}
     config = {"model": asdict(rc.model), "method": asdict(rc.method), "task_mix": asdict(rc.task_mix),
               "data_size": asdict(rc.data_size), "data": asdict(rc.data), "trainer": trainer,
               "seed": rc.seed, "backend": {"device": device, "precision": rc.backend.precision,
-                                           "base_dtype": rc.backend.base_dtype, "packing": rc.backend.packing}}
+                                           "base_dtype": rc.backend.base_dtype, "packing": rc.backend.packing,
+                                           RESOLVED["precision"]: precision, RESOLVED["base_dtype"]: base_dtype}}
     config["model"].pop("cache_dir", None)  # where converted weights are kept, not what they are
     return json.loads(json.dumps(config))
 
@@ -136,22 +145,49 @@ def check_resumable(checkpoint: Path, config: dict) -> int:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"{state_file}: unreadable ({err}); expected the resume.json ccexp writes "
                           "into each checkpoint") from None
-    difference = next(_differences(config, saved), None)
+    difference = next(_differences(*_comparable(config, saved)), None)
     if difference is not None:
         key, here, there = difference
-        raise ConfigError(f"trainer.resume_from={checkpoint}: {key} is {_show(here)} here but {_show(there)} in the "
+        raise ConfigError(f"trainer.resume_from={checkpoint}: {key} is {here} here but {there} in the "
                           "checkpoint's run; a resumed run continues the same configuration (set it back, or start "
                           "a new run without trainer.resume_from)")
     return step
 
 
+def _comparable(here: dict, saved: dict) -> tuple[dict, dict]:
+    """Both configs with each resolved backend key in place of the typed one (shown as
+    "'auto' (32-true)"), or, for a checkpoint without it, the typed one alone."""
+    here, saved = json.loads(json.dumps(here)), json.loads(json.dumps(saved))
+    ours, theirs = here.get("backend", {}), saved.get("backend") if isinstance(saved.get("backend"), dict) else {}
+    for typed, resolved in RESOLVED.items():
+        became = ours.pop(resolved, _MISSING)
+        if resolved in theirs and typed in ours:
+            ours[typed] = _Typed(ours[typed], became)
+            theirs[typed] = _Typed(theirs.get(typed, _MISSING), theirs.pop(resolved))
+    return here, saved
+
+
+class _Typed:
+    """A setting as typed and as it resolved; equal to another when they resolved alike."""
+
+    def __init__(self, typed: Any, resolved: Any):
+        self.typed, self.resolved = typed, resolved
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Typed) and self.resolved == other.resolved
+
+    def __repr__(self) -> str:
+        return f"{_show(self.typed)} ({self.resolved})"
+
+
 def _differences(here: Any, there: Any, key: str = ""):
     if isinstance(here, dict) and isinstance(there, dict):
-        # A group's name first: "method.name is 'qlora' here but 'lora'", not a field that follows from it
-        for name in sorted(set(here) | set(there), key=lambda n: (n != "name", n)):
+        # A group's name first: "method.name is 'qlora' here but 'lora'", not a field that follows
+        # from it; the precision before the base dtype that follows from it
+        for name in sorted(set(here) | set(there), key=lambda n: (n != "name", n != "precision", n)):
             yield from _differences(here.get(name, _MISSING), there.get(name, _MISSING), f"{key}.{name}" if key else name)
     elif here != there:
-        yield key, here, there
+        yield key, _show(here), _show(there)
 
 
 _MISSING = object()
