@@ -411,6 +411,8 @@ def test_resume_auto_and_bad_checkpoints(tmp_path, caplog):
     requeued job); a path without one, or another configuration, is refused in one line."""
     first = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "trainer.resume_from=auto"), tmp_path / "job")
     assert first["train/resumed_from_step"] == 0
+    killed = json.dumps({"status": "running"})  # what a job killed after its last checkpoint leaves
+    (tmp_path / "job" / "metrics.json").write_text(killed)
     again = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "trainer.resume_from=auto"), tmp_path / "job")
     assert again["train/resumed_from_step"] == 3 and again["train/val_history"] == first["train/val_history"]
     assert again["train/tokens_per_s"] is None  # resumed at its last step: no step ran, no speed
@@ -431,12 +433,14 @@ def test_resume_auto_and_bad_checkpoints(tmp_path, caplog):
                               "expected a run dir of a backend=cpu or cuda run, or a new one")
     # auto past a damaged latest checkpoint: the whole one before it, and the one passed over said.
     (tmp_path / "job" / "checkpoints" / "step_0000006").mkdir()
+    (tmp_path / "job" / "metrics.json").write_text(killed)
     with caplog.at_level(logging.WARNING, logger="ccexp"):
         again = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "trainer.resume_from=auto"), tmp_path / "job")
     assert again["train/resumed_from_step"] == 3
     assert "trainer.resume_from=auto: passing over step_0000006 (no resume.json: damaged); resuming from " \
            "step_0000003" in caplog.messages
     (tmp_path / "job" / "checkpoints" / "step_0000006").rmdir()
+    (tmp_path / "job" / "metrics.json").write_text(killed)
     with pytest.raises(ConfigError, match=r"method\.r is 4 here but 16 in the checkpoint's run") as err:
         run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "method.r=4", f"trainer.resume_from={tmp_path / 'job'}"),
             tmp_path / "y")
@@ -529,3 +533,29 @@ def test_resume_compares_the_precision_a_run_trained_in_not_what_was_typed(tmp_p
     assert check_resumable(checkpoint, config("auto", bf16_cpu=False)) == 20
     with pytest.raises(ConfigError, match=r"backend\.precision is 'bf16-mixed' here but 'auto' in the checkpoint"):
         check_resumable(checkpoint, config("bf16-mixed", bf16_cpu=True))
+
+
+def test_a_finished_run_is_not_resumed(tmp_path, caplog):
+    """trainer.resume_from=<a finished run dir> retrained from its last checkpoint and evaluated
+    again over its metrics.json: refused in one line (exit 2 at the command line) naming the
+    evaluate command, the run dir untouched. auto in it (a requeued SLURM job that had finished)
+    is a no-op that returns the run's metrics: the sweep and an Optuna study record the result
+    it has, and error.txt is never written over a finished run."""
+    run_dir = tmp_path / "job"
+    first = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "trainer.resume_from=auto"), run_dir)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError) as err:
+        run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", f"trainer.resume_from={run_dir}"), tmp_path / "new")
+    assert str(err.value) == (f"trainer.resume_from={run_dir}: {run_dir} finished (metrics.json: status finished); "
+                              "nothing to resume; its adapter is evaluated with python -m ccexp.evaluate "
+                              f"adapter={run_dir}")
+    with caplog.at_level(logging.INFO, logger="ccexp"):
+        again = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3", "trainer.resume_from=auto"), run_dir)
+    assert again == json.loads((run_dir / "metrics.json").read_text()) and again["val/loss"] == first["val/loss"]
+    assert f"trainer.resume_from=auto: {run_dir} finished (metrics.json: status finished); nothing to resume" \
+        in caplog.messages[-1]
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    # A checkpoint of a finished run named itself is resumed: a branch from that step.
+    resumed = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3",
+                              f"trainer.resume_from={run_dir / 'checkpoints' / 'step_0000003'}"), tmp_path / "branch")
+    assert resumed["train/resumed_from_step"] == 3

@@ -88,7 +88,10 @@ def find_checkpoint(resume_from: Optional[str], run_dir: Path) -> Optional[Path]
     if not path.is_dir():
         raise ConfigError(f"trainer.resume_from={resume_from}: no such directory; {expected}")
     if (path / STATE).is_file():
-        return path
+        return path  # a checkpoint named itself: resumed even in a finished run (a branch from that step)
+    if finished_metrics(path) is not None:  # its last checkpoint retrained, its results written again
+        raise ConfigError(f"trainer.resume_from={resume_from}: {_finished(path)}; its adapter is evaluated with "
+                          f"python -m ccexp.evaluate adapter={path}")
     latest = _latest(path / "checkpoints")
     if latest is None:
         partial = sorted((path / "checkpoints").glob("step_*")) or ([path] if path.name.startswith("step_") else [])
@@ -99,6 +102,31 @@ def find_checkpoint(resume_from: Optional[str], run_dir: Path) -> Optional[Path]
         raise ConfigError(f"trainer.resume_from={resume_from}: no checkpoint to resume in {path / 'checkpoints'} "
                           f"(a run saves them with trainer.save_every_n_steps=N); {expected}")
     return latest
+
+
+def finished_metrics(run_dir: Path) -> Optional[dict]:
+    """The run dir's metrics.json where it says the run finished, else None."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("status") == "finished" else None
+
+
+def _finished(run_dir: Path) -> str:
+    return f"{run_dir} finished (metrics.json: status finished); nothing to resume"
+
+
+def finished_already(rc: RunConfig, run_dir: Path) -> Optional[dict]:
+    """With trainer.resume_from=auto, the metrics of a run that finished in ``run_dir``, which is
+    then not run again. auto is how a SLURM job resumes itself when requeued: a job requeued after
+    it finished (preempted while exiting, requeued by hand) is a success with the results it has,
+    not an error: an error would mark the sweep job failed and write error.txt over a finished
+    run, and an Optuna trial would lose its value."""
+    metrics = finished_metrics(run_dir) if rc.trainer.resume_from == "auto" else None
+    if metrics is not None:
+        log.info("trainer.resume_from=auto: %s; its metrics.json stands", _finished(run_dir))
+    return metrics
 
 
 def _latest(directory: Path) -> Optional[Path]:

@@ -44,6 +44,9 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # under a file, a read-only or virtual file system (/proc)
         raise ConfigError(f"{run_dir}: cannot create the run dir ({err.strerror or err})") from None
+    done = resume.finished_already(rc, run_dir) if adapter is None else None
+    if done is not None:  # trainer.resume_from=auto in a finished run's dir: nothing to do
+        return done
     checkpoint = resume.prepare(rc, device, run_dir) if adapter is None else None
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     model_dir = resolve_model_dir(rc.model)
