@@ -559,3 +559,20 @@ def test_a_finished_run_is_not_resumed(tmp_path, caplog):
     resumed = run(compose_cfg(*RESUMABLE, "trainer.max_steps=3",
                               f"trainer.resume_from={run_dir / 'checkpoints' / 'step_0000003'}"), tmp_path / "branch")
     assert resumed["train/resumed_from_step"] == 3
+
+
+def test_the_summary_of_a_resumed_run_says_which_steps_ran_here(tmp_path):
+    """Resumed from step 20 of 56: "trained 56 steps in 26s" read as if 56 steps took 26 s; the
+    steps of this launch are named, and tokens/s is theirs (train/tokens counts the whole run)."""
+    from rich.console import Console
+
+    from ccexp.report import print_summary
+
+    metrics = {"train/steps": 56, "train/seconds": 26.0, "train/resumed_from_step": 20, "train/tokens": 57344,
+               "train/tokens_per_s": 1445.0, "train/best_step": 50, "adapter/size_mb": 0.06, "params/trainable": 14336}
+    console = Console(record=True, width=200)
+    print_summary(metrics, tmp_path, console)
+    assert "trained 56 steps (36 here, resumed from step 20) in 26s (1445 tokens/s); best step 50" in console.export_text()
+    console = Console(record=True, width=200)
+    print_summary({**metrics, "train/resumed_from_step": 0}, tmp_path, console)
+    assert "trained 56 steps in 26s (1445 tokens/s)" in console.export_text()

@@ -60,8 +60,11 @@ def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) 
         table.add_row(label, _fmt(base), _fmt(tuned), change)
     console.print(table)
     if "train/steps" in metrics:  # absent when a saved adapter was evaluated (python -m ccexp.evaluate)
+        steps, resumed = metrics["train/steps"], metrics.get("train/resumed_from_step") or 0
+        # A resumed run's seconds and tokens/s are this launch's steps, not the whole run's
+        here = f" ({steps - resumed} here, resumed from step {resumed})" if resumed else ""
         console.print(
-            f"trained {metrics['train/steps']} steps in {metrics.get('train/seconds', 0):.0f}s"
+            f"trained {steps} steps{here} in {metrics.get('train/seconds', 0):.0f}s"
             + (f" ({metrics['train/tokens_per_s']:.0f} tokens/s)" if metrics.get("train/tokens_per_s") else "")
             + f"; best step {metrics.get('train/best_step')}; "
             f"adapter {_size(metrics.get('adapter/size_mb', 0))}, {metrics.get('params/trainable', 0):,} trainable params"
