@@ -576,3 +576,26 @@ def test_the_summary_of_a_resumed_run_says_which_steps_ran_here(tmp_path):
     console = Console(record=True, width=200)
     print_summary({**metrics, "train/resumed_from_step": 0}, tmp_path, console)
     assert "trained 56 steps in 26s (1445 tokens/s)" in console.export_text()
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path):
+    """Each launch of a resumed run was a W&B run of its own, the first left failed: the W&B run
+    id is kept in the run dir and a resumed launch logs under it (offline, each launch's
+    offline-run-*-<id> folder, which wandb sync uploads as one run, in order of start time)."""
+    from ccexp.config import LoggerConfig
+    from ccexp.tracking import build_logger, finish_logger
+
+    def launch(run_dir, checkpoint=None, failed=False) -> str:
+        logger = build_logger(LoggerConfig(mode="offline"), run_dir, "run", "group", {}, [], resumed=checkpoint)
+        logger.log_metrics({"train/loss": 1.0}, step=1)
+        finish_logger(logger, {"status": "failed" if failed else "finished"}, failed=failed)
+        return logger.experiment.id
+
+    first = launch(tmp_path / "job", failed=True)
+    checkpoint = tmp_path / "job" / "checkpoints" / "step_0000003"
+    assert launch(tmp_path / "job", checkpoint) == first  # auto, in the same dir
+    assert launch(tmp_path / "elsewhere", checkpoint) == first  # resume_from=<run dir>, a new run dir
+    # offline-run-<time>-<id>, and -1 after it for a second launch within the same second
+    assert {p.name.split("-")[3] for p in tmp_path.glob("*/wandb/offline-run-*")} == {first}
+    assert len(list(tmp_path.glob("*/wandb/offline-run-*"))) == 3
+    assert launch(tmp_path / "job") != first  # hydra.run.dir given again without resume_from: a new run

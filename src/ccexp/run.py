@@ -70,7 +70,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     tags = [f"method={rc.method.name}", f"backend={device}", f"task_mix={rc.task_mix.name}",
             f"data_size={rc.data_size.name}", f"data={rc.data.name}", f"model={rc.model.name}"]
     logger = build_logger(rc.logger, run_dir, run_name, group or rc.experiment_name,
-                          {**OmegaConf.to_container(cfg, resolve=True), "environment": env}, tags)
+                          {**OmegaConf.to_container(cfg, resolve=True), "environment": env}, tags, resumed=checkpoint)
     metrics: dict = {"status": "failed"}
     restore_sigterm = raise_on_sigterm()
     try:

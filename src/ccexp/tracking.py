@@ -12,6 +12,7 @@ import json
 import math
 import netrc
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -46,7 +47,13 @@ def wandb_mode(cfg: LoggerConfig) -> str:
     return "online" if wandb_api_key_configured() else "offline"
 
 
-def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config: dict, tags: list[str]) -> Optional[Any]:
+# The W&B run id of a run dir's run: a resumed launch continues that W&B run.
+WANDB_RUN_ID = Path("wandb") / "ccexp_run_id"
+
+
+def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config: dict, tags: list[str],
+                 resumed: Optional[Path] = None) -> Optional[Any]:
+    """``resumed``: the checkpoint this launch resumes from; its run's W&B run goes on."""
     if cfg.name == "none":
         return None
     if cfg.name == "csv":
@@ -55,8 +62,9 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
     from pytorch_lightning.loggers import WandbLogger
 
     def wandb_logger(mode: str) -> WandbLogger:
+        # Lightning passes resume="allow": the id's run continues where it exists, starts where not
         logger = WandbLogger(
-            project=cfg.project, entity=cfg.entity, name=name, group=group, tags=tags, config=config,
+            id=run_id, project=cfg.project, entity=cfg.entity, name=name, group=group, tags=tags, config=config,
             save_dir=str(run_dir), mode=mode, settings=wandb.Settings(init_timeout=90, console="off", quiet=True),
         )
         # Lightning always hands wandb.init an ``anonymous`` setting (None unless asked), and wandb
@@ -67,6 +75,7 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
     mode = wandb_mode(cfg)
     if mode == "disabled":  # WANDB_MODE=disabled: no W&B run at all (metrics.json is the record)
         return None
+    run_id = wandb_run_id(run_dir, resumed)
     if mode == "offline":
         offline_process(wandb)
     logger = wandb_logger(mode)
@@ -86,6 +95,22 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
             offline_process(wandb)
             logger = wandb_logger("offline")
     return logger
+
+
+def wandb_run_id(run_dir: Path, resumed: Optional[Path]) -> str:
+    """The W&B run id of the checkpoint's run (``<its run dir>/wandb/ccexp_run_id``) when this
+    launch resumes one that logged to W&B, else a new one; kept in ``run_dir`` for the next
+    launch. Offline, each launch writes its own ``offline-run-*-<id>`` folder: wandb 0.31's
+    ``wandb sync`` uploads the folders of one id as one run, in order of start time."""
+    saved = resumed.parent.parent / WANDB_RUN_ID if resumed is not None else None  # <run dir>/checkpoints/step_N
+    try:
+        run_id = saved.read_text().strip() if saved is not None else ""
+    except OSError:  # its run logged to CSV or nothing, or ran before ccexp kept the id
+        run_id = ""
+    run_id = run_id or secrets.token_hex(4)  # 8 characters, as wandb's own ids
+    (run_dir / WANDB_RUN_ID).parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / WANDB_RUN_ID).write_text(run_id + "\n")
+    return run_id
 
 
 def offline_process(wandb) -> None:
