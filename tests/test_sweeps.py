@@ -544,8 +544,11 @@ def test_an_interrupted_sweep_says_so_and_writes_its_summary(tmp_path, how, code
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == code, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    hint = (f"training had finished (4 steps, adapter/ saved): python -m ccexp.evaluate adapter={tmp_path / '1'} "
+            "evaluates it" if how == "SIGTERM in evaluation" else
+            "no checkpoint was saved (trainer.save_every_n_steps), so it cannot be resumed")
     line = ("interrupted by SIGTERM (kill, or a scheduler's time limit)" if how.startswith("SIGTERM") else
-            "interrupted (Ctrl-C)") + "; on the torch backends, trainer.resume_from=<its run dir> resumes it where it saved a checkpoint (trainer.save_every_n_steps)"
+            "interrupted (Ctrl-C)") + f"; {hint}"
     assert (tmp_path / "1" / "error.txt").read_text() == line + "\n"
     assert json.loads((tmp_path / "1" / "metrics.json").read_text())["error"] == line
     assert ("the step signalled in ran on" in proc.stderr) == (how == "SIGTERM")
@@ -579,7 +582,7 @@ def test_a_joblib_job_stopped_in_its_worker_ends_the_sweep_in_one_line(tmp_path,
     no result as failed with one line saying why, writes its summary and report, and exits 1 or
     143. (A sitecustomize.py patches the training step in the workers, which joblib starts as
     fresh interpreters.)"""
-    from ccexp.sweep import BATCH_STOPPED, RESUME_HINT, WORKER_DIED
+    from ccexp.sweep import BATCH_STOPPED, WORKER_DIED
 
     (tmp_path / "hook").mkdir()
     (tmp_path / "hook" / "sitecustomize.py").write_text(_STOPPING_WORKER)
@@ -592,7 +595,8 @@ def test_a_joblib_job_stopped_in_its_worker_ends_the_sweep_in_one_line(tmp_path,
     assert proc.returncode == code, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     why = WORKER_DIED if signal_name == "SIGKILL" else \
-        f"interrupted by SIGTERM (kill, or a scheduler's time limit); {RESUME_HINT}"
+        "interrupted by SIGTERM (kill, or a scheduler's time limit); no checkpoint was saved " \
+        "(trainer.save_every_n_steps), so it cannot be resumed"
     assert (sweep / "1" / "error.txt").read_text() == why + "\n"
     other = (sweep / "0" / "error.txt").read_text().strip() if (sweep / "0" / "error.txt").exists() else "finished"
     assert other in ("finished", WORKER_DIED, BATCH_STOPPED)
@@ -629,3 +633,27 @@ def test_a_slurm_jobs_dir_is_found_by_its_job_id(tmp_path):
     launcher.hydra_context, launcher.started = None, 0.0
     assert launcher.job_dir(["method=lora"], 1, "4242_1") == tmp_path / "2026-12-07_04-00-01_1"
     assert launcher.job_dir(["method=lora"], 2, "4242_2") == tmp_path / "2"  # never started: the default layout
+
+
+def test_the_resume_hint_of_an_interrupted_run_is_its_own(tmp_path):
+    """The hint was the same for every run: one without a checkpoint was told to resume (then
+    refused), none was told the step, and one stopped while it evaluated (trained, adapter/
+    saved) was sent to train again from its last checkpoint."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from ccexp.sweep import interruption
+
+    def hint(run_dir):
+        return interruption(SIGTERMException(), run_dir)[0].split("; ", 1)[1]
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / ".step_0000030.partial").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "running"}))
+    assert hint(run_dir) == "no checkpoint was saved (trainer.save_every_n_steps), so it cannot be resumed"
+    for step in (10, 20):
+        (run_dir / "checkpoints" / f"step_{step:07d}").mkdir()
+        (run_dir / "checkpoints" / f"step_{step:07d}" / "resume.json").write_text(json.dumps({"step": step}))
+    assert hint(run_dir) == f"trainer.resume_from={run_dir} resumes it from step 20"
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "running", "train/steps": 40}))
+    assert hint(run_dir) == (f"training had finished (40 steps, adapter/ saved): python -m ccexp.evaluate "
+                             f"adapter={run_dir} evaluates it")

@@ -49,7 +49,7 @@ def main(cfg: DictConfig) -> Optional[float]:
         record_failure(run_dir, err)
         raise
     except (KeyboardInterrupt, SystemExit) as err:  # SIGTERM or Ctrl-C while training: Lightning's SystemExit
-        stopped = interruption(err)
+        stopped = interruption(err, run_dir)  # its hint read from what the run left in its dir
         if stopped is None:
             raise
         line, code = stopped

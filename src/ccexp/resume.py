@@ -129,6 +129,28 @@ def finished_already(rc: RunConfig, run_dir: Path) -> Optional[dict]:
     return metrics
 
 
+def resume_hint(run_dir: Path) -> str:
+    """How an interrupted run in ``run_dir`` goes on, from what it left: the evaluate command when
+    training had finished (run() writes train/steps to metrics.json before it evaluates), else
+    the resume command and its step, else that no checkpoint was saved."""
+    metrics = {}
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        pass
+    if isinstance(metrics, dict) and "train/steps" in metrics:
+        return (f"training had finished ({metrics['train/steps']} steps, adapter/ saved): python -m ccexp.evaluate "
+                f"adapter={run_dir} evaluates it")
+    latest = _latest(run_dir / "checkpoints")
+    if latest is None:
+        return "no checkpoint was saved (trainer.save_every_n_steps), so it cannot be resumed"
+    try:
+        step = int(json.loads((latest / STATE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        step = int(latest.name.removeprefix("step_"))
+    return f"trainer.resume_from={run_dir} resumes it from step {step}"
+
+
 def _latest(directory: Path) -> Optional[Path]:
     whole = [p for p in directory.glob("step_*") if (p / STATE).is_file()] if directory.is_dir() else []
     return max(whole, key=lambda p: p.name, default=None)

@@ -87,6 +87,8 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
                          rc.trainer.early_stopping_patience, metrics.get("train/best_step"))
             adapter_dir = run_dir / "adapter"
             backend.save_adapter(adapter_dir)
+            # Trained: a run stopped from here on is evaluated, not trained again (resume.resume_hint)
+            (run_dir / "metrics.json").write_text(json.dumps({**metrics, "status": "running"}, indent=2, sort_keys=True))
         else:
             backend.load_adapter(adapter)
             adapter_dir = adapter
@@ -115,7 +117,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
             log_adapter(logger, rc.logger, adapter_dir, run_name)
         return metrics
     except BaseException as err:  # SIGTERM and Ctrl-C too (Lightning's SystemExit): said, not "failed" alone
-        metrics["error"] = one_line(err)  # in the tracker's summary too
+        metrics["error"] = one_line(err, run_dir)  # in the tracker's summary too
         raise
     finally:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))

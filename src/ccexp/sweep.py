@@ -68,22 +68,27 @@ def _swept_keys(hydra: DictConfig) -> set[str]:
 RESUME_HINT = "on the torch backends, trainer.resume_from=<its run dir> resumes it where it saved a checkpoint (trainer.save_every_n_steps)"
 
 
-def interruption(err: BaseException) -> tuple[str, int] | None:
+def interruption(err: BaseException, run_dir: Path | None = None) -> tuple[str, int] | None:
     """A stop the user or a scheduler asked for, as (one line, exit code), else None: SIGTERM
     (kill, SLURM's time limit), which Lightning turns into ``SIGTERMException``, a SystemExit of
-    code 0, at the next step; Ctrl-C, which it turns into ``sys.exit(1)``."""
+    code 0, at the next step; Ctrl-C, which it turns into ``sys.exit(1)``. The line ends with how
+    the run in ``run_dir`` goes on (``resume.resume_hint``), or the general hint without one."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+    from ccexp.resume import resume_hint
+
+    hint = resume_hint(run_dir) if run_dir is not None else RESUME_HINT
     if isinstance(err, SIGTERMException):
-        return f"interrupted by SIGTERM (kill, or a scheduler's time limit); {RESUME_HINT}", 143
+        return f"interrupted by SIGTERM (kill, or a scheduler's time limit); {hint}", 143
     if isinstance(err, KeyboardInterrupt) or isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt):
-        return f"interrupted (Ctrl-C); {RESUME_HINT}", 130
+        return f"interrupted (Ctrl-C); {hint}", 130
     return None
 
 
-def one_line(err: BaseException) -> str:
-    """An error as one line: a ConfigError's own words, an interruption's, else its type and first line."""
-    stopped = interruption(err)
+def one_line(err: BaseException, run_dir: Path | None = None) -> str:
+    """An error as one line: a ConfigError's own words, an interruption's (with how the run in
+    ``run_dir`` goes on), else its type and first line."""
+    stopped = interruption(err, run_dir)
     if stopped is not None:
         return stopped[0]
     text = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}".rstrip(": ")
@@ -93,7 +98,7 @@ def one_line(err: BaseException) -> str:
 def record_failure(job_dir: Path, err: BaseException, line: str | None = None) -> str:
     """Write error.txt (``line``, else the error's one line) and traceback.txt, mark metrics.json
     failed (creating it when the job died before run() wrote one); return the one-line error."""
-    line = line or one_line(err)
+    line = line or one_line(err, job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "error.txt").write_text(line + "\n")
     (job_dir / "traceback.txt").write_text("".join(traceback.format_exception(err)))
