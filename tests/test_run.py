@@ -599,3 +599,41 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path):
     assert {p.name.split("-")[3] for p in tmp_path.glob("*/wandb/offline-run-*")} == {first}
     assert len(list(tmp_path.glob("*/wandb/offline-run-*"))) == 3
     assert launch(tmp_path / "job") != first  # hydra.run.dir given again without resume_from: a new run
+
+
+_SIGUSR1_AT = """
+import os, signal, sys
+import ccexp.backends.lightning as lightning_backend
+from ccexp.backends.lightning_modules import CompletionLM
+where = sys.argv.pop()
+step, batches = CompletionLM.training_step, lightning_backend.ChatDataModule
+def at_step(self, batch, batch_idx):
+    if self.global_step == 2:
+        os.kill(os.getpid(), signal.SIGUSR1)
+    return step(self, batch, batch_idx)
+def building_batches(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGUSR1)
+    return batches(*args, **kwargs)
+if where == "in training":
+    CompletionLM.training_step = at_step
+else:
+    lightning_backend.ChatDataModule = building_batches
+from ccexp.__main__ import cli
+cli()
+"""
+
+
+@pytest.mark.parametrize("where", ["in training", "before training"])
+def test_sigusr1_stops_a_run_as_sigterm_does(tmp_path, where):
+    """SIGUSR1 (SLURM's --signal=USR1@N warning, Lightning's convention) ended the process at
+    once: exit 138, metrics.json saying "running", no error.txt. Now as SIGTERM: in training at
+    the end of the step (its checkpoint whole), said in one line, exit 138."""
+    proc = subprocess.run([sys.executable, "-c", _SIGUSR1_AT, *RESUMABLE, "trainer.save_every_n_steps=2",
+                           f"hydra.run.dir={tmp_path}", where], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 138, proc.stderr[-2000:]
+    error = (tmp_path / "error.txt").read_text().strip()
+    hint = (f"trainer.resume_from={tmp_path} resumes it from step 2" if where == "in training" else
+            "no checkpoint was saved (trainer.save_every_n_steps), so it cannot be resumed")
+    assert error == f"interrupted by SIGUSR1 (a scheduler's warning before its time limit: SLURM's --signal); {hint}"
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+    assert proc.stderr.splitlines()[-1] == f"ccexp: error: {error} ({tmp_path})"

@@ -1,10 +1,14 @@
-"""SIGTERM (kill, a scheduler's time limit) as an exception wherever a run is, so that it is
-recorded as one in Lightning's training loop is: error.txt, metrics.json, exit 143, the sweep's
-summary. Python's default ends the process, metrics.json still saying "running".
+"""SIGTERM (kill, a scheduler's time limit) and SIGUSR1 (a scheduler's warning before it: SLURM's
+``--signal=USR1@N``, Lightning's convention) as an exception wherever a run is, so that it is
+recorded as one in Lightning's training loop is: error.txt, metrics.json, exit 143 (138 for
+SIGUSR1), the sweep's summary. Python's default ends the process, metrics.json still saying
+"running".
 
-Lightning's training loop has its own handler, which stops at the end of the step and then calls
-the handler it found: ours would raise in the middle of the step (a checkpoint half written), so
-``lightning_stops_itself`` puts the default back around ``trainer.fit``."""
+Lightning's training loop has its own SIGTERM handler, which stops at the end of the step and
+then calls the handler it found: ours would raise in the middle of the step (a checkpoint half
+written), so ``lightning_stops_itself`` puts the default back around ``trainer.fit`` and hands
+SIGUSR1 to Lightning's SIGTERM handler there. With ours on SIGUSR1, Lightning's SLURM plugin
+installs none of its own (it requeues the job with scontrol and trains on)."""
 
 from __future__ import annotations
 
@@ -13,33 +17,61 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+STOPS = (signal.SIGTERM, signal.SIGUSR1)
+
 
 def raise_sigterm(signum, frame) -> None:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    raise SIGTERMException()
+    raise SIGTERMException(int(signum))  # the signal, for the line that names it (sweep.interruption)
 
 
 def raise_on_sigterm() -> Callable[[], None]:
-    """Install ``raise_sigterm``, in the main thread over the default handler only (a launcher's
-    own, submitit's, which lets SLURM's requeue signal work, is kept); returns what puts the
-    handler back."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    """Install ``raise_sigterm`` on SIGTERM and SIGUSR1, in the main thread over the default
+    handler only (a launcher's own, submitit's, which lets SLURM's requeue signal work, is kept);
+    returns what puts the handlers back."""
+    if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    signal.signal(signal.SIGTERM, raise_sigterm)
-    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    ours = [s for s in STOPS if signal.getsignal(s) is signal.SIG_DFL]
+    for signum in ours:
+        signal.signal(signum, raise_sigterm)
+
+    def restore() -> None:
+        for signum in ours:
+            signal.signal(signum, signal.SIG_DFL)
+    return restore
 
 
 @contextmanager
 def lightning_stops_itself() -> Iterator[None]:
-    """The default handler while Lightning trains or validates, where ours is installed."""
+    """The default SIGTERM handler while Lightning trains or validates, where ours is installed,
+    and SIGUSR1 handed to the SIGTERM handler Lightning installs: both stop at a step's end."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGTERM) is not raise_sigterm:
         yield
         return
+    received: list[int] = []
+
+    def as_sigterm(signum, frame) -> None:
+        received.append(int(signum))
+        handler = signal.getsignal(signal.SIGTERM)
+        if not callable(handler):  # outside Lightning's loop (before it sets its handler): at once
+            raise_sigterm(signum, frame)
+        handler(signum, frame)
+
+    usr1 = signal.getsignal(signal.SIGUSR1) is raise_sigterm
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if usr1:
+        signal.signal(signal.SIGUSR1, as_sigterm)
     try:
         yield
+    except SIGTERMException as err:
+        if received and not err.args:  # Lightning's own, raised at the step's end: say which signal
+            raise SIGTERMException(received[0]) from err
+        raise
     finally:
         signal.signal(signal.SIGTERM, raise_sigterm)
+        if usr1:
+            signal.signal(signal.SIGUSR1, raise_sigterm)

@@ -9,6 +9,7 @@ and the comparison report, prints one line, and exits 1 when any job failed.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 import traceback
@@ -70,7 +71,7 @@ RESUME_HINT = "on the torch backends, trainer.resume_from=<its run dir> resumes 
 
 def interruption(err: BaseException, run_dir: Path | None = None) -> tuple[str, int] | None:
     """A stop the user or a scheduler asked for, as (one line, exit code), else None: SIGTERM
-    (kill, SLURM's time limit), which Lightning turns into ``SIGTERMException``, a SystemExit of
+    (kill, SLURM's time limit) or SIGUSR1 (its warning, ``signals.py``), which Lightning turns into ``SIGTERMException``, a SystemExit of
     code 0, at the next step; Ctrl-C, which it turns into ``sys.exit(1)``. The line ends with how
     the run in ``run_dir`` goes on (``resume.resume_hint``), or the general hint without one."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -78,6 +79,8 @@ def interruption(err: BaseException, run_dir: Path | None = None) -> tuple[str, 
     from ccexp.resume import resume_hint
 
     hint = resume_hint(run_dir) if run_dir is not None else RESUME_HINT
+    if isinstance(err, SIGTERMException) and err.args == (signal.SIGUSR1,):  # signals.raise_sigterm's
+        return f"interrupted by SIGUSR1 (a scheduler's warning before its time limit: SLURM's --signal); {hint}", 138
     if isinstance(err, SIGTERMException):
         return f"interrupted by SIGTERM (kill, or a scheduler's time limit); {hint}", 143
     if isinstance(err, KeyboardInterrupt) or isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt):
