@@ -127,6 +127,9 @@ def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_pat
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
     assert evaluate_main([f"adapter={tmp_path / 'run'}", "eval.generate_examples=-1"]) == 2
     assert not (tmp_path / "run" / "eval").exists()  # a config refused: no empty eval/<time> left behind
+    other = tmp_path / "other_adapter"  # another run's adapter folder
+    other.mkdir()
+    (other / "adapter_config.json").write_text("{}")
     cases = [
         (["method.alpha=3"], f"{adapter / 'adapter_config.json'}: the adapter has lora_alpha=32, this run's "
                              "method.alpha gives 3; expected the adapter's own setting (drop the override)"),
@@ -154,11 +157,21 @@ def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_pat
                                  "adapter was trained with its own (the run's: 12)"),
         ([f"out={tmp_path / 'run'}"], f"out={tmp_path / 'run'}: the adapter's own run dir (its metrics.json would be "
                                       f"replaced); expected a new folder, or leave out= out for {tmp_path / 'run' / 'eval'}/<time>"),
+        # Results beside the adapter's files would ship with it, and count in its adapter/size_mb.
+        ([f"out={adapter}"], f"out={adapter}: the adapter's own folder (results beside its files would ship with it); "
+                             f"expected a new folder, or leave out= out for {tmp_path / 'run' / 'eval'}/<time>"),
+        ([f"out={adapter / 'sub'}"], f"out={adapter / 'sub'}: the adapter's own folder (results beside its files would "
+                                     f"ship with it); expected a new folder, or leave out= out for "
+                                     f"{tmp_path / 'run' / 'eval'}/<time>"),
+        ([f"out={other}"], f"out={other}: an adapter's folder (it holds adapter_config.json; results beside its files "
+                           f"would ship with it); expected a new folder, or leave out= out for "
+                           f"{tmp_path / 'run' / 'eval'}/<time>"),
     ]
     for args, error in cases:
         assert evaluate_main([f"adapter={tmp_path / 'run'}", *args]) == 2
         assert capsys.readouterr().err.splitlines()[-1] == f"ccexp.evaluate: error: {error}"  # after load bars
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
+    assert not (adapter / "sub").exists() and not (adapter / "metrics.json").exists()
     weights = adapter / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     assert evaluate_main([f"adapter={tmp_path / 'run'}", f"out={tmp_path / 'e1'}"]) == 2
@@ -291,3 +304,18 @@ def test_deltas_are_adapter_minus_base_for_scores_and_latency_not_for_counts():
     assert "delta/test/latency/p50_s" in metrics
     counts = [k for k in metrics if k.startswith("delta/") and k.endswith(("/answers", "/generated", "/examples"))]
     assert counts == [] and any(k.endswith("/answers") for k in metrics)  # counted, with no delta
+
+
+def test_adapter_size_counts_the_adapters_own_files_only(tmp_path):
+    """What serving ships: the weights and configs each backend writes (peft's, QLoRA's 4-bit base,
+    mlx-lm's LoRA layout, the MLX soft prompt's), not peft's model card or anything else in the folder."""
+    from ccexp.run import adapter_size_mb
+
+    own = {"adapter_config.json": 100, "adapter_model.safetensors": 4000, "quantization.json": 20,
+           "adapters.safetensors": 3000, "prompt_embeddings.safetensors": 500, "prompt_config.json": 10}
+    for name, size in own.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    for name in ("README.md", "config.yaml", "environment.json", "metrics.json", "predictions.jsonl", "csv/x.csv"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"y" * 777)
+    assert adapter_size_mb(tmp_path) == sum(own.values()) / 2**20

@@ -131,6 +131,13 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         restore_sigterm()
 
 
+# What each backend saves as the adapter: peft's config and weights (.bin from an older peft) and
+# QLoRA's 4-bit base (lightning.py); mlx-lm's LoRA layout (mlx_lora.py); the MLX soft prompt (mlx_prompt.py).
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "quantization.json",
+                 "adapters.safetensors", "prompt_embeddings.safetensors", "prompt_config.json")
+
+
 def adapter_size_mb(adapter_dir: Path) -> float:
-    """What serving the adapter ships: its weights and config, not the model card peft writes."""
-    return sum(f.stat().st_size for f in adapter_dir.rglob("*") if f.is_file() and f.name != "README.md") / 2**20
+    """What serving the adapter ships: its weights and configs, not the model card peft writes nor
+    anything else put in the folder (an evaluation's results written there once counted)."""
+    return sum((adapter_dir / name).stat().st_size for name in ADAPTER_FILES if (adapter_dir / name).is_file()) / 2**20

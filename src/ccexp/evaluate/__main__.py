@@ -90,13 +90,27 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
         if not (run_dir / name).exists():
             raise ConfigError(f"{run_dir / name}: not found; expected a run dir written by python -m ccexp")
     if out is not None:
-        # An evaluation writes metrics.json, predictions.jsonl and config.yaml: into the run's own
-        # dir (or an earlier evaluation's) it would replace the results it is meant to sit beside.
-        if (out / "metrics.json").exists():
-            whose = "the adapter's own run dir" if out.resolve() == run_dir.resolve() else "a folder with results"
-            raise ConfigError(f"out={out}: {whose} (its metrics.json would be replaced); expected a new folder, "
-                              f"or leave out= out for {run_dir / 'eval'}/<time>")
+        _check_out(out, run_dir)
     return run_dir, out, overrides
+
+
+def _check_out(out: Path, run_dir: Path) -> None:
+    """An evaluation writes metrics.json, predictions.jsonl, config.yaml, environment.json and csv/:
+    into the run's own dir (or an earlier evaluation's) they would replace the results they are
+    meant to sit beside; into an adapter's folder they would ship with it."""
+    instead = f"expected a new folder, or leave out= out for {run_dir / 'eval'}/<time>"
+    if (out / "metrics.json").exists():
+        whose = "the adapter's own run dir" if out.resolve() == run_dir.resolve() else "a folder with results"
+        raise ConfigError(f"out={out}: {whose} (its metrics.json would be replaced); {instead}")
+    from ccexp.run import ADAPTER_FILES
+
+    if out.resolve().is_relative_to((run_dir / "adapter").resolve()):
+        raise ConfigError(f"out={out}: the adapter's own folder (results beside its files would ship with it); "
+                          f"{instead}")
+    held = next((name for name in ADAPTER_FILES if (out / name).is_file()), None)
+    if held:
+        raise ConfigError(f"out={out}: an adapter's folder (it holds {held}; results beside its files would ship "
+                          f"with it); {instead}")
 
 
 def _check_groups(saved, path: Path) -> None:
