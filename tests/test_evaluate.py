@@ -166,6 +166,9 @@ def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_pat
         ([f"out={other}"], f"out={other}: an adapter's folder (it holds adapter_config.json; results beside its files "
                            f"would ship with it); expected a new folder, or leave out= out for "
                            f"{tmp_path / 'run' / 'eval'}/<time>"),
+        # A key the method's own config does not have: refused as training refuses it, not recorded.
+        (["method.num_virtual_tokens=4"], "method.num_virtual_tokens: not a key of the config (python -m ccexp --cfg "
+                                          "job lists the keys); method=prompt_tuning has it"),
     ]
     for args, error in cases:
         assert evaluate_main([f"adapter={tmp_path / 'run'}", *args]) == 2
@@ -227,6 +230,28 @@ def test_evaluate_cli_errors_are_one_line(args, message, capsys):
     assert evaluate_main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ccexp.evaluate: error:") and message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("method,arg,error", [
+    ("prompt_tuning", "method.r=8", "method.r: not a key of the config (did you mean method.lr or method.name?); "
+                                    "method=lora and method=qlora have it"),
+    ("prompt_tuning", "method.alpha=8", "method.alpha: not a key of the config (did you mean method.lr or "
+                                        "method.name?); method=lora and method=qlora have it"),
+    ("lora", "method.num_virtual_tokens=4", "method.num_virtual_tokens: not a key of the config (python -m ccexp "
+                                            "--cfg job lists the keys); method=prompt_tuning has it"),
+])
+def test_a_key_the_runs_method_lacks_is_refused_as_training_refuses_it(method, arg, error, tmp_path, capsys):
+    """Evaluated with it, the run's config.yaml would record a setting its method never reads."""
+    from omegaconf import OmegaConf
+
+    (tmp_path / "adapter").mkdir()
+    OmegaConf.save(compose_cfg(*FAST, f"method={method}"), tmp_path / "config.yaml", resolve=True)
+    assert evaluate_main([f"adapter={tmp_path}", arg]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"ccexp.evaluate: error: {error}"
+    assert not (tmp_path / "eval").exists()
+    # Free-form fields still take new keys (a task weight), as they do in training with +.
+    assert evaluate_main([f"adapter={tmp_path}", "task_mix.weights.reply=1", "method.nonsense=1"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("ccexp.evaluate: error: method.nonsense: not a key")
 
 
 def test_evaluate_cli_bad_override_in_a_subprocess(tmp_path):

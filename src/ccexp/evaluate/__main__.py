@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ccexp.cli import output_dir, yaml_problem
-from ccexp.config import ConfigError
+from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
 from ccexp.environment import anchor_relative_paths
 
 USAGE = "usage: python -m ccexp.evaluate adapter=<run dir> [out=<dir>] [group.key=value ...]"
@@ -124,6 +124,30 @@ def _check_groups(saved, path: Path) -> None:
             raise ConfigError(f"{path}: {group}: expected a mapping of the group's fields, got {value!r}")
 
 
+def _check_keys(saved: DictConfig, overrides: list[str]) -> None:
+    """A field the saved group lacks is one its option does not use (method.r on a prompt-tuning
+    run): training refuses it, and evaluated with it, config.yaml would record a setting nothing
+    read. Refused in training's words. A free-form field's own keys (task_mix.weights.reply) may be
+    new; a field the run's option has now, which an older run's config.yaml predates, is taken."""
+    from ccexp.config_errors import _options_with
+
+    for arg in overrides:
+        group, _, rest = arg.partition("=")[0].partition(".")
+        field, node = rest.split(".")[0], saved.get(group)
+        if not field or not isinstance(node, DictConfig) or field in node:
+            continue
+        owners = _options_with(group, field)
+        if node.get("name") in owners:
+            continue
+        key = f"{group}.{field}"
+        line = f"{key}: not a key of the config ({did_you_mean(key, [f'{group}.{k}' for k in node], KEYS_HINT)})"
+        if owners:  # as training says it (ccexp.config_errors)
+            named = [f"{group}={o}" for o in owners]
+            line += f"; {', '.join(named[:-1]) + ' and ' if len(named) > 1 else ''}{named[-1]} " + \
+                ("has it" if len(named) == 1 else "have it")
+        raise ConfigError(line)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%d_%H-%M-%S")
 
@@ -154,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{run_dir / 'config.yaml'}: expected a mapping of config groups (model:, method:, "
                               f"data:, ...) ({err})") from None
         _check_groups(saved, run_dir / "config.yaml")
+        _check_keys(saved, overrides)
         anchor_relative_paths(saved, run_dir)
         try:
             cfg = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))
