@@ -7,8 +7,10 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
+import yaml
 from conftest import FAST, compose_cfg
 from torchmetrics.functional.text import sacre_bleu_score
 
@@ -272,6 +274,13 @@ def test_text_classifier_reports_accuracy_and_macro_f1(tmp_path):
     for prefix in ("test/", "baseline/test/"):
         for key in ("label/acc", "label/macro_f1", "label/parse_rate", "json_valid", "task/classify/acc"):
             assert 0 <= metrics[prefix + key] <= 1, prefix + key
+    # Scored again on a test file named relative to here: recorded as the file it read, absolute
+    # like the run's own anchored paths (a relative one names no folder once read elsewhere).
+    test_file = "tests/fixtures/banking77_test.csv"
+    assert evaluate_main([f"adapter={tmp_path}", f"out={tmp_path / 'again'}", f"data.test_path={test_file}",
+                          "eval.baseline=false", "eval.generate_examples=1", "eval.latency_examples=0"]) == 0
+    recorded = yaml.safe_load((tmp_path / "again" / "config.yaml").read_text())["data"]
+    assert recorded["test_path"] == str(Path.cwd() / test_file)
 
 
 def test_a_generation_sample_bigger_than_the_test_split_is_said(caplog):

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ccexp.cli import output_dir, yaml_problem
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
-from ccexp.environment import anchor_relative_paths
+from ccexp.environment import _PATH_KEYS, anchor_relative_paths
 
 USAGE = "usage: python -m ccexp.evaluate adapter=<run dir> [out=<dir>] [group.key=value ...]"
 _GROUPS = ("model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval", "logger")
@@ -148,6 +148,20 @@ def _check_keys(saved: DictConfig, overrides: list[str]) -> None:
         raise ConfigError(line)
 
 
+def _anchor_given_paths(given: DictConfig, saved: DictConfig) -> None:
+    """Relative paths given here name files where the evaluation runs: recorded absolute, as the
+    run's own paths are, since config.yaml keeps no record of that folder. A hub id stays as given."""
+    for group, key in _PATH_KEYS:
+        value = OmegaConf.select(given, f"{group}.{key}", default=None)
+        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+            continue
+        source = OmegaConf.select(given, "model.source", default=None) or OmegaConf.select(saved, "model.source",
+                                                                                            default=None)
+        if (group, key) == ("model", "path") and source == "hub" and not (Path.cwd() / value).is_dir():
+            continue  # owner/name on the hub, not a folder
+        given[group][key] = str(Path.cwd() / value)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%d_%H-%M-%S")
 
@@ -181,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         _check_keys(saved, overrides)
         anchor_relative_paths(saved, run_dir)
         try:
-            cfg = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))
+            given = OmegaConf.from_dotlist(overrides)
+            _anchor_given_paths(given, saved)
+            cfg = OmegaConf.merge(saved, given)
         except (OmegaConfBaseException, ValueError) as err:
             raise ConfigError(f"{run_dir / 'config.yaml'} + {overrides}: {str(err).splitlines()[0]}") from None
         from ccexp.run import run
