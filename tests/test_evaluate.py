@@ -171,12 +171,32 @@ def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_pat
         # A key the method's own config does not have: refused as training refuses it, not recorded.
         (["method.num_virtual_tokens=4"], "method.num_virtual_tokens: not a key of the config (python -m ccexp --cfg "
                                           "job lists the keys); method=prompt_tuning has it"),
+        (["+eval.foo=1"], "argument '+eval.foo=1': evaluate takes no + or ~ prefix (it changes the saved config's "
+                          "own keys, as key=value)"),
     ]
     for args, error in cases:
         assert evaluate_main([f"adapter={tmp_path / 'run'}", *args]) == 2
         assert capsys.readouterr().err.splitlines()[-1] == f"ccexp.evaluate: error: {error}"  # after load bars
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
     assert not (adapter / "sub").exists() and not (adapter / "metrics.json").exists()
+    # Another run's adapter put in this one's place, no override given: said as the saved config
+    # and the adapter disagreeing, naming both files, not as an override to drop.
+    adapter_config = adapter / "adapter_config.json"
+    saved = adapter_config.read_text()
+    adapter_config.write_text(saved.replace('"LORA"', '"PROMPT_TUNING"'))
+    assert evaluate_main([f"adapter={tmp_path / 'run'}", f"out={tmp_path / 'e0'}"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ccexp.evaluate: error: {adapter_config}: the adapter has peft_type='PROMPT_TUNING', the run's "
+        f"{tmp_path / 'run' / 'config.yaml'} gives method.name 'LORA'; the saved config and the adapter disagree: "
+        "expected the adapter this run saved, or this one evaluated with the run dir that trained it")
+    adapter_config.write_text(saved)
+    (adapter / "quantization.json").write_text(json.dumps({"bnb_4bit_quant_type": "nf4"}))  # a QLoRA adapter's
+    assert evaluate_main([f"adapter={tmp_path / 'run'}", f"out={tmp_path / 'e00'}"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ccexp.evaluate: error: {adapter / 'quantization.json'}: the adapter has bnb_4bit_quant_type='nf4', the "
+        f"run's {tmp_path / 'run' / 'config.yaml'} sets no method.quant_type; the saved config and the adapter "
+        "disagree: expected the adapter this run saved, or this one evaluated with the run dir that trained it")
+    (adapter / "quantization.json").unlink()
     weights = adapter / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     assert evaluate_main([f"adapter={tmp_path / 'run'}", f"out={tmp_path / 'e1'}"]) == 2

@@ -14,14 +14,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+from ccexp.config import ConfigError
+
+
+class AdapterMismatch(ConfigError):
+    """A saved adapter's setting that the config loading it does not give. Where that config's
+    value came from (an override, or the run's own config.yaml beside another run's adapter) is
+    the caller's to say: ``line`` words it either way."""
+
+    def __init__(self, file: Path, field: str, saved: Any, live: Any, key: str):
+        self.file, self.field, self.saved, self.live, self.key = file, field, saved, live, key
+        super().__init__(self.line("expected the adapter's own setting"))
+
+    def line(self, advice: str, config: Path | None = None) -> str:
+        """``config``: the file that gave the value (a run's config.yaml); None: this run's config."""
+        if config is None:
+            given = f"this run's {self.key} gives {self.live!r}" if self.live is not None else \
+                f"this run's config sets no {self.key}"
+        else:
+            given = f"the run's {config} gives {self.key} {self.live!r}" if self.live is not None else \
+                f"the run's {config} sets no {self.key}"
+        return f"{self.file}: the adapter has {self.field}={self.saved!r}, {given}; {advice}"
+
 
 def check_saved_config(file: Path, live: dict, fields: dict[str, str], layout: str) -> None:
     """A saved adapter's config against the one this run built: each of ``fields`` (a dotted path
     in the JSON -> the ccexp key that sets it) must agree, or one line names the first that does
-    not. Evaluating with another alpha or base would score another model silently. Lists compare
-    as sets (target modules); a field the file lacks (an older ccexp's) is not compared."""
+    not (an AdapterMismatch). Evaluating with another alpha or base would score another model
+    silently. Lists compare as sets (target modules); a field the file lacks (an older ccexp's) is
+    not compared."""
     from ccexp.cli import read_json_object
-    from ccexp.config import ConfigError
 
     if not file.is_file():
         raise ConfigError(f"{file}: no such file; expected an adapter saved by ccexp ({layout})")
@@ -35,8 +57,7 @@ def check_saved_config(file: Path, live: dict, fields: dict[str, str], layout: s
         if isinstance(want, list) and isinstance(have, list):
             want, have = sorted(want), sorted(have)
         if present and want != have:
-            raise ConfigError(f"{file}: the adapter has {path}={want!r}, this run's {key} gives {have!r}; "
-                              "expected the adapter's own setting (drop the override)")
+            raise AdapterMismatch(file, path, want, have, key)
 
 
 def reset_peak_memory() -> None:

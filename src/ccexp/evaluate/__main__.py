@@ -9,9 +9,11 @@ change fields of it (e.g. a real test file and a bigger generation sample:
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -20,6 +22,9 @@ from omegaconf.errors import OmegaConfBaseException
 from ccexp.cli import output_dir, yaml_problem
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
 from ccexp.environment import _PATH_KEYS, anchor_relative_paths
+
+if TYPE_CHECKING:
+    from ccexp.backends.base import AdapterMismatch
 
 USAGE = "usage: python -m ccexp.evaluate adapter=<run dir> [out=<dir>] [group.key=value ...]"
 _GROUPS = ("model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval", "logger")
@@ -78,6 +83,9 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
         elif key in _GROUPS or key.lstrip("+~") in _NAMES or key.lstrip("+~") in TRAINING_ONLY:
             # The saved config is resolved: there is no group file to swap in, only fields.
             refused.append((arg, key.lstrip("+~")))
+        elif key.startswith(("+", "~")):  # Hydra's add/delete: the saved config has no defaults list to edit
+            raise ConfigError(f"argument {arg!r}: evaluate takes no + or ~ prefix (it changes the saved config's "
+                              "own keys, as key=value)")
         else:
             overrides.append(arg)
     if run_dir is None:
@@ -162,6 +170,17 @@ def _anchor_given_paths(given: DictConfig, saved: DictConfig) -> None:
         given[group][key] = str(Path.cwd() / value)
 
 
+def _mismatch(err: AdapterMismatch, run_dir: Path, overrides: list[str]) -> str:
+    """The adapter against the config it was loaded with, in terms of who set the config's value:
+    an override given here (drop it), or the run's own config.yaml (the adapter is another run's)."""
+    keys = re.findall(r"\b(?:model|method)(?:\.\w+)?", err.key)  # "method.alpha / method.r", "model"
+    given = [arg.partition("=")[0] for arg in overrides]
+    if any(g == k or g.startswith(k + ".") for g in given for k in keys):
+        return err.line("expected the adapter's own setting (drop the override)")
+    return err.line("the saved config and the adapter disagree: expected the adapter this run saved, or this one "
+                    "evaluated with the run dir that trained it", run_dir / "config.yaml")
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%d_%H-%M-%S")
 
@@ -200,12 +219,16 @@ def main(argv: list[str] | None = None) -> int:
             cfg = OmegaConf.merge(saved, given)
         except (OmegaConfBaseException, ValueError) as err:
             raise ConfigError(f"{run_dir / 'config.yaml'} + {overrides}: {str(err).splitlines()[0]}") from None
+        from ccexp.backends.base import AdapterMismatch  # after the arguments: it loads torch
         from ccexp.run import run
 
         made = out is None
         out = out or _new_eval_dir(run_dir)
         try:
-            metrics = run(cfg, out, run_name=f"eval:{run_dir.name}", adapter=run_dir / "adapter")
+            try:
+                metrics = run(cfg, out, run_name=f"eval:{run_dir.name}", adapter=run_dir / "adapter")
+            except AdapterMismatch as err:
+                raise ConfigError(_mismatch(err, run_dir, overrides)) from None
         except ConfigError:
             if made and not any(out.iterdir()):  # refused before anything was written: no empty dir left
                 out.rmdir()
