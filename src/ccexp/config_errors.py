@@ -16,6 +16,16 @@ from omegaconf import DictConfig
 from ccexp.config import _SCHEMAS, KEYS_HINT, RANDOM_ARCH, ConfigError, did_you_mean, plain_type_error
 
 
+def options_having(group: str, key: str) -> str:
+    """"; method=prompt_tuning has it": the options of ``group`` whose YAML sets ``key``, for the
+    line that refuses it under another option; "" when none does."""
+    named = [f"{group}={o}" for o in _options_with(group, key)]
+    if not named:
+        return ""
+    return f"; {', '.join(named[:-1]) + ' and ' if len(named) > 1 else ''}{named[-1]} " + \
+        ("has it" if len(named) == 1 else "have it")
+
+
 def _options_with(group: str, key: str) -> list[str]:
     """The options of a config group whose YAML sets ``key`` (the packaged conf/ or the repo's)."""
     import yaml
@@ -63,11 +73,7 @@ def config_error_line(err: ConfigError | HydraException) -> str:
         if free_form:
             line += f"; {added.group(1)} adds it"
         elif first in schema and not inner:  # a field of another option (num_virtual_tokens with lora)
-            owners = _options_with(group, first)
-            if owners:
-                named = [f"{group}={o}" for o in owners]
-                line += f"; {', '.join(named[:-1]) + ' and ' if len(named) > 1 else ''}{named[-1]} " + \
-                    ("has it" if len(named) == 1 else "have it")
+            line += options_having(group, first)
         return line
     if isinstance(err, OverrideParseException) and "=" in err.override:  # a path with a space, () or [], ~
         key, _, value = err.override.partition("=")

@@ -137,7 +137,7 @@ def _check_keys(saved: DictConfig, overrides: list[str]) -> None:
     run): training refuses it, and evaluated with it, config.yaml would record a setting nothing
     read. Refused in training's words. A free-form field's own keys (task_mix.weights.reply) may be
     new; a field the run's option has now, which an older run's config.yaml predates, is taken."""
-    from ccexp.config_errors import _options_with
+    from ccexp.config_errors import _options_with, options_having
 
     for arg in overrides:
         group, _, rest = arg.partition("=")[0].partition(".")
@@ -148,12 +148,8 @@ def _check_keys(saved: DictConfig, overrides: list[str]) -> None:
         if node.get("name") in owners:
             continue
         key = f"{group}.{field}"
-        line = f"{key}: not a key of the config ({did_you_mean(key, [f'{group}.{k}' for k in node], KEYS_HINT)})"
-        if owners:  # as training says it (ccexp.config_errors)
-            named = [f"{group}={o}" for o in owners]
-            line += f"; {', '.join(named[:-1]) + ' and ' if len(named) > 1 else ''}{named[-1]} " + \
-                ("has it" if len(named) == 1 else "have it")
-        raise ConfigError(line)
+        raise ConfigError(f"{key}: not a key of the config "  # as training says it (ccexp.config_errors)
+                          f"({did_you_mean(key, [f'{group}.{k}' for k in node], KEYS_HINT)}){options_having(group, field)}")
 
 
 def _anchor_given_paths(given: DictConfig, saved: DictConfig) -> None:
