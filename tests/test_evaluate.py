@@ -15,7 +15,7 @@ from conftest import FAST, compose_cfg
 from torchmetrics.functional.text import sacre_bleu_score
 
 from ccexp.backends.base import Generation
-from ccexp.config import validate
+from ccexp.config import ConfigError, validate
 from ccexp.data import build_splits
 from ccexp.evaluate import evaluate
 from ccexp.evaluate.__main__ import main as evaluate_main
@@ -274,6 +274,45 @@ def test_a_key_the_runs_method_lacks_is_refused_as_training_refuses_it(method, a
     # Free-form fields still take new keys (a task weight), as they do in training with +.
     assert evaluate_main([f"adapter={tmp_path}", "task_mix.weights.reply=1", "method.nonsense=1"]) == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith("ccexp.evaluate: error: method.nonsense: not a key")
+
+
+def test_keys_of_the_option_the_evaluation_names_or_of_a_nameless_group_are_taken():
+    """data.name=csv with its paths on a synthetic run (README: another dataset), and a trainer or
+    eval field an older run's config.yaml predates, are keys the evaluation takes."""
+    from omegaconf import OmegaConf
+
+    from ccexp.evaluate.__main__ import _check_keys
+
+    saved = OmegaConf.create(OmegaConf.to_container(compose_cfg(*FAST), resolve=True))
+    assert "train_path" not in saved.data  # data=synthetic
+    _check_keys(saved, ["data.name=csv", "data.train_path=a.csv", "data.test_path=b.csv"])
+    del saved.eval["latency_examples"], saved.trainer["batch_size"]  # an older run's config.yaml
+    _check_keys(saved, ["eval.latency_examples=2", "trainer.batch_size=2"])
+    with pytest.raises(ConfigError, match="data.train_path: not a key of the config"):
+        _check_keys(saved, ["data.train_path=a.csv"])  # synthetic's own: no file to read
+    with pytest.raises(ConfigError, match="eval.nonsense: not a key"):
+        _check_keys(saved, ["eval.nonsense=1"])
+
+
+@pytest.mark.parametrize("signum, code", [(15, 143), (10, 138)])
+def test_an_evaluation_stopped_by_a_signal_says_so_with_its_exit_code(signum, code, tmp_path, capsys, monkeypatch):
+    """SIGTERM (or SIGUSR1) while evaluating: Lightning's SystemExit had left the evaluation with
+    exit 0 (15 or 10 once the signal was its code) and no line."""
+    from omegaconf import OmegaConf
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    import ccexp.run
+
+    def stopped(*args, **kwargs):
+        raise SIGTERMException(signum)
+
+    (tmp_path / "adapter").mkdir()
+    OmegaConf.save(compose_cfg(*FAST), tmp_path / "config.yaml", resolve=True)
+    monkeypatch.setattr(ccexp.run, "run", stopped)
+    assert evaluate_main([f"adapter={tmp_path}", f"out={tmp_path / 'e'}"]) == code
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"ccexp.evaluate: error: interrupted by SIG{'TERM' if signum == 15 else 'USR1'}")
+    assert line.endswith(f"; python -m ccexp.evaluate adapter={tmp_path} evaluates it again ({tmp_path / 'e'})")
 
 
 def test_evaluate_cli_bad_override_in_a_subprocess(tmp_path):

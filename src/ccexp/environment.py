@@ -100,12 +100,22 @@ def anchor_relative_paths(saved, run_dir: Path) -> None:
         started_in = Path(hydra["hydra"]["runtime"]["cwd"])
     except (OSError, yaml.YAMLError, KeyError, TypeError):  # no Hydra record (run() called from Python)
         return
+    anchor_paths(saved, started_in)
+
+
+def anchor_paths(cfg, start: Path, model_source: str | None = None) -> None:
+    """The relative ``_PATH_KEYS`` of ``cfg`` (a dict or a DictConfig, changed in place) made
+    absolute against ``start``. A hub model's ``model.path`` (owner/name, not a folder there)
+    stays as given; ``model_source`` is the source where ``cfg`` does not set it (an evaluation's
+    overrides, over the run's config)."""
     for group, key in _PATH_KEYS:
-        node = saved.get(group) if hasattr(saved, "get") else None
+        node = cfg.get(group) if hasattr(cfg, "get") else None
         if not hasattr(node, "get"):
             continue
         value = node.get(key)
-        if (group, key) == ("model", "path") and node.get("source") == "hub" and not (started_in / str(value)).is_dir():
+        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+            continue
+        source = node.get("source") or model_source if group == "model" else None
+        if (group, key) == ("model", "path") and source == "hub" and not (start / value).is_dir():
             continue  # a hub id (owner/name), not a folder
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            node[key] = str(started_in / value)
+        node[key] = str(start / value)

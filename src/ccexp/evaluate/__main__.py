@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ccexp.cli import output_dir, yaml_problem
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
-from ccexp.environment import _PATH_KEYS, anchor_relative_paths
+from ccexp.environment import anchor_paths, anchor_relative_paths
 
 if TYPE_CHECKING:
     from ccexp.backends.base import AdapterMismatch
@@ -136,34 +136,29 @@ def _check_keys(saved: DictConfig, overrides: list[str]) -> None:
     """A field the saved group lacks is one its option does not use (method.r on a prompt-tuning
     run): training refuses it, and evaluated with it, config.yaml would record a setting nothing
     read. Refused in training's words. A free-form field's own keys (task_mix.weights.reply) may be
-    new; a field the run's option has now, which an older run's config.yaml predates, is taken."""
+    new; a field the run's option has now, which an older run's config.yaml predates, is taken.
+    The option is the one this evaluation names (``data.name=csv`` brings csv's paths) or the
+    run's; a group whose options have no name (eval, trainer) takes its schema's fields."""
+    from dataclasses import fields
+
+    from ccexp.config import _SCHEMAS
     from ccexp.config_errors import _options_with, options_having
 
+    named = {key.removesuffix(".name"): value for key, _, value in (a.partition("=") for a in overrides)
+             if key.endswith(".name") and key.count(".") == 1}
     for arg in overrides:
         group, _, rest = arg.partition("=")[0].partition(".")
         field, node = rest.split(".")[0], saved.get(group)
         if not field or not isinstance(node, DictConfig) or field in node:
             continue
-        owners = _options_with(group, field)
-        if node.get("name") in owners:
+        option = named.get(group, node.get("name"))
+        if option is None and group in _SCHEMAS and field in {f.name for f in fields(_SCHEMAS[group])}:
+            continue
+        if option is not None and option in _options_with(group, field):
             continue
         key = f"{group}.{field}"
         raise ConfigError(f"{key}: not a key of the config "  # as training says it (ccexp.config_errors)
                           f"({did_you_mean(key, [f'{group}.{k}' for k in node], KEYS_HINT)}){options_having(group, field)}")
-
-
-def _anchor_given_paths(given: DictConfig, saved: DictConfig) -> None:
-    """Relative paths given here name files where the evaluation runs: recorded absolute, as the
-    run's own paths are, since config.yaml keeps no record of that folder. A hub id stays as given."""
-    for group, key in _PATH_KEYS:
-        value = OmegaConf.select(given, f"{group}.{key}", default=None)
-        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
-            continue
-        source = OmegaConf.select(given, "model.source", default=None) or OmegaConf.select(saved, "model.source",
-                                                                                            default=None)
-        if (group, key) == ("model", "path") and source == "hub" and not (Path.cwd() / value).is_dir():
-            continue  # owner/name on the hub, not a folder
-        given[group][key] = str(Path.cwd() / value)
 
 
 def _mismatch(err: AdapterMismatch, run_dir: Path, overrides: list[str]) -> str:
@@ -197,6 +192,7 @@ def _new_eval_dir(run_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    run_dir = out = None
     try:
         run_dir, out, overrides = parse_args(sys.argv[1:] if argv is None else argv)
         try:
@@ -211,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         anchor_relative_paths(saved, run_dir)
         try:
             given = OmegaConf.from_dotlist(overrides)
-            _anchor_given_paths(given, saved)
+            # Relative paths given here name files where the evaluation runs: recorded absolute, as
+            # the run's own are, since config.yaml keeps no record of that folder.
+            anchor_paths(given, Path.cwd(), OmegaConf.select(saved, "model.source", default=None))
             cfg = OmegaConf.merge(saved, given)
         except (OmegaConfBaseException, ValueError) as err:
             raise ConfigError(f"{run_dir / 'config.yaml'} + {overrides}: {str(err).splitlines()[0]}") from None
@@ -234,6 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"ccexp.evaluate: error: {err}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, SystemExit) as err:  # SIGTERM, SIGUSR1, Ctrl-C: said, with the usual exit code
+        from ccexp.sweep import interruption
+
+        stopped = interruption(err, out, run_dir)
+        if stopped is None or run_dir is None:  # before the arguments were read: nothing to evaluate again
+            raise
+        print(f"ccexp.evaluate: error: {stopped[0]}" + (f" ({out})" if out else ""), file=sys.stderr)
+        return stopped[1]
     return 0 if metrics.get("status") == "finished" else 1
 
 
