@@ -654,6 +654,16 @@ def test_the_resume_hint_of_an_interrupted_run_is_its_own(tmp_path):
         (run_dir / "checkpoints" / f"step_{step:07d}").mkdir()
         (run_dir / "checkpoints" / f"step_{step:07d}" / "resume.json").write_text(json.dumps({"step": step}))
     assert hint(run_dir) == f"trainer.resume_from={run_dir} resumes it from step 20"
+    (run_dir / "checkpoints" / "step_final").mkdir()  # not a step's name, and its state unreadable
+    (run_dir / "checkpoints" / "step_final" / "resume.json").write_text("{")
+    assert hint(run_dir) == f"trainer.resume_from={run_dir} resumes it"
     (run_dir / "metrics.json").write_text(json.dumps({"status": "running", "train/steps": 40}))
     assert hint(run_dir) == (f"training had finished (40 steps, adapter/ saved): python -m ccexp.evaluate "
                              f"adapter={run_dir} evaluates it")
+    # An evaluation runs again; an MLX run, which cannot resume, too.
+    assert interruption(SIGTERMException(), tmp_path / "eval", tmp_path / "trained")[0].endswith(
+        f"; python -m ccexp.evaluate adapter={tmp_path / 'trained'} evaluates it again")
+    mlx = tmp_path / "mlx"
+    (mlx / "checkpoints" / "step_0000010").mkdir(parents=True)
+    (mlx / "environment.json").write_text(json.dumps({"device": "mlx"}))
+    assert hint(mlx) == "backend=mlx runs cannot be resumed (trainer.resume_from is the torch backends'): run it again"

@@ -129,10 +129,13 @@ def finished_already(rc: RunConfig, run_dir: Path) -> Optional[dict]:
     return metrics
 
 
-def resume_hint(run_dir: Path) -> str:
-    """How an interrupted run in ``run_dir`` goes on, from what it left: the evaluate command when
-    training had finished (run() writes train/steps to metrics.json before it evaluates), else
-    the resume command and its step, else that no checkpoint was saved."""
+def resume_hint(run_dir: Path | None, evaluated: Path | None = None) -> str:
+    """How an interrupted run in ``run_dir`` goes on, from what it left: an evaluation (of the run
+    dir ``evaluated``) runs again; the evaluate command when training had finished (run() writes
+    train/steps to metrics.json before it evaluates); else the resume command and its step, else
+    that no checkpoint was saved; on MLX, which cannot resume, that it runs again."""
+    if evaluated is not None or run_dir is None:
+        return f"python -m ccexp.evaluate adapter={evaluated} evaluates it again"
     metrics = {}
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -141,14 +144,21 @@ def resume_hint(run_dir: Path) -> str:
     if isinstance(metrics, dict) and "train/steps" in metrics:
         return (f"training had finished ({metrics['train/steps']} steps, adapter/ saved): python -m ccexp.evaluate "
                 f"adapter={run_dir} evaluates it")
+    try:
+        device = json.loads((run_dir / "environment.json").read_text()).get("device")
+    except (OSError, ValueError, AttributeError):
+        device = None
+    if device == "mlx":  # its checkpoints are adapters only (no optimizer state): prepare() refuses them
+        return "backend=mlx runs cannot be resumed (trainer.resume_from is the torch backends'): run it again"
     latest = _latest(run_dir / "checkpoints")
     if latest is None:
         return "no checkpoint was saved (trainer.save_every_n_steps), so it cannot be resumed"
     try:
-        step = int(json.loads((latest / STATE).read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        step = int(latest.name.removeprefix("step_"))
-    return f"trainer.resume_from={run_dir} resumes it from step {step}"
+        step = f" from step {int(json.loads((latest / STATE).read_text())['step'])}"
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable: the folder's name says it, when it is a step's
+        number = latest.name.removeprefix("step_")
+        step = f" from step {int(number)}" if number.isdigit() else ""
+    return f"trainer.resume_from={run_dir} resumes it{step}"
 
 
 def _latest(directory: Path) -> Optional[Path]:

@@ -117,7 +117,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
             log_adapter(logger, rc.logger, adapter_dir, run_name)
         return metrics
     except BaseException as err:  # SIGTERM and Ctrl-C too (Lightning's SystemExit): said, not "failed" alone
-        metrics["error"] = one_line(err, run_dir)  # in the tracker's summary too
+        metrics["error"] = one_line(err, run_dir, adapter and adapter.parent)  # in the tracker's summary too
         raise
     finally:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))

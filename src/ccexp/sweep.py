@@ -69,16 +69,18 @@ def _swept_keys(hydra: DictConfig) -> set[str]:
 RESUME_HINT = "on the torch backends, trainer.resume_from=<its run dir> resumes it where it saved a checkpoint (trainer.save_every_n_steps)"
 
 
-def interruption(err: BaseException, run_dir: Path | None = None) -> tuple[str, int] | None:
+def interruption(err: BaseException, run_dir: Path | None = None,
+                 evaluated: Path | None = None) -> tuple[str, int] | None:
     """A stop the user or a scheduler asked for, as (one line, exit code), else None: SIGTERM
     (kill, SLURM's time limit) or SIGUSR1 (its warning, ``signals.py``), which Lightning turns into ``SIGTERMException``, a SystemExit of
     code 0, at the next step; Ctrl-C, which it turns into ``sys.exit(1)``. The line ends with how
-    the run in ``run_dir`` goes on (``resume.resume_hint``), or the general hint without one."""
+    the run in ``run_dir`` goes on (``resume.resume_hint``; ``evaluated``: the run dir an
+    evaluation was of), or the general hint without one."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from ccexp.resume import resume_hint
 
-    hint = resume_hint(run_dir) if run_dir is not None else RESUME_HINT
+    hint = resume_hint(run_dir, evaluated) if run_dir is not None or evaluated is not None else RESUME_HINT
     if isinstance(err, SIGTERMException) and err.args == (signal.SIGUSR1,):  # signals.raise_sigterm's
         return f"interrupted by SIGUSR1 (a scheduler's warning before its time limit: SLURM's --signal); {hint}", 138
     if isinstance(err, SIGTERMException):
@@ -88,10 +90,10 @@ def interruption(err: BaseException, run_dir: Path | None = None) -> tuple[str, 
     return None
 
 
-def one_line(err: BaseException, run_dir: Path | None = None) -> str:
+def one_line(err: BaseException, run_dir: Path | None = None, evaluated: Path | None = None) -> str:
     """An error as one line: a ConfigError's own words, an interruption's (with how the run in
     ``run_dir`` goes on), else its type and first line."""
-    stopped = interruption(err, run_dir)
+    stopped = interruption(err, run_dir, evaluated)
     if stopped is not None:
         return stopped[0]
     text = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}".rstrip(": ")
