@@ -151,3 +151,13 @@ def test_the_kept_head_is_the_first_user_turns_first_paragraph_not_a_match_in_th
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     head = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:_head_tokens(tokenizer, text, messages)])
     assert head == "<|im_start|>system\nthis is sys<|im_end|>\n<|im_start|>user\nhi"
+
+
+def test_the_head_is_found_in_a_template_that_trims_the_turns(tokenizer):
+    """Llama 3's template trims each turn: a turn with spaces at its edges is found all the same."""
+    from ccexp.data.batching import _head_tokens
+
+    messages = [{"role": "system", "content": " sys "}, {"role": "user", "content": "\nRate it.\n\nCustomer: hi "}]
+    text = "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nRate it.\n\nCustomer: hi<|im_end|>\n"
+    head = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:_head_tokens(tokenizer, text, messages)])
+    assert head == "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nRate it."

@@ -68,7 +68,8 @@ def _head_tokens(tokenizer, text: str, messages: Sequence[dict]) -> int:
     that rewrites its text: no head, the prompt's end only."""
     at = 0  # each turn is looked for after the one before it: a short user turn ("hi") can occur in the system prompt
     for message in messages:
-        content = message["content"] if isinstance(message["content"], str) else ""
+        # Stripped: templates that trim a turn (Llama 3's ``| trim``) render it without its edges
+        content = message["content"].strip() if isinstance(message["content"], str) else ""
         found = text.find(content, at)
         if found < 0:
             return 0
