@@ -582,23 +582,41 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path):
     """Each launch of a resumed run was a W&B run of its own, the first left failed: the W&B run
     id is kept in the run dir and a resumed launch logs under it (offline, each launch's
     offline-run-*-<id> folder, which wandb sync uploads as one run, in order of start time)."""
-    from ccexp.config import LoggerConfig
-    from ccexp.tracking import build_logger, finish_logger
-
-    def launch(run_dir, checkpoint=None, failed=False) -> str:
-        logger = build_logger(LoggerConfig(mode="offline"), run_dir, "run", "group", {}, [], resumed=checkpoint)
-        logger.log_metrics({"train/loss": 1.0}, step=1)
-        finish_logger(logger, {"status": "failed" if failed else "finished"}, failed=failed)
-        return logger.experiment.id
-
-    first = launch(tmp_path / "job", failed=True)
+    first = _wandb_launch(tmp_path / "job", failed=True)
     checkpoint = tmp_path / "job" / "checkpoints" / "step_0000003"
-    assert launch(tmp_path / "job", checkpoint) == first  # auto, in the same dir
-    assert launch(tmp_path / "elsewhere", checkpoint) == first  # resume_from=<run dir>, a new run dir
+    assert _wandb_launch(tmp_path / "job", checkpoint) == first  # auto, in the same dir
+    # resume_from=<an interrupted run> into a new run dir is how README continues a stopped run:
+    # its W&B run was left failed, and this launch is the rest of it, so it goes on under its id.
+    assert _wandb_launch(tmp_path / "elsewhere", checkpoint) == first
     # offline-run-<time>-<id>, and -1 after it for a second launch within the same second
     assert {p.name.split("-")[3] for p in tmp_path.glob("*/wandb/offline-run-*")} == {first}
     assert len(list(tmp_path.glob("*/wandb/offline-run-*"))) == 3
-    assert launch(tmp_path / "job") != first  # hydra.run.dir given again without resume_from: a new run
+    assert _wandb_launch(tmp_path / "job") != first  # hydra.run.dir given again without resume_from: a new run
+
+
+def test_a_branch_from_a_finished_run_is_a_wandb_run_of_its_own(tmp_path):
+    """A branch (resume_from=<finished run>/checkpoints/step_N into a new run dir) took the
+    finished run's W&B id with resume="allow": it reopened that run and wrote over its history and
+    summary, and two branches were one W&B run. A branch now has an id of its own, which its own
+    requeued launch (auto, in its dir) keeps."""
+    done = _wandb_launch(tmp_path / "done")
+    (tmp_path / "done" / "metrics.json").write_text(json.dumps({"status": "finished"}))
+    checkpoint = tmp_path / "done" / "checkpoints" / "step_0000003"
+    branch = _wandb_launch(tmp_path / "branch", checkpoint, failed=True)
+    other = _wandb_launch(tmp_path / "other", checkpoint)
+    assert len({done, branch, other}) == 3
+    assert _wandb_launch(tmp_path / "branch", tmp_path / "branch" / "checkpoints" / "step_0000005") == branch
+
+
+def _wandb_launch(run_dir, checkpoint=None, failed=False) -> str:
+    """One offline W&B launch into ``run_dir`` (resuming ``checkpoint``): its W&B run id."""
+    from ccexp.config import LoggerConfig
+    from ccexp.tracking import build_logger, finish_logger
+
+    logger = build_logger(LoggerConfig(mode="offline"), run_dir, "run", "group", {}, [], resumed=checkpoint)
+    logger.log_metrics({"train/loss": 1.0}, step=1)
+    finish_logger(logger, {"status": "failed" if failed else "finished"}, failed=failed)
+    return logger.experiment.id
 
 
 _SIGUSR1_AT = """

@@ -22,6 +22,7 @@ from typing import Any, Optional
 from pytorch_lightning.loggers import CSVLogger
 
 from ccexp.config import LoggerConfig, first_line
+from ccexp.resume import finished_metrics
 
 
 def wandb_api_key_configured() -> bool:
@@ -53,7 +54,8 @@ WANDB_RUN_ID = Path("wandb") / "ccexp_run_id"
 
 def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config: dict, tags: list[str],
                  resumed: Optional[Path] = None) -> Optional[Any]:
-    """``resumed``: the checkpoint this launch resumes from; its run's W&B run goes on."""
+    """``resumed``: the checkpoint this launch resumes from; its run's W&B run goes on unless that
+    run finished in another run dir (a branch: see ``continued_run``)."""
     if cfg.name == "none":
         return None
     if cfg.name == "csv":
@@ -99,18 +101,31 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
 
 def wandb_run_id(run_dir: Path, resumed: Optional[Path]) -> str:
     """The W&B run id of the checkpoint's run (``<its run dir>/wandb/ccexp_run_id``) when this
-    launch resumes one that logged to W&B, else a new one; kept in ``run_dir`` for the next
-    launch. Offline, each launch writes its own ``offline-run-*-<id>`` folder: wandb 0.31's
-    ``wandb sync`` uploads the folders of one id as one run, in order of start time."""
-    saved = resumed.parent.parent / WANDB_RUN_ID if resumed is not None else None  # <run dir>/checkpoints/step_N
+    launch continues that run, else a new one; kept in ``run_dir`` for the next launch. Offline,
+    each launch writes its own ``offline-run-*-<id>`` folder: wandb 0.31's ``wandb sync`` uploads
+    the folders of one id as one run, in order of start time."""
+    saved = continued_run(run_dir, resumed)
     try:
-        run_id = saved.read_text().strip() if saved is not None else ""
+        run_id = (saved / WANDB_RUN_ID).read_text().strip() if saved is not None else ""
     except OSError:  # its run logged to CSV or nothing, or ran before ccexp kept the id
         run_id = ""
     run_id = run_id or secrets.token_hex(4)  # 8 characters, as wandb's own ids
     (run_dir / WANDB_RUN_ID).parent.mkdir(parents=True, exist_ok=True)
     (run_dir / WANDB_RUN_ID).write_text(run_id + "\n")
     return run_id
+
+
+def continued_run(run_dir: Path, resumed: Optional[Path]) -> Optional[Path]:
+    """The run dir whose W&B run this launch goes on with: the checkpoint's own, where it is this
+    run dir (auto, a requeued job) or its run did not finish (resume_from=<an interrupted run>).
+    A checkpoint of a finished run starts a branch, a W&B run of its own: resume="allow" under the
+    finished run's id would write over its history and summary, and two branches would be one run."""
+    if resumed is None:
+        return None
+    earlier = resumed.parent.parent  # <run dir>/checkpoints/step_N
+    if earlier.resolve() == run_dir.resolve() or finished_metrics(earlier) is None:
+        return earlier
+    return None
 
 
 def offline_process(wandb) -> None:
