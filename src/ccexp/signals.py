@@ -7,7 +7,8 @@ SIGUSR1), the sweep's summary. Python's default ends the process, metrics.json s
 Lightning's training loop has its own SIGTERM handler, which stops at the end of the step and
 then calls the handler it found: ours would raise in the middle of the step (a checkpoint half
 written), so ``lightning_stops_itself`` puts the default back around ``trainer.fit`` and hands
-SIGUSR1 to Lightning's SIGTERM handler there. With ours on SIGUSR1, Lightning's SLURM plugin
+SIGUSR1 to Lightning's SIGTERM handler there, each signal where its handler is ours (a launcher
+may own SIGTERM and not SIGUSR1). With ours on SIGUSR1, Lightning's SLURM plugin
 installs none of its own (it requeues the job with scontrol and trains on)."""
 
 from __future__ import annotations
@@ -44,25 +45,30 @@ def raise_on_sigterm() -> Callable[[], None]:
 
 @contextmanager
 def lightning_stops_itself() -> Iterator[None]:
-    """The default SIGTERM handler while Lightning trains or validates, where ours is installed,
-    and SIGUSR1 handed to the SIGTERM handler Lightning installs: both stop at a step's end."""
+    """While Lightning trains or validates, each signal whose handler is ours stops at a step's
+    end: SIGTERM by Lightning's own handler (the default put back, which it then finds), SIGUSR1
+    handed to Lightning's part of its SIGTERM handler. Decided per signal: where a launcher owns
+    SIGTERM, Lightning's handler calls the launcher's after its own, and SIGUSR1 (still ours)
+    goes to Lightning's part only, the launcher's SIGTERM handler not being one for SIGUSR1."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not raise_sigterm:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    term = signal.getsignal(signal.SIGTERM) is raise_sigterm
+    usr1 = signal.getsignal(signal.SIGUSR1) is raise_sigterm
+    launchers = signal.getsignal(signal.SIGTERM)  # what Lightning finds on SIGTERM and calls after its own
     received: list[int] = []
 
     def as_sigterm(signum, frame) -> None:
         received.append(int(signum))
         handler = signal.getsignal(signal.SIGTERM)
-        if not callable(handler):  # outside Lightning's loop (before it sets its handler): at once
-            raise_sigterm(signum, frame)
-        handler(signum, frame)
+        if not callable(handler) or handler is launchers or handler is raise_sigterm:
+            raise_sigterm(signum, frame)  # outside Lightning's loop (before it sets its handler): at once
+        lightnings(handler, launchers)(signum, frame)
 
-    usr1 = signal.getsignal(signal.SIGUSR1) is raise_sigterm
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if term:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if usr1:
         signal.signal(signal.SIGUSR1, as_sigterm)
     try:
@@ -72,6 +78,21 @@ def lightning_stops_itself() -> Iterator[None]:
             raise SIGTERMException(received[0]) from err
         raise
     finally:
-        signal.signal(signal.SIGTERM, raise_sigterm)
+        if term:
+            signal.signal(signal.SIGTERM, raise_sigterm)
         if usr1:
             signal.signal(signal.SIGUSR1, raise_sigterm)
+
+
+def lightnings(handler: Callable, launchers) -> Callable:
+    """Lightning's SIGTERM handler less the one it found there (a launcher's): Lightning 2.6 composes
+    them (``_HandlersCompose``, its own first: it marks the trainer to stop at the step's end)."""
+    composed = getattr(handler, "signal_handlers", None)
+    if not isinstance(composed, list):  # not Lightning's composition: the handler as it is
+        return handler
+
+    def own(signum, frame) -> None:
+        for part in composed:
+            if part is not launchers and callable(part):
+                part(signum, frame)
+    return own
