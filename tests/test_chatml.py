@@ -378,6 +378,22 @@ def test_the_lines_of_one_call_are_one_conversation(tmp_path):
     assert {ex["conversation_id"] for ex in splits["test"]} <= {f"c{c}" for c in range(25)}
 
 
+def test_a_row_without_an_id_takes_its_nearest_ancestors(tmp_path):
+    """R1 id "A", R2 id "B" extends R1, R3 without one extends R2: R3 took the first given id of
+    its group, "A", and could be held out apart from R2, whose answer is in its prompt. It takes
+    the id of the nearest row it extends that has one; a row extending none takes its group's."""
+    from ccexp.data.chatml import load_chat
+
+    call = [json.loads(line)["messages"] for line in _per_turn(7)]
+    path = _write(tmp_path / "calls.jsonl", json.dumps({"messages": call[0], "conversation_id": "A"}),
+                  json.dumps({"messages": call[1], "conversation_id": "B"}), json.dumps({"messages": call[2]}),
+                  json.dumps({"messages": call[3]}))
+    assert [ex["conversation_id"] for ex in load_chat(path, "train_path")] == ["A", "B", "B", "B"]
+    path = _write(tmp_path / "first.jsonl", json.dumps({"messages": call[0]}),
+                  json.dumps({"messages": call[1], "conversation_id": "B"}), json.dumps({"messages": call[2]}))
+    assert [ex["conversation_id"] for ex in load_chat(path, "train_path")] == ["B", "B", "B"]
+
+
 def test_a_given_test_file_with_earlier_turns_of_train_rows_is_counted(tmp_path, caplog):
     """A test row whose whole conversation starts a train row: its answer is in a training prompt."""
     train = _write(tmp_path / "train.jsonl", *(_per_turn(c)[-1] for c in range(10)))  # whole calls only

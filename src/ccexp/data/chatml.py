@@ -131,7 +131,9 @@ def join_turns(examples: list[dict], rows: list[dict]) -> None:
     out together: else a test answer sits word for word in a training prompt. Each row joins
     the row of its longest earlier turns, unless other rows extend those turns too: a common
     opening line ("Hi" / "How can I help?") would chain every call into one conversation.
-    The id is the first given conversation_id among the joined rows, else the first row's id."""
+    A row without an id takes that of the nearest row it extends that has one (the rows it
+    continues), else the first given among the joined rows (rows extending it), else the first
+    row's id."""
     keys = [turn_keys(ex["messages"]) for ex in examples]
     first = {}  # a whole conversation's digest -> the first row holding it (a repeated line is one node)
     for i, k in enumerate(keys):
@@ -149,11 +151,25 @@ def join_turns(examples: list[dict], rows: list[dict]) -> None:
         while root in parent and extensions[parent[root]] == 1:
             root = parent[root]
         groups.setdefault(root, []).append(i)
+    has_id = [bool(_given(row.get("conversation_id"))) for row in rows]
     for root, members in groups.items():
-        given = [examples[i]["conversation_id"] for i in members if _given(rows[i].get("conversation_id"))]
+        given = [examples[i]["conversation_id"] for i in members if has_id[i]]
         for i in members:
-            if not _given(rows[i].get("conversation_id")):
-                examples[i]["conversation_id"] = given[0] if given else examples[min(members)]["id"]
+            if not has_id[i]:
+                nearest = _nearest_given(first[keys[i][-1]], root, parent, has_id)
+                examples[i]["conversation_id"] = (examples[nearest]["conversation_id"] if nearest is not None
+                                                  else given[0] if given else examples[min(members)]["id"])
+
+
+def _nearest_given(node: int, root: int, parent: dict[int, int], has_id: list[bool]) -> int | None:
+    """The nearest row from ``node`` up to its group's ``root`` with a given conversation_id: the
+    row whose turns this one extends last, so the two are held out together."""
+    while True:
+        if has_id[node]:
+            return node
+        if node == root or node not in parent:
+            return None
+        node = parent[node]
 
 
 def load_chat(path: str, key: str) -> list[dict]:
