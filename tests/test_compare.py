@@ -790,3 +790,17 @@ def test_plots_say_which_runs_they_leave_out(sweep, capsys):
     assert main([str(sweep), "--no-constraints"]) == 0
     assert ("- tradeoff.png: not drawn, no finished run has a number for test/latency/p50_s or time/eval_s."
             in (sweep / "compare.md").read_text())
+
+
+def test_a_tradeoff_with_no_run_having_both_keys_says_so(tmp_path):
+    """Run A with a latency but no test/acc, run B with test/acc but no latency: the line said
+    "no finished run reports test/acc" (chosen from whether a latency key was present), though B
+    reports it. With a latency in some run, it now says no run has both."""
+    from ccexp.compare.plots import tradeoff
+    from ccexp.compare.runs import Run
+    from ccexp.config import CompareConfig
+
+    runs = [Run(tmp_path / "a", "a", {"test/latency/p50_s": 0.2}), Run(tmp_path / "b", "b", {"test/acc": 0.7})]
+    drawn, line = tradeoff(runs, [], CompareConfig(metric="test/acc", direction="maximize"), tmp_path / "tradeoff.png")
+    assert not drawn
+    assert line == "tradeoff.png: not drawn, no finished run has both test/latency/p50_s and test/acc."

@@ -74,10 +74,11 @@ def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -
     higher = cc.direction == "maximize" if y_key == cc.metric else higher_is_better(y_key)
     x_key = next((k for k in LATENCY_KEYS if any(r.value(k) is not None for r in runs)), None)
     points = [r for r in runs if x_key and r.value(x_key) is not None and r.value(y_key) is not None]
-    if not points:
-        latency = " or ".join(LATENCY_KEYS) if x_key is None else y_key
+    if not points and x_key is None:
         had = "has a number for" if any(k in r.metrics for r in runs for k in LATENCY_KEYS) else "reports"
-        return False, f"{path.name}: not drawn, no finished run {had} {latency}." if runs else ""
+        return False, f"{path.name}: not drawn, no finished run {had} {' or '.join(LATENCY_KEYS)}." if runs else ""
+    if not points:  # a latency in one run, the y key in another (or in none)
+        return False, f"{path.name}: not drawn, no finished run has both {x_key} and {y_key}."
     missing = [(r, _lacks(r, x_key if r.value(x_key) is None else y_key)) for r in runs if r not in points]
     sizes = [r.value("adapter/size_mb") or 0.0 for r in points]
     biggest = max(sizes) or 1.0
