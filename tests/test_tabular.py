@@ -303,3 +303,12 @@ def test_spreadsheet_and_json_layouts_are_named(tmp_path):
     assert _error(DataConfig(name="csv", train_path=str(array))) == (
         f"{array}: one JSON array, not CSV (no header row with 'text'); expected CSV, or JSON Lines (an object "
         "per line) for data=jsonl / data=chatml")
+
+
+def test_an_empty_csv_with_no_needed_column_reads_no_rows(tmp_path):
+    """The sep= check read header[0]: an empty file with nothing needed was an IndexError traceback."""
+    from ccexp.data.formats import read_csv
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert list(read_csv(empty)) == []

@@ -136,7 +136,7 @@ def read_csv(path: str | Path, key: str = "", needed: tuple[str, ...] = ()) -> I
                     raise ConfigError(f"{path}:1: column {twice!r} appears twice in the header")
                 if needed and not header:
                     raise ConfigError(f"{path}: an empty file, expected a header row ({', '.join(needed)}) and rows")
-                if len(header) <= 2 and header[0].lower().startswith("sep="):  # Excel writes it above the header
+                if header and len(header) <= 2 and header[0].lower().startswith("sep="):  # Excel writes it above the header
                     raise ConfigError(f"{path}:1: Excel's delimiter line {','.join(header)!r}, expected the header "
                                       "row (delete that line)")
                 for column in needed:
