@@ -12,23 +12,12 @@ import re
 from typing import Any, Optional
 
 from ccexp.config import EvalConfig
+from ccexp.data.formats import KeyGivenTwice, once_each
 from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS, label_text
+
 
 def _not_json(constant: str):
     raise ValueError(f"{constant} is not JSON")  # Python's reader takes NaN and Infinity; JSON does not
-
-
-class _KeyTwice(Exception):
-    """Not a ValueError: an object giving a key twice is JSON, so no brace group to skip as prose."""
-
-
-def _once_each(pairs: list[tuple[str, Any]]) -> dict:
-    """An object whose keys are all different: {"csat": 1, "csat": 4} says two things (Python's
-    reader keeps the last), so the answer is ambiguous."""
-    value = dict(pairs)
-    if len(value) < len(pairs):
-        raise _KeyTwice
-    return value
 
 
 def _closing_brace(text: str, start: int) -> Optional[int]:
@@ -66,11 +55,12 @@ def parse_json_answer(text: str) -> Optional[dict]:
         if end is None:
             return None
         try:
-            value = json.loads(text[start : end + 1], parse_constant=_not_json, object_pairs_hook=_once_each)
+            # once_each: {"csat": 1, "csat": 4} says two things (Python's reader keeps the last)
+            value = json.loads(text[start : end + 1], parse_constant=_not_json, object_pairs_hook=once_each)
+        except KeyGivenTwice:  # before ValueError, which it is: JSON, so no brace group to skip as prose
+            return None
         except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth / digit limits
             value = None
-        except _KeyTwice:
-            return None
         if isinstance(value, dict):
             objects.append(value)
         pos = end + 1

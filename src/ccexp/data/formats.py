@@ -48,7 +48,9 @@ class KeyGivenTwice(ValueError):
         super().__init__(f"key {key!r} given twice")
 
 
-def _once_each(pairs: list[tuple[str, object]]) -> dict:
+def once_each(pairs: list[tuple[str, object]]) -> dict:
+    """``json.loads``'s ``object_pairs_hook`` for objects whose keys are all different (the data
+    readers' and scoring's): a key given twice raises ``KeyGivenTwice`` naming it."""
     value = dict(pairs)
     if len(value) < len(pairs):
         seen: set[str] = set()
@@ -59,7 +61,7 @@ def _once_each(pairs: list[tuple[str, object]]) -> dict:
 def loads(text: str):
     """``json.loads``, except that an object giving a key twice raises ``KeyGivenTwice``
     ({"intent": "refund", "intent": "fx"} would otherwise train as fx)."""
-    return json.loads(text, object_pairs_hook=_once_each)
+    return json.loads(text, object_pairs_hook=once_each)
 
 
 def no_column(where: str, column: str, columns: Iterable) -> ConfigError:
