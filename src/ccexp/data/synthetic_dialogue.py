@@ -335,7 +335,11 @@ def _secondary(d: _Dialogue) -> None:
 
 def _wrap_up(d: _Dialogue, csat: int) -> None:
     lat, b = d.lat, d.lat.behaviours
-    cancelled = lat.journey == "retention_save" and lat.outcome == "unresolved"  # the save failed
+    # The save failed: a cancellation carried out that the agent argued against, confirmed as
+    # CONFIRM_CANCELLED. Narrower than synthetic_context.cancels_account on purpose: a granted
+    # cancellation request is a request resolved, and CONFIRM_DONE's replies fit it ("Yes, that's
+    # everything.", "Yep, it's there now." after "I've scheduled the cancellation"; checked on 1,500).
+    cancelled = lat.journey == "retention_save" and lat.outcome == "unresolved"
     if b["confirm"]:
         fixed = lat.issue in P.FIXED_ISSUES
         if cancelled or (lat.outcome == "resolved" and not fixed):
