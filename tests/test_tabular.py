@@ -165,6 +165,9 @@ def test_csv_header_and_bom_errors_name_their_line(tmp_path):
     # Two Excel "CSV UTF-8" files joined: the second header starts with its BOM.
     ("\ufefftext,category", ":22: the header row again (two files joined together?)"),
     ('"never closed,a', ":22: a quoted field opened here is never closed"),
+    # A NUL is no text: Python's csv reader takes it into the value.
+    ("my card\0\0 was declined,declined_card_payment", ":22: a NUL byte in column 'text'; expected text (a "
+                                                        "binary or damaged file?)"),
     # ... or closed by the next quote, lines later: the error names the line where the record began.
     ('"I lost my card,card_arrival\nwhere is it,card_arrival\n"quoted, fine",card_arrival',
      ":22: invalid CSV in the record that starts here (',' expected after '\"', on line 24; a quote opened on "

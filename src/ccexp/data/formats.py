@@ -168,6 +168,12 @@ def read_csv(path: str | Path, key: str = "", needed: tuple[str, ...] = ()) -> I
                                 else "a line cut short?")
                         raise ConfigError(f"{path}:{start}: {len(record)} field{'s' * (len(record) != 1)}, "
                                           f"the header has {len(header)} ({hint})")
+                    # NUL is no text: a binary file, or one corrupted in transfer (Python's csv reader
+                    # takes it into the value, and the model would train on it)
+                    nul = next((c for c, cell in zip(header, record) if "\0" in cell), None)
+                    if nul is not None:
+                        raise ConfigError(f"{path}:{start}: a NUL byte in column {nul!r}; expected text (a binary "
+                                          "or damaged file?)")
                     yield start, dict(zip(header, record))
             except csv.Error as err:
                 if "unexpected end of data" in str(err):
