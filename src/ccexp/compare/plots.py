@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ccexp.compare.runs import Run, column_label, fmt, setting
+from ccexp.compare.runs import Run, column_label, fmt, recorded_as_null, setting
 from ccexp.config import CompareConfig, higher_is_better, parse_constraint
 
 FIELD_ACC = re.compile(r"^test/(?!task/)([^/]+)/acc$")  # test/<field>/acc, not test/task/<task>/acc
@@ -75,7 +75,7 @@ def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -
     x_key = next((k for k in LATENCY_KEYS if any(r.value(k) is not None for r in runs)), None)
     points = [r for r in runs if x_key and r.value(x_key) is not None and r.value(y_key) is not None]
     if not points and x_key is None:
-        had = "has a number for" if any(k in r.metrics for r in runs for k in LATENCY_KEYS) else "reports"
+        had = "has a number for" if recorded_as_null(runs, *LATENCY_KEYS) else "reports"
         return False, f"{path.name}: not drawn, no finished run {had} {' or '.join(LATENCY_KEYS)}." if runs else ""
     if not points:  # a latency in one run, the y key in another (or in none)
         return False, f"{path.name}: not drawn, no finished run has both {x_key} and {y_key}."
@@ -114,7 +114,7 @@ def tradeoff(runs: list[Run], swept: list[str], cc: CompareConfig, path: Path) -
     ax.set_ylabel(f"{y_key} ({'higher' if higher else 'lower'} is better)")
     title = "Quality vs latency; marker area ∝ adapter size"
     if y_key != cc.metric:
-        had = "has a number for" if any(cc.metric in r.metrics for r in runs) else "reports"
+        had = "has a number for" if recorded_as_null(runs, cc.metric) else "reports"
         title += f"\n{y_key} in place of {cc.metric}: no finished run {had} it"
     ax.set_title(title)
     legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), markerscale=0.3)

@@ -8,7 +8,7 @@ import operator
 from itertools import groupby
 from typing import Optional, Sequence
 
-from ccexp.compare.runs import Run, by_val_size, describe, fmt, named, same, setting
+from ccexp.compare.runs import Run, by_val_size, describe, fmt, named, recorded_as_null, same, setting
 from ccexp.config import CompareConfig, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
 
@@ -114,8 +114,7 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
     if not scored:
         reported = {k for r in finished for k in numeric_keys(r.metrics)}
         nearest = did_you_mean(metric, reported, "see a run's metrics.json for the keys")
-        null = any(metric in r.metrics for r in finished)  # null: no answer gave a number; not a typo
-        missing = f"has a number for {metric} (compare.metric)" if null else \
+        missing = f"has a number for {metric} (compare.metric)" if recorded_as_null(finished, metric) else \
             f"reports {metric} (compare.metric) ({nearest})"
         return head + (f"No recommendation: no finished run {missing}."
                        + failed_note + unchecked_note)

@@ -340,6 +340,12 @@ def best_runs(runs: list[Run], key: str) -> set[str]:
     return {name for name, v in values.items() if v == best}
 
 
+def recorded_as_null(runs: Sequence[Run], *keys: str) -> bool:
+    """Whether some run has one of ``keys`` in its metrics.json, with no number (null: no answer
+    gave one), so the sentence says "no finished run has a number for K", not "reports K"."""
+    return any(key in run.metrics for run in runs for key in keys)
+
+
 def fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
