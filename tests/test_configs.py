@@ -123,6 +123,19 @@ def test_bad_value_names_the_key(override, key):
         validate(compose_cfg(override))
 
 
+def test_wandb_project_comes_from_the_environment(monkeypatch):
+    """W&B's own variable names the project when the config does not; an explicit
+    logger.project still wins, and a bad value says it came from the variable."""
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    assert validate(compose_cfg()).logger.project == "ccexp"
+    monkeypatch.setenv("WANDB_PROJECT", "team-calls")
+    assert validate(compose_cfg()).logger.project == "team-calls"
+    assert validate(compose_cfg("logger.project=mine")).logger.project == "mine"
+    monkeypatch.setenv("WANDB_PROJECT", "team/calls")
+    with pytest.raises(ConfigError, match=re.escape("logger.project (from WANDB_PROJECT): expected a W&B project name")):
+        validate(compose_cfg())
+
+
 def test_an_empty_init_text_is_refused():
     """'' started the soft prompt at random, as null does, while the config said text."""
     with pytest.raises(ConfigError, match=re.escape("method.init_text: expected text to start the soft prompt from, "

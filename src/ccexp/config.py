@@ -434,8 +434,10 @@ class LoggerConfig:
         _check(self.name in ("wandb", "csv", "none"), "logger.name", "wandb, csv or none", self.name)
         _check(self.mode in ("auto", "online", "offline"), "logger.mode", "auto, online or offline", self.mode)
         if self.name == "wandb":  # wandb.init's own rule, which it applies after the model has loaded
+            # conf/logger/wandb.yaml takes the project from WANDB_PROJECT when it is set
+            source = " (from WANDB_PROJECT)" if self.project == os.environ.get("WANDB_PROJECT") else ""
             _check(isinstance(self.project, str) and 0 < len(self.project) <= 128
-                   and not set(self.project) & set(WANDB_PROJECT_FORBIDS), "logger.project",
+                   and not set(self.project) & set(WANDB_PROJECT_FORBIDS), f"logger.project{source}",
                    f"a W&B project name (1-128 characters, none of {' '.join(WANDB_PROJECT_FORBIDS)})", self.project)
 
 
