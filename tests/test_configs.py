@@ -112,6 +112,8 @@ def test_qlora_is_lora_with_a_4bit_base():
     ("method.target_modules=[]", "method.target_modules: expected null (model.lora_targets) or a non-empty list"),
     ("trainer.weight_decay=inf", "trainer.weight_decay: expected a float >= 0, got inf"),
     ("eval.quality_band=inf", "eval.quality_band: expected a finite number >= 0, got inf"),
+    # an infinite weight made allocate's shares NaN (a traceback before any training)
+    ("task_mix.weights.quality=inf", "task_mix.weights.quality: expected a finite weight > 0, got inf"),
     # the generator reads no file: a test file given with data=synthetic would be silently ignored
     ("+data.test_path=real_test.csv", "data.test_path: expected null for data=synthetic"),
     # wandb.init refuses these after the model has loaded, mid-training, in a traceback

@@ -19,6 +19,12 @@ def test_allocate_is_exact_and_proportional():
     assert sum(counts.values()) == 100 and max(counts.values()) - min(counts.values()) <= 1
 
 
+def test_allocate_survives_huge_finite_weights():
+    """Two weights of 1e308 sum past the largest float: shares must not become NaN."""
+    assert allocate({"a": 1e308, "b": 1e308}, 4) == {"a": 2, "b": 2}
+    assert allocate({"a": 1e308, "b": 1e-308}, 3) == {"a": 3, "b": 0}
+
+
 def test_splits_sizes_tasks_and_disjoint_conversations():
     splits = build_splits(DataConfig(seed=7), DataSizeConfig(train=60, val=12, test=12), TaskMixConfig(weights=ALL6))
     assert {k: len(v) for k, v in splits.items()} == {"train": 60, "val": 12, "test": 12}

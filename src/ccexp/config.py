@@ -254,7 +254,8 @@ class TaskMixConfig:
         _check(bool(self.weights), "task_mix.weights", "at least one task", self.weights)
         for task, weight in self.weights.items():
             _check(task in ALL_TASKS, f"task_mix.weights.{task}", f"a task in {ALL_TASKS}", task)
-            _check(weight > 0, f"task_mix.weights.{task}", "a weight > 0", weight)
+            # inf (or weights summing past the largest float) would make allocate's shares NaN
+            _check(0 < weight < math.inf, f"task_mix.weights.{task}", "a finite weight > 0", weight)
 
 
 @dataclass

@@ -28,8 +28,11 @@ __all__ = ["SPLITS", "build_splits", "to_dataset_dict"]
 
 def allocate(weights: dict[str, float], n: int) -> dict[str, int]:
     """Split n examples over tasks by weight (largest remainder: counts sum to n exactly)."""
-    total = sum(weights.values())
-    exact = {task: n * w / total for task, w in weights.items()}
+    # Relative to the largest first: finite weights near the float limit would sum to inf.
+    largest = max(weights.values())
+    scaled = {task: w / largest for task, w in weights.items()}
+    total = sum(scaled.values())
+    exact = {task: n * w / total for task, w in scaled.items()}
     counts = {task: int(v) for task, v in exact.items()}
     by_remainder = sorted(exact, key=lambda t: (counts[t] - exact[t], t))
     for task in by_remainder[: n - sum(counts.values())]:
