@@ -66,11 +66,13 @@ def test_card_numbers(tokenizer):
 
 
 def test_synthetic_card_has_the_noise_ceiling():
+    from ccexp.config import EvalConfig
     from ccexp.data.synthetic import noise_report
+    from ccexp.scoring import field_checks
 
     splits = build_splits(DataConfig(seed=1), DataSizeConfig(train=6, val=2, test=2),
                           TaskMixConfig(weights={"issue": 1, "csat": 1}))
-    card = dataset_card(splits, noise=noise_report())
+    card = dataset_card(splits, noise=noise_report(field_checks(EvalConfig())))
     assert set(card["noise_ceiling"]) == {"issue_category", "secondary_category", "csat"}
     assert all(0.5 < v <= 1.0 for v in card["noise_ceiling"].values())
     assert "tokens" not in card
@@ -159,6 +161,16 @@ def test_describe_cli(monkeypatch, capsys):
         assert text in out
     rows = {m.group(1): (int(m.group(2)), m.group(3)) for m in re.finditer(r"│ (train|val|test)\s*│\s*(\d+) │ (classify \d+)", out)}
     assert rows == {"train": (43, "classify 43"), "val": (6, "classify 6"), "test": (4, "classify 4")}
+
+
+def test_describe_scores_the_noise_ceiling_with_the_runs_bands(capsys):
+    """Floor and ceiling under one rule: with bands of 0 a perfect reader matches a noisy 0-100
+    score only when the noise rounds away (sd 3: about 0.13), not within the default +/-10."""
+    assert main(["describe", "model=tiny", "task_mix=analytics_json", "data_size.train=2", "data_size.val=1",
+                 "data_size.test=1", "eval.quality_band=0", "eval.churn_band=0"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("label-noise ceiling"))
+    ceiling = {name: float(value) for name, value in re.findall(r"(\w+) (\d\.\d+)", line)}
+    assert ceiling["quality_score"] < 0.3 and ceiling["churn_risk"] < 0.3 and ceiling["issue_category"] > 0.9
 
 
 def test_export_round_trips_through_data_chatml(tmp_path, capsys):

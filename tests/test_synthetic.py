@@ -10,6 +10,7 @@ import statistics
 
 import pytest
 
+from ccexp.config import EvalConfig
 from ccexp.data import synthetic as S
 from ccexp.data import synthetic_phrases as P
 from ccexp.data.synthetic_context import us_holidays
@@ -20,6 +21,7 @@ from ccexp.data.tasks import (
     TASK_FIELDS,
     task_examples,
 )
+from ccexp.scoring import field_checks
 
 TEMPORAL_KEYS = (
     "timestamp", "date", "time_of_day", "hour", "day_of_week", "day_of_week_num", "week_of_year",
@@ -216,7 +218,7 @@ def test_csat_leans_on_the_customers_last_words_without_giving_it_away(convs):
     hits = sum((by_line[[t for s, t in c.turns if s == "customer"][-1].lower()] or collections.Counter([overall]))
                .most_common(1)[0][0] == c.latents["clean_labels"]["csat"] for c in convs[half:])
     assert 0.35 < exact / len(convs) < 0.6 and near / len(convs) > 0.65
-    assert hits / (len(convs) - half) < 0.6 < 0.9 < S.noise_report()["csat"]["ceiling"]
+    assert hits / (len(convs) - half) < 0.6 < 0.9 < S.noise_report(field_checks(EvalConfig()))["csat"]["ceiling"]
 
 
 def test_quality_tracks_the_coaching_list(convs):
@@ -243,7 +245,7 @@ def test_personal_data_appears_verbatim(convs):
 
 # --- Noise -------------------------------------------------------------------------
 def test_noise_report_covers_every_label_field(convs):
-    report = S.noise_report()
+    report = S.noise_report(field_checks(EvalConfig()))
     assert set(report) == set(S.LABEL_FIELDS) == set(convs[0].labels)
     for name, entry in report.items():
         assert entry["kind"] and 0.5 < entry["ceiling"] <= 1.0, name

@@ -100,7 +100,7 @@ def token_lengths(examples: list[dict], tokenizer) -> dict[str, list[int]]:
 def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Optional[int] = None,
                  noise: Optional[dict] = None, checks: Optional[dict] = None) -> dict:
     """Numbers about the splits; token lengths only with a tokenizer, the noise ceiling only
-    when ``noise`` (synthetic.noise_report()) is given, a constant answer's test accuracy with
+    when ``noise`` (synthetic.noise_report(checks)) is given, a constant answer's test accuracy with
     ``checks`` (scoring.field_checks)."""
     examples = [ex for split in SPLITS for ex in splits[split]]
     transcripts = [fold(ex["messages"][-2]["content"]) for ex in examples]

@@ -40,7 +40,6 @@ __all__ = [
     "COACHING_THEMES",
     "EFFECTIVENESS",
     "EFFECTIVENESS_BANDS",
-    "EVAL_BANDS",
     "ISSUE_CATEGORIES",
     "JOURNEY_TYPES",
     "LABEL_FIELDS",
@@ -81,10 +80,6 @@ LABEL_FIELDS = (
     "quality_score", "effectiveness", "csat", "issue_category", "secondary_category",
     "churn_risk", "journey_type", "coaching",
 )
-# Tolerance used when scoring predictions (and the noise ceiling): absolute
-# error for scores, exact match for everything else.
-EVAL_BANDS = {"quality_score": 10, "csat": 0.5, "churn_risk": 15}
-
 NOISE: dict[str, dict[str, object]] = {
     "quality_score": {"kind": "gaussian", "sd": 3.0},
     "effectiveness": {"kind": "derived", "from": "quality_score"},
@@ -295,32 +290,29 @@ def render_transcript(conv: Conversation) -> str:
 _CEILING_SEED, _CEILING_N = 20240601, 10000
 
 
-def _hit(field_name: str, clean: object, noisy: object) -> bool:
-    if field_name in EVAL_BANDS:
-        return abs(float(clean) - float(noisy)) <= EVAL_BANDS[field_name]
-    return clean == noisy
-
-
 @lru_cache(maxsize=1)
-def noise_report() -> dict[str, dict]:
+def _clean_and_noisy() -> tuple[tuple[dict, dict], ...]:
+    """The simulation's label pairs, drawn once: only latents are sampled, no text, but
+    10,000 of them still take about a second, and every band setting scores the same pairs."""
+    pairs = []
+    for i in range(_CEILING_N):
+        clean = clean_labels(sample_latents(_CEILING_SEED, i))
+        pairs.append((clean, add_noise(clean, derive_rng(_CEILING_SEED, "noise", i))))
+    return tuple(pairs)
+
+
+def noise_report(checks: dict) -> dict[str, dict]:
     """Label noise per field and the best accuracy a perfect reader can reach.
 
     The ceiling is estimated by simulation: for ``_CEILING_N`` conversations of
     a fixed seed, a reader who recovers the clean labels exactly from the text
-    is scored against the noisy labels under ``EVAL_BANDS`` (exact match for
-    categoricals and the coaching set). Only latents are sampled, no text, so
-    this takes about a second.
+    is scored against the noisy labels by ``checks`` (scoring.field_checks of the
+    run's eval config), so the ceiling moves with the bands evaluation uses.
     """
-    hits = dict.fromkeys(LABEL_FIELDS, 0)
-    for i in range(_CEILING_N):
-        clean = clean_labels(sample_latents(_CEILING_SEED, i))
-        noisy = add_noise(clean, derive_rng(_CEILING_SEED, "noise", i))
-        for name in LABEL_FIELDS:
-            hits[name] += _hit(name, clean[name], noisy[name])
+    pairs = _clean_and_noisy()
     method = f"simulation: perfect reader vs noisy labels, seed={_CEILING_SEED}, n={_CEILING_N}"
     report = {}
     for name in LABEL_FIELDS:
-        band = f"+/-{EVAL_BANDS[name]}" if name in EVAL_BANDS else "exact"
-        report[name] = {**NOISE[name], "band": band, "ceiling": round(hits[name] / _CEILING_N, 4),
-                        "ceiling_method": method}
+        hits = sum(bool(checks[name](clean[name], noisy[name])) for clean, noisy in pairs)
+        report[name] = {**NOISE[name], "ceiling": round(hits / _CEILING_N, 4), "ceiling_method": method}
     return report
