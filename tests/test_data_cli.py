@@ -28,6 +28,9 @@ def test_percentiles():
     assert percentiles(list(range(1, 11))) == {"p10": 1, "p50": 5, "p90": 9, "max": 10}
     assert percentiles([7]) == {"p10": 7, "p50": 7, "p90": 7, "max": 7}
     assert percentiles([]) == {"p10": 0, "p50": 0, "p90": 0, "max": 0}
+    # nearest rank, ceil(q*n): round() halves to even (2.5 -> 2, 4.5 -> 4)
+    assert percentiles([1, 2, 3, 4, 5]) == {"p10": 1, "p50": 3, "p90": 5, "max": 5}
+    assert percentiles([1, 2, 3]) == {"p10": 1, "p50": 2, "p90": 3, "max": 3}
 
 
 def test_the_card_counts_whole_prompts_in_train_as_the_run_does():

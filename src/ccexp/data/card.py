@@ -9,6 +9,7 @@ synthetic data the label-noise ceiling);
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from collections import Counter, defaultdict
@@ -33,7 +34,8 @@ def percentiles(values: Sequence[int]) -> dict[str, int]:
     if not values:
         return {"p10": 0, "p50": 0, "p90": 0, "max": 0}
     ordered = sorted(values)
-    rank = lambda q: ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]  # noqa: E731
+    # The ceil(q * n)-th smallest; round() would halve to even (p50 of five values: the 2nd).
+    rank = lambda q: ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # noqa: E731
     return {"p10": rank(0.1), "p50": rank(0.5), "p90": rank(0.9), "max": ordered[-1]}
 
 
