@@ -252,6 +252,25 @@ def test_metric_directions_from_key_names():
     assert [higher_is_better(k) for k in lower] == [False] * len(lower)
     assert [higher_is_better(k) for k in higher] == [True] * len(higher)
     assert higher_is_better("params/trainable") is None
+    # How much work a run did is no score: more generated answers is neither better nor worse.
+    counts = ["test/generated", "test/answer_tokens", "test/latency/examples", "test/task/csat/answers", "train/steps"]
+    assert [higher_is_better(k) for k in counts] == [None] * len(counts)
+
+
+def test_the_run_summary_marks_improvements_by_the_same_rule():
+    """The end-of-run table ticks a change in the direction higher_is_better gives its key."""
+    from rich.console import Console
+
+    from ccexp.report import print_summary
+
+    metrics = {"val/ppl": 2.0, "baseline/val/ppl": 8.0, "test/acc": 0.5, "baseline/test/acc": 0.1,
+               "test/quality_score/mae": 30.0, "baseline/test/quality_score/mae": 20.0, "test/csat/mae": 1.0}
+    console = Console(record=True, width=200)
+    print_summary(metrics, Path("run"), console)
+    rows = {line.split("│")[1].strip(): line.split("│")[4].strip() for line in console.export_text().splitlines()
+            if line.count("│") == 5}
+    assert rows == {"validation perplexity": "-6.000 ✓", "task accuracy (mean)": "+0.400 ✓",
+                    "quality score MAE": "+10.000", "CSAT MAE": ""}  # no baseline: no change to mark
 
 
 def test_metric_flag_brings_its_direction(sweep, tmp_path, capsys):

@@ -446,16 +446,17 @@ DIRECTIONS = ("minimize", "maximize")
 
 
 def higher_is_better(key: str) -> Optional[bool]:
-    """Direction of a metric from its key: None = neither (parameter counts, unknown keys)."""
+    """Direction of a metric from its key: None = neither (parameter counts, counts of the work
+    done such as test/generated or train/steps, unknown keys), so never ranked or bolded."""
     last = key.rsplit("/", 1)[-1].lower()
     if key.startswith("params/"):
         return None
     if last.endswith("per_s"):
         return True
-    if key.startswith("time/") or last.endswith(("loss", "ppl", "mae", "rmse", "_s", "_mb", "seconds")) \
+    if key.startswith("time/") or last.endswith(("loss", "ppl", "mae", "_s", "_mb", "seconds")) \
             or "seconds" in last:
         return False
-    if last in ("acc", "json_valid", "em", "exact_match", "parse_rate", "theme_coverage", "generated") \
+    if last in ("acc", "json_valid", "exact_match", "parse_rate", "theme_coverage") \
             or last.startswith(("bleu", "rouge", "within_")) or last.endswith("f1"):
         return True
     return None

@@ -7,26 +7,29 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-# (metric key under test/ or val/, label, higher is better)
+from ccexp.config import higher_is_better
+
+# (metric key under test/ or val/, label); which way is better comes from higher_is_better,
+# the rule the comparison report ranks by.
 HEADLINE = [
-    ("val/ppl", "validation perplexity", False),
-    ("test/ppl", "test perplexity", False),
-    ("test/json_valid", "valid JSON rate", True),
-    ("test/acc", "task accuracy (mean)", True),
+    ("val/ppl", "validation perplexity"),
+    ("test/ppl", "test perplexity"),
+    ("test/json_valid", "valid JSON rate"),
+    ("test/acc", "task accuracy (mean)"),
 ]
 # Shown when the run has them (which depends on the task mix and data).
 FIELDS = [
-    ("test/quality_score/mae", "quality score MAE", False),
-    ("test/csat/mae", "CSAT MAE", False),
-    ("test/churn_risk/mae", "churn risk MAE", False),
-    ("test/issue_category/macro_f1", "issue category macro-F1", True),
-    ("test/journey_type/macro_f1", "journey type macro-F1", True),
-    ("test/coaching/rougeL", "coaching ROUGE-L", True),
-    ("test/coaching/theme_coverage", "coaching theme coverage", True),
-    ("test/reply/bleu", "reply BLEU", True),
-    ("test/reply/rougeL", "reply ROUGE-L", True),
-    ("test/label/acc", "label accuracy", True),
-    ("test/label/macro_f1", "label macro-F1", True),
+    ("test/quality_score/mae", "quality score MAE"),
+    ("test/csat/mae", "CSAT MAE"),
+    ("test/churn_risk/mae", "churn risk MAE"),
+    ("test/issue_category/macro_f1", "issue category macro-F1"),
+    ("test/journey_type/macro_f1", "journey type macro-F1"),
+    ("test/coaching/rougeL", "coaching ROUGE-L"),
+    ("test/coaching/theme_coverage", "coaching theme coverage"),
+    ("test/reply/bleu", "reply BLEU"),
+    ("test/reply/rougeL", "reply ROUGE-L"),
+    ("test/label/acc", "label accuracy"),
+    ("test/label/macro_f1", "label macro-F1"),
 ]
 
 
@@ -51,12 +54,15 @@ def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) 
     for col in ("metric", "base", "fine-tuned", "change"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     task_keys = sorted(k for k in metrics if k.startswith("test/task/") and k.endswith("/acc"))
-    rows = HEADLINE + [(k, f"  {k.split('/')[2]} accuracy", True) for k in task_keys] + FIELDS
-    for key, label, higher in rows:
+    rows = HEADLINE + [(k, f"  {k.split('/')[2]} accuracy") for k in task_keys] + FIELDS
+    for key, label in rows:
         if key not in metrics:
             continue
         base, tuned = _number(metrics, f"baseline/{key}"), _number(metrics, key)
-        change = "" if base is None or tuned is None else f"{tuned - base:+.3f}" + (" ✓" if (tuned > base) == higher and tuned != base else "")
+        change = ""
+        if base is not None and tuned is not None:
+            better = tuned != base and (tuned > base) == higher_is_better(key)
+            change = f"{tuned - base:+.3f}" + (" ✓" if better else "")
         table.add_row(label, _fmt(base), _fmt(tuned), change)
     console.print(table)
     if "train/steps" in metrics:  # absent when a saved adapter was evaluated (python -m ccexp.evaluate)
