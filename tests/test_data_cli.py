@@ -225,6 +225,16 @@ def test_cli_errors_are_one_line(argv, error, capsys):
     assert len(err.splitlines()) == 1 and err.startswith(error)
 
 
+@pytest.mark.parametrize("argv", [["describe", "--help"], ["export", "-h"], ["--help"],
+                                  ["export", "data=csv", "--help"]])
+def test_help_prints_the_usage(argv, capsys):
+    """--help is usage, as in the other CLIs, never an unknown option; it loads no data."""
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("usage: python -m ccexp.data {describe,export}") and "--out DIR" in out.out
+    assert out.err == ""
+
+
 def test_export_to_a_file_is_one_line(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("")

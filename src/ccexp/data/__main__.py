@@ -28,6 +28,15 @@ from ccexp.scoring import field_checks
 
 USAGE = ("usage: python -m ccexp.data {describe,export} [key=value ...] [--out DIR (default data/<data>-<size>)] "
          "[--overwrite]")
+HELP = f"""{USAGE}
+
+  describe      print the dataset card of the data a run would use: sizes, tasks, labels, token
+                lengths, prompts also in train, the floor a constant answer reaches (and for
+                data=synthetic the label-noise ceiling)
+  export        write the splits as ChatML, the mlx-lm layout and a datasets.DatasetDict
+  key=value     any override python -m ccexp takes (data=csv, data_size=small, model=tiny, ...)
+  --out DIR     export's folder
+  --overwrite   export over an earlier export in --out"""
 
 
 def _parse(args: list[str]) -> tuple[list[str], Optional[str], bool]:
@@ -115,6 +124,9 @@ def export(splits: dict, out: Path, console: Console, inputs: dict[str, str], ov
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:
+        print(HELP)
+        return 0
     if not args or args[0] not in ("describe", "export"):
         print(USAGE, file=sys.stderr)
         return 2
