@@ -114,6 +114,18 @@ def test_reply_gets_bleu_rouge_and_exact_match():
     assert 0 < m["test/reply/bleu"] < 1 and 0.5 <= m["test/reply/rougeL"] < 1
 
 
+def test_reply_exact_match_is_the_scorers_check():
+    """One rule for a reply's exact match: the aggregate counts what the scorer marks correct
+    (spacing aside, case and punctuation kept)."""
+    cfg = EvalConfig()
+    answers = [" I have  reset\tyour router\nfor you. ", "i have reset your router for you.",
+               "I have reset your router for you", "I have reset your router for you.\u00a0"]
+    recs = _records("reply", {"reply": "I have reset your router for you."}, answers, cfg)
+    assert [r["correct"]["reply"] for r in recs] == [True, False, False, True]
+    m = summarize(recs, "test/", cfg)
+    assert m["test/reply/exact_match"] == m["test/reply/acc"] == 0.5
+
+
 def test_percentile_interpolates_like_numpy():
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.95) == pytest.approx(3.85)

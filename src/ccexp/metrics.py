@@ -24,7 +24,7 @@ from torchmetrics.functional.text import rouge_score, sacre_bleu_score
 
 from ccexp.config import EvalConfig
 from ccexp.data.tasks import FREE_TEXT_TASKS
-from ccexp.scoring import FIELD_KINDS, as_number, canonical_label
+from ccexp.scoring import FIELD_KINDS, as_number, canonical_label, same_text
 
 BAND_FIELDS = {"quality_score": "quality_band", "csat": "csat_band", "churn_risk": "churn_band"}
 _theme = partial(canonical_label, "coaching")
@@ -51,11 +51,10 @@ def text_scores(references: Sequence[str], predictions: Sequence[str]) -> dict[s
     words, so "way." and "way!" share the word; torchmetrics' plain ``bleu_score`` splits on
     whitespace only; 0 when no 4-gram matches anywhere in the corpus), mean per-answer ROUGE-L
     F1, and whitespace-normalised exact match."""
-    norm = [" ".join(p.split()) for p in predictions], [" ".join(r.split()) for r in references]
     return {
         "bleu": float(sacre_bleu_score(list(predictions), [[r] for r in references], n_gram=4, tokenize="13a")),
         "rougeL": float(rouge_score(list(predictions), list(references), rouge_keys=("rougeL",))["rougeL_fmeasure"]),
-        "exact_match": sum(p == r for p, r in zip(*norm)) / len(references),
+        "exact_match": sum(map(same_text, predictions, references)) / len(references),
     }
 
 

@@ -128,6 +128,12 @@ def canonical_label(field: str, value: Any) -> str:
     return label_text(value) if field == "label" else str(_label(value))
 
 
+def same_text(pred: Any, ref: Any) -> bool:
+    """A reply's exact match, spacing aside (a model's line breaks and double spaces are no other
+    reply); case and punctuation count. The field check and the ``exact_match`` metric both."""
+    return " ".join(str(pred).split()) == " ".join(str(ref).split())
+
+
 def _same_set(pred: Any, ref: Any) -> bool:
     if not isinstance(pred, list):
         return False
@@ -181,7 +187,7 @@ def field_checks(cfg: EvalConfig) -> dict[str, Any]:
         "churn_risk": _within(cfg.churn_band),
         "journey_type": _same_label,
         "coaching": _same_set,
-        "reply": lambda pred, ref: " ".join(str(pred).split()) == " ".join(str(ref).split()),
+        "reply": same_text,
         "label": lambda pred, ref: pred is not None and canonical_label("label", pred) == canonical_label("label", ref),
     }
 
