@@ -148,8 +148,8 @@ def test_an_adapter_evaluated_with_other_settings_or_damaged_is_one_line(tmp_pat
                                 "of another method is another run's"),
         (["method=qlora"], "argument 'method=qlora': the adapter was trained with method=lora; an adapter of another "
                            "method is another run's"),
-        (["trainer=fast"], "argument 'trainer=fast': a saved run's groups cannot be swapped; override their fields "
-                           "instead, e.g. trainer.batch_size=..."),
+        (["trainer=fast"], "argument 'trainer=fast': only training reads the trainer group; the saved adapter was "
+                           "trained with its own"),
         # Only training reads these: the evaluation would record values the adapter never trained with.
         (["method.lr=0.5"], "argument 'method.lr=0.5': only training reads method.lr; the saved adapter was trained "
                             "with its own (the run's: 0.001)"),
@@ -274,6 +274,43 @@ def test_a_key_the_runs_method_lacks_is_refused_as_training_refuses_it(method, a
     # Free-form fields still take new keys (a task weight), as they do in training with +.
     assert evaluate_main([f"adapter={tmp_path}", "task_mix.weights.reply=1", "method.nonsense=1"]) == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith("ccexp.evaluate: error: method.nonsense: not a key")
+
+
+@pytest.mark.parametrize("arg,error", [
+    # The evaluation batches by eval.batch_size and validates nothing: the trainer group is training's.
+    ("trainer.batch_size=64", "only training reads trainer.batch_size; the saved adapter was trained with its own "
+                              "(the run's: 2)"),
+    ("trainer.limit_val_batches=1", "only training reads trainer.limit_val_batches; the saved adapter was trained "
+                                    "with its own (the run's: 2)"),
+    ("backend.compile=true", "only training reads backend.compile; the saved adapter was trained with its own "
+                             "(the run's: auto)"),
+    ("trainer=default", "only training reads the trainer group; the saved adapter was trained with its own"),
+])
+def test_keys_only_training_reads_are_refused(arg, error, tmp_path, capsys):
+    """README (Evaluation): an evaluation given one would record a value its adapter never trained
+    with, in config.yaml and as a column of the comparison report."""
+    from omegaconf import OmegaConf
+
+    (tmp_path / "adapter").mkdir()
+    OmegaConf.save(compose_cfg(*FAST), tmp_path / "config.yaml", resolve=True)
+    assert evaluate_main([f"adapter={tmp_path}", arg]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"ccexp.evaluate: error: argument {arg!r}: {error}"
+    assert not (tmp_path / "eval").exists()
+
+
+def test_what_an_evaluation_refuses_is_what_resuming_compares():
+    """One list of the keys only training reads (ccexp.config.TRAINING_ONLY): every trainer field,
+    which resuming compares but for the ones that only say where to save."""
+    from ccexp.config import TRAINING_ONLY, TrainerConfig
+    from ccexp.evaluate.__main__ import parse_args
+    from ccexp.resume import FREE_TRAINER_KEYS, training_config
+
+    compared = set(training_config(validate(compose_cfg(*FAST)), "cpu")["trainer"])
+    trainer_only = {k.removeprefix("trainer.") for k in TRAINING_ONLY if k.startswith("trainer.")}
+    assert trainer_only == compared | set(FREE_TRAINER_KEYS) == set(TrainerConfig.__dataclass_fields__)
+    for key in TRAINING_ONLY:
+        with pytest.raises(ConfigError, match=f"only training reads {key};"):
+            parse_args(["adapter=/nonexistent", f"{key}=1"])
 
 
 def test_keys_of_the_option_the_evaluation_names_or_of_a_nameless_group_are_taken():

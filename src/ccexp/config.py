@@ -380,6 +380,15 @@ class TrainerConfig:
                "null, auto, or a run dir or checkpoint path", self.resume_from)
 
 
+# Keys only training reads: an evaluation of a saved adapter refuses them (python -m ccexp.evaluate),
+# since it would record a value the adapter never trained with. Every trainer field (evaluation
+# batches by eval.batch_size and validates nothing): resuming compares each of them but
+# resume.FREE_TRAINER_KEYS, so the two cannot drift apart.
+TRAINING_ONLY = (*(f"trainer.{f.name}" for f in fields(TrainerConfig)),
+                 "method.lr", "method.dropout", "method.shared_dropout", "method.gradient_checkpointing",
+                 "method.init_text", "data_size.train", "backend.compile")
+
+
 @dataclass
 class EvalConfig:
     generate_examples: int = 18

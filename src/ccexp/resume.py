@@ -24,7 +24,8 @@ log = logging.getLogger("ccexp")
 
 STATE = "resume.json"
 TRAINER_STATE = "trainer_state.ckpt"  # Lightning's checkpoint, less the frozen base, in each checkpoint dir
-# Trainer fields that only say where or how often to save: a resumed run may change them.
+# Trainer fields that only say where or how often to save: a resumed run may change them. Every
+# other trainer field (ccexp.config.TRAINING_ONLY's) must be the checkpoint's run's.
 FREE_TRAINER_KEYS = ("resume_from", "save_every_n_steps")
 # backend keys compared as what they became, where the checkpoint records that (ccexp before
 # these fields recorded the typed value only, which is then what is compared)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ccexp.cli import output_dir, yaml_problem
-from ccexp.config import KEYS_HINT, ConfigError, did_you_mean
+from ccexp.config import _SCHEMAS, KEYS_HINT, TRAINING_ONLY, ConfigError, did_you_mean
 from ccexp.environment import anchor_paths, anchor_relative_paths
 
 if TYPE_CHECKING:
@@ -31,17 +31,10 @@ _GROUPS = ("model", "method", "backend", "task_mix", "data_size", "data", "train
 # A group's name: for the method, what the adapter was trained as (qlora: on a 4-bit base); for
 # the others, a label the evaluation would record while the saved fields decide what runs.
 _NAMES = ("method.name", "task_mix.name", "data_size.name", "model.name")
-# Keys only training reads: an evaluation given one would record a value its adapter was never
-# trained with (config.yaml, and the comparison report's columns).
-TRAINING_ONLY = ("method.lr", "method.dropout", "method.shared_dropout", "method.gradient_checkpointing",
-                 "method.init_text", "data_size.train", "trainer.max_epochs", "trainer.max_steps",
-                 "trainer.grad_accum", "trainer.warmup_ratio", "trainer.weight_decay", "trainer.max_grad_norm",
-                 "trainer.val_every_n_steps", "trainer.early_stopping_patience", "trainer.save_every_n_steps",
-                 "trainer.resume_from", "trainer.group_by")
 
 
 def _refusal(arg: str, key: str, run_dir: Path) -> str:
-    """Why ``arg`` (a group swapped, a group's name, or a key only training reads) cannot apply to
+    """Why ``arg`` (a group swapped, a group's name, or a key or group only training reads) cannot apply to
     the saved run, in terms of what it has: the method its adapter was trained with, a field of the
     group to override, the value the run trained with."""
     try:
@@ -50,6 +43,8 @@ def _refusal(arg: str, key: str, run_dir: Path) -> str:
         saved = {}
     group = key.split(".")[0]
     node = saved.get(group) if isinstance(saved, dict) and isinstance(saved.get(group), dict) else {}
+    if key == group and all(f"{group}.{f}" in TRAINING_ONLY for f in _SCHEMAS[group].__dataclass_fields__):
+        return f"argument {arg!r}: only training reads the {group} group; the saved adapter was trained with its own"
     if key in TRAINING_ONLY:
         field = key.split(".", 1)[1]
         trained = f" (the run's: {node[field]})" if field in node else ""
@@ -141,7 +136,6 @@ def _check_keys(saved: DictConfig, overrides: list[str]) -> None:
     run's; a group whose options have no name (eval, trainer) takes its schema's fields."""
     from dataclasses import fields
 
-    from ccexp.config import _SCHEMAS
     from ccexp.config_errors import _options_with, options_having
 
     named = {key.removesuffix(".name"): value for key, _, value in (a.partition("=") for a in overrides)
