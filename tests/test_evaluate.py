@@ -298,6 +298,21 @@ def test_keys_only_training_reads_are_refused(arg, error, tmp_path, capsys):
     assert not (tmp_path / "eval").exists()
 
 
+@pytest.mark.parametrize("arg", ["backend=cpu", "logger=none", "data=csv"])
+def test_a_group_chosen_by_name_is_refused_with_its_name_key(arg, tmp_path, capsys):
+    """backend, data and logger choose an option by ``<group>.name=<value>`` (README: Evaluation),
+    not by one of their fields (backend.precision=... would keep the run's backend)."""
+    from omegaconf import OmegaConf
+
+    (tmp_path / "adapter").mkdir()
+    OmegaConf.save(compose_cfg(*FAST), tmp_path / "config.yaml", resolve=True)
+    assert evaluate_main([f"adapter={tmp_path}", arg]) == 2
+    group, _, option = arg.partition("=")
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ccexp.evaluate: error: argument {arg!r}: a saved run's groups cannot be swapped; choose the option by its "
+        f"name instead: {group}.name={option}")
+
+
 def test_what_an_evaluation_refuses_is_what_resuming_compares():
     """One list of the keys only training reads (ccexp.config.TRAINING_ONLY): every trainer field,
     which resuming compares but for the ones that only say where to save."""

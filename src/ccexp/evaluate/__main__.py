@@ -31,12 +31,16 @@ _GROUPS = ("model", "method", "backend", "task_mix", "data_size", "data", "train
 # A group's name: for the method, what the adapter was trained as (qlora: on a 4-bit base); for
 # the others, a label the evaluation would record while the saved fields decide what runs.
 _NAMES = ("method.name", "task_mix.name", "data_size.name", "model.name")
+# Groups whose name chooses something real (README: Evaluation): <group>.name=<option> scores the
+# adapter on another device, dataset or tracker.
+_CHOSEN_BY_NAME = ("backend", "data", "logger")
 
 
 def _refusal(arg: str, key: str, run_dir: Path) -> str:
     """Why ``arg`` (a group swapped, a group's name, or a key or group only training reads) cannot apply to
-    the saved run, in terms of what it has: the method its adapter was trained with, a field of the
-    group to override, the value the run trained with."""
+    the saved run, in terms of what it has: the method its adapter was trained with, the name key
+    that chooses a backend, data or logger option, a field of the group to override, the value the
+    run trained with."""
     try:
         saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
@@ -53,6 +57,10 @@ def _refusal(arg: str, key: str, run_dir: Path) -> str:
     if group == "method":  # what the adapter is: another method's is another run's (qlora: a 4-bit base)
         trained = f"method={node['name']}" if node.get("name") else "its own method"
         return f"argument {arg!r}: the adapter was trained with {trained}; an adapter of another method is another run's"
+    if key in _CHOSEN_BY_NAME:
+        option = arg.partition("=")[2]
+        return (f"argument {arg!r}: a saved run's groups cannot be swapped; choose the option by its name instead: "
+                f"{group}.name={option}")
     if key in _NAMES:
         return f"argument {arg!r}: a label: the saved run's fields decide what runs; override those instead"
     field = next((f for f, v in node.items() if f != "name" and not isinstance(v, (dict, list))
