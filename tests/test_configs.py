@@ -80,6 +80,30 @@ def test_defaults():
     assert rc.model.lora_targets == ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
+# Set from the environment or the machine by the YAML (${threads_per_job:}, ${oc.env:WANDB_PROJECT,...}).
+MACHINE_FIELDS = {("backend", "num_threads"), ("logger", "project")}
+
+
+def test_schema_defaults_are_the_default_options_values(monkeypatch):
+    """A field a config lacks takes its schema default (an older run's config.yaml, a config
+    built in Python): the default option's value, so it trains and scores as the YAML does.
+    Mappings and lists keep an empty default: merged under an option's own (task_mix.weights),
+    or back after ~eval.max_new_tokens_by_task, the schema's entries would come back."""
+    from dataclasses import MISSING, fields
+
+    from omegaconf import OmegaConf
+
+    from ccexp.config import _SCHEMAS
+
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    default = OmegaConf.to_container(compose_cfg(), resolve=True)
+    drift = [f"{group}.{f.name}: schema {f.default!r}, YAML {default[group][f.name]!r}"
+             for group, schema in _SCHEMAS.items() for f in fields(schema)
+             if f.default is not MISSING and f.name in default[group] and (group, f.name) not in MACHINE_FIELDS
+             and f.default != default[group][f.name]]
+    assert drift == []
+
+
 def test_qlora_is_lora_with_a_4bit_base():
     rc = validate(compose_cfg("method=qlora"))
     assert (rc.method.name, rc.method.r, rc.method.quant_type, rc.method.double_quant) == ("qlora", 16, "nf4", True)

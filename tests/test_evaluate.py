@@ -346,6 +346,34 @@ def test_keys_of_the_option_the_evaluation_names_or_of_a_nameless_group_are_take
         _check_keys(saved, ["eval.nonsense=1"])
 
 
+def test_an_option_named_by_the_evaluation_brings_its_yaml_and_is_recorded(tmp_path, monkeypatch):
+    """data.name=csv on a synthetic run takes conf/data/csv.yaml for the fields not given (its
+    instruction, columns, task name), as data=csv would in training: the schema's own defaults
+    gave another prompt. The same name as the run's keeps the run's fields. What the evaluation
+    used is in the config it records."""
+    from omegaconf import OmegaConf
+
+    import ccexp.run
+
+    used = {}
+
+    def recorded(cfg, out, **kwargs):
+        used["cfg"] = cfg
+        return {"status": "finished"}
+
+    (tmp_path / "adapter").mkdir()
+    OmegaConf.save(compose_cfg(*FAST, "backend=cpu", "backend.draft_tokens=3"), tmp_path / "config.yaml", resolve=True)
+    monkeypatch.setattr(ccexp.run, "run", recorded)
+    train = Path("tests/fixtures/banking77_train.csv").resolve()
+    assert evaluate_main([f"adapter={tmp_path}", f"out={tmp_path / 'e'}", "data.name=csv", f"data.train_path={train}",
+                          "data.task_name=topic", "backend.name=cpu"]) == 0
+    data = yaml.safe_load(OmegaConf.to_yaml(used["cfg"], resolve=True))["data"]
+    assert data == {"name": "csv", "train_path": str(train), "val_path": None, "test_path": None, "text_column": "text",
+                    "label_column": "category", "task_name": "topic",
+                    "instruction": "Classify the customer's message by its topic.", "seed": 1234}
+    assert validate(used["cfg"]).backend.draft_tokens == 3  # backend.name=cpu: the run's own option
+
+
 @pytest.mark.parametrize("signum, code", [(15, 143), (10, 138)])
 def test_an_evaluation_stopped_by_a_signal_says_so_with_its_exit_code(signum, code, tmp_path, capsys, monkeypatch):
     """SIGTERM (or SIGUSR1) while evaluating: Lightning's SystemExit had left the evaluation with

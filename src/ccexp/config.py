@@ -2,7 +2,8 @@
 
 The YAML files in ``conf/`` stay small and readable; these dataclasses say what each field
 means and check ranges in ``__post_init__``, so a bad value fails in one line naming its key
-before any model is loaded.  ``validate(cfg)`` is the only entry: it merges each group onto
+before any model is loaded. A field's default is its group's default option's YAML value (a
+test checks), so a config that lacks the field runs as the YAML would.  ``validate(cfg)`` is the only entry: it merges each group onto
 its schema (type errors come from OmegaConf) and returns a ``RunConfig``.
 """
 
@@ -66,7 +67,7 @@ class ModelConfig:
     source=hub, the Hugging Face cache to read and download into (null = HF_HOME's)."""
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Module names LoRA attaches to (the seeds' recipe: attention projections)."""
-    max_seq_len: int = 1024
+    max_seq_len: int = 1536
     """Examples longer than this lose their prompt's middle, the transcript's oldest part (the
     system prompt, instruction and latest turns stay; ``batching.fit_prompt``); an answer over
     half of it loses its end."""
@@ -122,7 +123,7 @@ class MethodConfig:
 
     name: str = "lora"
     """lora | qlora | prompt_tuning (the registry key in ccexp.methods)."""
-    lr: float = 2e-4
+    lr: float = 1e-3
     """Peak learning rate; prompt tuning wants ~100x LoRA's."""
     r: int = 16
     """LoRA rank: higher = more capacity, memory and adapter size."""
@@ -340,7 +341,7 @@ class TrainerConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    val_every_n_steps: int = 10
+    val_every_n_steps: int = 8
     """Validate (and maybe keep the adapter as best) every N optimizer steps."""
     early_stopping_patience: int = 3
     """Validations without improvement before stopping; 0 disables early stopping."""

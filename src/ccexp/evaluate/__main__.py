@@ -163,6 +163,36 @@ def _check_keys(saved: DictConfig, overrides: list[str]) -> None:
                           f"({did_you_mean(key, [f'{group}.{k}' for k in node], KEYS_HINT)}){options_having(group, field)}")
 
 
+def _option(group: str, name: str) -> DictConfig | None:
+    """conf/<group>/<name>.yaml as ``<group>=<name>`` composes it in training (its defaults list
+    applied, its ``${...}`` kept, to follow the fields given with it: data.task_name into the
+    instruction); None where there is no such option (validation then names the key)."""
+    from hydra import compose, initialize_config_dir
+
+    from ccexp.__main__ import CONFIG_DIR
+
+    if not (Path(CONFIG_DIR) / group / f"{name}.yaml").is_file():
+        return None
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        composed = compose(config_name="config", overrides=[f"{group}={name}"])
+    return OmegaConf.create(OmegaConf.to_container(composed[group], resolve=False))
+
+
+def _take_named_options(saved: DictConfig, given: DictConfig) -> None:
+    """A backend, data or logger option named here other than the run's (data.name=csv on a
+    synthetic run) replaces the run's group with that option's YAML under the fields given, as
+    training composes it: the run's fields were another option's, and the schema's defaults are
+    no option's (csv's instruction). Both configs are changed in place."""
+    for group in _CHOSEN_BY_NAME:
+        name = OmegaConf.select(given, f"{group}.name", default=None)
+        if name is None or not isinstance(saved.get(group), DictConfig) or name == saved[group].get("name"):
+            continue
+        option = _option(group, str(name))
+        if option is not None:
+            given[group] = OmegaConf.merge(option, given[group])
+            saved[group] = OmegaConf.create()  # emptied where it stands: config.yaml keeps the groups' order
+
+
 def _mismatch(err: AdapterMismatch, run_dir: Path, overrides: list[str]) -> str:
     """The adapter against the config it was loaded with, in terms of who set the config's value:
     an override given here (drop it), or the run's own config.yaml (the adapter is another run's)."""
@@ -209,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         anchor_relative_paths(saved, run_dir)
         try:
             given = OmegaConf.from_dotlist(overrides)
+            _take_named_options(saved, given)
             # Relative paths given here name files where the evaluation runs: recorded absolute, as
             # the run's own are, since config.yaml keeps no record of that folder.
             anchor_paths(given, Path.cwd(), OmegaConf.select(saved, "model.source", default=None))
