@@ -51,16 +51,28 @@ def test_option_composes_and_validates(group, option):
 
 @pytest.mark.parametrize("option", ["auto", "cpu", "cuda"])
 def test_torch_backends_list_every_torch_field(option):
-    """A field missing from an option's YAML cannot be overridden without "+" (backend.packing=false
-    with the default backend=auto was refused): each torch backend lists every field but MLX's."""
+    """A field missing from an option's config cannot be overridden without "+" (backend.packing=false
+    with the default backend=auto was refused): each torch backend has every field but MLX's, its
+    own or from the option its defaults list extends."""
     import dataclasses
-
-    import yaml
 
     from ccexp.config import BackendConfig
 
-    listed = set(yaml.safe_load((Path(CONFIG_DIR) / "backend" / f"{option}.yaml").read_text()))
+    listed = set(compose_cfg(f"backend={option}").backend)
     assert listed == {f.name for f in dataclasses.fields(BackendConfig)} - {"fuse"}
+
+
+def test_each_torch_backend_field_is_written_once():
+    """Copied into auto, cpu and cuda, the fields' comments drifted apart (packed_weights: "cpu,
+    bf16 base" in two, "cpu (x86), bf16 or fp32 base" in the third, which is what packed.py does):
+    cpu and cuda extend auto, as method/qlora extends lora, and set only their name."""
+    import yaml
+
+    for option in ("cpu", "cuda"):
+        own = yaml.safe_load((Path(CONFIG_DIR) / "backend" / f"{option}.yaml").read_text())
+        assert own == {"defaults": ["auto", "_self_"], "name": option}
+    auto = (Path(CONFIG_DIR) / "backend" / "auto.yaml").read_text()
+    assert "packed_weights: true  # cpu (x86), bf16 or fp32 base:" in auto
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -549,7 +549,7 @@ def requeues_on_timeout(resume_from, save_every_n_steps) -> int:
     return 3 if resume_from == "auto" and save_every_n_steps else 0
 
 
-# ${threads_per_job:} in conf/backend/*.yaml, ${requeues_on_timeout:} in the SLURM launcher's:
+# ${threads_per_job:} in conf/backend/auto.yaml (cpu and cuda extend it), ${requeues_on_timeout:} in the SLURM launcher's:
 # registered wherever a config is validated (and so whenever python -m ccexp starts).
 OmegaConf.register_new_resolver("threads_per_job", threads_per_job, replace=True)
 OmegaConf.register_new_resolver("requeues_on_timeout", requeues_on_timeout, replace=True)
