@@ -338,3 +338,52 @@ def test_bitsandbytes_fetches_no_kernel_from_the_hub():
     assert out.returncode == 0, out.stderr[-300:]
     if "no AVX512-BF16" in out.stdout:
         pytest.skip("bitsandbytes asks the hub only on CPUs with AVX512-BF16")
+
+
+def test_a_missing_shard_or_a_truncated_weight_file_is_one_line(tiny_dir, tmp_path, monkeypatch):
+    """An interrupted download or copy: a shard the index lists is absent, or a safetensors file
+    is cut short. One line naming the file, not transformers' traceback mid-load."""
+    import json
+
+    sharded = _copy_model(tiny_dir, tmp_path / "sharded", drop=("model.safetensors",))
+    shard = "model-00001-of-00002.safetensors"
+    (sharded / shard).write_bytes((tiny_dir / "model.safetensors").read_bytes())
+    index = {"metadata": {}, "weight_map": {"a.weight": shard, "b.weight": "model-00002-of-00002.safetensors"}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ConfigError) as err:
+        models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(sharded)))
+    assert str(err.value) == (f"model.path={sharded}: model-00002-of-00002.safetensors, listed in "
+                              "model.safetensors.index.json, is missing (an interrupted download or copy?)")
+    (sharded / "model.safetensors.index.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"model.safetensors.index.json: not a weight index \(expected JSON with "
+                                          r"a weight_map; "):
+        models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(sharded)))
+
+    truncated = _copy_model(tiny_dir, tmp_path / "truncated", drop=("model.safetensors",))
+    (truncated / "model.safetensors").write_bytes((tiny_dir / "model.safetensors").read_bytes()[:50_000])
+    with pytest.raises(ConfigError) as err:
+        models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(truncated)))
+    assert str(err.value) == (f"model.path={truncated}: {truncated / 'model.safetensors'} is cut short (50000 bytes, "
+                              "its header says more; an interrupted download or copy?)")
+    # What the check above cannot see (a corrupt header) still ends in one line at load time.
+    (truncated / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(ConfigError, match=rf"^{truncated}: its weights do not load \("):
+        models.load_model(truncated, torch.float32)
+
+
+def test_a_hub_snapshot_missing_a_shard_is_downloaded_again(monkeypatch, tmp_path, tiny_dir):
+    """The cached snapshot lists a shard it lacks: the download (network) fills it in."""
+    import json
+    import huggingface_hub
+
+    partial = _copy_model(tiny_dir, tmp_path / "partial")
+    (partial / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "model-2.safetensors"}}))
+    calls = []
+
+    def snapshot_download(repo_id, local_files_only=False, **kwargs):
+        calls.append(local_files_only)
+        return str(partial if local_files_only else tiny_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: True)
+    assert models.hub_model_dir("me/model") == tiny_dir and calls == [True, False]

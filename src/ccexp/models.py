@@ -126,7 +126,53 @@ def check_model_files(path: Path, named: str) -> Path:
     if not any((path / name).is_file() for name in VOCAB_FILES):
         raise ConfigError(f"{named}: no tokenizer in {path} (expected {', '.join(VOCAB_FILES[:-1])} or "
                           f"{VOCAB_FILES[-1]}; save the tokenizer beside the model)")
+    _check_shards(path, named)
+    for weights in sorted(path.glob("*.safetensors")):
+        _check_safetensors_length(weights, named)
     return path
+
+
+def _check_shards(path: Path, named: str) -> None:
+    """Every shard a weight index lists is there: a sharded download cut off midway has the
+    index and some shards, and transformers stops on the first absent one in a traceback. The
+    index of the format transformers loads (safetensors first: a hub snapshot keeps the .bin
+    index but, fetched as safetensors, not the .bin shards)."""
+    for index in sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("pytorch_model*.bin.index.json")):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ConfigError(f"{named}: {index.name}: not a weight index (expected JSON with a weight_map; "
+                              f"{first_line(err)})") from None
+        missing = sorted(name for name in shards if not (path / str(name)).is_file())
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise ConfigError(f"{named}: {missing[0]}{more}, listed in {index.name}, is missing (an interrupted "
+                              "download or copy?)")
+
+
+SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own limit: a longer "header" is no header
+
+
+def _check_safetensors_length(weights: Path, named: str) -> None:
+    """A safetensors file holds at least what its header says (8 bytes of header length, the
+    JSON header, then the tensors): a truncated copy fails mid-load in a traceback. A header that
+    does not parse is left to the load, which says so (``load_model``)."""
+    size = weights.stat().st_size
+    with weights.open("rb") as f:
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if not 0 < length <= SAFETENSORS_MAX_HEADER:
+            return
+        if 8 + length <= size:
+            try:
+                header = json.loads(f.read(length))
+                end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+                return
+            if 8 + length + end <= size:
+                return
+    raise ConfigError(f"{named}: {weights} is cut short ({size} bytes, its header says more; an interrupted "
+                      "download or copy?)")
 
 
 def cache_dir(cfg: ModelConfig) -> Path:
@@ -341,6 +387,7 @@ def load_model(model_dir: Path, dtype: torch.dtype | str, quantization_config=No
                attention: str = "sdpa"):
     """``dtype``: a torch dtype, or "auto" (the checkpoint's own). ``attention``: sdpa
     (transformers' own) | varlen (ccexp's, see backends/attention.py) | eager."""
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -369,6 +416,9 @@ def load_model(model_dir: Path, dtype: torch.dtype | str, quantization_config=No
         kwargs["device_map"] = {"": device}
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except (OSError, SafetensorError) as err:  # a weight file ``check_model_files`` passed that still does not read
+        raise ConfigError(f"{model_dir}: its weights do not load ({first_line(err)}; an interrupted download or "
+                          "copy?)") from None
     except ValueError as err:
         if "does not support" not in str(err):
             raise
