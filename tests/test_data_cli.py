@@ -283,3 +283,43 @@ def test_export_writes_a_dataset_dict_that_data_hf_reads(tmp_path, capsys):
     key = lambda ex: ex["id"]  # noqa: E731
     assert {s: sorted(v, key=key) for s, v in again.items()} == {s: sorted(v, key=key) for s, v in original.items()}
     assert f"data=hf data.train_path={tmp_path / 'hf'}" in capsys.readouterr().out
+
+
+def test_describe_reads_only_the_tokenizer(monkeypatch, tmp_path, capsys, tiny_dir):
+    """describe needs the tokenizer, never the weights: a 7B random model is not built (GBs), a
+    hub model's weights are not downloaded (~16 GB), the embedded GGUF is not converted."""
+    import shutil
+
+    import huggingface_hub
+    from transformers import AutoModelForCausalLM
+
+    from ccexp import models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("describe built or loaded a model")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_config", refuse)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+    monkeypatch.setenv("CCEXP_CACHE_DIR", str(tmp_path / "cache"))  # nothing converted yet
+    monkeypatch.chdir(FIXTURES.parent.parent)
+    assert main(["describe", "data=csv", "model=mistral_7b_random", "data_size.test=4"]) == 0
+    assert "Refund_not_showing_up" in capsys.readouterr().out
+
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    for name in models.TOKENIZER_FILES + ("config.json",):
+        if (tiny_dir / name).is_file():
+            shutil.copy(tiny_dir / name, snapshot / name)
+    asked = []
+
+    def snapshot_download(repo_id, allow_patterns=None, local_files_only=False, **kwargs):
+        asked.append((repo_id, tuple(allow_patterns), local_files_only))
+        if local_files_only:
+            raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: True)
+    assert main(["describe", "data=csv", "model=llama3_8b", "model.max_seq_len=512", "data_size.test=4"]) == 0
+    assert [local for _, _, local in asked] == [True, False]
+    assert not any(p.endswith((".safetensors", ".bin")) or p == "*" for _, patterns, _ in asked for p in patterns)

