@@ -161,3 +161,32 @@ def test_the_head_is_found_in_a_template_that_trims_the_turns(tokenizer):
     text = "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nRate it.\n\nCustomer: hi<|im_end|>\n"
     head = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:_head_tokens(tokenizer, text, messages)])
     assert head == "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nRate it."
+
+
+GEMMA_TEMPLATE = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not "
+                  "supported') }}{% endif %}{% for message in messages %}{{ '<start_of_turn>' + message['role'] + "
+                  "'\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}"
+                  "{{'<start_of_turn>model\\n'}}{% endif %}")
+
+
+def test_a_template_that_refuses_the_system_role_gets_it_in_the_first_user_turn(tiny_dir, caplog):
+    """Gemma's template raises on a system turn, and every ccexp source has one: the system
+    prompt goes at the start of the first user turn (Gemma's own advice), said once, and
+    training and generation build the same prompt."""
+    from ccexp.data.batching import prompt_ids
+    from ccexp.models import load_tokenizer
+
+    gemma = load_tokenizer(tiny_dir)  # a copy: the session's tokenizer stays as it is
+    gemma.chat_template = GEMMA_TEMPLATE
+    example = {"id": "x", "messages": [{"role": "system", "content": "You label calls."},
+                                       {"role": "user", "content": "Card lost"}, {"role": "assistant", "content": "ok"}]}
+    with caplog.at_level(logging.INFO, logger="ccexp"):
+        enc = encode(gemma, example, 256)
+        encode(gemma, example, 256)
+    folded = [{"role": "user", "content": "You label calls.\n\nCard lost"}]
+    expected = gemma.apply_chat_template(folded, add_generation_prompt=True, tokenize=False)
+    assert gemma.decode(enc.input_ids[:-enc.n_answer]) == expected
+    assert prompt_ids(gemma, example["messages"][:-1], 255) == enc.input_ids[:-enc.n_answer]
+    assert [r.getMessage() for r in caplog.records] == [
+        "the model's chat template refuses a system turn (System role not supported): the system prompt goes at the "
+        "start of the first user turn, in training and generation alike"]

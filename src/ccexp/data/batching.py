@@ -31,14 +31,42 @@ def prompt_text(tokenizer, messages: Sequence[dict], where: str | None = None) -
     names the example (its id, file:line for the user's files) if the model's template refuses it."""
     from jinja2 import TemplateError
 
-    try:
-        return tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-    except TemplateError as err:  # e.g. Mistral's "roles must alternate": two user turns in a row
-        from ccexp.config import ConfigError, first_line
+    from ccexp.config import ConfigError, first_line
 
-        raise ConfigError(f"{where or 'a prompt'}: the model's chat template refuses this conversation "
-                          f"({first_line(err)}); expected the turns "
-                          "the template allows") from None
+    messages = list(messages)
+    if getattr(tokenizer, FOLDS_SYSTEM, False):
+        messages = fold_system(messages)
+    try:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except TemplateError as err:  # e.g. Mistral's "roles must alternate": two user turns in a row
+        refused = err
+    if messages and messages[0]["role"] == "system":
+        # Gemma's templates raise 'System role not supported'; every ccexp source has a system turn.
+        try:
+            text = tokenizer.apply_chat_template(fold_system(messages), add_generation_prompt=True, tokenize=False)
+        except TemplateError:
+            pass
+        else:
+            log.info("the model's chat template refuses a system turn (%s): the system prompt goes at the start of "
+                     "the first user turn, in training and generation alike", first_line(refused))
+            setattr(tokenizer, FOLDS_SYSTEM, True)  # said once; every later prompt folded the same way
+            return text
+    raise ConfigError(f"{where or 'a prompt'}: the model's chat template refuses this conversation "
+                      f"({first_line(refused)}); expected the turns the template allows") from None
+
+
+FOLDS_SYSTEM = "ccexp_folds_system"  # set on a tokenizer whose template refuses the system role
+
+
+def fold_system(messages: list[dict]) -> list[dict]:
+    """The system prompt at the start of the first user turn (a blank line between), as Gemma's
+    docs advise for its templates, which have no system role; alone, it becomes the user turn."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0], messages[1:]
+    if rest and rest[0]["role"] == "user":
+        return [{**rest[0], "content": f"{system['content']}\n\n{rest[0]['content']}"}, *rest[1:]]
+    return [{**system, "role": "user"}, *rest]
 
 
 def prompt_ids(tokenizer, messages: Sequence[dict], room: int, where: str | None = None) -> list[int]:
