@@ -387,3 +387,38 @@ def test_a_hub_snapshot_missing_a_shard_is_downloaded_again(monkeypatch, tmp_pat
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: True)
     assert models.hub_model_dir("me/model") == tiny_dir and calls == [True, False]
+
+
+def test_a_model_that_needs_custom_code_is_one_line_without_a_question(tiny_dir, tmp_path, monkeypatch):
+    """A config with auto_map and a model_type transformers lacks: transformers asked "Do you wish
+    to run the custom code? [y/N]" on a terminal before ccexp's line; ccexp runs no model code."""
+    import json
+
+    import transformers
+
+    custom = _copy_model(tiny_dir, tmp_path / "custom")
+    config = json.loads((custom / "config.json").read_text())
+    (custom / "config.json").write_text(json.dumps({**config, "model_type": "mycustom", "architectures": ["MyModel"],
+                                                    "auto_map": {"AutoConfig": "configuration_my.MyConfig"}}))
+    asked = []
+    original = transformers.AutoConfig.from_pretrained.__func__
+
+    def from_pretrained(cls, *args, **kwargs):
+        asked.append(kwargs.get("trust_remote_code"))
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", classmethod(from_pretrained))
+    with pytest.raises(ConfigError) as err:
+        models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(custom)))
+    assert str(err.value) == (f"{custom / 'config.json'}: model_type mycustom needs custom code (auto_map), which "
+                              "ccexp does not run; expected a model transformers has built in (llama, mistral, "
+                              "qwen2, ...)")
+    assert asked == [False]
+    tokenizer_dir = _copy_model(tiny_dir, tmp_path / "custom_tokenizer")
+    config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+    (tokenizer_dir / "tokenizer_config.json").write_text(json.dumps(
+        {**config, "tokenizer_class": "MyTokenizer", "auto_map": {"AutoTokenizer": ["tokenization_my.MyTokenizer", None]}}))
+    with pytest.raises(ConfigError) as err:
+        models.load_tokenizer(tokenizer_dir)
+    assert str(err.value) == (f"{tokenizer_dir / 'tokenizer_config.json'}: needs custom code (auto_map), which ccexp "
+                              "does not run; expected a model transformers has built in (llama, mistral, qwen2, ...)")

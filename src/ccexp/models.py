@@ -131,9 +131,11 @@ def check_model_config(path: Path, cfg: ModelConfig) -> None:
 
     where = path / "config.json"
     try:
-        config = AutoConfig.from_pretrained(path)
+        # trust_remote_code=False: else transformers asks "run the custom code? [y/N]" on a terminal.
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as err:  # invalid JSON; a model_type this transformers lacks
-        raise ConfigError(f"{where}: not a config transformers reads ({first_line(err)})") from None
+        raise ConfigError(_custom_code_line(where) or f"{where}: not a config transformers reads "
+                                                      f"({first_line(err)})") from None
     causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     architectures = getattr(config, "architectures", None) or []
     if getattr(config, "is_encoder_decoder", False) or config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES \
@@ -150,6 +152,19 @@ def check_model_config(path: Path, cfg: ModelConfig) -> None:
         # Rotary positions run on: a rope scaling (YaRN, say) may be meant to take it that far.
         logging.getLogger("ccexp").warning("%s: rotary positions run on past it, which the model was not trained on "
                                            "unless its rope scaling covers them", past)
+
+
+def _custom_code_line(where: Path) -> str | None:
+    """The line for a config that names its own code (auto_map) for a model transformers lacks."""
+    try:
+        config = json.loads(where.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or "auto_map" not in config:
+        return None
+    what = f"model_type {config['model_type']} " if config.get("model_type") else ""
+    return (f"{where}: {what}needs custom code (auto_map), which ccexp does not run; expected a model "
+            "transformers has built in (llama, mistral, qwen2, ...)")
 
 
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
@@ -269,8 +284,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     save_pretrained, so its weights move into a fresh model built from the same config."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                  trust_remote_code=False)
     config_dict = {k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"}
     config = AutoConfig.for_model(**config_dict)
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -300,7 +316,7 @@ def random_model_dir(root: Path, arch: dict, tokenizer_dir: str | None = None) -
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
 
     def build(out: Path) -> None:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_src)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_src, trust_remote_code=False)
         family = {"llama": LlamaConfig, "mistral": partial(MistralConfig, sliding_window=None)}[arch["family"]]
         config = family(
             vocab_size=len(tokenizer), hidden_size=arch["hidden"], intermediate_size=arch["intermediate"],
@@ -415,9 +431,10 @@ def load_tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)  # no "run custom code? [y/N]"
     except (OSError, ValueError) as err:  # e.g. a tokenizer.model that needs sentencepiece
-        raise ConfigError(f"{model_dir}: its tokenizer does not load ({str(err).splitlines()[0][:200]})") from None
+        raise ConfigError(_custom_code_line(model_dir / "tokenizer_config.json")
+                          or f"{model_dir}: its tokenizer does not load ({first_line(err)})") from None
     if tokenizer.chat_template is None:
         logging.getLogger("ccexp").warning(
             "%s: the tokenizer has no chat template (a base model?); examples are formatted with ChatML's "
@@ -447,7 +464,7 @@ def load_model(model_dir: Path, dtype: torch.dtype | str, quantization_config=No
     # in a second, and on stderr ahead of a bad input's one line of error.
     hf_logging.disable_progress_bar()
     requested = attention
-    config = AutoConfig.from_pretrained(model_dir)  # read once, for the check below and the load
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)  # read once, for the check below and the load
     if attention in ("varlen", "sdpa"):
         # Gemma-2 caps its attention logits (tanh) inside attention: varlen would skip the cap
         # silently (other numbers than the model's), and transformers refuses sdpa in a traceback.
@@ -460,7 +477,7 @@ def load_model(model_dir: Path, dtype: torch.dtype | str, quantization_config=No
         from ccexp.backends.attention import register
 
         attention = register()
-    kwargs = {"config": config, "dtype": dtype, "attn_implementation": attention}
+    kwargs = {"config": config, "dtype": dtype, "attn_implementation": attention, "trust_remote_code": False}
     if quantization_config is not None:
         # bitsandbytes quantizes while placing weights, so the device is chosen at load time.
         kwargs.update(quantization_config=quantization_config, device_map={"": device})

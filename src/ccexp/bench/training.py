@@ -330,7 +330,7 @@ def run_hf_trainer(rc: RunConfig, model_dir: Path, train: list[dict], val: list[
     from ccexp.methods import METHODS
     from ccexp.models import load_model, load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     ours = load_tokenizer(model_dir)
