@@ -48,7 +48,7 @@ def test_a_prompt_whose_head_is_most_of_it_keeps_half_the_room_for_its_end(token
 
 def test_cut_training_examples_are_said_in_the_log(tokenizer, caplog):
     """Which part was cut: a long answer (over half of max_seq_len) loses its end, a long prompt its middle."""
-    examples = [_example("word " * 400, '{"csat": 4}'), _example("hi", '{"csat": 4}'),
+    examples = [_example("Rate it.\n\n" + "word " * 400, '{"csat": 4}'), _example("hi", '{"csat": 4}'),
                 _example("hi", "word " * 100)]
     with caplog.at_level(logging.WARNING, logger="ccexp"):
         dataset = EncodedDataset(tokenizer, examples, 128, "train")
@@ -145,21 +145,21 @@ def test_a_conversation_the_chat_template_refuses_names_its_row(tiny_dir):
 def test_the_kept_head_is_the_first_user_turns_first_paragraph_not_a_match_in_the_system_prompt(tokenizer):
     """A user turn whose first paragraph also occurs in the system prompt ("hi" in "this") is
     found where the user's turn is."""
-    from ccexp.data.batching import _head_tokens
+    from ccexp.data.batching import head_tokens
 
     messages = [{"role": "system", "content": "this is sys"}, {"role": "user", "content": "hi\n\nmore"}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    head = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:_head_tokens(tokenizer, text, messages)])
+    head = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:head_tokens(tokenizer, text, messages)])
     assert head == "<|im_start|>system\nthis is sys<|im_end|>\n<|im_start|>user\nhi"
 
 
 def test_the_head_is_found_in_a_template_that_trims_the_turns(tokenizer):
     """Llama 3's template trims each turn: a turn with spaces at its edges is found all the same."""
-    from ccexp.data.batching import _head_tokens
+    from ccexp.data.batching import head_tokens
 
     messages = [{"role": "system", "content": " sys "}, {"role": "user", "content": "\nRate it.\n\nCustomer: hi "}]
     text = "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nRate it.\n\nCustomer: hi<|im_end|>\n"
-    head = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:_head_tokens(tokenizer, text, messages)])
+    head = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:head_tokens(tokenizer, text, messages)])
     assert head == "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nRate it."
 
 
@@ -190,3 +190,18 @@ def test_a_template_that_refuses_the_system_role_gets_it_in_the_first_user_turn(
     assert [r.getMessage() for r in caplog.records] == [
         "the model's chat template refuses a system turn (System role not supported): the system prompt goes at the "
         "start of the first user turn, in training and generation alike"]
+
+
+def test_a_prompt_whose_instruction_is_cut_too_is_said_apart(tokenizer, caplog):
+    """The head (system prompt and instruction: a 77-label list) over half of the room is cut
+    itself: "the instruction kept" was untrue for it."""
+    labels = "Labels: " + ", ".join(f"label_{i}" for i in range(120))
+    examples = [_example(f"{labels}\n\nCustomer: hi", '{"label": "a"}'),
+                _example("Rate the call.\n\nCustomer: " + "word " * 400, '{"label": "a"}')]
+    with caplog.at_level(logging.WARNING, logger="ccexp"):
+        dataset = EncodedDataset(tokenizer, examples, 128, "train")
+    assert [(i.prompt_cut, i.head_cut) for i in dataset.items] == [(True, True), (True, False)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "2 of 2 train examples were cut to model.max_seq_len=128: 1 prompt loses its transcript's oldest tokens "
+        "(the instruction kept), 1 prompt loses part of its instruction (over half of model.max_seq_len); raise "
+        "model.max_seq_len to keep them whole"]

@@ -147,7 +147,7 @@ def test_the_card_compares_prompts_and_counts_cuts_as_the_run_does(tokenizer):
               "test": [_ex("chat", "¿Dónde está la información?", "word " * 100, reply="b")]}
     card = dataset_card(splits, tokenizer, max_seq_len=128)
     assert card["eval_in_train"] == {"val": 1, "test": 0} and card["distinct_transcripts"] == 2
-    assert card["over_max_seq_len"] == 1 and card["cut"] == {"prompt": 0, "answer": 1}
+    assert card["over_max_seq_len"] == 1 and card["cut"] == {"prompt": 0, "instruction": 0, "answer": 1}
     console = Console(width=200, record=True)
     print_card(card, "cuts", console)
     assert "examples training cuts to model.max_seq_len: 1: 1 answer over half of it loses its end" in \
@@ -323,3 +323,18 @@ def test_describe_reads_only_the_tokenizer(monkeypatch, tmp_path, capsys, tiny_d
     assert main(["describe", "data=csv", "model=llama3_8b", "model.max_seq_len=512", "data_size.test=4"]) == 0
     assert [local for _, _, local in asked] == [True, False]
     assert not any(p.endswith((".safetensors", ".bin")) or p == "*" for _, patterns, _ in asked for p in patterns)
+
+
+def test_the_card_says_prompts_whose_instruction_is_cut(tokenizer):
+    """A label list over half of max_seq_len is cut itself: counted apart from the transcripts cut."""
+    labels = "Labels: " + ", ".join(f"label_{i}" for i in range(120))
+    splits = {"train": [_ex("classify", f"{labels}\n\nCustomer: hi", "a", label="a"),
+                        _ex("classify", "Rate it.\n\nCustomer: " + "word " * 400, "a", label="a")],
+              "val": [], "test": []}
+    card = dataset_card(splits, tokenizer, max_seq_len=128)
+    assert card["cut"] == {"prompt": 2, "instruction": 1, "answer": 0}
+    console = Console(width=300, record=True)
+    print_card(card, "cuts", console)
+    assert ("examples training cuts to model.max_seq_len: 2: 1 prompt loses its transcript's oldest tokens (the "
+            "instruction kept), 1 prompt loses part of its instruction (over half of model.max_seq_len)") in \
+        console.export_text()

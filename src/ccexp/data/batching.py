@@ -75,21 +75,23 @@ def prompt_ids(tokenizer, messages: Sequence[dict], room: int, where: str | None
     return fit_prompt(tokenizer, text, messages, tokenizer(text, add_special_tokens=False)["input_ids"], room)
 
 
-def fit_prompt(tokenizer, text: str, messages: Sequence[dict], ids: list[int], room: int) -> list[int]:
+def fit_prompt(tokenizer, text: str, messages: Sequence[dict], ids: list[int], room: int,
+               head: int | None = None) -> list[int]:
     """``ids`` (``text``, the prompt of ``messages``, tokenized) in at most ``room`` tokens. An
     over-long prompt loses its middle, not its start: its head, the system prompt and the first
     user turn's first paragraph, stays (up to half the room), and the rest of the room is the
     prompt's end, the latest turns and the assistant header the answer follows. ccexp's own
     prompts are the task instruction, a blank line, then the transcript, so what goes is the
     transcript's oldest part; cutting from the left had taken the system prompt and the
-    instruction (the label list of a classification) first, from every long call alike."""
+    instruction (the label list of a classification) first, from every long call alike.
+    ``head``: ``head_tokens`` where the caller has it already."""
     if len(ids) <= room:
         return ids
-    head = min(_head_tokens(tokenizer, text, messages), room // 2)
+    head = min(head_tokens(tokenizer, text, messages) if head is None else head, room // 2)
     return ids[:head] + ids[len(ids) - (room - head):]
 
 
-def _head_tokens(tokenizer, text: str, messages: Sequence[dict]) -> int:
+def head_tokens(tokenizer, text: str, messages: Sequence[dict]) -> int:
     """How many of the prompt's first tokens are its head (``fit_prompt``): the text up to the end
     of the first user turn's first paragraph, tokenized alone (a token prefix of the whole; one
     token more or less at the seam only moves the cut by a token). No user turn, or a template
@@ -114,6 +116,7 @@ class Encoded:
     n_answer: int
     prompt_cut: bool  # lost its middle: the transcript's oldest tokens (``fit_prompt``)
     answer_cut: bool = False  # over half of max_len: lost its end, kept its EOS
+    head_cut: bool = False  # the prompt cut, and its head (system prompt, instruction) over half the room too
 
     @property
     def truncated(self) -> bool:
@@ -123,16 +126,26 @@ class Encoded:
 def cut_parts(n_prompt: int, n_answer: int, max_len: int) -> tuple[bool, bool]:
     """(answer cut, prompt cut) for an example of these token counts (the answer with its EOS):
     an answer keeps at most half of ``max_len``, the prompt what the answer leaves."""
-    return n_answer > max_len // 2, n_prompt > max_len - min(n_answer, max_len // 2)
+    return n_answer > max_len // 2, n_prompt > prompt_room(n_answer, max_len)
 
 
-def said_cut(prompts: int, answers: int) -> str:
-    """"3 prompts lose their transcript's oldest tokens (the instruction kept), 1 answer over half
-    of it loses its end": the parts cut, for the training log and the dataset card alike."""
+def prompt_room(n_answer: int, max_len: int) -> int:
+    """The prompt tokens ``encode`` keeps beside an answer of ``n_answer`` tokens (cut to half of
+    ``max_len``); a cut prompt keeps at most half of it for its head (``fit_prompt``)."""
+    return max_len - min(n_answer, max_len // 2)
+
+
+def said_cut(prompts: int, answers: int, heads: int = 0) -> str:
+    """"3 prompts lose their transcript's oldest tokens (the instruction kept), 1 prompt loses part
+    of its instruction (...), 1 answer over half of it loses its end": the parts cut, for the
+    training log and the dataset card alike. ``heads``: those of the ``prompts`` whose head was cut too."""
     parts = []
-    if prompts:
-        parts.append(("1 prompt loses its" if prompts == 1 else f"{prompts} prompts lose their")
+    if prompts - heads:
+        parts.append(("1 prompt loses its" if prompts - heads == 1 else f"{prompts - heads} prompts lose their")
                      + " transcript's oldest tokens (the instruction kept)")
+    if heads:
+        parts.append(("1 prompt loses part of its" if heads == 1 else f"{heads} prompts lose part of their")
+                     + " instruction (over half of model.max_seq_len)")
     if answers:
         parts.append("1 answer over half of it loses its end" if answers == 1 else
                      f"{answers} answers over half of it lose their end")
@@ -149,8 +162,10 @@ def encode(tokenizer, example: dict, max_len: int) -> Encoded:
     cut_answer, cut_prompt = cut_parts(len(prompt), len(answer), max_len)
     if cut_answer:  # keep EOS: a model trained on answers without it never learns to stop
         answer = answer[: max_len // 2 - 1] + answer[-1:]
-    prompt = fit_prompt(tokenizer, text, messages[:-1], prompt, max_len - len(answer))
-    return Encoded(prompt + answer, len(answer), cut_prompt, cut_answer)
+    room = max_len - len(answer)
+    head = head_tokens(tokenizer, text, messages[:-1]) if cut_prompt else 0
+    prompt = fit_prompt(tokenizer, text, messages[:-1], prompt, room, head)
+    return Encoded(prompt + answer, len(answer), cut_prompt, cut_answer, head > room // 2)
 
 
 def generation_prompt_room(max_seq_len: int, max_new_tokens: int, context: int | None) -> int:
@@ -174,9 +189,10 @@ class EncodedDataset(Dataset):
         if split and self.truncated:
             # Prompts lose the transcript's oldest tokens, which the model then never sees for
             # these examples (a call's start often states its issue); answers lose their end.
-            prompts, answers = (sum(getattr(item, cut) for item in self.items) for cut in ("prompt_cut", "answer_cut"))
+            prompts, answers, heads = (sum(getattr(item, cut) for item in self.items)
+                                       for cut in ("prompt_cut", "answer_cut", "head_cut"))
             log.warning("%d of %d %s examples were cut to model.max_seq_len=%d: %s; raise model.max_seq_len to keep "
-                        "them whole", self.truncated, len(self.items), split, max_len, said_cut(prompts, answers))
+                        "them whole", self.truncated, len(self.items), split, max_len, said_cut(prompts, answers, heads))
 
     def __len__(self) -> int:
         return len(self.items)

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from ccexp.data.batching import cut_parts, prompt_text, said_cut
+from ccexp.data.batching import cut_parts, head_tokens, prompt_room, prompt_text, said_cut
 from ccexp.data.chatml import fold, prompt_of
 from ccexp.data.splitting import SPLITS
 from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS
@@ -99,6 +99,14 @@ def token_lengths(examples: list[dict], tokenizer) -> dict[str, list[int]]:
     return {"prompt": encode(prompts) if prompts else [], "answer": encode(answers) if answers else []}
 
 
+def _head_cut(example: dict, n_answer: int, tokenizer, max_seq_len: int) -> bool:
+    """Whether a cut prompt loses part of its head too (batching.encode's rule): its system prompt
+    and instruction over half the room the answer leaves."""
+    messages = example["messages"][:-1]
+    text = prompt_text(tokenizer, messages, example.get("id"))
+    return head_tokens(tokenizer, text, messages) > prompt_room(n_answer, max_seq_len) // 2
+
+
 def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Optional[int] = None,
                  noise: Optional[dict] = None, checks: Optional[dict] = None) -> dict:
     """Numbers about the splits; token lengths only with a tokenizer, the noise ceiling only
@@ -127,7 +135,10 @@ def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Opt
             # Training's own rule (batching.encode): an answer over half of max_seq_len is cut too.
             cuts = [cut_parts(p, a, max_seq_len) for p, a in zip(lengths["prompt"], lengths["answer"])]
             card["over_max_seq_len"] = sum(any(cut) for cut in cuts)
-            card["cut"] = {"prompt": sum(prompt for _, prompt in cuts), "answer": sum(answer for answer, _ in cuts)}
+            heads = sum(_head_cut(ex, a, tokenizer, max_seq_len)
+                        for ex, a, (_, prompt) in zip(examples, lengths["answer"], cuts) if prompt)
+            card["cut"] = {"prompt": sum(prompt for _, prompt in cuts), "instruction": heads,
+                           "answer": sum(answer for answer, _ in cuts)}
     if checks is not None:
         card["constant_answer"] = constant_answers(splits, checks)
     if noise is not None:
@@ -167,7 +178,7 @@ def print_card(card: dict, title: str, console: Optional[Console] = None) -> Non
         console.print(table)
         if "over_max_seq_len" in card:
             cut = card.get("cut")
-            parts = f": {said_cut(cut['prompt'], cut['answer'])}" if card["over_max_seq_len"] and cut else ""
+            parts = f": {said_cut(cut['prompt'], cut['answer'], cut.get('instruction', 0))}" if card["over_max_seq_len"] and cut else ""
             console.print(f"examples training cuts to model.max_seq_len: {card['over_max_seq_len']}{parts}",
                           soft_wrap=True)
     n = sum(card["sizes"].values())
