@@ -338,3 +338,45 @@ def test_the_card_says_prompts_whose_instruction_is_cut(tokenizer):
     assert ("examples training cuts to model.max_seq_len: 2: 1 prompt loses its transcript's oldest tokens (the "
             "instruction kept), 1 prompt loses part of its instruction (over half of model.max_seq_len)") in \
         console.export_text()
+
+
+def test_printed_commands_run_in_a_shell_with_spaces_and_parens_in_the_path(tmp_path, capsys):
+    """An --out with spaces, parens (and rich's [markup]): the printed commands are pasted into a
+    shell, and Hydra reads the overrides; both need quoting."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    out = tmp_path / "my export (1) [x]"
+    csv = ["data=csv", f"data.train_path={FIXTURES / 'banking77_train.csv'}"]
+    assert main(["export", *csv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    commands = [line.split(": ", 1)[1] for line in printed.splitlines() if line.startswith("train on it: ")]
+    commands += [re.search(r", or (python -m ccexp data=hf .*)$", line).group(1)
+                 for line in printed.splitlines() if line.startswith("as a datasets.DatasetDict")]
+    assert len(commands) == 2
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")}
+    for command in commands:
+        run = command.replace("python -m ccexp ", f"{sys.executable} -m ccexp ", 1) + " --cfg job"
+        done = subprocess.run(["bash", "-c", run], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert yaml.safe_load(done.stdout)["data"]["train_path"].startswith(f"{out}/")
+    mlx = re.search(r"mlx_lm.lora --train --mask-prompt --data (.*) --model", printed).group(1)
+    assert subprocess.run(["bash", "-c", f"test -d {mlx}"]).returncode == 0
+
+
+@pytest.mark.parametrize("value", ["plain/path.jsonl", "my export (1)/a b", 'say "hi"', "ends\\", 'a\\"b', "it's ${x}"])
+def test_a_printed_override_reads_back_as_its_value(value):
+    """What shell_override prints, split by a shell and parsed by Hydra, is the value itself."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from ccexp.data.__main__ import shell_override
+
+    [word] = shlex.split(shell_override("data.train_path", value))
+    parsed = OverridesParser.create().parse_override(word).value()
+    assert OmegaConf.create({"path": parsed}).path == value  # as the config reads it: ${x} not interpolated

@@ -8,8 +8,11 @@ would use, or write it out, with the same configs and overrides as ``python -m c
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -109,17 +112,30 @@ def export(splits: dict, out: Path, console: Console, inputs: dict[str, str], ov
         to_dataset_dict(splits).save_to_disk(str(out / "hf"))
     except OSError as err:  # a read-only folder, a full disk
         raise ConfigError(f"--out {err.filename or out}: cannot write ({err.strerror or err})") from None
+    # Printed as they are (no rich markup: a path may hold [brackets]), one line each for copying.
+    say = partial(console.print, soft_wrap=True, markup=False, highlight=False)
     for split in splits:
-        console.print(f"{split}: {len(splits[split])} examples -> {chatml[split]}, {mlx[split]}", soft_wrap=True)
+        say(f"{split}: {len(splits[split])} examples -> {chatml[split]}, {mlx[split]}")
     # Every row exported, which data_size's default (tiny: 64 train) would cut on the way back in.
     sizes = " ".join(f"data_size.{split}={len(examples)}" for split, examples in splits.items())
-    console.print(f"as a datasets.DatasetDict: datasets.load_from_disk({str(out / 'hf')!r}), or "
-                  f"python -m ccexp data=hf data.train_path={out / 'hf'} {sizes}", soft_wrap=True)
-    console.print(f"train on it: python -m ccexp data=chatml data.train_path={chatml['train']} "
-                  f"data.val_path={chatml['val']} data.test_path={chatml['test']} {sizes}", soft_wrap=True)
+    say(f"as a datasets.DatasetDict: datasets.load_from_disk({str(out / 'hf')!r}), or "
+        f"python -m ccexp data=hf {shell_override('data.train_path', out / 'hf')} {sizes}")
+    paths = " ".join(shell_override(f"data.{split}_path", chatml[split]) for split in ("train", "val", "test"))
+    say(f"train on it: python -m ccexp data=chatml {paths} {sizes}")
     # mlx-lm's loss covers the prompt unless asked; ccexp's covers the answer only.
-    console.print(f"or with mlx-lm: mlx_lm.lora --train --mask-prompt --data {out / 'mlx'} --model <model>",
-                  soft_wrap=True)
+    say(f"or with mlx-lm: mlx_lm.lora --train --mask-prompt --data {shlex.quote(str(out / 'mlx'))} --model <model>")
+
+
+def shell_override(key: str, value) -> str:
+    """``key=value`` as a shell passes it to Hydra: a value with other characters than a plain
+    path's in Hydra's double quotes (its grammar takes no spaces or parentheses unquoted), the
+    whole quoted for the shell."""
+    value = str(value)
+    if not re.fullmatch(r"[\w./:@+%~-]+", value):
+        # Backslashes before a quote (or the closing one) doubled, the quote escaped; no interpolation.
+        value = '"' + re.sub(r'(\\*)("|$)', lambda m: m[1] * 2 + ("\\" + m[2] if m[2] else ""),
+                             value).replace("${", "\\${") + '"'
+    return shlex.quote(f"{key}={value}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
