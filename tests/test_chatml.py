@@ -415,3 +415,14 @@ def test_references_that_agree_with_the_assistant_turn_as_scoring_reads_it(tmp_p
                  ("reply", "hello  there", {"reply": "hello there"})])]
     splits = build_splits(DataConfig(name="chatml", train_path=_write(tmp_path / "ok.jsonl", *lines)), BIG, MIX)
     assert sum(len(rows) for rows in splits.values()) == 30
+
+
+def test_a_split_of_one_example_is_said_in_the_singular(caplog):
+    from ccexp.data.splitting import take
+
+    rows = {"train": [{"id": "a"}], "val": [{"id": "b"}], "test": [{"id": "c"}, {"id": "d"}]}
+    with caplog.at_level(logging.INFO, logger="ccexp.data"):
+        take(rows, DataSizeConfig(name="mine", train=5, val=1, test=1), _chatml())
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{FIXTURE}: the train split has 1 example, fewer than data_size.train=5; using it",
+        f"{FIXTURE}: the test split uses 1 of its 2 examples (data_size=mine; data_size.test=2 uses all)"]

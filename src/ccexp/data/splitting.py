@@ -148,8 +148,9 @@ def take(splits: dict[str, list[Row]], size: DataSizeConfig, data: DataConfig) -
         random.Random(f"{data.seed}/{split}").shuffle(rows)
         where = getattr(data, f"{split}_path") or data.train_path
         if len(rows) < wanted:
-            log.warning("%s: the %s split has %d examples, fewer than data_size.%s=%d; using all %d",
-                        where, split, len(rows), split, wanted, len(rows))
+            has = "1 example" if len(rows) == 1 else f"{len(rows)} examples"
+            log.warning("%s: the %s split has %s, fewer than data_size.%s=%d; using %s",
+                        where, split, has, split, wanted, "it" if len(rows) == 1 else f"all {len(rows)}")
         elif len(rows) > wanted:  # said, so a capped split is never mistaken for the whole file
             log.info("%s: the %s split uses %d of its %d examples (data_size=%s; data_size.%s=%d uses all)",
                      where, split, wanted, len(rows), size.name, split, len(rows))
