@@ -380,3 +380,19 @@ def test_a_printed_override_reads_back_as_its_value(value):
     [word] = shlex.split(shell_override("data.train_path", value))
     parsed = OverridesParser.create().parse_override(word).value()
     assert OmegaConf.create({"path": parsed}).path == value  # as the config reads it: ${x} not interpolated
+
+
+def test_export_refuses_an_earlier_export_before_building_the_data(tmp_path, capsys, monkeypatch):
+    """Refused at once, not after reading and splitting a large file."""
+    import ccexp.data.__main__ as cli
+
+    (tmp_path / "chatml").mkdir()
+    (tmp_path / "chatml" / "train.jsonl").write_text("")
+
+    def build_splits(*args, **kwargs):
+        raise AssertionError("the data was built before --out was checked")
+
+    monkeypatch.setattr(cli, "build_splits", build_splits)
+    csv = ["data=csv", f"data.train_path={FIXTURES / 'banking77_train.csv'}"]
+    assert main(["export", *csv, "--out", str(tmp_path)]) == 2
+    assert "holds an earlier export" in capsys.readouterr().err

@@ -157,14 +157,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
         rc = validate(cfg)
-        splits = build_splits(rc.data, rc.data_size, rc.task_mix)
         if args[0] == "describe":
-            describe(rc, splits, console)
+            describe(rc, build_splits(rc.data, rc.data_size, rc.task_mix), console)
         else:
             # Default: data/<source>-<size> in the folder run from (the repo root: its data/ folder).
+            target = Path(out or f"data/{rc.data.name}-{rc.data_size.name}")
             inputs = {f"data.{split}_path": getattr(rc.data, f"{split}_path", None) for split in ("train", "val", "test")}
-            export(splits, Path(out or f"data/{rc.data.name}-{rc.data_size.name}"), console,
-                   {key: path for key, path in inputs.items() if path}, overwrite)
+            inputs = {key: path for key, path in inputs.items() if path}
+            _check_targets(target, inputs, overwrite)  # before reading a large file, not after
+            export(build_splits(rc.data, rc.data_size, rc.task_mix), target, console, inputs, overwrite)
     except (ConfigError, HydraException) as err:
         print(f"ccexp.data: error: {config_error_line(err)}", file=sys.stderr)
         return 2
