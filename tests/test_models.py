@@ -422,3 +422,10 @@ def test_a_model_that_needs_custom_code_is_one_line_without_a_question(tiny_dir,
         models.load_tokenizer(tokenizer_dir)
     assert str(err.value) == (f"{tokenizer_dir / 'tokenizer_config.json'}: needs custom code (auto_map), which ccexp "
                               "does not run; expected a model transformers has built in (llama, mistral, qwen2, ...)")
+
+
+def test_a_hub_id_given_as_a_local_path_says_where_hub_ids_go():
+    with pytest.raises(ConfigError) as err:
+        models.resolve_model_dir(ModelConfig(name="local", source="local", path="mistralai/Mistral-7B-v0.1"))
+    assert str(err.value).endswith("; a hub id? give it with model.source=hub, or a hub model's config: "
+                                   "model=mistral_7b model.path=mistralai/Mistral-7B-v0.1)")

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -85,8 +86,12 @@ def local_model_dir(cfg: ModelConfig) -> Path:
     path, named = Path(cfg.path), f"model.path={cfg.path}"
     expected = "expected a Hugging Face model directory (config.json, weights, tokenizer) or a .gguf file"
     if not path.exists():
+        # owner/name, as hub ids are: model=local reads directories only.
+        hub = re.fullmatch(r"[\w.-]+/[\w.-]+", cfg.path) and not cfg.path.startswith(".")
+        hint = (f"; a hub id? give it with model.source=hub, or a hub model's config: model=mistral_7b "
+                f"model.path={cfg.path}") if hub else ""
         raise ConfigError(f"{named}: no such file or directory ({expected}; relative paths are resolved against "
-                          f"{Path.cwd()})")
+                          f"{Path.cwd()}{hint})")
     if path.is_file():
         if path.suffix.lower() == ".gguf":
             return gguf_model_dir(path, cache_dir(cfg), named)
