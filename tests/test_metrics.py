@@ -142,3 +142,11 @@ def test_mae_reads_reference_numbers_as_scoring_does():
                                                                       '{"csat": 3}', EvalConfig())}]
     metrics = summarize(records, "test/", EvalConfig())
     assert metrics["test/csat/mae"] == 1.0
+
+
+def test_an_off_scale_number_stays_out_of_the_mae():
+    """CSAT 80 (a 0-100 answer to a 1-5 question) is no rating: it would put 76 into a 1-5 MAE."""
+    cfg = EvalConfig(csat_band=0.5, csat_band_100=15)
+    m = summarize(_records("csat", {"csat": 4}, ['{"csat": 80}', '{"csat": 3}', '{"csat": 5.5}'], cfg), "test/", cfg)
+    assert m["test/csat/mae"] == 1.0 and m["test/csat/parse_rate"] == pytest.approx(1 / 3)
+    assert m["test/csat/within_0.5"] == 0 and m["test/csat/within_15_of_100"] == 0

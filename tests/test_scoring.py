@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ccexp.config import EvalConfig
@@ -146,3 +148,26 @@ def test_a_percent_is_a_number_only_on_a_0_to_100_scale():
     assert csat["field_parsed"] == {"csat": False} and csat["correct"] == {"csat": False}
     churn = score(_ex("churn", churn_risk=80), '{"churn_risk": "80%"}', cfg)
     assert churn["field_parsed"]["churn_risk"] and churn["correct"]["churn_risk"]
+
+
+@pytest.mark.parametrize("task,field,reference,answer", [
+    ("quality", "quality_score", 100, "110"),  # within the 10-point band of 100, but no 0-100 score
+    ("quality", "quality_score", 0, "-5"),
+    ("churn", "churn_risk", 100, '"105%"'),
+    ("csat", "csat", 5, "5.5"),               # within the 0.5 band, but no 1-5 rating
+    ("csat", "csat", 1, "0.5"),
+    ("csat", "csat", 4, "80"),                # a 0-100 answer to a 1-5 question
+])
+def test_a_number_off_the_tasks_scale_is_no_answer(task, field, reference, answer):
+    """The prompts ask for an integer on 0-100 or 1-5 (scoring.NUMBER_RANGES): a value off that
+    scale is not parsed and not correct, however near the reference it lies."""
+    ex = {"task": task, "reference": {field: reference}}
+    record = score(ex, f'{{"{field}": {answer}}}', EvalConfig(quality_band=10, csat_band=0.5, churn_band=15))
+    assert record["field_parsed"][field] is False and record["correct"][field] is False
+
+
+def test_the_ends_of_each_scale_are_on_it():
+    for task, field, value in (("quality", "quality_score", 0), ("quality", "quality_score", 100),
+                               ("churn", "churn_risk", "100%"), ("csat", "csat", 1), ("csat", "csat", 5)):
+        record = score({"task": task, "reference": {field: 3}}, json.dumps({field: value}), EvalConfig())
+        assert record["field_parsed"][field], (field, value)

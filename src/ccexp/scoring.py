@@ -100,9 +100,9 @@ def _label(value: Any) -> Optional[str]:
     return str(value).strip().lower().replace(" ", "_").replace("-", "_")
 
 
-def _within(band: float, percent: bool = True):
+def _within(band: float, name: str):
     def check(pred: Any, ref: Any) -> bool:
-        p, r = as_number(pred, percent), as_number(ref, percent)
+        p, r = on_scale(pred, name), as_number(ref, takes_percent(name))
         return p is not None and r is not None and abs(p - r) <= band + 1e-9
 
     return check
@@ -161,11 +161,20 @@ def takes_percent(name: str) -> bool:
     return NUMBER_RANGES.get(name, (0, 100)) == (0, 100)
 
 
+def on_scale(value: Any, name: str) -> Optional[float]:
+    """The number field ``name``'s value where it lies on the scale the task asks for (edges
+    included), else None: 110 is no 0-100 score and 80 no 1-5 rating, however near the
+    reference, and would put a 0-100 error into a 1-5 MAE."""
+    number = as_number(value, percent=takes_percent(name))
+    low, high = NUMBER_RANGES.get(name, (-math.inf, math.inf))
+    return number if number is not None and low <= number <= high else None
+
+
 def parses(kind: str, value: Any, name: str = "") -> bool:
-    """Whether a parsed field has a usable value of its kind (a number, a label, a list, text).
-    Null is a label only where it means something (``NULLABLE_FIELDS``)."""
+    """Whether a parsed field has a usable value of its kind (a number on the field's scale, a
+    label, a list, text). Null is a label only where it means something (``NULLABLE_FIELDS``)."""
     if kind == "number":
-        return as_number(value, percent=takes_percent(name)) is not None
+        return on_scale(value, name) is not None
     if kind == "label":
         if value is None:
             return name in NULLABLE_FIELDS
@@ -177,14 +186,15 @@ def parses(kind: str, value: Any, name: str = "") -> bool:
 
 
 def field_checks(cfg: EvalConfig) -> dict[str, Any]:
-    """Field -> predicate(pred, ref). Bands come from config, edges inclusive."""
+    """Field -> predicate(pred, ref). Bands come from config, edges inclusive; a number off its
+    field's scale is never within one."""
     return {
-        "quality_score": _within(cfg.quality_band),
+        "quality_score": _within(cfg.quality_band, "quality_score"),
         "effectiveness": _same_label,
-        "csat": _within(cfg.csat_band, percent=takes_percent("csat")),
+        "csat": _within(cfg.csat_band, "csat"),
         "issue_category": _same_label,
         "secondary_category": _same_label,
-        "churn_risk": _within(cfg.churn_band),
+        "churn_risk": _within(cfg.churn_band, "churn_risk"),
         "journey_type": _same_label,
         "coaching": _same_set,
         "reply": same_text,

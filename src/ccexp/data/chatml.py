@@ -47,14 +47,16 @@ def _task_and_reference(row: dict, where: str) -> tuple[str, dict]:
 
     for field in fields:
         kind, value = FIELD_KINDS[field], reference[field]
+        # Labels are the user's own taxonomy (the instruction in their messages lists them);
+        # number fields have the scale the accuracy bands assume. Checked before ``parses``,
+        # which refuses an off-scale number too, to name the scale.
+        low, high = NUMBER_RANGES.get(field, (None, None))
+        number = as_number(value) if low is not None else None
+        if number is not None and not low <= number <= high:
+            raise ConfigError(f"{where}: reference {field!r}: expected a number from {low} to {high}, "
+                              f"got {json.dumps(value)[:60]}")
         if not parses(kind, value, field):  # numbers finite, null only where it means "none"
             raise ConfigError(f"{where}: reference {field!r}: expected {_KIND_WORDS[kind]}, "
-                              f"got {json.dumps(value)[:60]}")
-        # Labels are the user's own taxonomy (the instruction in their messages lists them);
-        # number fields have the scale the accuracy bands assume.
-        low, high = NUMBER_RANGES.get(field, (None, None))
-        if low is not None and not low <= as_number(value) <= high:
-            raise ConfigError(f"{where}: reference {field!r}: expected a number from {low} to {high}, "
                               f"got {json.dumps(value)[:60]}")
     _check_agreement(task, reference, row["messages"][-1]["content"], where)
     return task, reference
