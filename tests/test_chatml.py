@@ -190,7 +190,14 @@ def test_empty_messages_are_skipped_and_reported(tmp_path, caplog):
                  "reference": {"quality_score": 80}}),
      ":2: task 'quality' needs a 'reference' object with 'quality_score', 'effectiveness'"),
     (json.dumps({"messages": _msgs(("user", "coach"), ("assistant", "{}")), "task": "coaching",
-                 "reference": {"coaching": "empathy"}}), ":2: reference 'coaching': expected a list, got \"empathy\""),
+                 "reference": {"coaching": "empathy"}}),
+     ":2: reference 'coaching': expected a list of themes (non-blank text or numbers), got \"empathy\""),
+    # A blank label or theme says nothing: no class of its own.
+    (json.dumps({"messages": _msgs(("user", "coach"), ("assistant", "{}")), "task": "coaching",
+                 "reference": {"coaching": ["empathy", ""]}}),
+     ":2: reference 'coaching': expected a list of themes (non-blank text or numbers), got [\"empathy\", \"\"]"),
+    (json.dumps({"messages": _msgs(("user", "classify"), ("assistant", "{}")), "task": "classify",
+                 "reference": {"label": " "}}), ":2: reference 'label': expected a label (non-blank text or a number), got \" \""),
     (json.dumps({"messages": _msgs(("user", "rate"), ("assistant", "{}")), "task": ["csat"]}),
      ":2: 'task': expected a task name (text), got [\"csat\"]"),
     # Number fields have the scale the accuracy bands assume; labels are the user's own taxonomy.

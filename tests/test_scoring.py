@@ -171,3 +171,25 @@ def test_the_ends_of_each_scale_are_on_it():
                                ("churn", "churn_risk", "100%"), ("csat", "csat", 1), ("csat", "csat", 5)):
         record = score({"task": task, "reference": {field: 3}}, json.dumps({field: value}), EvalConfig())
         assert record["field_parsed"][field], (field, value)
+
+
+@pytest.mark.parametrize("task,reference,answer,field", [
+    ("issue", {"issue_category": "refund", "secondary_category": None}, '{"issue_category": ""}', "issue_category"),
+    ("classify", {"label": "card_arrival"}, '{"label": "  "}', "label"),
+    ("coaching", {"coaching": ["empathy"]}, '{"coaching": [""]}', "coaching"),
+    ("coaching", {"coaching": ["empathy"]}, '{"coaching": [null]}', "coaching"),
+    ("coaching", {"coaching": ["empathy"]}, '{"coaching": ["empathy", " "]}', "coaching"),
+    ("coaching", {"coaching": ["empathy"]}, '{"coaching": [["empathy"]]}', "coaching"),
+    ("coaching", {"coaching": ["empathy"]}, '{"coaching": [true]}', "coaching"),
+])
+def test_a_blank_label_or_theme_is_no_answer(task, reference, answer, field):
+    """An empty string says nothing: not parsed (parse_rate), not a label of its own."""
+    record = score({"task": task, "reference": reference}, answer, EvalConfig())
+    assert record["field_parsed"][field] is False and record["correct"][field] is False
+
+
+def test_labels_and_themes_may_be_numbers():
+    cfg = EvalConfig()
+    assert score(_ex("classify", label="3"), '{"label": 3}', cfg)["field_parsed"] == {"label": True}
+    assert score(_ex("coaching", coaching=[]), '{"coaching": []}', cfg)["field_parsed"] == {"coaching": True}
+    assert score(_ex("coaching", coaching=["a"]), '{"coaching": ["a", 2]}', cfg)["field_parsed"] == {"coaching": True}

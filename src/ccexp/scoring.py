@@ -170,6 +170,14 @@ def on_scale(value: Any, name: str) -> Optional[float]:
     return number if number is not None and low <= number <= high else None
 
 
+def _says_something(item: Any) -> bool:
+    """A label or theme with content: non-blank text or a number ("" or "  " names no class, and
+    would count as parsed, a class of its own in macro-F1). true/false is neither."""
+    if isinstance(item, str):
+        return bool(item.strip())
+    return isinstance(item, (int, float)) and not isinstance(item, bool)
+
+
 def parses(kind: str, value: Any, name: str = "") -> bool:
     """Whether a parsed field has a usable value of its kind (a number on the field's scale, a
     label, a list, text). Null is a label only where it means something (``NULLABLE_FIELDS``)."""
@@ -179,9 +187,9 @@ def parses(kind: str, value: Any, name: str = "") -> bool:
         if value is None:
             return name in NULLABLE_FIELDS
         # true/false is a label of the user's own (a binary column), never one of ours.
-        return isinstance(value, (str, int, float)) and (not isinstance(value, bool) or name == "label")
-    if kind == "set":
-        return isinstance(value, list)
+        return _says_something(value) or (isinstance(value, bool) and name == "label")
+    if kind == "set":  # [] is an answer ("no coaching needed"); [""] or [null] is none
+        return isinstance(value, list) and all(map(_says_something, value))
     return isinstance(value, str) and bool(value.strip())  # an empty reply is no answer
 
 
@@ -215,5 +223,6 @@ def score(example: dict, raw: str, cfg: EvalConfig) -> dict:
         present = parsed is not None and name in parsed
         value = null_answer(name, parsed[name]) if present else None
         field_parsed[name] = bool(present and parses(FIELD_KINDS[name], value, name))
-        correct[name] = bool(present and checks[name](value, reference.get(name)))
+        # An answer that is no value of its kind (off-scale, blank) is never right.
+        correct[name] = bool(field_parsed[name] and checks[name](value, reference.get(name)))
     return {"parsed": parsed, "json_valid": parsed is not None, "field_parsed": field_parsed, "correct": correct}

@@ -23,7 +23,8 @@ from ccexp.data.tasks import TASK_FIELDS
 log = logging.getLogger("ccexp.data")
 
 # What a reference field must hold, by its kind (scoring.FIELD_KINDS), in words for errors.
-_KIND_WORDS = {"number": "a number", "label": "a label (text or a number)", "set": "a list", "text": "text"}
+_KIND_WORDS = {"number": "a number", "label": "a label (non-blank text or a number)",
+               "set": "a list of themes (non-blank text or numbers)", "text": "text"}
 
 
 def _task_and_reference(row: dict, where: str) -> tuple[str, dict]:
