@@ -17,6 +17,7 @@ from conftest import FAST, compose_cfg
 from peft import PeftModel
 
 from ccexp.config import ConfigError
+from ccexp.data.tasks import FREE_TEXT_TASKS
 from ccexp.models import load_model
 from ccexp.run import run
 
@@ -56,8 +57,9 @@ def test_run_each_method_on_tiny(method, tmp_path, tiny_dir, capsys):
     assert len(predictions) == 12  # 6 generated answers x (adapter, baseline)
     assert {p["model"] for p in predictions} == {"adapter", "baseline"}
     # Metrics agree with the prediction records they came from.
-    adapter = [p for p in predictions if p["model"] == "adapter" and p["task"] != "reply"]
+    adapter = [p for p in predictions if p["model"] == "adapter" and p["task"] not in FREE_TEXT_TASKS]
     assert saved["test/json_valid"] == pytest.approx(sum(p["json_valid"] for p in adapter) / len(adapter))
+    assert all(p["json_valid"] is None for p in predictions if p["task"] in FREE_TEXT_TASKS)  # no JSON asked for
     assert (tmp_path / "csv" / "metrics.csv").is_file()
     assert metrics["val/loss"] == saved["val/loss"]
     # The curve holds the validations only: the final val/loss (the best adapter's) drew a point at

@@ -193,3 +193,11 @@ def test_labels_and_themes_may_be_numbers():
     assert score(_ex("classify", label="3"), '{"label": 3}', cfg)["field_parsed"] == {"label": True}
     assert score(_ex("coaching", coaching=[]), '{"coaching": []}', cfg)["field_parsed"] == {"coaching": True}
     assert score(_ex("coaching", coaching=["a"]), '{"coaching": ["a", 2]}', cfg)["field_parsed"] == {"coaching": True}
+
+
+def test_a_free_text_answer_has_no_json_validity():
+    """A reply or chat answer is text, never JSON: its record says null, not a valid JSON answer."""
+    for task in ("reply", "chat"):
+        record = score({"task": task, "reference": {"reply": "Happy to help."}}, "Happy to help.", EvalConfig())
+        assert record["json_valid"] is None and record["correct"] == {"reply": True}, task
+    assert score(_ex("csat", csat=4), '{"csat": 4}', EvalConfig())["json_valid"] is True

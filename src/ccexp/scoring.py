@@ -225,4 +225,6 @@ def score(example: dict, raw: str, cfg: EvalConfig) -> dict:
         field_parsed[name] = bool(present and parses(FIELD_KINDS[name], value, name))
         # An answer that is no value of its kind (off-scale, blank) is never right.
         correct[name] = bool(field_parsed[name] and checks[name](value, reference.get(name)))
-    return {"parsed": parsed, "json_valid": parsed is not None, "field_parsed": field_parsed, "correct": correct}
+    # Free text involves no JSON: null, so a reader of predictions.jsonl never counts it as valid JSON.
+    json_valid = None if task in FREE_TEXT_TASKS else parsed is not None
+    return {"parsed": parsed, "json_valid": json_valid, "field_parsed": field_parsed, "correct": correct}
