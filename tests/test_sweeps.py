@@ -667,3 +667,29 @@ def test_the_resume_hint_of_an_interrupted_run_is_its_own(tmp_path):
     (mlx / "checkpoints" / "step_0000010").mkdir(parents=True)
     (mlx / "environment.json").write_text(json.dumps({"device": "mlx"}))
     assert hint(mlx) == "backend=mlx runs cannot be resumed (trainer.resume_from is the torch backends'): run it again"
+
+
+@pytest.mark.parametrize("override,error", [
+    ("method.r=choice(4,8,16,32,64)", "method.r: the study's trials searched choice(4, 8, 16, 32), this launch asks "
+                                      "choice(4, 8, 16, 32, 64)"),
+    ("method.lr=interval(1e-4,3e-3)", "method.lr: the study's trials searched LogUniform(low=0.0001, high=0.003), "
+                                      "this launch asks Uniform(low=0.0001, high=0.003)"),
+])
+def test_a_resumed_study_with_another_choice_list_or_scale_is_refused(override, error, tmp_path):
+    """optuna refuses a trial whose distribution is not the stored one's kind (another choice list,
+    log for linear) in a traceback, after the trial started (RUNNING for good): refused before.
+    New bounds of an interval are compatible and go on."""
+    from hydra_plugins.ccexp_plugins import check_resumed_study
+
+    cfg = compose_with_hydra("hparams_search=lora_optuna")
+    study = optuna.create_study(study_name="lora", storage=f"sqlite:///{tmp_path}/optuna.db")
+    study.add_trial(optuna.trial.create_trial(
+        params={"method.r": 8, "method.lr": 1e-3}, value=1.0,
+        distributions={"method.r": optuna.distributions.CategoricalDistribution((4, 8, 16, 32)),
+                       "method.lr": optuna.distributions.LogUniformDistribution(1e-4, 3e-3)}))
+    sweeper = _study(cfg, tmp_path, study_name="lora")
+    check_resumed_study(sweeper, ["method.lr=tag(log, interval(1e-5, 1e-2))"])
+    with pytest.raises(ConfigError) as err:
+        check_resumed_study(sweeper, [override])
+    assert str(err.value) == (f"hydra.sweeper.study_name=lora: {error}; a study's choice lists and scales cannot "
+                              "change: give a new hydra.sweeper.study_name")

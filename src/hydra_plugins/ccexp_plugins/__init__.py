@@ -205,6 +205,8 @@ def check_resumed_study(sweeper, arguments: list[str]) -> None:
         raise ConfigError(f"hydra.sweeper.study_name={sweeper.study_name}: the study was created to "
                           f"{' '.join(stored)}, this launch asks to {' '.join(wanted)}; a study's direction cannot "
                           "change: give a new hydra.sweeper.study_name")
+    if study is not None:
+        _check_search_space(sweeper, study, arguments)
     earlier = study.user_attrs.get(STUDY_SETTINGS) if study is not None else None
     now = _settings(arguments)
     if earlier is None or earlier == now or not _completed(study):
@@ -214,6 +216,37 @@ def check_resumed_study(sweeper, arguments: list[str]) -> None:
                       f"{' '.join(was) or 'no such override'}, this launch has {' '.join(changed) or 'none of it'}; "
                       "trials of other settings are not comparable: give the same settings, or a new "
                       "hydra.sweeper.study_name")
+
+
+def _space(distribution) -> str:
+    """A distribution as the line names it: choice(4, 8), LogUniform(low=0.0001, high=0.003)."""
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return f"choice({', '.join(map(str, distribution.choices))})"
+    fields = ", ".join(f"{k}={v}" for k, v in vars(distribution).items() if not k.startswith("_"))
+    return f"{type(distribution).__name__.removesuffix('Distribution')}({fields})"
+
+
+def _check_search_space(sweeper, study, arguments: list[str]) -> None:
+    """A key's choice list or scale (log or linear, int or float) unlike its past trials': optuna
+    refuses it only when a trial asks for the key, in a traceback, leaving the trial RUNNING for
+    good. New bounds of an interval or range, and keys added or dropped, it takes."""
+    from hydra_plugins.hydra_optuna_sweeper import _impl as optuna_impl
+    from optuna.distributions import check_distribution_compatibility
+
+    params = [f"{k}={v}" for k, v in (sweeper.params or {}).items()]
+    wanted, _ = optuna_impl.create_params_from_overrides(params + list(arguments))
+    for trial in study.get_trials(deepcopy=False):
+        for key, past in trial.distributions.items():
+            if key not in wanted:
+                continue
+            try:
+                check_distribution_compatibility(past, wanted[key])
+            except ValueError:
+                raise ConfigError(f"hydra.sweeper.study_name={sweeper.study_name}: {key}: the study's trials searched "
+                                  f"{_space(past)}, this launch asks {_space(wanted[key])}; a study's choice lists "
+                                  "and scales cannot change: give a new hydra.sweeper.study_name") from None
 
 
 def record_study_settings(sweeper, arguments: list[str]) -> None:
