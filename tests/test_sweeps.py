@@ -693,3 +693,13 @@ def test_a_resumed_study_with_another_choice_list_or_scale_is_refused(override, 
         check_resumed_study(sweeper, [override])
     assert str(err.value) == (f"hydra.sweeper.study_name=lora: {error}; a study's choice lists and scales cannot "
                               "change: give a new hydra.sweeper.study_name")
+
+
+def test_an_empty_sweep_is_refused_in_one_line(tmp_path):
+    """range(1,1) sweeps no value: Hydra launched 0 jobs, and the sweep "succeeded", leaving a dir."""
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", *FAST, "trainer.max_steps=range(1,1)", "method.r=4,8", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 2
+    assert proc.stderr == ("ccexp: error: trainer.max_steps=range(1,1): sweeps no value, so the sweep would have no "
+                           "job (range(start, stop) stops before stop: range(1,2) is 1)\n")
+    assert not sweep.exists()

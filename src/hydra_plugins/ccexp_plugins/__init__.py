@@ -285,6 +285,16 @@ class BasicSweeper(_BasicSweeper):
     lacks, swept with another: ``experiment=method_comparison method.r=8``), saying which job's
     does not compose; Hydra's own message names the key only."""
 
+    def sweep(self, arguments):
+        # A value list with nothing in it (range(1,1)): Hydra launches 0 jobs and calls that a success.
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        for override in parser.parse_overrides(self._parse_config() + list(arguments)):
+            if override.is_sweep_override() and override.is_discrete_sweep() and \
+                    not list(override.sweep_string_iterator()):
+                hint = " (range(start, stop) stops before stop: range(1,2) is 1)" if override.is_range_sweep() else ""
+                _stop(f"{override.input_line}: sweeps no value, so the sweep would have no job{hint}", self.config)
+        return super().sweep(arguments)
+
     def validate_batch_is_legal(self, batch) -> None:
         for overrides in batch:
             try:
