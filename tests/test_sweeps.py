@@ -703,3 +703,24 @@ def test_an_empty_sweep_is_refused_in_one_line(tmp_path):
     assert proc.stderr == ("ccexp: error: trainer.max_steps=range(1,1): sweeps no value, so the sweep would have no "
                            "job (range(start, stop) stops before stop: range(1,2) is 1)\n")
     assert not sweep.exists()
+
+
+@pytest.mark.parametrize("source,override,error", [
+    ("command line", "method.r=choice(4,x)", "the command line: method.r=choice(4,x): the value x: method.r: expected "
+                                             "an integer, got x"),
+    ("command line", "method.lr=tag(log, interval(1e-4, 20))", "the command line: method.lr=tag(log, interval(1e-4, "
+     "20)): the value 20.0: method.lr: expected a learning rate in (0, 10), got 20.0"),
+    ("params", "method.r=range(0, 8)", "hydra.sweeper.params: method.r=range(0, 8): the value 0: method.r: expected "
+                                       "an integer >= 1, got 0"),
+])
+def test_a_search_space_value_a_trial_would_be_refused_on_is_refused_before_the_study_opens(
+        source, override, error, tmp_path):
+    """choice(4,x): each trial drawing x failed (15 of 20); each value and bound is checked once."""
+    from hydra_plugins.ccexp_plugins import check_study
+
+    cfg = compose_with_hydra("hparams_search=lora_optuna")
+    key, _, value = override.partition("=")
+    change = {"params": {**cfg.hydra.sweeper.params, key: value}} if source == "params" else {}
+    with pytest.raises(ConfigError) as err:
+        check_study(_study(cfg, tmp_path, **change), [override] if source == "command line" else [])
+    assert str(err.value) == error

@@ -155,6 +155,33 @@ def check_study(sweeper, arguments: list[str]) -> None:
         if "/" not in key and key not in task_keys and not _is_group(sweeper, key):
             hint = did_you_mean(key, task_keys, KEYS_HINT)
             raise ConfigError(f"{source}: {key} is not a key of the config ({hint})")
+        if override.is_sweep_override() and key in task_keys and _resolves_here(sweeper.config):
+            _check_searched_values(sweeper.config, override, f"{source}: {text}")
+
+
+def _searched_values(override) -> list:
+    """What a trial may set a searched key to, as far as a check can try: each choice, and an
+    interval's or range's two ends (a value between them is refused only where an end is)."""
+    value = override.value()
+    if override.is_interval_sweep():
+        return [value.start, value.end]
+    values = list(override.sweep_iterator())
+    return values if override.is_choice_sweep() else values[:1] + values[-1:]
+
+
+def _check_searched_values(config: DictConfig, override, where: str) -> None:
+    """choice(4,x): each trial that draws x would fail (15 of 20 did); each value is composed into
+    the config and validated once, before the study opens."""
+    key = override.get_key_element()
+    for value in _searched_values(override):
+        trial = config.copy()
+        try:
+            OmegaConf.update(trial, key, value, merge=False)
+            validate(trial)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: the value {value}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - omegaconf refusing the value for a typed node
+            raise ConfigError(f"{where}: the value {value}: {key}: {first_line(err)}") from None
 
 
 STUDY_SETTINGS = "ccexp_settings"  # the study's user attribute: the settings its first complete trial ran with
