@@ -724,3 +724,14 @@ def test_a_search_space_value_a_trial_would_be_refused_on_is_refused_before_the_
     with pytest.raises(ConfigError) as err:
         check_study(_study(cfg, tmp_path, **change), [override] if source == "command line" else [])
     assert str(err.value) == error
+
+
+def test_an_interrupted_study_fails_its_running_trial(tmp_path):
+    """SIGTERM in a trial: the study's summary is written and the exit code is 143, and the trial
+    is FAIL in the study, not RUNNING for good."""
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPTING, "-m", "hparams_search=lora_optuna",
+                           "hydra.sweeper.n_trials=2", *FAST, *QUICK, "trainer.max_steps=4",
+                           f"hydra.sweep.dir={tmp_path}", "SIGTERM"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="lora", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]

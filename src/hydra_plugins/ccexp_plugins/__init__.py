@@ -296,15 +296,23 @@ class _StudyStopped(Exception):
     """Raised at the next batch's launch, after a batch whose trials lacked objective.metric."""
 
 
-def _fail_unlaunched_trials(sweeper) -> None:
-    """The trials the plugin asked for the batch it never launched: FAIL, not RUNNING for good.
-    Every RUNNING trial of the study is marked, so a launch of the same study running beside this
-    one (another machine on the same storage) would lose its trials too: one launch per study."""
+def _trial_numbers(sweeper) -> set[int]:
+    """The numbers of the study's trials so far (none before it exists)."""
+    study = _open_study(sweeper)
+    return {trial.number for trial in study.get_trials(deepcopy=False)} if study is not None else set()
+
+
+def _fail_unlaunched_trials(sweeper, earlier: set[int] = frozenset()) -> None:
+    """This launch's trials still RUNNING (asked for a batch never launched, or stopped with their
+    job by SIGTERM or Ctrl-C): FAIL, not RUNNING for good. ``earlier``: the trials the study held
+    before this launch, left alone; a launch beside this one (another machine on the same
+    storage) would still lose its running trials: one launch per study."""
     import optuna
 
     study = _open_study(sweeper)
     for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) if study is not None else []:
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        if trial.number not in earlier:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 class BasicSweeper(_BasicSweeper):
@@ -357,10 +365,14 @@ class OptunaSweeper(_OptunaSweeper):
             return returns
 
         launcher.launch = launch_unless_stopped
+        earlier = _trial_numbers(self.sweeper)
         try:
             return super().sweep(arguments)
+        except (SystemExit, KeyboardInterrupt):  # a trial stopped by SIGTERM or Ctrl-C: its job said so
+            _fail_unlaunched_trials(self.sweeper, earlier)
+            raise
         except _StudyStopped:
-            _fail_unlaunched_trials(self.sweeper)
+            _fail_unlaunched_trials(self.sweeper, earlier)
             print(f"ccexp: Optuna study stopped: {missing[0]}; every trial would train and fail alike",
                   file=sys.stderr, flush=True)
         except ValueError as err:
