@@ -294,21 +294,26 @@ def test_a_run_reports_its_own_peak_memory(tmp_path):
 
 
 def test_failed_jobs_do_not_stop_the_sweep(tmp_path):
-    """Config errors (r=-1; nope_proj, found only once the model is built) each leave a failed
-    job dir with its error; the other job finishes; the sweep says how many failed and exits 1."""
+    """Errors found only as a job runs (a resume_from dir that is not there; nope_proj, found only
+    once the model is built) each leave a failed job dir with its error; the other job finishes;
+    the sweep says how many failed and exits 1. (A value validate() refuses, method.r=-1, stops
+    the sweep before any job: tests/test_sweeps.py.)"""
+    nowhere = tmp_path / "nowhere"
     proc = subprocess.run([sys.executable, "-m", "ccexp", "-m", *FAST, "eval.baseline=false", "eval.generate_examples=0",
-                           "method.target_modules=[q_proj],[nope_proj]", "method.r=-1,8", f"hydra.sweep.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=600)
+                           "method.target_modules=[q_proj],[nope_proj]", f"trainer.resume_from={nowhere},null",
+                           f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr[-2000:]
     status = {job: json.loads((tmp_path / job / "metrics.json").read_text())["status"] for job in "0123"}
     assert status == {"0": "failed", "1": "finished", "2": "failed", "3": "failed"}
-    assert (tmp_path / "0" / "error.txt").read_text() == "method.r: expected an integer >= 1, got -1\n"
+    resume = (f"trainer.resume_from={nowhere}: no such directory; expected a run dir with checkpoints/ or one of its "
+              "checkpoints/step_NNNNNNN")
+    assert (tmp_path / "0" / "error.txt").read_text() == resume + "\n"
     assert (tmp_path / "3" / "error.txt").read_text() == (
         "method.target_modules: ['nope_proj'] name no linear layer of this model (its linear layers: down_proj, "
         "gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj)\n")
     assert "Traceback" in (tmp_path / "3" / "traceback.txt").read_text()
-    assert f"ccexp: error: method.r: expected an integer >= 1, got -1 (job 0, {tmp_path / '0'})" in proc.stderr
-    assert f"ccexp: sweep {tmp_path}: 4 jobs: 1 finished, 3 failed (job 0: method.r" in proc.stderr
+    assert f"ccexp: error: {resume} (job 0, {tmp_path / '0'})" in proc.stderr
+    assert f"ccexp: sweep {tmp_path}: 4 jobs: 1 finished, 3 failed (job 0: trainer.resume_from" in proc.stderr
     summary = json.loads((tmp_path / "sweep_summary.json").read_text())
     assert (summary["jobs"], summary["finished"], summary["failed"]) == (4, 1, 3)
     assert "## Failed runs" in (tmp_path / "compare.md").read_text()

@@ -150,7 +150,7 @@ def test_a_sweep_dir_run_again_reports_this_launch(tmp_path):
     the first launch left behind, and job 0's dir loses the first launch's error.txt."""
     common = ("-m", *FAST, "eval.baseline=false", "eval.generate_examples=0", "eval.latency_examples=0",
               f"hydra.sweep.dir={tmp_path}")
-    first = cli(*common, "method.r=-1,4")
+    first = cli(*common, f"trainer.resume_from={tmp_path / 'nowhere'},null")  # job 0 fails as it starts
     assert first.returncode == 1 and (tmp_path / "0" / "error.txt").is_file(), first.stderr[-3000:]
     second = cli(*common, "method.r=8")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -735,3 +735,12 @@ def test_an_interrupted_study_fails_its_running_trial(tmp_path):
     assert proc.returncode == 143, proc.stderr[-3000:]
     study = optuna.load_study(study_name="lora", storage=f"sqlite:///{tmp_path}/optuna.db")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
+
+
+def test_a_swept_value_every_run_would_refuse_stops_the_sweep_before_any_job(tmp_path):
+    """A typo in the second value (1e-3x): found only when its job ran, after the first trained."""
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", *FAST, "method.lr=1e-3,1e-3x", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 2
+    assert proc.stderr == "ccexp: error: sweep job method.lr=1e-3x: method.lr: expected a number, got 1e-3x\n"
+    assert not sweep.exists()

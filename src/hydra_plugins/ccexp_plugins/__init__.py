@@ -318,7 +318,8 @@ def _fail_unlaunched_trials(sweeper, earlier: set[int] = frozenset()) -> None:
 class BasicSweeper(_BasicSweeper):
     """Hydra's sweeper, which composes every job's config before launching any (a key one method
     lacks, swept with another: ``experiment=method_comparison method.r=8``), saying which job's
-    does not compose; Hydra's own message names the key only."""
+    does not compose; Hydra's own message names the key only. Each composed config is validated
+    too (``method.lr=1e-3,1e-3x``: the typo found before the first job trains, not after)."""
 
     def sweep(self, arguments):
         # A value list with nothing in it (range(1,1)): Hydra launches 0 jobs and calls that a success.
@@ -333,8 +334,11 @@ class BasicSweeper(_BasicSweeper):
     def validate_batch_is_legal(self, batch) -> None:
         for overrides in batch:
             try:
-                super().validate_batch_is_legal([overrides])
-            except HydraException as err:
+                config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+                # A value only the job resolves (${hydra:job.num}) is the job's to check.
+                if _resolves_here(config):
+                    validate(config)
+            except (HydraException, ConfigError) as err:
                 discard_unstarted(Path(str(self.config.hydra.sweep.dir)))
                 raise ConfigCompositionException(f"sweep job {job_label(overrides, batch)}: "
                                                  f"{config_error_line(err)}") from None
