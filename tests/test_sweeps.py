@@ -744,3 +744,30 @@ def test_a_swept_value_every_run_would_refuse_stops_the_sweep_before_any_job(tmp
     assert proc.returncode == 2
     assert proc.stderr == "ccexp: error: sweep job method.lr=1e-3x: method.lr: expected a number, got 1e-3x\n"
     assert not sweep.exists()
+
+
+@pytest.mark.parametrize("search", [[], ["hparams_search=lora_optuna"]])
+def test_a_search_space_key_under_hydra_sweeper_params_is_one_line(search, tmp_path):
+    """Its keys hold a dot (method.r): hydra.sweeper.params.method.r is params.method's r, which
+    gave a did-you-mean naming what was typed (Optuna) or an AssertionError's traceback (basic)."""
+    proc = cli("-m", *search, *FAST, "hydra.sweeper.params.method.r='choice(4,8)'", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "ccexp: error: hydra.sweeper.params.method.r='choice(4,8)': the search space's keys hold a dot (method.r), "
+        "which Hydra reads here as a key r under hydra.sweeper.params.method; search-space keys are given on the "
+        "command line, with -m: method.r='choice(4,8)'\n")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_search_space_key_under_hydra_sweeper_params_is_named_when_hydra_refuses_it():
+    """Composed without the command line's check (the Optuna sweeper's params: a did-you-mean of the key typed)."""
+    from hydra.errors import HydraException
+
+    from ccexp.config_errors import config_error_line
+
+    with pytest.raises(HydraException) as err:
+        compose_with_hydra("hparams_search=lora_optuna", "hydra.sweeper.params.method.r=8")
+    assert config_error_line(err.value) == (
+        "hydra.sweeper.params.method.r=<its values>: the search space's keys hold a dot (method.r), which Hydra reads "
+        "here as a key r under hydra.sweeper.params.method; search-space keys are given on the command line, with -m: "
+        "method.r=<its values>")

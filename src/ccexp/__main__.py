@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ccexp.config import ConfigError
-from ccexp.config_errors import config_error_line, objective_missing, objective_value
+from ccexp.config_errors import config_error_line, objective_missing, objective_value, search_space_key_line
 
 # A wheel carries the configs inside the package; a source checkout keeps them in ./conf.
 _PACKAGED = Path(__file__).parent / "conf"
@@ -72,6 +72,11 @@ def cli() -> None:
     from hydra_plugins.ccexp_plugins import store_nodes_after_the_scan
 
     store_nodes_after_the_scan()
+    for arg in sys.argv[1:]:  # before Hydra, whose basic sweeper fails on it in an assertion
+        line = None if arg.startswith("-") else search_space_key_line(arg)
+        if line:
+            print(f"ccexp: error: {line}", file=sys.stderr)
+            sys.exit(2)
     before = os.environ.get("HYDRA_FULL_ERROR")
     if before == "1":  # as Hydra reads it
         main()

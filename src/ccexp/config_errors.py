@@ -47,6 +47,23 @@ def _options_with(group: str, key: str) -> list[str]:
     return [option for option in loaded if has(option)]
 
 
+PARAMS = "hydra.sweeper.params."
+
+
+def search_space_key_line(override: str) -> Optional[str]:
+    """``hydra.sweeper.params.method.r='choice(4,8)'``: the search space's keys hold a literal dot,
+    so Hydra reads this as a key ``r`` under ``params.method``, and says "did you mean" the very
+    key typed (the Optuna sweeper) or fails an assertion (the basic one, whose params are null).
+    The line for such an override, else None."""
+    key, equals, value = override.partition("=")
+    name = key.lstrip("+~").removeprefix(PARAMS)
+    if not equals or not key.lstrip("+~").startswith(PARAMS) or "." not in name:
+        return None
+    return (f"{override}: the search space's keys hold a dot ({name}), which Hydra reads here as a key "
+            f"{name.rpartition('.')[2]} under {PARAMS}{name.rpartition('.')[0]}; search-space keys are given on the "
+            f"command line, with -m: {name}={value}")
+
+
 def config_error_line(err: ConfigError | HydraException) -> str:
     """Hydra's own errors (a mistyped override key, a config group option that does not exist, an
     override it cannot parse) are several lines with a hint about HYDRA_FULL_ERROR: one line here,
@@ -56,6 +73,9 @@ def config_error_line(err: ConfigError | HydraException) -> str:
     text = str(err)
     cause = err.__cause__
     full_key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
+    overridden = re.search(r"Could not override '([^']+)'", text)
+    if overridden and overridden.group(1).startswith(PARAMS):  # hydra.sweeper.params.method.r, value unknown here
+        return search_space_key_line(f"{overridden.group(1)}=<its values>") or text.splitlines()[0]
     added = re.search(r"use (\+\S+)", text)
     if full_key and isinstance(parent, DictConfig) and added:  # "Could not override 'trainer.max_step'"
         prefix = full_key.rpartition(".")[0]
