@@ -499,6 +499,7 @@ def test_slurm_refusals_are_one_line(tmp_path, override, error):
                f"hydra.sweep.dir={tmp_path / 'sweep'}", **fake_slurm(tmp_path, **refuse))
     assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == f"ccexp: error: {error}"
     assert "Traceback" not in proc.stderr and not (tmp_path / "slurm").exists()
+    assert not (tmp_path / "sweep").exists()  # nor Hydra's multirun.yaml, nor the refused sbatch script
 
 
 # A job that sends itself SIGTERM (kill, SLURM's time limit) or Ctrl-C at its third training step,

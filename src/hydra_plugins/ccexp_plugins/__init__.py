@@ -432,14 +432,29 @@ class SlurmLauncher(_SlurmLauncher):
             try:
                 jobs = submit(executor, fn, overrides, *rest)
             except FailedJobError as err:
+                self._discard_refused_submission()
                 _stop(f"hydra/launcher=slurm: sbatch refused the sweep's jobs: "
-                      f"{_last_line(err).removeprefix('sbatch: error: ')}")
+                      f"{_last_line(err).removeprefix('sbatch: error: ')}", self.config)
             return [_SlurmJob(self, job, job_overrides, num) for job, job_overrides, num in zip(jobs, overrides, rest[1])]
 
         # The plugin builds its executor inside launch and collects every job's result in one
         # list: the executor's map_array, for this call only, hands it jobs that settle alone.
         with mock.patch.object(submitit.AutoExecutor, "map_array", map_array):
             return super().launch(job_overrides, initial_job_idx)
+
+    def _discard_refused_submission(self) -> None:
+        """What submitit wrote for the jobs sbatch refused (its script and the pickled jobs, in the
+        sweep's .submitit/ before a job id names a folder): gone, so that the sweep dir, holding
+        nothing else, goes too. An earlier launch's files there are older and kept."""
+        folder = Path(str(self.config.hydra.sweep.dir)) / ".submitit"
+        try:
+            for path in folder.iterdir() if folder.is_dir() else []:
+                if path.is_file() and path.stat().st_mtime >= self.started:
+                    path.unlink()
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        except OSError:  # another process writing there: it is theirs
+            pass
 
     def job_dir(self, overrides: list[str], num: int, job_id: str) -> Path:
         """Where job ``num`` ran: the job dir whose Hydra record has its SLURM job id (a subdir
