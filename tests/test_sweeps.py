@@ -772,3 +772,13 @@ def test_a_search_space_key_under_hydra_sweeper_params_is_named_when_hydra_refus
         "hydra.sweeper.params.method.r=<its values>: the search space's keys hold a dot (method.r), which Hydra reads "
         "here as a key r under hydra.sweeper.params.method; search-space keys are given on the command line, with -m: "
         "method.r=<its values>")
+
+
+def test_the_slurm_launchers_hydra_config_printed_resolved_is_one_line():
+    """--cfg hydra leaves the job's keys out, which max_num_timeout reads: a traceback, now one
+    line pointing at --cfg all, which resolves it."""
+    proc = cli("hydra/launcher=slurm", "--cfg", "hydra", "--resolve")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "ccexp: error: --cfg hydra --resolve: a hydra setting reads trainer.resume_from, a key of the job's config, "
+        "which --cfg hydra leaves out; --cfg all --resolve shows both resolved\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -12,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import InterpolationKeyError
 
 from ccexp.config import ConfigError
 from ccexp.config_errors import config_error_line, objective_missing, objective_value, search_space_key_line
@@ -86,6 +88,16 @@ def cli() -> None:
         main()
     except HydraException as err:
         print(f"ccexp: error: {config_error_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except InterpolationKeyError as err:
+        # --cfg hydra drops the job's keys before resolving; a hydra setting that reads one (the
+        # SLURM launcher's max_num_timeout: trainer.resume_from; a search's direction) cannot resolve
+        # there. omegaconf does not say which setting it was resolving.
+        key = re.search(r"Interpolation key '([^']+)' not found", str(err))
+        if "--cfg" not in sys.argv[1:] and "-c" not in sys.argv[1:] or key is None:
+            raise
+        print(f"ccexp: error: --cfg hydra --resolve: a hydra setting reads {key.group(1)}, a key of the job's config, "
+              "which --cfg hydra leaves out; --cfg all --resolve shows both resolved", file=sys.stderr)
         sys.exit(2)
     except ValueError as err:  # Hydra's own flag check, raised (not printed) under HYDRA_FULL_ERROR
         if not str(err).startswith("Only one of --run, --multirun, --cfg"):
