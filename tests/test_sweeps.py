@@ -782,3 +782,13 @@ def test_the_slurm_launchers_hydra_config_printed_resolved_is_one_line():
     assert proc.stderr == (
         "ccexp: error: --cfg hydra --resolve: a hydra setting reads trainer.resume_from, a key of the job's config, "
         "which --cfg hydra leaves out; --cfg all --resolve shows both resolved\n")
+
+
+def test_an_empty_choice_says_it_needs_a_value(tmp_path):
+    """choice(): the hint was to quote it (a value with parentheses), which only hides the mistake."""
+    proc = cli("-m", *FAST, "trainer.max_steps=choice()", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert proc.returncode == 2
+    assert proc.stderr == ("ccexp: error: trainer.max_steps=choice(): not an override Hydra can read (Error parsing "
+                           "override 'trainer.max_steps=choice()'; choice() needs at least one value: "
+                           "trainer.max_steps=choice(a,b))\n")
+    assert not (tmp_path / "s").exists()

@@ -99,7 +99,9 @@ def config_error_line(err: ConfigError | HydraException) -> str:
         key, _, value = err.override.partition("=")
         why = err.message.splitlines()[0] if err.message else "cannot be parsed"
         # A path with a space, (), ~, or [] inside it ("calls[4].csv"; a leading [ is a list).
-        if "'" not in value and (any(c in value for c in " ()~") or "[" in value[1:] and not value.startswith("[")):
+        if re.fullmatch(r"\s*choice\s*\(\s*\)\s*", value):  # quoting it would hide the mistake
+            why += f"; choice() needs at least one value: {key}=choice(a,b)"
+        elif "'" not in value and (any(c in value for c in " ()~") or "[" in value[1:] and not value.startswith("[")):
             why += f"; a value with spaces, brackets, parentheses or ~ needs quotes: \"{key}='{value}'\""
         return f"{err.override}: not an override Hydra can read ({why})"
     merging = re.match(r"Error merging override ([^=\s]+)=", text)
