@@ -492,3 +492,19 @@ def test_adapter_size_counts_the_adapters_own_files_only(tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"y" * 777)
     assert adapter_size_mb(tmp_path) == sum(own.values()) / 2**20
+
+
+@pytest.mark.parametrize("trained,given", [("mlx", "cpu"), ("cpu", "mlx"), ("mlx", "auto")])
+def test_an_adapter_of_the_other_backend_family_is_refused_before_loading(trained, given, tmp_path, capsys):
+    """mlx-lm's adapter files are not peft's: a torch backend loading an MLX run's adapter (or the
+    reverse) failed only after the model loaded, with a missing-file line that hid why."""
+    from omegaconf import OmegaConf
+
+    (tmp_path / "adapter").mkdir()
+    OmegaConf.save(compose_cfg(*FAST, f"backend={trained}"), tmp_path / "config.yaml", resolve=True)
+    assert evaluate_main([f"adapter={tmp_path}", f"backend.name={given}"]) == 2
+    kind = "an mlx-lm adapter" if trained == "mlx" else "a peft adapter"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ccexp.evaluate: error: argument 'backend.name={given}': the adapter is {kind} (the run's backend={trained}); "
+        f"evaluate it with backend.name={'mlx' if trained == 'mlx' else 'cpu or cuda'}")
+    assert not (tmp_path / "eval").exists()

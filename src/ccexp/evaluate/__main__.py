@@ -163,6 +163,19 @@ def _check_keys(saved: DictConfig, overrides: list[str]) -> None:
                           f"({did_you_mean(key, [f'{group}.{k}' for k in node], KEYS_HINT)}){options_having(group, field)}")
 
 
+def _check_backend_family(saved: DictConfig, overrides: list[str]) -> None:
+    """``backend.name`` may move an adapter between torch devices (cpu, cuda), not between torch and
+    MLX: mlx-lm's adapter files are not peft's, and the load would fail only after the model had
+    loaded, in a missing-file line that hides why. auto picks a torch device."""
+    given = next((a for a in reversed(overrides) if a.partition("=")[0] == "backend.name"), None)
+    trained = OmegaConf.select(saved, "backend.name", default=None)
+    if given is None or trained is None or (given.partition("=")[2] == "mlx") == (trained == "mlx"):
+        return
+    kind, use = ("an mlx-lm adapter", "mlx") if trained == "mlx" else ("a peft adapter", "cpu or cuda")
+    raise ConfigError(f"argument {given!r}: the adapter is {kind} (the run's backend={trained}); "
+                      f"evaluate it with backend.name={use}")
+
+
 def _option(group: str, name: str) -> DictConfig | None:
     """conf/<group>/<name>.yaml as ``<group>=<name>`` composes it in training (its defaults list
     applied, its ``${...}`` kept, to follow the fields given with it: data.task_name into the
@@ -236,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"data:, ...) ({err})") from None
         _check_groups(saved, run_dir / "config.yaml")
         _check_keys(saved, overrides)
+        _check_backend_family(saved, overrides)
         anchor_relative_paths(saved, run_dir)
         try:
             given = OmegaConf.from_dotlist(overrides)
