@@ -4,6 +4,7 @@ adapters opened by mlx-lm itself, fuse, the seed_mlx_small experiment, one-line 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -341,3 +342,26 @@ def test_a_run_of_hours_on_mlx_cpu_is_said(tiny_dir, caplog, monkeypatch):
     [record] = caplog.records
     assert record.getMessage().startswith("backend=mlx runs on the CPU here (mlx[cpu]: reference BLAS, ~")
     assert "6,000 examples of training take ~" in record.getMessage() and "use backend=cpu (torch)" in record.getMessage()
+
+
+def _readme_mlx_snippet(method: str, base: Path, run_dir: Path) -> str:
+    """README's MLX Python block as a user of ``method`` runs it: the lines whose comment names
+    other methods only (``# lora, qlora: ...``) left out, the model and run paths filled in."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("## MLX backend", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    kept = []
+    for line in block.splitlines():
+        named = set(re.findall(r"\w+", line.partition("  # ")[2].partition(":")[0])) & {"lora", "qlora", "prompt_tuning"}
+        if not named or method in named:
+            kept.append(line)
+    return ("\n".join(kept).replace("~/.cache/ccexp/smollm2-135m-instruct-0.1.2", str(base))
+            .replace("outputs/<date>/<time>", str(run_dir)))
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "prompt_tuning"])
+def test_the_readme_python_snippet_runs_as_written(method, mlx_run, tiny_dir, capsys):
+    run_dir, _, backend = mlx_run(method)
+    names: dict = {}
+    exec(compile(_readme_mlx_snippet(method, tiny_dir, run_dir), "README.md", "exec"), names)  # noqa: S102
+    assert capsys.readouterr().out  # the answer is printed
+    assert mx.allclose(_logits(names["model"]), _logits(backend.net), atol=1e-6).item()  # by the model scored
