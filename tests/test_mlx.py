@@ -39,18 +39,20 @@ ADAPTER_FILES = {"lora": ("adapters.safetensors", "adapter_config.json"),
 
 @pytest.fixture(scope="module")
 def mlx_run(tmp_path_factory):
-    """(run dir, metrics, backend) per method, each trained once per module; LoRA and QLoRA also fuse."""
+    """(run dir, metrics, backend) per method and extra overrides, each trained once per module;
+    LoRA and QLoRA also fuse."""
     runs = {}
 
-    def get(method: str):
-        if method not in runs:
+    def get(method: str, *overrides: str):
+        key = (method, *overrides)
+        if key not in runs:
             run_dir, built = tmp_path_factory.mktemp(f"mlx-{method}"), []
             fuse = ("backend.fuse=true",) if method in ("lora", "qlora") else ()
             with pytest.MonkeyPatch.context() as mp:  # keep the trained backend to compare against
                 mp.setattr("ccexp.run.build_backend", lambda *args: built.append(build_backend(*args)) or built[-1])
-                metrics = run(compose_cfg(*MLX, f"method={method}", *fuse), run_dir)
-            runs[method] = run_dir, metrics, built[0]
-        return runs[method]
+                metrics = run(compose_cfg(*MLX, f"method={method}", *fuse, *overrides), run_dir)
+            runs[key] = run_dir, metrics, built[0]
+        return runs[key]
 
     return get
 
@@ -178,6 +180,25 @@ def test_mlx_lora_load_gives_the_model_evaluated(mlx_run, tiny_dir, method):
     if method == "qlora":
         plain, _ = mlx_lm.load(str(tiny_dir), adapter_path=str(run_dir / "adapter"))
         assert not mx.allclose(_logits(plain), _logits(backend.net), atol=1e-6).item()
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "prompt_tuning"])
+def test_the_loaders_and_the_fused_model_keep_the_precision_trained_in(mlx_run, tiny_dir, method):
+    """backend.precision=bf16-mixed trains and scores on a bf16 base: the adapter's loader and the
+    fused model give that model, not the fp32 checkpoint's (logits 3e-3 apart on the tiny model)."""
+    from ccexp.backends import mlx_lora
+
+    run_dir, _, backend = mlx_run(method, "backend.precision=bf16-mixed")
+    if method == "prompt_tuning":
+        loaded = mlx_prompt.load(load_model(tiny_dir)[0], run_dir / "adapter")
+    else:
+        loaded = mlx_lora.load(tiny_dir, run_dir / "adapter")[0]
+        fused, _ = mlx_lm.load(str(run_dir / "fused"))
+        assert fused.model.layers[0].self_attn.q_proj.weight.dtype == mx.bfloat16  # saved as trained
+        assert json.loads((run_dir / "fused" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+        # W + ΔW rounded to bf16: ~1e-2 off on logits of ~1 (the fp32 merge of the fp32 base was 2e-2 off on qlora)
+        assert mx.allclose(_logits(fused), _logits(backend.net), atol=2e-2).item()
+    assert mx.array_equal(_logits(loaded), _logits(backend.net)).item()
 
 
 def test_prompt_tuning_adapter_reloads(mlx_run, tiny_dir):

@@ -230,7 +230,7 @@ class MLXBackend:
             model.set_dtype(DTYPES[cfg.backend.precision])
         self.net = PromptedLM(model)
         self.adapter = MLX_METHODS[cfg.method.name](self.net, cfg.method, cfg.model, model_dir, self.tokenizer)
-        self.precision = str(model.model.embed_tokens.weight.dtype).rsplit(".", 1)[-1]
+        self.precision = mlx_prompt.base_dtype(model)
         log.info("mlx %s, mlx-lm %s on %s", mx.__version__, importlib.metadata.version("mlx-lm"),
                  mx.default_device())
 

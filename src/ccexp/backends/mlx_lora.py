@@ -21,7 +21,8 @@ from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 from mlx_lm.utils import load_model, load_tokenizer, save
 
 from ccexp.backends.base import check_saved_config
-from ccexp.backends.mlx_prompt import MLX_LAYOUT, PromptedLM, check_supported, load_weights_checked
+from ccexp.backends.mlx_prompt import (MLX_LAYOUT, PromptedLM, base_dtype, cast_as_trained, check_supported,
+                                       load_weights_checked)
 from ccexp.config import ConfigError, MethodConfig, ModelConfig, lora_targets, target_names
 
 log = logging.getLogger("ccexp")
@@ -96,7 +97,7 @@ class LoRA:
         self.net.model.load_weights(list(saved.items()), strict=False)
 
     def fuse(self, adapter_dir: Path, out: Path) -> None:
-        fuse(Path(self.config["model"]), adapter_dir, out, quantized=self.config["base_quantization"] is not None)
+        fuse(Path(self.config["model"]), adapter_dir, out)
 
 
 def attach(net: PromptedLM, method: MethodConfig, model: ModelConfig, model_dir: Path, tokenizer,
@@ -114,36 +115,48 @@ def attach(net: PromptedLM, method: MethodConfig, model: ModelConfig, model_dir:
     linear_to_lora_layers(net.model, num_layers, params)
     # mlx_lm.lora's adapter_config.json fields that load_adapters reads, plus where it came from.
     config = {"fine_tune_type": "lora", "num_layers": num_layers, "lora_parameters": params,
-              "model": str(model_dir), "base_quantization": QUANT if quantize_base else None}
+              "model": str(model_dir), "base_quantization": QUANT if quantize_base else None,
+              "base_dtype": base_dtype(net.model)}
     return LoRA(net, config)
 
 
 def load(model_dir: str | Path, adapter_dir: str | Path):
-    """(model, tokenizer): the adapter on its base as ccexp trained and scored it. For LoRA that
-    is ``mlx_lm.load(model_dir, adapter_path=adapter_dir)``; a QLoRA adapter's base is quantized
-    first, as in training, where mlx_lm.load would put it on the full-precision base: another
-    model, whose answers differ from those evaluated."""
-    from ccexp.cli import read_json_object
-
-    saved = read_json_object(Path(adapter_dir) / "adapter_config.json", ConfigError, "an mlx-lm adapter_config.json")
-    model, _ = load_model(Path(model_dir))
-    if saved.get("base_quantization"):
-        quantize_linear_layers(model, str(model_dir))
+    """(model, tokenizer): the adapter on its base as ccexp trained and scored it. For an fp32
+    LoRA run that is ``mlx_lm.load(model_dir, adapter_path=adapter_dir)``; here the base is cast
+    to the dtype it was trained in (``backend.precision``) and a QLoRA adapter's base is quantized,
+    as in training, where mlx_lm.load would put the adapter on the checkpoint's full-precision
+    base: another model, whose answers differ from those evaluated."""
+    model, _, _ = _base_as_trained(Path(model_dir), Path(adapter_dir))
     load_adapters(model, str(adapter_dir))
     model.eval()
     return model, load_tokenizer(Path(model_dir))
 
 
-def fuse(model_dir: Path, adapter_dir: Path, out: Path, quantized: bool = False) -> None:
-    """``mlx_lm.fuse`` in-process: base + adapter merged, saved as an mlx-lm model directory that
-    ``mlx_lm.load(out)`` opens with no adapter. QLoRA's base is quantized as in training, and each
-    adapted layer is merged de-quantized (``mlx_lm.fuse --dequantize``'s merge): rounding
-    W + ΔW to 4 bits again would undo most of what a small adapter learned. The layers without
-    an adapter stay 4-bit, as trained."""
+def _base_as_trained(model_dir: Path, adapter_dir: Path) -> tuple[nn.Module, dict, dict]:
+    """(model, its config.json, the adapter's config): the base loaded, cast to the dtype the
+    adapter recorded, then quantized if it trained on a 4-bit base (training's order)."""
+    from ccexp.cli import read_json_object
+
+    file = adapter_dir / "adapter_config.json"
+    saved = read_json_object(file, ConfigError, "an mlx-lm adapter_config.json")
     model, config = load_model(model_dir)
-    if quantized:
+    cast_as_trained(model, saved, file)
+    if saved.get("base_quantization"):
         quantize_linear_layers(model, str(model_dir))
+    return model, config, saved
+
+
+def fuse(model_dir: Path, adapter_dir: Path, out: Path) -> None:
+    """``mlx_lm.fuse`` in-process: base + adapter merged, saved as an mlx-lm model directory that
+    ``mlx_lm.load(out)`` opens with no adapter, in the dtype the base trained in. QLoRA's base is
+    quantized as in training, and each adapted layer is merged de-quantized
+    (``mlx_lm.fuse --dequantize``'s merge): rounding W + ΔW to 4 bits again would undo most of
+    what a small adapter learned. The layers without an adapter stay 4-bit, as trained."""
+    model, config, saved = _base_as_trained(model_dir, adapter_dir)
+    if saved.get("base_quantization"):
         config["quantization"] = dict(QUANT)
+    if saved.get("base_dtype"):  # config.json says what the weights are, for transformers' readers
+        config["torch_dtype"] = saved["base_dtype"]
     load_adapters(model, str(adapter_dir))
     fused = [(name, m.fuse(dequantize=True)) for name, m in model.named_modules() if hasattr(m, "fuse")]
     model.update_modules(tree_unflatten(fused))

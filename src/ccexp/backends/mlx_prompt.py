@@ -46,6 +46,25 @@ def load_weights_checked(file: Path, expected: dict[str, mx.array]) -> dict[str,
     return saved
 
 
+def base_dtype(model: nn.Module) -> str:
+    """The dtype the frozen base runs in (``backend.precision``'s cast, or the checkpoint's), as
+    recorded beside an adapter ("bfloat16"): the loaders give the base that dtype again."""
+    return str(model.model.embed_tokens.weight.dtype).rsplit(".", 1)[-1]
+
+
+def cast_as_trained(model: nn.Module, saved: dict, file: Path) -> None:
+    """Cast a freshly loaded base to the dtype its adapter was trained and scored on: loaded as
+    the checkpoint is (fp32), a bf16-trained adapter's model gives other logits than those scored.
+    An adapter from an older ccexp records none: the base stays as loaded."""
+    name = saved.get("base_dtype")
+    if name is None:
+        return
+    dtype = getattr(mx, str(name), None)
+    if not isinstance(dtype, mx.Dtype):
+        raise ConfigError(f"{file}: base_dtype {name!r} is not an MLX dtype; expected e.g. float32 or bfloat16")
+    model.set_dtype(dtype)
+
+
 class PromptedLM(nn.Module):
     """An mlx-lm model behind an optional soft prompt (the trainable ``prompt`` array).
 
@@ -153,14 +172,16 @@ def attach(net: PromptedLM, method: MethodConfig, model: ModelConfig, model_dir:
     net.prompt = prompt
     net.unfreeze(keys=["prompt"], recurse=False)
     info = {"method": "prompt_tuning", "num_virtual_tokens": n, "hidden_size": int(prompt.shape[1]),
-            "init_text": method.init_text, "model": str(model_dir)}
+            "init_text": method.init_text, "model": str(model_dir), "base_dtype": base_dtype(net.model)}
     return SoftPrompt(net, info)
 
 
 def load(model: nn.Module, path: str | Path) -> PromptedLM:
-    """A loaded mlx-lm model with the soft prompt saved in ``path`` in front of it."""
+    """A loaded mlx-lm model with the soft prompt saved in ``path`` in front of it, cast to the
+    dtype it was trained in (``backend.precision``; the model is changed in place)."""
     path = Path(path)
     info = json.loads((path / CONFIG).read_text())
+    cast_as_trained(model, info, path / CONFIG)
     net = PromptedLM(model)
     net.prompt = mx.load(str(path / WEIGHTS))["prompt_embeddings"]
     if net.prompt.shape != (info["num_virtual_tokens"], info["hidden_size"]):
