@@ -823,3 +823,28 @@ def test_a_tradeoff_with_no_run_having_both_keys_says_so(tmp_path):
     drawn, line = tradeoff(runs, [], CompareConfig(metric="test/acc", direction="maximize"), tmp_path / "tradeoff.png")
     assert not drawn
     assert line == "tradeoff.png: not drawn, no finished run has both test/latency/p50_s and test/acc."
+
+
+def test_memory_from_different_starting_baselines_is_never_best(tmp_path, capsys):
+    """A sweep's jobs in one process: a later job starts holding what earlier ones loaded (torch's
+    libraries, allocator pages), so its peak is higher for that alone and the first job's would
+    be bold. Where the starts are alike (or not recorded), the peaks are judged."""
+    headline = {**COMPARE, "constraints": [], "headline": ["test/acc", "memory/peak_mb"]}
+    root = tmp_path / "sweep"
+    for name, method, start, peak in (("0", "lora", 440.0, 900.0), ("1", "qlora", 610.0, 1120.0)):
+        make_run(root / name, method, {"test/acc": 0.5 - int(name) / 10, "memory/peak_mb": peak,
+                                       "memory/start_mb": start}, compare=headline)
+    assert main([str(root), "--no-plots"]) == 0
+    with open(root / "compare.csv") as f:
+        assert {row["run"]: row["best_in"] for row in csv.DictReader(f)} == {"0": "test/acc", "1": ""}
+    note = ("Memory baselines differ: the runs started holding 440 MB (`0`) to 610 MB (`1`) (memory/start_mb; a "
+            "sweep's later jobs in one process hold what earlier jobs loaded), so memory/ peaks compare those starts "
+            "as much as the runs: none is bold.")
+    assert note in (root / "compare.md").read_text()
+    assert note.replace("`", "") in " ".join(capsys.readouterr().out.split())
+    metrics = json.loads((root / "1" / "metrics.json").read_text())
+    (root / "1" / "metrics.json").write_text(json.dumps({**metrics, "memory/start_mb": 450.0}))
+    assert main([str(root), "--no-plots"]) == 0
+    with open(root / "compare.csv") as f:
+        assert {row["run"]: row["best_in"] for row in csv.DictReader(f)} == {"0": "test/acc;memory/peak_mb", "1": ""}
+    assert "Memory baselines differ" not in (root / "compare.md").read_text()

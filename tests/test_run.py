@@ -293,6 +293,17 @@ def test_a_run_reports_its_own_peak_memory(tmp_path):
     assert metrics["memory/peak_mb"] < before - 2000
 
 
+def test_a_run_records_the_memory_it_started_from(tmp_path, monkeypatch):
+    """A sweep's later jobs in one process start holding what earlier jobs loaded: each run says
+    what it started from (the resident set once its peak is reset), so a report can tell."""
+    calls = []
+    monkeypatch.setattr("ccexp.run.reset_peak_memory", lambda: calls.append("reset"))
+    monkeypatch.setattr("ccexp.run.current_rss_mb", lambda: calls.append("start") or 123.0)
+    metrics = run(compose_cfg(*FAST, "eval.generate_examples=0", "eval.baseline=false"), tmp_path)
+    assert calls == ["reset", "start"] and metrics["memory/start_mb"] == 123.0
+    assert json.loads((tmp_path / "metrics.json").read_text())["memory/start_mb"] == 123.0
+
+
 def test_failed_jobs_do_not_stop_the_sweep(tmp_path):
     """Errors found only as a job runs (a resume_from dir that is not there; nope_proj, found only
     once the model is built) each leave a failed job dir with its error; the other job finishes;

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ccexp import resume
 from ccexp.backends import build_backend, resolve_backend
-from ccexp.backends.base import reset_peak_memory
+from ccexp.backends.base import current_rss_mb, reset_peak_memory
 from ccexp.config import ConfigError, RunConfig, validate
 from ccexp.config_errors import objective_missing, objective_not_a_number, objective_value
 from ccexp.data import build_splits
@@ -40,6 +40,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         torch.set_num_threads(rc.backend.num_threads)
     pl.seed_everything(rc.seed, workers=True, verbose=False)
     reset_peak_memory()  # this run's own peak, not an earlier sweep job's in this process
+    start_mb = current_rss_mb()  # what it starts from: in a sweep, what earlier jobs left loaded
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # under a file, a read-only or virtual file system (/proc)
@@ -97,6 +98,8 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         scores, predictions = evaluate(backend, splits, rc.eval)
         metrics.update(scores)
         metrics["memory/peak_mb"] = backend.peak_memory_mb()
+        if start_mb is not None:
+            metrics["memory/start_mb"] = start_mb
         metrics["time/total_s"] = time.perf_counter() - start
         metrics["time/eval_s"] = metrics["time/total_s"] - metrics["time/setup_s"] - metrics["time/fit_s"]
         metrics.update({

@@ -97,6 +97,17 @@ def glibc_call(function: str, *args: int) -> bool:
         return False
 
 
+def current_rss_mb() -> float | None:
+    """The process's resident set now (VmRSS), in MiB; None off Linux. At a run's start it is what
+    the run's peak cannot go below: in a sweep's later jobs, what earlier jobs left loaded too
+    (torch's and mlx's libraries and modules, allocator pages), which no reset gives back."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 2**10
+    except (OSError, StopIteration):
+        return None
+
+
 def peak_rss_mb() -> float:
     """The process's peak resident set size. Linux: VmHWM, which starts afresh at exec and at
     ``reset_peak_memory``; ru_maxrss would carry over the peak of the parent that forked us (a

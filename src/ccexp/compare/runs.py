@@ -318,6 +318,21 @@ def machines(runs: list[Run]) -> dict[str, list[Run]]:
     return groups
 
 
+# Runs whose starting resident sets (memory/start_mb) differ by more than this share of the lowest
+# started from different baselines: their peaks hold those starts, not only what each run used.
+MEMORY_START_SPREAD = 0.1
+
+
+def memory_starts(runs: list[Run]) -> dict[str, float]:
+    """The finished runs' memory/start_mb by name where those starts differ (an earlier sweep job's
+    libraries and pages still resident in the process); {} where they are alike or not recorded."""
+    starts = {r.name: r.value("memory/start_mb") for r in runs if r.finished}
+    starts = {name: v for name, v in starts.items() if isinstance(v, (int, float))}
+    if len(starts) < 2 or max(starts.values()) <= min(starts.values()) * (1 + MEMORY_START_SPREAD):
+        return {}
+    return starts
+
+
 def same(value: float | int) -> float | int:
     """A metric as the report compares it: a float to 12 significant digits, past which float
     sums of one value differ (2/3 as 0.6666666666666667 and 0.6666666666666666); a count as it is."""
@@ -334,6 +349,8 @@ def best_runs(runs: list[Run], key: str) -> set[str]:
         return set()
     if timed(key) and len(machines([r for r in runs if r.name in values])) > 1:
         return set()  # a faster machine, not a faster run (machines_note says so)
+    if key.startswith("memory/") and memory_starts([r for r in runs if r.name in values]):
+        return set()  # a higher start, not a hungrier run (memory_note says so)
     if len(set(values.values())) == 1:
         return set()  # all equal: nothing to single out
     best = (max if higher else min)(values.values())

@@ -10,7 +10,7 @@ from typing import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from ccexp.compare.runs import Run, column_label, fmt, higher_is_better, machines, named, setting
+from ccexp.compare.runs import Run, column_label, fmt, higher_is_better, machines, memory_starts, named, setting
 from ccexp.config import CompareConfig
 
 
@@ -74,6 +74,18 @@ def machines_note(runs: list[Run]) -> str:
             "(each run's is in its environment.json).")
 
 
+def memory_note(runs: list[Run]) -> str:
+    """The lowest and highest starting memory, where the finished runs started from different
+    baselines ("" when not): their peaks compare those starts as much as the runs, so none is bold."""
+    starts = memory_starts(runs)
+    if not starts:
+        return ""
+    low, high = min(starts, key=starts.get), max(starts, key=starts.get)
+    return (f"Memory baselines differ: the runs started holding {starts[low]:.0f} MB (`{low}`) to {starts[high]:.0f} "
+            f"MB (`{high}`) (memory/start_mb; a sweep's later jobs in one process hold what earlier jobs loaded), so "
+            "memory/ peaks compare those starts as much as the runs: none is bold.")
+
+
 def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Sequence[str],
                    plots: Sequence[tuple[str, str]] = (), unstarted: Sequence[tuple[str, str]] = (),
                    plot_notes: Sequence[str] = ()) -> None:
@@ -95,7 +107,7 @@ def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Seque
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "Bold: the best finished run per column within each scenario (↑ higher is better, ↓ lower; "
               "val/ columns among runs of one validation set). \"-\": the run did not report it.", ""]
-    for note in (resumed_note(runs), machines_note(runs)):
+    for note in (resumed_note(runs), machines_note(runs), memory_note(runs)):
         if note:
             lines += [note, ""]
     failed = [r for r in runs if not r.finished]
@@ -152,6 +164,6 @@ def print_table(tables: Tables, console: Console) -> None:
         for r in runs:
             table.add_row(r.name, *[cell(r) for _, cell in labels + metrics])
     console.print(table)
-    for paragraph in [*paragraphs, resumed_note(runs), machines_note(runs)]:
+    for paragraph in [*paragraphs, resumed_note(runs), machines_note(runs), memory_note(runs)]:
         if paragraph:
             console.print(paragraph.replace("**", "").replace("`", ""), highlight=False)
