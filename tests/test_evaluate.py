@@ -56,13 +56,15 @@ class ScriptedBackend:
 def _recompute(records: list[dict], bands: dict[str, float]) -> dict[str, float]:
     """Independent of ccexp.metrics: straight from the records' raw parsed values."""
     out: dict[str, float] = {}
+    scales = {"quality_score": (0, 100), "csat": (1, 5), "churn_risk": (0, 100)}
     json_recs = [r for r in records if r["task"] != "reply"]
     out["json_valid"] = sum(r["parsed"] is not None for r in json_recs) / len(json_recs)
     for field, band in bands.items():
         rows = [r for r in records if field in r["reference"]]
         given = [(r["parsed"] or {}).get(field) for r in rows]
+        low, high = scales[field]  # the prompts' scales: an answer off its scale is no number
         numbers = [(float(g), r["reference"][field]) for g, r in zip(given, rows)
-                   if isinstance(g, (int, float)) and not isinstance(g, bool)]
+                   if isinstance(g, (int, float)) and not isinstance(g, bool) and low <= g <= high]
         out[f"{field}/mae"] = sum(abs(g - ref) for g, ref in numbers) / len(numbers)
         out[f"{field}/within_{band:g}"] = sum(abs(g - ref) <= band for g, ref in numbers) / len(rows)
     rows = [r for r in records if "issue_category" in r["reference"]]
