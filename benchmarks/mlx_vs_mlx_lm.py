@@ -36,7 +36,7 @@ from ccexp.backends.mlx import MLXBackend
 from ccexp.backends.mlx_lora import lora_keys
 from ccexp.bench.setup import compose_run_config
 from ccexp.cli import OneLineParser, int_at_least
-from ccexp.config import ConfigError, RunConfig
+from ccexp.config import ConfigError, RunConfig, lora_targets
 from ccexp.config_errors import config_error_line
 from ccexp.data import build_splits
 from ccexp.data.batching import encode
@@ -81,9 +81,10 @@ def _write_data(rc: RunConfig, model_dir: Path, out: Path) -> Path:
 def run_ccexp(rc: RunConfig, model_dir: Path, data: Path, warmup: int, work: Path) -> tuple[int, float]:
     train_rows, val_rows = read_chatml(data / "train.jsonl"), read_chatml(data / "valid.jsonl")
     backend = MLXBackend(rc, model_dir)
-    timed_cfg, backend.cfg = backend.cfg, replace(rc, trainer=replace(rc.trainer, max_steps=warmup))
-    backend.fit(train_rows, val_rows, None, work / "warmup")
-    backend.cfg = timed_cfg
+    if warmup:  # a fit of 0 steps is no valid config (trainer.max_steps >= 1): --warmup 0 skips it
+        timed_cfg, backend.cfg = backend.cfg, replace(rc, trainer=replace(rc.trainer, max_steps=warmup))
+        backend.fit(train_rows, val_rows, None, work / "warmup")
+        backend.cfg = timed_cfg
     stats = backend.fit(train_rows, val_rows, None, work / "timed")
     return stats["train/tokens"], stats["train/seconds"]
 
@@ -102,7 +103,7 @@ def run_mlx_lm(rc: RunConfig, model_dir: Path, data: Path, warmup: int, work: Pa
     model, tokenizer = mlx_lm.load(str(model_dir))
     model.freeze()
     m = rc.method
-    keys = lora_keys(model, list(m.target_modules or rc.model.lora_targets), rc.model.name)
+    keys = lora_keys(model, *lora_targets(m, rc.model), rc.model.name)
     linear_to_lora_layers(model, len(model.layers), {"rank": m.r, "scale": m.alpha / m.r, "dropout": m.dropout,
                                                      "keys": keys})
     train_set, _, _ = load_local_dataset(data, tokenizer, types.SimpleNamespace(mask_prompt=True))
@@ -115,7 +116,7 @@ def run_mlx_lm(rc: RunConfig, model_dir: Path, data: Path, warmup: int, work: Pa
             yield batch, lengths
 
     results = []
-    for iters in (warmup, rc.trainer.max_steps):
+    for iters in ([warmup] if warmup else []) + [rc.trainer.max_steps]:  # --warmup 0: no warm-up train()
         tokens[0], timer = 0, _StepTimes()
         optimizer = optim.AdamW(learning_rate=m.lr, weight_decay=rc.trainer.weight_decay, bias_correction=True)
         args = TrainingArgs(batch_size=rc.trainer.batch_size, iters=iters, steps_per_report=1,
@@ -153,7 +154,7 @@ def main() -> None:
     m = rc.method
     print(f"model={args.model} on {mx.default_device()}: {n_train} training examples of <= {args.max_seq_len} tokens "
           f"(task_mix={args.task_mix}), batch {args.batch_size}, LoRA r={m.r} scale={m.alpha / m.r:g} "
-          f"dropout={m.dropout} on {','.join(m.target_modules or rc.model.lora_targets)} of every layer, "
+          f"dropout={m.dropout} on {','.join(lora_targets(m, rc.model)[0])} of every layer, "
           f"answer-only loss; {args.warmup} warm-up + {args.steps} timed steps each")
     print(f"{'runner':<28} {'tokens':>8} {'seconds':>9} {'tokens/s':>9}")
     for name, tokens, seconds in rows:

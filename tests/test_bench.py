@@ -414,3 +414,19 @@ def test_hf_trainers_side_steps_with_the_others_optimizer(monkeypatch, tiny_dir)
     with pytest.raises(Stop):
         training.run_hf_trainer(rc, tiny_dir, [], [], 0, "cpu")
     assert seen["optim"] == "adamw_torch"
+
+
+def test_mlx_vs_mlx_lm_runs_end_to_end_on_tiny(tiny_dir):
+    """benchmarks/mlx_vs_mlx_lm.py as the README runs it, on the tiny model: both sides train and
+    the ratio is printed (a changed ccexp signature the script calls once broke it silently)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("mlx_lm")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mlx_vs_mlx_lm.py"
+    out = subprocess.run([sys.executable, str(path), "--model", "tiny", "--steps", "1", "--warmup", "0",
+                          "--examples", "4", "--batch-size", "1", "--max-seq-len", "256"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "ratio ccexp / mlx-lm:" in out.stdout
+    assert "ccexp MLXBackend.fit" in out.stdout and "mlx_lm.tuner.trainer.train" in out.stdout
