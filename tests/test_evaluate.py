@@ -510,3 +510,14 @@ def test_an_adapter_of_the_other_backend_family_is_refused_before_loading(traine
         f"ccexp.evaluate: error: argument 'backend.name={given}': the adapter is {kind} (the run's backend={trained}); "
         f"evaluate it with backend.name={'mlx' if trained == 'mlx' else 'cpu or cuda'}")
     assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_evaluate_help_prints_usage_and_its_keys(flag, capsys):
+    """--help is a question, not a bad argument: the usage, what it does and its keys, exit 0."""
+    from ccexp.evaluate.__main__ import USAGE
+
+    assert evaluate_main([flag]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == "" and printed.out.startswith(USAGE)
+    assert all(key in printed.out for key in ("adapter=", "out=", "key=value"))

@@ -27,6 +27,21 @@ if TYPE_CHECKING:
     from ccexp.backends.base import AdapterMismatch
 
 USAGE = "usage: python -m ccexp.evaluate adapter=<run dir> [out=<dir>] [group.key=value ...]"
+HELP = f"""{USAGE}
+
+Evaluate a saved adapter again: the run's own config.yaml rebuilds its model, method and data,
+the test split is scored as the run scored it, and nothing is trained.
+
+  adapter=<run dir>   a run's output dir (its config.yaml and adapter/); required
+  out=<dir>           where results go (default: <run dir>/eval/<timestamp>/): metrics.json,
+                      predictions.jsonl, config.yaml
+  group.key=value     change a field of the saved config, e.g. a real test file and a bigger
+                      sample: data.test_path=<file> data_size.test=3080 eval.generate_examples=3080;
+                      backend.name=, data.name=, logger.name= choose another option of those groups.
+                      Keys only training reads, and the method, are the adapter's own: refused.
+
+Exit codes: 0 finished, 1 the evaluation failed, 2 bad arguments, 130/143/138 stopped by a
+signal. README: Evaluation."""
 _GROUPS = ("model", "method", "backend", "task_mix", "data_size", "data", "trainer", "eval", "logger")
 # A group's name: for the method, what the adapter was trained as (qlora: on a 4-bit base); for
 # the others, a label the evaluation would record while the saved fields decide what runs.
@@ -238,8 +253,12 @@ def _new_eval_dir(run_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     run_dir = out = None
+    args = sys.argv[1:] if argv is None else argv
+    if "--help" in args or "-h" in args:  # a question, not a bad argument
+        print(HELP)
+        return 0
     try:
-        run_dir, out, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+        run_dir, out, overrides = parse_args(args)
         try:
             saved = OmegaConf.load(run_dir / "config.yaml")
         except yaml.YAMLError as err:
