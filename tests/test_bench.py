@@ -197,6 +197,11 @@ def test_bench_bad_parts_is_one_line(capsys):
     (["trainer.batch_size=8"], "trainer.batch_size=8: the bench sets trainer.batch_size from --batch-size"),
     (["model=tiny"], "model=tiny: the bench sets model from --model"),
     (["+trainer.max_steps=3"], "+trainer.max_steps=3: the bench sets trainer.max_steps from --steps + --warmup"),
+    # A group's name chooses as the group does: method.name=qlora trained every side 4-bit under a "lora" header.
+    (["method.name=qlora"], "method.name=qlora: the bench sets method.name from --method"),
+    (["backend.name=mlx"], "backend.name=mlx: the bench sets backend.name from --device"),
+    (["data_size.val=2"], "data_size.val=2: the bench sets data_size.val itself: every side trains the same steps, "
+                          "then is scored on the same examples"),
 ])
 def test_bad_arguments_are_one_line_before_any_work(argv, error, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -61,8 +61,10 @@ def _args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     for override in args.overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        if key in SET_BY_THE_BENCH:  # else the override would win silently, and the header and JSON would not say so
-            p.error(f"{override}: the bench sets {key} {SET_BY_THE_BENCH[key]}")
+        # A group's name key chooses as the group does (method.name=qlora trains 4-bit).
+        setter = SET_BY_THE_BENCH.get(key) or SET_BY_THE_BENCH.get(key.removesuffix(".name"))
+        if setter:  # else the override would win silently, and the header and JSON would not say so
+            p.error(f"{override}: the bench sets {key} {setter}")
     if args.json is None:  # the default folder, checked before the minutes of measuring too
         try:
             args.json = writable_file(RESULTS / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}.json")  # named by its start
@@ -76,7 +78,8 @@ SET_BY_THE_BENCH = {
     "model": "from --model", "backend": "from --device", "method": "from --method",
     "trainer.batch_size": "from --batch-size", "trainer.max_steps": "from --steps + --warmup",
     "data_size.train": "from --batch-size × (--steps + --warmup)", "data_size.test": "from --prompts",
-    **dict.fromkeys(("trainer.val_every_n_steps", "trainer.early_stopping_patience", "trainer.limit_val_batches"),
+    **dict.fromkeys(("trainer.val_every_n_steps", "trainer.early_stopping_patience", "trainer.limit_val_batches",
+                     "data_size.val"),
                     "itself: every side trains the same steps, then is scored on the same examples"),
     "logger": "itself: logger=none (the results go to the JSON file)"}
 PARTS = ("training", "generation", "memory")
