@@ -218,6 +218,20 @@ def test_cli_two_modes_at_once_is_one_line(flags):
                            "hydra.sweeper.params\n")
 
 
+def test_cli_help_says_what_ccexp_is_and_its_companions():
+    """--help opens with ccexp, not Hydra's "__main__ is powered by Hydra.", keeps Hydra's group and
+    config listing, and names what a first-time user needs next: -m for searches, the other CLIs."""
+    proc = subprocess.run([sys.executable, "-m", "ccexp", "--help"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("ccexp: ") and "powered by Hydra" not in proc.stdout
+    assert "== Configuration groups ==" in proc.stdout and "method: lora, prompt_tuning, qlora" in proc.stdout
+    assert "== Config ==" in proc.stdout and "seed: 42" in proc.stdout
+    assert "python -m ccexp -m hparams_search=lora_optuna" in proc.stdout
+    for cli in ("ccexp.evaluate", "ccexp.compare", "ccexp.data", "ccexp.bench", "ccexp.bench.show"):
+        assert f"python -m {cli} " in proc.stdout, cli
+    assert "README.md" in proc.stdout
+
+
 def test_cli_unknown_option_lists_choices():
     proc = _cli("method=foo")
     assert proc.returncode == 2
