@@ -368,3 +368,41 @@ def test_a_gpu_run_records_the_gpus_memory(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: SimpleNamespace(total_memory=85 * 10**9))
     m = machine("cuda")
     assert m["gpu"] == "NVIDIA H100 80GB HBM3" and m["gpu_count"] == 1 and m["gpu_memory_gb"] == 79.2
+
+
+def _corrupt(tmp_path: Path, dotted: str, value) -> Path:
+    """A committed results file with one evidence field set to ``value``."""
+    results = json.loads((RESULTS / "2026-12-01_23-40-21.json").read_text())
+    *parents, last = dotted.split(".")
+    node = results
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    path = tmp_path / "corrupt.json"
+    path.write_text(json.dumps(results))
+    return path
+
+
+@pytest.mark.parametrize("dotted,value,error", [
+    ("training.ccexp.tokens_per_s", "abc", "training.ccexp.tokens_per_s: expected a number, got 'abc'"),
+    ("training.bare_loop.step_seconds", [0.5, None], "training.bare_loop.step_seconds: expected a list of numbers, "
+                                                     "got [0.5, None]"),
+    ("generation.batched_prefill_s", True, "generation.batched_prefill_s: expected a number, got True"),
+    ("memory.lora", 5, "memory.lora: expected an object, got 5"),
+    ("args.warmup", "one", "args.warmup: expected a whole number, got 'one'"),
+])
+def test_a_corrupt_evidence_number_is_one_line_naming_the_field(tmp_path, capsys, dotted, value, error):
+    """The evidence's numbers are checked when the file is read, as the ratios are: a bad one is
+    one line naming the file and the field, not a note with a TypeError and exit 0."""
+    from ccexp.bench.__main__ import main as bench
+
+    bad = _corrupt(tmp_path, dotted, value)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(bad)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"ccexp.bench.show: error: {bad}: {error} (--help for usage)"]
+    with pytest.raises(SystemExit) as exit_info:  # --against: before any work
+        bench(["--model", "tiny", "--against", str(bad)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"ccexp.bench: error: argument --against: {bad}: {error} "
+                                                    "(--help for usage)"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,7 +71,54 @@ def load_result(path: str | Path) -> dict:
     if seconds is not None and not (isinstance(seconds, dict) and "total" in seconds and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in seconds.values())):
         raise ResultError(f"{path}: seconds: expected an object of seconds per part and a total, got {seconds!r}"[:300])
+    _check_evidence(results, path)
     return results
+
+
+# The numbers the rows' evidence reads, by part ([]: a list of numbers). One a file lacks leaves
+# its part's evidence blank (recorded_rows: an older bench recorded fewer); one of another type
+# is a bad file, said here rather than as a TypeError in a note.
+EVIDENCE_NUMBERS = {
+    "training": ("frozen_params", "matmul_peak_flops", "ccexp.tokens_per_s", "ccexp.computed_tokens_per_s",
+                 "ccexp.val_loss", "ccexp.step_seconds[]", "hf_trainer.tokens_per_s", "hf_trainer.val_loss",
+                 "bare_loop.tokens_per_s", "bare_loop.step_seconds[]", "ccexp_alone.computed_tokens_per_s",
+                 "ccexp_alone.computed_tokens", "ccexp_alone.head_rows", "ccexp_alone.seconds",
+                 "embedding_params.embedding", "embedding_params.head", "step_breakdown.mfu_bound",
+                 "step_breakdown.mfu_bound_strict", "step_breakdown.seconds", "step_breakdown.linear_matmul_s",
+                 "step_breakdown.attention_matmul_s"),
+    "generation": ("batched_tokens_per_s", "single_tokens_per_s", "generate_batched_tokens_per_s", "prompts",
+                   "new_tokens_each", "batched_prefill_s", "single_prefill_s", "decode_ratio"),
+    "all_in_one": ("p50_s", "prompt_tokens_p50", "answer_tokens_p50", "forward_passes_p50", "prefix_reused_p50",
+                   "generate_p50_s", "prefill_p50_s", "decode_token_p50_s"),
+    "merged": ("merged_p50_s", "base_p50_s"),
+    "memory": ("qlora.peak_mb", "lora.peak_mb", "qlora.weights_mb", "lora.weights_mb"),
+}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_evidence(results: dict, path: Path) -> None:
+    for part, fields in EVIDENCE_NUMBERS.items():
+        for field in fields:
+            node, keys = results, [part, *field.removesuffix("[]").split(".")]
+            for depth, key in enumerate(keys[:-1]):  # the objects on the way: absent is an older file
+                node = node.get(key)
+                if node is not None and not isinstance(node, dict):
+                    raise ResultError(f"{path}: {'.'.join(keys[:depth + 1])}: expected an object, got {node!r}"[:300])
+                if node is None:
+                    break
+            if node is None or keys[-1] not in node:
+                continue
+            value, where = node[keys[-1]], f"{path}: {'.'.join(keys)}"
+            if field.endswith("[]") and not (isinstance(value, list) and all(_is_number(v) for v in value)):
+                raise ResultError(f"{where}: expected a list of numbers, got {value!r}"[:300])
+            if not field.endswith("[]") and not _is_number(value):
+                raise ResultError(f"{where}: expected a number, got {value!r}"[:300])
+    warmup = results["args"].get("warmup")  # the Lightning-vs-bare row skips the warm-up steps
+    if warmup is not None and not re.fullmatch(r"\d+", str(warmup)):
+        raise ResultError(f"{path}: args.warmup: expected a whole number, got {warmup!r}"[:300])
 
 
 # The machine's fields the tables read: (key, type, what a file must have there).
