@@ -387,3 +387,16 @@ def test_the_default_model_keeps_every_synthetic_all_in_one_prompt_whole(tokeniz
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     dataset = EncodedDataset(tokenizer, splits["train"] + splits["test"], rc.model.max_seq_len)
     assert max(len(item.input_ids) for item in dataset.items) > 1024 and dataset.truncated == 0
+
+
+def test_the_readme_group_table_names_the_keys_a_user_tunes():
+    """README "Choosing what runs" names each group's tuning keys, with the trainer's defaults as conf/ has them."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Choosing what runs")[1].split("\n## ")[0]
+    for key in ("method.target_modules", "method.init_text", "backend.precision", "backend.num_threads",
+                "backend.packed_weights", "eval.batch_size"):
+        assert f"`{key}`" in section, key
+    trainer = validate(compose_cfg()).trainer
+    for key in ("weight_decay", "max_grad_norm", "max_epochs", "grad_accum", "warmup_ratio",
+                "early_stopping_patience"):
+        assert f"`{key}` ({getattr(trainer, key)}" in section, key
