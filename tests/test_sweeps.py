@@ -727,6 +727,16 @@ def test_a_search_space_value_a_trial_would_be_refused_on_is_refused_before_the_
     assert str(err.value) == error
 
 
+@pytest.mark.parametrize("override", ["trainer=choice(fast,default)", "method=choice(lora,qlora)"])
+def test_a_search_over_a_groups_options_is_left_to_hydra(override, tmp_path):
+    """A group's options are Hydra's to compose per trial: checking each by putting its name in
+    the group's place (trainer: "fast") refused every group search."""
+    from hydra_plugins.ccexp_plugins import check_study
+
+    cfg = compose_with_hydra("hparams_search=lora_optuna")
+    check_study(_study(cfg, tmp_path), [override])
+
+
 def test_an_interrupted_study_fails_its_running_trial(tmp_path):
     """SIGTERM in a trial: the study's summary is written and the exit code is 143, and the trial
     is FAIL in the study, not RUNNING for good."""
@@ -782,6 +792,17 @@ def test_the_slurm_launchers_hydra_config_printed_resolved_is_one_line():
     assert proc.stderr == (
         "ccexp: error: --cfg hydra --resolve: a hydra setting reads trainer.resume_from, a key of the job's config, "
         "which --cfg hydra leaves out; --cfg all --resolve shows both resolved\n")
+    assert cli("hydra/launcher=slurm", "--cfg=hydra", "--resolve").stderr == proc.stderr
+
+
+@pytest.mark.parametrize("flags", [["--cfg", "job", "--resolve"], ["--cfg", "all", "--resolve"], list(FAST)])
+def test_an_override_naming_no_key_is_one_line_naming_it(flags, tmp_path):
+    """trainer.max_steps='${nope}': --cfg job/all were told about --cfg hydra, and a run failed in a
+    traceback before validation (the run's name read the override, resolving it)."""
+    proc = cli(*flags, "trainer.max_steps=${nope}", f"hydra.run.dir={tmp_path / 'r'}")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1].startswith("ccexp: error: trainer.max_steps: ")
+    assert "Traceback" not in proc.stderr and "--cfg hydra" not in proc.stderr
 
 
 def test_an_empty_choice_says_it_needs_a_value(tmp_path):

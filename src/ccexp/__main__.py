@@ -68,6 +68,16 @@ def main(cfg: DictConfig) -> Optional[float]:
     return objective_value(metrics[key])
 
 
+def _shown_config(args: list[str]) -> Optional[str]:
+    """What --cfg (-c) asks Hydra to show: job, hydra or all; None without it."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--cfg="):
+            return arg.partition("=")[2]
+        if arg in ("--cfg", "-c") and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
 def cli() -> None:
     """``python -m ccexp`` and the ``ccexp`` command: ``main`` with Hydra's own errors in one line
     (exit 2, as ccexp's config errors). HYDRA_FULL_ERROR=1 set by the user keeps Hydra's output."""
@@ -90,14 +100,19 @@ def cli() -> None:
         print(f"ccexp: error: {config_error_line(err)}", file=sys.stderr)
         sys.exit(2)
     except InterpolationKeyError as err:
-        # --cfg hydra drops the job's keys before resolving; a hydra setting that reads one (the
-        # SLURM launcher's max_num_timeout: trainer.resume_from; a search's direction) cannot resolve
-        # there. omegaconf does not say which setting it was resolving.
         key = re.search(r"Interpolation key '([^']+)' not found", str(err))
-        if "--cfg" not in sys.argv[1:] and "-c" not in sys.argv[1:] or key is None:
+        if key is None:
             raise
-        print(f"ccexp: error: --cfg hydra --resolve: a hydra setting reads {key.group(1)}, a key of the job's config, "
-              "which --cfg hydra leaves out; --cfg all --resolve shows both resolved", file=sys.stderr)
+        if _shown_config(sys.argv[1:]) == "hydra":
+            # --cfg hydra drops the job's keys before resolving; a hydra setting that reads one (the
+            # SLURM launcher's max_num_timeout: trainer.resume_from; a search's direction) cannot
+            # resolve there. omegaconf does not say which setting it was resolving.
+            print(f"ccexp: error: --cfg hydra --resolve: a hydra setting reads {key.group(1)}, a key of the job's "
+                  "config, which --cfg hydra leaves out; --cfg all --resolve shows both resolved", file=sys.stderr)
+        else:  # the user's own ${...} (trainer.max_steps='${nope}')
+            given = next((a.partition("=")[0] for a in sys.argv[1:] if "${" + key.group(1) in a), "the config")
+            print(f"ccexp: error: {given}: ${{{key.group(1)}}} names no key of the config (python -m ccexp --cfg job "
+                  "lists the keys)", file=sys.stderr)
         sys.exit(2)
     except ValueError as err:  # Hydra's own flag check, raised (not printed) under HYDRA_FULL_ERROR
         if not str(err).startswith("Only one of --run, --multirun, --cfg"):

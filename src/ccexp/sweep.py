@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ccexp.config import ConfigError
 
@@ -38,7 +38,8 @@ def run_name(hydra: DictConfig, multirun: bool) -> str:
     jobs (``method=qlora``), not the command line every job shares, which would come first and
     push the part that differs off the end of a dashboard's column; a single run, all of its
     overrides. ``hydra``: HydraConfig.get()."""
-    task = [str(o) for o in hydra.overrides.task]
+    # As typed: iterating the ListConfig would resolve an override's own ${...} (trainer.max_steps=${nope}).
+    task = [str(o) for o in OmegaConf.to_container(hydra.overrides.task, resolve=False)]
     if multirun:
         swept = _swept_keys(hydra)
         task = [o for o in task if _override_key(o) in swept] or task

@@ -155,7 +155,10 @@ def check_study(sweeper, arguments: list[str]) -> None:
         if "/" not in key and key not in task_keys and not _is_group(sweeper, key):
             hint = did_you_mean(key, task_keys, KEYS_HINT)
             raise ConfigError(f"{source}: {key} is not a key of the config ({hint})")
-        if override.is_sweep_override() and key in task_keys and _resolves_here(sweeper.config):
+        # A group's options (trainer=choice(fast,default)) are whole configs Hydra composes per trial:
+        # only a leaf's values are checked here.
+        if override.is_sweep_override() and key in task_keys and _resolves_here(sweeper.config) \
+                and not isinstance(OmegaConf.select(sweeper.config, key), DictConfig):
             _check_searched_values(sweeper.config, override, f"{source}: {text}")
 
 
