@@ -358,6 +358,12 @@ def test_a_missing_shard_or_a_truncated_weight_file_is_one_line(tiny_dir, tmp_pa
     with pytest.raises(ConfigError, match=r"model.safetensors.index.json: not a weight index \(expected JSON with "
                                           r"a weight_map; "):
         models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(sharded)))
+    # A .bin index beside safetensors (hub repos keep both) is not what transformers loads:
+    # its absent .bin shards are no missing file.
+    whole = _copy_model(tiny_dir, tmp_path / "whole")
+    bins = {"a.weight": "pytorch_model-00001-of-00002.bin", "b.weight": "pytorch_model-00002-of-00002.bin"}
+    (whole / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": bins}))
+    assert models.resolve_model_dir(ModelConfig(name="local", source="local", path=str(whole))) == whole
 
     truncated = _copy_model(tiny_dir, tmp_path / "truncated", drop=("model.safetensors",))
     (truncated / "model.safetensors").write_bytes((tiny_dir / "model.safetensors").read_bytes()[:50_000])

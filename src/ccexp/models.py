@@ -203,7 +203,10 @@ def _check_shards(path: Path, named: str) -> None:
     index and some shards, and transformers stops on the first absent one in a traceback. The
     index of the format transformers loads (safetensors first: a hub snapshot keeps the .bin
     index but, fetched as safetensors, not the .bin shards)."""
-    for index in sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("pytorch_model*.bin.index.json")):
+    # A folder with safetensors loads those: a .bin index beside them (hub repos keep both) is not read.
+    safetensors = next(path.glob("*.safetensors"), None) is not None
+    indexes = sorted(path.glob("*.safetensors.index.json" if safetensors else "pytorch_model*.bin.index.json"))
+    for index in indexes:
         try:
             shards = set(json.loads(index.read_text())["weight_map"].values())
         except (ValueError, KeyError, TypeError, AttributeError) as err:
