@@ -364,7 +364,7 @@ def test_an_option_named_by_the_evaluation_brings_its_yaml_and_is_recorded(tmp_p
         return {"status": "finished"}
 
     (tmp_path / "adapter").mkdir()
-    OmegaConf.save(compose_cfg(*FAST, "backend=cpu", "backend.draft_tokens=3"), tmp_path / "config.yaml", resolve=True)
+    OmegaConf.save(compose_cfg(*FAST, "backend=auto", "backend.draft_tokens=3"), tmp_path / "config.yaml", resolve=True)
     monkeypatch.setattr(ccexp.run, "run", recorded)
     train = Path("tests/fixtures/banking77_train.csv").resolve()
     assert evaluate_main([f"adapter={tmp_path}", f"out={tmp_path / 'e'}", "data.name=csv", f"data.train_path={train}",
@@ -373,7 +373,9 @@ def test_an_option_named_by_the_evaluation_brings_its_yaml_and_is_recorded(tmp_p
     assert data == {"name": "csv", "train_path": str(train), "val_path": None, "test_path": None, "text_column": "text",
                     "label_column": "category", "task_name": "topic",
                     "instruction": "Classify the customer's message by its topic.", "seed": 1234}
-    assert validate(used["cfg"]).backend.draft_tokens == 3  # backend.name=cpu: the run's own option
+    # backend.name=cpu on an auto run: another torch device, the run's settings kept (cpu and cuda
+    # are auto's fields under another name), not reset to the option's defaults.
+    assert validate(used["cfg"]).backend.draft_tokens == 3 and validate(used["cfg"]).backend.name == "cpu"
 
 
 @pytest.mark.parametrize("signum, code", [(15, 143), (10, 138)])
