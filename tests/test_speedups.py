@@ -341,12 +341,18 @@ def test_compile_auto_leaves_4bit_bases_eager(monkeypatch):
     assert not _backend("method=qlora").compile_for_training(10_000)
 
 
-def test_compile_settings_are_checked_in_one_line(monkeypatch):
+def test_compile_settings_are_checked_in_one_line(monkeypatch, tmp_path):
     from ccexp.backends import speedups
     from ccexp.config import ConfigError, validate
 
     with pytest.raises(ConfigError, match=r"^backend.compile: expected auto, true or false"):
         validate(compose_cfg(*FAST, "backend.compile=sometimes"))
     monkeypatch.setattr(speedups, "cpp_compiler", lambda: None)
+    # An evaluation of a compile=true run's adapter compiles nothing: its backend builds.
+    backend = _backend("backend.compile=true")
     with pytest.raises(ConfigError, match=r"^backend.compile: true needs a C\+\+ compiler"):
-        _backend("backend.compile=true")
+        backend.compile_for_training(total_steps=10)  # any training, the bench's too
+    # A run finds out before its model loads.
+    monkeypatch.setattr("ccexp.run.build_backend", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(ConfigError, match=r"^backend.compile: true needs a C\+\+ compiler"):
+        run(compose_cfg(*FAST, "backend.compile=true"), tmp_path)

@@ -51,6 +51,10 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     checkpoint = resume.prepare(rc, device, run_dir) if adapter is None else None
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     model_dir = resolve_model_dir(rc.model)
+    if adapter is None and device != "mlx":  # before the model loads, not at the first step
+        from ccexp.backends.speedups import check_compiler
+
+        check_compiler(rc.backend.compile, device)
     backend = build_backend(device, rc, model_dir, [ex["messages"][-1]["content"] for ex in splits["train"]])
     # Every check has passed: only now does the run write into its dir, which may hold an earlier
     # run (hydra.run.dir given again, resume_from=auto) that a refused command must leave as it was.

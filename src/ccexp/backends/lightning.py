@@ -194,9 +194,6 @@ class TorchBackend:
         self.quantization = spec.quantization_config
         if self.quantized and device == "cpu":
             keep_odd_4bit_layers_generic(self.model)
-        if cfg.backend.compile == "true" and device == "cpu" and speedups.cpp_compiler() is None:
-            raise ConfigError("backend.compile: true needs a C++ compiler for torch.compile's CPU code (g++ or $CXX); "
-                              "none found (install one, or set backend.compile=false)")
         self.packing = packing_applies(cfg, self.model)
         self.fit_batches: list[tuple[float, int, int]] = []  # (seconds, n_tokens, n_computed) per training batch
         self.fit_callbacks: list[pl.Callback] = []  # more Lightning callbacks for fit (a benchmark's turns)
@@ -279,6 +276,7 @@ class TorchBackend:
     def compile_for_training(self, total_steps: int) -> bool:
         """Compile the norms and MLP blocks for training where ``backend.compile`` says so
         (``speedups.compiles``, ``speedups.compile_for_training``); whether they are."""
+        speedups.check_compiler(self.cfg.backend.compile, self.device)
         on = speedups.compiles(self.cfg.backend.compile, self.device, self.quantized, total_steps)
         if on:
             speedups.compile_for_training(self.model)

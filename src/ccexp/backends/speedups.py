@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ccexp.backends.base import glibc_call
+from ccexp.config import ConfigError
 
 
 def contiguous_head_input(model: nn.Module) -> None:
@@ -300,6 +301,14 @@ def compile_for_training(model: nn.Module) -> int:
             module.forward = TrainingCompiled(module.forward)
             done += 1
     return done
+
+
+def check_compiler(setting: str, device: str) -> None:
+    """backend.compile=true on a CPU without a C++ compiler: one line, where training would fail
+    at its first step. Training only: an evaluation of the run's adapter compiles nothing."""
+    if setting == "true" and device == "cpu" and cpp_compiler() is None:
+        raise ConfigError("backend.compile: true needs a C++ compiler for torch.compile's CPU code (g++ or $CXX); "
+                          "none found (install one, or set backend.compile=false)")
 
 
 def cpp_compiler() -> str | None:
