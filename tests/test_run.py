@@ -302,6 +302,10 @@ def test_a_run_records_the_memory_it_started_from(tmp_path, monkeypatch):
     metrics = run(compose_cfg(*FAST, "eval.generate_examples=0", "eval.baseline=false"), tmp_path)
     assert calls == ["reset", "start"] and metrics["memory/start_mb"] == 123.0
     assert json.loads((tmp_path / "metrics.json").read_text())["memory/start_mb"] == 123.0
+    # A GPU's peak is its own memory, reset per run: the host's start says nothing about it.
+    monkeypatch.setattr("ccexp.backends.lightning.TorchBackend.peak_is_host_memory", lambda self: False)
+    metrics = run(compose_cfg(*FAST, "eval.generate_examples=0", "eval.baseline=false"), tmp_path / "gpu")
+    assert "memory/start_mb" not in metrics
 
 
 def test_failed_jobs_do_not_stop_the_sweep(tmp_path):

@@ -102,7 +102,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         scores, predictions = evaluate(backend, splits, rc.eval)
         metrics.update(scores)
         metrics["memory/peak_mb"] = backend.peak_memory_mb()
-        if start_mb is not None:
+        if start_mb is not None and backend.peak_is_host_memory():  # a GPU's peak does not start there
             metrics["memory/start_mb"] = start_mb
         metrics["time/total_s"] = time.perf_counter() - start
         metrics["time/eval_s"] = metrics["time/total_s"] - metrics["time/setup_s"] - metrics["time/fit_s"]

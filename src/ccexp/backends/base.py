@@ -166,3 +166,7 @@ class Backend(Protocol):
 
     def peak_memory_mb(self) -> float:
         """Peak memory so far in MiB: accelerator memory on a GPU, resident set size on a CPU."""
+
+    def peak_is_host_memory(self) -> bool:
+        """Whether ``peak_memory_mb`` is the process's resident set (a CPU run), which starts at
+        what the process holds already; a GPU's peak starts at its own reset."""

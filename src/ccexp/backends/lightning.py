@@ -434,6 +434,9 @@ class TorchBackend:
         trainable, total = self.model.get_nb_trainable_parameters()
         return int(trainable), int(total)
 
+    def peak_is_host_memory(self) -> bool:
+        return self.device != "cuda"
+
     def peak_memory_mb(self) -> float:
         if self.device == "cuda":
             return torch.cuda.max_memory_allocated() / 2**20

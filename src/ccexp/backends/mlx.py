@@ -399,6 +399,9 @@ class MLXBackend:
         # mlx-lm counts leaf layers (4-bit weights at their true count); adapters sit outside them.
         return int(trainable), int(get_total_parameters(self.net.model) + trainable)
 
+    def peak_is_host_memory(self) -> bool:
+        return mx.default_device().type != mx.DeviceType.gpu
+
     def peak_memory_mb(self) -> float:
         if mx.default_device().type == mx.DeviceType.gpu:
             return mx.get_peak_memory() / 2**20

@@ -10,10 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
+from ccexp.backends.base import current_rss_mb
 
 
 class ProbeError(RuntimeError):

@@ -50,7 +50,7 @@ def load_result(path: str | Path) -> dict:
         raise ResultError(f"{path}: unfinished: expected a list of the parts not run, got {unfinished!r}"[:300])
     load = results.get("load_average")
     if load is not None and not (isinstance(load, dict) and all(
-            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in load.values())):
+            v is None or _is_number(v) for v in load.values())):
         raise ResultError(f"{path}: load_average: expected an object of 1-minute load averages, got {load!r}"[:300])
     code = results.get("code")
     if code is not None and not (isinstance(code, dict) and isinstance(code.get("commit"), (str, type(None)))
@@ -61,7 +61,7 @@ def load_result(path: str | Path) -> dict:
         if not isinstance(ratio, dict):
             raise ResultError(f"{where}: expected an object with value, goal and met, got {type(ratio).__name__}")
         value = ratio.get("value")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):  # NaN is a number the bench can write
+        if not _is_number(value):  # NaN is a number the bench can write
             raise ResultError(f"{where}.value: expected a number, got {value!r}")
         if not isinstance(ratio.get("goal"), str):
             raise ResultError(f"{where}.goal: expected text such as '>= 2.0', got {ratio.get('goal')!r}")
@@ -69,7 +69,7 @@ def load_result(path: str | Path) -> dict:
             raise ResultError(f"{where}.met: expected true or false, got {ratio.get('met')!r}")
     seconds = results.get("seconds")  # files from before the bench timed its parts have none
     if seconds is not None and not (isinstance(seconds, dict) and "total" in seconds and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in seconds.values())):
+            _is_number(v) and math.isfinite(v) for v in seconds.values())):
         raise ResultError(f"{path}: seconds: expected an object of seconds per part and a total, got {seconds!r}"[:300])
     _check_evidence(results, path)
     return results
