@@ -49,7 +49,6 @@ _NAMES = ("method.name", "task_mix.name", "data_size.name", "model.name")
 # Groups whose name chooses something real (README: Evaluation): <group>.name=<option> scores the
 # adapter on another device, dataset or tracker.
 _CHOSEN_BY_NAME = ("backend", "data", "logger")
-TORCH_BACKENDS = ("auto", "cpu", "cuda")
 
 
 def _refusal(arg: str, key: str, run_dir: Path) -> str:
@@ -211,14 +210,13 @@ def _take_named_options(saved: DictConfig, given: DictConfig) -> None:
     """A backend, data or logger option named here other than the run's (data.name=csv on a
     synthetic run) replaces the run's group with that option's YAML under the fields given, as
     training composes it: the run's fields were another option's, and the schema's defaults are
-    no option's (csv's instruction). Both configs are changed in place. Between the torch backends
-    (auto, cpu, cuda: one set of fields, conf/backend/auto.yaml's) only the device changes: the
-    run's settings (precision, attention, ...) stay the ones its adapter was trained and scored with."""
-    for group in _CHOSEN_BY_NAME:
+    no option's (csv's instruction). Both configs are changed in place. Not the backend: the torch
+    ones (auto, cpu, cuda) share auto.yaml's fields, so only the device changes and the run's
+    settings (precision, attention, ...) stay its adapter's; torch to MLX is refused
+    (``_check_backend_family``)."""
+    for group in ("data", "logger"):
         name = OmegaConf.select(given, f"{group}.name", default=None)
         if name is None or not isinstance(saved.get(group), DictConfig) or name == saved[group].get("name"):
-            continue
-        if group == "backend" and {str(name), saved[group].get("name")} <= set(TORCH_BACKENDS):
             continue
         option = _option(group, str(name))
         if option is not None:
