@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import FAST, compose_cfg
 from torchmetrics.functional.text import sacre_bleu_score
@@ -511,6 +512,24 @@ def test_an_adapter_of_the_other_backend_family_is_refused_before_loading(traine
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"ccexp.evaluate: error: argument 'backend.name={given}': the adapter is {kind} (the run's backend={trained}); "
         f"evaluate it with backend.name={'mlx' if trained == 'mlx' else 'cpu or cuda'}")
+    assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("trained,given", [("cuda", None), ("cpu", "cuda")])
+def test_cuda_without_a_gpu_names_the_key_evaluate_takes(trained, given, tmp_path, capsys):
+    """A GPU run's adapter evaluated where there is none: training's advice (backend=cpu) is a
+    group swap evaluate refuses; the line names backend.name=cpu, before any eval dir is made."""
+    from omegaconf import OmegaConf
+
+    (tmp_path / "adapter").mkdir()
+    cfg = compose_cfg(*FAST)
+    cfg.backend.name = trained
+    OmegaConf.save(cfg, tmp_path / "config.yaml", resolve=True)
+    assert evaluate_main([f"adapter={tmp_path}", *([f"backend.name={given}"] if given else [])]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ccexp.evaluate: error: backend.name=cuda{'' if given else ' (the run trained on it)'}: torch sees no "
+        "CUDA GPU on this machine; evaluate with backend.name=cpu (or backend.name=auto)")
     assert not (tmp_path / "eval").exists()
 
 

@@ -191,6 +191,18 @@ def _check_backend_family(saved: DictConfig, overrides: list[str]) -> None:
                       f"evaluate it with backend.name={use}")
 
 
+def _check_device(cfg: DictConfig, overrides: list[str]) -> None:
+    """A GPU run's adapter evaluated on a machine without one: training's message says backend=cpu,
+    a group swap this command refuses, so the one line names the key evaluate takes."""
+    import torch
+
+    if OmegaConf.select(cfg, "backend.name", default=None) != "cuda" or torch.cuda.is_available():
+        return
+    given = any(a.partition("=")[0] == "backend.name" for a in overrides)
+    raise ConfigError(f"backend.name=cuda{'' if given else ' (the run trained on it)'}: torch sees no CUDA GPU on "
+                      "this machine; evaluate with backend.name=cpu (or backend.name=auto)")
+
+
 def _option(group: str, name: str) -> DictConfig | None:
     """conf/<group>/<name>.yaml as ``<group>=<name>`` composes it in training (its defaults list
     applied, its ``${...}`` kept, to follow the fields given with it: data.task_name into the
@@ -285,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         from ccexp.backends.base import AdapterMismatch  # after the arguments: it loads torch
         from ccexp.run import run
 
+        _check_device(cfg, overrides)
         made = out is None
         out = out or _new_eval_dir(run_dir)
         try:
