@@ -737,6 +737,17 @@ def test_a_search_over_a_groups_options_is_left_to_hydra(override, tmp_path):
     check_study(_study(cfg, tmp_path), [override])
 
 
+def test_a_group_option_that_does_not_exist_is_refused_before_the_study_opens(tmp_path):
+    """trainer=choice(fast,nope): each trial drawing nope failed in Hydra's composition while the
+    study went on; the option is looked up once, up front, and no study or sweep dir is made."""
+    sweep = tmp_path / "s"
+    proc = cli("-m", "hparams_search=lora_optuna", *FAST, "trainer=choice(fast,nope)", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 2
+    assert proc.stderr == ("ccexp: error: the command line: trainer=choice(fast,nope): trainer has no option nope "
+                           "(expected one of default, fast)\n")
+    assert not sweep.exists()
+
+
 def test_an_interrupted_study_fails_its_running_trial(tmp_path):
     """SIGTERM in a trial: the study's summary is written and the exit code is 143, and the trial
     is FAIL in the study, not RUNNING for good."""

@@ -65,12 +65,27 @@ def _config_keys(node, prefix: str = "") -> list[str]:
     return keys
 
 
+def _repository(sweeper):
+    loader = getattr(getattr(sweeper, "hydra_context", None), "config_loader", None)
+    return getattr(loader, "repository", None)
+
+
 def _is_group(sweeper, key: str) -> bool:
     """``method=lora``, ``experiment=...``: a config group choice, not a key (a ``_global_``
     group such as ``experiment`` is no node of the config at all)."""
-    loader = getattr(getattr(sweeper, "hydra_context", None), "config_loader", None)
-    repository = getattr(loader, "repository", None)
+    repository = _repository(sweeper)
     return repository is not None and repository.group_exists(key.replace(".", "/"))
+
+
+def _check_group_options(sweeper, override, where: str) -> None:
+    """trainer=choice(fast,nope): each trial drawing nope failed in Hydra's composition, the study
+    carrying on; each option named is looked up once, before the study opens (the options
+    themselves are whole configs Hydra composes and validates per trial)."""
+    group = override.get_key_element().replace(".", "/")
+    options = _repository(sweeper).get_group_options(group)
+    missing = [str(v) for v in _searched_values(override) if str(v) not in options]
+    if missing:
+        raise ConfigError(f"{where}: {group} has no option {missing[0]} (expected one of {', '.join(options)})")
 
 
 def _directions(sweeper) -> list[str]:
@@ -155,6 +170,8 @@ def check_study(sweeper, arguments: list[str]) -> None:
         if "/" not in key and key not in task_keys and not _is_group(sweeper, key):
             hint = did_you_mean(key, task_keys, KEYS_HINT)
             raise ConfigError(f"{source}: {key} is not a key of the config ({hint})")
+        if override.is_choice_sweep() and _is_group(sweeper, key):
+            _check_group_options(sweeper, override, f"{source}: {text}")
         # A group's options (trainer=choice(fast,default)) are whole configs Hydra composes per trial:
         # only a leaf's values are checked here.
         if override.is_sweep_override() and key in task_keys and _resolves_here(sweeper.config) \
