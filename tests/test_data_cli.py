@@ -98,6 +98,24 @@ def test_card_gives_a_constant_answers_test_accuracy():
     assert card["constant_answer"] == {"label": 0.5, "quality_score": 0.5}  # "lost"; median_low 50: 55 and 49
 
 
+def test_card_gives_a_constant_answers_task_accuracy_as_a_run_counts_it():
+    """A run's task accuracy needs every field of the answer right: a quality answer's score and
+    band, an issue answer's two categories. The per-field floors alone (quality_score 0.55 on
+    data_size=small) overstated the floor of the quality task's accuracy (0.26)."""
+    from ccexp.config import EvalConfig
+    from ccexp.scoring import field_checks
+
+    def ex(score, band):
+        return {"task": "quality", "reference": {"quality_score": score, "effectiveness": band},
+                "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+
+    splits = {"train": [ex(60, "fair"), ex(62, "fair"), ex(90, "excellent"), ex(95, "excellent"), ex(96, "excellent")],
+              "val": [], "test": [ex(80, "good"), ex(58, "fair"), ex(88, "excellent"), ex(10, "poor")]}
+    card = dataset_card(splits, checks=field_checks(EvalConfig()))  # constant: 90 and "excellent"
+    assert card["constant_answer"] == {"quality_score": 0.5, "effectiveness": 0.25}  # 80 and 88 within 10 of 90
+    assert card["constant_answer_by_task"] == {"quality": 0.25}  # only 88/excellent has both right
+
+
 def test_the_card_breaks_a_tie_for_most_common_label_the_same_in_any_order():
     """Two labels as common on train: the floor was the first one seen's, so the same examples
     exported and read back (in another order) gave another floor."""

@@ -61,35 +61,58 @@ def label_counts(splits: dict[str, list[dict]]) -> dict[str, dict[str, Counter]]
     return fields
 
 
+def _constant_guesses(splits: dict[str, list[dict]], checks: dict) -> dict[str, object]:
+    """Field -> the one constant answer: the train split's most common value, or for a score
+    (quality, CSAT, churn) its median."""
+    train = defaultdict(list)
+    for ex in splits["train"]:
+        for name, value in ex["reference"].items():
+            if name not in _FREE_TEXT_FIELDS and name in checks:
+                train[name].append(value)
+    guesses = {}
+    for name, seen in train.items():
+        # A median only for a score: a user's labels 0/7/9 are classes, whose median no one answers.
+        if FIELD_KINDS.get(name) == "number" and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     for v in seen):
+            guesses[name] = statistics.median_low(seen)
+            continue
+        # Labels as the scorer compares them (1 and 1.0 are one); lists (coaching's themes) as sets.
+        def key(value, name=name) -> str:
+            return json.dumps(sorted(map(str, value))) if isinstance(value, list) else _label_key(name, value)
+        counts = Counter(map(key, seen))
+        # A tie broken by the label, not by which came first: the same examples in another
+        # order (exported and read back) give the same floor.
+        top = min(counts, key=lambda label: (-counts[label], label))
+        guesses[name] = next(v for v in seen if key(v) == top)
+    return guesses
+
+
 def constant_answers(splits: dict[str, list[dict]], checks: dict) -> dict[str, float]:
     """Field -> the test accuracy of one constant answer, judged as evaluation judges a model
     (``checks``: scoring.field_checks): the train split's most common value, or for a score
     (quality, CSAT, churn) its median. What a model must beat to have read anything; next to the noise ceiling, the room."""
-    train, test = defaultdict(list), defaultdict(list)
-    for split, values in (("train", train), ("test", test)):
-        for ex in splits[split]:
-            for name, value in ex["reference"].items():
-                if name not in _FREE_TEXT_FIELDS and name in checks:
-                    values[name].append(value)
-    scores = {}
-    for name, refs in test.items():
-        seen = train.get(name)
-        if not seen:
-            continue
-        # A median only for a score: a user's labels 0/7/9 are classes, whose median no one answers.
-        if FIELD_KINDS.get(name) == "number" and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                     for v in seen):
-            guess = statistics.median_low(seen)
-        else:  # labels as the scorer compares them (1 and 1.0 are one); lists (coaching's themes) as sets
-            def key(value) -> str:
-                return json.dumps(sorted(map(str, value))) if isinstance(value, list) else _label_key(name, value)
-            counts = Counter(map(key, seen))
-            # A tie broken by the label, not by which came first: the same examples in another
-            # order (exported and read back) give the same floor.
-            top = min(counts, key=lambda label: (-counts[label], label))
-            guess = next(v for v in seen if key(v) == top)
-        scores[name] = sum(bool(checks[name](guess, ref)) for ref in refs) / len(refs)
-    return scores
+    guesses = _constant_guesses(splits, checks)
+    test = defaultdict(list)
+    for ex in splits["test"]:
+        for name, value in ex["reference"].items():
+            if name in guesses:
+                test[name].append(value)
+    return {name: sum(bool(checks[name](guesses[name], ref)) for ref in refs) / len(refs)
+            for name, refs in test.items()}
+
+
+def constant_task_answers(splits: dict[str, list[dict]], checks: dict) -> dict[str, float]:
+    """Task -> the test accuracy of the same constant answers counted as a run's task accuracy
+    counts (metrics.summarize): right only when every field of the answer is. A task of two
+    fields (quality: score and band; issue: main and second category) has a lower floor than
+    either field's."""
+    guesses = _constant_guesses(splits, checks)
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for ex in splits["test"]:
+        fields = [name for name in ex["reference"] if name not in _FREE_TEXT_FIELDS and name in checks]
+        if fields and all(name in guesses for name in fields):
+            hits[ex["task"]].append(all(checks[name](guesses[name], ex["reference"][name]) for name in fields))
+    return {task: sum(oks) / len(oks) for task, oks in sorted(hits.items())}
 
 
 def token_lengths(examples: list[dict], tokenizer) -> dict[str, list[int]]:
@@ -141,6 +164,7 @@ def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Opt
                            "answer": sum(answer for answer, _ in cuts)}
     if checks is not None:
         card["constant_answer"] = constant_answers(splits, checks)
+        card["constant_answer_by_task"] = constant_task_answers(splits, checks)
     if noise is not None:
         card["noise_ceiling"] = {name: noise[name]["ceiling"] for name in card["labels"] if name in noise}
     return card
@@ -191,6 +215,11 @@ def print_card(card: dict, title: str, console: Optional[Console] = None) -> Non
         floor = ", ".join(f"{name} {value:.3f}" for name, value in card["constant_answer"].items())
         console.print(f"one constant answer on test (train's most common label; a score's median), the floor a "
                       f"model must beat: {floor}", soft_wrap=True)
+    if card.get("constant_answer_by_task"):
+        by_task = card["constant_answer_by_task"]
+        floor = ", ".join(f"{task} {value:.3f}" for task, value in by_task.items())
+        console.print(f"the same answers as task accuracy counts them (every field right): {floor}; mean "
+                      f"{sum(by_task.values()) / len(by_task):.3f} (test/acc's floor)", soft_wrap=True)
     if card.get("noise_ceiling"):
         ceiling = ", ".join(f"{name} {value:.3f}" for name, value in card["noise_ceiling"].items())
         console.print(f"label-noise ceiling (best accuracy a perfect reader reaches): {ceiling}", soft_wrap=True)
