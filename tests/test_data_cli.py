@@ -114,6 +114,15 @@ def test_card_gives_a_constant_answers_task_accuracy_as_a_run_counts_it():
     card = dataset_card(splits, checks=field_checks(EvalConfig()))  # constant: 90 and "excellent"
     assert card["constant_answer"] == {"quality_score": 0.5, "effectiveness": 0.25}  # 80 and 88 within 10 of 90
     assert card["constant_answer_by_task"] == {"quality": 0.25}  # only 88/excellent has both right
+    console = Console(record=True, width=400)
+    print_card(card, "t", console)
+    assert "mean 0.250 (test/acc's floor)" in console.export_text()
+    # A reply task counts in test/acc (exact match) but has no constant answer here: no floor claimed.
+    splits["test"].append({"task": "reply", "reference": {"reply": "Sure."}, "messages": ex(1, "x")["messages"]})
+    card = dataset_card(splits, checks=field_checks(EvalConfig()))
+    console = Console(record=True, width=400)
+    print_card(card, "t", console)
+    assert "mean 0.250 over these tasks" in console.export_text()
 
 
 def test_the_card_breaks_a_tie_for_most_common_label_the_same_in_any_order():

@@ -218,8 +218,12 @@ def print_card(card: dict, title: str, console: Optional[Console] = None) -> Non
     if card.get("constant_answer_by_task"):
         by_task = card["constant_answer_by_task"]
         floor = ", ".join(f"{task} {value:.3f}" for task, value in by_task.items())
-        console.print(f"the same answers as task accuracy counts them (every field right): {floor}; mean "
-                      f"{sum(by_task.values()) / len(by_task):.3f} (test/acc's floor)", soft_wrap=True)
+        # test/acc is the mean over every task on test: its floor only where each has one here
+        # (a reply task's exact match has no constant answer counted).
+        mean = f"{sum(by_task.values()) / len(by_task):.3f}"
+        mean += " (test/acc's floor)" if set(by_task) == set(card["tasks"]["test"]) else " over these tasks"
+        console.print(f"the same answers as task accuracy counts them (every field right): {floor}; mean {mean}",
+                      soft_wrap=True)
     if card.get("noise_ceiling"):
         ceiling = ", ".join(f"{name} {value:.3f}" for name, value in card["noise_ceiling"].items())
         console.print(f"label-noise ceiling (best accuracy a perfect reader reaches): {ceiling}", soft_wrap=True)
