@@ -137,6 +137,24 @@ def test_the_same_text_is_never_in_two_splits(tmp_path, caplog):
         r.getMessage() for r in caplog.records]
 
 
+
+def test_a_test_row_in_the_val_slice_is_counted_where_it_is(tmp_path, caplog):
+    """A given test file against a training file whose val slice is held out: a test row whose
+    text sits in that slice was counted as "in the train split" (where it is not) and never as
+    in the val split, which picks the best step on it. It is counted where it is."""
+    path = tmp_path / "t.csv"
+    path.write_text("text,category\n" + "\n".join(f"message {i}?,{'ab'[i % 2]}" for i in range(40)) + "\n")
+    test = tmp_path / "test.csv"
+    test.write_text("text,category\nsomething new,a\n")
+    data = DataConfig(name="csv", train_path=str(path), test_path=str(test))
+    in_val = build_splits(data, BIG, MIX)["val"][0]["messages"][1]["content"].split("Customer: ")[1]
+    test.write_text(f"text,category\n{in_val.upper()},a\nsomething new,a\n")
+    with caplog.at_level(logging.WARNING, logger="ccexp.data"):
+        build_splits(data, BIG, MIX)
+    said = [r.getMessage() for r in caplog.records]
+    assert f"{test}: 1 of 2 test rows are also in the val split ({path}): the best step is chosen on them" in said
+    assert not any("also in the train split" in m for m in said)
+
 def test_config_checks():
     with pytest.raises(ConfigError, match=r"^data\.label_column: expected a column other than text_column"):
         DataConfig(name="csv", train_path="x.csv", label_column="text")

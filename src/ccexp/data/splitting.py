@@ -48,7 +48,7 @@ def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
     splits = {s: load(getattr(data, f"{s}_path"), f"data.{s}_path")
               for s in ("val", "test") if getattr(data, f"{s}_path") is not None}
     if content is not None:
-        _check_overlap(data, train, splits, content)
+        _refuse_same_file(data, train, splits, content)
     held = [s for s in ("val", "test") if s not in splits]
     rows_of: dict[str, list[int]] = {}  # conversation -> its rows, conversations in file order
     for i, group in enumerate(_groups(train, conversation, content)):
@@ -81,7 +81,7 @@ def holdout_splits(data: DataConfig, load: Callable[[str, str], list[Row]],
         splits[split] = [train[i] for i in sorted(taken)]
     splits["train"] = [train[i] for i in sorted(i for rows in order for i in rows)]
     if content is not None:
-        _report_held_out_overlap(data, splits, held, content)
+        _report_overlap(data, splits, held, content)
     for split in SPLITS:
         if not splits[split]:
             path = getattr(data, f"{split}_path") or data.train_path
@@ -104,40 +104,43 @@ def _groups(rows: list[Row], conversation: Callable[[Row], str] | None,
     return [first_with.setdefault(content(row), key) if size[key] == 1 else key for key, row in zip(keys, rows)]
 
 
-def _report_held_out_overlap(data: DataConfig, splits: dict[str, list[Row]], held: list[str],
-                             content: Callable[[Row], str]) -> None:
-    """Held-out rows that ask what a training row asks (a conversation repeated under another
-    id): counted in a warning, as for given files."""
+def _report_overlap(data: DataConfig, splits: dict[str, list[Row]], held: list[str],
+                    content: Callable[[Row], str]) -> None:
+    """Val/test rows that ask what a train row asks, and test rows that ask what a val row asks
+    (validation picks the best step): counted in a warning. Counted in the final splits, after
+    the holdout: a given test file's row that is also in the training file may sit in the val
+    slice held out of it, and the warning says where it is."""
     seen = {content(row) for row in splits["train"]}
-    for split in held:
+    for split in ("val", "test"):
         shared = sum(content(row) in seen for row in splits[split])
-        if shared:
+        if shared and split in held:  # a conversation repeated under another id
             log.warning("%s: %d of %d %s rows held out of it ask what a train row asks: their scores measure memory",
                         data.train_path, shared, len(splits[split]), split)
+        elif shared:
+            log.warning("%s: %d of %d %s rows are also in the train split (%s): their scores measure "
+                        "memory", getattr(data, f"{split}_path"), shared, len(splits[split]), split, data.train_path)
+    val = {content(row) for row in splits["val"]}
+    shared = sum(content(row) in val for row in splits["test"])
+    if shared:
+        log.warning("%s: %d of %d test rows are also in the val split (%s): the best step is chosen on them",
+                    data.test_path or data.train_path, shared, len(splits["test"]), data.val_path or data.train_path)
 
 
-def _check_overlap(data: DataConfig, train: list[Row], given: dict[str, list[Row]],
-                   content: Callable[[Row], str]) -> None:
-    """Scores on rows the model trained on measure memory, not what it learned."""
+def _refuse_same_file(data: DataConfig, train: list[Row], given: dict[str, list[Row]],
+                      content: Callable[[Row], str]) -> None:
+    """Scores on rows the model trained on measure memory, not what it learned: a val/test file
+    whose every row is in the training file (or a test file whose every row is in the val file)
+    is the same file twice, refused before the holdout."""
     seen = {content(row) for row in train}
     for split, rows in given.items():
-        shared = sum(content(row) in seen for row in rows)
-        path = getattr(data, f"{split}_path")
-        if rows and shared == len(rows):
-            raise ConfigError(f"{path}: all {len(rows)} {split} rows are also in the train split "
-                              f"({data.train_path}); expected held-out rows (the same file twice?)")
-        if shared:
-            log.warning("%s: %d of %d %s rows are also in the train split (%s): their scores measure "
-                        "memory", path, shared, len(rows), split, data.train_path)
+        if rows and all(content(row) in seen for row in rows):
+            raise ConfigError(f"{getattr(data, f'{split}_path')}: all {len(rows)} {split} rows are also in the train "
+                              f"split ({data.train_path}); expected held-out rows (the same file twice?)")
     if len(given) == 2:  # validation picks the best step: on test rows, the test score is chosen by itself
         val = {content(row) for row in given["val"]}
-        shared = sum(content(row) in val for row in given["test"])
-        if given["test"] and shared == len(given["test"]):
-            raise ConfigError(f"{data.test_path}: all {shared} test rows are also in the val split ({data.val_path}); "
-                              "expected held-out rows (the same file twice?)")
-        if shared:
-            log.warning("%s: %d of %d test rows are also in the val split (%s): the best step is chosen on them",
-                        data.test_path, shared, len(given["test"]), data.val_path)
+        if given["test"] and all(content(row) in val for row in given["test"]):
+            raise ConfigError(f"{data.test_path}: all {len(given['test'])} test rows are also in the val split "
+                              f"({data.val_path}); expected held-out rows (the same file twice?)")
 
 
 def take(splits: dict[str, list[Row]], size: DataSizeConfig, data: DataConfig) -> dict[str, list[Row]]:
