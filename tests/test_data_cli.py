@@ -45,6 +45,28 @@ def test_the_card_counts_whole_prompts_in_train_as_the_run_does():
     assert card["eval_in_train"] == {"val": 1, "test": 0}
 
 
+
+def test_the_card_measures_token_lengths_a_chunk_at_a_time(tokenizer, monkeypatch):
+    """Only the lengths are kept: one tokenizer call over every prompt held all their encodings
+    at once (describe on BANKING77's 13,083 rows peaked 1.25 GB above its splits)."""
+    from ccexp.data import card as card_module
+
+    calls = []
+
+    class Counting:  # the tokenizer, counting the texts each call encodes
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, texts, **kwargs):
+            calls.append(len(texts))
+            return tokenizer(texts, **kwargs)
+
+    examples = [_ex("classify", "word " * i, '{"label": "x"}', label="x") for i in range(1, 6)]
+    whole = card_module.token_lengths(examples, tokenizer)
+    monkeypatch.setattr(card_module, "ENCODE_CHUNK", 2)
+    assert card_module.token_lengths(examples, Counting()) == whole
+    assert calls == [2, 2, 1, 2, 2, 1]
+
 def test_card_numbers(tokenizer):
     splits = {
         "train": [_ex("classify", "Card lost", '{"label": "lost"}', label="lost"),
