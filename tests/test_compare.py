@@ -848,3 +848,16 @@ def test_memory_from_different_starting_baselines_is_never_best(tmp_path, capsys
     with open(root / "compare.csv") as f:
         assert {row["run"]: row["best_in"] for row in csv.DictReader(f)} == {"0": "test/acc;memory/peak_mb", "1": ""}
     assert "Memory baselines differ" not in (root / "compare.md").read_text()
+
+
+def test_the_best_without_the_constraints_says_when_it_is_a_tie(tmp_path):
+    """No run meets the latency budget and both score 0.000: the pick without the constraints is
+    a tie settled by val/loss, and the sentence says so rather than naming one run the best."""
+    root = tmp_path / "sweep"
+    make_run(root / "0", "lora", {"test/acc": 0.0, "val/loss": 10.7897, "test/latency/p50_s": 3.5})
+    make_run(root / "1", "prompt_tuning", {"test/acc": 0.0, "val/loss": 10.7892, "test/latency/p50_s": 7.6})
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    assert ("Without them the best would be prompt_tuning (`1`, test/acc 0.000), a tie: prompt_tuning is picked "
+            "for its lower val/loss (10.789 vs 10.790).") in md
+

@@ -133,10 +133,14 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
     excluded_note = "" if not excluded else " Outside the constraints: " + "; ".join(
         f"{named(r, swept)}: {', '.join(_violations(r, checked))}" for r in excluded) + "."
     if not eligible:
-        top = rank(scored)[0]
+        top, *rest = rank(scored)
+        name = top.flat.get("method.name", top.name)
+        # Tied with the next: picked by a tie-break, which is said, not crowned the best outright.
+        tied = [r for r in rest if same(r.value(metric)) == same(top.value(metric))]
+        pick = _tie_note(top, tied[0], name, [top, *tied]) if tied else "."
         return head + (f"**No run meets the constraints** ({limits}).{excluded_note} Without them the best "
-                       f"would be {top.flat.get('method.name', top.name)} (`{top.name}`, {metric} "
-                       f"{fmt(top.value(metric))}).{unranked_note}{failed_note}{unchecked_note}")
+                       f"would be {name} (`{top.name}`, {metric} {fmt(top.value(metric))}){pick}"
+                       f"{unranked_note}{failed_note}{unchecked_note}")
     best = eligible[0]
     method = best.flat.get("method.name", "?")
     others = [r for r in eligible[1:] if r.flat.get("method.name") != method] or eligible[1:]
