@@ -861,3 +861,18 @@ def test_the_best_without_the_constraints_says_when_it_is_a_tie(tmp_path):
     assert ("Without them the best would be prompt_tuning (`1`, test/acc 0.000), a tie: prompt_tuning is picked "
             "for its lower val/loss (10.789 vs 10.790).") in md
 
+
+
+def test_plots_of_an_earlier_report_are_not_left_beside_a_new_one(sweep):
+    """./compare (or a sweep dir) reported on again: a plot this report does not draw (--no-plots,
+    or nothing to show) is no longer there from the earlier report, picturing other runs."""
+    out = sweep.parent / "report"
+    assert main([str(sweep), "--out", str(out)]) == 0
+    assert {p.name for p in out.glob("*.png")} == {"per_field_accuracy.png", "tradeoff.png", "training_curves.png"}
+    metrics = json.loads((sweep / "2" / "metrics.json").read_text())
+    (sweep / "2" / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items()
+                                                          if k not in ("train/val_history", "test/latency/p50_s")}))
+    assert main([str(sweep / "2"), "--out", str(out)]) == 0
+    assert {p.name for p in out.glob("*.png")} == {"per_field_accuracy.png"}
+    assert main([str(sweep), "--out", str(out), "--no-plots"]) == 0
+    assert not list(out.glob("*.png"))

@@ -30,6 +30,9 @@ from ccexp.config_errors import numeric_keys
 
 __all__ = ["CompareError", "compare", "find_run_dirs", "higher_is_better", "load_runs", "main"]
 
+# Every plot a report may write (plots.write_plots): ./compare holds the last report of several run dirs.
+PLOT_FILES = ("per_field_accuracy.png", "tradeoff.png", "training_curves.png")
+
 # The flag that settles each way recorded compare blocks can differ.
 JUDGED_BY = {"metric": "--metric", "direction": "--direction", "constraints": "--constraint or --no-constraints"}
 
@@ -138,6 +141,8 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
                  for p in paths if Path(p).is_dir() for name, job in unstarted_jobs(Path(p))]
     tables = Tables(runs, swept, columns, best, recommend(groups, cc, swept, unstarted))
     written_plots, plot_notes = [], []
+    for filename in PLOT_FILES:  # an earlier report's plot, not drawn now, would picture other runs
+        (out / filename).unlink(missing_ok=True)
     if plots:
         from ccexp.compare.plots import write_plots
 
