@@ -876,3 +876,18 @@ def test_plots_of_an_earlier_report_are_not_left_beside_a_new_one(sweep):
     assert {p.name for p in out.glob("*.png")} == {"per_field_accuracy.png"}
     assert main([str(sweep), "--out", str(out), "--no-plots"]) == 0
     assert not list(out.glob("*.png"))
+
+
+def test_training_curves_over_the_whole_split_and_a_subset_say_which(tmp_path, monkeypatch):
+    """trainer=default,fast: one run validated on the whole split, one on its first 2 batches.
+    The axis said "first 2 batches" for both; it now says the limit is each run's (the legend shows it)."""
+    from ccexp.compare import plots as compare_plots
+
+    for i, (method, limit) in enumerate((("lora", None), ("qlora", 2))):
+        run = make_run(tmp_path / "sweep" / str(i), method, {"test/acc": 0.5, "train/val_history": history(2.0, 1.5)})
+        set_config(run, trainer={"limit_val_batches": limit})
+    saved = {}
+    monkeypatch.setattr(compare_plots, "_save", lambda fig, path: saved.setdefault(path.name, fig))
+    assert main([str(tmp_path / "sweep")]) == 0
+    ax = saved["training_curves.png"].axes[0]
+    assert ax.get_ylabel() == "validation loss (answer tokens; a run's first trainer.limit_val_batches batches where set)"

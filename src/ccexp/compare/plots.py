@@ -150,8 +150,10 @@ def training_curves(runs: list[Run], swept: list[str], path: Path) -> tuple[bool
         ax.set_xlim(min(steps) - 1, min(steps) + 1)
     ax.set_xlabel("optimizer step")
     # Validation during training may score a subset (trainer.limit_val_batches); val/loss is the whole split.
-    limits = {run.flat.get("trainer.limit_val_batches") for run, _ in curves} - {None}
-    subset = f"; first {fmt(limits.pop())} batches" if len(limits) == 1 else "; a subset" if limits else ""
+    # null is the whole split: a label naming one limit would misstate the curves of runs without it.
+    limits = {run.flat.get("trainer.limit_val_batches") for run, _ in curves}
+    subset = "" if limits == {None} else f"; first {fmt(next(iter(limits)))} batches" if len(limits) == 1 else \
+        "; a run's first trainer.limit_val_batches batches where set"
     ax.set_ylabel(f"validation loss (answer tokens{subset})")
     ax.set_title("Training curves")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
