@@ -891,3 +891,28 @@ def test_training_curves_over_the_whole_split_and_a_subset_say_which(tmp_path, m
     assert main([str(tmp_path / "sweep")]) == 0
     ax = saved["training_curves.png"].axes[0]
     assert ax.get_ylabel() == "validation loss (answer tokens; a run's first trainer.limit_val_batches batches where set)"
+
+
+def test_an_evaluations_times_and_memory_are_no_rival_of_a_trained_runs(tmp_path, capsys):
+    """python -m ccexp.evaluate of run 0, with its settings: one scenario with the sweep's runs, but
+    it trained nothing, so its 89 s total and its peak were bold beside runs that trained."""
+    compare = {**COMPARE, "constraints": [], "headline": ["test/acc", "time/total_s", "time/eval_s", "memory/peak_mb"]}
+    root = tmp_path / "sweep"
+    trained = {"train/steps": 4, "memory/start_mb": 470.0}
+    make_run(root / "0", "lora", {**trained, "test/acc": 0.5, "time/total_s": 295.0, "time/eval_s": 260.0,
+                                  "memory/peak_mb": 916.0}, compare=compare)
+    make_run(root / "1", "prompt_tuning", {**trained, "test/acc": 0.4, "time/total_s": 237.0, "time/eval_s": 220.0,
+                                           "memory/peak_mb": 990.0}, compare=compare)
+    make_run(root / "0" / "eval" / "2026-12-07_16-12-04", "lora", {
+        "test/acc": 0.5, "time/total_s": 89.0, "time/eval_s": 80.0, "memory/peak_mb": 696.0, "memory/start_mb": 468.0},
+        compare=compare)
+    assert main([str(root / "0"), str(root / "0" / "eval" / "2026-12-07_16-12-04"), str(root / "1"),
+                 "--out", str(tmp_path / "c"), "--no-plots"]) == 0
+    with open(tmp_path / "c" / "compare.csv") as f:
+        best = {row["run"]: row["best_in"] for row in csv.DictReader(f)}
+    assert best == {"0": "test/acc;memory/peak_mb", "0/eval/2026-12-07_16-12-04": "test/acc;time/eval_s",
+                    "1": "time/total_s"}
+    note = ("Evaluations: `0/eval/2026-12-07_16-12-04` trained nothing (python -m ccexp.evaluate): its time/ and "
+            "memory/ values, time/eval_s aside, are not ranked against runs that trained.")
+    assert note in (tmp_path / "c" / "compare.md").read_text()
+    assert note.replace("`", "") in " ".join(capsys.readouterr().out.split())

@@ -302,6 +302,16 @@ def partly_timed(run: Run, key: str) -> bool:
         (key.startswith("time/") or key in ("train/seconds", "train/tokens_per_s"))
 
 
+def trained(run: Run) -> bool:
+    """Whether the run trained (python -m ccexp.evaluate of a saved adapter records no train/steps)."""
+    return "train/steps" in run.metrics
+
+
+def covers_training(key: str) -> bool:
+    """A time or memory peak that holds a run's training: an evaluation's, over none, is no rival."""
+    return key.startswith(("time/", "memory/")) and key != "time/eval_s"
+
+
 def timed(key: str) -> bool:
     """A time or a speed: what the machine decides as much as the run (latency, tokens/s, time/)."""
     last = key.rsplit("/", 1)[-1]
@@ -345,6 +355,8 @@ def best_runs(runs: list[Run], key: str) -> set[str]:
     higher = higher_is_better(key)
     values = {r.name: same(r.value(key)) for r in runs
               if r.finished and r.value(key) is not None and not partly_timed(r, key)}
+    if covers_training(key) and any(trained(r) for r in runs if r.name in values):
+        values = {r.name: values[r.name] for r in runs if r.name in values and trained(r)}
     if higher is None or len(values) < 2:
         return set()
     if timed(key) and len(machines([r for r in runs if r.name in values])) > 1:

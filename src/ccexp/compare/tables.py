@@ -10,7 +10,8 @@ from typing import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from ccexp.compare.runs import Run, column_label, fmt, higher_is_better, machines, memory_starts, named, setting
+from ccexp.compare.runs import (Run, column_label, fmt, higher_is_better, machines, memory_starts, named, setting,
+                                trained)
 from ccexp.config import CompareConfig
 
 
@@ -62,6 +63,17 @@ def resumed_note(runs: list[Run]) -> str:
             "and are never bold.") if resumed else ""
 
 
+def evaluations_note(runs: list[Run]) -> str:
+    """The evaluations beside runs that trained, whose times and memory hold no training ("" when none)."""
+    if not any(trained(r) for r in runs):
+        return ""
+    evaluations = [f"`{r.name}`" for r in runs if r.finished and not trained(r)]
+    many = len(evaluations) > 1
+    return (f"Evaluations: {', '.join(evaluations)} trained nothing (python -m ccexp.evaluate): "
+            f"{'their' if many else 'its'} time/ and memory/ values, time/eval_s aside, are not ranked against runs "
+            "that trained.") if evaluations else ""
+
+
 def machines_note(runs: list[Run]) -> str:
     """Which runs ran on which hardware, where the finished runs' machines differ ("" when not):
     their times and speeds compare machines as much as runs, so none is bold."""
@@ -107,7 +119,7 @@ def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Seque
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "Bold: the best finished run per column within each scenario (↑ higher is better, ↓ lower; "
               "val/ columns among runs of one validation set). \"-\": the run did not report it.", ""]
-    for note in (resumed_note(runs), machines_note(runs), memory_note(runs)):
+    for note in (resumed_note(runs), evaluations_note(runs), machines_note(runs), memory_note(runs)):
         if note:
             lines += [note, ""]
     failed = [r for r in runs if not r.finished]
@@ -164,6 +176,7 @@ def print_table(tables: Tables, console: Console) -> None:
         for r in runs:
             table.add_row(r.name, *[cell(r) for _, cell in labels + metrics])
     console.print(table)
-    for paragraph in [*paragraphs, resumed_note(runs), machines_note(runs), memory_note(runs)]:
+    for paragraph in [*paragraphs, resumed_note(runs), evaluations_note(runs), machines_note(runs),
+                      memory_note(runs)]:
         if paragraph:
             console.print(paragraph.replace("**", "").replace("`", ""), highlight=False)
