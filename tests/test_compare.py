@@ -916,3 +916,20 @@ def test_an_evaluations_times_and_memory_are_no_rival_of_a_trained_runs(tmp_path
             "memory/ values, time/eval_s aside, are not ranked against runs that trained.")
     assert note in (tmp_path / "c" / "compare.md").read_text()
     assert note.replace("`", "") in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_gap_within_sampling_noise_is_said(tmp_path):
+    """0.611 vs 0.556 over 18 answers each is one answer: the recommendation says the gap is within
+    two standard errors (0.328) rather than letting it read as a finding; 0.9 vs 0.1 is not."""
+    root = tmp_path / "sweep"
+    compare = {**COMPARE, "constraints": []}
+    make_run(root / "0", "lora", {"test/acc": 11 / 18, "test/generated": 18}, compare=compare)
+    make_run(root / "1", "prompt_tuning", {"test/acc": 10 / 18, "test/generated": 18}, compare=compare)
+    assert main([str(root), "--no-plots"]) == 0
+    assert ("one answer moves it by 0.056 or more. The gap to the runner-up is within sampling noise (two standard "
+            "errors of the difference over these answers: 0.328): more test answers are needed to tell the two "
+            "apart.") in (root / "compare.md").read_text()
+    (root / "1" / "metrics.json").write_text(json.dumps({"status": "finished", "test/acc": 0.1, "test/generated": 18}))
+    (root / "0" / "metrics.json").write_text(json.dumps({"status": "finished", "test/acc": 0.9, "test/generated": 18}))
+    assert main([str(root), "--no-plots"]) == 0
+    assert "sampling noise" not in (root / "compare.md").read_text()
