@@ -933,3 +933,17 @@ def test_a_gap_within_sampling_noise_is_said(tmp_path):
     (root / "0" / "metrics.json").write_text(json.dumps({"status": "finished", "test/acc": 0.9, "test/generated": 18}))
     assert main([str(root), "--no-plots"]) == 0
     assert "sampling noise" not in (root / "compare.md").read_text()
+
+
+def test_several_run_dirs_never_replace_another_report_in_dot_compare(sweep, monkeypatch, capsys):
+    """./compare is where every report over several run dirs goes: a report over other runs stops
+    in one line rather than replacing the one there; the same runs again replace their own."""
+    monkeypatch.chdir(sweep.parent)
+    assert main(["sweep/0", "sweep/1", "--no-plots"]) == 0
+    assert main(["sweep/0", "sweep/1", "--no-plots"]) == 0  # the report, again
+    capsys.readouterr()
+    assert main(["sweep/1", "sweep/2", "--no-plots"]) == 2
+    assert capsys.readouterr().err == ("ccexp.compare: error: compare/compare.md: the report on `sweep/0`, `sweep/1` "
+                                       "is there; give --out DIR for this one, or remove it first\n")
+    assert (sweep.parent / "compare" / "compare.md").read_text().startswith("# Comparison: `sweep/0`, `sweep/1`\n")
+    assert main(["sweep/1", "sweep/2", "--no-plots", "--out", "compare"]) == 0  # named: replaced as asked

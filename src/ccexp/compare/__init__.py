@@ -24,7 +24,7 @@ from ccexp.compare.recommend import recommend
 from ccexp.compare.runs import (CompareError, Run, best_runs, by_val_size, find_run_dirs, headline_columns,
                                 higher_is_better, load_runs, nested_run_dirs, read_yaml, scenarios, swept_keys,
                                 unstarted_jobs)
-from ccexp.compare.tables import Tables, csv_rows, print_table, write_csv, write_markdown
+from ccexp.compare.tables import Tables, csv_rows, print_table, report_title, write_csv, write_markdown
 from ccexp.config import CompareConfig, ConfigError, check_direction, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
 
@@ -120,9 +120,15 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
     runs = load_runs(paths)
     if cc is None:
         cc = recorded_config(runs)
-    out = Path(out) if out is not None else (Path(paths[0]) if len(paths) == 1 and Path(paths[0]).is_dir()
-                                             else Path("compare"))
+    shared = out is None and not (len(paths) == 1 and Path(paths[0]).is_dir())
+    out = Path("compare") if shared else Path(out) if out is not None else Path(paths[0])
     output_dir(out, CompareError, "--out", create=True)
+    if shared:  # ./compare is every multi-dir report's: one over other runs stays unless --out names it
+        earlier = (out / "compare.md").read_text(errors="replace").split("\n", 1)[0] \
+            if (out / "compare.md").is_file() else ""
+        if earlier.startswith("# Comparison: ") and earlier != report_title([str(p) for p in paths]):
+            raise CompareError(f"{out / 'compare.md'}: the report on {earlier.removeprefix('# Comparison: ')} is "
+                               "there; give --out DIR for this one, or remove it first")
     console = console or Console()
     named = {r.dir for r in runs}
     nested = [d for d in nested_run_dirs(paths) if d.resolve() not in named]

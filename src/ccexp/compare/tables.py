@@ -98,13 +98,18 @@ def memory_note(runs: list[Run]) -> str:
             "memory/ peaks compare those starts as much as the runs: none is bold.")
 
 
+def report_title(sources: Sequence[str]) -> str:
+    """compare.md's first line, naming the run dirs or sweep dirs it reports on."""
+    return f"# Comparison: {', '.join(f'`{s}`' for s in sources)}"
+
+
 def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Sequence[str],
                    plots: Sequence[tuple[str, str]] = (), unstarted: Sequence[tuple[str, str]] = (),
                    plot_notes: Sequence[str] = ()) -> None:
     """compare.md: how the runs were judged, the recommendation, the runs, failed runs and
     unstarted jobs, and the plots (title, file name) with what they left out (plot_notes)."""
     runs, swept, columns, best, paragraphs = tables.runs, tables.swept, tables.columns, tables.best, tables.paragraphs
-    lines = [f"# Comparison: {', '.join(f'`{s}`' for s in sources)}", "",
+    lines = [report_title(sources), "",
              f"{run_counts(runs, unstarted)}. "
              f"Ranked by `{cc.metric}` ({cc.direction})"
              + (f" within {', '.join(f'`{c}`' for c in cc.constraints)}." if cc.constraints else "."), "",
