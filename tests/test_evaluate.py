@@ -111,6 +111,9 @@ def test_saved_adapter_evaluates_again(method, tmp_path, monkeypatch):
     # The same adapter on the same validation split: the same loss (not the untrained one).
     assert again["val/loss"] == pytest.approx(trained["val/loss"], rel=1e-4)
     assert again["test/generated"] == 3 and "train/steps" not in again
+    # Nothing trained: no training time or peak to rank against runs that trained, the adapter's loading instead.
+    assert "time/fit_s" not in again and "memory/train_peak_mb" not in again and again["time/load_s"] > 0
+    assert again["time/eval_s"] == pytest.approx(again["time/total_s"] - again["time/setup_s"] - again["time/load_s"])
     assert len((tmp_path / "again" / "predictions.jsonl").read_text().splitlines()) == 3
     # Two evaluations in the same second each get their own dir, not one over the other.
     import ccexp.evaluate.__main__ as cli

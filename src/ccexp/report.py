@@ -77,7 +77,9 @@ def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) 
         )
     console.print(
         f"wall {metrics.get('time/total_s', 0):.0f}s: setup {metrics.get('time/setup_s', 0):.0f}s, "
-        f"training {metrics.get('time/fit_s', 0):.0f}s, evaluation {metrics.get('time/eval_s', 0):.0f}s"
+        + (f"training {metrics.get('time/fit_s', 0):.0f}s" if "time/load_s" not in metrics
+           else f"loading the adapter {metrics['time/load_s']:.0f}s")
+        + f", evaluation {metrics.get('time/eval_s', 0):.0f}s"
     )
     if "test/latency/p50_s" in metrics:
         console.print(
