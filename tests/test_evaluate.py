@@ -477,12 +477,30 @@ def test_relative_data_paths_are_read_where_the_run_started(tmp_path):
     assert plain.data.train_path == "calls.csv"
 
 
+class BaseWorse(ScriptedBackend):
+    """The base model (adapter=False) answers in prose, a higher loss and slower: every delta has a
+    sign, so base minus adapter would read the other way (the scripted answers alone score both alike)."""
+
+    def nll(self, examples, adapter=True):
+        total, count = super().nll(examples, adapter)
+        return (total if adapter else 2 * total), count
+
+    def generate(self, prompts, max_new_tokens, adapter=True):
+        gen = super().generate(prompts, max_new_tokens, adapter)
+        if adapter:
+            return gen
+        return Generation(["I cannot tell."] * len(prompts), [0.03] * len(prompts), gen.new_tokens,
+                          gen.first_token_seconds)
+
+
 def test_deltas_are_adapter_minus_base_for_scores_and_latency_not_for_counts():
     rc = validate(compose_cfg(*FAST, "eval.generate_examples=6", "eval.latency_examples=2"))
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
-    metrics, _ = evaluate(ScriptedBackend(splits["test"] + splits["val"]), splits, rc.eval)
-    assert metrics["delta/test/json_valid"] == metrics["test/json_valid"] - metrics["baseline/test/json_valid"]
-    assert "delta/test/latency/p50_s" in metrics
+    metrics, _ = evaluate(BaseWorse(splits["test"] + splits["val"]), splits, rc.eval)
+    assert metrics["baseline/test/json_valid"] == 0 < metrics["test/json_valid"]
+    for key in ("test/json_valid", "test/acc", "val/loss", "test/ppl", "test/latency/p50_s"):
+        assert metrics[f"delta/{key}"] == pytest.approx(metrics[key] - metrics[f"baseline/{key}"]), key
+    assert metrics["delta/val/loss"] == pytest.approx(-0.5) and metrics["delta/test/latency/p50_s"] == pytest.approx(-0.02)
     counts = [k for k in metrics if k.startswith("delta/") and k.endswith(("/answers", "/generated", "/examples"))]
     assert counts == [] and any(k.endswith("/answers") for k in metrics)  # counted, with no delta
 
