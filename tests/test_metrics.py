@@ -61,6 +61,22 @@ def test_numeric_fields_get_bands_mae_and_parse_rate():
     assert m["test/csat/mae"] == pytest.approx(0.5)
 
 
+def test_task_accuracy_needs_every_field_and_acc_is_the_mean_over_tasks():
+    """test/acc, the default compare.metric: a task's answer counts only with all its fields right,
+    and each task weighs alike however many answers it has (README: "every field right; mean over tasks")."""
+    cfg = EvalConfig(quality_band=10)
+    quality = _records("quality", {"quality_score": 70, "effectiveness": "good"},
+                       ['{"quality_score": 72, "effectiveness": "good"}',   # both fields right
+                        '{"quality_score": 72, "effectiveness": "poor"}',   # the score alone
+                        '{"quality_score": 95, "effectiveness": "good"}'], cfg)  # the label alone
+    csat = _records("csat", {"csat": 3}, ['{"csat": 3}'], cfg)
+    m = summarize(quality + csat, "test/", cfg)
+    assert m["test/quality_score/acc"] == m["test/effectiveness/acc"] == pytest.approx(2 / 3)
+    assert m["test/task/quality/acc"] == pytest.approx(1 / 3) and m["test/task/csat/acc"] == 1.0
+    assert (m["test/task/quality/answers"], m["test/task/csat/answers"]) == (3, 1)
+    assert m["test/acc"] == pytest.approx((1 / 3 + 1) / 2)  # not 2 of 4 answers
+
+
 def test_mae_is_null_when_no_answer_gives_a_number():
     cfg = EvalConfig()
     m = summarize(_records("churn", {"churn_risk": 40}, ["high"], cfg), "test/", cfg)
