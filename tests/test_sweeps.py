@@ -162,7 +162,7 @@ def test_a_sweep_dir_run_again_reports_this_launch(tmp_path):
 
 
 @pytest.mark.parametrize("name", SEARCHES)
-def test_hparams_search_composes(name):
+def test_hparams_search_composes(name, tmp_path):
     cfg = compose_with_hydra(f"hparams_search={name}")
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper")
@@ -171,6 +171,11 @@ def test_hparams_search_composes(name):
     assert "method.lr" in sweeper.params and cfg.method.name == name.removesuffix("_optuna")
     rc = validate(cfg)
     assert (rc.compare.metric, rc.compare.direction) == ("val/loss", "minimize")  # the report ranks what was tuned
+    # Its search space as the study checks it before opening: every searched key and value (only
+    # lora_optuna ever runs below; a typo in another's key or a range was caught by no test).
+    from hydra_plugins.ccexp_plugins import check_study
+
+    check_study(_study(cfg, tmp_path), [])
     assert compose_with_hydra(f"hparams_search={name}", "objective.direction=maximize").hydra.sweeper.direction == "maximize"
 
 
