@@ -4,6 +4,7 @@ predictions.jsonl, and a saved adapter evaluates again through ``python -m ccexp
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -84,12 +85,27 @@ def _recompute(records: list[dict], bands: dict[str, float]) -> dict[str, float]
     return out
 
 
+class AnswerLengthNll(ScriptedBackend):
+    """Each example's summed NLL is its answer's length in characters / 100, over as many tokens as
+    the answer has words: each split has its own loss, so a split scored for another shows."""
+
+    def nll(self, examples, adapter=True):
+        answers = [ex["messages"][-1]["content"] for ex in examples]
+        return sum(len(a) for a in answers) / 100, sum(len(a.split()) for a in answers)
+
+
 def test_metrics_agree_with_an_independent_recomputation():
     rc = validate(compose_cfg(*FAST, "+task_mix.weights.reply=1", "+task_mix.weights.all_in_one=1",
                               "data_size.test=40", "eval.generate_examples=40", "eval.baseline=false",
                               "eval.latency_examples=3"))
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
-    metrics, predictions = evaluate(ScriptedBackend(splits["test"] + splits["val"]), splits, rc.eval)  # val: the latency warm-up
+    metrics, predictions = evaluate(AnswerLengthNll(splits["test"] + splits["val"]), splits, rc.eval)  # val: the latency warm-up
+    for split in ("val", "test"):  # answer-token loss and perplexity, each on its own split
+        answers = [ex["messages"][-1]["content"] for ex in splits[split]]
+        loss = sum(len(a) for a in answers) / 100 / sum(len(a.split()) for a in answers)
+        assert metrics[f"{split}/loss"] == pytest.approx(loss) and metrics[f"{split}/ppl"] == pytest.approx(math.exp(loss))
+        assert metrics[f"{split}/answer_tokens"] == sum(len(a.split()) for a in answers)
+    assert metrics["val/loss"] != pytest.approx(metrics["test/loss"])
     bands = {"quality_score": rc.eval.quality_band, "csat": rc.eval.csat_band, "churn_risk": rc.eval.churn_band}
     expected = _recompute(predictions, bands)
     for key, value in expected.items():
