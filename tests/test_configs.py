@@ -29,6 +29,15 @@ def test_every_group_has_options():
     assert "seed_mlx_small" in EXPERIMENTS
 
 
+def test_every_config_folder_is_one_a_test_covers():
+    """Every config is tested: the groups above, experiment/ and hparams_search/ (each composed and
+    run or checked in tests/test_sweeps.py) and hydra/launcher/ (slurm, tests/test_sweeps.py) are
+    all of conf/'s folders, so a group added without a test fails here instead of going unseen."""
+    folders = {p.parent.relative_to(CONFIG_DIR).as_posix() for p in Path(CONFIG_DIR).rglob("*.yaml")} - {"."}
+    assert folders == set(GROUPS) | {"experiment", "hparams_search", "hydra/launcher"}
+    assert [p.stem for p in (Path(CONFIG_DIR) / "hydra" / "launcher").glob("*.yaml")] == ["slurm"]
+
+
 # Options with a field the user must give (model=local: the directory).
 REQUIRED = {("model", "local"): ("model.path=/models/mine",)}
 
