@@ -147,9 +147,25 @@ def test_packed_training_keeps_the_loss_curve(tmp_path, monkeypatch):
     assert packed["test/ppl"] == pytest.approx(padded["test/ppl"], rel=1e-4)  # evaluation's batches are packed too
 
 
-def test_batches_grouped_by_prompt_train_and_count_every_token(tmp_path):
+def test_batches_grouped_by_prompt_train_and_count_every_token(tmp_path, monkeypatch):
+    """The training sampler groups by what trainer.group_by names: the prompt's tokens, or its
+    length (what each makes of a batch: test_prompt_sort_keys_put_a_tasks_examples_together);
+    the run's tokens and learning are the same."""
+    from ccexp.backends import lightning_modules
+
+    grouped = []  # per training sampler (the one that shuffles): a prompt's tokens, or a length
+
+    def sampler(keys, *args, shuffle, **kwargs):
+        if shuffle:
+            grouped.append("prompt" if isinstance(keys[0], list) else "length")
+        return GroupedBatchSampler(keys, *args, shuffle=shuffle, **kwargs)
+
+    monkeypatch.setattr(lightning_modules, "GroupedBatchSampler", sampler)
     by_length = run(compose_cfg(*QUIET), tmp_path / "length")
+    assert grouped and set(grouped) == {"length"}
+    grouped.clear()
     by_prompt = run(compose_cfg(*QUIET, "trainer.group_by=prompt"), tmp_path / "prompt")
+    assert grouped and set(grouped) == {"prompt"}
     assert by_prompt["train/tokens"] == by_length["train/tokens"]  # the same examples, each counted whole
     losses = [h["val_loss"] for h in by_prompt["train/val_history"]]
     assert losses[-1] < losses[0]
