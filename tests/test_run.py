@@ -271,6 +271,36 @@ def test_early_stopping_and_best_adapter(tmp_path, caplog):
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_0000002"]
 
 
+def test_the_trainer_keys_reach_the_optimizer_and_the_clipping(tmp_path, monkeypatch):
+    """trainer.weight_decay, warmup_ratio and max_grad_norm are what training uses: a dropped one
+    runs on torch's default (AdamW's weight decay 0.01, where ccexp's default is 0) without a word."""
+    import pytorch_lightning as pl
+
+    from ccexp.backends import build_backend
+
+    seen: dict = {"lr": []}
+
+    class Look(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["clip"] = trainer.gradient_clip_val
+            seen["decay"] = {g["weight_decay"] for g in trainer.optimizers[0].param_groups}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen["lr"].append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def backend_with_look(*args):
+        backend = build_backend(*args)
+        backend.fit_callbacks.append(Look())
+        return backend
+
+    monkeypatch.setattr("ccexp.run.build_backend", backend_with_look)
+    run(compose_cfg(*FAST, "trainer.weight_decay=0.07", "trainer.warmup_ratio=0.5", "trainer.max_grad_norm=0.3",
+                    "method.lr=1e-3", "backend=cpu", "eval.generate_examples=0", "eval.baseline=false"), tmp_path)
+    assert (seen["clip"], seen["decay"]) == (0.3, {0.07})
+    # 4 steps, 2 of them warm-up: linear up from 0, then linear down to 0 at the last step's end.
+    assert seen["lr"] == pytest.approx([0.0, 5e-4, 1e-3, 5e-4])
+
+
 def test_same_seed_same_run(tmp_path):
     overrides = (*FAST, "eval.generate_examples=0", "eval.baseline=false")
     a = run(compose_cfg(*overrides), tmp_path / "a")
