@@ -673,6 +673,16 @@ def test_the_resume_hint_of_an_interrupted_run_is_its_own(tmp_path):
     (mlx / "checkpoints" / "step_0000010").mkdir(parents=True)
     (mlx / "environment.json").write_text(json.dumps({"device": "mlx"}))
     assert hint(mlx) == "backend=mlx runs cannot be resumed (trainer.resume_from is the torch backends'): run it again"
+    # Resumed into a new run dir and stopped before that saved a checkpoint: the one it started from still resumes it
+    origin, again = tmp_path / "origin", tmp_path / "again"
+    (origin / "checkpoints" / "step_0000020").mkdir(parents=True)
+    (origin / "checkpoints" / "step_0000020" / "resume.json").write_text(json.dumps({"step": 20}))
+    again.mkdir()
+    (again / "config.yaml").write_text(yaml.safe_dump({"trainer": {"resume_from": str(origin)}}))
+    assert hint(again) == (f"trainer.resume_from={origin} resumes it from step 20 (the checkpoint it started from; it "
+                           "saved none of its own)")
+    (again / "config.yaml").write_text(yaml.safe_dump({"trainer": {"resume_from": "auto"}}))
+    assert hint(again) == "no checkpoint was saved (trainer.save_every_n_steps), so it cannot be resumed"
 
 
 @pytest.mark.parametrize("override,error", [

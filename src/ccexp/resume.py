@@ -153,13 +153,38 @@ def resume_hint(run_dir: Path | None, evaluated: Path | None = None) -> str:
         return "backend=mlx runs cannot be resumed (trainer.resume_from is the torch backends'): run it again"
     latest = _latest(run_dir / "checkpoints")
     if latest is None:
+        # Resumed into a new run dir and stopped before its first checkpoint: the one it started from still resumes it
+        origin = _started_from(run_dir)
+        if origin is not None:
+            return (f"trainer.resume_from={origin[0]} resumes it{_step_of(origin[1])} (the checkpoint it started "
+                    "from; it saved none of its own)")
         return "no checkpoint was saved (trainer.save_every_n_steps), so it cannot be resumed"
+    return f"trainer.resume_from={run_dir} resumes it{_step_of(latest)}"
+
+
+def _step_of(checkpoint: Path) -> str:
+    """" from step N", read from the checkpoint, else from its folder's name; "" where neither says."""
     try:
-        step = f" from step {int(json.loads((latest / STATE).read_text())['step'])}"
+        return f" from step {int(json.loads((checkpoint / STATE).read_text())['step'])}"
     except (OSError, ValueError, KeyError, TypeError):  # unreadable: the folder's name says it, when it is a step's
-        number = latest.name.removeprefix("step_")
-        step = f" from step {int(number)}" if number.isdigit() else ""
-    return f"trainer.resume_from={run_dir} resumes it{step}"
+        number = checkpoint.name.removeprefix("step_")
+        return f" from step {int(number)}" if number.isdigit() else ""
+
+
+def _started_from(run_dir: Path) -> Optional[tuple[str, Path]]:
+    """The trainer.resume_from the run in ``run_dir`` was given (its config.yaml) and the
+    checkpoint that names, where it is another run's and still there; else None."""
+    import yaml
+
+    try:
+        given = yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["resume_from"]
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    if not isinstance(given, str) or given == "auto":
+        return None
+    path = Path(given).expanduser()
+    checkpoint = path if (path / STATE).is_file() else _latest(path / "checkpoints")
+    return (given, checkpoint) if checkpoint is not None else None
 
 
 def _latest(directory: Path) -> Optional[Path]:
