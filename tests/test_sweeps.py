@@ -611,6 +611,47 @@ def test_a_joblib_job_stopped_in_its_worker_ends_the_sweep_in_one_line(tmp_path,
     assert (sweep / "compare.md").is_file()
 
 
+_STOPPING_THE_SWEEP = """
+import os, signal, time
+from hydra.core.hydra_config import HydraConfig
+from ccexp.backends.lightning_modules import CompletionLM
+step = CompletionLM.training_step
+def stopping(self, batch, batch_idx):
+    if self.global_step == 1 and HydraConfig.get().job.num == 1:
+        if os.environ["CCEXP_TEST_SIGNAL"] == "SIGINT":  # Ctrl-C in a terminal: the sweep's whole process group
+            os.killpg(os.getpgid(0), signal.SIGINT)
+        else:  # kill <the sweep's pid>
+            os.kill(os.getppid(), signal.SIGTERM)
+            time.sleep(30)
+    return step(self, batch, batch_idx)
+CompletionLM.training_step = stopping
+"""
+
+
+@pytest.mark.parametrize("signal_name,code,line", [
+    ("SIGINT", 130, "interrupted (Ctrl-C)"), ("SIGTERM", 143, "interrupted by SIGTERM (kill, or a scheduler's time limit)")])
+def test_a_joblib_sweep_stopped_in_its_main_process_ends_in_one_line(tmp_path, signal_name, code, line):
+    """Ctrl-C reaches the sweep's main process too, and kill its pid that process only: joblib's
+    traceback with no summary, the jobs left saying "running" (or, on SIGTERM, the workers
+    training on, orphaned). Now the batch stops, each job without a result says how it goes on,
+    and the summary and report are written."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(_STOPPING_THE_SWEEP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")]),
+           "CCEXP_TEST_SIGNAL": signal_name}
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "ccexp", "-m", "method=lora,qlora", "hydra/launcher=joblib",
+                           "hydra.launcher.n_jobs=2", *FAST, *QUICK, "trainer.max_steps=4", f"hydra.sweep.dir={sweep}"],
+                          capture_output=True, text=True, timeout=600, env=env, start_new_session=True)
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert (sweep / "1" / "error.txt").read_text() == \
+        f"{line}; no checkpoint was saved (trainer.save_every_n_steps), so it cannot be resumed\n"
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["jobs"] == 2 and summary["runs"][1]["status"] == "failed"
+    assert (sweep / "compare.md").is_file()
+
+
 def test_a_studys_settings_are_what_its_trials_measure():
     """One spelling per setting (1e-3 is 0.001, quotes and + change nothing); the search space,
     logging, judging and Hydra's own overrides are no settings of the study."""

@@ -244,10 +244,11 @@ WORKER_DIED = ("a joblib worker process died (killed: out of memory? each job lo
 BATCH_STOPPED = "stopped with its batch: another job of it was interrupted (SIGTERM or Ctrl-C)"
 
 
-def stop_batch(hydra: DictConfig, since: float, err: BaseException, line: str, code: int) -> None:
-    """joblib stopped a batch of jobs: a worker died (the out-of-memory killer, kill -9) or a job
-    was interrupted in its worker. Each job dir of the batch (Hydra's ``.hydra/`` written since
-    ``since``) that has no result yet, or still says running, is marked failed with ``line``; the
+def stop_batch(hydra: DictConfig, since: float, err: BaseException, line: str | None, code: int) -> None:
+    """joblib stopped a batch of jobs: a worker died (the out-of-memory killer, kill -9), a job
+    was interrupted in its worker, or the sweep in its own process. Each job dir of the batch
+    (Hydra's ``.hydra/`` written since ``since``) that has no result yet, or still says running,
+    is marked failed with ``line`` (None: ``err``'s line, with how that job goes on); the
     summary and report cover what ran, and the sweep exits with ``code``, not loky's traceback."""
     sweep_dir = Path(hydra.sweep.dir)
     for config in sweep_dir.rglob(".hydra/config.yaml"):
@@ -260,5 +261,5 @@ def stop_batch(hydra: DictConfig, since: float, err: BaseException, line: str, c
             status = None  # killed while loading its model: no metrics.json yet
         if status in (None, "running"):
             record_failure(job_dir, err, line)
-    summarize_interrupted(hydra, line)
+    summarize_interrupted(hydra, line or one_line(err))
     sys.exit(code)

@@ -36,7 +36,9 @@ from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 from ccexp.config import KEYS_HINT, ConfigError, did_you_mean, first_line, validate
 from ccexp.config_errors import OBJECTIVE_MISSING, config_error_line
 from ccexp.cores import JOBS_AT_ONCE_ENV, jobs_at_once
-from ccexp.sweep import BATCH_STOPPED, WORKER_DIED, discard_unstarted, job_label, record_failure, stop_batch
+from ccexp.signals import raise_on_sigterm
+from ccexp.sweep import (BATCH_STOPPED, WORKER_DIED, discard_unstarted, interruption, job_label, record_failure,
+                         stop_batch)
 
 
 def _stop(message: str, config: DictConfig | None = None) -> None:
@@ -574,8 +576,13 @@ class JoblibLauncher(_JoblibLauncher):
         at_once = jobs_at_once(1 if n_jobs is None else int(n_jobs), len(job_overrides))  # joblib: None = 1
         self.task_function = functools.partial(_counted, self._task, at_once)
         started = time.time() - 1.0  # file mtimes can trail the clock by a tick
+        # kill <this pid> stops the sweep as Ctrl-C does: joblib then stops the workers, where
+        # Python's default ended this process alone, without a summary, the workers training on
+        restore_sigterm = raise_on_sigterm()
         try:
             return super().launch(job_overrides, initial_job_idx)
+        except KeyboardInterrupt as err:  # Ctrl-C reaches this process too
+            self._stopped_here(started, err)
         except TerminatedWorkerError as err:
             print(f"ccexp: error: {WORKER_DIED} ({type(err).__name__})", file=sys.stderr, flush=True)
             stop_batch(self.config.hydra, started, err, WORKER_DIED, 1)
@@ -584,7 +591,21 @@ class JoblibLauncher(_JoblibLauncher):
             print(f"ccexp: error: {line}", file=sys.stderr, flush=True)
             stop_batch(self.config.hydra, started, err, line, 1)
         except SystemExit as err:  # a job interrupted in its worker (SIGTERM, Ctrl-C) said so and exited
+            from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+            if isinstance(err, SIGTERMException):  # raise_on_sigterm's, in this process
+                self._stopped_here(started, err)
             stop_batch(self.config.hydra, started, err, BATCH_STOPPED, err.code if isinstance(err.code, int) else 1)
+        finally:
+            restore_sigterm()
+
+
+    def _stopped_here(self, started: float, err: BaseException) -> None:
+        """The sweep itself interrupted (Ctrl-C, SIGTERM), joblib having stopped the workers: each
+        job without a result is marked with the interruption and how that job goes on."""
+        line, code = interruption(err)
+        print(f"ccexp: error: {line.split('; ')[0]}; joblib stopped the batch", file=sys.stderr, flush=True)
+        stop_batch(self.config.hydra, started, err, None, code)
 
 
 def store_nodes() -> None:
