@@ -599,7 +599,6 @@ class JoblibLauncher(_JoblibLauncher):
         finally:
             restore_sigterm()
 
-
     def _stopped_here(self, started: float, err: BaseException) -> None:
         """The sweep itself interrupted (Ctrl-C, SIGTERM), joblib having stopped the workers: each
         job without a result is marked with the interruption and how that job goes on."""
