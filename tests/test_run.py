@@ -458,6 +458,26 @@ def test_a_resumed_qlora_run_is_the_whole_run(tmp_path):
     assert all(torch.equal(weights[k], again[k]) for k in weights)
 
 
+def test_a_named_run_dir_passes_over_a_damaged_latest_checkpoint_aloud(tmp_path, caplog):
+    """auto warned when the latest step had no resume.json; a run dir named by path resumed from
+    the step before it with an info line only. Naming its checkpoints/ folder was answered with
+    checkpoints/checkpoints."""
+    from ccexp.resume import STATE, find_checkpoint
+
+    checkpoints = tmp_path / "job" / "checkpoints"
+    (checkpoints / "step_0000003").mkdir(parents=True)
+    (checkpoints / "step_0000003" / STATE).write_text("{}")
+    (checkpoints / "step_0000006").mkdir()
+    with caplog.at_level(logging.WARNING, logger="ccexp"):
+        assert find_checkpoint(str(tmp_path / "job"), tmp_path / "x") == checkpoints / "step_0000003"
+    assert caplog.messages == [f"trainer.resume_from={tmp_path / 'job'}: passing over step_0000006 (no resume.json: "
+                               "damaged); resuming from step_0000003"]
+    with pytest.raises(ConfigError) as err:
+        find_checkpoint(str(checkpoints), tmp_path / "x")
+    assert str(err.value) == (f"trainer.resume_from={checkpoints}: a run's checkpoints folder; expected its run dir "
+                              f"(trainer.resume_from={tmp_path / 'job'}) or one of its checkpoints/step_NNNNNNN")
+
+
 def test_resume_auto_and_bad_checkpoints(tmp_path, caplog):
     """auto starts afresh where the run dir holds no checkpoint, and resumes where it does (a
     requeued job); a path without one, or another configuration, is refused in one line."""

@@ -70,17 +70,12 @@ def find_checkpoint(resume_from: Optional[str], run_dir: Path) -> Optional[Path]
     if resume_from == "auto":
         checkpoints = run_dir / "checkpoints"
         latest = _latest(checkpoints)
-        # Step dirs past the latest whole checkpoint without resume.json (unfinished saves are
-        # .step_N.partial): damaged, or another backend's; passed over, never in silence.
-        skipped = [p for p in sorted(checkpoints.glob("step_*")) if not (p / STATE).is_file()
-                   and (latest is None or p.name > latest.name)] if checkpoints.is_dir() else []
+        skipped = _passed_over(checkpoints, latest)
         if skipped and latest is None:  # starting afresh would write over them
             raise ConfigError(f"trainer.resume_from=auto: {skipped[-1]} has no {STATE}: an adapter-only checkpoint "
                               "(backend=mlx saves those) or a damaged one; expected a run dir of a backend=cpu or cuda "
                               "run, or a new one")
-        if skipped:
-            log.warning("trainer.resume_from=auto: passing over %s (no %s: damaged); resuming from %s",
-                        ", ".join(p.name for p in skipped), STATE, latest.name)
+        _say_passed_over(resume_from, skipped, latest)
         if latest is None:
             log.info("trainer.resume_from=auto: no checkpoint in %s yet; training from step 0", checkpoints)
         return latest
@@ -93,7 +88,11 @@ def find_checkpoint(resume_from: Optional[str], run_dir: Path) -> Optional[Path]
     if finished_metrics(path) is not None:  # its last checkpoint retrained, its results written again
         raise ConfigError(f"trainer.resume_from={resume_from}: {_finished(path)}; its adapter is evaluated with "
                           f"python -m ccexp.evaluate adapter={path}")
+    if path.name == "checkpoints" and _latest(path) is not None:  # the folder, not the run dir above it
+        raise ConfigError(f"trainer.resume_from={resume_from}: a run's checkpoints folder; expected its run dir "
+                          f"(trainer.resume_from={path.parent}) or one of its checkpoints/step_NNNNNNN")
     latest = _latest(path / "checkpoints")
+    _say_passed_over(resume_from, _passed_over(path / "checkpoints", latest), latest)
     if latest is None:
         partial = sorted((path / "checkpoints").glob("step_*")) or ([path] if path.name.startswith("step_") else [])
         if partial:  # step dirs without resume.json: backend=mlx's (the adapter only), or cut short
@@ -103,6 +102,20 @@ def find_checkpoint(resume_from: Optional[str], run_dir: Path) -> Optional[Path]
         raise ConfigError(f"trainer.resume_from={resume_from}: no checkpoint to resume in {path / 'checkpoints'} "
                           f"(a run saves them with trainer.save_every_n_steps=N); {expected}")
     return latest
+
+
+def _passed_over(checkpoints: Path, latest: Optional[Path]) -> list[Path]:
+    """Step dirs past the latest whole checkpoint without resume.json (unfinished saves are
+    .step_N.partial): damaged, or another backend's."""
+    return [p for p in sorted(checkpoints.glob("step_*")) if not (p / STATE).is_file()
+            and (latest is None or p.name > latest.name)] if checkpoints.is_dir() else []
+
+
+def _say_passed_over(resume_from: str, skipped: list[Path], latest: Optional[Path]) -> None:
+    """A damaged latest checkpoint is passed over, never in silence: the run resumes earlier."""
+    if skipped and latest is not None:
+        log.warning("trainer.resume_from=%s: passing over %s (no %s: damaged); resuming from %s",
+                    resume_from, ", ".join(p.name for p in skipped), STATE, latest.name)
 
 
 def finished_metrics(run_dir: Path) -> Optional[dict]:
