@@ -134,6 +134,30 @@ def test_wandb_that_cannot_be_reached_logs_offline_in_one_line(tmp_path, monkeyp
     assert wandb_records.summary(next(tmp_path.glob("wandb/offline-run-*/run-*.wandb")))["val/loss"] == 1.5
 
 
+def test_wandb_that_cannot_be_reached_keeps_the_run_and_its_results(tmp_path):
+    """The real wandb, a key and nothing listening at WANDB_BASE_URL: the offline run that follows
+    the failed online attempt had failed too ("run ID ... is in use": the wandb service still held
+    the attempt's run), and with it the training. Another process: wandb keeps process-wide state."""
+    script = f"""
+from pathlib import Path
+from ccexp import tracking
+from ccexp.config import LoggerConfig
+tracking.INIT_TIMEOUT_S = 2  # the failed attempt's wait, 90 s in a run
+logger = tracking.build_logger(LoggerConfig(), Path({str(tmp_path)!r}), "run", "group", {{"seed": 1}}, [])
+logger.log_metrics({{"train/loss": 1.0}}, step=1)
+tracking.finish_logger(logger, {{"val/loss": 1.5}}, failed=False)
+"""
+    # Not this process's wandb service (WANDB_SERVICE, set by the tests before): the script's own.
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_SERVICE")}
+    env.update(WANDB_API_KEY="k" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-800:]
+    assert "ccexp: warning: W&B online: " in out.stderr and "this run logs offline" in out.stderr
+    [run_file] = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    assert wandb_records.summary(run_file)["val/loss"] == 1.5
+    assert [p.name for p in (tmp_path / "wandb").glob("run-*")] == []
+
+
 def test_an_offline_wandb_run_sends_nothing(tmp_path):
     """An offline run logs to its folder only: wandb 0.31's telemetry had posted to its server
     from offline runs (it read the process's settings, which the run's mode did not change).

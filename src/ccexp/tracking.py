@@ -48,6 +48,10 @@ def wandb_mode(cfg: LoggerConfig) -> str:
     return "online" if wandb_api_key_configured() else "offline"
 
 
+# How long wandb.init waits for W&B before an online run logs offline instead.
+INIT_TIMEOUT_S = 90
+
+
 # The W&B run id of a run dir's run: a resumed launch continues that W&B run.
 WANDB_RUN_ID = Path("wandb") / "ccexp_run_id"
 
@@ -67,7 +71,8 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
         # Lightning passes resume="allow": the id's run continues where it exists, starts where not
         logger = WandbLogger(
             id=run_id, project=cfg.project, entity=cfg.entity, name=name, group=group, tags=tags, config=config,
-            save_dir=str(run_dir), mode=mode, settings=wandb.Settings(init_timeout=90, console="off", quiet=True),
+            save_dir=str(run_dir), mode=mode,
+            settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S, console="off", quiet=True),
         )
         # Lightning always hands wandb.init an ``anonymous`` setting (None unless asked), and wandb
         # 0.31 warns that the setting has no effect whenever it is given at all.
@@ -91,6 +96,9 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
         except Exception as err:  # noqa: BLE001 - wandb's CommError, AuthenticationError, timeouts
             print(f"ccexp: warning: W&B online: {first_line(err)}; this run logs offline to {run_dir / 'wandb'} "
                   "(wandb sync uploads it later)", file=sys.stderr, flush=True)
+            # The wandb service keeps the failed attempt's run: the offline run, of the same id, failed
+            # as "run ID ... is in use" at its first logged step, and the training with it.
+            wandb.teardown()
             # The failed attempt's folder, which `wandb sync --sync-all` would take for a run of its own.
             for attempt in set((run_dir / "wandb").glob("run-*")) - earlier:
                 shutil.rmtree(attempt, ignore_errors=True)
