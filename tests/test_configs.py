@@ -183,6 +183,17 @@ def test_wandb_project_comes_from_the_environment(monkeypatch):
         validate(compose_cfg())
 
 
+@pytest.mark.parametrize("value", ["OFFLINE", "of", ""])
+def test_a_wandb_mode_wandb_refuses_is_one_line_before_the_model_loads(monkeypatch, value):
+    """wandb reads WANDB_MODE whatever mode ccexp passes it, and refused these with a pydantic
+    traceback once the model had loaded (ccexp had read OFFLINE as offline)."""
+    monkeypatch.setenv("WANDB_MODE", value)
+    with pytest.raises(ConfigError, match=re.escape(f"WANDB_MODE: expected one of wandb's modes (online, offline, "
+                                                    f"disabled, dryrun, run, shared: lowercase), got {value!r}")):
+        validate(compose_cfg())
+    assert validate(compose_cfg("logger=csv")).logger.name == "csv"  # wandb is not used
+
+
 def test_an_empty_init_text_is_refused():
     """'' started the soft prompt at random, as null does, while the config said text."""
     with pytest.raises(ConfigError, match=re.escape("method.init_text: expected text to start the soft prompt from, "

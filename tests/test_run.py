@@ -196,7 +196,7 @@ def test_csv_logs_of_an_earlier_launch_in_the_run_dir_are_kept(tmp_path):
     assert (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[1:] == ["5,2.0"]
 
 
-@pytest.mark.parametrize("env,mode", [("disabled", None), ("dryrun", "offline"), ("OFFLINE", "offline")])
+@pytest.mark.parametrize("env,mode", [("disabled", None), ("dryrun", "offline"), ("offline", "offline")])
 def test_wandb_mode_from_the_environment_is_wandbs_own(tmp_path, monkeypatch, env, mode):
     """WANDB_MODE=disabled means no W&B run (it made an offline one, and with a key went online
     and waited out the init timeout); dryrun is wandb's older name for offline."""

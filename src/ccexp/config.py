@@ -428,6 +428,7 @@ class EvalConfig:
 
 
 WANDB_PROJECT_FORBIDS = "/\\#?%:"
+WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")  # what wandb 0.31 takes from WANDB_MODE
 
 
 @dataclass
@@ -450,6 +451,10 @@ class LoggerConfig:
             _check(isinstance(self.project, str) and 0 < len(self.project) <= 128
                    and not set(self.project) & set(WANDB_PROJECT_FORBIDS), f"logger.project{source}",
                    f"a W&B project name (1-128 characters, none of {' '.join(WANDB_PROJECT_FORBIDS)})", self.project)
+            # wandb reads it whatever mode ccexp passes, and refuses another value in a traceback
+            if "WANDB_MODE" in os.environ:
+                _check(os.environ["WANDB_MODE"] in WANDB_MODES, "WANDB_MODE",
+                       f"one of wandb's modes ({', '.join(WANDB_MODES)}: lowercase)", os.environ["WANDB_MODE"])
 
 
 DIRECTIONS = ("minimize", "maximize")

@@ -39,8 +39,9 @@ def wandb_api_key_configured() -> bool:
 def wandb_mode(cfg: LoggerConfig) -> str:
     if cfg.mode != "auto":
         return cfg.mode
-    # wandb's own switch, read as wandb reads it: the mode ccexp passes to wandb.init overrides it.
-    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    # wandb's own switch, read as wandb reads it (LoggerConfig refuses what wandb refuses): the mode
+    # ccexp passes to wandb.init overrides it.
+    env = os.environ.get("WANDB_MODE", "")
     if env in ("online", "offline", "disabled"):
         return env
     if env == "dryrun":  # wandb's older name for offline
