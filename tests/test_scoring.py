@@ -42,6 +42,25 @@ def test_parse_json_answer(text, expected):
     assert parse_json_answer(text) == expected
 
 
+def test_how_deep_an_answer_may_nest_is_ours_not_the_recursion_limits():
+    """1,000 levels were refused by Python's parser only while the recursion limit was 1,000: once
+    torch's compiler had raised it (10,000), the same answer parsed, and the suite's order decided."""
+    import sys
+
+    from ccexp.scoring import MAX_DEPTH
+
+    nested = lambda n: '{"a":' * (n - 1) + '{"a": [1]}' + '}' * (n - 1)  # noqa: E731 - n objects, one array
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20000)
+    try:
+        assert parse_json_answer(nested(1000)) is None
+        assert parse_json_answer(nested(MAX_DEPTH)) is None  # the array is one level more
+        assert parse_json_answer(nested(MAX_DEPTH - 1)) is not None
+        assert parse_json_answer('{"reason": "' + "[" * 500 + '", "csat": 4}')["csat"] == 4  # inside a string
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 def _ex(task, **reference):
     return {"task": task, "reference": reference}
 

@@ -20,6 +20,11 @@ def _not_json(constant: str):
     raise ValueError(f"{constant} is not JSON")  # Python's reader takes NaN and Infinity; JSON does not
 
 
+# Nesting deeper than any answer: refused here, not by Python's parser, whose limit is the
+# interpreter's recursion limit (torch's compiler raises it to 10,000 once imported).
+MAX_DEPTH = 100
+
+
 def _closing_brace(text: str, start: int) -> Optional[int]:
     """Where the object opened at ``start`` closes (braces inside strings skipped), or None when
     the text ends first: an answer cut off at the token cap."""
@@ -44,6 +49,28 @@ def _closing_brace(text: str, start: int) -> Optional[int]:
     return None
 
 
+def _deepest(text: str, start: int, end: int) -> int:
+    """The deepest nesting of objects and arrays in text[start:end + 1] (strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text[start:end + 1]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "{[":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "}]":
+            depth -= 1
+    return deepest
+
+
 def parse_json_answer(text: str) -> Optional[dict]:
     """The one JSON object in a model answer (in prose, in a code fence or bare), or None: no
     object, several, or one left open (cut off at the token cap, even with a whole object
@@ -55,6 +82,8 @@ def parse_json_answer(text: str) -> Optional[dict]:
         if end is None:
             return None
         try:
+            if _deepest(text, start, end) > MAX_DEPTH:
+                raise ValueError("nested past MAX_DEPTH")
             # once_each: {"csat": 1, "csat": 4} says two things (Python's reader keeps the last)
             value = json.loads(text[start : end + 1], parse_constant=_not_json, object_pairs_hook=once_each)
         except KeyGivenTwice:  # before ValueError, which it is: JSON, so no brace group to skip as prose
