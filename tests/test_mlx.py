@@ -284,6 +284,33 @@ def test_saved_mlx_adapter_evaluates_again(method, mlx_run, tmp_path, capsys):
     assert "\n" not in line and f"the adapter has {field}=" in line, line
 
 
+def test_the_trainer_keys_reach_mlx_training(tmp_path, monkeypatch):
+    """trainer.weight_decay, warmup_ratio, max_grad_norm and group_by are what MLX training uses
+    (as test_run checks on torch): a dropped one would train on mlx's defaults without a word."""
+    import mlx.optimizers as optim
+
+    seen: dict = {}
+
+    def recording(name, real):
+        def call(*args, **kwargs):
+            seen.setdefault(name, (args, kwargs))
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(mlx_backend, "warmup_linear_decay", recording("schedule", mlx_backend.warmup_linear_decay))
+    monkeypatch.setattr(optim, "AdamW", recording("adamw", optim.AdamW))
+    monkeypatch.setattr(optim, "clip_grad_norm", recording("clip", optim.clip_grad_norm))
+    monkeypatch.setattr(mlx_backend.EncodedDataset, "sort_keys",
+                        recording("group_by", mlx_backend.EncodedDataset.sort_keys))
+    run(compose_cfg(*MLX, "trainer.max_steps=2", "trainer.weight_decay=0.07", "trainer.warmup_ratio=0.5",
+                    "trainer.max_grad_norm=0.3", "trainer.group_by=prompt", "method.lr=1e-3",
+                    "eval.generate_examples=0", "eval.baseline=false", "eval.latency_examples=0"), tmp_path)
+    assert seen["schedule"][0] == (1e-3, 1, 2)  # half of 2 steps warming up
+    assert seen["adamw"][1]["weight_decay"] == 0.07
+    assert seen["clip"][0][1] == 0.3
+    assert seen["group_by"][0][1] == "prompt"
+
+
 def test_the_final_validation_counts_no_patience():
     """After the last step, validation judges it for the best adapter; it is no early stop."""
     from ccexp.backends.mlx import BestAdapter
