@@ -581,6 +581,20 @@ CompletionLM.training_step = stopping
 """
 
 
+def _joblib_sweep_with_hook(tmp_path, hook: str, signal_name: str, **popen):
+    """A two-job joblib sweep whose processes run ``hook`` as sitecustomize.py (joblib starts its
+    workers as fresh interpreters, which a monkeypatch would not reach): (process, sweep dir)."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(hook)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")]),
+           "CCEXP_TEST_SIGNAL": signal_name}
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "ccexp", "-m", "method=lora,qlora", "hydra/launcher=joblib",
+                           "hydra.launcher.n_jobs=2", *FAST, *QUICK, "trainer.max_steps=4", f"hydra.sweep.dir={sweep}"],
+                          capture_output=True, text=True, timeout=600, env=env, **popen)
+    return proc, sweep
+
+
 @pytest.mark.parametrize("signal_name,code", [("SIGKILL", 1), ("SIGTERM", 143)])
 def test_a_joblib_job_stopped_in_its_worker_ends_the_sweep_in_one_line(tmp_path, signal_name, code):
     """A joblib worker killed (SIGKILL: the out-of-memory killer) or its job interrupted (SIGTERM):
@@ -590,14 +604,7 @@ def test_a_joblib_job_stopped_in_its_worker_ends_the_sweep_in_one_line(tmp_path,
     fresh interpreters.)"""
     from ccexp.sweep import BATCH_STOPPED, WORKER_DIED
 
-    (tmp_path / "hook").mkdir()
-    (tmp_path / "hook" / "sitecustomize.py").write_text(_STOPPING_WORKER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")]),
-           "CCEXP_TEST_SIGNAL": signal_name}
-    sweep = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "ccexp", "-m", "method=lora,qlora", "hydra/launcher=joblib",
-                           "hydra.launcher.n_jobs=2", *FAST, *QUICK, "trainer.max_steps=4", f"hydra.sweep.dir={sweep}"],
-                          capture_output=True, text=True, timeout=600, env=env)
+    proc, sweep = _joblib_sweep_with_hook(tmp_path, _STOPPING_WORKER, signal_name)
     assert proc.returncode == code, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     why = WORKER_DIED if signal_name == "SIGKILL" else \
@@ -635,14 +642,8 @@ def test_a_joblib_sweep_stopped_in_its_main_process_ends_in_one_line(tmp_path, s
     traceback with no summary, the jobs left saying "running" (or, on SIGTERM, the workers
     training on, orphaned). Now the batch stops, each job without a result says how it goes on,
     and the summary and report are written."""
-    (tmp_path / "hook").mkdir()
-    (tmp_path / "hook" / "sitecustomize.py").write_text(_STOPPING_THE_SWEEP)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")]),
-           "CCEXP_TEST_SIGNAL": signal_name}
-    sweep = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "ccexp", "-m", "method=lora,qlora", "hydra/launcher=joblib",
-                           "hydra.launcher.n_jobs=2", *FAST, *QUICK, "trainer.max_steps=4", f"hydra.sweep.dir={sweep}"],
-                          capture_output=True, text=True, timeout=600, env=env, start_new_session=True)
+    # its own process group: the Ctrl-C it sends the group must not reach pytest
+    proc, sweep = _joblib_sweep_with_hook(tmp_path, _STOPPING_THE_SWEEP, signal_name, start_new_session=True)
     assert proc.returncode == code, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert (sweep / "1" / "error.txt").read_text() == \
