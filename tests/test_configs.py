@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import compose_cfg
+from conftest import FAST, compose_cfg
 
 from ccexp.__main__ import CONFIG_DIR
 from ccexp.config import ConfigError, validate
@@ -184,14 +184,18 @@ def test_wandb_project_comes_from_the_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("value", ["OFFLINE", "of", ""])
-def test_a_wandb_mode_wandb_refuses_is_one_line_before_the_model_loads(monkeypatch, value):
+def test_a_wandb_mode_wandb_refuses_is_one_line_before_the_model_loads(monkeypatch, value, tmp_path):
     """wandb reads WANDB_MODE whatever mode ccexp passes it, and refused these with a pydantic
-    traceback once the model had loaded (ccexp had read OFFLINE as offline)."""
+    traceback once the model had loaded (ccexp had read OFFLINE as offline). Commands that make
+    no W&B run (describe, bench) are not refused on it."""
+    from ccexp.run import run
+
     monkeypatch.setenv("WANDB_MODE", value)
+    monkeypatch.setattr("ccexp.run.resolve_model_dir", lambda *a: pytest.fail("the model was loaded"))
     with pytest.raises(ConfigError, match=re.escape(f"WANDB_MODE: expected one of wandb's modes (online, offline, "
                                                     f"disabled, dryrun, run, shared: lowercase), got {value!r}")):
-        validate(compose_cfg())
-    assert validate(compose_cfg("logger=csv")).logger.name == "csv"  # wandb is not used
+        run(compose_cfg(*FAST, "logger=wandb"), tmp_path)
+    assert validate(compose_cfg()).logger.name == "wandb"  # what describe and the bench validate
 
 
 def test_an_empty_init_text_is_refused():

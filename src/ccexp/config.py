@@ -451,10 +451,15 @@ class LoggerConfig:
             _check(isinstance(self.project, str) and 0 < len(self.project) <= 128
                    and not set(self.project) & set(WANDB_PROJECT_FORBIDS), f"logger.project{source}",
                    f"a W&B project name (1-128 characters, none of {' '.join(WANDB_PROJECT_FORBIDS)})", self.project)
-            # wandb reads it whatever mode ccexp passes, and refuses another value in a traceback
-            if "WANDB_MODE" in os.environ:
-                _check(os.environ["WANDB_MODE"] in WANDB_MODES, "WANDB_MODE",
-                       f"one of wandb's modes ({', '.join(WANDB_MODES)}: lowercase)", os.environ["WANDB_MODE"])
+
+
+def check_wandb_mode(logger: LoggerConfig) -> None:
+    """wandb reads WANDB_MODE whatever mode ccexp passes, and refuses another value in a traceback
+    once the model has loaded: checked where a W&B run is made (a run, an evaluation, a sweep's
+    jobs up front), not in validate(), which commands that make none (describe, bench) call too."""
+    if logger.name == "wandb" and "WANDB_MODE" in os.environ:
+        _check(os.environ["WANDB_MODE"] in WANDB_MODES, "WANDB_MODE",
+               f"one of wandb's modes ({', '.join(WANDB_MODES)}: lowercase)", os.environ["WANDB_MODE"])
 
 
 DIRECTIONS = ("minimize", "maximize")

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from ccexp import resume
 from ccexp.backends import build_backend, resolve_backend
 from ccexp.backends.base import current_rss_mb, reset_peak_memory
-from ccexp.config import ConfigError, RunConfig, validate
+from ccexp.config import ConfigError, RunConfig, check_wandb_mode, validate
 from ccexp.config_errors import objective_missing, objective_not_a_number, objective_value
 from ccexp.data import build_splits
 from ccexp.environment import code_and_versions, machine
@@ -35,6 +35,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     ``required_metric`` (what a search reads): a run without it fails, tracker run included."""
     start = time.perf_counter()
     rc: RunConfig = validate(cfg)  # every bad key fails here, before any model is loaded
+    check_wandb_mode(rc.logger)
     device = resolve_backend(rc.backend.name)
     if rc.backend.num_threads:
         torch.set_num_threads(rc.backend.num_threads)

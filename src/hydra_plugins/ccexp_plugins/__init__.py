@@ -33,7 +33,7 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 
-from ccexp.config import KEYS_HINT, ConfigError, did_you_mean, first_line, validate
+from ccexp.config import KEYS_HINT, ConfigError, check_wandb_mode, did_you_mean, first_line, validate
 from ccexp.config_errors import OBJECTIVE_MISSING, config_error_line
 from ccexp.cores import JOBS_AT_ONCE_ENV, jobs_at_once
 from ccexp.signals import raise_on_sigterm
@@ -359,7 +359,7 @@ class BasicSweeper(_BasicSweeper):
                 config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
                 # A value only the job resolves (${hydra:job.num}) is the job's to check.
                 if _resolves_here(config):
-                    validate(config)
+                    check_wandb_mode(validate(config).logger)
             except (HydraException, ConfigError) as err:
                 discard_unstarted(Path(str(self.config.hydra.sweep.dir)))
                 raise ConfigCompositionException(f"sweep job {job_label(overrides, batch)}: "
