@@ -941,9 +941,10 @@ def test_several_run_dirs_never_replace_another_report_in_dot_compare(sweep, mon
     monkeypatch.chdir(sweep.parent)
     assert main(["sweep/0", "sweep/1", "--no-plots"]) == 0
     assert main(["sweep/0", "sweep/1", "--no-plots"]) == 0  # the report, again
+    assert main(["sweep/1", str(sweep / "0"), "--no-plots"]) == 0  # the same runs, in another order and spelling
     capsys.readouterr()
     assert main(["sweep/1", "sweep/2", "--no-plots"]) == 2
-    assert capsys.readouterr().err == ("ccexp.compare: error: compare/compare.md: the report on `sweep/0`, `sweep/1` "
+    assert capsys.readouterr().err == (f"ccexp.compare: error: compare/compare.md: the report on sweep/1, {sweep / '0'} "
                                        "is there; give --out DIR for this one, or remove it first\n")
-    assert (sweep.parent / "compare" / "compare.md").read_text().startswith("# Comparison: `sweep/0`, `sweep/1`\n")
+    assert (sweep.parent / "compare" / "compare.md").read_text().startswith(f"# Comparison: `sweep/1`, `{sweep / '0'}`\n")
     assert main(["sweep/1", "sweep/2", "--no-plots", "--out", "compare"]) == 0  # named: replaced as asked

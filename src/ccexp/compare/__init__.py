@@ -13,6 +13,7 @@ the outputs; this module puts them together for the command and for a sweep's en
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -24,7 +25,7 @@ from ccexp.compare.recommend import recommend
 from ccexp.compare.runs import (CompareError, Run, best_runs, by_val_size, find_run_dirs, headline_columns,
                                 higher_is_better, load_runs, nested_run_dirs, read_yaml, scenarios, swept_keys,
                                 unstarted_jobs)
-from ccexp.compare.tables import Tables, csv_rows, print_table, report_title, write_csv, write_markdown
+from ccexp.compare.tables import Tables, csv_rows, print_table, write_csv, write_markdown
 from ccexp.config import CompareConfig, ConfigError, check_direction, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
 
@@ -126,9 +127,11 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
     if shared:  # ./compare is every multi-dir report's: one over other runs stays unless --out names it
         earlier = (out / "compare.md").read_text(errors="replace").split("\n", 1)[0] \
             if (out / "compare.md").is_file() else ""
-        if earlier.startswith("# Comparison: ") and earlier != report_title([str(p) for p in paths]):
-            raise CompareError(f"{out / 'compare.md'}: the report on {earlier.removeprefix('# Comparison: ')} is "
-                               "there; give --out DIR for this one, or remove it first")
+        # Its title's dirs, as given: the same runs in another order or spelling are its own report
+        sources = re.findall(r"`([^`]+)`", earlier) if earlier.startswith("# Comparison: ") else []
+        if sources and {Path(s).resolve() for s in sources} != {Path(p).resolve() for p in paths}:
+            raise CompareError(f"{out / 'compare.md'}: the report on {', '.join(sources)} is there; give --out DIR "
+                               "for this one, or remove it first")
     console = console or Console()
     named = {r.dir for r in runs}
     nested = [d for d in nested_run_dirs(paths) if d.resolve() not in named]
