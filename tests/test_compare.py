@@ -862,7 +862,6 @@ def test_the_best_without_the_constraints_says_when_it_is_a_tie(tmp_path):
             "for its lower val/loss (10.789 vs 10.790).") in md
 
 
-
 def test_plots_of_an_earlier_report_are_not_left_beside_a_new_one(sweep):
     """./compare (or a sweep dir) reported on again: a plot this report does not draw (--no-plots,
     or nothing to show) is no longer there from the earlier report, picturing other runs."""

@@ -45,7 +45,6 @@ def test_the_card_counts_whole_prompts_in_train_as_the_run_does():
     assert card["eval_in_train"] == {"val": 1, "test": 0}
 
 
-
 def test_the_card_measures_token_lengths_a_chunk_at_a_time(tokenizer, monkeypatch):
     """Only the lengths are kept: one tokenizer call over every prompt held all their encodings
     at once (describe on BANKING77's 13,083 rows peaked 1.25 GB above its splits)."""
@@ -66,6 +65,7 @@ def test_the_card_measures_token_lengths_a_chunk_at_a_time(tokenizer, monkeypatc
     monkeypatch.setattr(card_module, "ENCODE_CHUNK", 2)
     assert card_module.token_lengths(examples, Counting()) == whole
     assert calls == [2, 2, 1, 2, 2, 1]
+
 
 def test_card_numbers(tokenizer):
     splits = {

@@ -328,7 +328,6 @@ def test_the_final_validation_counts_no_patience():
     assert best.record(4, 1.6) and best.stopped
 
 
-
 def test_gradient_checkpointing_recomputes_with_the_same_masks(monkeypatch):
     """method.gradient_checkpointing (QLoRA's default) on MLX: each block's activations are
     recomputed in the backward pass with the forward's LoRA dropout masks, so the gradients are

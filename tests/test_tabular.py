@@ -137,7 +137,6 @@ def test_the_same_text_is_never_in_two_splits(tmp_path, caplog):
         r.getMessage() for r in caplog.records]
 
 
-
 def test_a_test_row_in_the_val_slice_is_counted_where_it_is(tmp_path, caplog):
     """A given test file against a training file whose val slice is held out: a test row whose
     text sits in that slice was counted as "in the train split" (where it is not) and never as
@@ -152,8 +151,9 @@ def test_a_test_row_in_the_val_slice_is_counted_where_it_is(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ccexp.data"):
         build_splits(data, BIG, MIX)
     said = [r.getMessage() for r in caplog.records]
-    assert f"{test}: 1 of 2 test rows are also in the val split ({path}): the best step is chosen on them" in said
+    assert f"{test}: 1 of 2 test rows are also in the val split (held out of {path}): the best step is chosen on them" in said
     assert not any("also in the train split" in m for m in said)
+
 
 def test_config_checks():
     with pytest.raises(ConfigError, match=r"^data\.label_column: expected a column other than text_column"):

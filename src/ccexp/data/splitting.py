@@ -121,9 +121,10 @@ def _report_overlap(data: DataConfig, splits: dict[str, list[Row]], held: list[s
                         "memory", getattr(data, f"{split}_path"), shared, len(splits[split]), split, data.train_path)
     val = {content(row) for row in splits["val"]}
     shared = sum(content(row) in val for row in splits["test"])
-    if shared:
-        log.warning("%s: %d of %d test rows are also in the val split (%s): the best step is chosen on them",
-                    data.test_path or data.train_path, shared, len(splits["test"]), data.val_path or data.train_path)
+    if shared:  # each split named by its file, or as held out of the training file
+        log.warning("%s: %d of %d test rows%s are also in the val split (%s): the best step is chosen on them",
+                    data.test_path or data.train_path, shared, len(splits["test"]),
+                    "" if data.test_path else " held out of it", data.val_path or f"held out of {data.train_path}")
 
 
 def _refuse_same_file(data: DataConfig, train: list[Row], given: dict[str, list[Row]],
