@@ -784,14 +784,24 @@ def test_a_search_space_value_a_trial_would_be_refused_on_is_refused_before_the_
     assert str(err.value) == error
 
 
-@pytest.mark.parametrize("override", ["trainer=choice(fast,default)", "method=choice(lora,qlora)"])
+@pytest.mark.parametrize("override", ["trainer=choice(fast,default)", "method=choice(lora,qlora)",
+                                      "experiment=choice(small_vs_base,method_comparison)"])
 def test_a_search_over_a_groups_options_is_left_to_hydra(override, tmp_path):
     """A group's options are Hydra's to compose per trial: checking each by putting its name in
-    the group's place (trainer: "fast") refused every group search."""
+    the group's place (trainer: "fast") refused every group search. Each name is looked up in
+    the config repository the sweeper has (as in a real study), and only that."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    from ccexp.__main__ import CONFIG_DIR
     from hydra_plugins.ccexp_plugins import check_study
 
     cfg = compose_with_hydra("hparams_search=lora_optuna")
-    check_study(_study(cfg, tmp_path), [override])
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(f"file://{CONFIG_DIR}"))
+    study = _study(cfg, tmp_path, hydra_context=SimpleNamespace(config_loader=loader))
+    check_study(study, [override])
+    with pytest.raises(ConfigError, match=r"has no option nope \(expected one of "):
+        check_study(study, [override.replace(",", ",nope,")])
 
 
 def test_a_group_option_that_does_not_exist_is_refused_before_the_study_opens(tmp_path):
