@@ -689,6 +689,7 @@ def test_the_resume_hint_of_an_interrupted_run_is_its_own(tmp_path):
     saved) was sent to train again from its last checkpoint."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+    from ccexp.resume import find_checkpoint
     from ccexp.sweep import interruption
 
     def hint(run_dir):
@@ -721,8 +722,13 @@ def test_the_resume_hint_of_an_interrupted_run_is_its_own(tmp_path):
     (origin / "checkpoints" / "step_0000020" / "resume.json").write_text(json.dumps({"step": 20}))
     again.mkdir()
     (again / "config.yaml").write_text(yaml.safe_dump({"trainer": {"resume_from": str(origin)}}))
-    assert hint(again) == (f"trainer.resume_from={origin} resumes it from step 20 (the checkpoint it started from; it "
-                           "saved none of its own)")
+    said = (f"trainer.resume_from={origin / 'checkpoints' / 'step_0000020'} resumes it from step 20 (the checkpoint "
+            "it started from; it saved none of its own)")
+    assert hint(again) == said
+    # Named as the checkpoint: the origin's run dir, once that run finished, is refused as resume_from.
+    (origin / "metrics.json").write_text(json.dumps({"status": "finished"}))
+    assert hint(again) == said
+    assert find_checkpoint(said.split()[0].partition("=")[2], again) == origin / "checkpoints" / "step_0000020"
     (again / "config.yaml").write_text(yaml.safe_dump({"trainer": {"resume_from": "auto"}}))
     assert hint(again) == "no checkpoint was saved (trainer.save_every_n_steps), so it cannot be resumed"
 

@@ -197,7 +197,9 @@ def _started_from(run_dir: Path) -> Optional[tuple[str, Path]]:
         return None
     path = Path(given).expanduser()
     checkpoint = path if (path / STATE).is_file() else _latest(path / "checkpoints")
-    return (given, checkpoint) if checkpoint is not None else None
+    # Named as the checkpoint itself, which resumes even where that run has since finished (its
+    # run dir is then refused: find_checkpoint)
+    return (str(checkpoint), checkpoint) if checkpoint is not None else None
 
 
 def _latest(directory: Path) -> Optional[Path]:
