@@ -89,7 +89,10 @@ def test_report_marks_the_best_and_recommends_within_the_constraints(sweep, caps
     assert rows["1"]["best_in"] == "test/acc;test/issue_category/macro_f1;val/loss;memory/peak_mb"
     assert rows["2"]["memory/peak_mb"] == "" and float(rows["2"]["adapter/size_mb"]) == 0.05
     assert rows["3"]["status"] == "failed" and rows["3"]["error"] == "RuntimeError: boom"
-    for png in ("per_field_accuracy.png", "tradeoff.png", "training_curves.png"):
+    from ccexp.compare import PLOT_FILES  # what a new report removes first: every plot one may write
+
+    assert sorted(p.name for p in sweep.glob("*.png")) == sorted(PLOT_FILES)
+    for png in PLOT_FILES:
         assert (sweep / png).stat().st_size > 10_000, png
         assert f"]({png})" in md
     out = capsys.readouterr().out
