@@ -53,6 +53,10 @@ def wandb_mode(cfg: LoggerConfig) -> str:
 INIT_TIMEOUT_S = 90
 
 
+# Why W&B could not be reached, once it could not in this process: each later run (a sweep's jobs
+# in one process) logs offline at once rather than wait out the init timeout again (90 s a job).
+_unreachable: Optional[str] = None
+
 # The W&B run id of a run dir's run: a resumed launch continues that W&B run.
 WANDB_RUN_ID = Path("wandb") / "ccexp_run_id"
 
@@ -86,6 +90,12 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
     run_id = wandb_run_id(run_dir, resumed)
     if mode == "offline":
         offline_process(wandb)
+    global _unreachable
+    if mode == "online" and _unreachable is not None:  # a sweep's next job: not another init timeout
+        print(f"ccexp: warning: W&B online: not reached by an earlier run in this process ({_unreachable}); this "
+              f"run logs offline to {run_dir / 'wandb'} (wandb sync uploads it later)", file=sys.stderr, flush=True)
+        offline_process(wandb)
+        mode = "offline"
     logger = wandb_logger(mode)
     if mode == "online":
         # The run starts here rather than at the first logged step: a W&B that cannot be reached
@@ -95,7 +105,8 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
         try:
             logger.experiment
         except Exception as err:  # noqa: BLE001 - wandb's CommError, AuthenticationError, timeouts
-            print(f"ccexp: warning: W&B online: {first_line(err)}; this run logs offline to {run_dir / 'wandb'} "
+            _unreachable = first_line(err)
+            print(f"ccexp: warning: W&B online: {_unreachable}; this run logs offline to {run_dir / 'wandb'} "
                   "(wandb sync uploads it later)", file=sys.stderr, flush=True)
             # The wandb service keeps the failed attempt's run: the offline run, of the same id, failed
             # as "run ID ... is in use" at its first logged step, and the training with it.
