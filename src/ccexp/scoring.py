@@ -25,10 +25,12 @@ def _not_json(constant: str):
 MAX_DEPTH = 100
 
 
-def _closing_brace(text: str, start: int) -> Optional[int]:
+def _closing_brace(text: str, start: int) -> tuple[Optional[int], int]:
     """Where the object opened at ``start`` closes (braces inside strings skipped), or None when
-    the text ends first: an answer cut off at the token cap."""
-    depth, in_string, escaped = 0, False, False
+    the text ends first (an answer cut off at the token cap); and the deepest nesting of objects
+    and arrays on the way."""
+    braces = nested = deepest = 0
+    in_string = escaped = False
     for i in range(start, len(text)):
         c = text[i]
         if in_string:
@@ -40,35 +42,16 @@ def _closing_brace(text: str, start: int) -> Optional[int]:
                 in_string = False
         elif c == '"':
             in_string = True
-        elif c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-    return None
-
-
-def _deepest(text: str, start: int, end: int) -> int:
-    """The deepest nesting of objects and arrays in text[start:end + 1] (strings skipped)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for c in text[start:end + 1]:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif c == "\\":
-                escaped = True
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
         elif c in "{[":
-            depth += 1
-            deepest = max(deepest, depth)
+            braces += c == "{"
+            nested += 1
+            deepest = max(deepest, nested)
         elif c in "}]":
-            depth -= 1
-    return deepest
+            nested -= 1
+            braces -= c == "}"
+            if braces == 0:
+                return i, deepest
+    return None, deepest
 
 
 def parse_json_answer(text: str) -> Optional[dict]:
@@ -78,11 +61,11 @@ def parse_json_answer(text: str) -> Optional[dict]:
     skipped whole, never searched for a fragment; nothing a model writes raises here."""
     objects, pos = [], 0
     while (start := text.find("{", pos)) != -1:
-        end = _closing_brace(text, start)
+        end, deepest = _closing_brace(text, start)
         if end is None:
             return None
         try:
-            if _deepest(text, start, end) > MAX_DEPTH:
+            if deepest > MAX_DEPTH:
                 raise ValueError("nested past MAX_DEPTH")
             # once_each: {"csat": 1, "csat": 4} says two things (Python's reader keeps the last)
             value = json.loads(text[start : end + 1], parse_constant=_not_json, object_pairs_hook=once_each)
