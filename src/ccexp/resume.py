@@ -169,7 +169,7 @@ def resume_hint(run_dir: Path | None, evaluated: Path | None = None) -> str:
         # Resumed into a new run dir and stopped before its first checkpoint: the one it started from still resumes it
         origin = _started_from(run_dir)
         if origin is not None:
-            return (f"trainer.resume_from={origin[0]} resumes it{_step_of(origin[1])} (the checkpoint it started "
+            return (f"trainer.resume_from={origin} resumes it{_step_of(origin)} (the checkpoint it started "
                     "from; it saved none of its own)")
         return "no checkpoint was saved (trainer.save_every_n_steps), so it cannot be resumed"
     return f"trainer.resume_from={run_dir} resumes it{_step_of(latest)}"
@@ -184,9 +184,10 @@ def _step_of(checkpoint: Path) -> str:
         return f" from step {int(number)}" if number.isdigit() else ""
 
 
-def _started_from(run_dir: Path) -> Optional[tuple[str, Path]]:
-    """The trainer.resume_from the run in ``run_dir`` was given (its config.yaml) and the
-    checkpoint that names, where it is another run's and still there; else None."""
+def _started_from(run_dir: Path) -> Optional[Path]:
+    """The checkpoint the trainer.resume_from of the run in ``run_dir`` (its config.yaml) names,
+    where it is another run's and still there; else None. Named as the checkpoint itself, which
+    resumes even where that run has since finished (its run dir is then refused: find_checkpoint)."""
     import yaml
 
     try:
@@ -196,10 +197,7 @@ def _started_from(run_dir: Path) -> Optional[tuple[str, Path]]:
     if not isinstance(given, str) or given == "auto":
         return None
     path = Path(given).expanduser()
-    checkpoint = path if (path / STATE).is_file() else _latest(path / "checkpoints")
-    # Named as the checkpoint itself, which resumes even where that run has since finished (its
-    # run dir is then refused: find_checkpoint)
-    return (str(checkpoint), checkpoint) if checkpoint is not None else None
+    return path if (path / STATE).is_file() else _latest(path / "checkpoints")
 
 
 def _latest(directory: Path) -> Optional[Path]:

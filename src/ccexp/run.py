@@ -100,7 +100,8 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
             adapter_dir = adapter
         # An evaluation trained nothing: its seconds are the saved adapter's loading, and a
         # "training" peak or time would read as a rival to runs that trained.
-        metrics["time/fit_s" if adapter is None else "time/load_s"] = time.perf_counter() - start - metrics["time/setup_s"]
+        before_eval = "time/fit_s" if adapter is None else "time/load_s"
+        metrics[before_eval] = time.perf_counter() - start - metrics["time/setup_s"]
         if adapter is None:
             metrics["memory/train_peak_mb"] = backend.peak_memory_mb()
         scores, predictions = evaluate(backend, splits, rc.eval)
@@ -109,8 +110,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
         if start_mb is not None and backend.peak_is_host_memory():  # a GPU's peak does not start there
             metrics["memory/start_mb"] = start_mb
         metrics["time/total_s"] = time.perf_counter() - start
-        metrics["time/eval_s"] = metrics["time/total_s"] - metrics["time/setup_s"] - \
-            metrics["time/fit_s" if adapter is None else "time/load_s"]
+        metrics["time/eval_s"] = metrics["time/total_s"] - metrics["time/setup_s"] - metrics[before_eval]
         metrics.update({
             "params/trainable": trainable, "params/total": total, "params/trainable_pct": 100.0 * trainable / total,
             "adapter/size_mb": adapter_size_mb(adapter_dir),

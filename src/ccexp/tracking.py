@@ -39,8 +39,8 @@ def wandb_api_key_configured() -> bool:
 def wandb_mode(cfg: LoggerConfig) -> str:
     if cfg.mode != "auto":
         return cfg.mode
-    # wandb's own switch, read as wandb reads it (LoggerConfig refuses what wandb refuses): the mode
-    # ccexp passes to wandb.init overrides it.
+    # wandb's own switch, read as wandb reads it (config.check_wandb_mode refuses what wandb
+    # refuses): the mode ccexp passes to wandb.init overrides it.
     env = os.environ.get("WANDB_MODE", "")
     if env in ("online", "offline", "disabled"):
         return env
@@ -88,14 +88,13 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, name: str, group: str, config
     if mode == "disabled":  # WANDB_MODE=disabled: no W&B run at all (metrics.json is the record)
         return None
     run_id = wandb_run_id(run_dir, resumed)
-    if mode == "offline":
-        offline_process(wandb)
     global _unreachable
     if mode == "online" and _unreachable is not None:  # a sweep's next job: not another init timeout
         print(f"ccexp: warning: W&B online: not reached by an earlier run in this process ({_unreachable}); this "
               f"run logs offline to {run_dir / 'wandb'} (wandb sync uploads it later)", file=sys.stderr, flush=True)
-        offline_process(wandb)
         mode = "offline"
+    if mode == "offline":
+        offline_process(wandb)
     logger = wandb_logger(mode)
     if mode == "online":
         # The run starts here rather than at the first logged step: a W&B that cannot be reached

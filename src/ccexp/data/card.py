@@ -88,11 +88,10 @@ def _constant_guesses(splits: dict[str, list[dict]], checks: dict) -> dict[str, 
     return guesses
 
 
-def constant_answers(splits: dict[str, list[dict]], checks: dict) -> dict[str, float]:
+def constant_answers(splits: dict[str, list[dict]], checks: dict, guesses: dict) -> dict[str, float]:
     """Field -> the test accuracy of one constant answer, judged as evaluation judges a model
     (``checks``: scoring.field_checks): the train split's most common value, or for a score
     (quality, CSAT, churn) its median. What a model must beat to have read anything; next to the noise ceiling, the room."""
-    guesses = _constant_guesses(splits, checks)
     test = defaultdict(list)
     for ex in splits["test"]:
         for name, value in ex["reference"].items():
@@ -102,12 +101,11 @@ def constant_answers(splits: dict[str, list[dict]], checks: dict) -> dict[str, f
             for name, refs in test.items()}
 
 
-def constant_task_answers(splits: dict[str, list[dict]], checks: dict) -> dict[str, float]:
+def constant_task_answers(splits: dict[str, list[dict]], checks: dict, guesses: dict) -> dict[str, float]:
     """Task -> the test accuracy of the same constant answers counted as a run's task accuracy
     counts (metrics.summarize): right only when every field of the answer is. A task of two
     fields (quality: score and band; issue: main and second category) has a lower floor than
     either field's."""
-    guesses = _constant_guesses(splits, checks)
     hits: dict[str, list[bool]] = defaultdict(list)
     for ex in splits["test"]:
         fields = [name for name in ex["reference"] if name not in _FREE_TEXT_FIELDS and name in checks]
@@ -170,8 +168,9 @@ def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Opt
             card["cut"] = {"prompt": sum(prompt for _, prompt in cuts), "instruction": heads,
                            "answer": sum(answer for answer, _ in cuts)}
     if checks is not None:
-        card["constant_answer"] = constant_answers(splits, checks)
-        card["constant_answer_by_task"] = constant_task_answers(splits, checks)
+        guesses = _constant_guesses(splits, checks)  # one constant answer per field, judged both ways
+        card["constant_answer"] = constant_answers(splits, checks, guesses)
+        card["constant_answer_by_task"] = constant_task_answers(splits, checks, guesses)
     if noise is not None:
         card["noise_ceiling"] = {name: noise[name]["ceiling"] for name in card["labels"] if name in noise}
     return card
