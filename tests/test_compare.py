@@ -26,11 +26,11 @@ COMPARE = {"metric": "test/acc", "direction": "maximize",
 
 
 def make_run(path: Path, method: str, metrics: dict, task_mix: str = "all", compare: dict = COMPARE,
-             weights: dict | None = None, **fields) -> Path:
+             weights: dict | None = None, seed: int = 42, **fields) -> Path:
     path.mkdir(parents=True)
     config = {"model": {"name": "tiny"}, "method": {**METHODS[method], **fields},
               "task_mix": {"name": task_mix, **({"weights": weights} if weights else {})},
-              "eval": {"generate_examples": 18}, "seed": 42, "compare": compare}
+              "eval": {"generate_examples": 18}, "seed": seed, "compare": compare}
     (path / "config.yaml").write_text(yaml.safe_dump(config))
     (path / "metrics.json").write_text(json.dumps({"status": "finished", **metrics}))
     return path
@@ -950,3 +950,64 @@ def test_several_run_dirs_never_replace_another_report_in_dot_compare(sweep, mon
                                        "is there; give --out DIR for this one, or remove it first\n")
     assert (sweep.parent / "compare" / "compare.md").read_text().startswith(f"# Comparison: `sweep/1`, `{sweep / '0'}`\n")
     assert main(["sweep/1", "sweep/2", "--no-plots", "--out", "compare"]) == 0  # named: replaced as asked
+
+
+def _seed_sweep(root: Path, qlora: tuple, compare: dict | None = None) -> None:
+    """lora and qlora over seeds 1, 2, 3 (job dirs 0-5, as -m method=lora,qlora seed=1,2,3 numbers
+    them); lora's test/acc 0.60, 0.62, 0.58, qlora's as given."""
+    compare = compare or {**COMPARE, "constraints": [], "headline": ["test/acc", "adapter/size_mb"]}
+    for i, (method, acc) in enumerate(zip(["lora"] * 3 + ["qlora"] * 3, (0.60, 0.62, 0.58, *qlora))):
+        make_run(root / str(i), method, {"test/acc": acc, "adapter/size_mb": 7.07, "test/generated": 18},
+                 compare=compare, seed=1 + i % 3)
+
+
+def test_a_sweep_over_seeds_recommends_the_best_mean_not_the_luckiest_seed(tmp_path, capsys):
+    """qlora's seed 1 (0.70) is the best run, but lora's mean over three seeds (0.600) beats
+    qlora's (0.580): the recommendation ranks configurations by their mean, says so with the
+    standard deviation, and the report adds the means ± sd by configuration."""
+    root = tmp_path / "sweep"
+    _seed_sweep(root, (0.70, 0.50, 0.54))
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    recommendation = " ".join(md.split("## Recommendation")[1].split("## Runs")[0].split())
+    assert recommendation.startswith(
+        "**Recommend lora** — runs `0, 1, 2` (method=lora, seed=1,2,3) have the highest test/acc over their seeds, "
+        "0.600 (mean of 3 seeds, sd 0.020); 2 configurations compared, each by the mean of its finished seeds "
+        "(6 runs). Runner-up: qlora (`3, 4, 5`, method=qlora, seed=1,2,3) with 0.580 (mean of 3 seeds, sd 0.106), "
+        "0.020 lower."), recommendation
+    assert ("The gap to the runner-up is within the spread over seeds (two standard errors of the difference of "
+            "the means: 0.124): more seeds are needed to tell the two apart.") in recommendation
+    seeds = md.split("## Across seeds")[1]
+    assert "| runs | method | seeds | test/acc ↑ | adapter/size_mb ↓ |" in seeds
+    assert "| `0, 1, 2` | lora | 1,2,3 | **0.600 ± 0.020** | 7.070 ± 0.000 |" in seeds
+    assert "| `3, 4, 5` | qlora | 1,2,3 | 0.580 ± 0.106 | 7.070 ± 0.000 |" in seeds
+    out = capsys.readouterr().out
+    assert "mean ± sd over seeds" in out and "0.600 ± 0.020" in out
+    # the runs table still shows each run, qlora's seed 1 the best single run
+    assert "| `3` | finished | qlora | 1 | **0.700** |" in md
+
+
+def test_a_seed_that_failed_is_named_and_the_mean_says_how_many_seeds_it_holds(tmp_path):
+    root = tmp_path / "sweep"
+    _seed_sweep(root, (0.70, 0.66, 0.68))
+    (root / "4" / "metrics.json").write_text(json.dumps({"status": "failed", "error": "RuntimeError: boom"}))
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    recommendation = " ".join(md.split("## Recommendation")[1].split("## Runs")[0].split())
+    assert recommendation.startswith(
+        "**Recommend qlora** — runs `3, 5` (method=qlora, seed=1,3) have the highest test/acc over their seeds, "
+        "0.690 (mean of the 2 of 3 seeds that finished, sd 0.014)"), recommendation
+    assert "1 run failed and is excluded: `4` (method=qlora, seed=2): RuntimeError: boom." in recommendation
+    assert "| `3, 5` | qlora | 1,3 (of 3) | **0.690 ± 0.014** |" in md.split("## Across seeds")[1]
+
+
+def test_seeds_that_each_go_with_their_own_configuration_are_ranked_run_by_run(tmp_path):
+    """seed swept but no configuration repeated: seed is one more setting, no means, no seeds table."""
+    root = tmp_path / "sweep"
+    compare = {**COMPARE, "constraints": [], "headline": ["test/acc"]}
+    make_run(root / "0", "lora", {"test/acc": 0.6}, compare=compare, seed=1)
+    make_run(root / "1", "qlora", {"test/acc": 0.7}, compare=compare, seed=2)
+    assert main([str(root), "--no-plots"]) == 0
+    md = (root / "compare.md").read_text()
+    assert "**Recommend qlora** — run `1` (method=qlora, seed=2) has the highest test/acc, 0.700" in md
+    assert "## Across seeds" not in md

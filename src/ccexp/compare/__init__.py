@@ -23,8 +23,8 @@ from rich.console import Console
 from ccexp.cli import OneLineParser, output_dir
 from ccexp.compare.recommend import recommend
 from ccexp.compare.runs import (CompareError, Run, best_runs, by_val_size, find_run_dirs, headline_columns,
-                                higher_is_better, load_runs, nested_run_dirs, read_yaml, scenarios, swept_keys,
-                                unstarted_jobs)
+                                higher_is_better, load_runs, nested_run_dirs, read_yaml, scenarios, seed_means, seeded,
+                                swept_keys, unstarted_jobs)
 from ccexp.compare.tables import Tables, csv_rows, print_table, write_csv, write_markdown
 from ccexp.config import CompareConfig, ConfigError, check_direction, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
@@ -144,11 +144,13 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
     # Marked within each scenario: a val/loss over another task mix's validation set is no rival,
     # nor (in one scenario of several data sizes) one over another number of validation examples.
     groups = scenarios(runs, swept)
-    best = {k: set().union(*(best_runs(same_val, k) for group in groups.values()
-                             for same_val in (by_val_size(group) if "val/" in k else [group]))) for k in columns}
+    best = _marked(groups.values(), columns)
+    # A sweep over seeds is also read by configuration, each the mean of its seeds.
+    means = {label: seed_means(group, swept) for label, group in groups.items() if seeded(group, swept)}
     unstarted = [(name if len(paths) == 1 else str(Path(p) / name), job)
                  for p in paths if Path(p).is_dir() for name, job in unstarted_jobs(Path(p))]
-    tables = Tables(runs, swept, columns, best, recommend(groups, cc, swept, unstarted))
+    tables = Tables(runs, swept, columns, best, recommend(groups, cc, swept, unstarted),
+                    [m for group in means.values() for m in group], _marked(means.values(), columns))
     written_plots, plot_notes = [], []
     for filename in PLOT_FILES:  # an earlier report's plot, not drawn now, would picture other runs
         (out / filename).unlink(missing_ok=True)
@@ -165,6 +167,13 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
                   f"to {out}", markup=False, highlight=False, soft_wrap=True)
     return {"runs": runs, "swept": swept, "columns": columns, "best": best, "recommendation": tables.paragraphs,
             "plots": [out / f for _, f in written_plots], "markdown": out / "compare.md", "csv": out / "compare.csv"}
+
+
+def _marked(groups, columns: list[str]) -> dict[str, set]:
+    """Each column's best runs (names), marked within each scenario of ``groups``, and a val/
+    column among its runs of one validation set."""
+    return {k: set().union(*(best_runs(same_val, k) for group in groups
+                             for same_val in (by_val_size(group) if "val/" in k else [group]))) for k in columns}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -8,7 +8,8 @@ import operator
 from itertools import groupby
 from typing import Optional, Sequence
 
-from ccexp.compare.runs import Run, by_val_size, describe, fmt, named, recorded_as_null, same, setting
+from ccexp.compare.runs import (Run, SeedMean, by_val_size, describe, fmt, named, recorded_as_null, same, seed_means,
+                                seeded, setting)
 from ccexp.config import CompareConfig, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
 
@@ -85,9 +86,13 @@ def _apart(a: float, b: float) -> tuple[str, str]:
 
 
 def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], scenario: str) -> str:
+    """The scenario's paragraph. Where it repeats configurations over seeds (``seeded``), the
+    candidates are the configurations' means (``SeedMean``), its failed runs named one by one."""
     metric, maximize = cc.metric, cc.direction == "maximize"
-    finished = [r for r in runs if r.finished]
+    means = seeded(runs, swept)
     failed = [r for r in runs if not r.finished]
+    finished = seed_means(runs, swept) if means else [r for r in runs if r.finished]
+    noun = "configuration" if means else "run"
     head = f"**{scenario}:** " if scenario else ""
     failed_note = ""
     all_failed = all(r.status == "failed" for r in failed)  # else some never ended (killed)
@@ -138,36 +143,73 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
         # Tied with the next: picked by a tie-break, which is said, not crowned the best outright.
         tied = [r for r in rest if same(r.value(metric)) == same(top.value(metric))]
         pick = _tie_note(top, tied[0], name, [top, *tied]) if tied else "."
-        return head + (f"**No run meets the constraints** ({limits}).{excluded_note} Without them the best "
-                       f"would be {name} (`{top.name}`, {metric} {fmt(top.value(metric))}){pick}"
+        return head + (f"**No {noun} meets the constraints** ({limits}).{excluded_note} Without them the best "
+                       f"would be {name} (`{top.name}`, {metric} {_shown(top, metric)}){pick}"
                        f"{unranked_note}{failed_note}{unchecked_note}")
     best = eligible[0]
     method = best.flat.get("method.name", "?")
     others = [r for r in eligible[1:] if r.flat.get("method.name") != method] or eligible[1:]
     tied = [r for r in eligible[1:] if same(r.value(metric)) == same(best.value(metric))]
-    text = (f"{head}**Recommend {method}** — run {named(best, swept)} "
-            + (f"ties {len(tied)} other run{'s' * (len(tied) > 1)} for the " if tied else "has the ")
-            + f"{'highest' if maximize else 'lowest'} {metric}, {fmt(best.value(metric))}")
+    if means:
+        text = (f"{head}**Recommend {method}** — runs {named(best, swept)} "
+                + (f"tie {len(tied)} other configuration{'s' * (len(tied) > 1)} for the " if tied else "have the ")
+                + f"{'highest' if maximize else 'lowest'} {metric} over their seeds, {_shown(best, metric)}")
+    else:
+        text = (f"{head}**Recommend {method}** — run {named(best, swept)} "
+                + (f"ties {len(tied)} other run{'s' * (len(tied) > 1)} for the " if tied else "has the ")
+                + f"{'highest' if maximize else 'lowest'} {metric}, {fmt(best.value(metric))}")
     if checked:
         text += ", and meets " + " and ".join(f"{k} {fmt(best.value(k))} {op} {v:g}" for k, op, v in checked)
-    text += f"; {len(scored)} finished run{'s' if len(scored) > 1 else ''} compared."
+    if means:
+        text += (f"; {len(scored)} configuration{'s' * (len(scored) > 1)} compared, each by the mean of its finished "
+                 f"seeds ({sum(len(m.runs) for m in scored)} runs).")
+    else:
+        text += f"; {len(scored)} finished run{'s' if len(scored) > 1 else ''} compared."
     if others:
         up = others[0]
         gap = same(best.value(metric)) - same(up.value(metric))
         values = describe(up, swept)
         text += (f" Runner-up: {up.flat.get('method.name', '?')} (`{up.name}`{', ' + values if values else ''}) with "
-                 f"{fmt(up.value(metric))}" + (f", {fmt(abs(gap))} {'lower' if maximize else 'higher'}." if gap else
+                 f"{_shown(up, metric)}" + (f", {fmt(abs(gap))} {'lower' if maximize else 'higher'}." if gap else
                  _tie_note(best, up, method, [best, *tied])))
     elif len(scored) == 1:
-        text += f" It is the only run ranked{' here' if scenario else ''}, so there is no runner-up."
+        text += f" It is the only {noun} ranked{' here' if scenario else ''}, so there is no runner-up."
     else:
-        text += f" No other {'ranked ' if unranked_note else ''}run meets the constraints, so there is no runner-up."
+        text += f" No other {'ranked ' if unranked_note else ''}{noun} meets the constraints, so there is no runner-up."
     n, which, step = _answers_behind(best, metric)
     if n:
         text += f" {metric} comes from {n} {which} per run: one answer moves it by {step:.3f} or more."
         if others:
             text += _noise_note(best, others[0], metric, n)
+    if means and others:
+        text += _seed_note(best, others[0], metric)
     return text + excluded_note + unranked_note + failed_note + unchecked_note
+
+
+def _shown(run: Run, metric: str) -> str:
+    """A run's value of metric as the recommendation gives it: a configuration's says it is a
+    mean, over how many seeds (of how many that ran), and their standard deviation."""
+    if not isinstance(run, SeedMean):
+        return fmt(run.value(metric))
+    k = len(run.runs)
+    seeds = f"{k} seed{'s' * (k > 1)}" if k == run.planned else f"the {k} of {run.planned} seeds that finished"
+    sd = f", sd {fmt(run.sd[metric])}" if metric in run.sd else ""
+    return f"{fmt(run.value(metric))} (mean of {seeds}{sd})"
+
+
+def _seed_note(best: SeedMean, up: SeedMean, metric: str) -> str:
+    """Whether the gap between two configurations' means is within two standard errors of their
+    difference, from the spread over seeds ("" when it is not); where either has one finished
+    seed, that its spread is unknown."""
+    if metric not in best.sd or metric not in up.sd:
+        return (" One of the two has a single finished seed, so how far reseeding moves it is not known: "
+                "the gap may be seed noise.")
+    a, b = best.value(metric), up.value(metric)
+    two_se = 2 * math.sqrt(best.sd[metric] ** 2 / len(best.runs) + up.sd[metric] ** 2 / len(up.runs))
+    if same(a) == same(b) or abs(a - b) > two_se:
+        return ""
+    return (f" The gap to the runner-up is within the spread over seeds (two standard errors of the difference "
+            f"of the means: {two_se:.3f}): more seeds are needed to tell the two apart.")
 
 
 def _noise_note(best: Run, up: Run, metric: str, n: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -197,6 +198,56 @@ def load_runs(paths: Sequence[Path]) -> list[Run]:
 
 
 # -- what to show -----------------------------------------------------------------------------
+
+@dataclass
+class SeedMean(Run):
+    """One configuration's finished runs over several seeds, as one candidate: each metric their
+    mean, ``sd`` its sample standard deviation. Ranking these, the report picks a configuration,
+    not the luckiest seed. ``name`` lists the runs, ``flat["seed"]`` their seeds ("1,2,3")."""
+    runs: list[Run] = field(default_factory=list)
+    planned: int = 0  # the configuration's runs, finished or not
+    sd: dict = field(default_factory=dict)
+
+
+def seeded(runs: list[Run], swept: list[str]) -> bool:
+    """Whether the runs repeat configurations over seeds: seed is swept and some configuration
+    (every other swept key alike) has two finished runs. Where each seed goes with its own
+    configuration, seed is one more setting, and runs are ranked one by one."""
+    return "seed" in swept and any(len([r for r in g if r.finished]) > 1 for g in _by_configuration(runs, swept))
+
+
+def _by_configuration(runs: list[Run], swept: list[str]) -> list[list[Run]]:
+    grouped: dict[tuple, list[Run]] = {}
+    for run in runs:
+        grouped.setdefault(tuple(repr(run.flat.get(k)) for k in swept if k != "seed"), []).append(run)
+    return list(grouped.values())
+
+
+def seed_means(runs: list[Run], swept: list[str]) -> list[SeedMean]:
+    """The mean over seeds of each configuration with a finished run. A metric some finished
+    seed has no number for is None: a mean over the others would claim seeds it does not hold.
+    A value every seed shares (a count of answers) stays as it is."""
+    means = []
+    for group in _by_configuration(runs, swept):
+        done = [r for r in group if r.finished]
+        if not done:
+            continue
+        metrics: dict[str, Any] = {"status": "finished"}
+        sd = {}
+        for key in dict.fromkeys(k for r in done for k in numeric_keys(r.metrics)):
+            values = [r.value(key) for r in done]
+            if any(v is None for v in values):
+                metrics[key] = None
+                continue
+            metrics[key] = values[0] if len(set(values)) == 1 else statistics.fmean(values)
+            if len(values) > 1:
+                sd[key] = statistics.stdev(values)
+        seeds = ",".join(setting(r.flat.get("seed")) for r in done)
+        means.append(SeedMean(dir=done[0].dir, name=", ".join(r.name for r in done), metrics=metrics,
+                              config=done[0].config, flat={**done[0].flat, "seed": seeds},
+                              environment=done[0].environment, runs=done, planned=len(group), sd=sd))
+    return means
+
 
 def _key_rank(key: str) -> tuple:
     group = key.split(".")[0]

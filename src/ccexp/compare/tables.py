@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-from ccexp.compare.runs import (Run, column_label, fmt, higher_is_better, machines, memory_starts, named, setting,
-                                trained)
+from ccexp.compare.runs import (Run, SeedMean, column_label, fmt, higher_is_better, machines, memory_starts, named,
+                                setting, trained)
 from ccexp.config import CompareConfig
 
 
@@ -24,6 +24,22 @@ class Tables:
     columns: list[str]
     best: dict[str, set]
     paragraphs: list[str]
+    means: list[SeedMean] = field(default_factory=list)  # where configurations repeat over seeds
+    means_best: dict[str, set] = field(default_factory=dict)  # the best means' names, as ``best``
+
+
+def _mean_cell(m: SeedMean, key: str) -> str:
+    """"0.600 ± 0.020": a configuration's mean and its standard deviation over seeds (the mean
+    alone over one seed)."""
+    return fmt(m.value(key)) + (f" ± {fmt(m.sd[key])}" if key in m.sd else "")
+
+
+def _seeds_cell(m: SeedMean) -> str:
+    return m.flat["seed"] + (f" (of {m.planned})" if len(m.runs) < m.planned else "")
+
+
+SEEDS_INTRO = ("Each configuration's finished runs as one: the mean ± the standard deviation over its seeds "
+               "(the recommendation ranks these). Bold: the best mean per column within each scenario.")
 
 
 def csv_rows(tables: Tables) -> list[dict]:
@@ -124,6 +140,16 @@ def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Seque
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "Bold: the best finished run per column within each scenario (↑ higher is better, ↓ lower; "
               "val/ columns among runs of one validation set). \"-\": the run did not report it.", ""]
+    if tables.means:
+        configured = [k for k in swept if k != "seed"]
+        header = ["runs"] + [column_label(k) for k in configured] + ["seeds"] + [k + _arrow(k) for k in columns]
+        lines += ["## Across seeds", "", SEEDS_INTRO, "", "| " + " | ".join(header) + " |",
+                  "|" + "|".join("---" for _ in header) + "|"]
+        for m in tables.means:
+            cells = [f"`{m.name}`"] + [setting(m.flat.get(k)) for k in configured] + [_seeds_cell(m)]
+            cells += [f"**{_mean_cell(m, k)}**" if m.name in tables.means_best[k] else _mean_cell(m, k) for k in columns]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
     for note in (resumed_note(runs), evaluations_note(runs), machines_note(runs), memory_note(runs)):
         if note:
             lines += [note, ""]
@@ -156,32 +182,45 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def print_table(tables: Tables, console: Console) -> None:
-    """Runs as columns and metrics as rows (a terminal is narrow; a sweep has few runs), or
-    runs as rows when there are many of them (an Optuna study)."""
+    """The runs, then (where configurations repeat over seeds) their means, and the recommendation."""
     runs, swept, columns, best, paragraphs = tables.runs, tables.swept, tables.columns, tables.best, tables.paragraphs
-    title = "ccexp: runs side by side (bold = best)"
     labels = [("status", lambda r: r.status if r.finished else f"[red]{r.status}[/]")]
     labels += [(column_label(k), lambda r, k=k: setting(r.flat.get(k))) for k in swept]
     metrics = [(k + _arrow(k), lambda r, k=k: f"[bold green]{fmt(r.value(k))}[/]" if r.name in best[k]
                 else fmt(r.value(k))) for k in columns]
-    if len(runs) <= 8:
-        table = Table(title=title)
-        # fold, never cut: two labels cut to the same "test/la…" would be two rows of nothing
-        table.add_column("run", overflow="fold")
-        for r in runs:
-            table.add_column(r.name, justify="right", overflow="fold")
-        for label, cell in labels + metrics:
-            table.add_row(label, *[cell(r) for r in runs])
-    else:
-        table = Table(title=title)
-        for label, _ in [("run", None)] + labels:
-            table.add_column(label, no_wrap=True)
-        for label, _ in metrics:  # fold, never cut: a narrow terminal wraps a number rather than hiding it
-            table.add_column(label, justify="right", overflow="fold")
-        for r in runs:
-            table.add_row(r.name, *[cell(r) for _, cell in labels + metrics])
-    console.print(table)
+    console.print(_table("ccexp: runs side by side (bold = best)", runs, labels + metrics, len(labels) + 1))
+    if tables.means:
+        labels = [(column_label(k), lambda m, k=k: setting(m.flat.get(k))) for k in swept if k != "seed"]
+        labels.append(("seeds", _seeds_cell))
+        metrics = [(k + _arrow(k), lambda m, k=k: f"[bold green]{_mean_cell(m, k)}[/]" if m.name in tables.means_best[k]
+                    else _mean_cell(m, k)) for k in columns]
+        console.print(_table("ccexp: mean ± sd over seeds (bold = best mean)", tables.means, labels + metrics,
+                             len(labels) + 1))
     for paragraph in [*paragraphs, resumed_note(runs), evaluations_note(runs), machines_note(runs),
                       memory_note(runs)]:
         if paragraph:
             console.print(paragraph.replace("**", "").replace("`", ""), highlight=False)
+
+
+def _table(title: str, runs: Sequence[Run], rows: list[tuple[str, Callable[[Run], str]]], settings: int) -> Table:
+    """Runs as columns and rows (label, cell) as rows (a terminal is narrow; a sweep has few runs), or
+    runs as rows when there are many of them (an Optuna study); the first ``settings`` columns of
+    that layout (the name and config values) never wrap."""
+    table = Table(title=title)
+    first = "runs" if isinstance(runs[0], SeedMean) else "run"
+    if len(runs) <= 8:
+        # fold, never cut: two labels cut to the same "test/la…" would be two rows of nothing
+        table.add_column(first, overflow="fold")
+        for r in runs:
+            table.add_column(r.name, justify="right", overflow="fold")
+        for label, cell in rows:
+            table.add_row(label, *[cell(r) for r in runs])
+        return table
+    for i, label in enumerate([first] + [label for label, _ in rows]):
+        if i < settings:
+            table.add_column(label, no_wrap=True)
+        else:  # fold, never cut: a narrow terminal wraps a number rather than hiding it
+            table.add_column(label, justify="right", overflow="fold")
+    for r in runs:
+        table.add_row(r.name, *[cell(r) for _, cell in rows])
+    return table
