@@ -233,6 +233,7 @@ def test_seed_mlx_small_under_fast_overrides(tmp_path, tiny_dir):
     (("method=qlora", "method.quant_type=fp4"), "method.quant_type"),  # bitsandbytes' options
     (("method=qlora", "method.double_quant=false"), "method.double_quant"),
     (("trainer.resume_from=auto",), "trainer.resume_from"),
+    (("+backend.base_dtype=bfloat16",), "backend.base_dtype"),  # torch's: MLX's base follows backend.precision
 ])
 def test_mlx_config_errors_name_the_key(overrides, key, tmp_path):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:

@@ -241,6 +241,9 @@ class BackendConfig:
         _check(0 <= self.draft_tokens <= 64, "backend.draft_tokens", "an integer from 0 to 64", self.draft_tokens)
         _check(not self.fuse or self.name == "mlx", "backend.fuse", f"false for backend={self.name} "
                "(only the mlx backend writes a fused model)", self.fuse)
+        # MLX casts its frozen base by backend.precision alone: another base_dtype would be recorded, not run.
+        _check(self.base_dtype == "auto" or self.name != "mlx", "backend.base_dtype", "auto for backend=mlx (its "
+               "frozen base takes backend.precision's dtype: bf16-mixed casts it to bfloat16)", self.base_dtype)
 
 
 @dataclass
