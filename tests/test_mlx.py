@@ -413,3 +413,30 @@ def test_the_readme_python_snippet_runs_as_written(method, mlx_run, tiny_dir, ca
     exec(compile(_readme_mlx_snippet(method, tiny_dir, run_dir), "README.md", "exec"), names)  # noqa: S102
     assert capsys.readouterr().out  # the answer is printed
     assert mx.allclose(_logits(names["model"]), _logits(backend.net), atol=1e-6).item()  # by the model scored
+
+
+def test_losses_take_the_logits_the_model_gives(tiny_dir):
+    """The loss reads the logits as PromptedLM.head(hidden), not from the model's call: a model whose
+    call caps its logits after the head (mlx-lm's gemma4_text, gear) was scored without the cap; any
+    other change after the head is refused in one line rather than scored on logits it never gives."""
+    from mlx_lm.models import gear, llama
+
+    args = gear.ModelArgs(model_type="gear", vocab_size=100, hidden_size=64, intermediate_size=128,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                          rms_norm_eps=1e-6, layer_types=None, final_logit_softcapping=3.0)
+    capped = gear.Model(args)
+    mlx_prompt.check_supported(capped, "gear")
+    net, tokens = mlx_prompt.PromptedLM(capped), mx.array([[1, 2, 3, 4]])
+    assert mx.allclose(net.head(net.hidden(tokens)), capped(tokens), atol=1e-5).item()
+    assert mx.abs(net.head(net.hidden(tokens))).max().item() <= 3.0
+
+    class Scaled(llama.Model):  # a logit scale applied in the call, after the head
+        def __call__(self, *args, **kwargs):
+            return 2 * super().__call__(*args, **kwargs)
+
+    model = load_model(tiny_dir)[0]
+    scaled = Scaled(model.args)
+    scaled.update(model.parameters())
+    with pytest.raises(ConfigError, match=r"^model=odd: backend=mlx computes losses from the output head") as err:
+        mlx_prompt.check_supported(scaled, "odd")
+    assert "\n" not in str(err.value)

@@ -105,9 +105,14 @@ class PromptedLM(nn.Module):
         return self.model.model(tokens, input_embeddings=embeddings)
 
     def head(self, hidden: mx.array) -> mx.array:
+        """The logits the model's own call gives: its output head, then the final logit softcap
+        of the models that have one (mlx-lm's gemma4_text, gear), which the call applies after it."""
         if "lm_head" in self.model:
-            return self.model.lm_head(hidden)
-        return self.model.model.embed_tokens.as_linear(hidden)
+            logits = self.model.lm_head(hidden)
+        else:
+            logits = self.model.model.embed_tokens.as_linear(hidden)
+        cap = final_logit_softcap(self.model)
+        return logits if cap is None else mx.tanh(logits / cap) * cap
 
     def __call__(self, inputs: mx.array, cache=None, input_embeddings=None) -> mx.array:
         # The prefix goes in once per sequence: on its first chunk, when the cache is empty.
@@ -118,12 +123,27 @@ class PromptedLM(nn.Module):
         return self.model(inputs, cache=cache, input_embeddings=input_embeddings)
 
 
+def final_logit_softcap(model: nn.Module) -> Optional[float]:
+    """The cap mlx-lm's model call puts on its logits (tanh(logits / cap) * cap), or None."""
+    cap = getattr(model, "final_logit_softcapping", None)
+    return cap if cap is not None else getattr(getattr(model, "args", None), "final_logit_softcapping", None)
+
+
 def check_supported(model: nn.Module, model_name: str) -> None:
-    """The llama-style layout PromptedLM relies on, or a one-line error naming the model."""
+    """The llama-style layout PromptedLM relies on, or a one-line error naming the model. The
+    losses take the logits as PromptedLM.head(hidden), not from the model's call: a model whose
+    call changes them after its head in another way would be scored on logits it never gives,
+    so two tokens through both ways must agree."""
     inner = getattr(model, "model", None)
     if inner is None or "embed_tokens" not in inner or "input_embeddings" not in inspect.signature(inner).parameters:
         raise ConfigError(f"model={model_name}: backend=mlx supports llama-style mlx-lm models "
                           f"(llama, mistral, qwen2, ...); {type(model).__module__} has another layout")
+    net, probe = PromptedLM(model), mx.array([[0, 1]])
+    ours, theirs = net.head(net.hidden(probe)).astype(mx.float32), model(probe).astype(mx.float32)
+    if not mx.allclose(ours, theirs, rtol=1e-3, atol=1e-3).item():
+        raise ConfigError(f"model={model_name}: backend=mlx computes losses from the output head of the hidden "
+                          f"states, and {type(model).__module__}'s call changes its logits after the head; "
+                          "use backend=cpu or cuda for it")
 
 
 class SoftPrompt:
