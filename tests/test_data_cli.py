@@ -235,10 +235,12 @@ def test_export_round_trips_through_data_chatml(tmp_path, capsys):
     rc = validate(compose_cfg(*csv))
     original = build_splits(rc.data, rc.data_size, rc.task_mix)
     paths = {f"{s}_path": str(tmp_path / "chatml" / f"{s}.jsonl") for s in ("train", "val", "test")}
-    again = build_splits(DataConfig(name="chatml", **paths), DataSizeConfig(train=1000, val=1000, test=1000), MIX)
-    key = lambda ex: ex["id"]  # noqa: E731 (data=chatml reshuffles for data_size)
-    assert {s: sorted(v, key=key) for s, v in again.items()} == {s: sorted(v, key=key) for s, v in original.items()}
     out = capsys.readouterr().out
+    # In the same order too, with the data_size printed: the order is the training batches' (and
+    # limit_val_batches' rows), so a run on the export trains and scores as one on the source.
+    size = DataSizeConfig(**{s: len(original[s]) for s in ("train", "val", "test")})
+    assert build_splits(DataConfig(name="chatml", **paths), size, MIX) == original
+    assert build_splits(DataConfig(name="hf", train_path=str(tmp_path / "hf")), size, MIX) == original
     # The commands printed train on every row exported (data_size=tiny would keep 64), and
     # mlx-lm on the answers only, as ccexp does (mlx-lm's default is the whole text).
     sizes = " ".join(f"data_size.{s}={len(original[s])}" for s in ("train", "val", "test"))
@@ -246,6 +248,18 @@ def test_export_round_trips_through_data_chatml(tmp_path, capsys):
            f"data.val_path={paths['val_path']} data.test_path={paths['test_path']} {sizes}" in out
     assert f"python -m ccexp data=hf data.train_path={tmp_path / 'hf'} {sizes}" in out
     assert f"mlx_lm.lora --train --mask-prompt --data {tmp_path / 'mlx'}" in out
+
+
+def test_export_read_back_with_its_data_seed_keeps_the_order(tmp_path, capsys):
+    """Another data.seed shuffles otherwise: the printed commands carry it."""
+    chatml = ["data=chatml", f"data.train_path={FIXTURES / 'chatml_train.jsonl'}", "data.seed=7"]
+    assert main(["export", *chatml, "--out", str(tmp_path)]) == 0
+    rc = validate(compose_cfg(*chatml))
+    original = build_splits(rc.data, rc.data_size, rc.task_mix)
+    size = DataSizeConfig(**{s: len(original[s]) for s in ("train", "val", "test")})
+    again = build_splits(DataConfig(name="hf", train_path=str(tmp_path / "hf"), seed=7), size, MIX)
+    assert again == original
+    assert f"data_size.test={len(original['test'])} data.seed=7\n" in capsys.readouterr().out
 
 
 def test_export_defaults_to_the_data_folder(tmp_path, monkeypatch):

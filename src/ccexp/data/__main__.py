@@ -22,11 +22,12 @@ from rich.console import Console
 
 from ccexp.__main__ import CONFIG_DIR
 from ccexp.cli import output_dir
-from ccexp.config import ConfigError, RunConfig, validate
+from ccexp.config import ConfigError, DataConfig, RunConfig, validate
 from ccexp.config_errors import config_error_line
 from ccexp.data import build_splits, to_dataset_dict
 from ccexp.data.card import dataset_card, print_card
 from ccexp.data.formats import MLX_FILES, write_chatml, write_mlx_layout
+from ccexp.data.splitting import unshuffled
 from ccexp.scoring import field_checks
 
 USAGE = ("usage: python -m ccexp.data {describe,export} [key=value ...] [--out DIR (default data/<data>-<size>)] "
@@ -97,9 +98,14 @@ def _check_targets(out: Path, inputs: dict[str, str], overwrite: bool) -> None:
                           "to replace it")
 
 
-def export(splits: dict, out: Path, console: Console, inputs: dict[str, str], overwrite: bool = False) -> None:
-    """``inputs``: the files the splits were read from, by key (never written over)."""
+def export(splits: dict, out: Path, console: Console, inputs: dict[str, str], overwrite: bool = False,
+           seed: int = DataConfig.seed) -> None:
+    """``inputs``: the files the splits were read from, by key (never written over). ``seed``: the
+    data.seed the printed commands read the files back with."""
     _check_targets(out, inputs, overwrite)
+    # Written in the order data_size's shuffle turns back into the splits' own (the training
+    # batches' order): a run on the files trains and scores as one on the source.
+    splits = {split: unshuffled(examples, seed, split) for split, examples in splits.items()}
     output_dir(out, ConfigError, "--out", create=True)
     import datasets
 
@@ -116,8 +122,10 @@ def export(splits: dict, out: Path, console: Console, inputs: dict[str, str], ov
     say = partial(console.print, soft_wrap=True, markup=False, highlight=False)
     for split in splits:
         say(f"{split}: {len(splits[split])} examples -> {chatml[split]}, {mlx[split]}")
-    # Every row exported, which data_size's default (tiny: 64 train) would cut on the way back in.
+    # Every row exported, which data_size's default (tiny: 64 train) would cut on the way back in,
+    # and the data.seed whose shuffle the files' order undoes.
     sizes = " ".join(f"data_size.{split}={len(examples)}" for split, examples in splits.items())
+    sizes += f" data.seed={seed}" if seed != DataConfig.seed else ""
     say(f"as a datasets.DatasetDict: datasets.load_from_disk({str(out / 'hf')!r}), or "
         f"python -m ccexp data=hf {shell_override('data.train_path', out / 'hf')} {sizes}")
     paths = " ".join(shell_override(f"data.{split}_path", chatml[split]) for split in ("train", "val", "test"))
@@ -165,7 +173,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             inputs = {f"data.{split}_path": getattr(rc.data, f"{split}_path", None) for split in ("train", "val", "test")}
             inputs = {key: path for key, path in inputs.items() if path}
             _check_targets(target, inputs, overwrite)  # before reading a large file, not after
-            export(build_splits(rc.data, rc.data_size, rc.task_mix), target, console, inputs, overwrite)
+            export(build_splits(rc.data, rc.data_size, rc.task_mix), target, console, inputs, overwrite,
+                   rc.data.seed)
     except (ConfigError, HydraException) as err:
         print(f"ccexp.data: error: {config_error_line(err)}", file=sys.stderr)
         return 2

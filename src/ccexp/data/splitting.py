@@ -144,12 +144,16 @@ def _refuse_same_file(data: DataConfig, train: list[Row], given: dict[str, list[
                               f"({data.val_path}); expected held-out rows (the same file twice?)")
 
 
+def _shuffle(rows: list, seed: int, split: str) -> None:
+    random.Random(f"{seed}/{split}").shuffle(rows)
+
+
 def take(splits: dict[str, list[Row]], size: DataSizeConfig, data: DataConfig) -> dict[str, list[Row]]:
     """data_size caps each split: the first N rows after a seeded shuffle (all when fewer)."""
     out = {}
     for split in SPLITS:
         rows, wanted = list(splits[split]), getattr(size, split)
-        random.Random(f"{data.seed}/{split}").shuffle(rows)
+        _shuffle(rows, data.seed, split)
         where = getattr(data, f"{split}_path") or data.train_path
         if len(rows) < wanted:
             has = "1 example" if len(rows) == 1 else f"{len(rows)} examples"
@@ -159,4 +163,16 @@ def take(splits: dict[str, list[Row]], size: DataSizeConfig, data: DataConfig) -
             log.info("%s: the %s split uses %d of its %d examples (data_size=%s; data_size.%s=%d uses all)",
                      where, split, wanted, len(rows), size.name, split, len(rows))
         out[split] = rows[:wanted]
+    return out
+
+
+def unshuffled(rows: list[Row], seed: int, split: str) -> list[Row]:
+    """The rows in the order that ``take``'s shuffle (data.seed ``seed``, every row kept) puts
+    back as they are: an export read back trains in its source's order (the batches), not in a
+    second shuffle of it."""
+    where = list(range(len(rows)))
+    _shuffle(where, seed, split)  # the shuffle's i-th row is the file's where[i]-th
+    out: list = [None] * len(rows)
+    for i, row in zip(where, rows):
+        out[i] = row
     return out
