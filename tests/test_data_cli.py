@@ -247,7 +247,7 @@ def test_export_round_trips_through_data_chatml(tmp_path, capsys):
     assert f"train on it: python -m ccexp data=chatml data.train_path={paths['train_path']} " \
            f"data.val_path={paths['val_path']} data.test_path={paths['test_path']} {sizes}" in out
     assert f"python -m ccexp data=hf data.train_path={tmp_path / 'hf'} {sizes}" in out
-    assert f"mlx_lm.lora --train --mask-prompt --data {tmp_path / 'mlx'}" in out
+    assert f"mlx_lm.lora --train --mask-prompt --num-layers -1 --data {tmp_path / 'mlx'}" in out
 
 
 def test_export_read_back_with_its_data_seed_keeps_the_order(tmp_path, capsys):
@@ -260,6 +260,31 @@ def test_export_read_back_with_its_data_seed_keeps_the_order(tmp_path, capsys):
     again = build_splits(DataConfig(name="hf", train_path=str(tmp_path / "hf"), seed=7), size, MIX)
     assert again == original
     assert f"data_size.test={len(original['test'])} data.seed=7\n" in capsys.readouterr().out
+
+
+def test_the_printed_mlx_lm_command_trains_on_a_small_export(tmp_path, capsys, tokenizer):
+    """mlx-lm batches 4 rows and trains the last 16 blocks by default: on a split of fewer rows
+    (this fixture's 2 val rows) it stopped at the first validation, on a model of fewer blocks
+    (model=tiny: 2) before training. ccexp's LoRA is on every block."""
+    import shlex
+    import types
+
+    pytest.importorskip("mlx.core")
+    from mlx_lm.lora import CONFIG_DEFAULTS, build_parser
+    from mlx_lm.tuner.datasets import CacheDataset, load_local_dataset
+    from mlx_lm.tuner.trainer import iterate_batches
+
+    assert main(["export", "data=chatml", f"data.train_path={FIXTURES / 'chatml_train.jsonl'}",
+                 "--out", str(tmp_path)]) == 0
+    command = re.search(r"or with mlx-lm: mlx_lm.lora (.*)$", capsys.readouterr().out, re.M).group(1)
+    parsed = vars(build_parser().parse_args(shlex.split(command.replace("<model>", "m"))))
+    args = types.SimpleNamespace(**{k: CONFIG_DEFAULTS[k] if v is None and k in CONFIG_DEFAULTS else v
+                                    for k, v in parsed.items()})
+    assert args.train and args.mask_prompt and args.num_layers == -1
+    train, valid, _ = load_local_dataset(Path(args.data), tokenizer, args)
+    assert (len(train), len(valid)) == (16, 2)
+    for split in (train, valid):
+        next(iterate_batches(CacheDataset(split), args.batch_size, args.max_seq_length))  # as mlx_lm.lora does
 
 
 def test_export_defaults_to_the_data_folder(tmp_path, monkeypatch):
@@ -426,7 +451,7 @@ def test_printed_commands_run_in_a_shell_with_spaces_and_parens_in_the_path(tmp_
         done = subprocess.run(["bash", "-c", run], capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
         assert yaml.safe_load(done.stdout)["data"]["train_path"].startswith(f"{out}/")
-    mlx = re.search(r"mlx_lm.lora --train --mask-prompt --data (.*) --model", printed).group(1)
+    mlx = re.search(r"mlx_lm.lora --train --mask-prompt --num-layers -1 --data (.*) --model", printed).group(1)
     assert subprocess.run(["bash", "-c", f"test -d {mlx}"]).returncode == 0
 
 

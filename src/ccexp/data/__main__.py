@@ -30,6 +30,8 @@ from ccexp.data.formats import MLX_FILES, write_chatml, write_mlx_layout
 from ccexp.data.splitting import unshuffled
 from ccexp.scoring import field_checks
 
+MLX_BATCH = 4  # mlx_lm.lora's default --batch-size
+
 USAGE = ("usage: python -m ccexp.data {describe,export} [key=value ...] [--out DIR (default data/<data>-<size>)] "
          "[--overwrite]")
 HELP = f"""{USAGE}
@@ -130,8 +132,13 @@ def export(splits: dict, out: Path, console: Console, inputs: dict[str, str], ov
         f"python -m ccexp data=hf {shell_override('data.train_path', out / 'hf')} {sizes}")
     paths = " ".join(shell_override(f"data.{split}_path", chatml[split]) for split in ("train", "val", "test"))
     say(f"train on it: python -m ccexp data=chatml {paths} {sizes}")
-    # mlx-lm's loss covers the prompt unless asked; ccexp's covers the answer only.
-    say(f"or with mlx-lm: mlx_lm.lora --train --mask-prompt --data {shlex.quote(str(out / 'mlx'))} --model <model>")
+    # mlx-lm's loss covers the prompt unless asked, and its LoRA the last 16 blocks (a model of fewer
+    # is refused); ccexp's covers the answer only, on every block. Its batches of 4 refuse a
+    # smaller train or valid split.
+    batch = min(MLX_BATCH, len(splits["train"]), len(splits["val"]))
+    say(f"or with mlx-lm: mlx_lm.lora --train --mask-prompt --num-layers -1"
+        f"{f' --batch-size {batch}' if batch < MLX_BATCH else ''} --data {shlex.quote(str(out / 'mlx'))} "
+        "--model <model>")
 
 
 def shell_override(key: str, value) -> str:
