@@ -287,6 +287,16 @@ def test_the_printed_mlx_lm_command_trains_on_a_small_export(tmp_path, capsys, t
         next(iterate_batches(CacheDataset(split), args.batch_size, args.max_seq_length))  # as mlx_lm.lora does
 
 
+def test_export_out_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch, capsys):
+    """``--out=~/x`` reaches ccexp unexpanded (the shell expands ~ only at a word's start): it was
+    written to a folder named "~" here, while the printed data.train_path=~/x/... read the home's."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "data=chatml", f"data.train_path={FIXTURES / 'chatml_train.jsonl'}", "--out=~/x"]) == 0
+    assert (tmp_path / "home" / "x" / "chatml" / "train.jsonl").is_file() and not (tmp_path / "~").exists()
+    assert f"data.train_path={tmp_path / 'home' / 'x' / 'chatml' / 'train.jsonl'} " in capsys.readouterr().out
+
+
 def test_export_defaults_to_the_data_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     csv = ["data=csv", f"data.train_path={FIXTURES / 'banking77_train.csv'}",

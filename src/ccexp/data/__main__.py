@@ -8,6 +8,7 @@ would use, or write it out, with the same configs and overrides as ``python -m c
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -176,7 +177,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             describe(rc, build_splits(rc.data, rc.data_size, rc.task_mix), console)
         else:
             # Default: data/<source>-<size> in the folder run from (the repo root: its data/ folder).
-            target = Path(out or f"data/{rc.data.name}-{rc.data_size.name}")
+            # ~ as for the data paths: the shell leaves --out=~/x as it is.
+            target = Path(os.path.expanduser(out or f"data/{rc.data.name}-{rc.data_size.name}"))
             inputs = {f"data.{split}_path": getattr(rc.data, f"{split}_path", None) for split in ("train", "val", "test")}
             inputs = {key: path for key, path in inputs.items() if path}
             _check_targets(target, inputs, overwrite)  # before reading a large file, not after
