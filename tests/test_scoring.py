@@ -167,6 +167,9 @@ def test_a_percent_is_a_number_only_on_a_0_to_100_scale():
     assert csat["field_parsed"] == {"csat": False} and csat["correct"] == {"csat": False}
     churn = score(_ex("churn", churn_risk=80), '{"churn_risk": "80%"}', cfg)
     assert churn["field_parsed"]["churn_risk"] and churn["correct"]["churn_risk"]
+    # Written with a space before the sign ("80 %", as many languages write it), the same number.
+    spaced = score(_ex("churn", churn_risk=80), '{"churn_risk": "80 %"}', cfg)
+    assert spaced["field_parsed"]["churn_risk"] and spaced["correct"]["churn_risk"]
 
 
 @pytest.mark.parametrize("task,field,reference,answer", [

@@ -95,7 +95,7 @@ def as_number(value: Any, percent: bool = True) -> Optional[float]:
         elif isinstance(value, str):
             text = value.strip()
             if percent and text.endswith("%"):
-                text = text[:-1]
+                text = text[:-1].rstrip()  # "80 %" too, as many languages space it
             if not _NUMBER.fullmatch(text):  # float() also takes "1_000", "٣" and "inf"
                 return None
             number = float(text)
