@@ -3,8 +3,11 @@ known confusion matrix, parse rates, coaching coverage."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
+from ccexp.backends.base import perplexity
 from ccexp.config import EvalConfig
 from ccexp.evaluate import percentile
 from ccexp.metrics import macro_f1, summarize, text_scores
@@ -166,3 +169,12 @@ def test_an_off_scale_number_stays_out_of_the_mae():
     m = summarize(_records("csat", {"csat": 4}, ['{"csat": 80}', '{"csat": 3}', '{"csat": 5.5}'], cfg), "test/", cfg)
     assert m["test/csat/mae"] == 1.0 and m["test/csat/parse_rate"] == pytest.approx(1 / 3)
     assert m["test/csat/within_0.5"] == 0 and m["test/csat/within_15_of_100"] == 0
+
+
+def test_perplexity_is_exp_of_the_loss_never_a_capped_number():
+    """A diverged run's loss of 60 is a perplexity of e^60, not e^50 (a cap that read as measured);
+    past what a float holds, infinite."""
+    assert perplexity(1.0) == pytest.approx(math.e)
+    assert perplexity(60.0) == pytest.approx(math.exp(60.0))
+    assert perplexity(1000.0) == math.inf
+    assert math.isnan(perplexity(float("nan")))

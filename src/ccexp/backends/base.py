@@ -8,6 +8,7 @@ the base model, for the baseline). Scoring, metrics and files are the caller's b
 from __future__ import annotations
 
 import contextlib
+import math
 import resource
 import sys
 from dataclasses import dataclass
@@ -58,6 +59,15 @@ def check_saved_config(file: Path, live: dict, fields: dict[str, str], layout: s
             want, have = sorted(want), sorted(have)
         if present and want != have:
             raise AdapterMismatch(file, path, want, have, key)
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), per answer token: infinite where a float cannot hold it (a diverged run's loss
+    past 709), never a capped number that reads as measured."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
 
 
 def reset_peak_memory() -> None:

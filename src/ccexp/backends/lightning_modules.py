@@ -6,7 +6,6 @@ wrapped model leaves trainable.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
 from ccexp import resume
+from ccexp.backends.base import perplexity
 from ccexp.config import ConfigError
 from ccexp.data.batching import EncodedDataset, GroupedBatchSampler, collator, completion_nll
 
@@ -124,7 +124,7 @@ class CompletionLM(pl.LightningModule):
         self.log("val/loss", loss, prog_bar=True, logger=False)  # for the bar, early stopping, best adapter
         if not self.trainer.sanity_checking:
             self.history.append({"step": self.global_step, "val_loss": loss})
-            self._log_metrics({"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0))})
+            self._log_metrics({"val/loss": loss, "val/ppl": perplexity(loss)})
 
     def _trainable(self) -> dict[str, torch.Tensor]:
         return {f"model.{n}": p for n, p in self.model.named_parameters() if p.requires_grad}

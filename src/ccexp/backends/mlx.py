@@ -34,7 +34,7 @@ from mlx_lm.generate import generate_step
 from mlx_lm.utils import get_total_parameters, load_model
 
 from ccexp.backends import mlx_lora, mlx_prompt
-from ccexp.backends.base import Generation, peak_rss_mb
+from ccexp.backends.base import Generation, peak_rss_mb, perplexity
 from ccexp.backends.mlx_prompt import PromptedLM
 from ccexp.config import ConfigError, RunConfig
 from ccexp.cores import available_cores
@@ -278,7 +278,7 @@ class MLXBackend:
             total_nll, count = self._nll(val_set, t.batch_size, t.limit_val_batches)
             self.net.train()
             loss = total_nll / max(count, 1)
-            _log(logger, {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0))}, step)
+            _log(logger, {"val/loss": loss, "val/ppl": perplexity(loss)}, step)
             return best.record(step, loss, final)
 
         # For the training loop only (a checkpointed block computes the same forward, so the

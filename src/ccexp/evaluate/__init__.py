@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -14,7 +13,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ccexp.backends.base import Backend
+from ccexp.backends.base import Backend, perplexity
 from ccexp.config import EvalConfig
 from ccexp.metrics import summarize
 from ccexp.scoring import score
@@ -64,7 +63,7 @@ def _progress(total: int) -> Iterator[Progress]:
 def _perplexity(backend: Backend, examples: Sequence[dict], adapter: bool, prefix: str) -> dict[str, float]:
     total, count = backend.nll(examples, adapter=adapter)
     loss = total / max(count, 1)
-    return {f"{prefix}loss": loss, f"{prefix}ppl": math.exp(min(loss, 50.0)), f"{prefix}answer_tokens": count}
+    return {f"{prefix}loss": loss, f"{prefix}ppl": perplexity(loss), f"{prefix}answer_tokens": count}
 
 
 def _generate(backend: Backend, examples: list[dict], cfg: EvalConfig, adapter: bool, progress: Progress):
