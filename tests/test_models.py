@@ -104,6 +104,23 @@ def test_unreachable_hub_model_fails_in_one_line(monkeypatch, tmp_path):
     assert "\n" not in message and "cannot be reached" in message and "mistralai/Mistral-7B-Instruct-v0.2" in message
 
 
+def test_hub_model_missing_from_the_cache_under_hf_hub_offline_says_so(monkeypatch, tmp_path):
+    """HF_HUB_OFFLINE=1 and a cache miss: the hub client refuses any download, so the line names
+    the setting, not an unreachable hub (nor a "download failed" cut mid-sentence), and no
+    connection is probed."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # nothing cached
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(models, "_hub_reachable", lambda *a, **k: pytest.fail("probed the hub while offline"))
+    with pytest.raises(ConfigError) as err:
+        models.hub_model_dir("mistralai/Mistral-7B-Instruct-v0.2")
+    assert str(err.value) == (
+        "model.path=mistralai/Mistral-7B-Instruct-v0.2: not in the local Hugging Face cache, and HF_HUB_OFFLINE "
+        "forbids downloading it; download it where there is network (hf download mistralai/Mistral-7B-Instruct-v0.2) "
+        "or use model=local model.path=<dir>")
+
+
 def test_local_dir_without_config_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="config.json"):
         models.resolve_model_dir(ModelConfig(name="x", source="local", path=str(tmp_path)))

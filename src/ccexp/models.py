@@ -396,7 +396,7 @@ def hub_model_dir(repo_id: str, cache: str | None = None, patterns: tuple[str, .
     """``cache``: the Hugging Face cache to read and download into (None: HF_HOME's; model.cache_dir,
     expanded by ModelConfig). ``patterns``: the files fetched; HUB_TOKENIZER_FILES for the
     tokenizer alone (checked for a tokenizer, not for weights)."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     patterns = list(patterns)
@@ -410,15 +410,16 @@ def hub_model_dir(repo_id: str, cache: str | None = None, patterns: tuple[str, .
     except HFValidationError:
         raise ConfigError(f"{named}: neither a directory nor a hub id (owner/name)") from None
     except ConfigError:  # a partial snapshot (only the tokenizer cached): the download completes it
-        if not _hub_reachable():
+        if constants.HF_HUB_OFFLINE or not _hub_reachable():
             raise
+    where = f"download it where there is network (hf download {repo_id}{f' --cache-dir {cache}' if cache else ''}) " \
+            "or use model=local model.path=<dir>"
+    if constants.HF_HUB_OFFLINE:  # the hub client would refuse the download, in a sentence cut at first_line's limit
+        raise ConfigError(f"{named}: not in the local Hugging Face cache, and HF_HUB_OFFLINE forbids downloading it; "
+                          f"{where}")
     # Probe before downloading: without network the hub client retries for minutes.
     if not _hub_reachable():
-        raise ConfigError(
-            f"{named}: not in the local Hugging Face cache and {_hub_host()[0]} cannot be reached; "
-            f"download it where there is network (hf download {repo_id}{f' --cache-dir {cache}' if cache else ''}) "
-            "or use model=local model.path=<dir>"
-        )
+        raise ConfigError(f"{named}: not in the local Hugging Face cache and {_hub_host()[0]} cannot be reached; {where}")
     try:
         folder = Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache))
     except Exception as err:  # noqa: BLE001 - HTTP errors, a proxy's refusal (httpx), a full disk
