@@ -178,6 +178,14 @@ def test_bad_files_are_one_line(tmp_path, capsys, text, error):
         assert capsys.readouterr().err.splitlines() == [f"ccexp.bench.show: error: {bad}: {error} (--help for usage)"]
 
 
+def test_null_machine_fields_read_as_not_recorded(tmp_path, capsys):
+    """A null the file check lets through (as absent) was a TypeError in the table's title."""
+    path = result(tmp_path, "nulls", 1.2, machine={**AVX2, "cpu": None, "cpu_isa": None, "threads": None})
+    for argv in ([str(path)], [str(path), str(result(tmp_path, "good", 1.3))]):
+        main(argv)
+        assert "CPU not recorded (? threads, ISA not recorded)" in capsys.readouterr().out
+
+
 def test_missing_unreadable_and_repeated_files_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")

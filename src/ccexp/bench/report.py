@@ -140,10 +140,11 @@ def machine_label(m: dict, generation: bool = True) -> str:
     recorded the CPU's ISA say so."""
     if m.get("gpu"):
         return str(m["gpu"])
-    name = m.get("cpu", "CPU not recorded") + (f" {m['cpu_generation']}" if generation and m.get("cpu_generation")
-                                               else "")
-    cpu = f"{name} ({m.get('threads', '?')} threads"
-    if "cpu_isa" not in m:
+    # A null field reads as an absent one (load_result lets both through).
+    name = (m.get("cpu") or "CPU not recorded") + (f" {m['cpu_generation']}" if generation and m.get("cpu_generation")
+                                                   else "")
+    cpu = f"{name} ({m.get('threads') or '?'} threads"
+    if m.get("cpu_isa") is None:
         return f"{cpu}, ISA not recorded)"
     return f"{cpu}, {m['cpu_isa']}, {'bf16' if m.get('cpu_bf16') else 'no bf16 dot products: fp32'})"
 
