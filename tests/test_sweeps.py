@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -486,6 +488,30 @@ def test_a_slurm_job_that_ends_without_a_result_is_a_failed_job(tmp_path):
     assert [(job["dir"], job["status"]) for job in summary["runs"]] == [("0", "finished"), ("1", "failed")]
     assert summary["runs"][1]["error"] == line == (sweep / "1" / "error.txt").read_text().strip()
     assert (sweep / "compare.md").is_file() and (sweep / "0" / "adapter").is_dir()
+
+
+@pytest.mark.parametrize("signal_name,code,said", [("SIGINT", 130, "interrupted (Ctrl-C)"),
+                                                   ("SIGTERM", 143, "interrupted by SIGTERM (kill, or a scheduler's time limit)")])
+def test_a_slurm_sweep_stopped_while_it_waits_is_one_line(tmp_path, signal_name, code, said):
+    """Ctrl-C (or kill) while the sweep waits on its queued SLURM jobs: a traceback from inside
+    submitit's wait, before. One line: the jobs run on, how to stop them, where their report comes from."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "ccexp", "-m", "hydra/launcher=slurm", *FAST, "method=lora,prompt_tuning",
+                             f"hydra.sweep.dir={sweep}"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **fake_slurm(tmp_path, FAKE_SLURM_PENDING="1")},
+                            # Ctrl-C reaches it even where this runs in the background (SIGINT ignored)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for _ in range(600):  # submitit pickles the jobs once sbatch has queued them
+        if (sweep / ".submitit" / "4242_1" / "4242_1_submitted.pkl").is_file() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    time.sleep(1)
+    proc.send_signal(getattr(signal, signal_name))
+    stderr = proc.communicate(timeout=300)[1]  # SIGTERM's handler imports Lightning: slow on a busy machine
+    assert proc.returncode == code and "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.splitlines()[-1] == (
+        f"ccexp: error: {said} while waiting for the SLURM job 4242 (2 tasks): it runs on (scancel 4242 stops it); "
+        f"the report over what its jobs leave: python -m ccexp.compare {sweep}")
 
 
 @pytest.mark.parametrize("override,error", [

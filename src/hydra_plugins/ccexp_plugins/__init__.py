@@ -37,8 +37,8 @@ from ccexp.config import KEYS_HINT, ConfigError, check_wandb_mode, did_you_mean,
 from ccexp.config_errors import OBJECTIVE_MISSING, config_error_line
 from ccexp.cores import JOBS_AT_ONCE_ENV, jobs_at_once
 from ccexp.signals import raise_on_sigterm
-from ccexp.sweep import (BATCH_STOPPED, WORKER_DIED, discard_unstarted, interruption, job_label, record_failure,
-                         stop_batch)
+from ccexp.sweep import (BATCH_STOPPED, WORKER_DIED, discard_unstarted, interruption, is_study, job_label,
+                         record_failure, stop_batch)
 
 
 def _stop(message: str, config: DictConfig | None = None) -> None:
@@ -449,6 +449,7 @@ class SlurmLauncher(_SlurmLauncher):
             _stop(str(err), self.config)
         submit = submitit.AutoExecutor.map_array
         self.started = time.time() - 1.0  # file mtimes can trail the clock by a tick
+        submitted = []
 
         def map_array(executor, fn, overrides, *rest):
             try:
@@ -457,12 +458,42 @@ class SlurmLauncher(_SlurmLauncher):
                 self._discard_refused_submission()
                 _stop(f"hydra/launcher=slurm: sbatch refused the sweep's jobs: "
                       f"{_last_line(err).removeprefix('sbatch: error: ')}", self.config)
+            submitted.extend(jobs)
             return [_SlurmJob(self, job, job_overrides, num) for job, job_overrides, num in zip(jobs, overrides, rest[1])]
 
         # The plugin builds its executor inside launch and collects every job's result in one
         # list: the executor's map_array, for this call only, hands it jobs that settle alone.
-        with mock.patch.object(submitit.AutoExecutor, "map_array", map_array):
-            return super().launch(job_overrides, initial_job_idx)
+        restore_sigterm = raise_on_sigterm()  # kill <this pid> while it waits: said as Ctrl-C is
+        try:
+            with mock.patch.object(submitit.AutoExecutor, "map_array", map_array):
+                return super().launch(job_overrides, initial_job_idx)
+        except KeyboardInterrupt as err:
+            self._stopped_waiting(err, submitted)
+        except SystemExit as err:
+            from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+            if not isinstance(err, SIGTERMException):  # _stop's exit 2
+                raise
+            self._stopped_waiting(err, submitted)
+        finally:
+            restore_sigterm()
+
+    def _stopped_waiting(self, err: BaseException, submitted: list) -> None:
+        """Ctrl-C or SIGTERM while the sweep waits on its SLURM jobs: they are the cluster's and
+        run on (hours of them may be done), so they are not cancelled; one line says how to stop
+        them and where their results go, not the plugin's traceback from inside submitit's wait."""
+        line, code = interruption(err)
+        sweep_dir = self.config.hydra.sweep.dir
+        if submitted:
+            array = sorted({str(job.job_id).split("_")[0] for job in submitted})
+            line = (f"{line.split('; ')[0]} while waiting for the SLURM job {' '.join(array)} "
+                    f"({len(submitted)} task{'s' if len(submitted) != 1 else ''}): it runs on (scancel {' '.join(array)} stops it)"
+                    f"{'; the study records its trials as failed' if is_study(self.config.hydra) else ''}; "
+                    f"the report over what its jobs leave: python -m ccexp.compare {sweep_dir}")
+        else:
+            line = f"{line.split('; ')[0]} before the SLURM jobs were submitted"
+        print(f"ccexp: error: {line}", file=sys.stderr, flush=True)
+        sys.exit(code)
 
     def _discard_refused_submission(self) -> None:
         """What submitit wrote for the jobs sbatch refused (its script and the pickled jobs, in the
