@@ -560,6 +560,19 @@ def interrupted_evaluation(*args, **kwargs):  # SIGTERM after training, outside 
         os.kill(os.getpid(), signal.SIGTERM)
     return evaluate(*args, **kwargs)
 ccexp.run.evaluate = interrupted_evaluation
+build_logger = ccexp.run.build_logger
+def interrupted_setup(*args, **kwargs):  # SIGTERM while the job is set up (its model loading, a 7B's minutes)
+    if how == "SIGTERM in setup" and HydraConfig.get().job.num == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return build_logger(*args, **kwargs)
+ccexp.run.build_logger = interrupted_setup
+import ccexp.sweep
+run_name = ccexp.sweep.run_name
+def interrupted_before_the_run(hydra, multirun):  # SIGTERM as Hydra starts the job, before its run
+    if how == "SIGTERM between jobs" and hydra.job.num == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return run_name(hydra, multirun)
+ccexp.sweep.run_name = interrupted_before_the_run
 from ccexp.__main__ import cli
 cli()
 """
@@ -847,15 +860,23 @@ def test_a_group_option_that_does_not_exist_is_refused_before_the_study_opens(tm
     assert not sweep.exists()
 
 
-def test_an_interrupted_study_fails_its_running_trial(tmp_path):
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGTERM in setup", "SIGTERM between jobs"])
+def test_an_interrupted_study_fails_its_running_trial(tmp_path, how):
     """SIGTERM in a trial: the study's summary is written and the exit code is 143, and the trial
-    is FAIL in the study, not RUNNING for good."""
+    is FAIL in the study, not RUNNING for good. Also while the trial is set up (before its
+    training) or before its run began, where Python's default ended the process without a word,
+    the trial RUNNING for good."""
     proc = subprocess.run([sys.executable, "-c", _INTERRUPTING, "-m", "hparams_search=lora_optuna",
                            "hydra.sweeper.n_trials=2", *FAST, *QUICK, "trainer.max_steps=4",
-                           f"hydra.sweep.dir={tmp_path}", "SIGTERM"], capture_output=True, text=True, timeout=600)
+                           f"hydra.sweep.dir={tmp_path}", how], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 143, proc.stderr[-3000:]
     study = optuna.load_study(study_name="lora", storage=f"sqlite:///{tmp_path}/optuna.db")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
+    assert "ccexp: sweep " in proc.stderr and "Traceback" not in proc.stderr
+    summary = json.loads((tmp_path / "sweep_summary.json").read_text())
+    assert (summary["jobs"], summary["finished"], summary["failed"]) == (2, 1, 1)
+    assert summary["runs"][1]["error"].startswith("interrupted by SIGTERM (kill, or a scheduler's time limit)")
+    assert (tmp_path / summary["runs"][1]["dir"] / "error.txt").read_text() == summary["runs"][1]["error"] + "\n"
 
 
 def test_a_swept_value_every_run_would_refuse_stops_the_sweep_before_any_job(tmp_path):

@@ -246,7 +246,8 @@ BATCH_STOPPED = "stopped with its batch: another job of it was interrupted (SIGT
 
 def stop_batch(hydra: DictConfig, since: float, err: BaseException, line: str | None, code: int) -> None:
     """joblib stopped a batch of jobs: a worker died (the out-of-memory killer, kill -9), a job
-    was interrupted in its worker, or the sweep in its own process. Each job dir of the batch
+    was interrupted in its worker, or the sweep in its own process (or any sweep between its
+    jobs: ``ccexp_plugins._stopped_anywhere``). Each job dir of the batch
     (Hydra's ``.hydra/`` written since ``since``) that has no result yet, or still says running,
     is marked failed with ``line`` (None: ``err``'s line, with how that job goes on); the
     summary and report cover what ran, and the sweep exits with ``code``, not loky's traceback."""

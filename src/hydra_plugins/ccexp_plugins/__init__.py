@@ -49,6 +49,36 @@ def _stop(message: str, config: DictConfig | None = None) -> None:
     sys.exit(2)
 
 
+def _stopped_anywhere(hydra: DictConfig, sweep):
+    """``sweep()`` with SIGTERM raising wherever it lands, as it does in a job's training: between
+    jobs and while one is set up (its model loading), Python's default ended the process without
+    a word, an Optuna trial RUNNING for good and no summary; Ctrl-C there was a traceback. A job
+    that was running says so itself (its SystemExit passes); otherwise one line, the summary of
+    the jobs that ran, and the usual exit code."""
+    restore_sigterm = raise_on_sigterm()
+    started = time.time() - 1.0  # file mtimes can trail the clock by a tick
+    try:
+        return sweep()
+    except KeyboardInterrupt as err:
+        _stopped_between_jobs(hydra, started, err)
+    except SystemExit as err:
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if not isinstance(err, SIGTERMException):  # a job's or a launcher's own exit, said already
+            raise
+        _stopped_between_jobs(hydra, started, err)
+    finally:
+        restore_sigterm()
+
+
+def _stopped_between_jobs(hydra: DictConfig, started: float, err: BaseException) -> None:
+    """A job whose dir Hydra had made, stopped before its run began, is marked failed with the line."""
+    line, code = interruption(err)
+    line = f"{line.split('; ')[0]} between the sweep's jobs"
+    print(f"ccexp: error: {line}", file=sys.stderr, flush=True)
+    stop_batch(hydra, started, err, line, code)
+
+
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -351,7 +381,7 @@ class BasicSweeper(_BasicSweeper):
                     not list(override.sweep_string_iterator()):
                 hint = " (range(start, stop) stops before stop: range(1,2) is 1)" if override.is_range_sweep() else ""
                 _stop(f"{override.input_line}: sweeps no value, so the sweep would have no job{hint}", self.config)
-        return super().sweep(arguments)
+        return _stopped_anywhere(self.config.hydra, lambda: super(BasicSweeper, self).sweep(arguments))
 
     def validate_batch_is_legal(self, batch) -> None:
         for overrides in batch:
@@ -393,7 +423,7 @@ class OptunaSweeper(_OptunaSweeper):
         launcher.launch = launch_unless_stopped
         earlier = _trial_numbers(self.sweeper)
         try:
-            return super().sweep(arguments)
+            return _stopped_anywhere(self.sweeper.config.hydra, lambda: super(OptunaSweeper, self).sweep(arguments))
         except (SystemExit, KeyboardInterrupt):  # a trial stopped by SIGTERM or Ctrl-C: its job said so
             _fail_unlaunched_trials(self.sweeper, earlier)
             raise
