@@ -480,8 +480,7 @@ def test_a_slurm_job_that_ends_without_a_result_is_a_failed_job(tmp_path):
     proc = cli("-m", "hydra/launcher=slurm", *FAST, *QUICK, "method=lora,prompt_tuning", f"hydra.sweep.dir={sweep}",
                **fake_slurm(tmp_path, FAKE_SLURM_LOST="1"))
     assert proc.returncode == 1, proc.stderr[-3000:]
-    line = ("the SLURM job 4242_1 ended without a result (state NODE_FAIL: its time limit, out of memory, or its "
-            f"node lost); its log: {sweep}/.submitit/4242_1/4242_1_0_log.err")
+    line = "the SLURM job 4242_1 ended without a result (state NODE_FAIL: its node lost); it left no log (it never started)"
     assert f"ccexp: error: {line} (job 1, {sweep / '1'})" in proc.stderr
     assert "Traceback" not in proc.stderr
     summary = json.loads((sweep / "sweep_summary.json").read_text())
@@ -720,6 +719,36 @@ def test_a_slurm_jobs_dir_is_found_by_its_job_id(tmp_path):
     launcher.hydra_context, launcher.started = None, 0.0
     assert launcher.job_dir(["method=lora"], 1, "4242_1") == tmp_path / "2026-12-07_04-00-01_1"
     assert launcher.job_dir(["method=lora"], 2, "4242_2") == tmp_path / "2"  # never started: the default layout
+
+
+@pytest.mark.parametrize("state,why", [("TIMEOUT", "its time limit, hydra.launcher.timeout_min"),
+                                       ("CANCELLED by 1000", "cancelled: scancel, or the cluster's administrator"),
+                                       ("OUT_OF_MEMORY", "out of memory")])
+def test_a_slurm_job_without_a_result_is_said_by_its_state(tmp_path, state, why):
+    """A job scancel'd, or killed at its time limit, was said to have ended "(state CANCELLED: its
+    time limit, out of memory, or its node lost)" whatever the state: now the state's own reason."""
+    from submitit.core.utils import UncompletedJobError
+
+    from hydra_plugins.ccexp_plugins import SlurmLauncher, _SlurmJob
+
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"id": "4242_0"}}}))
+    (tmp_path / "4242_0_0_log.err").write_text("slurmstepd: error: *** JOB 4242 ***\n")
+
+    class Job:
+        job_id, paths = "4242_0", SimpleNamespace(stderr=tmp_path / "4242_0_0_log.err")
+
+        def results(self):
+            raise UncompletedJobError("Job 4242_0 (task: 0) with path ... has not produced any output")
+
+    launcher = SlurmLauncher.__new__(SlurmLauncher)
+    launcher.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path), "subdir": "${hydra.job.num}"}}})
+    launcher.hydra_context, launcher.started = None, 0.0
+    job = Job()
+    job.state = state
+    _SlurmJob(launcher, job, ["method=lora"], 0).results()
+    assert (tmp_path / "0" / "error.txt").read_text() == (f"the SLURM job 4242_0 ended without a result (state {state}: "
+                                                         f"{why}); its log: {tmp_path / '4242_0_0_log.err'}\n")
 
 
 def test_the_resume_hint_of_an_interrupted_run_is_its_own(tmp_path):

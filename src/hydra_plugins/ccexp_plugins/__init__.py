@@ -570,6 +570,14 @@ def _last_line(err: BaseException) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
+# Why a SLURM job ended without a result, by its state ("CANCELLED by 1000": the first word).
+_ENDED = {"TIMEOUT": "its time limit, hydra.launcher.timeout_min", "OUT_OF_MEMORY": "out of memory",
+          "NODE_FAIL": "its node lost", "CANCELLED": "cancelled: scancel, or the cluster's administrator",
+          "PREEMPTED": "preempted by a job of higher priority", "BOOT_FAIL": "its node failed to start",
+          "DEADLINE": "past its deadline"}
+_ENDED_ANYHOW = "its time limit, out of memory, or its node lost"
+
+
 class _SlurmJob:
     """A submitted job whose ``results()`` never raises: a job that ended without a result is
     recorded failed in its dir (unless it wrote why itself, as a job stopped by SIGTERM does),
@@ -590,9 +598,13 @@ class _SlurmJob:
             except (OSError, ValueError):
                 status = None  # killed before run() wrote one, or never started
             if status in (None, "running"):
+                state = self._state()
                 why = (f"failed in submitit: {_last_line(err)}" if isinstance(err, FailedJobError) else
-                       f"ended without a result (state {self._state()}: its time limit, out of memory, or its node lost)")
-                line = f"the SLURM job {self.job.job_id} {why}; its log: {self.job.paths.stderr}"
+                       f"ended without a result (state {state}: "
+                       f"{_ENDED.get(state.split()[0] if state else state, _ENDED_ANYHOW)})")
+                log = self.job.paths.stderr
+                line = f"the SLURM job {self.job.job_id} {why}; " + (
+                    f"its log: {log}" if log.is_file() else "it left no log (it never started)")
                 record_failure(job_dir, err, line)
                 print(f"ccexp: error: {line} (job {self.num}, {job_dir})", file=sys.stderr, flush=True)
             return [JobReturn(overrides=list(self.overrides), working_dir=str(job_dir), status=JobStatus.COMPLETED,
