@@ -360,6 +360,46 @@ def test_offline_gpu_run_without_its_bundle_is_one_line(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_offline_gpu_run_uses_the_machines_package_where_the_bundled_one_does_not_import(tmp_path):
+    """transformers 5.25 (what bundle.sh packs from this venv) needs huggingface_hub >= 2.4, which
+    the GPU image lacks (1.33): ``import transformers`` failed there, a traceback before anything
+    ran. run.sh checks each bundled package's import first, and one that fails beside the
+    machine's packages gives way to the machine's own copy, said in one line."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root = tmp_path / "checkout"
+    script = root / "benchmarks" / "offline" / "run.sh"
+    script.parent.mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "benchmarks" / "offline" / "run.sh", script)
+    (root / "src").symlink_to(Path(__file__).parents[1] / "src")
+    (root / ".offline" / "tokenizer").mkdir(parents=True)
+    (root / ".offline" / "tokenizer" / "tokenizer.json").write_text("{}")
+    (root / ".offline" / "wheels").mkdir()
+    info = "transformers-99.0.dist-info"
+    with zipfile.ZipFile(root / ".offline" / "wheels" / "transformers-99.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("transformers/__init__.py", 'raise ImportError("huggingface-hub>=2.4.0,<3.0 is required")\n')
+        wheel.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: transformers\nVersion: 99.0\n")
+        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{info}/RECORD", f"transformers/__init__.py,,\n{info}/METADATA,,\n{info}/WHEEL,,\n{info}/RECORD,,\n")
+    # One malloc arena and --device cpu: the bench need not restart itself (a second import).
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "CCEXP_OFFLINE_SITE": str(tmp_path / "site"), "MALLOC_ARENA_MAX": "1"}
+    # --steps 0: the bench refuses it in one line once its modules (transformers among them) import.
+    out = subprocess.run(["bash", str(script), str(tmp_path / "results"), "training", "--device", "cpu", "--steps", "0"],
+                         capture_output=True, text=True, env=env)
+    import transformers
+
+    assert out.stderr.strip().splitlines() == [
+        "run.sh: the bundled transformers does not import here (ImportError: huggingface-hub>=2.4.0,<3.0 is "
+        f"required); this machine's transformers {transformers.__version__} runs instead",
+        "ccexp.bench: error: argument --steps: expected an integer >= 1, got '0' (--help for usage)"], out.stderr
+    assert out.returncode == 2
+
+
 @pytest.mark.parametrize("script,argv,line", [
     ("data_generation.py", ["--size", "huge"], "data_generation.py: error: data_size=huge: no such option, expected one of full, small, tiny"),
     ("mlx_vs_mlx_lm.py", ["--steps", "0"], "mlx_vs_mlx_lm.py: error: argument --steps: expected an integer >= 1, got '0'"),
