@@ -364,7 +364,9 @@ def test_offline_gpu_run_uses_the_machines_package_where_the_bundled_one_does_no
     """transformers 5.25 (what bundle.sh packs from this venv) needs huggingface_hub >= 2.4, which
     the GPU image lacks (1.33): ``import transformers`` failed there, a traceback before anything
     ran. run.sh checks each bundled package's import first, and one that fails beside the
-    machine's packages gives way to the machine's own copy, said in one line."""
+    machine's packages gives way to the machine's own copy, said in one line. A bundled package
+    the machine lacks that imports transformers (peft) imports once transformers has given way:
+    checked first in name order, it stopped run.sh, "none of its own"."""
     import os
     import shutil
     import subprocess
@@ -374,17 +376,20 @@ def test_offline_gpu_run_uses_the_machines_package_where_the_bundled_one_does_no
     root = tmp_path / "checkout"
     script = root / "benchmarks" / "offline" / "run.sh"
     script.parent.mkdir(parents=True)
-    shutil.copy(Path(__file__).parents[1] / "benchmarks" / "offline" / "run.sh", script)
+    for name in ("run.sh", "site_check.py"):
+        shutil.copy(Path(__file__).parents[1] / "benchmarks" / "offline" / name, script.parent / name)
     (root / "src").symlink_to(Path(__file__).parents[1] / "src")
     (root / ".offline" / "tokenizer").mkdir(parents=True)
     (root / ".offline" / "tokenizer" / "tokenizer.json").write_text("{}")
     (root / ".offline" / "wheels").mkdir()
-    info = "transformers-99.0.dist-info"
-    with zipfile.ZipFile(root / ".offline" / "wheels" / "transformers-99.0-py3-none-any.whl", "w") as wheel:
-        wheel.writestr("transformers/__init__.py", 'raise ImportError("huggingface-hub>=2.4.0,<3.0 is required")\n')
-        wheel.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: transformers\nVersion: 99.0\n")
-        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        wheel.writestr(f"{info}/RECORD", f"transformers/__init__.py,,\n{info}/METADATA,,\n{info}/WHEEL,,\n{info}/RECORD,,\n")
+    for name, code in [("transformers", 'raise ImportError("huggingface-hub>=2.4.0,<3.0 is required")\n'),
+                       ("aadapters", "import transformers\n")]:  # before transformers in name order, as peft
+        info = f"{name}-99.0.dist-info"
+        with zipfile.ZipFile(root / ".offline" / "wheels" / f"{name}-99.0-py3-none-any.whl", "w") as wheel:
+            wheel.writestr(f"{name}/__init__.py", code)
+            wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 99.0\n")
+            wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            wheel.writestr(f"{info}/RECORD", f"{name}/__init__.py,,\n{info}/METADATA,,\n{info}/WHEEL,,\n{info}/RECORD,,\n")
     # One malloc arena and --device cpu: the bench need not restart itself (a second import).
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "CCEXP_OFFLINE_SITE": str(tmp_path / "site"), "MALLOC_ARENA_MAX": "1"}

@@ -29,12 +29,8 @@ site=$WORK/site
 if [ -d .offline/wheels ]; then
   $PY -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
     .offline/wheels/*.whl >>"$LOG" 2>&1 || say "FAIL pip install of .offline/wheels (see log.txt)"
-  # transformers 5.25 (the bundle's) needs huggingface_hub >= 2.4, which the image (1.33) lacks:
-  # then the image's own transformers is used, and the log says which one ran.
-  if ! PYTHONPATH=$site $PY -c "import transformers" >>"$LOG" 2>&1; then
-    rm -rf "$site"/transformers "$site"/transformers-*.dist-info
-    say "NOTE the bundled transformers does not import here; the image's is used"
-  fi
+  # A bundled package that does not import beside the image's gives way to the image's copy (run.sh's check)
+  $PY benchmarks/offline/site_check.py "$site" gpu_check.sh 2>&1 | tee -a "$LOG" "$SUMMARY" || exit 2
   export PYTHONPATH="$site:$PWD/src"
 else
   export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"

@@ -18,21 +18,9 @@ cd "$(dirname "$0")/../.."
   { echo "run.sh: no .offline/ bundle in $PWD: run benchmarks/offline/bundle.sh where pip works, and copy it along" >&2; exit 2; }
 site=${CCEXP_OFFLINE_SITE:-/tmp/ccexp-site}
 python3 -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .offline/wheels/*.whl
-# Each bundled package must import beside the machine's: transformers 5.25 needs huggingface_hub
-# >= 2.4, and the GPU image of 2026-11 has 1.33. One the machine has too then gives way to the
-# machine's copy (the results' "code" records the versions that ran); one it lacks stops here.
-for wheel in .offline/wheels/*.whl; do
-  name=$(basename "$wheel"); name=${name%%-*}
-  case $name in hydra_core) module=hydra ;; antlr4_python3_runtime) module=antlr4 ;; *) module=$name ;; esac
-  why=$(PYTHONPATH="$site" python3 -c "import $module" 2>&1 >/dev/null | tail -n 1) && continue
-  rm -rf "${site:?}/$module" "$site/$name"-*.dist-info
-  if version=$(python3 -c "import $module; print($module.__version__)" 2>/dev/null); then
-    echo "run.sh: the bundled $module does not import here ($why); this machine's $module $version runs instead" >&2
-  else
-    echo "run.sh: the bundled $module does not import here ($why), and this machine has none of its own" >&2
-    exit 2
-  fi
-done
+# Each bundled package must import beside the machine's (transformers 5.25 needs huggingface_hub
+# >= 2.4, the GPU image of 2026-11 has 1.33); one that does not gives way to the machine's copy.
+python3 benchmarks/offline/site_check.py "$site" run.sh
 export PYTHONPATH="$site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export CCEXP_CACHE_DIR=${CCEXP_CACHE_DIR:-/tmp/ccexp-cache}
 mkdir -p "$results"
