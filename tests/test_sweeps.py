@@ -728,7 +728,9 @@ def test_a_slurm_jobs_dir_is_found_by_its_job_id(tmp_path):
 
 @pytest.mark.parametrize("state,why", [("TIMEOUT", "its time limit, hydra.launcher.timeout_min"),
                                        ("CANCELLED by 1000", "cancelled: scancel, or the cluster's administrator"),
-                                       ("OUT_OF_MEMORY", "out of memory")])
+                                       ("OUT_OF_MEMORY", "out of memory"),
+                                       ("FAILED", "its process failed: a crash, or killed by a signal"),
+                                       ("unknown", "its time limit, out of memory, or its node lost")])
 def test_a_slurm_job_without_a_result_is_said_by_its_state(tmp_path, state, why):
     """A job scancel'd, or killed at its time limit, was said to have ended "(state CANCELLED: its
     time limit, out of memory, or its node lost)" whatever the state: now the state's own reason."""

@@ -574,8 +574,9 @@ def _last_line(err: BaseException) -> str:
 _ENDED = {"TIMEOUT": "its time limit, hydra.launcher.timeout_min", "OUT_OF_MEMORY": "out of memory",
           "NODE_FAIL": "its node lost", "CANCELLED": "cancelled: scancel, or the cluster's administrator",
           "PREEMPTED": "preempted by a job of higher priority", "BOOT_FAIL": "its node failed to start",
-          "DEADLINE": "past its deadline"}
-_ENDED_ANYHOW = "its time limit, out of memory, or its node lost"
+          "DEADLINE": "past its deadline", "FAILED": "its process failed: a crash, or killed by a signal",
+          "COMPLETED": "its process exited without writing a result"}
+_ENDED_ANYHOW = "its time limit, out of memory, or its node lost"  # sacct unreachable, or a state not above
 
 
 class _SlurmJob:
