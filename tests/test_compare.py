@@ -1011,3 +1011,19 @@ def test_seeds_that_each_go_with_their_own_configuration_are_ranked_run_by_run(t
     md = (root / "compare.md").read_text()
     assert "**Recommend qlora** — run `1` (method=qlora, seed=2) has the highest test/acc, 0.700" in md
     assert "## Across seeds" not in md
+
+
+def test_a_configuration_a_seed_of_which_lacks_the_metric_names_that_seed(tmp_path):
+    """A mean over seeds needs every finished seed's value: the configuration is not ranked, and
+    the line names the run that lacks it, not the configuration as if none of its runs had it."""
+    root = tmp_path / "sweep"
+    _seed_sweep(root, (0.70, 0.66, 0.68), {**COMPARE, "constraints": ["adapter/size_mb <= 100"],
+                                           "headline": ["test/acc", "adapter/size_mb"]})
+    metrics = json.loads((root / "2" / "metrics.json").read_text())
+    (root / "2" / "metrics.json").write_text(json.dumps({**metrics, "test/acc": float("nan")}))
+    assert main([str(root), "--no-plots"]) == 0
+    recommendation = " ".join((root / "compare.md").read_text().split("## Recommendation")[1].split("## Runs")[0].split())
+    assert ("Not ranked: `0, 1, 2` (method=lora, seed=1,2,3) has no mean test/acc, which needs every finished "
+            "seed's: `2` (seed=3) reports no finite test/acc.") in recommendation
+    assert ("**Recommend qlora** — runs `3, 4, 5` (method=qlora, seed=1,2,3) have the highest test/acc over their "
+            "seeds, 0.680 (mean of 3 seeds, sd 0.020), and meet adapter/size_mb 7.070 <= 100;") in recommendation

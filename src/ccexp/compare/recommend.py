@@ -113,9 +113,7 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
     unchecked_note = "".join(f" Not checked: `{k} {op} {v:g}`, no run reports {k}." for k, op, v in unchecked)
     scored = [r for r in finished if r.value(metric) is not None]
     # A finished run without a finite value is named, not silently left out of the ranking.
-    unranked_note = "".join(
-        f" Not ranked: {named(r, swept)} reports "
-        f"{'no finite' if metric in r.metrics else 'no'} {metric}." for r in finished if r.value(metric) is None)
+    unranked_note = "".join(f" Not ranked: {_lacks(r, metric, swept)}." for r in finished if r.value(metric) is None)
     if not scored:
         reported = {k for r in finished for k in numeric_keys(r.metrics)}
         nearest = did_you_mean(metric, reported, "see a run's metrics.json for the keys")
@@ -159,7 +157,7 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
                 + (f"ties {len(tied)} other run{'s' * (len(tied) > 1)} for the " if tied else "has the ")
                 + f"{'highest' if maximize else 'lowest'} {metric}, {fmt(best.value(metric))}")
     if checked:
-        text += ", and meets " + " and ".join(f"{k} {fmt(best.value(k))} {op} {v:g}" for k, op, v in checked)
+        text += f", and meet{'s' * (not means)} " + " and ".join(f"{k} {fmt(best.value(k))} {op} {v:g}" for k, op, v in checked)
     if means:
         text += (f"; {len(scored)} configuration{'s' * (len(scored) > 1)} compared, each by the mean of its finished "
                  f"seeds ({sum(len(m.runs) for m in scored)} runs).")
@@ -184,6 +182,17 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
     if means and others:
         text += _seed_note(best, others[0], metric)
     return text + excluded_note + unranked_note + failed_note + unchecked_note
+
+
+def _lacks(run: Run, metric: str, swept: list[str]) -> str:
+    """"`2` (method=lora) reports no finite test/acc"; for a configuration over seeds, the seeds'
+    runs that lack it, as its mean needs every finished seed's."""
+    if not isinstance(run, SeedMean):
+        return f"{named(run, swept)} reports {'no finite' if metric in run.metrics else 'no'} {metric}"
+    lacking = [r for r in run.runs if r.value(metric) is None]
+    return (f"{named(run, swept)} has no mean {metric}, which needs every finished seed's: "
+            + ", ".join(f"{named(r, ['seed'])} reports {'no finite' if metric in r.metrics else 'no'} {metric}"
+                        for r in lacking))
 
 
 def _shown(run: Run, metric: str) -> str:
