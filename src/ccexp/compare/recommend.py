@@ -157,7 +157,8 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
                 + (f"ties {len(tied)} other run{'s' * (len(tied) > 1)} for the " if tied else "has the ")
                 + f"{'highest' if maximize else 'lowest'} {metric}, {fmt(best.value(metric))}")
     if checked:
-        text += f", and meet{'s' * (not means)} " + " and ".join(f"{k} {fmt(best.value(k))} {op} {v:g}" for k, op, v in checked)
+        text += (f", and meet{'s' * (not means)} "
+                 + " and ".join(f"{k} {fmt(best.value(k))} {op} {v:g}" for k, op, v in checked))
     if means:
         text += (f"; {len(scored)} configuration{'s' * (len(scored) > 1)} compared, each by the mean of its finished "
                  f"seeds ({sum(len(m.runs) for m in scored)} runs).")

@@ -147,7 +147,8 @@ def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Seque
                   "|" + "|".join("---" for _ in header) + "|"]
         for m in tables.means:
             cells = [f"`{m.name}`"] + [setting(m.flat.get(k)) for k in configured] + [_seeds_cell(m)]
-            cells += [f"**{_mean_cell(m, k)}**" if m.name in tables.means_best[k] else _mean_cell(m, k) for k in columns]
+            cells += [f"**{_mean_cell(m, k)}**" if m.name in tables.means_best[k] else _mean_cell(m, k)
+                      for k in columns]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
     for note in (resumed_note(runs), evaluations_note(runs), machines_note(runs), memory_note(runs)):
