@@ -49,26 +49,32 @@ def _stop(message: str, config: DictConfig | None = None) -> None:
     sys.exit(2)
 
 
-def _stopped_anywhere(hydra: DictConfig, sweep):
-    """``sweep()`` with SIGTERM raising wherever it lands, as it does in a job's training: between
-    jobs and while one is set up (its model loading), Python's default ended the process without
-    a word, an Optuna trial RUNNING for good and no summary; Ctrl-C there was a traceback. A job
-    that was running says so itself (its SystemExit passes); otherwise one line, the summary of
-    the jobs that ran, and the usual exit code."""
+def _interruptible(work, stopped):
+    """``work()`` with SIGTERM raising wherever it lands, as it does in a job's training; Ctrl-C or
+    SIGTERM there goes to ``stopped(err)``, which says so in one line and exits. Any other exit (a
+    job's, which said why itself; ``_stop``'s exit 2) passes."""
     restore_sigterm = raise_on_sigterm()
-    started = time.time() - 1.0  # file mtimes can trail the clock by a tick
     try:
-        return sweep()
+        return work()
     except KeyboardInterrupt as err:
-        _stopped_between_jobs(hydra, started, err)
+        stopped(err)
     except SystemExit as err:
         from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-        if not isinstance(err, SIGTERMException):  # a job's or a launcher's own exit, said already
+        if not isinstance(err, SIGTERMException):
             raise
-        _stopped_between_jobs(hydra, started, err)
+        stopped(err)
     finally:
         restore_sigterm()
+
+
+def _stopped_anywhere(hydra: DictConfig, sweep):
+    """``sweep()``, interruptible between jobs and while one is set up (its model loading), where
+    Python's default ended the process without a word, an Optuna trial RUNNING for good and no
+    summary, and Ctrl-C was a traceback: one line, the summary of the jobs that ran, the usual
+    exit code. A job that was running says so itself."""
+    started = time.time() - 1.0  # file mtimes can trail the clock by a tick
+    return _interruptible(sweep, lambda err: _stopped_between_jobs(hydra, started, err))
 
 
 def _stopped_between_jobs(hydra: DictConfig, started: float, err: BaseException) -> None:
@@ -493,20 +499,12 @@ class SlurmLauncher(_SlurmLauncher):
 
         # The plugin builds its executor inside launch and collects every job's result in one
         # list: the executor's map_array, for this call only, hands it jobs that settle alone.
-        restore_sigterm = raise_on_sigterm()  # kill <this pid> while it waits: said as Ctrl-C is
-        try:
+        def launch():
             with mock.patch.object(submitit.AutoExecutor, "map_array", map_array):
-                return super().launch(job_overrides, initial_job_idx)
-        except KeyboardInterrupt as err:
-            self._stopped_waiting(err, submitted)
-        except SystemExit as err:
-            from pytorch_lightning.utilities.exceptions import SIGTERMException
+                return super(SlurmLauncher, self).launch(job_overrides, initial_job_idx)
 
-            if not isinstance(err, SIGTERMException):  # _stop's exit 2
-                raise
-            self._stopped_waiting(err, submitted)
-        finally:
-            restore_sigterm()
+        # kill <this pid> while it waits: said as Ctrl-C is
+        return _interruptible(launch, lambda err: self._stopped_waiting(err, submitted))
 
     def _stopped_waiting(self, err: BaseException, submitted: list) -> None:
         """Ctrl-C or SIGTERM while the sweep waits on its SLURM jobs: they are the cluster's and
