@@ -149,7 +149,7 @@ def compare(paths: Sequence[Path], out: Optional[Path] = None, cc: Optional[Comp
     means = {label: seed_means(group, swept) for label, group in groups.items() if seeded(group, swept)}
     unstarted = [(name if len(paths) == 1 else str(Path(p) / name), job)
                  for p in paths if Path(p).is_dir() for name, job in unstarted_jobs(Path(p))]
-    tables = Tables(runs, swept, columns, best, recommend(groups, cc, swept, unstarted),
+    tables = Tables(runs, swept, columns, best, recommend(groups, cc, swept, unstarted, means),
                     [m for group in means.values() for m in group], _marked(means.values(), columns))
     written_plots, plot_notes = [], []
     for filename in PLOT_FILES:  # an earlier report's plot, not drawn now, would picture other runs

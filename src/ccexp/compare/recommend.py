@@ -8,8 +8,7 @@ import operator
 from itertools import groupby
 from typing import Optional, Sequence
 
-from ccexp.compare.runs import (Run, SeedMean, by_val_size, describe, fmt, named, recorded_as_null, same, seed_means,
-                                seeded, setting)
+from ccexp.compare.runs import Run, SeedMean, by_val_size, describe, fmt, named, recorded_as_null, same, setting
 from ccexp.config import CompareConfig, did_you_mean, parse_constraint
 from ccexp.config_errors import numeric_keys
 
@@ -85,13 +84,13 @@ def _apart(a: float, b: float) -> tuple[str, str]:
     return shown
 
 
-def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], scenario: str) -> str:
-    """The scenario's paragraph. Where it repeats configurations over seeds (``seeded``), the
-    candidates are the configurations' means (``SeedMean``), its failed runs named one by one."""
+def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], scenario: str,
+                        means: Optional[list[SeedMean]] = None) -> str:
+    """The scenario's paragraph. Where it repeats configurations over seeds, the candidates are
+    the configurations' means (``means``: runs.seed_means), its failed runs named one by one."""
     metric, maximize = cc.metric, cc.direction == "maximize"
-    means = seeded(runs, swept)
     failed = [r for r in runs if not r.finished]
-    finished = seed_means(runs, swept) if means else [r for r in runs if r.finished]
+    finished = means or [r for r in runs if r.finished]
     noun = "configuration" if means else "run"
     head = f"**{scenario}:** " if scenario else ""
     failed_note = ""
@@ -264,11 +263,13 @@ def _answers_behind(run: Run, metric: str) -> tuple[int | None, str, float]:
 
 
 def recommend(groups: dict[str, list[Run]], cc: CompareConfig, swept: list[str],
-              unstarted: Sequence[tuple[str, str]] = ()) -> list[str]:
-    """One paragraph per scenario (``groups``: runs.scenarios, what the runs are judged on), and
+              unstarted: Sequence[tuple[str, str]] = (),
+              means: Optional[dict[str, list[SeedMean]]] = None) -> list[str]:
+    """One paragraph per scenario (``groups``: runs.scenarios, what the runs are judged on; ``means``:
+    a scenario's configurations over seeds, where it repeats them, ranked in its runs' place), and
     one naming the sweep's jobs that have not started (``unstarted``: name, overrides), which a
     pick among the runs that did cannot speak for."""
-    paragraphs = [_recommend_scenario(rs, cc, swept, label) for label, rs in groups.items()]
+    paragraphs = [_recommend_scenario(rs, cc, swept, label, (means or {}).get(label)) for label, rs in groups.items()]
     if unstarted:
         many = len(unstarted) > 1
         paragraphs.append(f"{len(unstarted)} job{'s' * many} of the sweep {'have' if many else 'has'} not started, "
