@@ -133,24 +133,18 @@ def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Seque
     for paragraph in paragraphs:
         lines += [paragraph, ""]
     header = ["run", "status"] + [column_label(k) for k in swept] + [k + _arrow(k) for k in columns]
-    lines += ["## Runs", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in runs:
-        cells = [f"`{r.name}`", r.status] + [setting(r.flat.get(k)) for k in swept]
-        cells += [f"**{fmt(r.value(k))}**" if r.name in best[k] else fmt(r.value(k)) for k in columns]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["## Runs", ""] + _markdown_table(header, [
+        [f"`{r.name}`", r.status] + [setting(r.flat.get(k)) for k in swept]
+        + [f"**{fmt(r.value(k))}**" if r.name in best[k] else fmt(r.value(k)) for k in columns] for r in runs])
     lines += ["", "Bold: the best finished run per column within each scenario (↑ higher is better, ↓ lower; "
               "val/ columns among runs of one validation set). \"-\": the run did not report it.", ""]
     if tables.means:
         configured = [k for k in swept if k != "seed"]
         header = ["runs"] + [column_label(k) for k in configured] + ["seeds"] + [k + _arrow(k) for k in columns]
-        lines += ["## Across seeds", "", SEEDS_INTRO, "", "| " + " | ".join(header) + " |",
-                  "|" + "|".join("---" for _ in header) + "|"]
-        for m in tables.means:
-            cells = [f"`{m.name}`"] + [setting(m.flat.get(k)) for k in configured] + [_seeds_cell(m)]
-            cells += [f"**{_mean_cell(m, k)}**" if m.name in tables.means_best[k] else _mean_cell(m, k)
-                      for k in columns]
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-        lines.append("")
+        lines += ["## Across seeds", "", SEEDS_INTRO, ""] + _markdown_table(header, [
+            [f"`{m.name}`"] + [setting(m.flat.get(k)) for k in configured] + [_seeds_cell(m)]
+            + [f"**{_mean_cell(m, k)}**" if m.name in tables.means_best[k] else _mean_cell(m, k) for k in columns]
+            for m in tables.means]) + [""]
     for note in (resumed_note(runs), evaluations_note(runs), machines_note(runs), memory_note(runs)):
         if note:
             lines += [note, ""]
@@ -172,6 +166,12 @@ def write_markdown(path: Path, tables: Tables, cc: CompareConfig, sources: Seque
         for title, filename in plots:
             lines += [f"### {title}", "", f"![{title}]({filename})", ""]
     path.write_text("\n".join(lines))
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines, a | inside a cell escaped."""
+    return ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+            for cells in [header, ["---"] * len(header), *rows]]
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
