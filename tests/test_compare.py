@@ -1027,3 +1027,20 @@ def test_a_configuration_a_seed_of_which_lacks_the_metric_names_that_seed(tmp_pa
             "seed's: `2` (seed=3) reports no finite test/acc.") in recommendation
     assert ("**Recommend qlora** — runs `3, 4, 5` (method=qlora, seed=1,2,3) have the highest test/acc over their "
             "seeds, 0.680 (mean of 3 seeds, sd 0.020), and meet adapter/size_mb 7.070 <= 100;") in recommendation
+
+
+def test_a_best_run_not_above_the_constant_answer_floor_is_said_so(tmp_path):
+    """Recommending lora at test/acc 0.111 read as a method that works, where one constant answer
+    per field scored 0.167 on the same test answers (floor/test/acc, written by the evaluation)."""
+    root = tmp_path / "sweep"
+    make_run(root / "0", "lora", {"test/acc": 0.111, "floor/test/acc": 0.167, "adapter/size_mb": 7.07})
+    make_run(root / "1", "prompt_tuning", {"test/acc": 0.0, "floor/test/acc": 0.167, "adapter/size_mb": 0.05})
+    assert main([str(root), "--no-plots"]) == 0
+    recommendation = " ".join((root / "compare.md").read_text().split("## Recommendation")[1].split("## Runs")[0].split())
+    assert ("Its test/acc, 0.111, is not above 0.167, what one constant answer per field (train's most common "
+            "label, a score's median) scores on the same test answers: no run here has learned to read the calls "
+            "yet.") in recommendation
+    (root / "0" / "metrics.json").write_text(json.dumps({"status": "finished", "test/acc": 0.5, "floor/test/acc": 0.167,
+                                                         "adapter/size_mb": 7.07}))
+    assert main([str(root), "--no-plots", "--out", str(tmp_path / "again")]) == 0
+    assert "constant answer" not in (tmp_path / "again" / "compare.md").read_text()

@@ -579,3 +579,73 @@ def test_evaluate_help_prints_usage_and_its_keys(flag, capsys):
     printed = capsys.readouterr()
     assert printed.err == "" and printed.out.startswith(USAGE)
     assert all(key in printed.out for key in ("adapter=", "out=", "key=value"))
+
+
+class ConstantAnswers(ScriptedBackend):
+    """Answers every question with train's most common label (a score's median) per field."""
+
+    def __init__(self, examples: list[dict], train: list[dict]):
+        super().__init__(examples)
+        from ccexp.data.card import constant_guesses
+        from ccexp.scoring import field_checks
+
+        self.guesses = constant_guesses({"train": train}, field_checks(validate(compose_cfg(*FAST)).eval))
+
+    def generate(self, prompts, max_new_tokens, adapter=True):
+        from ccexp.data.tasks import TASK_FIELDS
+
+        tasks = [self.by_prompt[m[1]["content"]]["task"] for m in prompts]
+        texts = [json.dumps({name: self.guesses[name] for name in TASK_FIELDS[task]}) for task in tasks]
+        return Generation(texts, [0.01] * len(texts), [5] * len(texts), [0.002] * len(texts))
+
+
+def test_the_floor_is_what_one_constant_answer_scores_on_the_generated_answers():
+    """A run's table said "task accuracy 0.111, +0.111 ✓" against a base model that answers in
+    prose, while one constant answer per field scored 0.167 on the same test set (describe's floor,
+    which no run recorded). floor/test/... is that answer's accuracy on the generated examples (not
+    the whole split), counted as a model's answers are: a model answering it scores the floor."""
+    rc = validate(compose_cfg(*FAST, "data_size.test=18", "eval.generate_examples=12", "eval.baseline=false",
+                              "eval.latency_examples=0"))
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    metrics, predictions = evaluate(ConstantAnswers(splits["test"], splits["train"]), splits, rc.eval)
+    assert len(predictions) == 12 < len(splits["test"])
+    tasks = {r["task"] for r in predictions}
+    assert {k for k in metrics if k.startswith("floor/")} == {"floor/test/acc"} | {f"floor/test/task/{t}/acc" for t in tasks}
+    for task in tasks:
+        assert metrics[f"floor/test/task/{task}/acc"] == pytest.approx(metrics[f"test/task/{task}/acc"]), task
+    assert metrics["floor/test/acc"] == pytest.approx(metrics["test/acc"])
+    assert 0 < metrics["floor/test/acc"] < 1 and not any(k.startswith("delta/floor") for k in metrics)
+
+
+def test_a_reply_task_leaves_test_acc_without_a_floor():
+    """A reply's exact text has no constant answer: the other tasks keep theirs, test/acc gets none."""
+    rc = validate(compose_cfg(*FAST, "+task_mix.weights.reply=1", "data_size.test=14", "eval.generate_examples=14",
+                              "eval.baseline=false", "eval.latency_examples=0"))
+    splits = build_splits(rc.data, rc.data_size, rc.task_mix)
+    metrics, predictions = evaluate(ScriptedBackend(splits["test"]), splits, rc.eval)
+    assert "reply" in {r["task"] for r in predictions}
+    assert "floor/test/acc" not in metrics and "floor/test/task/reply/acc" not in metrics
+    assert "floor/test/task/churn/acc" in metrics
+
+
+def test_the_run_table_shows_the_floor_and_says_when_accuracy_is_not_above_it(tmp_path):
+    from rich.console import Console
+
+    from ccexp.report import print_summary
+
+    metrics = {"test/acc": 0.111, "baseline/test/acc": 0.0, "floor/test/acc": 0.167,
+               "test/task/churn/acc": 0.0, "baseline/test/task/churn/acc": 0.0, "floor/test/task/churn/acc": 0.333,
+               "test/json_valid": 0.889, "baseline/test/json_valid": 0.0}
+    console = Console(record=True, width=200)
+    print_summary(metrics, tmp_path, console)
+    text = console.export_text()
+    assert "│ task accuracy (mean) │ 0.000 │      0.111 │ +0.111 ✓ │ 0.167 │" in text
+    assert "│   churn accuracy     │ 0.000 │      0.000 │   +0.000 │ 0.333 │" in text
+    assert "│ valid JSON rate      │ 0.000 │      0.889 │ +0.889 ✓ │       │" in text
+    assert "task accuracy 0.111 is not above it: the model has not yet learned to read the calls" in text
+    console = Console(record=True, width=200)
+    print_summary({**metrics, "test/acc": 0.5}, tmp_path, console)
+    assert "a model must beat it to have read the calls" in console.export_text()
+    console = Console(record=True, width=200)
+    print_summary({"test/acc": 0.5, "baseline/test/acc": 0.0}, tmp_path, console)  # an older run's metrics
+    assert "floor" not in console.export_text()

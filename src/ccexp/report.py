@@ -51,7 +51,10 @@ def _size(mb: float) -> str:
 def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"ccexp: base model vs fine-tuned  ({run_dir})")
-    for col in ("metric", "base", "fine-tuned", "change"):
+    # The constant-answer floor beside the accuracies: beating a base model that answers in prose
+    # is easy; beating one constant answer per field takes reading the calls.
+    floors = any(k.startswith("floor/") for k in metrics)
+    for col in ("metric", "base", "fine-tuned", "change") + (("floor",) if floors else ()):
         table.add_column(col, justify="left" if col == "metric" else "right")
     task_keys = sorted(k for k in metrics if k.startswith("test/task/") and k.endswith("/acc"))
     rows = HEADLINE + [(k, f"  {k.split('/')[2]} accuracy") for k in task_keys] + FIELDS
@@ -63,8 +66,15 @@ def print_summary(metrics: dict, run_dir: Path, console: Console | None = None) 
         if base is not None and tuned is not None:
             better = tuned != base and (tuned > base) == higher_is_better(key)
             change = f"{tuned - base:+.3f}" + (" ✓" if better else "")
-        table.add_row(label, _fmt(base), _fmt(tuned), change)
+        floor = _number(metrics, f"floor/{key}")
+        table.add_row(label, _fmt(base), _fmt(tuned), change, *(("" if floor is None else _fmt(floor),) if floors else ()))
     console.print(table)
+    floor, acc = _number(metrics, "floor/test/acc"), _number(metrics, "test/acc")
+    if floor is not None:
+        verdict = (f"task accuracy {acc:.3f} is not above it: the model has not yet learned to read the calls"
+                   if acc is not None and acc <= floor else "a model must beat it to have read the calls")
+        console.print(f"floor: one constant answer per field (train's most common label, a score's median) "
+                      f"on the same test answers; {verdict}", soft_wrap=True)
     if "train/steps" in metrics:  # absent when a saved adapter was evaluated (python -m ccexp.evaluate)
         steps, resumed = metrics["train/steps"], metrics.get("train/resumed_from_step") or 0
         # A resumed run's seconds and tokens/s are this launch's steps, not the whole run's

@@ -181,6 +181,7 @@ def _recommend_scenario(runs: list[Run], cc: CompareConfig, swept: list[str], sc
             text += _noise_note(best, others[0], metric, n)
     if means and others:
         text += _seed_note(best, others[0], metric)
+    text += _floor_note(best, metric, noun)
     return text + excluded_note + unranked_note + failed_note + unchecked_note
 
 
@@ -219,6 +220,18 @@ def _seed_note(best: SeedMean, up: SeedMean, metric: str) -> str:
         return ""
     return (f" The gap to the runner-up is within the spread over seeds (two standard errors of the difference "
             f"of the means: {two_se:.3f}): more seeds are needed to tell the two apart.")
+
+
+def _floor_note(best: Run, metric: str, noun: str) -> str:
+    """Where the best's metric is not above ``floor/<metric>`` (what one constant answer per field
+    scores on the same test answers, from its evaluation): no run of the scenario has learned to
+    read the calls, and its lead over the others says nothing of it ("" otherwise)."""
+    floor, value = best.value(f"floor/{metric}"), best.value(metric)
+    if floor is None or value is None or same(value) > same(floor):
+        return ""
+    return (f" Its {metric}, {fmt(value)}, is not above {fmt(floor)}, what one constant answer per field "
+            f"(train's most common label, a score's median) scores on the same test answers: no {noun} here "
+            "has learned to read the calls yet.")
 
 
 def _noise_note(best: Run, up: Run, metric: str, n: int) -> str:

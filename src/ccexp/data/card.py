@@ -62,7 +62,7 @@ def label_counts(splits: dict[str, list[dict]]) -> dict[str, dict[str, Counter]]
     return fields
 
 
-def _constant_guesses(splits: dict[str, list[dict]], checks: dict) -> dict[str, object]:
+def constant_guesses(splits: dict[str, list[dict]], checks: dict) -> dict[str, object]:
     """Field -> the one constant answer: the train split's most common value, or for a score
     (quality, CSAT, churn) its median."""
     train = defaultdict(list)
@@ -168,7 +168,7 @@ def dataset_card(splits: dict[str, list[dict]], tokenizer=None, max_seq_len: Opt
             card["cut"] = {"prompt": sum(prompt for _, prompt in cuts), "instruction": heads,
                            "answer": sum(answer for answer, _ in cuts)}
     if checks is not None:
-        guesses = _constant_guesses(splits, checks)  # one constant answer per field, judged both ways
+        guesses = constant_guesses(splits, checks)  # one constant answer per field, judged both ways
         card["constant_answer"] = constant_answers(splits, checks, guesses)
         card["constant_answer_by_task"] = constant_task_answers(splits, checks, guesses)
     if noise is not None:

@@ -15,8 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ccexp.backends.base import Backend, perplexity
 from ccexp.config import EvalConfig
+from ccexp.data.card import constant_guesses, constant_task_answers
 from ccexp.metrics import summarize
-from ccexp.scoring import score
+from ccexp.scoring import field_checks, score
 
 log = logging.getLogger("ccexp")
 
@@ -58,6 +59,21 @@ def _progress(total: int) -> Iterator[Progress]:
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         progress.add_task("evaluating", total=total)
         yield progress
+
+
+def constant_floor(train: Sequence[dict], subset: list[dict], cfg: EvalConfig) -> dict[str, float]:
+    """``floor/test/...``: the task accuracy of one constant answer per field (train's most common
+    label, a score's median; ``python -m ccexp.data describe``'s floor) on the generated examples,
+    counted as a model's answers are. A model at or under it has not read the calls, whatever it
+    gains over a base model that answers in prose. test/acc's floor only when every generated task
+    has one (a reply's exact text has no constant answer)."""
+    checks = field_checks(cfg)
+    splits = {"train": list(train), "test": subset}
+    by_task = constant_task_answers(splits, checks, constant_guesses(splits, checks))
+    floor = {f"floor/test/task/{task}/acc": acc for task, acc in by_task.items()}
+    if by_task and set(by_task) == {ex["task"] for ex in subset}:
+        floor["floor/test/acc"] = sum(by_task.values()) / len(by_task)
+    return floor
 
 
 def _perplexity(backend: Backend, examples: Sequence[dict], adapter: bool, prefix: str) -> dict[str, float]:
@@ -143,8 +159,9 @@ def evaluate(backend: Backend, splits: dict[str, list[dict]], cfg: EvalConfig) -
             # The base model's latency too: it often talks until the cap, which is part of its cost.
             warmup = (splits["val"] or splits["train"] or subset)[0]
             metrics.update(measure_latency(backend, subset, cfg, adapter, prefix, progress, warmup))
+    metrics.update(constant_floor(splits["train"], subset, cfg))
     if cfg.baseline:
-        for key in [k for k in metrics if not k.startswith("baseline/")]:
+        for key in [k for k in metrics if not k.startswith(("baseline/", "floor/"))]:
             base = metrics.get(f"baseline/{key}")
             if base is not None and metrics[key] is not None and not key.endswith(_NO_DELTA):
                 metrics[f"delta/{key}"] = metrics[key] - base
