@@ -397,6 +397,21 @@ def test_a_run_and_its_evaluation_rank_side_by_side(tmp_path):
     assert "**Recommend lora** — run `0/eval/2026-12-07_06-20-16` " in md and "Runner-up: lora (`0`" in md
 
 
+
+def test_an_evaluation_on_fewer_tasks_is_a_scenario_of_its_own(tmp_path):
+    """The run scored csat and churn; its evaluation with task_mix.weights={churn: 1}, churn
+    alone (same task_mix.name). A task a run's mix leaves out has weight 0, not "unknown": ranked
+    as one scenario, the two test sets were compared as one, and no column said they differ."""
+    compare = {**COMPARE, "constraints": []}
+    run_dir = make_run(tmp_path / "0", "lora", {"test/acc": 0.5}, compare=compare, weights={"csat": 1, "churn": 1})
+    make_run(run_dir / "eval" / "2026-12-07_06-20-16", "lora", {"test/acc": 0.6}, compare=compare,
+             weights={"churn": 1})
+    assert main([str(run_dir), str(run_dir / "eval" / "2026-12-07_06-20-16"), "--out", str(tmp_path / "c"),
+                 "--no-plots"]) == 0
+    md = (tmp_path / "c" / "compare.md").read_text()
+    assert "**For task_mix.weights.csat=1:** **Recommend lora** — run `0` " in md
+    assert "**For task_mix.weights.csat=0:** **Recommend lora** — run `0/eval/2026-12-07_06-20-16` " in md
+
 def test_precision_note_counts_the_answers_generated(tmp_path):
     root = tmp_path / "sweep"
     make_run(root / "0", "lora", {"test/acc": 0.5, "test/generated": 18}, compare={**COMPARE, "constraints": []})

@@ -189,6 +189,12 @@ def unstarted_jobs(sweep_dir: Path) -> list[tuple[str, str]]:
 def load_runs(paths: Sequence[Path]) -> list[Run]:
     dirs = list(dict.fromkeys(d.resolve() for p in paths for d in find_run_dirs(Path(p))))
     runs = [load_run(d) for d in dirs]
+    # A task a run's mix leaves out gets no examples: its weight is 0, not unknown, so a mix of
+    # fewer tasks (an evaluation's task_mix.weights) is told apart from the run's own, not ranked with it.
+    tasks = {k for r in runs for k in r.flat if k.startswith("task_mix.weights.")}
+    for run in runs:
+        if any(k.startswith("task_mix.weights.") for k in run.flat):
+            run.flat = {**dict.fromkeys(sorted(tasks), 0), **run.flat}
     root = Path(os.path.commonpath(dirs)) if len(dirs) > 1 else dirs[0].parent
     if root in dirs:  # a run and an evaluation inside it: named 0 and 0/eval/<time>, not . and eval/<time>
         root = root.parent
