@@ -398,6 +398,24 @@ def test_an_option_named_by_the_evaluation_brings_its_yaml_and_is_recorded(tmp_p
     assert validate(used["cfg"]).backend.draft_tokens == 3 and validate(used["cfg"]).backend.name == "cpu"
 
 
+def test_a_task_mix_given_whole_replaces_the_runs(tmp_path, monkeypatch):
+    """task_mix.weights={issue: 1, journey: 1} scores those two tasks (a task left out gets
+    none): merged into the run's mapping it changed nothing and the six tasks were scored as if
+    asked. A key of it given alone adds or reweighs a task."""
+    from omegaconf import OmegaConf
+
+    import ccexp.run
+
+    used = []
+    monkeypatch.setattr(ccexp.run, "run", lambda cfg, out, **kwargs: used.append(cfg) or {"status": "finished"})
+    (tmp_path / "adapter").mkdir()
+    OmegaConf.save(compose_cfg(*FAST), tmp_path / "config.yaml", resolve=True)
+    assert evaluate_main([f"adapter={tmp_path}", f"out={tmp_path / 'e1'}", "task_mix.weights={issue: 1, journey: 1}"]) == 0
+    assert evaluate_main([f"adapter={tmp_path}", f"out={tmp_path / 'e2'}", "task_mix.weights.reply=2"]) == 0
+    assert dict(validate(used[0]).task_mix.weights) == {"issue": 1, "journey": 1}
+    assert dict(validate(used[1]).task_mix.weights) == {**validate(compose_cfg(*FAST)).task_mix.weights, "reply": 2}
+
+
 @pytest.mark.parametrize("signum, code", [(15, 143), (10, 138)])
 def test_an_evaluation_stopped_by_a_signal_says_so_with_its_exit_code(signum, code, tmp_path, capsys, monkeypatch):
     """SIGTERM (or SIGUSR1) while evaluating: Lightning's SystemExit had left the evaluation with

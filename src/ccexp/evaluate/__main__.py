@@ -288,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             given = OmegaConf.from_dotlist(overrides)
             _take_named_options(saved, given)
+            if any(a.partition("=")[0] == "task_mix.weights" for a in overrides) and \
+                    isinstance(saved.get("task_mix"), DictConfig):
+                # The mix given whole is the mix scored (a task left out gets none): merged into
+                # the run's, {issue: 1, journey: 1} changed nothing and every task was scored.
+                saved.task_mix.weights = {}
             # Relative paths given here name files where the evaluation runs: recorded absolute, as
             # the run's own are, since config.yaml keeps no record of that folder.
             anchor_paths(given, Path.cwd(), OmegaConf.select(saved, "model.source", default=None))
