@@ -276,6 +276,23 @@ def test_evaluate_cli_errors_are_one_line(args, message, capsys):
     assert err.startswith("ccexp.evaluate: error:") and message in err and "\n" not in err
 
 
+def test_a_run_that_saved_no_adapter_says_so_and_how_it_goes_on(tmp_path, capsys):
+    """A run stopped before its adapter was saved is a run dir written by python -m ccexp: "expected
+    a run dir" sent the user looking for another folder. Said: no adapter yet, and what resumes it."""
+    (tmp_path / "config.yaml").write_text("model: {name: tiny}\n")
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "failed", "error": "KeyboardInterrupt"}))
+    (tmp_path / "checkpoints" / "step_4").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step_4" / "resume.json").write_text(json.dumps({"step": 4}))
+    assert evaluate_main([f"adapter={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"ccexp.evaluate: error: {tmp_path / 'adapter'}: not found; the run saved no adapter (it stopped "
+                   f"before training finished): trainer.resume_from={tmp_path} resumes it from step 4\n")
+    # A finished run whose adapter/ was since moved: not told to resume
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "finished", "train/steps": 4}))
+    assert evaluate_main([f"adapter={tmp_path}"]) == 2
+    assert capsys.readouterr().err == (f"ccexp.evaluate: error: {tmp_path / 'adapter'}: not found; the run saved its "
+                                       "adapter there, since moved or deleted: expected the run dir as training left it\n")
+
 @pytest.mark.parametrize("method,arg,error", [
     ("prompt_tuning", "method.r=8", "method.r: not a key of the config (did you mean method.lr or method.name?); "
                                     "method=lora and method=qlora have it"),

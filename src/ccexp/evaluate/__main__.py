@@ -8,6 +8,7 @@ change fields of it (e.g. a real test file and a bigger generation sample:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -112,9 +113,20 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
         raise ConfigError(_refusal(*refused[0], run_dir))
     if out is not None:
         output_dir(out, ConfigError, "out=")  # run() creates it, once the config validates
-    for name in ("config.yaml", "adapter"):
-        if not (run_dir / name).exists():
-            raise ConfigError(f"{run_dir / name}: not found; expected a run dir written by python -m ccexp")
+    if not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"{run_dir / 'config.yaml'}: not found; expected a run dir written by python -m ccexp")
+    if not (run_dir / "adapter").exists():  # a run stopped before its adapter was saved: how it goes on
+        from ccexp.resume import resume_hint
+
+        try:  # run() records train/steps once the adapter is saved
+            trained = "train/steps" in json.loads((run_dir / "metrics.json").read_text())
+        except (OSError, ValueError, TypeError):
+            trained = False
+        if trained:
+            raise ConfigError(f"{run_dir / 'adapter'}: not found; the run saved its adapter there, since moved or "
+                              "deleted: expected the run dir as training left it")
+        raise ConfigError(f"{run_dir / 'adapter'}: not found; the run saved no adapter (it stopped before training "
+                          f"finished): {resume_hint(run_dir)}")
     if out is not None:
         _check_out(out, run_dir)
     return run_dir, out, overrides
