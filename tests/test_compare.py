@@ -412,6 +412,21 @@ def test_an_evaluation_on_fewer_tasks_is_a_scenario_of_its_own(tmp_path):
     assert "**For task_mix.weights.csat=1:** **Recommend lora** — run `0` " in md
     assert "**For task_mix.weights.csat=0:** **Recommend lora** — run `0/eval/2026-12-07_06-20-16` " in md
 
+
+def test_an_evaluation_written_elsewhere_names_the_run_it_scored(tmp_path):
+    """out=<dir> puts an evaluation outside its run: its name no longer says whose adapter it
+    scored, so the note does (environment.json records it); one in <run>/eval/ needs no saying."""
+    compare = {**COMPARE, "constraints": []}
+    run_dir = make_run(tmp_path / "0", "lora", {"test/acc": 0.5, "train/steps": 4}, compare=compare)
+    inside = make_run(run_dir / "eval" / "2026-12-07_06-20-16", "lora", {"test/acc": 0.6}, compare=compare)
+    elsewhere = make_run(tmp_path / "again", "lora", {"test/acc": 0.6}, compare=compare)
+    for evaluation in (inside, elsewhere):
+        (evaluation / "environment.json").write_text(json.dumps({"adapter": str((run_dir / "adapter").resolve())}))
+    assert main([str(run_dir), str(inside), str(elsewhere), "--out", str(tmp_path / "c"), "--no-plots"]) == 0
+    md = (tmp_path / "c" / "compare.md").read_text()
+    assert (f"Evaluations: `0/eval/2026-12-07_06-20-16`, `again` (of {run_dir.resolve()}) trained nothing"
+            in md)
+
 def test_precision_note_counts_the_answers_generated(tmp_path):
     root = tmp_path / "sweep"
     make_run(root / "0", "lora", {"test/acc": 0.5, "test/generated": 18}, compare={**COMPARE, "constraints": []})

@@ -131,6 +131,9 @@ def test_saved_adapter_evaluates_again(method, tmp_path, monkeypatch):
     assert "time/fit_s" not in again and "memory/train_peak_mb" not in again and again["time/load_s"] > 0
     assert again["time/eval_s"] == pytest.approx(again["time/total_s"] - again["time/setup_s"] - again["time/load_s"])
     assert len((tmp_path / "again" / "predictions.jsonl").read_text().splitlines()) == 3
+    # Written outside the run (out=): whose adapter it scored is recorded
+    environment = json.loads((tmp_path / "again" / "environment.json").read_text())
+    assert environment["adapter"] == str((tmp_path / "run" / "adapter").resolve())
     # Two evaluations in the same second each get their own dir, not one over the other.
     import ccexp.evaluate.__main__ as cli
 

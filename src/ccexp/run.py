@@ -67,6 +67,8 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     # fp32 without, the model's dtype on MLX; config.yaml says only "auto".
     env = {"machine": machine(device, every_gpu=True), "device": device, "precision": backend.precision,
            **code_and_versions()}
+    if adapter is not None:  # an evaluation written elsewhere (out=) records whose adapter it scored
+        env["adapter"] = str(adapter.resolve())
     (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
     trainable, total = backend.parameter_counts()
     log.info("%s on %s (%s): %d train / %d val / %d test examples; %s trainable of %s parameters",

@@ -79,11 +79,20 @@ def resumed_note(runs: list[Run]) -> str:
             "and are never bold.") if resumed else ""
 
 
+def _evaluated(run: Run) -> str:
+    """" (of <run dir>)": whose adapter an evaluation written outside that run's eval/ scored, which
+    its name alone does not say; "" inside it, or where its environment.json predates the record."""
+    adapter = run.environment.get("adapter") if isinstance(run.environment, dict) else None
+    if not isinstance(adapter, str) or run.dir.parent.parent == Path(adapter).parent:
+        return ""
+    return f" (of {Path(adapter).parent})"
+
+
 def evaluations_note(runs: list[Run]) -> str:
     """The evaluations beside runs that trained, whose times and memory hold no training ("" when none)."""
     if not any(trained(r) for r in runs):
         return ""
-    evaluations = [f"`{r.name}`" for r in runs if r.finished and not trained(r)]
+    evaluations = [f"`{r.name}`{_evaluated(r)}" for r in runs if r.finished and not trained(r)]
     many = len(evaluations) > 1
     return (f"Evaluations: {', '.join(evaluations)} trained nothing (python -m ccexp.evaluate): "
             f"{'their' if many else 'its'} time/ and memory/ values, time/eval_s aside, are not ranked against runs "
