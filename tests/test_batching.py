@@ -205,3 +205,20 @@ def test_a_prompt_whose_instruction_is_cut_too_is_said_apart(tokenizer, caplog):
         "2 of 2 train examples were cut to model.max_seq_len=128: 1 prompt loses its transcript's oldest tokens "
         "(the instruction kept), 1 prompt loses part of its instruction (over half of model.max_seq_len); raise "
         "model.max_seq_len to keep them whole"]
+
+
+def test_a_capped_validation_checks_the_same_examples_of_every_length(tokenizer):
+    """trainer.limit_val_batches checks a run's first val batches: they were the longest examples
+    (on experiment=small_vs_base, 48 of 188 with 14 coaching answers and 3 churn ones of 32 each),
+    the best adapter and early stopping chosen on them. They are now spread over every length,
+    and still the same examples at every check."""
+    from ccexp.backends.lightning_modules import ChatDataModule
+
+    examples = [_example("word " * n, '{"a": 1}') for n in range(1, 41)]  # 40 examples, growing
+    loader = ChatDataModule(tokenizer, examples[:4], examples, 512, batch_size=4, seed=0).val_dataloader()
+    batches = list(loader.batch_sampler)
+    assert sorted(i for b in batches for i in b) == list(range(40))
+    checked = [i for b in batches[:3] for i in b]
+    assert checked == [i for b in list(loader.batch_sampler)[:3] for i in b]  # the same at every check
+    assert min(checked) < 28  # not the 12 longest (28..39)
+    assert all(max(b) - min(b) == 3 for b in batches)  # each batch still of like lengths

@@ -58,9 +58,10 @@ class ChatDataModule(pl.LightningDataModule):
                                generator=_own_generator(self.seed))
 
     def val_dataloader(self) -> DataLoader:
-        # By length, packed or not: trainer.limit_val_batches then checks the same examples.
+        # By length, packed or not, the batches spread: trainer.limit_val_batches then checks the same
+        # examples, of every length (the first batches sorted were the longest: one task's share doubled).
         sampler = GroupedBatchSampler(self.val_set.sort_keys("length"), self.batch_size, shuffle=False,
-                                      seed=self.seed)
+                                      seed=self.seed, spread=True)
         return DataLoader(self.val_set, batch_sampler=sampler, collate_fn=self._collate,
                           generator=_own_generator(self.seed))
 

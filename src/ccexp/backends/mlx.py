@@ -349,7 +349,9 @@ class MLXBackend:
             yield self.net
 
     def _nll(self, dataset: EncodedDataset, batch_size: int, limit: Optional[int] = None) -> tuple[float, int]:
-        sampler = GroupedBatchSampler(dataset.sort_keys("length"), batch_size, shuffle=False, seed=0)
+        # The torch backend's validation batches: with a limit, the same examples of every length.
+        sampler = GroupedBatchSampler(dataset.sort_keys("length"), batch_size, shuffle=False, seed=self.cfg.seed,
+                                      spread=True)
         total, count = 0.0, 0
         for i, rows in enumerate(sampler):
             if limit is not None and i >= limit:

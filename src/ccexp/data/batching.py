@@ -216,11 +216,15 @@ class EncodedDataset(Dataset):
 class GroupedBatchSampler(Sampler[list[int]]):
     """Shuffle, cut into mega-batches of ``group`` batches, sort each by ``keys``
     (``EncodedDataset.sort_keys``), batch, and shuffle the batches: random order, yet the rows
-    of a batch are alike (similar lengths, or the same prompt start)."""
+    of a batch are alike (similar lengths, or the same prompt start). ``spread`` (unshuffled
+    only): the sorted batches in one order drawn from ``seed``, the same at every pass, so that
+    a run's first batches (``trainer.limit_val_batches``) are the same examples at each
+    validation, of every length, rather than the longest."""
 
     def __init__(self, keys: Sequence, batch_size: int, shuffle: bool, seed: int, group: int = 16,
-                 multiple_of: int = 1, quiet: bool = False):
+                 multiple_of: int = 1, quiet: bool = False, spread: bool = False):
         self.keys, self.batch_size, self.shuffle, self.seed, self.group = list(keys), batch_size, shuffle, seed, group
+        self.spread = spread
         # With gradient accumulation, whole groups of micro-batches per epoch keep every optimizer
         # step the same size and validation on the step grid; the dropped tail is reshuffled
         # into the next epoch.
@@ -266,6 +270,8 @@ class GroupedBatchSampler(Sampler[list[int]]):
             batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
         if self.shuffle:
             rng.shuffle(batches)
+        elif self.spread:
+            random.Random(self.seed).shuffle(batches)
         epoch, skip, self._skip = self.epoch, self._skip, 0
         self.epoch += 1
         return self._serve(epoch, batches[skip : self._keep(len(batches))], skip)
