@@ -424,3 +424,23 @@ def test_the_readme_group_table_names_the_keys_a_user_tunes():
     for key in ("weight_decay", "max_grad_norm", "max_epochs", "grad_accum", "warmup_ratio",
                 "early_stopping_patience"):
         assert f"`{key}` ({getattr(trainer, key)}" in section, key
+
+
+def test_a_task_mix_given_whole_is_the_mix_trained():
+    """task_mix.weights={issue: 1, journey: 1} trained all six tasks: Hydra merged the mapping into
+    task_mix=all's. Given whole it is the mix; a key given alone still adds to the option's."""
+    from ccexp.__main__ import _mix_given_whole
+    from ccexp.data import build_splits
+
+    whole = ["model=tiny", "data_size=tiny", "task_mix.weights={issue: 1, journey: 1}"]
+    cfg = compose_cfg(*whole)
+    assert len(cfg.task_mix.weights) == 6  # what Hydra composes
+    _mix_given_whole(cfg, whole)
+    rc = validate(cfg)
+    assert dict(rc.task_mix.weights) == {"issue": 1, "journey": 1}
+    assert {ex["task"] for split in build_splits(rc.data, rc.data_size, rc.task_mix).values() for ex in split} == {
+        "issue", "journey"}
+    added = ["+task_mix.weights.reply=1"]
+    cfg = compose_cfg(*added)
+    _mix_given_whole(cfg, added)
+    assert len(validate(cfg).task_mix.weights) == 7

@@ -35,6 +35,7 @@ def main(cfg: DictConfig) -> Optional[float]:
     # An Optuna search reads objective.metric: a run that lacks it fails (its W&B run too), so
     # the trial is recorded as failed with the reason in the job's error.txt.
     searched = sweep and is_study(hc)
+    _mix_given_whole(cfg, hc.overrides.task)
     try:
         # In a sweep every job shares one W&B group, named after its sweep dir.
         metrics = run(cfg, run_dir, run_name=name, group=sweep_group(hc.sweep.dir) if sweep else None,
@@ -66,6 +67,20 @@ def main(cfg: DictConfig) -> Optional[float]:
         print(f"ccexp: warning: {objective_missing(key, metrics)}", file=sys.stderr)
         return None
     return objective_value(metrics[key])
+
+
+def _mix_given_whole(cfg: DictConfig, overrides) -> None:
+    """``task_mix.weights={issue: 1, journey: 1}`` is the mix to train on. Hydra merges a mapping
+    given for a mapping into the option's, which kept every task of task_mix=all at its weight
+    (a task left out gets none only when the mapping replaces it); ``task_mix.weights.reply=1``
+    still adds one task to the option's."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    for override in OverridesParser.create().parse_overrides([str(o) for o in overrides]):
+        if (override.type == OverrideType.CHANGE and override.key_or_group == "task_mix.weights"
+                and isinstance(override.value(), dict) and isinstance(cfg.get("task_mix"), DictConfig)):
+            cfg.task_mix.weights = override.value()
 
 
 def _shown_config(args: list[str]) -> Optional[str]:
