@@ -444,3 +444,26 @@ def test_a_task_mix_given_whole_is_the_mix_trained():
     cfg = compose_cfg(*added)
     _mix_given_whole(cfg, added)
     assert len(validate(cfg).task_mix.weights) == 7
+
+
+@pytest.mark.parametrize("override,line", [
+    ("objective=abc", "objective: expected a mapping with keys metric, direction, got 'abc'"),
+    ("objective=null", "objective: expected a mapping with keys metric, direction, got None"),
+])
+def test_a_mapping_replaced_by_a_value_names_the_key(override, line):
+    """objective is conf/config.yaml's own mapping, not a group: Hydra lets a value replace it,
+    which OmegaConf's merge onto the schema then refused in a traceback."""
+    with pytest.raises(ConfigError, match=f"^{re.escape(line)}$"):
+        validate(compose_cfg(override))
+
+
+@pytest.mark.parametrize("override", ["method=null", "experiment=null"])
+def test_cli_a_group_set_to_null_is_one_line(override):
+    """Hydra's defaults list raises a ValueError (a traceback, exit 1) for a group given null."""
+    proc = subprocess.run([sys.executable, "-m", "ccexp", override, "--cfg", "job"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    group = override.partition("=")[0]
+    assert proc.stderr.startswith(f"ccexp: error: {override}: a config group takes the name of one of its options "
+                                  f"(conf/{group}/: ")
+    assert proc.stderr.count("\n") == 1

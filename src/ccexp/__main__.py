@@ -129,7 +129,14 @@ def cli() -> None:
             print(f"ccexp: error: {given}: ${{{key.group(1)}}} names no key of the config (python -m ccexp --cfg job "
                   "lists the keys)", file=sys.stderr)
         sys.exit(2)
-    except ValueError as err:  # Hydra's own flag check, raised (not printed) under HYDRA_FULL_ERROR
+    except ValueError as err:  # Hydra's own checks, raised (not printed) under HYDRA_FULL_ERROR
+        nulled = next((a for a in sys.argv[1:] if re.fullmatch(r"[+~]?[\w/]+=null", a)), None)
+        if str(err).startswith("Config group override must be a string") and nulled:  # method=null
+            group = nulled.lstrip("+~").partition("=")[0]
+            options = ", ".join(sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml")))
+            print(f"ccexp: error: {nulled}: a config group takes the name of one of its options (conf/{group}/: "
+                  f"{options}); ~{group} leaves out an optional one", file=sys.stderr)
+            sys.exit(2)
         if not str(err).startswith("Only one of --run, --multirun, --cfg"):
             raise
         print("ccexp: error: one of -m (--multirun), --cfg and --info at a time, as Hydra takes them; a sweep's "

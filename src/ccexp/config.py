@@ -644,6 +644,9 @@ def validate(cfg: DictConfig) -> RunConfig:
             # Resolved where it sits, so a group may interpolate another (compare.metric:
             # ${objective.metric}); merged on its own, the node would have lost its root.
             node = cfg[name]
+            if not isinstance(node, DictConfig):  # objective=abc: Hydra lets a value replace config.yaml's mapping
+                raise ConfigError(f"{name}: expected a mapping with keys {', '.join(f.name for f in fields(schema))}, "
+                                  f"got {node!r}")
             if isinstance(node, DictConfig):
                 node = _literal(OmegaConf.to_container(node, resolve=True))
             merged = OmegaConf.merge(OmegaConf.structured(schema), node)
