@@ -467,3 +467,38 @@ def test_cli_a_group_set_to_null_is_one_line(override):
     assert proc.stderr.startswith(f"ccexp: error: {override}: a config group takes the name of one of its options "
                                   f"(conf/{group}/: ")
     assert proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, o in OPTIONS if g in ("method", "backend", "data", "logger")])
+def test_the_fields_an_option_reads_are_its_yamls_keys(group, option):
+    from ccexp.config import OPTION_FIELDS
+
+    assert set(compose_cfg(f"{group}={option}")[group]) == set(OPTION_FIELDS[group][option])
+
+
+@pytest.mark.parametrize("overrides,line", [
+    (["method=prompt_tuning", "+method.target_modules=[q_proj]"],
+     "method.target_modules: not read by method=prompt_tuning (method=lora and method=qlora read it); drop it"),
+    (["method=prompt_tuning", "+method.r=8"], "method.r: not read by method=prompt_tuning"),
+    (["+method.num_virtual_tokens=8"], "method.num_virtual_tokens: not read by method=lora"),
+    (["+method.quant_type=fp4"], "method.quant_type: not read by method=lora (method=qlora reads it); drop it"),
+    (["method.name=prompt_tuning"], "method.r: not read by method=prompt_tuning"),
+    (["backend=mlx", "+backend.attention=eager"], "backend.attention: not read by backend=mlx"),
+    (["data=twcs", "+data.text_column=x"], "data.text_column: not read by data=twcs"),
+    (["data=csv", "+data.top_brands=3"], "data.top_brands: not read by data=csv (data=twcs reads it); drop it"),
+    (["logger=csv", "+logger.mode=offline"], "logger.mode: not read by logger=csv (logger=wandb reads it); drop it"),
+    (["logger=none", "+logger.project=x"], "logger.project: not read by logger=none"),
+])
+def test_a_field_the_option_does_not_read_is_refused(overrides, line):
+    """One schema serves every option of a group: a field of another option, added with "+", passed
+    it and was then read by nothing (prompt tuning ran with target_modules it never used)."""
+    with pytest.raises(ConfigError, match=f"^{re.escape(line)}"):
+        validate(compose_cfg(*overrides))
+
+
+def test_csv_logger_has_no_project_it_would_ignore():
+    """logger=csv logger.project=x was taken and never read: the CSV logs have no project."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("logger=csv", "logger.project=x")

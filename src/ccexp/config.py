@@ -611,6 +611,36 @@ def target_names(path: str, target: str) -> bool:
     return path == target or path.endswith("." + target)
 
 
+# The fields each option of these groups reads: its conf/<group>/<option>.yaml's keys (a test
+# checks). One schema serves every option, so a field of another option added with "+"
+# (method=prompt_tuning +method.r=8, backend=mlx +backend.attention=eager) would pass it and then
+# be read by nothing.
+_LORA = ("name", "lr", "r", "alpha", "dropout", "shared_dropout", "gradient_checkpointing", "target_modules")
+_TORCH = tuple(f.name for f in fields(BackendConfig) if f.name != "fuse")
+_FILES = ("name", "train_path", "val_path", "test_path", "seed")
+_TABULAR = (*_FILES, "text_column", "label_column", "task_name", "instruction")
+OPTION_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "method": {"lora": _LORA, "qlora": (*_LORA, "quant_type", "double_quant"),
+               "prompt_tuning": ("name", "lr", "num_virtual_tokens", "init_text", "gradient_checkpointing")},
+    "backend": {"auto": _TORCH, "cpu": _TORCH, "cuda": _TORCH, "mlx": ("name", "precision", "num_threads", "fuse")},
+    "data": {"synthetic": ("name", "seed"), "chatml": _FILES, "hf": _FILES, "csv": _TABULAR, "jsonl": _TABULAR,
+             "twcs": (*_FILES, "top_brands")},
+    "logger": {"wandb": ("name", "project", "entity", "mode", "adapter_artifact"), "csv": ("name",),
+               "none": ("name",)},
+}
+
+
+def check_unread_fields(cfg: DictConfig) -> None:
+    """Refuse a field the group's chosen option does not read (see OPTION_FIELDS)."""
+    for group, options in OPTION_FIELDS.items():
+        name = cfg[group].get("name")
+        for key in cfg[group] if name in options else ():
+            if key not in options[name]:
+                having = [f"{group}={option}" for option, keys in options.items() if key in keys]
+                readers = f" ({' and '.join(having)} read{'s' if len(having) == 1 else ''} it)" if having else ""
+                raise ConfigError(f"{group}.{key}: not read by {group}={name}{readers}; drop it")
+
+
 _SCHEMAS = {
     "model": ModelConfig, "method": MethodConfig, "backend": BackendConfig, "task_mix": TaskMixConfig,
     "data_size": DataSizeConfig, "data": DataConfig, "trainer": TrainerConfig, "eval": EvalConfig,
@@ -629,8 +659,10 @@ def _literal(value: Any) -> Any:
     return value.replace("${", "\\${") if isinstance(value, str) else value
 
 
-def validate(cfg: DictConfig) -> RunConfig:
-    """Check every group against its schema; raise ConfigError naming the first bad key."""
+def validate(cfg: DictConfig, unread_fields: bool = True) -> RunConfig:
+    """Check every group against its schema; raise ConfigError naming the first bad key.
+    ``unread_fields=False``: a saved run's config.yaml (an evaluation), whose options' fields are
+    those of the YAMLs it was made with, is not held to today's ``OPTION_FIELDS``."""
     known = [*_SCHEMAS, "seed", "experiment_name", "hydra"]
     for key in cfg:  # a new top-level key (+lr=1e-3 meant for method.lr) would be silently ignored
         if key not in known:
@@ -664,6 +696,8 @@ def validate(cfg: DictConfig) -> RunConfig:
                 known_keys = [f"{name}.{f.name}" for f in fields(schema)]
                 msg = f"not a key of the config ({did_you_mean(full, known_keys, KEYS_HINT)})"
             raise ConfigError(f"{full}: {msg}") from None
+    if unread_fields:
+        check_unread_fields(cfg)
     seed = cfg.get("seed", 42)
     if isinstance(seed, str) and seed.strip().isdigit():  # ${oc.env:SEED} resolves to text
         seed = int(seed)

@@ -34,7 +34,8 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     With ``adapter`` (a saved adapter dir) nothing is trained: that adapter is evaluated.
     ``required_metric`` (what a search reads): a run without it fails, tracker run included."""
     start = time.perf_counter()
-    rc: RunConfig = validate(cfg)  # every bad key fails here, before any model is loaded
+    # Every bad key fails here, before any model is loaded.
+    rc: RunConfig = validate(cfg, unread_fields=adapter is None)
     check_wandb_mode(rc.logger)
     device = resolve_backend(rc.backend.name)
     if rc.backend.num_threads:
