@@ -502,3 +502,14 @@ def test_csv_logger_has_no_project_it_would_ignore():
 
     with pytest.raises(ConfigCompositionException):
         compose_cfg("logger=csv", "logger.project=x")
+
+
+def test_cli_a_search_without_multirun_is_one_line(tmp_path):
+    """Without -m Hydra runs the task once with the search's defaults: no trial, no study, a plain
+    run of the default lr and rank that looked like the search's start."""
+    proc = subprocess.run([sys.executable, "-m", "ccexp", "hparams_search=lora_optuna", *FAST,
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == ("ccexp: error: hparams_search=lora_optuna: an Optuna search runs with -m (python -m ccexp "
+                           "-m hparams_search=lora_optuna ...); without it, it would be one run of the defaults\n")
+    assert not (tmp_path / "metrics.json").exists()

@@ -30,6 +30,11 @@ def main(cfg: DictConfig) -> Optional[float]:
 
     hc = HydraConfig.get()
     sweep = hc.mode == RunMode.MULTIRUN
+    search = hc.runtime.choices.get("hparams_search")
+    if search and not sweep:  # Hydra would run the task once, with the search's defaults: nothing searched
+        print(f"ccexp: error: hparams_search={search}: an Optuna search runs with -m (python -m ccexp -m "
+              f"hparams_search={search} ...); without it, it would be one run of the defaults", file=sys.stderr)
+        sys.exit(2)
     name = run_name(hc, sweep)
     run_dir = Path(hc.runtime.output_dir)
     # An Optuna search reads objective.metric: a run that lacks it fails (its W&B run too), so
