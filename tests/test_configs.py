@@ -210,6 +210,15 @@ def test_an_empty_init_text_is_refused():
     ("method.alpha=16.0", "method.alpha: expected an integer, got 16.0"),
     ("method.lr=fast", "method.lr: expected a number, got fast"),
     ("method.shared_dropout=maybe", "method.shared_dropout: expected true or false, got maybe"),
+    # null, a list or a mapping where the field takes another kind: OmegaConf's words named no type
+    # ("field 'lora_targets' is not Optional") or Python's ("Cannot assign str to Dict[str, float]").
+    ("method.lr=null", "method.lr: expected a number, got null"),
+    ("trainer.group_by=null", "trainer.group_by: expected a string, got null"),
+    ("model.lora_targets=null", "model.lora_targets: expected a list, got null"),
+    ("task_mix.weights.quality=null", "task_mix.weights.quality: expected a number, got null"),
+    ("compare.headline=null", "compare.headline: expected a list, got null"),
+    ("model.cache_dir=[a,b]", "model.cache_dir: expected a string, got ['a', 'b']"),
+    ("task_mix.weights=abc", "task_mix.weights: expected a mapping, got 'abc'"),
 ])
 def test_wrong_type_names_the_key(override, error):
     """In what was expected and what was given, not OmegaConf's "Value '16.0' of type 'float'
@@ -513,3 +522,18 @@ def test_cli_a_search_without_multirun_is_one_line(tmp_path):
     assert proc.stderr == ("ccexp: error: hparams_search=lora_optuna: an Optuna search runs with -m (python -m ccexp "
                            "-m hparams_search=lora_optuna ...); without it, it would be one run of the defaults\n")
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("override,line", [
+    ("task_mix.weights=[quality]", "task_mix.weights: expected a mapping, got a list"),
+    ("model.lora_targets={q_proj: 1}", "model.lora_targets: expected a list, got a mapping"),
+])
+def test_a_list_for_a_mapping_is_said_so(override, line):
+    """Hydra's merge of the override fails first, in OmegaConf's "Cannot merge DictConfig with ListConfig"."""
+    from hydra.errors import ConfigCompositionException
+
+    from ccexp.config_errors import config_error_line
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg(override)
+    assert config_error_line(err.value) == line

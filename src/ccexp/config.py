@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ccexp.cores import threads_per_job
@@ -692,6 +692,10 @@ def validate(cfg: DictConfig, unread_fields: bool = True) -> RunConfig:
             if "is not a ListConfig, list or tuple" in msg:  # omegaconf's words for "a list was expected"
                 value = OmegaConf.select(cfg, full, default=None)
                 msg = f"expected a list, e.g. [{value}], got {value!r}"
+            elif _OTHER_KIND.match(msg):  # null, a list or a mapping given for a field of another kind
+                value = OmegaConf.select(cfg, full, default=None)
+                value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+                msg = f"expected {_kind(schema, full.split('.')[1:])}, got {'null' if value is None else repr(value)}"
             elif isinstance(err, ConfigKeyError) and full.count(".") == 1:  # +data.x=1, or a key in an evaluated run
                 known_keys = [f"{name}.{f.name}" for f in fields(schema)]
                 msg = f"not a key of the config ({did_you_mean(full, known_keys, KEYS_HINT)})"
@@ -708,6 +712,23 @@ def validate(cfg: DictConfig, unread_fields: bool = True) -> RunConfig:
 
 
 KEYS_HINT = "python -m ccexp --cfg job lists the keys"  # a mistyped key with no near one
+
+# OmegaConf's words for a value of another kind than the field's (null, a list, a mapping), which
+# name no type ("field 'lora_targets' is not Optional") or Python's ("Dict[str, float]").
+_OTHER_KIND = re.compile(r"^(Incompatible value 'None' for field of type|field '.*' is not Optional$|"
+                         r"Cannot convert '(List|Dict)Config' to string|Cannot merge DictConfig with ListConfig$|"
+                         r"Cannot assign \w+ to Dict\[)")
+_KINDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _kind(schema: type, path: list[str]) -> str:
+    """What a schema field (or a value in its mapping: task_mix.weights.quality) takes, in words."""
+    kind = next((str(f.type) for f in fields(schema) if f.name == path[0]), "")
+    kind = kind.removeprefix("Optional[").removesuffix("]") if kind.startswith("Optional[") else kind
+    if kind.startswith("dict[") and len(path) > 1:
+        kind = kind.rpartition(", ")[2].removesuffix("]")
+    return "a list" if kind.startswith("list") else "a mapping" if kind.startswith("dict") else \
+        _KINDS.get(kind, "a value of the field's type")
 
 _CONVERTED = re.compile(r"Value '(.*)' of type '\w+' could not be converted to (Integer|Float|Boolean)$")
 _NOT_BOOL = re.compile(r"Value '(.*)' is not a valid bool \(type \w+\)$")

@@ -106,7 +106,11 @@ def config_error_line(err: ConfigError | HydraException) -> str:
         return f"{err.override}: not an override Hydra can read ({why})"
     merging = re.match(r"Error merging override ([^=\s]+)=", text)
     if merging and cause is not None and str(cause).strip():  # a typed field's value: hydra.launcher.n_jobs=abc
-        return f"{merging.group(1)}: {plain_type_error(str(cause).strip().splitlines()[0])}"
+        why = plain_type_error(str(cause).strip().splitlines()[0])
+        if why == "Cannot merge DictConfig with ListConfig":  # OmegaConf's words whichever was given
+            given = text.partition(f"{merging.group(1)}=")[2].lstrip()
+            why = "expected a list, got a mapping" if given.startswith("{") else "expected a mapping, got a list"
+        return f"{merging.group(1)}: {why}"
     if isinstance(err, MissingConfigException) and err.options is not None:  # "Could not find 'method/lorax'"
         found = re.search(r"Could not find '([^']+)'", text)
         where = found.group(1).rpartition("/") if found else ("?", "", "?")
