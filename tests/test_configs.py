@@ -537,3 +537,33 @@ def test_a_list_for_a_mapping_is_said_so(override, line):
     with pytest.raises(ConfigCompositionException) as err:
         compose_cfg(override)
     assert config_error_line(err.value) == line
+
+
+@pytest.mark.parametrize("override,line", [
+    ("lora", "lora: not an override (expected key=value; an option of a group: method=lora)"),
+    ("method:lora", "method:lora: not an override (expected key=value: method=lora)"),
+    ("method.r:8", "method.r:8: not an override (expected key=value: method.r=8)"),
+    ("fast", "fast: not an override (expected key=value; an option of a group: trainer=fast)"),
+    ("nothing", "nothing: not an override (expected key=value, e.g. method=qlora)"),
+])
+def test_an_override_without_equals_is_said_so(override, line):
+    """Hydra's "Error parsing override 'lora'; missing EQUAL at '<EOF>'; See https://..." named no fix."""
+    from hydra.errors import OverrideParseException
+
+    from ccexp.config_errors import config_error_line
+
+    with pytest.raises(OverrideParseException) as err:
+        compose_cfg(override)
+    assert config_error_line(err.value) == line
+
+
+def test_cli_a_flag_hydra_does_not_take_is_one_line():
+    """argparse printed Hydra's usage block (eight lines) before the error."""
+    proc = _cli("--method=lora")
+    assert proc.returncode == 2
+    assert proc.stderr == ("ccexp: error: --method=lora: not a flag ccexp takes; settings are key=value, without "
+                           "dashes: method=lora (--help for usage)\n")
+    proc = _cli("--cfg", "jobs")
+    assert proc.returncode == 2
+    assert proc.stderr == ("ccexp: error: argument --cfg/-c: invalid choice: 'jobs' (choose from 'job', 'hydra', "
+                           "'all') (--help for usage)\n")

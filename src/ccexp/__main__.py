@@ -98,12 +98,38 @@ def _shown_config(args: list[str]) -> Optional[str]:
     return None
 
 
+def _unknown_flag_line(args: list[str]) -> Optional[str]:
+    """Hydra's argparse answers a flag it does not take (--method=lora) or a bad flag value (--cfg
+    jobs) with its usage block before the error: the line for it, else None."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def refuse(message: str):
+        raise ConfigError(message)
+
+    parser.error = refuse  # argparse reports every problem through it
+    try:
+        unknown = [a for a in parser.parse_known_args(args)[1] if a.startswith("-")]
+    except ConfigError as err:
+        return str(err)
+    if not unknown:
+        return None
+    flag = unknown[0]
+    meant = f"; settings are key=value, without dashes: {flag.lstrip('-')}" if "=" in flag else ""
+    return f"{flag}: not a flag ccexp takes{meant}"
+
+
 def cli() -> None:
     """``python -m ccexp`` and the ``ccexp`` command: ``main`` with Hydra's own errors in one line
     (exit 2, as ccexp's config errors). HYDRA_FULL_ERROR=1 set by the user keeps Hydra's output."""
     from hydra_plugins.ccexp_plugins import store_nodes_after_the_scan
 
     store_nodes_after_the_scan()
+    flag_line = _unknown_flag_line(sys.argv[1:])
+    if flag_line:
+        print(f"ccexp: error: {flag_line} (--help for usage)", file=sys.stderr)
+        sys.exit(2)
     for arg in sys.argv[1:]:  # before Hydra, whose basic sweeper fails on it in an assertion
         line = None if arg.startswith("-") else search_space_key_line(arg)
         if line:

@@ -95,6 +95,8 @@ def config_error_line(err: ConfigError | HydraException) -> str:
         elif first in schema and not inner:  # a field of another option (num_virtual_tokens with lora)
             line += options_having(group, first)
         return line
+    if isinstance(err, OverrideParseException) and "=" not in err.override:  # lora, method:lora
+        return f"{err.override}: not an override (expected key=value{_override_meant(err.override.strip())})"
     if isinstance(err, OverrideParseException) and "=" in err.override:  # a path with a space, () or [], ~
         key, _, value = err.override.partition("=")
         why = err.message.splitlines()[0] if err.message else "cannot be parsed"
@@ -117,6 +119,20 @@ def config_error_line(err: ConfigError | HydraException) -> str:
         return f"{where[0]}={where[2]}: no such option, expected one of {', '.join(err.options)}"
     lines = [line.strip() for line in text.split("Config search path:")[0].splitlines() if line.strip()]
     return "; ".join(lines)
+
+
+def _override_meant(word: str) -> str:
+    """The override a word without "=" was likely meant as: YAML's ``method:lora``, or an option's
+    name alone (``lora``: method=lora)."""
+    from ccexp.__main__ import CONFIG_DIR
+
+    key, colon, value = word.partition(":")
+    if colon and key.strip() and value.strip():
+        return f": {key.strip()}={value.strip()}"
+    options = sorted(p.relative_to(CONFIG_DIR).with_suffix("").as_posix() for p in Path(CONFIG_DIR).rglob(f"{word}.yaml")
+                     if p.parent != Path(CONFIG_DIR)) if re.fullmatch(r"[\w-]+", word) else []
+    named = [f"{option.rpartition('/')[0]}={word}" for option in options]
+    return f"; an option of a group: {' or '.join(named)}" if named else ", e.g. method=qlora"
 
 
 def numeric_keys(metrics: dict) -> list[str]:
