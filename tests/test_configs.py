@@ -164,6 +164,13 @@ def test_qlora_is_lora_with_a_4bit_base():
     # wandb.init refuses these after the model has loaded, mid-training, in a traceback
     ("logger.project=team/ccexp", "logger.project: expected a W&B project name"),
     ("logger.project=", "logger.project: expected a W&B project name"),
+    # labels of run names, W&B tags and groups, and the report's scenarios: '' or null named nothing
+    ("model.name=", "model.name: expected a short name for run names and reports, got ''"),
+    ("task_mix.name=' '", "task_mix.name: expected a short name for run names and reports, got ' '"),
+    ("data_size.name=", "data_size.name: expected a short name for run names and reports, got ''"),
+    ("experiment_name=", "experiment_name: expected a name for the W&B group, got ''"),
+    ("experiment_name=null", "experiment_name: expected a name for the W&B group, got None"),
+    ("experiment_name=[a]", "experiment_name: expected a name for the W&B group, got ['a']"),
 ])
 def test_bad_value_names_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):

@@ -75,6 +75,7 @@ class ModelConfig:
     """Architecture of a random model (source=random); keys and defaults in ``RANDOM_ARCH``."""
 
     def __post_init__(self) -> None:
+        _check(bool(self.name.strip()), "model.name", "a short name for run names and reports", self.name)
         sources = ("embedded", "random", "hub", "local")
         _check(self.source in sources, "model.source", f"one of {sources}", self.source)
         if isinstance(self.path, str):
@@ -255,6 +256,7 @@ class TaskMixConfig:
     def __post_init__(self) -> None:
         from ccexp.data.tasks import ALL_TASKS
 
+        _check(bool(self.name.strip()), "task_mix.name", "a short name for run names and reports", self.name)
         _check(bool(self.weights), "task_mix.weights", "at least one task", self.weights)
         for task, weight in self.weights.items():
             _check(task in ALL_TASKS, f"task_mix.weights.{task}", f"a task in {ALL_TASKS}", task)
@@ -271,6 +273,7 @@ class DataSizeConfig:
     test: int = 18
 
     def __post_init__(self) -> None:
+        _check(bool(self.name.strip()), "data_size.name", "a short name for run names and reports", self.name)
         for split in ("train", "val", "test"):
             value = getattr(self, split)
             _check(value >= 1, f"data_size.{split}", "an integer >= 1", value)
@@ -708,7 +711,11 @@ def validate(cfg: DictConfig, unread_fields: bool = True) -> RunConfig:
     # numpy's and Lightning's seeding take 0 .. 2**32 - 1; 1.5 would silently be seed 1.
     _check(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32, "seed",
            "an integer in [0, 2**32)", seed)
-    return RunConfig(**groups, seed=seed, experiment_name=str(cfg.get("experiment_name", "default")))
+    experiment_name = cfg.get("experiment_name", "default")
+    # the W&B group of a run outside a sweep: null ran as the group "None", a list as "['a']"
+    _check(isinstance(experiment_name, (str, int)) and not isinstance(experiment_name, bool)
+           and bool(str(experiment_name).strip()), "experiment_name", "a name for the W&B group", experiment_name)
+    return RunConfig(**groups, seed=seed, experiment_name=str(experiment_name))
 
 
 KEYS_HINT = "python -m ccexp --cfg job lists the keys"  # a mistyped key with no near one
