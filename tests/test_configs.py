@@ -171,6 +171,9 @@ def test_qlora_is_lora_with_a_4bit_base():
     ("experiment_name=", "experiment_name: expected a name for the W&B group, got ''"),
     ("experiment_name=null", "experiment_name: expected a name for the W&B group, got None"),
     ("experiment_name=[a]", "experiment_name: expected a name for the W&B group, got ['a']"),
+    # OmegaConf takes any integer for true: method.gradient_checkpointing=2 ran as true
+    ("method.gradient_checkpointing=2", "method.gradient_checkpointing: expected true or false, got 2"),
+    ("logger.adapter_artifact=-1", "logger.adapter_artifact: expected true or false, got -1"),
 ])
 def test_bad_value_names_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):

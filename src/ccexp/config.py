@@ -684,6 +684,10 @@ def validate(cfg: DictConfig, unread_fields: bool = True) -> RunConfig:
                                   f"got {node!r}")
             if isinstance(node, DictConfig):
                 node = _literal(OmegaConf.to_container(node, resolve=True))
+            for f in fields(schema):  # OmegaConf takes any integer for a bool: 2 would run as true
+                value = node.get(f.name)
+                _check(str(f.type) not in ("bool", "Optional[bool]") or not isinstance(value, int)
+                       or isinstance(value, bool) or value in (0, 1), f"{name}.{f.name}", "true or false", value)
             merged = OmegaConf.merge(OmegaConf.structured(schema), node)
             groups[name] = OmegaConf.to_object(merged)
         except OmegaConfBaseException as err:
