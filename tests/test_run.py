@@ -764,3 +764,17 @@ def test_sigusr1_stops_a_run_as_sigterm_does(tmp_path, where):
     assert error == f"interrupted by SIGUSR1 (a scheduler's warning before its time limit: SLURM's --signal); {hint}"
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
     assert proc.stderr.splitlines()[-1] == f"ccexp: error: {error} ({tmp_path})"
+
+
+@pytest.mark.parametrize("override,key", [
+    ("eval.max_new_tokens=2048", "eval.max_new_tokens=2048"),
+    ("+eval.max_new_tokens_by_task.issue=1900", "eval.max_new_tokens_by_task.issue=1900"),
+])
+def test_an_answer_cap_that_leaves_the_prompt_no_room_is_refused(override, key, tmp_path, tiny_dir):
+    """Generation keeps context - cap prompt tokens: a cap at the tiny model's 2,048 positions cut
+    every prompt to one token, and the run scored those answers as the model's, without a word."""
+    with pytest.raises(ConfigError) as err:
+        run(compose_cfg(*FAST, "task_mix=classification", override), tmp_path)
+    assert str(err.value) == (f"{key}: leaves a prompt fewer than half of model.max_seq_len=512 tokens within the "
+                              "model's context (max_position_embeddings=2048); expected at most 1792")
+    assert not (tmp_path / "metrics.json").exists()

@@ -18,7 +18,7 @@ from ccexp.config import ConfigError, RunConfig, check_wandb_mode, validate
 from ccexp.config_errors import objective_missing, objective_not_a_number, objective_value
 from ccexp.data import build_splits
 from ccexp.environment import code_and_versions, machine
-from ccexp.evaluate import evaluate
+from ccexp.evaluate import check_answer_caps, evaluate
 from ccexp.models import resolve_model_dir
 from ccexp.report import print_summary
 from ccexp.signals import raise_on_sigterm
@@ -53,6 +53,7 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
     checkpoint = resume.prepare(rc, device, run_dir) if adapter is None else None
     splits = build_splits(rc.data, rc.data_size, rc.task_mix)
     model_dir = resolve_model_dir(rc.model)
+    check_answer_caps(rc.eval, rc.model.max_seq_len, model_dir, (ex["task"] for ex in splits["test"]))
     if adapter is None and device != "mlx":  # before the model loads, not at the first step
         from ccexp.backends.speedups import check_compiler
 

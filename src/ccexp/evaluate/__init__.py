@@ -5,16 +5,18 @@ measured one request at a time — for the adapter and (optionally) the base mod
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ccexp.backends.base import Backend, perplexity
-from ccexp.config import EvalConfig
+from ccexp.config import ConfigError, EvalConfig
 from ccexp.data.card import constant_guesses, constant_task_answers
 from ccexp.metrics import summarize
 from ccexp.scoring import field_checks, score
@@ -46,6 +48,25 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def _cap(cfg: EvalConfig, task: str) -> int:
     return cfg.max_new_tokens_by_task.get(task, cfg.max_new_tokens)
+
+
+def check_answer_caps(cfg: EvalConfig, max_seq_len: int, model_dir: Path, tasks: Iterable[str]) -> None:
+    """Generation keeps context - cap prompt tokens (``batching.generation_prompt_room``): a cap
+    that leaves a prompt under half of model.max_seq_len has the model answer prompts cut to a stub
+    (at the context, to one token), scored as if it had read them. Refused before the model loads."""
+    try:
+        context = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):  # checked, in one line, where the model loads
+        return
+    if not isinstance(context, int) or not (cfg.generate_examples or cfg.latency_examples):
+        return
+    most = context - max_seq_len // 2
+    for task in sorted(set(tasks)):
+        if _cap(cfg, task) > most:
+            key = f"eval.max_new_tokens_by_task.{task}" if task in cfg.max_new_tokens_by_task else "eval.max_new_tokens"
+            raise ConfigError(f"{key}={_cap(cfg, task)}: leaves a prompt fewer than half of model.max_seq_len="
+                              f"{max_seq_len} tokens within the model's context (max_position_embeddings={context}); "
+                              f"expected at most {most}")
 
 
 def _prompt(ex: dict) -> list[dict]:
