@@ -19,7 +19,7 @@ from peft import PeftModel
 from ccexp.config import ConfigError
 from ccexp.data.tasks import FREE_TEXT_TASKS
 from ccexp.models import load_model
-from ccexp.run import run
+from ccexp.run import RunDirBusy, claimed, run
 
 RUN_FILES = ("config.yaml", "environment.json", "metrics.json", "predictions.jsonl", "adapter/adapter_config.json",
              "adapter/adapter_model.safetensors")
@@ -280,6 +280,21 @@ def test_a_refused_command_leaves_an_earlier_run_in_its_dir_alone(tmp_path):
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
         assert {name: (run_dir / name).read_bytes() for name in before} == before
         assert not (run_dir / "error.txt").exists()
+
+
+def test_a_run_dir_another_live_run_writes_into_is_refused(tmp_path):
+    """Two runs given one dir (hydra.run.dir twice, or outputs/<date>/<time> of two runs started in
+    the same second) wrote into it together: one's config.yaml and adapter beside the other's
+    metrics.json, or a crash in the csv logger. The second is refused, writing nothing there, and
+    the dir takes a run again once the first has ended."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with claimed(run_dir):  # the first run, still going
+        with pytest.raises(RunDirBusy, match=rf"{run_dir}: another run \(pid {os.getpid()}\) is writing into this dir"):
+            run(compose_cfg(*FAST, "logger=csv"), run_dir)
+    assert [p.name for p in run_dir.iterdir()] == [".ccexp.lock"]
+    with claimed(run_dir):  # let go when it ended
+        pass
 
 
 def test_embedded_model_end_to_end(tmp_path):

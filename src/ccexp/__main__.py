@@ -25,7 +25,7 @@ CONFIG_DIR = str(_PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().p
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Optional[float]:
-    from ccexp.run import run
+    from ccexp.run import RunDirBusy, run
     from ccexp.sweep import interruption, is_study, record_failure, run_name, summarize_interrupted, sweep_group
 
     hc = HydraConfig.get()
@@ -47,7 +47,8 @@ def main(cfg: DictConfig) -> Optional[float]:
                       required_metric=cfg.objective.metric if searched else None)
     except Exception as err:  # noqa: BLE001 - recorded in the job dir; KeyboardInterrupt still stops all
         if sweep:  # one failed job must not stop the others; the sweep summary counts it
-            line = record_failure(run_dir, err)
+            # A dir another live run writes into (two sweeps started in the same second) is not this job's to mark.
+            line = str(err) if isinstance(err, RunDirBusy) else record_failure(run_dir, err)
             print(f"ccexp: error: {line} (job {hc.job.num}, {run_dir})", file=sys.stderr)
             return None  # an Optuna study stops after a trial without objective.metric (ccexp_plugins)
         if isinstance(err, ConfigError):
