@@ -452,3 +452,15 @@ def test_a_hub_id_given_as_a_local_path_says_where_hub_ids_go():
         models.resolve_model_dir(ModelConfig(name="local", source="local", path="mistralai/Mistral-7B-v0.1"))
     assert str(err.value).endswith("; a hub id? give it with model.source=hub, or a hub model's config: "
                                    "model=mistral_7b model.path=mistralai/Mistral-7B-v0.1)")
+
+
+@pytest.mark.parametrize("where", ["model.cache_dir", "CCEXP_CACHE_DIR"])
+def test_a_model_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch, where):
+    """model.cache_dir (or CCEXP_CACHE_DIR) naming a file, or a folder under one, was mkdir's
+    FileExistsError traceback once the run had started."""
+    (tmp_path / "afile").write_text("")
+    for path, why in ((tmp_path / "afile", "a file, not a folder"), (tmp_path / "afile" / "sub", "Not a directory")):
+        monkeypatch.setenv("CCEXP_CACHE_DIR", str(path))
+        cfg = ModelConfig(name="tiny", source="random", cache_dir=str(path) if where == "model.cache_dir" else None)
+        with pytest.raises(ConfigError, match=rf"^{where}={path}: cannot be the model cache \({why}\)"):
+            models.cache_dir(cfg)

@@ -245,10 +245,16 @@ def _check_safetensors_length(weights: Path, named: str) -> None:
 
 
 def cache_dir(cfg: ModelConfig) -> Path:
-    default = os.environ.get("CCEXP_CACHE_DIR") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ccexp"
+    env = os.environ.get("CCEXP_CACHE_DIR")
+    default = env or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ccexp"
     path = Path(os.path.expandvars(str(cfg.cache_dir or default))).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file there or above it, a read-only place
+        named = "model.cache_dir" if cfg.cache_dir else "CCEXP_CACHE_DIR" if env else "the model cache"
+        why = "a file, not a folder" if path.is_file() else err.strerror or str(err)
+        raise ConfigError(f"{named}={path}: cannot be the model cache ({why}); expected a folder you can write "
+                          "to") from None
     return path
 
 
