@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import subprocess
 import sys
 import types
@@ -464,3 +465,15 @@ def test_a_model_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch, where):
         cfg = ModelConfig(name="tiny", source="random", cache_dir=str(path) if where == "model.cache_dir" else None)
         with pytest.raises(ConfigError, match=rf"^{where}={path}: cannot be the model cache \({why}\)"):
             models.cache_dir(cfg)
+
+
+def test_a_cached_build_is_readable_as_the_umask_allows(tmp_path):
+    """A conversion was renamed into the cache as mkdtemp made it, 0700: in a cache shared by a
+    team, another user's run found the model unreadable (a PermissionError traceback)."""
+    umask = 0o022
+    before = os.umask(umask)
+    try:
+        built = models._atomic_build(tmp_path / "model", lambda out: (out / "config.json").write_text("{}"))
+    finally:
+        os.umask(before)
+    assert built.stat().st_mode & 0o777 == 0o755

@@ -267,6 +267,11 @@ def _atomic_build(target: Path, build, marker: str = "config.json") -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build(tmp)
+        # mkdtemp's folder is private (0700): renamed as it was, a cache shared by a team
+        # (CCEXP_CACHE_DIR on a cluster) held a model only its builder could read. The umask's mode instead.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
         try:
             os.replace(tmp, target)
         except OSError:  # another job finished first
