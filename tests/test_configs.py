@@ -261,6 +261,18 @@ def test_cli_two_modes_at_once_is_one_line(flags):
                            "hydra.sweeper.params\n")
 
 
+@pytest.mark.parametrize("flag,key", [([], "hydra.run.dir"), (["-m"], "hydra.sweep.dir")])
+def test_cli_run_or_sweep_dir_on_a_file_is_one_line(tmp_path, flag, key):
+    """A run or sweep dir that is a file, or under one, was Hydra's mkdir traceback (exit 1)."""
+    (tmp_path / "afile").write_text("")
+    for where, why in (("afile", "a file, not a folder"), ("afile/x", "Not a directory")):
+        proc = subprocess.run([sys.executable, "-m", "ccexp", *flag, "model=tiny", f"{key}={tmp_path / where}"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr == (f"ccexp: error: {tmp_path / where}: cannot make the {key.split('.')[1]} dir there "
+                               f"({why}); expected {key} to name a folder you can write to\n")
+
+
 def test_cli_help_says_what_ccexp_is_and_its_companions():
     """--help opens with ccexp, not Hydra's "__main__ is powered by Hydra.", keeps Hydra's group and
     config listing, and names what a first-time user needs next: -m for searches, the other CLIs."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -121,6 +122,20 @@ def _unknown_flag_line(args: list[str]) -> Optional[str]:
     return f"{flag}: not a flag ccexp takes{meant}"
 
 
+def _dir_not_made(err: OSError) -> Optional[str]:
+    """The line for Hydra failing to make the run or sweep dir (a file there or above it, a
+    read-only place), before any job ran: it raised mkdir's error in a traceback. None for
+    anything else, a job's own error included (a single run's keeps its traceback)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    if not frames or frames[-1].name not in ("mkdir", "makedirs") or any(
+            f.filename == __file__ and f.name == "main" for f in frames):
+        return None
+    which = "hydra.sweep.dir" if {"-m", "--multirun"} & set(sys.argv[1:]) else "hydra.run.dir"
+    why = "a file, not a folder" if Path(str(err.filename)).is_file() else err.strerror or str(err)
+    return (f"{err.filename}: cannot make the {which.split('.')[1]} dir there ({why}); expected {which} to name a "
+            "folder you can write to")
+
+
 def cli() -> None:
     """``python -m ccexp`` and the ``ccexp`` command: ``main`` with Hydra's own errors in one line
     (exit 2, as ccexp's config errors). HYDRA_FULL_ERROR=1 set by the user keeps Hydra's output."""
@@ -160,6 +175,12 @@ def cli() -> None:
             given = next((a.partition("=")[0] for a in sys.argv[1:] if "${" + key.group(1) in a), "the config")
             print(f"ccexp: error: {given}: ${{{key.group(1)}}} names no key of the config (python -m ccexp --cfg job "
                   "lists the keys)", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        line = _dir_not_made(err)
+        if line is None:
+            raise
+        print(f"ccexp: error: {line}", file=sys.stderr)
         sys.exit(2)
     except ValueError as err:  # Hydra's own checks, raised (not printed) under HYDRA_FULL_ERROR
         nulled = next((a for a in sys.argv[1:] if re.fullmatch(r"[+~]?[\w/]+=null", a)), None)

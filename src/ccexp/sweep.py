@@ -168,7 +168,10 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time() - 1.0  # file mtimes can trail the clock by a tick
         # The Optuna sweeper opens its SQLite study in the sweep dir before any job creates it.
-        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        except OSError:  # Hydra's own mkdir raises it next, which ccexp.__main__ says in one line
+            pass
         SweepSummary.running = self
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
