@@ -22,7 +22,7 @@ def test_embedded_conversion_runs_once_and_loads(tmp_path):
     stamp = (first / "model.safetensors").stat().st_mtime_ns
     assert models.embedded_model_dir(tmp_path) == first
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not rebuilt
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.is_dir()]  # no temp dirs left
     model = AutoModelForCausalLM.from_pretrained(first)
     assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
@@ -477,3 +477,35 @@ def test_a_cached_build_is_readable_as_the_umask_allows(tmp_path):
     finally:
         os.umask(before)
     assert built.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_model_is_built_once_while_others_wait_and_a_killed_build_is_cleared(tmp_path):
+    """Parallel jobs on a fresh cache each converted the model (a 7B GGUF in fp32 once per job), and
+    a build killed midway left its temp dir, up to the model's size, hidden in the cache for good."""
+    import fcntl
+    import threading
+
+    killed = tmp_path / ".model.tmp-k1ll3d"  # what a build killed midway left
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"half")
+    builds = []
+
+    def build(out):
+        builds.append(out)
+        (out / "config.json").write_text("{}")
+
+    with open(tmp_path / "model.lock", "a") as held:  # another job building it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=models._atomic_build, args=(tmp_path / "model", build))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and not builds  # waits, builds nothing beside it
+        (tmp_path / "model").mkdir()
+        (tmp_path / "model" / "config.json").write_text("{}")  # the other job's result
+    waiting.join(5)
+    assert not waiting.is_alive() and not builds  # took the other job's model
+    assert killed.exists()  # cleared only by a build of its own, below
+    assert models._atomic_build(tmp_path / "other", build) == tmp_path / "other" and len(builds) == 1
+    (tmp_path / "model" / "config.json").unlink()
+    models._atomic_build(tmp_path / "model", build)
+    assert not killed.exists() and len(builds) == 2

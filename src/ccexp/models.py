@@ -10,6 +10,7 @@ loads the same files.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -260,25 +261,38 @@ def cache_dir(cfg: ModelConfig) -> Path:
 
 def _atomic_build(target: Path, build, marker: str = "config.json") -> Path:
     """Build into a temp dir beside ``target`` and rename it in place, so parallel sweep jobs
-    never read a half-written model; a job that loses the race discards its copy. ``marker``:
-    the file a finished build has."""
+    never read a half-written model. One build at a time (an flock on ``<target>.lock``): parallel
+    jobs on a fresh cache each converted the model, a 7B GGUF dequantized in fp32 once per job; the
+    others wait and take the result. ``marker``: the file a finished build has."""
     if (target / marker).is_file():
         return target
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build(tmp)
-        # mkdtemp's folder is private (0700): renamed as it was, a cache shared by a team
-        # (CCEXP_CACHE_DIR on a cluster) held a model only its builder could read. The umask's mode instead.
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)
+    with open(target.with_name(target.name + ".lock"), "a") as lock:
         try:
-            os.replace(tmp, target)
-        except OSError:  # another job finished first
-            if not (target / marker).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger("ccexp").info("%s: another process is building it; waiting for it", target)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / marker).is_file():
+            return target
+        # Under the lock nobody else builds it: these are builds killed midway (SIGKILL, an OOM, a
+        # time limit), each up to the model's size, hidden in the cache for good.
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            build(tmp)
+            # mkdtemp's folder is private (0700): renamed as it was, a cache shared by a team
+            # (CCEXP_CACHE_DIR on a cluster) held a model only its builder could read. The umask's mode instead.
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o777 & ~umask)
+            try:
+                os.replace(tmp, target)
+            except OSError:  # a process without the lock (an older ccexp) finished first
+                if not (target / marker).is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
