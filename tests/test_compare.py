@@ -1074,3 +1074,13 @@ def test_a_best_run_not_above_the_constant_answer_floor_is_said_so(tmp_path):
                                                          "adapter/size_mb": 7.07}))
     assert main([str(root), "--no-plots", "--out", str(tmp_path / "again")]) == 0
     assert "constant answer" not in (tmp_path / "again" / "compare.md").read_text()
+
+
+def test_a_quoted_home_is_the_users_home_not_a_folder_named_tilde(tmp_path, monkeypatch):
+    """--out=~/reports (the shell expands no ~ after --out=, nor in quotes) wrote the report
+    into a folder named ~ in the current one."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    make_run(tmp_path / "s" / "0", "lora", {"test/acc": 0.5}, compare={**COMPARE, "constraints": []})
+    assert main(["~/s", "--out=~/reports", "--no-plots"]) == 0
+    assert (tmp_path / "reports" / "compare.md").is_file() and not (tmp_path / "~").exists()

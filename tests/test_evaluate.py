@@ -687,3 +687,15 @@ def test_the_run_table_shows_the_floor_and_says_when_accuracy_is_not_above_it(tm
     console = Console(record=True, width=200)
     print_summary({"test/acc": 0.5, "baseline/test/acc": 0.0}, tmp_path, console)  # an older run's metrics
     assert "floor" not in console.export_text()
+
+
+def test_a_quoted_home_in_adapter_or_out_is_the_users_home(tmp_path, monkeypatch):
+    """out=~/evals (quoted, or in zsh, the shell leaves ~ as it is) wrote the evaluation into a
+    folder named ~ in the current one; adapter=~/run was not found."""
+    from ccexp.evaluate.__main__ import parse_args
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run" / "adapter").mkdir(parents=True)
+    (tmp_path / "run" / "config.yaml").write_text("{}")
+    assert parse_args(["adapter=~/run", "out=~/evals"])[:2] == (tmp_path / "run", tmp_path / "evals")

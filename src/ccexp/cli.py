@@ -34,6 +34,13 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def user_path(text: str) -> Path:
+    """An argparse type (and key=value parsing): a path with ``~`` as the user's home, as the
+    config's paths have it. Quoted, or after ``--out=``, or in zsh, the shell leaves ``~`` as it
+    is, and results went to a folder named ``~`` in the current one."""
+    return Path(text).expanduser()
+
+
 def writable_file(text: str | Path) -> Path:
     """An argparse type: a file path that can be written, checked before the work whose results go
     there (its folder may not exist yet: it is created then)."""

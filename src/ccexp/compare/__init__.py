@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 from rich.console import Console
 
-from ccexp.cli import OneLineParser, output_dir
+from ccexp.cli import OneLineParser, output_dir, user_path
 from ccexp.compare.recommend import recommend
 from ccexp.compare.runs import (CompareError, Run, best_runs, by_val_size, find_run_dirs, headline_columns,
                                 higher_is_better, load_runs, nested_run_dirs, read_yaml, scenarios, seed_means, seeded,
@@ -178,8 +178,8 @@ def _marked(groups, columns: list[str]) -> dict[str, set]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = OneLineParser(prog="python -m ccexp.compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="a sweep dir (multirun/<date>/<time>) or run dirs")
-    parser.add_argument("--out", type=Path, help="where compare.md/.csv and the plots go (default: the one dir "
+    parser.add_argument("paths", nargs="+", type=user_path, help="a sweep dir (multirun/<date>/<time>) or run dirs")
+    parser.add_argument("--out", type=user_path, help="where compare.md/.csv and the plots go (default: the one dir "
                         "given; ./compare for several)")
     parser.add_argument("--metric", help="rank by this metric (default: the runs' compare.metric, test/acc)")
     parser.add_argument("--direction", choices=["maximize", "minimize"], help="default: compare.direction")

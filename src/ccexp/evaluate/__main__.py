@@ -20,7 +20,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ccexp.cli import output_dir, yaml_problem
+from ccexp.cli import output_dir, user_path, yaml_problem
 from ccexp.config import _SCHEMAS, KEYS_HINT, TRAINING_ONLY, ConfigError, did_you_mean
 from ccexp.environment import anchor_paths, anchor_relative_paths
 
@@ -93,9 +93,9 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
         if not sep:
             raise ConfigError(f"argument {arg!r}: expected key=value; {USAGE}")
         if key == "adapter":
-            run_dir = Path(value)
+            run_dir = user_path(value)
         elif key == "out":
-            out = Path(value)
+            out = user_path(value)
         elif key == "backend.fuse":  # fusing follows training; an evaluation would silently skip it
             raise ConfigError(f"argument {arg!r}: evaluate does not fuse; the run fuses its adapter after training "
                               "(python -m ccexp backend=mlx backend.fuse=true)")
