@@ -509,3 +509,15 @@ def test_a_model_is_built_once_while_others_wait_and_a_killed_build_is_cleared(t
     (tmp_path / "model" / "config.json").unlink()
     models._atomic_build(tmp_path / "model", build)
     assert not killed.exists() and len(builds) == 2
+
+
+def test_a_file_system_that_takes_no_locks_builds_unlocked(tmp_path, monkeypatch):
+    """Lustre without its flock mount option answers flock with ENOSYS: runs go on unlocked there,
+    as they did before the locks, not fail."""
+    import errno
+
+    def no_locks(*args):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(models.fcntl, "flock", no_locks)
+    assert models._atomic_build(tmp_path / "m", lambda out: (out / "config.json").write_text("{}")) == tmp_path / "m"

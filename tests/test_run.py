@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 
@@ -290,7 +291,8 @@ def test_a_run_dir_another_live_run_writes_into_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     with claimed(run_dir):  # the first run, still going
-        with pytest.raises(RunDirBusy, match=rf"{run_dir}: another run \(pid {os.getpid()}\) is writing into this dir"):
+        holder = f"pid {os.getpid()} on {socket.gethostname()}"
+        with pytest.raises(RunDirBusy, match=rf"{run_dir}: another run \({holder}\) is writing into this dir"):
             run(compose_cfg(*FAST, "logger=csv"), run_dir)
     assert [p.name for p in run_dir.iterdir()] == [".ccexp.lock"]
     with claimed(run_dir):  # let go when it ended

@@ -259,6 +259,19 @@ def cache_dir(cfg: ModelConfig) -> Path:
     return path
 
 
+def hold_lock(file, wait: bool = False) -> bool:
+    """An exclusive flock on the open ``file`` (let go when it closes or the process dies); False
+    when another process holds it and ``wait`` is off. A file system that takes no locks (Lustre
+    mounted without flock, some network shares) is not refused: its runs go on unlocked, as before."""
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError as err:
+        logging.getLogger("ccexp").debug("%s: no lock taken (%s)", file.name, err.strerror or err)
+    return True
+
+
 def _atomic_build(target: Path, build, marker: str = "config.json") -> Path:
     """Build into a temp dir beside ``target`` and rename it in place, so parallel sweep jobs
     never read a half-written model. One build at a time (an flock on ``<target>.lock``): parallel
@@ -267,11 +280,9 @@ def _atomic_build(target: Path, build, marker: str = "config.json") -> Path:
     if (target / marker).is_file():
         return target
     with open(target.with_name(target.name + ".lock"), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not hold_lock(lock):
             logging.getLogger("ccexp").info("%s: another process is building it; waiting for it", target)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            hold_lock(lock, wait=True)
         if (target / marker).is_file():
             return target
         # Under the lock nobody else builds it: these are builds killed midway (SIGKILL, an OOM, a

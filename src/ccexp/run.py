@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +22,7 @@ from ccexp.config_errors import objective_missing, objective_not_a_number, objec
 from ccexp.data import build_splits
 from ccexp.environment import code_and_versions, machine
 from ccexp.evaluate import check_answer_caps, evaluate
-from ccexp.models import resolve_model_dir
+from ccexp.models import hold_lock, resolve_model_dir
 from ccexp.report import print_summary
 from ccexp.signals import raise_on_sigterm
 from ccexp.sweep import one_line
@@ -168,16 +168,14 @@ def claimed(run_dir: Path):
     except OSError as err:  # a read-only dir: said before the model loads, not at the first write
         raise ConfigError(f"{run_dir}: cannot write into the run dir ({err.strerror or err})") from None
     with lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not hold_lock(lock):
             lock.seek(0)
             holder = lock.read().strip()
-            raise RunDirBusy(f"{run_dir}: another run{f' (pid {holder})' if holder else ''} is writing into this "
+            raise RunDirBusy(f"{run_dir}: another run{f' ({holder})' if holder else ''} is writing into this "
                              "dir; expected a dir of its own: give hydra.run.dir (or hydra.sweep.dir) another "
-                             "path") from None
+                             "path")
         lock.truncate(0)
-        lock.write(f"{os.getpid()}\n")
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")  # a cluster's runs share the file system
         lock.flush()
         yield
 
