@@ -469,12 +469,17 @@ def test_a_task_mix_given_whole_is_the_mix_trained():
     _mix_given_whole(cfg, whole)
     rc = validate(cfg)
     assert dict(rc.task_mix.weights) == {"issue": 1, "journey": 1}
+    assert rc.task_mix.name == "issue+journey"  # in run names, tags and reports: not task_mix=all's
     assert {ex["task"] for split in build_splits(rc.data, rc.data_size, rc.task_mix).values() for ex in split} == {
         "issue", "journey"}
+    named = [*whole, "task_mix.name=two"]
+    cfg = compose_cfg(*named)
+    _mix_given_whole(cfg, named)
+    assert cfg.task_mix.name == "two"
     added = ["+task_mix.weights.reply=1"]
     cfg = compose_cfg(*added)
     _mix_given_whole(cfg, added)
-    assert len(validate(cfg).task_mix.weights) == 7
+    assert len(validate(cfg).task_mix.weights) == 7 and cfg.task_mix.name == "all"
 
 
 @pytest.mark.parametrize("override,line", [

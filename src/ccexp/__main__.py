@@ -84,10 +84,13 @@ def _mix_given_whole(cfg: DictConfig, overrides) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
 
-    for override in OverridesParser.create().parse_overrides([str(o) for o in overrides]):
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    for override in parsed:
         if (override.type == OverrideType.CHANGE and override.key_or_group == "task_mix.weights"
                 and isinstance(override.value(), dict) and isinstance(cfg.get("task_mix"), DictConfig)):
             cfg.task_mix.weights = override.value()
+            if not any(o.key_or_group == "task_mix.name" for o in parsed):  # the option's name is not this mix's
+                cfg.task_mix.name = "+".join(map(str, override.value())) or cfg.task_mix.name
 
 
 def _shown_config(args: list[str]) -> Optional[str]:
