@@ -699,3 +699,15 @@ def test_a_quoted_home_in_adapter_or_out_is_the_users_home(tmp_path, monkeypatch
     (tmp_path / "run" / "adapter").mkdir(parents=True)
     (tmp_path / "run" / "config.yaml").write_text("{}")
     assert parse_args(["adapter=~/run", "out=~/evals"])[:2] == (tmp_path / "run", tmp_path / "evals")
+
+
+def test_an_evaluation_refused_before_it_writes_leaves_no_eval_dir(tmp_path, capsys, tiny_dir):
+    """An answer cap refused once the model dir is known (the run dir's lock already taken) left
+    <run>/eval/<time>/ holding only .ccexp.lock: the empty-dir cleanup saw a file in it."""
+    from omegaconf import OmegaConf
+
+    (tmp_path / "adapter").mkdir()
+    OmegaConf.save(compose_cfg(*FAST), tmp_path / "config.yaml", resolve=True)
+    assert evaluate_main([f"adapter={tmp_path}", "eval.max_new_tokens=2000"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("ccexp.evaluate: error: eval.max_new_tokens=2000: ")
+    assert not (tmp_path / "eval").exists()

@@ -153,6 +153,9 @@ def run(cfg: DictConfig, run_dir: Path, run_name: str = "default", group: str | 
             restore_sigterm()
 
 
+LOCK_FILE = ".ccexp.lock"  # claimed()'s, in every run dir
+
+
 class RunDirBusy(ConfigError):
     """The run dir is another live run's: refused without writing into it (its files are that run's)."""
 
@@ -164,7 +167,7 @@ def claimed(run_dir: Path):
     started in the same second) wrote each other's config, adapter and metrics into it, one
     run's metrics beside the other's config. The lock file keeps the holder's pid for the line."""
     try:
-        lock = open(run_dir / ".ccexp.lock", "a+")
+        lock = open(run_dir / LOCK_FILE, "a+")
     except OSError as err:  # a read-only dir: said before the model loads, not at the first write
         raise ConfigError(f"{run_dir}: cannot write into the run dir ({err.strerror or err})") from None
     with lock:

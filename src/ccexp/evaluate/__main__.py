@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OmegaConfBaseException, ValueError) as err:
             raise ConfigError(f"{run_dir / 'config.yaml'} + {overrides}: {str(err).splitlines()[0]}") from None
         from ccexp.backends.base import AdapterMismatch  # after the arguments: it loads torch
-        from ccexp.run import run
+        from ccexp.run import LOCK_FILE, run
 
         _check_device(cfg, overrides)
         made = out is None
@@ -323,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
             except AdapterMismatch as err:
                 raise ConfigError(_mismatch(err, run_dir, overrides)) from None
         except ConfigError:
-            if made and not any(out.iterdir()):  # refused before anything was written: no empty dir left
+            # Refused before anything was written (the run's lock file aside): no empty dir left.
+            if made and not any(p.name != LOCK_FILE for p in out.iterdir()):
+                (out / LOCK_FILE).unlink(missing_ok=True)
                 out.rmdir()
                 if not any(out.parent.iterdir()):
                     out.parent.rmdir()
