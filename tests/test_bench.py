@@ -480,3 +480,11 @@ def test_mlx_vs_mlx_lm_runs_end_to_end_on_tiny(tiny_dir):
     assert out.returncode == 0, out.stderr
     assert "ratio ccexp / mlx-lm:" in out.stdout
     assert "ccexp MLXBackend.fit" in out.stdout and "mlx_lm.tuner.trainer.train" in out.stdout
+
+
+def test_the_bench_takes_a_task_mix_given_whole_as_a_run_does():
+    """Overrides "as for python -m ccexp": task_mix.weights={issue: 1} is that one task there, where
+    the bench merged it into task_mix=all's and measured all six."""
+    from ccexp.bench.setup import compose_run_config
+
+    assert dict(compose_run_config(["model=tiny", "task_mix.weights={issue: 1}"]).task_mix.weights) == {"issue": 1}

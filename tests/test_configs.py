@@ -460,13 +460,13 @@ def test_the_readme_group_table_names_the_keys_a_user_tunes():
 def test_a_task_mix_given_whole_is_the_mix_trained():
     """task_mix.weights={issue: 1, journey: 1} trained all six tasks: Hydra merged the mapping into
     task_mix=all's. Given whole it is the mix; a key given alone still adds to the option's."""
-    from ccexp.__main__ import _mix_given_whole
+    from ccexp.config import mix_given_whole
     from ccexp.data import build_splits
 
     whole = ["model=tiny", "data_size=tiny", "task_mix.weights={issue: 1, journey: 1}"]
     cfg = compose_cfg(*whole)
     assert len(cfg.task_mix.weights) == 6  # what Hydra composes
-    _mix_given_whole(cfg, whole)
+    mix_given_whole(cfg, whole)
     rc = validate(cfg)
     assert dict(rc.task_mix.weights) == {"issue": 1, "journey": 1}
     assert rc.task_mix.name == "issue+journey"  # in run names, tags and reports: not task_mix=all's
@@ -474,11 +474,11 @@ def test_a_task_mix_given_whole_is_the_mix_trained():
         "issue", "journey"}
     named = [*whole, "task_mix.name=two"]
     cfg = compose_cfg(*named)
-    _mix_given_whole(cfg, named)
+    mix_given_whole(cfg, named)
     assert cfg.task_mix.name == "two"
     added = ["+task_mix.weights.reply=1"]
     cfg = compose_cfg(*added)
-    _mix_given_whole(cfg, added)
+    mix_given_whole(cfg, added)
     assert len(validate(cfg).task_mix.weights) == 7 and cfg.task_mix.name == "all"
 
 

@@ -494,3 +494,13 @@ def test_export_refuses_an_earlier_export_before_building_the_data(tmp_path, cap
     csv = ["data=csv", f"data.train_path={FIXTURES / 'banking77_train.csv'}"]
     assert main(["export", *csv, "--out", str(tmp_path)]) == 2
     assert "holds an earlier export" in capsys.readouterr().err
+
+
+def test_export_of_a_mix_given_whole_holds_those_tasks_only(tmp_path, capsys):
+    """'task_mix.weights={issue: 1, journey: 1}' trains two tasks (python -m ccexp replaces the
+    option's mapping); export, "the data a run would use", merged it and wrote all six."""
+    assert main(["export", "data_size.train=12", "data_size.val=4", "data_size.test=4",
+                 "task_mix.weights={issue: 1, journey: 1}", "--out", str(tmp_path)]) == 0
+    for split in ("train", "val", "test"):
+        rows = [json.loads(line) for line in (tmp_path / "chatml" / f"{split}.jsonl").read_text().splitlines()]
+        assert rows and {row["task"] for row in rows} <= {"issue", "journey"}, split

@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import InterpolationKeyError
 
-from ccexp.config import ConfigError
+from ccexp.config import ConfigError, mix_given_whole
 from ccexp.config_errors import config_error_line, objective_missing, objective_value, search_space_key_line
 
 # A wheel carries the configs inside the package; a source checkout keeps them in ./conf.
@@ -41,7 +41,7 @@ def main(cfg: DictConfig) -> Optional[float]:
     # An Optuna search reads objective.metric: a run that lacks it fails (its W&B run too), so
     # the trial is recorded as failed with the reason in the job's error.txt.
     searched = sweep and is_study(hc)
-    _mix_given_whole(cfg, hc.overrides.task)
+    mix_given_whole(cfg, hc.overrides.task)
     try:
         # In a sweep every job shares one W&B group, named after its sweep dir.
         metrics = run(cfg, run_dir, run_name=name, group=sweep_group(hc.sweep.dir) if sweep else None,
@@ -74,23 +74,6 @@ def main(cfg: DictConfig) -> Optional[float]:
         print(f"ccexp: warning: {objective_missing(key, metrics)}", file=sys.stderr)
         return None
     return objective_value(metrics[key])
-
-
-def _mix_given_whole(cfg: DictConfig, overrides) -> None:
-    """``task_mix.weights={issue: 1, journey: 1}`` is the mix to train on. Hydra merges a mapping
-    given for a mapping into the option's, which kept every task of task_mix=all at its weight
-    (a task left out gets none only when the mapping replaces it); ``task_mix.weights.reply=1``
-    still adds one task to the option's."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import OverrideType
-
-    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
-    for override in parsed:
-        if (override.type == OverrideType.CHANGE and override.key_or_group == "task_mix.weights"
-                and isinstance(override.value(), dict) and isinstance(cfg.get("task_mix"), DictConfig)):
-            cfg.task_mix.weights = override.value()
-            if not any(o.key_or_group == "task_mix.name" for o in parsed):  # the option's name is not this mix's
-                cfg.task_mix.name = "+".join(map(str, override.value())) or cfg.task_mix.name
 
 
 def _shown_config(args: list[str]) -> Optional[str]:

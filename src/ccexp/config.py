@@ -644,6 +644,24 @@ def check_unread_fields(cfg: DictConfig) -> None:
                 raise ConfigError(f"{group}.{key}: not read by {group}={name}{readers}; drop it")
 
 
+def mix_given_whole(cfg: DictConfig, overrides) -> None:
+    """``task_mix.weights={issue: 1, journey: 1}`` is the mix to train on. Hydra merges a mapping
+    given for a mapping into the option's, which kept every task of task_mix=all at its weight
+    (a task left out gets none only when the mapping replaces it); ``task_mix.weights.reply=1``
+    still adds one task to the option's. Every command that composes a run's config from overrides
+    (run, data describe/export, bench) applies it, so they all see the same mix."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    for override in parsed:
+        if (override.type == OverrideType.CHANGE and override.key_or_group == "task_mix.weights"
+                and isinstance(override.value(), dict) and isinstance(cfg.get("task_mix"), DictConfig)):
+            cfg.task_mix.weights = override.value()
+            if not any(o.key_or_group == "task_mix.name" for o in parsed):  # the option's name is not this mix's
+                cfg.task_mix.name = "+".join(map(str, override.value())) or cfg.task_mix.name
+
+
 _SCHEMAS = {
     "model": ModelConfig, "method": MethodConfig, "backend": BackendConfig, "task_mix": TaskMixConfig,
     "data_size": DataSizeConfig, "data": DataConfig, "trainer": TrainerConfig, "eval": EvalConfig,

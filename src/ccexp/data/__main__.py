@@ -23,7 +23,7 @@ from rich.console import Console
 
 from ccexp.__main__ import CONFIG_DIR
 from ccexp.cli import output_dir
-from ccexp.config import ConfigError, DataConfig, RunConfig, validate
+from ccexp.config import ConfigError, DataConfig, RunConfig, mix_given_whole, validate
 from ccexp.config_errors import config_error_line
 from ccexp.data import build_splits, to_dataset_dict
 from ccexp.data.card import dataset_card, print_card
@@ -172,6 +172,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                               "is export's")
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
+        mix_given_whole(cfg, overrides)  # the mix a run on these overrides trains
         rc = validate(cfg)
         if args[0] == "describe":
             describe(rc, build_splits(rc.data, rc.data_size, rc.task_mix), console)
