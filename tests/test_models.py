@@ -521,3 +521,13 @@ def test_a_file_system_that_takes_no_locks_builds_unlocked(tmp_path, monkeypatch
 
     monkeypatch.setattr(models.fcntl, "flock", no_locks)
     assert models._atomic_build(tmp_path / "m", lambda out: (out / "config.json").write_text("{}")) == tmp_path / "m"
+
+
+def test_a_killed_build_of_a_gguf_named_with_brackets_is_cleared(tmp_path):
+    """A GGUF file's name is the cache dir's (gguf-<stem>-<key>): brackets in it (model[Q4_K_M].gguf)
+    were a glob character class, so its killed builds never matched and stayed in the cache."""
+    target = tmp_path / "gguf-model[Q4_K_M]-0123456789"
+    killed = tmp_path / f".{target.name}.tmp-k1ll3d"
+    killed.mkdir()
+    models._atomic_build(target, lambda out: (out / "config.json").write_text("{}"))
+    assert not killed.exists()

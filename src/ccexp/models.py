@@ -11,6 +11,7 @@ loads the same files.
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -287,7 +288,7 @@ def _atomic_build(target: Path, build, marker: str = "config.json") -> Path:
             return target
         # Under the lock nobody else builds it: these are builds killed midway (SIGKILL, an OOM, a
         # time limit), each up to the model's size, hidden in the cache for good.
-        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):  # a GGUF's name may hold [ ]
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
