@@ -711,3 +711,23 @@ def test_an_evaluation_refused_before_it_writes_leaves_no_eval_dir(tmp_path, cap
     assert evaluate_main([f"adapter={tmp_path}", "eval.max_new_tokens=2000"]) == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith("ccexp.evaluate: error: eval.max_new_tokens=2000: ")
     assert not (tmp_path / "eval").exists()
+
+
+def test_an_evaluations_dir_given_as_adapter_names_the_run_it_scored(tmp_path, capsys):
+    """adapter=<run>/eval/<time> (an evaluation's dir, which has a config.yaml but no adapter/) was
+    told its run "stopped before training finished" and cannot be resumed: it is an evaluation, and
+    the run dir it scored is what adapter= takes."""
+    evaluation = tmp_path / "run" / "eval" / "2026-12-07_06-20-16"
+    evaluation.mkdir(parents=True)
+    (evaluation / "config.yaml").write_text("model: {name: tiny}\n")
+    (evaluation / "metrics.json").write_text(json.dumps({"status": "finished", "time/load_s": 1.0}))
+    (evaluation / "environment.json").write_text(json.dumps({"adapter": str(tmp_path / "run" / "adapter")}))
+    assert evaluate_main([f"adapter={evaluation}"]) == 2
+    assert capsys.readouterr().err == (
+        f"ccexp.evaluate: error: {evaluation / 'adapter'}: not found; {evaluation} is an evaluation's dir: expected "
+        f"the run dir it scored, adapter={tmp_path / 'run'}\n")
+    (evaluation / "environment.json").unlink()  # an evaluation from before environment.json named the adapter
+    assert evaluate_main([f"adapter={evaluation}"]) == 2
+    assert capsys.readouterr().err == (
+        f"ccexp.evaluate: error: {evaluation / 'adapter'}: not found; {evaluation} is an evaluation's dir: expected "
+        "the run dir it scored\n")

@@ -85,6 +85,15 @@ def _refusal(arg: str, key: str, run_dir: Path) -> str:
             f"e.g. {group}.{field}=...")
 
 
+def _json_dict(path: Path) -> dict:
+    """A JSON file's mapping; {} where it is missing, unreadable or not a mapping."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
     """(run dir, output dir or None, config overrides)."""
     run_dir, out, overrides, refused = None, None, [], []
@@ -118,11 +127,13 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
     if not (run_dir / "adapter").exists():  # a run stopped before its adapter was saved: how it goes on
         from ccexp.resume import resume_hint
 
-        try:  # run() records train/steps once the adapter is saved
-            trained = "train/steps" in json.loads((run_dir / "metrics.json").read_text())
-        except (OSError, ValueError, TypeError):
-            trained = False
-        if trained:
+        metrics, environment = _json_dict(run_dir / "metrics.json"), _json_dict(run_dir / "environment.json")
+        if "time/load_s" in metrics or "adapter" in environment:  # what an evaluation records, not a run
+            scored = environment.get("adapter")
+            of = f", adapter={Path(scored).parent}" if isinstance(scored, str) else ""
+            raise ConfigError(f"{run_dir / 'adapter'}: not found; {run_dir} is an evaluation's dir: expected the run "
+                              f"dir it scored{of}")
+        if "train/steps" in metrics:  # run() records train/steps once the adapter is saved
             raise ConfigError(f"{run_dir / 'adapter'}: not found; the run saved its adapter there, since moved or "
                               "deleted: expected the run dir as training left it")
         raise ConfigError(f"{run_dir / 'adapter'}: not found; the run saved no adapter (it stopped before training "
