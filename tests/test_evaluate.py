@@ -433,6 +433,7 @@ def test_a_task_mix_given_whole_replaces_the_runs(tmp_path, monkeypatch):
     assert evaluate_main([f"adapter={tmp_path}", f"out={tmp_path / 'e1'}", "task_mix.weights={issue: 1, journey: 1}"]) == 0
     assert evaluate_main([f"adapter={tmp_path}", f"out={tmp_path / 'e2'}", "task_mix.weights.reply=2"]) == 0
     assert dict(validate(used[0]).task_mix.weights) == {"issue": 1, "journey": 1}
+    assert validate(used[0]).task_mix.name == "issue+journey" and validate(used[1]).task_mix.name == "all"
     assert dict(validate(used[1]).task_mix.weights) == {**validate(compose_cfg(*FAST)).task_mix.weights, "reply": 2}
 
 

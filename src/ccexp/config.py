@@ -700,8 +700,7 @@ def validate(cfg: DictConfig, unread_fields: bool = True) -> RunConfig:
             if not isinstance(node, DictConfig):  # objective=abc: Hydra lets a value replace config.yaml's mapping
                 raise ConfigError(f"{name}: expected a mapping with keys {', '.join(f.name for f in fields(schema))}, "
                                   f"got {node!r}")
-            if isinstance(node, DictConfig):
-                node = _literal(OmegaConf.to_container(node, resolve=True))
+            node = _literal(OmegaConf.to_container(node, resolve=True))
             for f in fields(schema):  # OmegaConf takes any integer for a bool: 2 would run as true
                 value = node.get(f.name)
                 _check(str(f.type) not in ("bool", "Optional[bool]") or not isinstance(value, int)

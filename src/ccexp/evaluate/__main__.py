@@ -316,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                 # The mix given whole is the mix scored (a task left out gets none): merged into
                 # the run's, {issue: 1, journey: 1} changed nothing and every task was scored.
                 saved.task_mix.weights = {}
+                given_weights = OmegaConf.select(given, "task_mix.weights")
+                if isinstance(given_weights, DictConfig):  # the run's mix name is not this one's (as training names it)
+                    saved.task_mix.name = "+".join(map(str, given_weights)) or saved.task_mix.name
             # Relative paths given here name files where the evaluation runs: recorded absolute, as
             # the run's own are, since config.yaml keeps no record of that folder.
             anchor_paths(given, Path.cwd(), OmegaConf.select(saved, "model.source", default=None))
