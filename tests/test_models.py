@@ -531,3 +531,22 @@ def test_a_killed_build_of_a_gguf_named_with_brackets_is_cleared(tmp_path):
     killed.mkdir()
     models._atomic_build(target, lambda out: (out / "config.json").write_text("{}"))
     assert not killed.exists()
+
+
+def test_another_users_lock_file_is_locked_read_only(tmp_path, monkeypatch):
+    """In a cache a team shares (chmod 1777), the lock file another user made opens read-only only:
+    opening it to append was a PermissionError traceback instead of waiting for that user's build."""
+    import builtins
+
+    (tmp_path / "model.lock").write_text("")
+    modes = []
+
+    def not_ours(path, mode="r", *args, **kwargs):
+        modes.append(mode)
+        if str(path).endswith(".lock") and mode != "r":
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(models, "open", not_ours, raising=False)
+    built = models._atomic_build(tmp_path / "model", lambda out: (out / "config.json").write_text("{}"))
+    assert (built / "config.json").is_file() and modes[:2] == ["a", "r"]

@@ -273,6 +273,18 @@ def hold_lock(file, wait: bool = False) -> bool:
     return True
 
 
+def _lock_file(path: Path):
+    """The lock file, opened to be locked: for writing where it can be created, else read-only. In a
+    cache a team shares (sticky and world-writable), another user's lock file opens only so, and
+    flock locks a read-only file as well; opening it for writing was a PermissionError traceback."""
+    try:
+        return open(path, "a")
+    except PermissionError:
+        if not path.exists():
+            raise
+        return open(path)
+
+
 def _atomic_build(target: Path, build, marker: str = "config.json") -> Path:
     """Build into a temp dir beside ``target`` and rename it in place, so parallel sweep jobs
     never read a half-written model. One build at a time (an flock on ``<target>.lock``): parallel
@@ -280,7 +292,7 @@ def _atomic_build(target: Path, build, marker: str = "config.json") -> Path:
     others wait and take the result. ``marker``: the file a finished build has."""
     if (target / marker).is_file():
         return target
-    with open(target.with_name(target.name + ".lock"), "a") as lock:
+    with _lock_file(target.with_name(target.name + ".lock")) as lock:
         if not hold_lock(lock):
             logging.getLogger("ccexp").info("%s: another process is building it; waiting for it", target)
             hold_lock(lock, wait=True)
