@@ -222,3 +222,29 @@ def test_a_capped_validation_checks_the_same_examples_of_every_length(tokenizer)
     assert checked == [i for b in list(loader.batch_sampler)[:3] for i in b]  # the same at every check
     assert min(checked) < 28  # not the 12 longest (28..39)
     assert all(max(b) - min(b) == 3 for b in batches)  # each batch still of like lengths
+
+
+def test_a_split_is_tokenized_in_batches_with_each_example_encoded_as_alone(tokenizer, monkeypatch):
+    """One tokenizer call per prompt and per answer used one core: 25,790 training examples took
+    most of a full run's setup. Batches of ENCODE_CHUNK texts give the same tokens."""
+    from ccexp.data import batching
+
+    calls = []
+
+    class Counting:  # the tokenizer, noting how many texts each call encodes (None: one text alone)
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, texts, **kwargs):
+            calls.append(len(texts) if isinstance(texts, list) else None)
+            return tokenizer(texts, **kwargs)
+
+    examples = [_example("Rate it.\n\n" + "word " * (40 * i), '{"csat": 4}' if i % 2 else "word " * 100)
+                for i in range(5)]
+    alone = [encode(tokenizer, ex, 128) for ex in examples]
+    monkeypatch.setattr(batching, "ENCODE_CHUNK", 2)
+    dataset = EncodedDataset(Counting(), examples, 128)
+    assert dataset.items == alone and any(item.prompt_cut for item in alone) and any(item.answer_cut for item in alone)
+    # Per chunk of two: its prompts, its answers, the heads of its cut prompts; never one text alone.
+    chunks = [alone[:2], alone[2:4], alone[4:]]
+    assert calls == [n for chunk in chunks for n in (len(chunk), len(chunk), sum(i.prompt_cut for i in chunk)) if n]

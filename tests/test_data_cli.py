@@ -11,7 +11,7 @@ from conftest import compose_cfg
 from rich.console import Console
 
 from ccexp.config import DataConfig, DataSizeConfig, TaskMixConfig, validate
-from ccexp.data import build_splits
+from ccexp.data import batching, build_splits
 from ccexp.data.__main__ import main
 from ccexp.data.card import dataset_card, percentiles, print_card
 
@@ -62,7 +62,7 @@ def test_the_card_measures_token_lengths_a_chunk_at_a_time(tokenizer, monkeypatc
 
     examples = [_ex("classify", "word " * i, '{"label": "x"}', label="x") for i in range(1, 6)]
     whole = card_module.token_lengths(examples, tokenizer)
-    monkeypatch.setattr(card_module, "ENCODE_CHUNK", 2)
+    monkeypatch.setattr(batching, "ENCODE_CHUNK", 2)
     assert card_module.token_lengths(examples, Counting()) == whole
     assert calls == [2, 2, 1, 2, 2, 1]
 

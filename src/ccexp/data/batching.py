@@ -93,9 +93,15 @@ def fit_prompt(tokenizer, text: str, messages: Sequence[dict], ids: list[int], r
 
 def head_tokens(tokenizer, text: str, messages: Sequence[dict]) -> int:
     """How many of the prompt's first tokens are its head (``fit_prompt``): the text up to the end
-    of the first user turn's first paragraph, tokenized alone (a token prefix of the whole; one
-    token more or less at the seam only moves the cut by a token). No user turn, or a template
-    that rewrites its text: no head, the prompt's end only."""
+    of the first user turn's first paragraph (``head_end``), tokenized alone (a token prefix of the
+    whole; one token more or less at the seam only moves the cut by a token)."""
+    end = head_end(text, messages)
+    return len(tokenizer(text[:end], add_special_tokens=False)["input_ids"]) if end else 0
+
+
+def head_end(text: str, messages: Sequence[dict]) -> int:
+    """Where the prompt's head ends in ``text``: after the first user turn's first paragraph. No
+    user turn, or a template that rewrites its text: 0, no head, the prompt's end only."""
     at = 0  # each turn is looked for after the one before it: a short user turn ("hi") can occur in the system prompt
     for message in messages:
         # Stripped: templates that trim a turn (Llama 3's ``| trim``) render it without its edges
@@ -104,8 +110,7 @@ def head_tokens(tokenizer, text: str, messages: Sequence[dict]) -> int:
         if found < 0:
             return 0
         if message["role"] == "user":
-            end = found + len(content.split("\n\n", 1)[0])
-            return len(tokenizer(text[:end], add_special_tokens=False)["input_ids"])
+            return found + len(content.split("\n\n", 1)[0])
         at = found + len(content)
     return 0
 
@@ -152,18 +157,48 @@ def said_cut(prompts: int, answers: int, heads: int = 0) -> str:
     return ", ".join(parts)
 
 
+ENCODE_CHUNK = 512  # texts per tokenizer call: its batch runs on every core, yet holds few encodings at once
+
+
+def token_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Each text's tokens (no special tokens), ENCODE_CHUNK texts per call: one call per text
+    used one core, and 25,790 training prompts took most of a run's setup."""
+    return [ids for start in range(0, len(texts), ENCODE_CHUNK)
+            for ids in tokenizer(list(texts[start:start + ENCODE_CHUNK]), add_special_tokens=False)["input_ids"]]
+
+
 def encode(tokenizer, example: dict, max_len: int) -> Encoded:
     """Prompt tokens + answer tokens + EOS; an over-long prompt loses its middle (``fit_prompt``),
     and an answer longer than half of ``max_len`` keeps its start and EOS. Both count as truncated."""
-    messages = example["messages"]
-    text = prompt_text(tokenizer, messages[:-1], example.get("id"))
-    prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
-    answer = tokenizer(messages[-1]["content"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    return encode_all(tokenizer, [example], max_len)[0]
+
+
+def encode_all(tokenizer, examples: Sequence[dict], max_len: int) -> list[Encoded]:
+    """``encode`` of each example, ENCODE_CHUNK at a time: their prompts, answers and the heads
+    of the cut prompts tokenized in one call each (``token_ids``), and each chunk's uncut
+    prompt tokens let go before the next."""
+    items = []
+    for start in range(0, len(examples), ENCODE_CHUNK):
+        chunk = examples[start:start + ENCODE_CHUNK]
+        texts = [prompt_text(tokenizer, ex["messages"][:-1], ex.get("id")) for ex in chunk]
+        prompts = token_ids(tokenizer, texts)
+        answers = token_ids(tokenizer, [ex["messages"][-1]["content"] + tokenizer.eos_token for ex in chunk])
+        ends = {i: head_end(texts[i], chunk[i]["messages"][:-1]) for i, (prompt, answer) in enumerate(zip(prompts, answers))
+                if cut_parts(len(prompt), len(answer), max_len)[1]}  # a cut prompt keeps its head (head_tokens)
+        ends = {i: end for i, end in ends.items() if end}
+        heads = dict(zip(ends, map(len, token_ids(tokenizer, [texts[i][:end] for i, end in ends.items()]))))
+        items += [_fit(tokenizer, ex["messages"], text, prompt, answer, max_len, heads.get(i, 0))
+                  for i, (ex, text, prompt, answer) in enumerate(zip(chunk, texts, prompts, answers, strict=True))]
+    return items
+
+
+def _fit(tokenizer, messages: Sequence[dict], text: str, prompt: list[int], answer: list[int],
+         max_len: int, head: int) -> Encoded:
+    """``head``: ``head_tokens`` of a prompt that is cut (0 for one that is not)."""
     cut_answer, cut_prompt = cut_parts(len(prompt), len(answer), max_len)
     if cut_answer:  # keep EOS: a model trained on answers without it never learns to stop
         answer = answer[: max_len // 2 - 1] + answer[-1:]
     room = max_len - len(answer)
-    head = head_tokens(tokenizer, text, messages[:-1]) if cut_prompt else 0
     prompt = fit_prompt(tokenizer, text, messages[:-1], prompt, room, head)
     return Encoded(prompt + answer, len(answer), cut_prompt, cut_answer, head > room // 2)
 
@@ -184,7 +219,7 @@ def generation_prompt_room(max_seq_len: int, max_new_tokens: int, context: int |
 class EncodedDataset(Dataset):
     def __init__(self, tokenizer, examples: Sequence[dict], max_len: int, split: str | None = None):
         """``split`` (train, val): say in the log how many examples were cut to ``max_len``."""
-        self.items = [encode(tokenizer, ex, max_len) for ex in examples]
+        self.items = encode_all(tokenizer, examples, max_len)
         self.truncated = sum(item.truncated for item in self.items)
         if split and self.truncated:
             # Prompts lose the transcript's oldest tokens, which the model then never sees for
