@@ -167,6 +167,13 @@ def token_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
             for ids in tokenizer(list(texts[start:start + ENCODE_CHUNK]), add_special_tokens=False)["input_ids"]]
 
 
+def token_counts(tokenizer, texts: Sequence[str]) -> list[int]:
+    """Each text's number of tokens, keeping only the counts chunk by chunk: every prompt's
+    encoding held at once (BANKING77's 13,083 prompts) took +1.25 GB."""
+    return [len(ids) for start in range(0, len(texts), ENCODE_CHUNK)
+            for ids in token_ids(tokenizer, texts[start:start + ENCODE_CHUNK])]
+
+
 def encode(tokenizer, example: dict, max_len: int) -> Encoded:
     """Prompt tokens + answer tokens + EOS; an over-long prompt loses its middle (``fit_prompt``),
     and an answer longer than half of ``max_len`` keeps its start and EOS. Both count as truncated."""

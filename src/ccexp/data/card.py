@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from ccexp.data.batching import cut_parts, head_tokens, prompt_room, prompt_text, said_cut, token_ids
+from ccexp.data.batching import cut_parts, head_tokens, prompt_room, prompt_text, said_cut, token_counts
 from ccexp.data.chatml import fold, prompt_of
 from ccexp.data.splitting import SPLITS
 from ccexp.data.tasks import FREE_TEXT_TASKS, TASK_FIELDS
@@ -117,10 +117,7 @@ def token_lengths(examples: list[dict], tokenizer) -> dict[str, list[int]]:
     prompts = [prompt_text(tokenizer, ex["messages"][:-1], ex.get("id")) for ex in examples]
     answers = [ex["messages"][-1]["content"] + tokenizer.eos_token for ex in examples]
 
-    # Only the lengths are kept: one tokenizer call over every prompt held all their encodings at
-    # once (BANKING77's 13,083 prompts: +1.25 GB); token_ids takes ENCODE_CHUNK at a time.
-    return {"prompt": [len(ids) for ids in token_ids(tokenizer, prompts)],
-            "answer": [len(ids) for ids in token_ids(tokenizer, answers)]}
+    return {"prompt": token_counts(tokenizer, prompts), "answer": token_counts(tokenizer, answers)}
 
 
 def _head_cut(example: dict, n_answer: int, tokenizer, max_seq_len: int) -> bool:
