@@ -552,34 +552,22 @@ def test_cli_a_search_without_multirun_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("override,line", [
+    # Hydra's merge of the override failed first, in OmegaConf's "Cannot merge DictConfig with ListConfig"
     ("task_mix.weights=[quality]", "task_mix.weights: expected a mapping, got a list"),
     ("model.lora_targets={q_proj: 1}", "model.lora_targets: expected a list, got a mapping"),
-])
-def test_a_list_for_a_mapping_is_said_so(override, line):
-    """Hydra's merge of the override fails first, in OmegaConf's "Cannot merge DictConfig with ListConfig"."""
-    from hydra.errors import ConfigCompositionException
-
-    from ccexp.config_errors import config_error_line
-
-    with pytest.raises(ConfigCompositionException) as err:
-        compose_cfg(override)
-    assert config_error_line(err.value) == line
-
-
-@pytest.mark.parametrize("override,line", [
+    # Hydra's "Error parsing override 'lora'; missing EQUAL at '<EOF>'; See https://..." named no fix
     ("lora", "lora: not an override (expected key=value; an option of a group: method=lora)"),
     ("method:lora", "method:lora: not an override (expected key=value: method=lora)"),
     ("method.r:8", "method.r:8: not an override (expected key=value: method.r=8)"),
     ("fast", "fast: not an override (expected key=value; an option of a group: trainer=fast)"),
     ("nothing", "nothing: not an override (expected key=value, e.g. method=qlora)"),
 ])
-def test_an_override_without_equals_is_said_so(override, line):
-    """Hydra's "Error parsing override 'lora'; missing EQUAL at '<EOF>'; See https://..." named no fix."""
-    from hydra.errors import OverrideParseException
+def test_an_override_hydra_cannot_take_is_said_in_one_line(override, line):
+    from hydra.errors import HydraException
 
     from ccexp.config_errors import config_error_line
 
-    with pytest.raises(OverrideParseException) as err:
+    with pytest.raises(HydraException) as err:
         compose_cfg(override)
     assert config_error_line(err.value) == line
 
