@@ -649,11 +649,13 @@ def mix_given_whole(cfg: DictConfig, overrides) -> None:
     given for a mapping into the option's, which kept every task of task_mix=all at its weight
     (a task left out gets none only when the mapping replaces it); ``task_mix.weights.reply=1``
     still adds one task to the option's. Every command that composes a run's config from overrides
-    (run, data describe/export, bench) applies it, so they all see the same mix."""
+    (run, data describe/export, bench, evaluate) applies it, so they all see the same mix."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
 
-    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    # Only the mix's own: evaluate's other key=value arguments need not be Hydra's syntax (a path with a space).
+    mine = [str(o) for o in overrides if str(o).partition("=")[0].lstrip("+~") in ("task_mix.weights", "task_mix.name")]
+    parsed = OverridesParser.create().parse_overrides(mine)
     for override in parsed:
         if (override.type == OverrideType.CHANGE and override.key_or_group == "task_mix.weights"
                 and isinstance(override.value(), dict) and isinstance(cfg.get("task_mix"), DictConfig)):

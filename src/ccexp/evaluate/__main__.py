@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ccexp.cli import output_dir, user_path, yaml_problem
-from ccexp.config import _SCHEMAS, KEYS_HINT, TRAINING_ONLY, ConfigError, did_you_mean
+from ccexp.config import _SCHEMAS, KEYS_HINT, TRAINING_ONLY, ConfigError, did_you_mean, mix_given_whole
 from ccexp.environment import anchor_paths, anchor_relative_paths
 
 if TYPE_CHECKING:
@@ -311,18 +311,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             given = OmegaConf.from_dotlist(overrides)
             _take_named_options(saved, given)
-            if any(a.partition("=")[0] == "task_mix.weights" for a in overrides) and \
-                    isinstance(saved.get("task_mix"), DictConfig):
-                # The mix given whole is the mix scored (a task left out gets none): merged into
-                # the run's, {issue: 1, journey: 1} changed nothing and every task was scored.
-                saved.task_mix.weights = {}
-                given_weights = OmegaConf.select(given, "task_mix.weights")
-                if isinstance(given_weights, DictConfig):  # the run's mix name is not this one's (as training names it)
-                    saved.task_mix.name = "+".join(map(str, given_weights)) or saved.task_mix.name
             # Relative paths given here name files where the evaluation runs: recorded absolute, as
             # the run's own are, since config.yaml keeps no record of that folder.
             anchor_paths(given, Path.cwd(), OmegaConf.select(saved, "model.source", default=None))
             cfg = OmegaConf.merge(saved, given)
+            # The mix given whole is the mix scored (a task left out gets none): merged into the
+            # run's, {issue: 1, journey: 1} changed nothing and every task was scored.
+            mix_given_whole(cfg, overrides)
         except (OmegaConfBaseException, ValueError) as err:
             raise ConfigError(f"{run_dir / 'config.yaml'} + {overrides}: {str(err).splitlines()[0]}") from None
         from ccexp.backends.base import AdapterMismatch  # after the arguments: it loads torch
